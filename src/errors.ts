@@ -1,0 +1,88 @@
+/**
+ * Typed errors. Every error unionctl raises on purpose is a UnionctlError: it names the thing that
+ * failed (`subject`) and, where there is one, what the user can do about it (`hint`). The CLI prints
+ * `unionctl: <message>` (plus the hint) without a stack trace and exits non-zero.
+ */
+export type ErrorCode =
+  | 'INVALID_ID' // an id that is not [A-Za-z0-9][A-Za-z0-9_.-]*
+  | 'NOT_FOUND' // a layer, parent, file or image that does not exist
+  | 'EXISTS' // a layer id already taken
+  | 'IN_USE' // a layer still mounted
+  | 'HAS_CHILDREN' // a layer other layers are built on
+  | 'BAD_TAR' // a tar stream that cannot be parsed (checksum, truncation, bad number)
+  | 'UNSAFE_ENTRY' // a tar entry that would write, change or read outside the layer
+  | 'UNSUPPORTED' // a driver or feature this kernel / filesystem cannot provide
+  | 'BAD_OPTION' // unknown storage option, bad option value, unknown driver name
+  | 'LOCKED' // a lock that could not be taken
+  | 'SYSCALL' // a system call failed (carries the errno name)
+  | 'CORRUPT' // on-disk state that does not match the format
+  | 'USAGE'; // a CLI / API call with wrong arguments
+
+export class UnionctlError extends Error {
+  readonly code: ErrorCode;
+  /** What to do about it, one sentence. */
+  readonly hint?: string;
+  constructor(code: ErrorCode, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'UnionctlError';
+    this.code = code;
+    this.hint = opts.hint;
+  }
+}
+
+/** A system call failed. `errno` is the symbolic name (EINVAL, ENOENT, …). */
+export class SysCallError extends UnionctlError {
+  readonly errno: string;
+  readonly errnum: number;
+  readonly syscall: string;
+  readonly path?: string;
+  constructor(syscall: string, errnum: number, errno: string, path?: string, detail?: string) {
+    const where = path === undefined ? '' : ` ${path}`;
+    super('SYSCALL', `${syscall}${where}: ${errno}${detail ? ` (${detail})` : ''}`);
+    this.name = 'SysCallError';
+    this.errno = errno;
+    this.errnum = errnum;
+    this.syscall = syscall;
+    this.path = path;
+  }
+}
+
+/** A tar entry was refused because it would reach outside the layer. */
+export class UnsafeEntryError extends UnionctlError {
+  readonly entry: string;
+  constructor(entry: string, why: string) {
+    super('UNSAFE_ENTRY', `refusing tar entry ${JSON.stringify(entry)}: ${why}`, {
+      hint: 'the layer tarball is malformed or malicious; nothing was written outside the layer',
+    });
+    this.name = 'UnsafeEntryError';
+    this.entry = entry;
+  }
+}
+
+/** The tar stream itself is broken. */
+export class TarFormatError extends UnionctlError {
+  constructor(message: string, opts: { entry?: string; offset?: number } = {}) {
+    const at = [opts.entry === undefined ? '' : `entry ${JSON.stringify(opts.entry)}`, opts.offset === undefined ? '' : `offset ${opts.offset}`]
+      .filter(Boolean)
+      .join(', ');
+    super('BAD_TAR', `invalid tar stream${at ? ` (${at})` : ''}: ${message}`, {
+      hint: 'check that the file is a complete, uncompressed/gzip/zstd tar archive',
+    });
+    this.name = 'TarFormatError';
+  }
+}
+
+const LAYER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+/** Throws INVALID_ID unless `id` is a safe layer id (it becomes a directory name). */
+export function assertValidId(id: string, what = 'layer id'): void {
+  if (typeof id !== 'string' || !LAYER_ID.test(id) || id.length > 128) {
+    throw new UnionctlError('INVALID_ID', `invalid ${what} ${JSON.stringify(id)}`, {
+      hint: 'ids are 1-128 characters of [A-Za-z0-9_.-] and start with a letter or digit',
+    });
+  }
+}
+
+export function isUnionctlError(e: unknown): e is UnionctlError {
+  return e instanceof UnionctlError;
+}
