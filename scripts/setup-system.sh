@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the system packages unionctl's tests, example and benchmarks need, when they are missing.
+# Idempotent and quick when everything is there. Needs root (apt-get) only when something is missing.
+set -euo pipefail
+
+# command -> Debian package that provides it
+declare -A NEED=(
+  [python3]=python3          # test/treelist.py: the reference tree listing
+  [tar]=tar                  # GNU tar: fixtures, cross-checks, the import benchmark's baseline
+  [gzip]=gzip
+  [zstd]=zstd
+  [mkfs.ext4]=e2fsprogs      # loop-mounted ext4 for benchmarks
+  [mkfs.xfs]=xfsprogs        # loop-mounted xfs with project quota (overlay2.size)
+  [xfs_quota]=xfsprogs
+  [losetup]=mount
+  [mountpoint]=util-linux
+  [setfattr]=attr            # xattr cross-checks in tests
+)
+
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "setup-system: installing $pkgs" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-system: need root to install $pkgs (run as root, or install them yourself)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+fi
+
+# Kernel pieces the tests use: overlay (module may need loading) and loop devices.
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+[ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+exit 0
