@@ -1,0 +1,3 @@
+export * from './syscalls.js';
+export * from './mountinfo.js';
+export * from './probes.js';
