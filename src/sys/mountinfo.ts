@@ -22,7 +22,10 @@ export interface MountInfo {
   superOptions: string[];
 }
 
-/** The kernel escapes space, tab, newline and backslash (and ':' in overlay paths) as \ooo. */
+/**
+ * Undoes the kernel's octal escapes (\ooo): space \040, tab \011, newline \012, backslash \134
+ * in paths; overlay also escapes ',' (\054) inside its option values.
+ */
 export function unescapeOctal(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
@@ -53,9 +56,9 @@ export function parseMountInfo(text: string): MountInfo[] {
   return mounts;
 }
 
-/** Super options are comma-separated; an escaped comma inside a path stays part of it. */
+/** Super options are comma-separated; a ',' inside a value is shown octal-escaped (\054). */
 function splitSuperOptions(s: string): string[] {
-  return s === '' ? [] : s.split(/(?<!\\),/);
+  return s === '' ? [] : s.split(',');
 }
 
 export function readMountInfo(pid: number | 'self' = 'self'): MountInfo[] {
@@ -70,6 +73,7 @@ export function findMount(mountPoint: string, mounts: MountInfo[] = readMountInf
   return found;
 }
 
+/** Something is mounted exactly at `path` (the kernel lists real paths: pass one without symlinks). */
 export function isMountPoint(path: string): boolean {
   return findMount(path) !== undefined;
 }
@@ -77,33 +81,49 @@ export function isMountPoint(path: string): boolean {
 /** Mounts at or below `dir`. */
 export function mountsUnder(dir: string, mounts: MountInfo[] = readMountInfo()): MountInfo[] {
   const base = resolve(dir);
-  return mounts.filter((m) => m.mountPoint === base || m.mountPoint.startsWith(base + '/'));
+  const prefix = base === '/' ? '/' : base + '/';
+  return mounts.filter((m) => m.mountPoint === base || m.mountPoint.startsWith(prefix));
 }
 
 export interface OverlayOptions {
-  /** lower dirs, topmost first, as the kernel shows them (absolute or relative to the mounter's cwd) */
+  /** lower dirs, topmost first, as the kernel shows them (absolute, or relative to the mounter's cwd) */
   lowerdirs: string[];
+  /** data-only lower layers (`lowerdir=a::d` or `datadir+=d`, kernel ≥ 6.5), reached only by metacopy redirects */
+  datadirs: string[];
   upperdir?: string;
   workdir?: string;
+  /** every other option: `index=off` → { index: 'off' }, `userxattr` → { userxattr: true } */
   other: Record<string, string | true>;
 }
 
 /**
- * Overlay super options → the branch dirs. The kernel shows `lowerdir=a:b:c` with a literal ':'
- * inside a path escaped as `\:`; a mount made with the new API's `lowerdir+` shows one
- * `lowerdir+=` option per layer instead (kernel ≥ 6.8), and `datadir+=` for data-only layers.
+ * Overlay super options → the branch dirs. What the kernel prints (checked on 6.18):
+ * - `lowerdir=/a:/b\134:c` — layers joined by ':'; a ':' inside a path is escaped as `\:` and the
+ *   backslash then octal-escaped like every space, tab, newline, backslash and ',' (`\054`);
+ * - `lowerdir=/a:/b::/d1::/d2` — data-only layers (kernel ≥ 6.5) follow, each after '::';
+ * - a mount made with the new API's `lowerdir+` / `datadir+` (kernel ≥ 6.8) shows one
+ *   `lowerdir+=<path>` / `datadir+=<path>` option per layer, with ':' left as is.
  */
 export function parseOverlayOptions(superOptions: string[]): OverlayOptions {
-  const out: OverlayOptions = { lowerdirs: [], other: {} };
+  const out: OverlayOptions = { lowerdirs: [], datadirs: [], other: {} };
   for (const opt of superOptions) {
     const eq = opt.indexOf('=');
     const key = eq < 0 ? opt : opt.slice(0, eq);
     const value = eq < 0 ? '' : unescapeOctal(opt.slice(eq + 1));
-    if (key === 'lowerdir') out.lowerdirs.push(...value.split(/(?<!\\):/).map((p) => p.replace(/\\:/g, ':')));
+    if (key === 'lowerdir') addLowerdirList(out, value);
     else if (key === 'lowerdir+') out.lowerdirs.push(value);
+    else if (key === 'datadir+') out.datadirs.push(value);
     else if (key === 'upperdir') out.upperdir = value;
     else if (key === 'workdir') out.workdir = value;
     else out.other[key] = eq < 0 ? true : value;
   }
   return out;
+}
+
+/** `a:b\\:c::d1::d2` → lowerdirs a and b:c, datadirs d1 and d2 (data layers are separated by '::'). */
+function addLowerdirList(out: OverlayOptions, list: string): void {
+  const unescapeColons = (p: string) => p.replace(/\\:/g, ':');
+  const [layers, ...data] = list.split(/(?<!\\)::/);
+  if (layers !== '') out.lowerdirs.push(...layers.split(/(?<!\\):/).map(unescapeColons));
+  out.datadirs.push(...data.map(unescapeColons));
 }

@@ -1,13 +1,12 @@
 /**
- * Kernel and filesystem feature probes, memoised: a probe runs once per process (per directory
- * for the per-directory ones). Drivers ask these before they pick a mount strategy, and
- * `unionctl info` reports them.
+ * Kernel and filesystem feature probes, memoised: a probe runs once per process (once per
+ * directory for the per-directory ones; clearProbeCache() forgets everything). Drivers ask these
+ * before they pick a mount strategy, and `unionctl info` reports them.
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { FSCONFIG, closeFd, ficlone, fsconfig, fsmount, fsopen, statfs } from './syscalls.js';
-import { mountsUnder, readMountInfo } from './mountinfo.js';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { DT, FSCONFIG, SC_PAGESIZE, closeFd, ficlone, fsconfig, fsmount, fsopen, readdirTypes, statfs, sysconf } from './syscalls.js';
+import { readMountInfo } from './mountinfo.js';
 import type { MountInfo } from './mountinfo.js';
 
 const cache = new Map<string, unknown>();
@@ -21,7 +20,7 @@ export function clearProbeCache(): void {
   cache.clear();
 }
 
-/** Filesystem types the kernel knows now (/proc/filesystems). */
+/** A filesystem type the kernel knows now (/proc/filesystems: overlay, fuse, xfs, …). */
 export function hasFilesystem(name: string): boolean {
   return memo(`fs:${name}`, () =>
     readFileSync('/proc/filesystems', 'utf8')
@@ -36,49 +35,61 @@ export function overlaySupported(): boolean {
 
 export interface OverlayParams {
   index?: boolean;
+  /** Y/N on current kernels; older ones had on/off/follow/nofollow strings */
   redirectDir?: boolean | string;
   metacopy?: boolean;
+  /** the xino_auto parameter (Y/N) */
   xino?: string;
   /** The module has an `index` parameter at all (Docker then mounts with index=off). */
   hasIndexParam: boolean;
 }
 
-function readParam(name: string): string | undefined {
+function readOverlayParam(name: string): string | undefined {
   const p = `/sys/module/overlay/parameters/${name}`;
   return existsSync(p) ? readFileSync(p, 'utf8').trim() : undefined;
 }
 
-const yesNo = (v: string | undefined) => (v === undefined ? undefined : v === 'Y' || v === 'y' || v === 'on');
+function yesNo(v: string | undefined): boolean | undefined {
+  return v === undefined ? undefined : v === 'Y' || v === 'y' || v === 'on';
+}
 
-/** The overlay module's parameters (/sys/module/overlay/parameters). */
+/** The overlay module's parameters (/sys/module/overlay/parameters); all undefined if not loaded. */
 export function overlayModuleParams(): OverlayParams {
   return memo('overlay-params', () => {
-    const redirect = readParam('redirect_dir');
+    const index = readOverlayParam('index');
+    const redirect = readOverlayParam('redirect_dir');
     return {
-      index: yesNo(readParam('index')),
-      redirectDir: redirect === undefined ? undefined : redirect === 'Y' || redirect === 'N' ? redirect === 'Y' : redirect,
-      metacopy: yesNo(readParam('metacopy')),
-      xino: readParam('xino_auto'),
-      hasIndexParam: readParam('index') !== undefined,
+      index: yesNo(index),
+      redirectDir: redirect === 'Y' || redirect === 'N' ? redirect === 'Y' : redirect,
+      metacopy: yesNo(readOverlayParam('metacopy')),
+      xino: readOverlayParam('xino_auto'),
+      hasIndexParam: index !== undefined,
     };
   });
 }
 
+/** A temp dir inside `dir` for a probe, removed afterwards whatever happens. */
+function withProbeDir<T>(dir: string, prefix: string, probe: (tmp: string) => T): T {
+  const tmp = mkdtempSync(join(dir, prefix));
+  try {
+    return probe(tmp);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 /**
- * Does readdir on `dir`'s filesystem report file types (d_type)? overlayfs needs it. node's
- * Dirent is built from d_type: an entry whose type is DT_UNKNOWN has every is*() false.
+ * Does readdir on `dir`'s filesystem fill in d_type (overlayfs needs it; xfs made with ftype=0
+ * does not)? Checked on raw readdir(3): node's readdir({withFileTypes}) cannot answer this,
+ * because for DT_UNKNOWN it lstat()s the entry and returns a Dirent with the real type.
  */
 export function supportsDType(dir: string): boolean {
-  return memo(`dtype:${statfs(dir).type}:${dir}`, () => {
-    const tmp = mkdtempSync(join(dir, '.dtype-probe-'));
-    try {
+  return memo(`dtype:${resolve(dir)}`, () =>
+    withProbeDir(dir, '.dtype-probe-', (tmp) => {
       writeFileSync(join(tmp, 'f'), '');
-      const [entry] = readdirSync(tmp, { withFileTypes: true });
-      return entry.isFile();
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+      return readdirTypes(tmp).every((entry) => entry.type !== DT.UNKNOWN);
+    }),
+  );
 }
 
 /** The new mount API (fsopen & co., Linux ≥ 5.2) works for overlay. */
@@ -96,37 +107,41 @@ export function newMountApiSupported(): boolean {
 
 /**
  * Overlay accepts `lowerdir+` (one lower layer per fsconfig call, Linux ≥ 6.8): the way to mount
- * more layers than fit one page of mount data. Probed with a real mount of two empty dirs.
+ * more layers than fit one page of mount data. Probed with a real, detached mount of two empty
+ * dirs under /tmp; it is never attached anywhere and goes away with its fd.
  */
 export function overlayLowerdirPlusSupported(): boolean {
   return memo('lowerdir+', () => {
     if (!newMountApiSupported()) return false;
-    const tmp = mkdtempSync('/tmp/unionctl-probe-');
-    let fd = -1;
-    try {
+    return withProbeDir('/tmp', 'unionctl-probe-', (tmp) => {
       for (const d of ['a', 'b']) mkdirSync(join(tmp, d));
-      fd = fsopen('overlay');
-      fsconfig(fd, FSCONFIG.SET_STRING, 'lowerdir+', join(tmp, 'a'));
-      fsconfig(fd, FSCONFIG.SET_STRING, 'lowerdir+', join(tmp, 'b'));
-      fsconfig(fd, FSCONFIG.CMD_CREATE, null, null);
-      closeFd(fsmount(fd)); // detached mount: closing the fd unmounts it
-      return true;
-    } catch {
-      return false;
-    } finally {
-      if (fd >= 0) closeFd(fd);
-      rmSync(tmp, { recursive: true, force: true });
-    }
+      const fd = fsopen('overlay');
+      try {
+        fsconfig(fd, FSCONFIG.SET_STRING, 'lowerdir+', join(tmp, 'a'));
+        fsconfig(fd, FSCONFIG.SET_STRING, 'lowerdir+', join(tmp, 'b'));
+        fsconfig(fd, FSCONFIG.CMD_CREATE, null, null);
+        closeFd(fsmount(fd));
+        return true;
+      } catch {
+        return false;
+      } finally {
+        closeFd(fd);
+      }
+    });
   });
 }
 
-/** OVL_MAX_STACK in fs/overlayfs: the kernel refuses a 501st lower layer with EINVAL. */
+/**
+ * OVL_MAX_STACK in fs/overlayfs/params.h: the kernel refuses a 501st lower layer with EINVAL
+ * (checked on 6.18). A constant rather than a probe: finding it out takes 501 directories.
+ */
 export function overlayMaxLowerLayers(): number {
   return 500;
 }
 
+/** The page size, which caps the mount(2) data string (overlay2's lowerdir list). */
 export function pageSize(): number {
-  return memo('pagesize', () => Number(execFileSync('getconf', ['PAGESIZE']).toString().trim()) || 4096);
+  return memo('pagesize', () => sysconf(SC_PAGESIZE));
 }
 
 /** The backing filesystem's name as Docker prints it ("extfs", "xfs", "tmpfs", …). */
@@ -136,9 +151,8 @@ export function backingFs(dir: string): string {
 
 /** FICLONE works between two files in `dir` (btrfs, xfs with reflink=1). */
 export function reflinkSupported(dir: string): boolean {
-  return memo(`reflink:${dir}`, () => {
-    const tmp = mkdtempSync(join(dir, '.reflink-probe-'));
-    try {
+  return memo(`reflink:${resolve(dir)}`, () =>
+    withProbeDir(dir, '.reflink-probe-', (tmp) => {
       writeFileSync(join(tmp, 'a'), 'x');
       const src = openSync(join(tmp, 'a'), 'r');
       const dst = openSync(join(tmp, 'b'), 'w');
@@ -151,39 +165,41 @@ export function reflinkSupported(dir: string): boolean {
         closeSync(src);
         closeSync(dst);
       }
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+    }),
+  );
 }
 
-/** The mount holding `path` (the deepest mount point that is a prefix of it). */
+/** The mount holding `path`: the deepest mount point that is `path` or one of its parents. */
 export function mountOf(path: string, mounts: MountInfo[] = readMountInfo()): MountInfo | undefined {
+  const want = resolve(path);
   let best: MountInfo | undefined;
   for (const m of mounts) {
     const prefix = m.mountPoint === '/' ? '/' : m.mountPoint + '/';
-    if ((path === m.mountPoint || path.startsWith(prefix)) && (!best || m.mountPoint.length >= best.mountPoint.length)) best = m;
+    const holds = want === m.mountPoint || want.startsWith(prefix);
+    // >= : of two mounts on the same point, the later line is the one on top
+    if (holds && (!best || m.mountPoint.length >= best.mountPoint.length)) best = m;
   }
   return best;
 }
 
 /** xfs mounted with project quota enforcement (prjquota / pquota), which overlay2.size needs. */
 export function projectQuotaSupported(dir: string): boolean {
-  const m = mountOf(dir);
-  if (!m || m.fsType !== 'xfs') return false;
-  return m.superOptions.some((o) => o === 'prjquota' || o === 'pquota');
+  return memo(`prjquota:${resolve(dir)}`, () => {
+    const m = mountOf(dir);
+    if (!m || m.fsType !== 'xfs') return false;
+    // the kernel shows "prjquota"; "pquota"/"prjquota" are also accepted at mount time
+    return m.superOptions.some((o) => o === 'prjquota' || o === 'pquota');
+  });
 }
 
-/** Running inside a user namespace (overlay then needs `userxattr`). */
+/** Running inside a user namespace (overlay then needs `userxattr`): uid_map is not the full identity map. */
 export function inUserNamespace(): boolean {
   return memo('userns', () => {
     try {
       const map = readFileSync('/proc/self/uid_map', 'utf8').trim().split(/\s+/);
-      return !(map[0] === '0' && map[1] === '0' && map[2] === '4294967295');
+      return !(map.length === 3 && map[0] === '0' && map[1] === '0' && map[2] === '4294967295');
     } catch {
       return false;
     }
   });
 }
-
-export { mountsUnder };

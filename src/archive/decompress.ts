@@ -1,0 +1,275 @@
+/**
+ * Compression sniffing for layer tarballs: OCI layers are plain, gzip or zstd tars, told apart by
+ * their first bytes (the media type is not always at hand: `unionctl import layer.tar.zst`).
+ *
+ * gzip goes through node:zlib (native, multi-member, with stream back-pressure); zstd through
+ * fzstd's streaming Decompress (pure JS), fed in pieces small enough that a highly compressed run
+ * (a file of zeros) cannot balloon into one huge burst of output.
+ */
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { Decompress } from 'fzstd';
+import { UnionctlError } from '../errors.js';
+
+export type Compression = 'none' | 'gzip' | 'zstd';
+
+/** Enough bytes for every magic number we check (xz has the longest, 6). */
+const SNIFF_BYTES = 6;
+/** zlib output chunk: large enough that per-chunk overhead vanishes next to the tar work. */
+const GUNZIP_CHUNK = 256 * 1024;
+/** Input chunk size for layer files opened here. */
+const FILE_CHUNK = 1024 * 1024;
+
+/** The format the first bytes of a stream announce. Anything unrecognised is taken as a plain tar. */
+export function sniffCompression(head: Buffer): Compression | 'xz' | 'bzip2' {
+  const starts = (...magic: number[]) => head.length >= magic.length && magic.every((b, i) => head[i] === b);
+  if (starts(0x1f, 0x8b)) return 'gzip';
+  if (starts(0x28, 0xb5, 0x2f, 0xfd)) return 'zstd';
+  // A zstd stream may begin with a skippable frame: magic 0x184D2A50..5F, little-endian.
+  if (head.length >= 4 && (head[0] & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18) return 'zstd';
+  if (starts(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00)) return 'xz';
+  if (starts(0x42, 0x5a, 0x68)) return 'bzip2'; // "BZh"
+  return 'none';
+}
+
+/**
+ * Sniffs the compression from the first bytes (which are kept, not lost) and returns the
+ * uncompressed byte stream. xz and bzip2 are refused: Docker and OCI layers never use them.
+ */
+export async function decompressedStream(input: Readable | AsyncIterable<Buffer | Uint8Array>): Promise<{ compression: Compression; stream: AsyncIterable<Buffer> }> {
+  const source = input[Symbol.asyncIterator]() as AsyncIterator<Buffer | Uint8Array>;
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  let ended = false;
+  while (headBytes < SNIFF_BYTES) {
+    const next = await source.next();
+    if (next.done) {
+      ended = true;
+      break;
+    }
+    const chunk = asBuffer(next.value);
+    head.push(chunk);
+    headBytes += chunk.length;
+  }
+  const format = sniffCompression(Buffer.concat(head, headBytes));
+  if (format === 'xz' || format === 'bzip2') {
+    if (!ended) await source.return?.();
+    throw new UnionctlError('UNSUPPORTED', `the layer is ${format}-compressed; unionctl reads plain, gzip and zstd tars`, {
+      hint: `decompress it first (${format === 'xz' ? 'xz -dc' : 'bzip2 -dc'} layer > layer.tar)`,
+    });
+  }
+  const raw = replay(head, ended ? undefined : source);
+  if (format === 'gzip') return { compression: 'gzip', stream: gunzip(raw) };
+  if (format === 'zstd') return { compression: 'zstd', stream: unzstd(raw) };
+  return { compression: 'none', stream: raw };
+}
+
+/**
+ * Opens a layer tarball: `-` is stdin, anything else a file path; then sniffs and decompresses.
+ * The file is closed when the returned stream is read to its end or abandoned (`return()`).
+ */
+export async function openLayerInput(source: string | Readable): Promise<{ compression: Compression; stream: AsyncIterable<Buffer> }> {
+  if (typeof source !== 'string') return decompressedStream(source);
+  if (source === '-') return decompressedStream(process.stdin);
+  const file = createReadStream(source, { highWaterMark: FILE_CHUNK });
+  await new Promise<void>((resolve, reject) => {
+    file.once('open', () => resolve());
+    file.once('error', (e: NodeJS.ErrnoException) => {
+      reject(
+        e.code === 'ENOENT'
+          ? new UnionctlError('NOT_FOUND', `layer tarball ${source} does not exist`, { hint: 'check the path', cause: e })
+          : new UnionctlError('USAGE', `cannot read layer tarball ${source}: ${e.message}`, { cause: e }),
+      );
+    });
+  });
+  try {
+    return await decompressedStream(file);
+  } catch (e) {
+    file.destroy();
+    throw e;
+  }
+}
+
+function asBuffer(chunk: Buffer | Uint8Array): Buffer {
+  return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+}
+
+/** The sniffed head chunks again, then the rest of the source. */
+async function* replay(head: Buffer[], rest: AsyncIterator<Buffer | Uint8Array> | undefined): AsyncGenerator<Buffer, void, undefined> {
+  try {
+    for (const chunk of head) yield chunk;
+    if (rest === undefined) return;
+    for (;;) {
+      const next = await rest.next();
+      if (next.done) {
+        rest = undefined;
+        return;
+      }
+      yield asBuffer(next.value);
+    }
+  } finally {
+    // Stopped early by the consumer: close the underlying stream.
+    await rest?.return?.();
+  }
+}
+
+function corrupt(format: string, err: unknown): UnionctlError {
+  return new UnionctlError('BAD_TAR', `corrupt ${format} stream: ${(err as Error).message}`, {
+    hint: `the layer file is damaged or truncated; check it with ${format === 'gzip' ? 'gzip -t' : 'zstd -t'}`,
+    cause: err,
+  });
+}
+
+/** zlib reports its own failures with Z_* codes; errors of the input stream pass through as they are. */
+function isZlibError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('Z_');
+}
+
+async function* gunzip(raw: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
+  const input = Readable.from(raw, { objectMode: false });
+  // gunzip handles concatenated members (pigz, multi-member gzip) by itself.
+  const inflater = createGunzip({ chunkSize: GUNZIP_CHUNK });
+  pipeline(input, inflater, () => {
+    /* errors surface through the iteration below */
+  });
+  try {
+    for await (const chunk of inflater) yield chunk as Buffer;
+  } catch (e) {
+    throw isZlibError(e) ? corrupt('gzip', e) : e;
+  } finally {
+    inflater.destroy();
+    input.destroy();
+  }
+}
+
+/**
+ * zstd through fzstd. fzstd's push() decodes every complete block in what it is given, and a
+ * compressed block of a few bytes can stand for 128 KiB of output (a file of zeros), so a 64 KiB
+ * input chunk could decode to gigabytes at once. The splitter below cuts the input at block
+ * boundaries (it reads just the frame and block headers) and we yield after each block: at most
+ * one block (128 KiB) of output is held at a time.
+ */
+async function* unzstd(raw: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
+  let ready: Buffer[] = [];
+  const decoder = new Decompress((data) => ready.push(asBuffer(data)));
+  const splitter = new ZstdBlockSplitter();
+  const decode = (piece: Uint8Array, final: boolean): Buffer[] => {
+    try {
+      decoder.push(piece, final);
+    } catch (e) {
+      throw corrupt('zstd', e);
+    }
+    const out = ready;
+    ready = [];
+    return out;
+  };
+  for await (const chunk of raw) {
+    for (const unit of splitter.split(chunk)) yield* decode(unit, false);
+  }
+  yield* decode(new Uint8Array(0), true);
+}
+
+const ZSTD_MAGIC = 0xfd2fb528;
+const ZSTD_BLOCK_MAX = 128 * 1024;
+
+/**
+ * Walks the zstd framing (RFC 8878 §3.1): frame header, blocks (3-byte header + content),
+ * optional checksum, skippable frames. split() returns the chunk cut so that every piece but
+ * the last ends exactly at the end of a block.
+ */
+class ZstdBlockSplitter {
+  private phase: 'magic' | 'skip-size' | 'skip-data' | 'frame-header' | 'block-header' | 'block' | 'checksum' = 'magic';
+  /** Bytes still to come in the current phase. */
+  private need = 4;
+  /** Header bytes collected so far (magic, frame header, block header; at most 18). */
+  private acc: number[] = [];
+  private lastBlock = false;
+  private checksum = false;
+
+  split(chunk: Buffer): Buffer[] {
+    const units: Buffer[] = [];
+    let start = 0;
+    let pos = 0;
+    while (pos < chunk.length) {
+      const take = Math.min(this.need, chunk.length - pos);
+      if (this.collects()) for (let i = 0; i < take; i++) this.acc.push(chunk[pos + i]);
+      pos += take;
+      this.need -= take;
+      if (this.need > 0) break;
+      if (this.advance()) {
+        units.push(chunk.subarray(start, pos));
+        start = pos;
+      }
+    }
+    if (start < chunk.length) units.push(chunk.subarray(start));
+    return units;
+  }
+
+  private collects(): boolean {
+    return this.phase === 'magic' || this.phase === 'skip-size' || this.phase === 'frame-header' || this.phase === 'block-header';
+  }
+
+  /** The current phase is complete: move on. Returns true at the end of a block. */
+  private advance(): boolean {
+    const acc = this.acc;
+    switch (this.phase) {
+      case 'magic': {
+        const magic = (acc[0] | (acc[1] << 8) | (acc[2] << 16) | (acc[3] << 24)) >>> 0;
+        if ((magic & 0xfffffff0) === 0x184d2a50) return this.enter('skip-size', 4);
+        if (magic !== ZSTD_MAGIC) throw corrupt('zstd', new Error(`bad frame magic 0x${magic.toString(16)}`));
+        return this.enter('frame-header', 1, true);
+      }
+      case 'skip-size': {
+        const size = (acc[4] | (acc[5] << 8) | (acc[6] << 16) | (acc[7] << 24)) >>> 0;
+        return size === 0 ? this.enter('magic', 4) : this.enter('skip-data', size);
+      }
+      case 'skip-data':
+        return this.enter('magic', 4);
+      case 'frame-header': {
+        const fhd = acc[4];
+        if (acc.length === 5) {
+          const singleSegment = (fhd >> 5) & 1;
+          const fcsBytes = [singleSegment, 2, 4, 8][fhd >> 6];
+          const dictBytes = [0, 1, 2, 4][fhd & 3];
+          this.checksum = ((fhd >> 2) & 1) === 1;
+          const rest = (singleSegment ? 0 : 1) + dictBytes + fcsBytes;
+          if (rest > 0) return this.enter('frame-header', rest, true);
+        }
+        return this.enter('block-header', 3);
+      }
+      case 'block-header': {
+        const header = acc[0] | (acc[1] << 8) | (acc[2] << 16);
+        this.lastBlock = (header & 1) === 1;
+        const type = (header >> 1) & 3;
+        const size = header >>> 3;
+        if (type === 3) throw corrupt('zstd', new Error('reserved block type'));
+        if (size > ZSTD_BLOCK_MAX) throw corrupt('zstd', new Error(`block of ${size} bytes exceeds the 128 KiB maximum`));
+        const contentBytes = type === 1 ? 1 : size; // RLE: one byte repeated `size` times
+        if (contentBytes === 0) return this.endBlock();
+        return this.enter('block', contentBytes);
+      }
+      case 'block':
+        return this.endBlock();
+      case 'checksum':
+        return this.enter('magic', 4);
+    }
+  }
+
+  private endBlock(): boolean {
+    if (!this.lastBlock) this.enter('block-header', 3);
+    else if (this.checksum) this.enter('checksum', 4);
+    else this.enter('magic', 4);
+    return true;
+  }
+
+  /** Starts a phase; `keep` continues collecting into the same header buffer. */
+  private enter(phase: ZstdBlockSplitter['phase'], need: number, keep = false): boolean {
+    if (!keep && phase !== 'skip-size') this.acc = [];
+    this.phase = phase;
+    this.need = need;
+    return false;
+  }
+}

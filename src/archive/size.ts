@@ -1,0 +1,70 @@
+/**
+ * Sizes of layers the way Docker reports them: ChangesSize (bytes a change list adds) and
+ * directory.Size (bytes a layer directory holds). Both count a hardlinked inode once.
+ */
+import { type BigIntStats, lstatSync, readdirSync } from 'node:fs';
+import type { Change } from '../graph/driver.js';
+import { assertDirectory, isDirStat, lstatIfExists } from './changes.js';
+
+/** Remembers inodes already counted; only inodes with more than one link can be met twice. */
+class InodeSet {
+  private readonly seen = new Set<string>();
+
+  /** True the first time an inode is offered. */
+  firstTime(st: BigIntStats): boolean {
+    if (st.nlink <= 1n) return true;
+    const key = `${st.dev}:${st.ino}`;
+    if (this.seen.has(key)) return false;
+    this.seen.add(key);
+    return true;
+  }
+}
+
+/**
+ * Docker's ChangesSize: the st_size sum of the A and C entries that are not directories, read
+ * from the tree `root` (symlinks count their target's length, as lstat says). An entry that has
+ * vanished from `root` since the changes were computed counts nothing.
+ */
+export async function changesSize(root: string, changes: Change[]): Promise<number> {
+  const inodes = new InodeSet();
+  let size = 0;
+  for (const change of changes) {
+    if (change.kind === 'D') continue;
+    const st = lstatIfExists(root + change.path);
+    if (st === undefined || isDirStat(st)) continue;
+    if (inodes.firstTime(st)) size += Number(st.size);
+  }
+  return size;
+}
+
+/**
+ * Docker's directory.Size: the sum of the sizes of everything below `dir` but directories, each
+ * inode once, without descending into other filesystems mounted below it.
+ */
+export async function directorySize(dir: string): Promise<number> {
+  assertDirectory(dir);
+  const rootDev = lstatSync(dir, { bigint: true }).dev;
+  const inodes = new InodeSet();
+  let size = 0;
+  const pending = [dir];
+  for (let current = pending.pop(); current !== undefined; current = pending.pop()) {
+    for (const name of readdirOrEmpty(current)) {
+      const path = `${current}/${name}`;
+      const st = lstatIfExists(path);
+      if (st === undefined || st.dev !== rootDev) continue; // vanished, or a mount point
+      if (isDirStat(st)) pending.push(path);
+      else if (inodes.firstTime(st)) size += Number(st.size);
+    }
+  }
+  return size;
+}
+
+/** A directory that vanished while we walked holds nothing. */
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}

@@ -1,0 +1,663 @@
+/**
+ * The tar reader: a streaming, binary-safe parser for the tar dialects container layers come in.
+ *
+ *   const tar = readTar(chunks);
+ *   for await (const { header, body } of tar) { for await (const piece of body) … }
+ *   tar.digest.diffId();   // "sha256:<hex>" of every byte of the stream, valid once the loop is done
+ *
+ * Dialects: POSIX ustar and pax (`x` and `g` records), GNU (old `ustar  \0` magic, `L`/`K` long
+ * names, base-256 numbers, `V` volume labels) and v7 (no magic). We do not use node-tar's parser
+ * because it cuts pax values at NUL bytes, and `SCHILY.xattr.security.capability` is binary.
+ *
+ * Memory stays bounded whatever the layer size: a body is handed out as subarrays of the input
+ * chunks (no copies), and only headers and metadata records (at most 1 MiB) are ever assembled.
+ * A body that its consumer does not read is skipped when the next entry is requested.
+ *
+ * The digest covers all bytes of the stream, including whatever follows the end-of-archive blocks
+ * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id, so after the
+ * end marker the reader keeps reading to EOF.
+ */
+import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
+import { TarFormatError, UnionctlError } from '../errors.js';
+import type { TarEntryType, TarHeader, Timespec } from './types.js';
+
+export interface TarEntry {
+  header: TarHeader;
+  /** The entry's content (regular files only; empty otherwise). Read it before asking for the next entry, or it is skipped. */
+  body: AsyncIterable<Buffer>;
+}
+
+export interface TarStreamDigest {
+  /** "sha256:<hex>" of all bytes of the stream. Throws until the reader has reached EOF. */
+  diffId(): string;
+  /** Bytes read from the stream so far. */
+  bytes(): number;
+}
+
+/** The entries of a tar stream, with the digest of the stream alongside. */
+export interface TarReader extends AsyncGenerator<TarEntry, void, undefined> {
+  readonly digest: TarStreamDigest;
+}
+
+export interface ReadTarOptions {
+  /** Called after each input chunk with the total number of bytes read so far. */
+  onBytes?: (total: number) => void;
+}
+
+export const BLOCK_SIZE = 512;
+/** Largest pax / GNU long-name record we accept (Go's archive/tar uses the same limit). */
+const MAX_METADATA_RECORD = 1 << 20;
+const EMPTY = Buffer.alloc(0);
+const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
+
+/** Reads a tar stream. The result is an async generator of entries that also carries `.digest`. */
+export function readTar(input: AsyncIterable<Buffer | Uint8Array>, opts: ReadTarOptions = {}): TarReader {
+  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes);
+  const entries = parseEntries(source);
+  return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The byte source: input chunks, a read position, and the running digest
+// ---------------------------------------------------------------------------------------------
+
+class ByteSource {
+  private chunk: Buffer = EMPTY;
+  private pos = 0;
+  /** Stream offset of chunk[0]. */
+  private chunkStart = 0;
+  private total = 0;
+  private ended = false;
+  private readonly hash = createHash('sha256');
+  private hex: string | undefined;
+
+  readonly digest: TarStreamDigest = {
+    diffId: () => {
+      if (!this.ended) throw new Error('tar stream digest asked for before the stream was read to its end');
+      this.hex ??= this.hash.digest('hex');
+      return `sha256:${this.hex}`;
+    },
+    bytes: () => this.total,
+  };
+
+  constructor(
+    private readonly input: AsyncIterator<Buffer | Uint8Array>,
+    private readonly onBytes: ((total: number) => void) | undefined,
+  ) {}
+
+  /** Stream offset of the next unread byte. */
+  get offset(): number {
+    return this.chunkStart + this.pos;
+  }
+
+  get atEof(): boolean {
+    return this.ended;
+  }
+
+  /** Replaces the (fully read) current chunk with the next non-empty one; false at EOF. */
+  private async pull(): Promise<boolean> {
+    while (!this.ended) {
+      const next = await this.input.next();
+      this.chunkStart += this.chunk.length;
+      this.chunk = EMPTY;
+      this.pos = 0;
+      if (next.done) {
+        this.ended = true;
+        return false;
+      }
+      const value = next.value;
+      if (value.length === 0) continue;
+      this.chunk = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length);
+      this.hash.update(this.chunk);
+      this.total += this.chunk.length;
+      this.onBytes?.(this.total);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Up to `n` bytes: a subarray of the current chunk when it holds them, else a copy assembled
+   * across chunks. Shorter than `n` only at EOF.
+   */
+  async read(n: number): Promise<Buffer> {
+    if (this.chunk.length - this.pos >= n) return this.take(n);
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      if (this.pos === this.chunk.length && !(await this.pull())) return out.subarray(0, filled);
+      const piece = this.take(n - filled);
+      piece.copy(out, filled);
+      filled += piece.length;
+    }
+    return out;
+  }
+
+  /** Up to `n` bytes from the current chunk (pulling one if it is used up); empty only at EOF. */
+  async next(n: number): Promise<Buffer> {
+    if (this.pos === this.chunk.length && !(await this.pull())) return EMPTY;
+    return this.take(n);
+  }
+
+  /** Skips `n` bytes; returns how many were skipped (fewer only at EOF). */
+  async skip(n: number): Promise<number> {
+    let skipped = 0;
+    while (skipped < n) {
+      if (this.pos === this.chunk.length && !(await this.pull())) break;
+      const step = Math.min(n - skipped, this.chunk.length - this.pos);
+      this.pos += step;
+      skipped += step;
+    }
+    return skipped;
+  }
+
+  /** Reads (and hashes) everything up to EOF. */
+  async drain(): Promise<void> {
+    this.pos = this.chunk.length;
+    while (await this.pull()) this.pos = this.chunk.length;
+  }
+
+  /** Lets the input go early (the consumer stopped, or an error): closes file streams and the like. */
+  async release(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await this.input.return?.();
+  }
+
+  private take(n: number): Buffer {
+    const end = Math.min(this.pos + n, this.chunk.length);
+    const piece = this.chunk.subarray(this.pos, end);
+    this.pos = end;
+    return piece;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry bodies
+// ---------------------------------------------------------------------------------------------
+
+const padding = (size: number) => (BLOCK_SIZE - (size % BLOCK_SIZE)) % BLOCK_SIZE;
+
+/** One entry's content: an async iterator over the source, bounded by the entry size. */
+class EntryBody implements AsyncIterableIterator<Buffer> {
+  private remaining: number;
+  private stale = false;
+
+  constructor(
+    private readonly source: ByteSource,
+    private readonly size: number,
+    private readonly entry: string,
+  ) {
+    this.remaining = size;
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<Buffer, undefined>> {
+    if (this.stale) throw new Error(`the body of tar entry ${JSON.stringify(this.entry)} was read after the next entry was requested`);
+    if (this.remaining === 0) return { done: true, value: undefined };
+    const piece = await this.source.next(this.remaining);
+    if (piece.length === 0) throw truncated(this.source, this.entry, `${this.remaining} of its ${this.size} content bytes are missing`);
+    this.remaining -= piece.length;
+    return { done: false, value: piece };
+  }
+
+  /** Leaving a `for await` early is fine: the rest is skipped with the next entry. */
+  async return(): Promise<IteratorResult<Buffer, undefined>> {
+    return { done: true, value: undefined };
+  }
+
+  invalidate(): void {
+    this.stale = true;
+  }
+
+  /** Skips what was not read plus the padding to the next block. Afterwards the body cannot be read. */
+  async finish(): Promise<void> {
+    this.stale = true;
+    const rest = this.remaining + padding(this.size);
+    this.remaining = 0;
+    if ((await this.source.skip(rest)) < rest) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
+  }
+}
+
+function truncated(source: ByteSource, entry: string | undefined, detail: string): TarFormatError {
+  return new TarFormatError(`truncated archive: ${detail}`, { entry, offset: source.offset });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entry loop
+// ---------------------------------------------------------------------------------------------
+
+async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void, undefined> {
+  const pending = new PendingMetadata();
+  let body: EntryBody | undefined;
+  try {
+    for (;;) {
+      if (body !== undefined) await body.finish();
+      body = undefined;
+      const offset = source.offset;
+      const block = await source.read(BLOCK_SIZE);
+      if (block.length === 0) {
+        // EOF at a block boundary without end-of-archive blocks: GNU tar accepts it, so do we.
+        pending.assertEmpty(offset, 'the stream ends');
+        break;
+      }
+      if (block.length < BLOCK_SIZE) throw truncated(source, undefined, `the stream ends inside a header (${block.length} of 512 bytes)`);
+      if (block.equals(ZERO_BLOCK)) {
+        pending.assertEmpty(offset, 'the end-of-archive marker follows');
+        await readEndOfArchive(source);
+        break;
+      }
+      const raw = parseHeaderBlock(block, offset);
+      if (await readMetadataRecord(source, raw, pending)) continue;
+      const header = pending.resolve(raw);
+      // Like Go's archive/tar (and so Docker): links, dirs, devices and FIFOs carry no data blocks,
+      // whatever their size field says.
+      if (HEADER_ONLY_TYPES.has(header.type)) header.size = 0;
+      body = new EntryBody(source, header.size, header.path);
+      yield { header, body };
+    }
+    await source.drain();
+  } finally {
+    // Early return or an error: the current body is dead, and the input is let go.
+    body?.invalidate();
+    await source.release();
+  }
+}
+
+/**
+ * After a first zero block: a second one ends the archive (the normal case), so does EOF (a
+ * common truncation of the marker). A non-zero block after a single zero block is what Go's
+ * archive/tar calls a broken header, and so do we.
+ */
+async function readEndOfArchive(source: ByteSource): Promise<void> {
+  const offset = source.offset;
+  const second = await source.read(BLOCK_SIZE);
+  if (second.length === BLOCK_SIZE && !second.equals(ZERO_BLOCK)) {
+    throw new TarFormatError('a single zero block is followed by more data (a zero block ends the archive only in pairs)', { offset });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header blocks
+// ---------------------------------------------------------------------------------------------
+
+/** The fields of one 512-byte header block, before pax / long-name records are folded in. */
+interface RawHeader {
+  offset: number;
+  typeflag: string;
+  name: string;
+  linkname: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  atime?: number;
+  uname: string;
+  gname: string;
+  devmajor: number;
+  devminor: number;
+}
+
+type Dialect = 'ustar' | 'star' | 'gnu' | 'v7';
+
+const HEADER_ONLY_TYPES: ReadonlySet<TarEntryType> = new Set(['hardlink', 'symlink', 'char', 'block', 'dir', 'fifo']);
+
+const ENTRY_TYPES: Readonly<Record<string, TarEntryType>> = {
+  '0': 'file',
+  '\0': 'file',
+  '7': 'file', // contiguous file: a regular file everywhere that matters
+  '1': 'hardlink',
+  '2': 'symlink',
+  '3': 'char',
+  '4': 'block',
+  '5': 'dir',
+  '6': 'fifo',
+};
+
+/** Typeflags we know but cannot extract, for a useful error. */
+const UNSUPPORTED_TYPES: Readonly<Record<string, string>> = {
+  S: 'GNU sparse file',
+  D: 'GNU incremental dump directory',
+  M: 'GNU multi-volume continuation',
+  N: 'old GNU long-name record',
+  A: 'Solaris ACL',
+  E: 'Solaris extended attribute',
+  I: 'inode-only entry',
+  X: 'old Solaris extended header',
+};
+
+function headerError(message: string, offset: number, entry?: string): TarFormatError {
+  return new TarFormatError(message, { entry, offset });
+}
+
+function parseHeaderBlock(block: Buffer, offset: number): RawHeader {
+  verifyChecksum(block, offset);
+  const dialect = dialectOf(block);
+  const name = fieldString(block, 0, 100, offset);
+  const field = (start: number, len: number, what: string) => parseNumber(block, start, len, what, offset, name);
+  let prefix = '';
+  let atime: number | undefined;
+  if (dialect === 'ustar') prefix = fieldString(block, 345, 155, offset);
+  else if (dialect === 'star') prefix = fieldString(block, 345, 131, offset);
+  else if (dialect === 'gnu') ({ prefix, atime } = gnuTimesOrPrefix(block, offset));
+  const hasOwnerNames = dialect !== 'v7';
+  return {
+    offset,
+    typeflag: String.fromCharCode(block[156]),
+    name: prefix === '' ? name : `${prefix}/${name}`,
+    linkname: fieldString(block, 157, 100, offset),
+    mode: field(100, 8, 'mode'),
+    uid: field(108, 8, 'uid'),
+    gid: field(116, 8, 'gid'),
+    size: field(124, 12, 'size'),
+    mtime: field(136, 12, 'mtime'),
+    atime,
+    uname: hasOwnerNames ? fieldString(block, 265, 32, offset) : '',
+    gname: hasOwnerNames ? fieldString(block, 297, 32, offset) : '',
+    devmajor: hasOwnerNames ? field(329, 8, 'devmajor') : 0,
+    devminor: hasOwnerNames ? field(337, 8, 'devminor') : 0,
+  };
+}
+
+function dialectOf(block: Buffer): Dialect {
+  // "ustar\0" (POSIX; star adds "tar\0" at the end of the block), "ustar  \0" (old GNU), or none (v7).
+  if (block[257] !== 0x75 || block.toString('latin1', 257, 262) !== 'ustar') return 'v7';
+  if (block[262] === 0) return block.toString('latin1', 508, 512) === 'tar\0' ? 'star' : 'ustar';
+  if (block[262] === 0x20 && block[263] === 0x20 && block[264] === 0) return 'gnu';
+  return 'v7';
+}
+
+/**
+ * Old GNU headers keep atime/ctime where ustar has its prefix. Go's archive/tar before 1.8 wrote
+ * GNU magic with a ustar prefix, so (like Go) when those fields are not numbers they are a prefix.
+ */
+function gnuTimesOrPrefix(block: Buffer, offset: number): { prefix: string; atime?: number } {
+  try {
+    const atime = parseNumber(block, 345, 12, 'atime', offset);
+    parseNumber(block, 357, 12, 'ctime', offset);
+    return { prefix: '', atime: atime === 0 ? undefined : atime };
+  } catch {
+    const prefix = fieldString(block, 345, 155, offset);
+    return { prefix: /^[\x20-\x7e]*$/.test(prefix) ? prefix : '' };
+  }
+}
+
+/** The stored checksum must equal the unsigned or the signed (historic bug) byte sum, with the field itself as spaces. */
+function verifyChecksum(block: Buffer, offset: number): void {
+  let unsigned = 0;
+  let highBytes = 0;
+  for (let i = 0; i < BLOCK_SIZE; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : block[i];
+    unsigned += b;
+    if (b >= 0x80) highBytes++;
+  }
+  const signed = unsigned - 256 * highBytes;
+  let stored: number;
+  try {
+    stored = parseOctal(block, 148, 8);
+  } catch {
+    stored = -1;
+  }
+  if (stored !== unsigned && stored !== signed) {
+    const name = fieldText(block, 0, 100);
+    throw headerError(`header checksum mismatch (stored ${stored < 0 ? 'unreadable' : stored}, computed ${unsigned}): not a tar archive or a corrupt header`, offset, name || undefined);
+  }
+}
+
+/** A NUL-terminated text field, decoded as UTF-8 (the names in the wild are; pax says so). */
+function fieldString(block: Buffer, start: number, len: number, offset: number): string {
+  const text = fieldText(block, start, len);
+  if (text.includes('\ufffd')) assertUtf8(block.subarray(start, fieldEnd(block, start, len)), offset);
+  return text;
+}
+
+function fieldEnd(block: Buffer, start: number, len: number): number {
+  const nul = block.indexOf(0, start);
+  return nul === -1 || nul > start + len ? start + len : nul;
+}
+
+function fieldText(block: Buffer, start: number, len: number): string {
+  return block.toString('utf8', start, fieldEnd(block, start, len));
+}
+
+function assertUtf8(bytes: Buffer, offset: number): void {
+  if (isUtf8(bytes)) return;
+  throw new UnionctlError('UNSUPPORTED', `tar entry at offset ${offset} has a name that is not valid UTF-8 (${JSON.stringify(bytes.toString('latin1'))})`, {
+    hint: 'unionctl only handles UTF-8 file names; rename the file in the source tree',
+  });
+}
+
+/** Octal ASCII (optionally space/NUL padded), or GNU base-256 when the high bit of the first byte is set. */
+function parseNumber(block: Buffer, start: number, len: number, what: string, offset: number, entry?: string): number {
+  try {
+    return block[start] & 0x80 ? parseBase256(block, start, len) : parseOctal(block, start, len);
+  } catch (e) {
+    throw headerError(`bad ${what} field ${JSON.stringify(block.toString('latin1', start, start + len))}: ${(e as Error).message}`, offset, entry || undefined);
+  }
+}
+
+function parseOctal(block: Buffer, start: number, len: number): number {
+  let i = start;
+  let end = start + len;
+  while (i < end && (block[i] === 0x20 || block[i] === 0)) i++;
+  while (end > i && (block[end - 1] === 0x20 || block[end - 1] === 0)) end--;
+  let value = 0;
+  for (; i < end; i++) {
+    const digit = block[i] - 0x30;
+    if (digit < 0 || digit > 7) throw new Error('not an octal number');
+    value = value * 8 + digit;
+  }
+  return value;
+}
+
+/** Big-endian two's complement after the marker bit; negative numbers have the sign bit 0x40 set. */
+function parseBase256(block: Buffer, start: number, len: number): number {
+  const invert = block[start] & 0x40 ? 0xff : 0;
+  let value = 0;
+  for (let i = 0; i < len; i++) {
+    let byte = block[start + i] ^ invert;
+    if (i === 0) byte &= 0x7f;
+    value = value * 256 + byte;
+    if (value > Number.MAX_SAFE_INTEGER) throw new Error('base-256 number too large');
+  }
+  return invert ? -value - 1 : value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata records: pax x/g, GNU L/K, GNU V
+// ---------------------------------------------------------------------------------------------
+
+/** Returns true when the header was a metadata record (consumed here), false for a real entry. */
+async function readMetadataRecord(source: ByteSource, raw: RawHeader, pending: PendingMetadata): Promise<boolean> {
+  const kind = raw.typeflag;
+  if (kind !== 'x' && kind !== 'g' && kind !== 'L' && kind !== 'K' && kind !== 'V') return false;
+  if (kind === 'V') {
+    // A GNU volume label names the archive, not a file.
+    if ((await source.skip(raw.size + padding(raw.size))) < raw.size + padding(raw.size)) throw truncated(source, raw.name, 'in a volume label');
+    return true;
+  }
+  if (raw.size > MAX_METADATA_RECORD) {
+    throw headerError(`a '${kind}' metadata record of ${raw.size} bytes is larger than the ${MAX_METADATA_RECORD}-byte limit`, raw.offset, raw.name);
+  }
+  const data = await source.read(raw.size);
+  if (data.length < raw.size) throw truncated(source, raw.name, `the '${kind}' record has ${data.length} of ${raw.size} bytes`);
+  const pad = padding(raw.size);
+  if ((await source.skip(pad)) < pad) throw truncated(source, raw.name, `the '${kind}' record is not padded to a block`);
+  if (kind === 'L') pending.longName = nulTerminated(data, raw.offset);
+  else if (kind === 'K') pending.longLink = nulTerminated(data, raw.offset);
+  else if (kind === 'x') pending.mergeLocal(parsePaxRecords(data, raw.offset));
+  else pending.mergeGlobal(parsePaxRecords(data, raw.offset));
+  return true;
+}
+
+function nulTerminated(data: Buffer, offset: number): string {
+  const nul = data.indexOf(0);
+  const bytes = nul === -1 ? data : data.subarray(0, nul);
+  const text = bytes.toString('utf8');
+  if (text.includes('\ufffd')) assertUtf8(bytes, offset);
+  return text;
+}
+
+/**
+ * Pax records, binary-safe: "<len> <key>=<value>\n" where <len> counts the whole record. Values
+ * stay Buffers (copied out of the input chunk) because SCHILY.xattr values are raw bytes.
+ */
+export function parsePaxRecords(data: Buffer, offset = 0): Map<string, Buffer> {
+  const records = new Map<string, Buffer>();
+  let pos = 0;
+  while (pos < data.length) {
+    if (data[pos] === 0) break; // some writers pad the record block with NULs
+    const space = data.indexOf(0x20, pos);
+    const digits = space === -1 ? '' : data.toString('latin1', pos, space);
+    if (!/^[1-9][0-9]*$/.test(digits)) throw headerError(`bad pax record length at byte ${pos} of the pax header`, offset);
+    const length = Number(digits);
+    const end = pos + length;
+    if (end > data.length || data[end - 1] !== 0x0a || end <= space + 1) throw headerError(`pax record at byte ${pos} overruns its header or lacks its newline`, offset);
+    const equals = data.indexOf(0x3d, space + 1);
+    if (equals === -1 || equals >= end) throw headerError(`pax record at byte ${pos} has no '='`, offset);
+    const key = data.toString('utf8', space + 1, equals);
+    records.set(key, Buffer.from(data.subarray(equals + 1, end - 1)));
+    pos = end;
+  }
+  return records;
+}
+
+/** Pax / long-name records waiting for the entry they describe, plus the global pax records. */
+class PendingMetadata {
+  longName: string | undefined;
+  longLink: string | undefined;
+  private local = new Map<string, Buffer>();
+  private global = new Map<string, Buffer>();
+  /** No local pax record is waiting. */
+  private empty = true;
+
+  mergeLocal(records: Map<string, Buffer>): void {
+    for (const [k, v] of records) this.local.set(k, v);
+    this.empty = false;
+  }
+
+  /**
+   * Global records apply to every later entry (POSIX). path, linkpath and size are per-file by
+   * nature, so a global one is ignored; an empty value deletes the global keyword.
+   */
+  mergeGlobal(records: Map<string, Buffer>): void {
+    for (const [k, v] of records) {
+      if (k === 'path' || k === 'linkpath' || k === 'size') continue;
+      if (v.length === 0) this.global.delete(k);
+      else this.global.set(k, v);
+    }
+  }
+
+  assertEmpty(offset: number, what: string): void {
+    if (this.empty && this.longName === undefined && this.longLink === undefined) return;
+    throw headerError(`a pax or GNU long-name record describes no entry (${what})`, offset);
+  }
+
+  /** Folds pending records into the raw header and clears them. */
+  resolve(raw: RawHeader): TarHeader {
+    const pax = this.global.size === 0 ? this.local : new Map([...this.global, ...this.local]);
+    const header = this.buildHeader(raw, pax);
+    this.local = new Map();
+    this.empty = true;
+    this.longName = undefined;
+    this.longLink = undefined;
+    return header;
+  }
+
+  private buildHeader(raw: RawHeader, pax: Map<string, Buffer>): TarHeader {
+    let type: TarEntryType | undefined = ENTRY_TYPES[raw.typeflag];
+    const path = paxString(pax, 'path') ?? this.longName ?? raw.name;
+    if (type === undefined) throw unsupportedType(raw, path);
+    // Old (pre-POSIX) archives mark directories by a trailing slash on a '\0' entry.
+    if (raw.typeflag === '\0' && path.endsWith('/')) type = 'dir';
+    const header: TarHeader = {
+      path,
+      type,
+      mode: raw.mode & 0o7777,
+      uid: paxInteger(pax, 'uid', raw) ?? raw.uid,
+      gid: paxInteger(pax, 'gid', raw) ?? raw.gid,
+      size: paxInteger(pax, 'size', raw) ?? raw.size,
+      mtime: paxTime(pax, 'mtime', raw) ?? { sec: raw.mtime, nsec: 0 },
+      linkname: paxString(pax, 'linkpath') ?? this.longLink ?? raw.linkname,
+      devmajor: raw.devmajor,
+      devminor: raw.devminor,
+      xattrs: paxXattrs(pax, raw),
+    };
+    const atime = paxTime(pax, 'atime', raw) ?? (raw.atime === undefined ? undefined : { sec: raw.atime, nsec: 0 });
+    if (atime !== undefined) header.atime = atime;
+    const uname = paxString(pax, 'uname') ?? raw.uname;
+    const gname = paxString(pax, 'gname') ?? raw.gname;
+    if (uname !== '') header.uname = uname;
+    if (gname !== '') header.gname = gname;
+    if (header.uid < 0 || header.gid < 0 || header.size < 0) throw headerError('negative uid, gid or size', raw.offset, path);
+    return header;
+  }
+}
+
+function unsupportedType(raw: RawHeader, path: string): UnionctlError {
+  const flag = raw.typeflag;
+  const printable = /^[\x20-\x7e]$/.test(flag) ? `'${flag}'` : `0x${flag.charCodeAt(0).toString(16)}`;
+  const what = UNSUPPORTED_TYPES[flag] ?? 'unknown entry type';
+  return new UnionctlError('UNSUPPORTED', `tar entry ${JSON.stringify(path)} (offset ${raw.offset}) has typeflag ${printable} (${what}), which unionctl cannot extract`, {
+    hint: 'container layers hold only files, dirs, links, devices and FIFOs; repack the layer without it',
+  });
+}
+
+/** An empty pax value means "no value here": the header field (or long-name record) applies. */
+function paxString(pax: Map<string, Buffer>, key: string): string | undefined {
+  const value = pax.get(key);
+  return value === undefined || value.length === 0 ? undefined : value.toString('utf8');
+}
+
+function paxInteger(pax: Map<string, Buffer>, key: string, raw: RawHeader): number | undefined {
+  const text = paxString(pax, key);
+  if (text === undefined) return undefined;
+  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(Number(text))) throw headerError(`bad pax ${key} ${JSON.stringify(text)}`, raw.offset, raw.name);
+  return Number(text);
+}
+
+/** "<seconds>[.<fraction>]", possibly negative; fractions beyond nanoseconds are cut. */
+function paxTime(pax: Map<string, Buffer>, key: string, raw: RawHeader): Timespec | undefined {
+  const text = paxString(pax, key);
+  if (text === undefined) return undefined;
+  const m = /^(-?)([0-9]+)(?:\.([0-9]*))?$/.exec(text);
+  if (m === null || !Number.isSafeInteger(Number(m[2]))) throw headerError(`bad pax ${key} ${JSON.stringify(text)}`, raw.offset, raw.name);
+  const whole = Number(m[2]);
+  const nsec = Number((m[3] ?? '').padEnd(9, '0').slice(0, 9));
+  if (m[1] !== '-') return { sec: whole, nsec };
+  // -1.25 is 1.25 s before the epoch: sec -2, nsec 0.75e9
+  return nsec === 0 ? { sec: -whole, nsec: 0 } : { sec: -whole - 1, nsec: 1e9 - nsec };
+}
+
+/**
+ * SCHILY.xattr.<name>=<raw bytes> (GNU tar, Go, Docker) and LIBARCHIVE.xattr.<url-encoded name>=
+ * <base64> (bsdtar). Sparse-file pax records mean the body is not the file content: refuse.
+ */
+function paxXattrs(pax: Map<string, Buffer>, raw: RawHeader): Map<string, Buffer> {
+  const xattrs = new Map<string, Buffer>();
+  for (const [key, value] of pax) {
+    if (key.startsWith('SCHILY.xattr.')) {
+      xattrs.set(key.slice('SCHILY.xattr.'.length), value);
+    } else if (key.startsWith('LIBARCHIVE.xattr.')) {
+      xattrs.set(decodeLibarchiveName(key, raw), Buffer.from(value.toString('latin1'), 'base64'));
+    } else if (key.startsWith('GNU.sparse.')) {
+      throw new UnionctlError('UNSUPPORTED', `tar entry ${JSON.stringify(raw.name)} (offset ${raw.offset}) is a GNU sparse file, which unionctl cannot extract`, {
+        hint: 'repack the layer without --sparse',
+      });
+    }
+  }
+  return xattrs;
+}
+
+function decodeLibarchiveName(key: string, raw: RawHeader): string {
+  try {
+    return decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length));
+  } catch {
+    throw headerError(`bad pax key ${JSON.stringify(key)} (not URL-encoded)`, raw.offset, raw.name);
+  }
+}

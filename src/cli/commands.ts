@@ -1,0 +1,326 @@
+/**
+ * The unionctl commands. Each one parses its arguments, makes one or two calls into the library
+ * (src/graph/store.ts) and prints the result; no storage logic lives here.
+ */
+import { pipeline } from 'node:stream/promises';
+import { Command, Option } from 'commander';
+import { UnionctlError } from '../errors.js';
+import type { Change } from '../graph/driver.js';
+import { openStore, type LayerRecord, type LayerStore } from '../graph/store.js';
+import { inputFileSize, writeFileAtomically } from './files.js';
+import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
+import { colourPatch, patchesFor } from './patch.js';
+import { startProgress } from './progress.js';
+
+export const DEFAULT_ROOT = '/var/lib/unionctl';
+
+/** Options every command accepts (before or after the command name). */
+interface GlobalOptions {
+  root: string;
+  driver?: string;
+  storageOpt?: string[];
+  json?: boolean;
+}
+
+/** Repeatable options (`--storage-opt a=1 --storage-opt b=2`) collect into an array. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** Opens the store the global options name, runs `fn` on it and always closes it again. */
+async function withStore(cmd: Command, fn: (store: LayerStore, g: GlobalOptions) => Promise<void>): Promise<void> {
+  const g = cmd.optsWithGlobals<GlobalOptions>();
+  const store = await openStore({ root: g.root, driver: g.driver, storageOpt: g.storageOpt ?? [] });
+  try {
+    await fn(store, g);
+  } finally {
+    await store.close();
+  }
+}
+
+// ---- info, ls -------------------------------------------------------------------------------
+
+async function infoCommand(_opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const info = await store.info();
+    if (g.json) return printJson(info);
+    const label = (s: string) => out.bold(s.padEnd(16));
+    println(`${label('Driver:')}${info.driver}`);
+    println(`${label('Root:')}${info.root}`);
+    println(out.bold('Status:'));
+    for (const [key, value] of info.status) println(`  ${key}: ${value}`);
+    println(out.bold('Limits:'));
+    println(`  Max depth: ${info.capabilities.maxDepth}`);
+    println(`  Whiteout format: ${info.capabilities.whiteoutFormat}`);
+    println(`  Native diff: ${info.capabilities.nativeDiff}`);
+  });
+}
+
+/** "sha256:0123456789ab" — enough of a digest to recognise it in a table. */
+function shortDigest(digest: string | undefined): string {
+  if (!digest) return '-';
+  const [algo, hex] = digest.split(':');
+  return hex === undefined ? digest.slice(0, 12) : `${algo}:${hex.slice(0, 12)}`;
+}
+
+function formatCreated(created: LayerRecord['created']): string {
+  const date = new Date(created as string | number);
+  return Number.isNaN(date.getTime()) ? String(created) : date.toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const layers = await store.list();
+    if (g.json) return printJson(layers);
+    printTable(
+      ['ID', 'PARENT', 'KIND', 'SIZE', 'CREATED', 'DIFF ID'],
+      layers.map((l) => [
+        l.id,
+        { text: l.parent ?? '-', style: out.dim },
+        l.writable ? { text: 'rw', style: out.green } : 'image',
+        humanBytes(l.size),
+        formatCreated(l.created),
+        { text: shortDigest(l.diffId), style: out.dim },
+      ]),
+    );
+  });
+}
+
+// ---- import, create, rm --------------------------------------------------------------------
+
+interface ImportOptions {
+  parent?: string;
+  id?: string;
+}
+
+async function importCommand(file: string, opts: ImportOptions, cmd: Command): Promise<void> {
+  // Check the input before the store is opened, so a typo changes nothing on disk.
+  let total: number | undefined;
+  if (file === '-') {
+    if (process.stdin.isTTY) {
+      throw new UnionctlError('USAGE', 'refusing to read a layer tarball from a terminal', {
+        hint: 'pipe a tar into unionctl import -, or give a file name',
+      });
+    }
+  } else {
+    total = inputFileSize(file);
+  }
+  await withStore(cmd, async (store, g) => {
+    const progress = startProgress('importing', total);
+    let layer: LayerRecord;
+    try {
+      layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress: (bytes) => progress.update(bytes) });
+    } finally {
+      progress.done();
+    }
+    if (g.json) return printJson({ id: layer.id, parent: layer.parent ?? null, diffId: layer.diffId ?? null, size: layer.size });
+    println(layer.id);
+  });
+}
+
+interface CreateOptions {
+  parent?: string;
+  id?: string;
+  rw?: boolean;
+  layerOpt?: string[];
+}
+
+async function createCommand(opts: CreateOptions, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const layer = await store.create({ id: opts.id, parent: opts.parent, writable: opts.rw ?? false, storageOpt: opts.layerOpt });
+    if (g.json) return printJson(layer);
+    println(layer.id);
+  });
+}
+
+async function rmCommand(ids: string[], _opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const removed: string[] = [];
+    try {
+      // One at a time, in the order given, stopping at the first failure: `rm child parent` works.
+      for (const id of ids) {
+        await store.remove(id);
+        removed.push(id);
+        if (!g.json) println(id);
+      }
+    } finally {
+      if (g.json) printJson(removed);
+    }
+  });
+}
+
+// ---- mount, umount, cleanup, branches ------------------------------------------------------
+
+interface MountOptions {
+  rw?: boolean;
+  mountLabel?: string;
+}
+
+async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const mounted = await store.mount(id, { rw: opts.rw ?? false, mountLabel: opts.mountLabel });
+    if (g.json) return printJson({ id: mounted.id, path: mounted.path });
+    // --rw on an image layer mounts a new writable layer on top: say which, since umount needs it.
+    // The path stays the last line so scripts can take `| tail -n 1`.
+    if (mounted.id !== id) println(`layer ${mounted.id}`);
+    println(mounted.path);
+  });
+}
+
+async function umountCommand(id: string, _opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, (store) => store.unmount(id));
+}
+
+async function cleanupCommand(_opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, (store) => store.cleanup());
+}
+
+async function branchesCommand(id: string, _opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const branches = await store.branches(id);
+    if (g.json) return printJson(branches.map((b) => ({ path: b.path, layer: b.layer, mode: b.mode })));
+    printTable(
+      ['MODE', 'LAYER', 'PATH'],
+      branches.map((b) => [{ text: b.mode, style: branchModeStyle(b.mode) }, b.layer, b.path]),
+    );
+  });
+}
+
+// ---- diff, changes, size -------------------------------------------------------------------
+
+interface DiffOptions {
+  parent?: string;
+  output?: string;
+}
+
+async function diffCommand(id: string, opts: DiffOptions, cmd: Command): Promise<void> {
+  if (opts.output === undefined && process.stdout.isTTY) {
+    throw new UnionctlError('USAGE', 'refusing to write a tar archive to a terminal', {
+      hint: `use -o FILE, or redirect stdout: unionctl diff ${id} > layer.tar`,
+    });
+  }
+  await withStore(cmd, async (store) => {
+    const tar = await store.diff(id, { parent: opts.parent });
+    if (opts.output !== undefined) await writeFileAtomically(tar, opts.output);
+    else await pipeline(tar, process.stdout, { end: false });
+  });
+}
+
+interface ChangesOptions {
+  parent?: string;
+  patch?: boolean;
+}
+
+async function changesCommand(id: string, opts: ChangesOptions, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const changes: Change[] = await store.changes(id, { parent: opts.parent });
+    let patches: string[] = [];
+    if (opts.patch) {
+      const parent = opts.parent ?? (await store.layer(id)).parent;
+      patches = await patchesFor(store, id, parent, changes);
+    }
+    if (g.json) {
+      const list = changes.map((c) => ({ path: c.path, kind: c.kind }));
+      return printJson(opts.patch ? { changes: list, patches } : list);
+    }
+    for (const c of changes) println(changeStyle(c.kind)(`${c.kind} ${c.path}`));
+    for (const p of patches) {
+      println();
+      process.stdout.write(colourPatch(p.endsWith('\n') ? p : `${p}\n`));
+    }
+  });
+}
+
+async function sizeCommand(id: string, opts: { parent?: string }, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const size = await store.diffSize(id, { parent: opts.parent });
+    if (g.json) return printJson({ id, size });
+    println(size < 1024 ? `${size} bytes` : `${humanBytes(size)} (${size} bytes)`);
+  });
+}
+
+// ---- the program ---------------------------------------------------------------------------
+
+/**
+ * The commander program. Errors are not printed or acted on here: `exitOverride` turns commander's
+ * own usage errors into exceptions, and main.ts prints every error the same way.
+ */
+export function buildProgram(version: string): Command {
+  const program = new Command('unionctl')
+    .description('Layer store and union-filesystem mounts (vfs, overlay2, ...), Docker graphdriver compatible')
+    .version(version, '-V, --version', 'print the version')
+    .addOption(new Option('--root <dir>', 'store root').env('UNIONCTL_ROOT').default(DEFAULT_ROOT))
+    .addOption(new Option('--driver <name>', 'storage driver (default: the one the store uses, else the best this kernel supports)'))
+    .addOption(new Option('--storage-opt <key=value>', 'driver option, Docker names (repeatable)').argParser(collect))
+    .option('--json', 'machine-readable output')
+    .exitOverride()
+    .configureOutput({ outputError: () => {} })
+    .showSuggestionAfterError(true);
+
+  program.command('info').description('show the driver, its status and its limits').action(infoCommand);
+
+  program
+    .command('import')
+    .description('create a layer from a layer tarball (tar, tar.gz or tar.zst; - reads stdin); prints its id')
+    .argument('<file>', 'layer tarball, or - for stdin')
+    .option('--parent <id>', 'layer to build on')
+    .option('--id <id>', 'id for the new layer (default: generated)')
+    .action(importCommand);
+
+  program
+    .command('create')
+    .description('create an empty layer; prints its id')
+    .option('--parent <id>', 'layer to build on')
+    .option('--id <id>', 'id for the new layer (default: generated)')
+    .option('--rw', 'writable (container) layer instead of an image layer')
+    .addOption(new Option('--layer-opt <key=value>', 'per-layer storage option, e.g. size=10G (writable layers only; repeatable)').argParser(collect))
+    .action(createCommand);
+
+  program
+    .command('mount')
+    .description("mount a layer's merged view; prints the path on the last line")
+    .argument('<id>', 'layer')
+    .option('--rw', 'writable view (an image layer gets a new writable layer on top)')
+    .option('--mount-label <label>', 'SELinux context for the mount')
+    .action(mountCommand);
+
+  program.command('umount').alias('unmount').description('release a mount made by mount').argument('<id>', 'layer').action(umountCommand);
+
+  program.command('rm').description('remove layers, in the order given; stops at the first failure').argument('<id...>', 'layers').action(rmCommand);
+
+  program.command('ls').description('list layers').action(lsCommand);
+
+  program.command('cleanup').description('unmount everything the driver mounted').action(cleanupCommand);
+
+  program.command('branches').description("the union's branches, top first, as the kernel reports them").argument('<id>', 'layer').action(branchesCommand);
+
+  program
+    .command('diff')
+    .description("the layer's changes as an OCI layer tar")
+    .argument('<id>', 'layer')
+    .option('--parent <id>', 'compare against this layer instead of the parent')
+    .option('-o, --output <file>', 'write the tar to FILE instead of stdout')
+    .action(diffCommand);
+
+  program
+    .command('changes')
+    .description('list added (A), changed (C) and deleted (D) paths')
+    .argument('<id>', 'layer')
+    .option('--parent <id>', 'compare against this layer instead of the parent')
+    .option('--patch', 'add unified diffs of changed text files')
+    .action(changesCommand);
+
+  program
+    .command('size')
+    .description("bytes of the layer's changes")
+    .argument('<id>', 'layer')
+    .option('--parent <id>', 'compare against this layer instead of the parent')
+    .action(sizeCommand);
+
+  program
+    .command('version')
+    .description('print the version')
+    .action(() => println(version));
+
+  return program;
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * unionctl's entry point: runs one command and turns whatever it throws into one error line and an
+ * exit code. Nobody ever sees a stack trace unless UNIONCTL_DEBUG=1.
+ *
+ * Exit codes: 0 ok · 1 a UnionctlError (the library refused or failed, message says why) ·
+ * 2 usage error (unknown command or option, missing argument) · 70 internal error (a bug: EX_SOFTWARE) ·
+ * 141 stdout closed early (like a process killed by SIGPIPE).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CommanderError } from 'commander';
+import { isUnionctlError } from '../errors.js';
+import { buildProgram } from './commands.js';
+import { eprintln, printError } from './output.js';
+
+const EXIT_ERROR = 1;
+const EXIT_USAGE = 2;
+const EXIT_INTERNAL = 70;
+const EXIT_PIPE = 141;
+
+const debug = process.env.UNIONCTL_DEBUG === '1';
+
+/**
+ * The version in unionctl's package.json: the nearest one above this file (dist/src/cli/ in a build),
+ * else the one in the working directory (a build into another outDir, run from the repo).
+ */
+function packageVersion(): string {
+  const candidates: string[] = [];
+  for (let dir = dirname(fileURLToPath(import.meta.url)); dir !== dirname(dir); dir = dirname(dir)) {
+    candidates.push(join(dir, 'package.json'));
+  }
+  candidates.push(join(process.cwd(), 'package.json'));
+  for (const file of candidates) {
+    if (!existsSync(file)) continue;
+    try {
+      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'unionctl' && pkg.version) return pkg.version;
+    } catch {
+      // not ours or not JSON: keep looking
+    }
+  }
+  return 'unknown';
+}
+
+/** Commander's messages look like "error: unknown option '--x'\n(Did you mean --y?)". */
+function reportUsageError(e: CommanderError): number {
+  const [first, ...rest] = e.message.replace(/^error: /, '').split('\n');
+  const suggestion = rest.join(' ').trim().replace(/^\((.*)\)$/, '$1');
+  printError(first, suggestion ? `${suggestion.charAt(0).toLowerCase()}${suggestion.slice(1)}` : "run 'unionctl --help' for usage");
+  return EXIT_USAGE;
+}
+
+/** Prints `e` the one way errors are printed and returns the exit code it deserves. */
+function report(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // --help and --version end with a CommanderError too; they are not failures.
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return 0;
+    // No command at all: commander has printed the help on stderr already.
+    if (e.code === 'commander.help') return EXIT_USAGE;
+    return reportUsageError(e);
+  }
+  if ((e as NodeJS.ErrnoException)?.code === 'EPIPE') return EXIT_PIPE;
+  if (isUnionctlError(e)) {
+    printError(e.message, e.hint);
+    if (debug) eprintln(e.stack);
+    return EXIT_ERROR;
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  printError(`internal error: ${message}`, debug ? undefined : 'this is a bug in unionctl; run with UNIONCTL_DEBUG=1 for details');
+  if (debug && e instanceof Error) eprintln(e.stack);
+  return EXIT_INTERNAL;
+}
+
+/** Waits until everything written to `stream` has been handed to the OS, then exits. */
+async function exit(code: number): Promise<never> {
+  const flush = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => stream.write('', () => resolve()));
+  await Promise.race([Promise.all([flush(process.stdout), flush(process.stderr)]), new Promise((r) => setTimeout(r, 2000))]);
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<never> {
+  // Errors thrown outside the command's promise chain (a stray stream 'error' event) still get the
+  // one-line treatment instead of Node's stack dump.
+  process.on('uncaughtException', (e) => void exit(report(e)));
+  process.on('unhandledRejection', (e) => void exit(report(e)));
+  // A reader that goes away (unionctl diff X | head -c1) makes stdout fail with EPIPE.
+  process.stdout.on('error', (e) => void exit(report(e)));
+
+  try {
+    await buildProgram(packageVersion()).parseAsync(argv);
+    return exit(0);
+  } catch (e) {
+    return exit(report(e));
+  }
+}
+
+void main(process.argv);

@@ -1,0 +1,95 @@
+/**
+ * Everything the CLI prints goes through here: colours, tables, sizes, JSON and error lines.
+ * Command code decides *what* to print; this file decides *how*.
+ */
+import { Chalk, supportsColor, supportsColorStderr, type ChalkInstance } from 'chalk';
+
+/**
+ * Colour level for one output stream. chalk already turns colour off when the stream is not a TTY
+ * (and honours FORCE_COLOR / TERM=dumb), but it ignores NO_COLOR (https://no-color.org: set and not
+ * empty means no colour), so that check is ours.
+ */
+function colourLevel(detected: typeof supportsColor): 0 | 1 | 2 | 3 {
+  if (process.env.NO_COLOR) return 0;
+  return detected === false ? 0 : detected.level;
+}
+
+/** Colours for text written to stdout. */
+export const out: ChalkInstance = new Chalk({ level: colourLevel(supportsColor) });
+/** Colours for text written to stderr (errors, hints, the progress bar). */
+export const err: ChalkInstance = new Chalk({ level: colourLevel(supportsColorStderr) });
+
+export function println(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+export function eprintln(line = ''): void {
+  process.stderr.write(`${line}\n`);
+}
+
+/** Pretty JSON on stdout, one document per command. */
+export function printJson(value: unknown): void {
+  println(JSON.stringify(value, null, 2));
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** 1536 → "1.5 KiB"; exact below 1 KiB. */
+export function humanBytes(bytes: number): string {
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${UNITS[unit]}`;
+}
+
+/** A cell: its plain text (for width) and how to colour it once padded. */
+export interface Cell {
+  text: string;
+  style?: (s: string) => string;
+}
+
+/**
+ * Left-aligned columns separated by two spaces, header in bold. Widths are measured on the plain
+ * text, colour is applied after padding so escape codes do not skew the alignment.
+ */
+export function printTable(header: string[], rows: Array<Array<string | Cell>>): void {
+  const cells: Cell[][] = rows.map((row) => row.map((c) => (typeof c === 'string' ? { text: c } : c)));
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((row) => row[i]?.text.length ?? 0)));
+  const render = (row: Cell[]): string =>
+    row
+      .map((cell, i) => {
+        const padded = i === row.length - 1 ? cell.text : cell.text.padEnd(widths[i]);
+        return cell.style ? cell.style(padded) : padded;
+      })
+      .join('  ');
+  println(render(header.map((h) => ({ text: h, style: out.bold }))));
+  for (const row of cells) println(render(row));
+}
+
+/** One change line, "A /path", coloured by kind. */
+export function changeStyle(kind: string): (s: string) => string {
+  switch (kind) {
+    case 'A':
+      return out.green;
+    case 'D':
+      return out.red;
+    default:
+      return out.yellow;
+  }
+}
+
+/** Branch modes: the writable branch stands out, read-only ones recede. */
+export function branchModeStyle(mode: string): (s: string) => string {
+  if (mode === 'rw') return out.green;
+  if (mode === 'ro+wh') return out.yellow;
+  return out.dim;
+}
+
+/** The error line(s) every failure ends in: `unionctl: <message>` and an optional hint line. */
+export function printError(message: string, hint?: string): void {
+  eprintln(`${err.red.bold('unionctl:')} ${message}`);
+  if (hint) eprintln(`  ${err.dim('hint:')} ${hint}`);
+}

@@ -1,0 +1,64 @@
+/**
+ * A one-line progress bar on stderr for long imports: bytes read (of the total, when the input's
+ * size is known), a bar and the rate. It only draws on a TTY, waits a moment before the first draw
+ * so quick imports print nothing, redraws at most every REDRAW_MS, and erases itself when done so
+ * the id printed on stdout stays the only trace.
+ */
+import { err, humanBytes } from './output.js';
+
+const SHOW_AFTER_MS = 400;
+const REDRAW_MS = 100;
+const BAR_WIDTH = 24;
+
+export interface Progress {
+  /** Total bytes processed so far. */
+  update(bytes: number): void;
+  /** Erase the bar (safe to call more than once, and when nothing was drawn). */
+  done(): void;
+}
+
+const SILENT: Progress = { update() {}, done() {} };
+
+export function startProgress(label: string, totalBytes?: number): Progress {
+  const stream = process.stderr;
+  if (!stream.isTTY) return SILENT;
+  const started = Date.now();
+  let lastDraw = 0;
+  let drawn = false;
+
+  const draw = (bytes: number): void => {
+    const elapsed = (Date.now() - started) / 1000;
+    const rate = elapsed > 0 ? `${humanBytes(bytes / elapsed)}/s` : '';
+    // The total is the input file's size; a compressed input yields more bytes than that, so the
+    // bar only makes sense while the count stays below it.
+    const known = totalBytes !== undefined && totalBytes > 0 && bytes <= totalBytes;
+    const parts = [err.bold(label)];
+    if (known) {
+      const fraction = bytes / totalBytes;
+      const filled = Math.round(fraction * BAR_WIDTH);
+      parts.push(
+        `${humanBytes(bytes)} / ${humanBytes(totalBytes)}`,
+        `[${err.cyan('#'.repeat(filled))}${'-'.repeat(BAR_WIDTH - filled)}]`,
+        `${Math.floor(fraction * 100)}%`.padStart(4),
+      );
+    } else {
+      parts.push(humanBytes(bytes));
+    }
+    parts.push(rate);
+    stream.write(`\r\x1b[2K${parts.join('  ')}`);
+    drawn = true;
+  };
+
+  return {
+    update(bytes: number): void {
+      const now = Date.now();
+      if (now - started < SHOW_AFTER_MS || now - lastDraw < REDRAW_MS) return;
+      lastDraw = now;
+      draw(bytes);
+    },
+    done(): void {
+      if (drawn) stream.write('\r\x1b[2K');
+      drawn = false;
+    },
+  };
+}

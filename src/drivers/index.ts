@@ -1,0 +1,10 @@
+/**
+ * The built-in drivers. Importing this module registers them; the store imports it, so library
+ * users get every built-in driver without doing anything.
+ */
+import { registerDriver } from '../graph/registry.js';
+import { overlay2Entry } from './overlay2/index.js';
+import { vfsEntry } from './vfs/index.js';
+
+registerDriver(vfsEntry);
+registerDriver(overlay2Entry);

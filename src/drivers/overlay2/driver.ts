@@ -1,0 +1,399 @@
+/**
+ * The overlay2 driver: Docker's overlay2 on-disk format (see layout.ts), mounted with the kernel's
+ * overlayfs. Every layer's files live in its own diff/; a layer with parents is mounted as a union
+ * of its diff/ (upperdir) over its ancestors' diff/ dirs (lowerdirs, nearest first).
+ */
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { applyLayer } from '../../archive/apply.js';
+import { exportLayerDir } from '../../archive/export.js';
+import { directorySize } from '../../archive/size.js';
+import { assertValidId, UnionctlError } from '../../errors.js';
+import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import { withFileLock } from '../../graph/lock.js';
+import { NaiveDiff } from '../../graph/naive-diff.js';
+import { MountRefs } from '../../graph/refcount.js';
+import { findMount, lgetxattr, mknod, MNT_DETACH, readMountInfo, S_IFCHR, umount2 } from '../../sys/index.js';
+import { branchesFromLayout, branchesFromMount } from './branches.js';
+import { probeOverlay2, type Overlay2Features } from './features.js';
+import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout, writeFileAtomic } from './layout.js';
+import { mountUnion, type UnionPaths } from './mount.js';
+import { parseDriverOptions, parseLayerOptions, type DriverOptions } from './options.js';
+import { assertQuotaSupported, limitLayerDir } from './quota.js';
+
+/** Modes Docker ≥ 20.10.9 uses (0710 since the CVE-2021-41091 fix). */
+const MODE = { home: 0o710, links: 0o700, layer: 0o710, diff: 0o755, work: 0o700, merged: 0o700, link: 0o644, lower: 0o644, committed: 0o600 };
+
+function readFileIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+function mkdirMode(path: string, mode: number): void {
+  mkdirSync(path, { mode });
+  chmodSync(path, mode); // the umask must not change Docker's modes
+}
+
+const OPAQUE_XATTR = 'trusted.overlay.opaque';
+
+/**
+ * overlayfs ignores trusted.overlay.opaque on a layer's root dir (the root of the union is built
+ * from every layer's root, opaque or not). So a layer whose tar made the root opaque
+ * (`.wh..wh..opq` at the top) also gets a 0/0 whiteout for every top-level name of the layers
+ * below that it does not write itself; the xattr stays, as Docker leaves it.
+ */
+function whiteOutLowerRootIfOpaque(diff: string, lowerDirs: string[]): void {
+  if (lowerDirs.length === 0 || lgetxattr(diff, OPAQUE_XATTR)?.toString() !== 'y') return;
+  const lowerNames = new Set(lowerDirs.flatMap((d) => readdirSync(d)));
+  for (const name of lowerNames) {
+    const path = join(diff, name);
+    if (lstatSync(path, { throwIfNoEntry: false }) === undefined) mknod(path, S_IFCHR, 0, 0);
+  }
+}
+
+export class Overlay2Driver implements Driver {
+  readonly name = 'overlay2';
+  readonly home: string;
+  private readonly root: string;
+  private readonly layout: Overlay2Layout;
+  /** <root>/driver-state/overlay2: mount reference counts (refs/) and the quota lock. */
+  private readonly stateDir: string;
+  private readonly refs: MountRefs;
+  private readonly naive: NaiveDiff;
+  private readonly options: DriverOptions;
+  private readonly features: Overlay2Features;
+
+  private constructor(init: DriverInit, options: DriverOptions, features: Overlay2Features) {
+    this.home = init.home;
+    this.root = init.root;
+    this.options = options;
+    this.features = features;
+    this.layout = new Overlay2Layout(init.home);
+    // Our own state lives outside the home (which stays exactly Docker's), apart from the store's.
+    this.stateDir = join(init.root, 'driver-state', 'overlay2');
+    this.refs = new MountRefs(join(this.stateDir, 'refs'));
+    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
+  }
+
+  /** Checks options and kernel, creates <home> and <home>/l. */
+  static open(init: DriverInit): Overlay2Driver {
+    const options = parseDriverOptions(init.options);
+    const features = probeOverlay2(init.home);
+    if (features.unsupportedReason !== undefined) {
+      throw new UnionctlError('UNSUPPORTED', `overlay2 cannot be used for ${init.home}: ${features.unsupportedReason}`, {
+        hint: 'use the vfs driver, or put the store on ext4/xfs (with d_type) on a kernel with overlayfs',
+      });
+    }
+    mkdirSync(init.home, { recursive: true });
+    chmodSync(init.home, MODE.home);
+    mkdirSync(join(init.home, LINK_DIR), { recursive: true });
+    chmodSync(join(init.home, LINK_DIR), MODE.links);
+    if (options.defaultSize > 0) assertQuotaSupported(init.home, init.root);
+    return new Overlay2Driver(init, options, features);
+  }
+
+  capabilities(): DriverCapabilities {
+    return { whiteoutFormat: 'overlay', nativeDiff: this.features.nativeDiff, maxDepth: this.features.maxDepth };
+  }
+
+  // ---- create / remove ---------------------------------------------------------------------
+
+  async create(id: string, parent?: string, opts?: CreateOpts): Promise<void> {
+    await this.createLayer(id, parent, parseLayerOptions(opts?.storageOpt, false).size ?? 0);
+  }
+
+  async createReadWrite(id: string, parent?: string, opts?: CreateOpts): Promise<void> {
+    // The driver-wide overlay2.size applies unless the layer names its own size (0 = no limit).
+    const { size } = parseLayerOptions(opts?.storageOpt, true);
+    await this.createLayer(id, parent, size ?? this.options.defaultSize);
+  }
+
+  /**
+   * Docker's create, in an order that leaves nothing half-made: the parent is checked (and the
+   * depth limit applied) before anything is written, and the parent is marked committed last.
+   */
+  private async createLayer(id: string, parent: string | undefined, quotaBytes: number): Promise<void> {
+    assertValidId(id);
+    if (parent !== undefined) assertValidId(parent, 'parent layer id');
+    if (quotaBytes > 0) assertQuotaSupported(this.home, this.root);
+    const lower = parent === undefined ? undefined : this.lowerChainFor(id, parent);
+    const dir = this.layout.layerDir(id);
+    try {
+      mkdirMode(dir, MODE.layer);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `overlay2 layer ${id} already exists`, { hint: 'choose another id' });
+      throw e;
+    }
+    let linkId: string | undefined;
+    try {
+      if (quotaBytes > 0) await withFileLock(join(this.stateDir, 'quota.lock'), async () => limitLayerDir(this.home, dir, quotaBytes));
+      mkdirMode(this.layout.diffDir(id), MODE.diff);
+      linkId = this.makeLink(id);
+      writeFileAtomic(this.layout.linkFile(id), linkId, MODE.link);
+      if (parent === undefined || lower === undefined) return;
+      mkdirMode(this.layout.workDir(id), MODE.work);
+      writeFileAtomic(this.layout.lowerFile(id), lower, MODE.lower);
+      writeFileAtomic(this.layout.committedFile(parent), '', MODE.committed);
+    } catch (e) {
+      if (linkId !== undefined) rmSync(this.layout.linkPath(linkId), { force: true });
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** The new layer's lower file: the parent's link, then the parent's own lowers. */
+  private lowerChainFor(id: string, parent: string): string {
+    if (!this.existsSync(parent)) {
+      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, { hint: 'create or import the parent first' });
+    }
+    const lowers = [`${LINK_DIR}/${this.layout.readLinkId(parent)}`, ...(this.layout.readLowerEntries(parent) ?? [])];
+    if (lowers.length > this.features.maxDepth) {
+      throw new UnionctlError('UNSUPPORTED', `overlay2 layer ${id} would have ${lowers.length} lower layers; the limit here is ${this.features.maxDepth}`, {
+        hint: this.features.newMountApi
+          ? 'overlayfs stacks at most that many lower layers; squash the image into fewer layers'
+          : 'this kernel lacks the new mount API (Linux ≥ 6.8) that lifts the 128-layer limit; squash the image',
+      });
+    }
+    return lowers.join(':');
+  }
+
+  /** l/<LID> → ../<id>/diff, with a fresh LID on the (astronomically rare) collision. */
+  private makeLink(id: string): string {
+    for (;;) {
+      const linkId = newLinkId();
+      try {
+        symlinkSync(join('..', id, 'diff'), this.layout.linkPath(linkId));
+        return linkId;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    assertValidId(id);
+    if (!this.existsSync(id)) return;
+    if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
+      throw new UnionctlError('IN_USE', `overlay2 layer ${id} is mounted`, { hint: `unmount it first (put / unionctl umount ${id})` });
+    }
+    this.removeLinkOf(id);
+    rmSync(this.layout.layerDir(id), { recursive: true, force: true });
+    this.refs.forget(id);
+  }
+
+  /**
+   * Removes l/<LID> when it is this layer's link (a corrupt link file must not delete another
+   * layer's). Without a readable link file (a create that crashed before writing it) the links
+   * dir is searched for a link to ../<id>/diff instead.
+   */
+  private removeLinkOf(id: string): void {
+    const target = join('..', id, 'diff');
+    const linkId = readFileIfExists(this.layout.linkFile(id));
+    const candidates = linkId !== undefined && isLinkId(linkId) ? [linkId] : readdirSync(this.layout.linksDir());
+    for (const candidate of candidates) {
+      const path = this.layout.linkPath(candidate);
+      let points: string;
+      try {
+        points = readlinkSync(path);
+      } catch {
+        continue; // gone already, or not a symlink
+      }
+      if (points === target) rmSync(path, { force: true });
+    }
+  }
+
+  // ---- get / put ---------------------------------------------------------------------------
+
+  /**
+   * A layer without a parent is never mounted: its diff/ is the whole tree (still counted, so it
+   * cannot be removed while in use). Otherwise the union is mounted at merged/ by the first get
+   * of any process (a mount an earlier process left is adopted) and shared by the others.
+   */
+  async get(id: string, opts: GetOpts = {}): Promise<string> {
+    this.assertExists(id);
+    const lowers = this.layout.readLowerEntries(id);
+    if (lowers === undefined) {
+      // Nothing to mount: MountRefs wants "always mounted" so the count just goes up and down.
+      await this.refs.acquire(id, () => true, () => {});
+      return this.layout.diffDir(id);
+    }
+    const merged = this.layout.mergedDir(id);
+    await this.refs.acquire(id, () => this.isUnionMounted(id), () => this.mountLayer(id, lowers, opts.mountLabel));
+    return merged;
+  }
+
+  async put(id: string): Promise<void> {
+    this.assertExists(id);
+    if (this.layout.readLowerEntries(id) === undefined) {
+      await this.refs.release(id, () => true, () => {});
+      return;
+    }
+    await this.refs.release(id, () => this.isUnionMounted(id), () => this.unmountLayer(id));
+  }
+
+  private mountLayer(id: string, lowers: string[], mountLabel: string | undefined): void {
+    const merged = this.layout.mergedDir(id);
+    try {
+      mkdirMode(merged, MODE.merged);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    // A committed layer has children built on it: it mounts read-only, its own diff as the top lower.
+    const paths: UnionPaths = this.layout.isCommitted(id)
+      ? { lowers: [join(id, 'diff'), ...lowers] }
+      : { lowers, upper: join(id, 'diff'), work: join(id, 'work') };
+    try {
+      mountUnion(this.home, merged, paths, { ...this.features, mountLabel });
+    } catch (e) {
+      rmdirSync(merged, { recursive: false });
+      throw e;
+    }
+  }
+
+  /**
+   * Lazy unmount, then remove merged/: removing the mount point also takes the mount out of other
+   * mount namespaces that inherited it (Docker relies on this to avoid EBUSY on the next mount).
+   */
+  private unmountLayer(id: string): void {
+    const merged = this.layout.mergedDir(id);
+    umount2(merged, MNT_DETACH);
+    this.removeMountPoint(merged);
+  }
+
+  private removeMountPoint(dir: string): void {
+    try {
+      rmdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+
+  /** The overlay mounted at the layer's merged dir, if any. */
+  private unionMount(id: string): { mountPoint: string; superOptions: string[] } | undefined {
+    const merged = this.layout.mergedDir(id);
+    const m = findMount(merged);
+    return m?.fsType === 'overlay' ? m : undefined;
+  }
+
+  private isUnionMounted(id: string): boolean {
+    return this.unionMount(id) !== undefined;
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+
+  async exists(id: string): Promise<boolean> {
+    assertValidId(id);
+    return this.existsSync(id);
+  }
+
+  private existsSync(id: string): boolean {
+    try {
+      return lstatSync(this.layout.layerDir(id)).isDirectory();
+    } catch {
+      return false;
+    }
+  }
+
+  private assertExists(id: string): void {
+    assertValidId(id);
+    if (!this.existsSync(id)) throw new UnionctlError('NOT_FOUND', `overlay2 layer ${id} does not exist in ${this.home}`);
+  }
+
+  /** Docker's names and order (23.0), then ours. */
+  async status(): Promise<Array<[string, string]>> {
+    const f = this.features;
+    return [
+      ['Backing Filesystem', f.backingFs],
+      ['Supports d_type', String(f.dType)],
+      ['Using metacopy', String(f.metacopy)],
+      ['Native Overlay Diff', String(f.nativeDiff)],
+      ['userxattr', String(f.userxattr)],
+      ['Max Depth', String(f.maxDepth)],
+    ];
+  }
+
+  async metadata(id: string): Promise<Record<string, string>> {
+    this.assertExists(id);
+    const meta: Record<string, string> = {
+      WorkDir: this.layout.workDir(id),
+      MergedDir: this.layout.mergedDir(id),
+      UpperDir: this.layout.diffDir(id),
+    };
+    const lowers = this.layout.lowerDiffDirs(id);
+    if (lowers.length > 0) meta.LowerDir = lowers.join(':');
+    return meta;
+  }
+
+  /** From mountinfo while the union is mounted; from the lower/committed files otherwise. */
+  async branches(id: string): Promise<Branch[]> {
+    this.assertExists(id);
+    const mounted = this.unionMount(id);
+    if (mounted !== undefined) return branchesFromMount(this.layout, mounted.mountPoint, mounted.superOptions);
+    return branchesFromLayout(this.layout, id);
+  }
+
+  // ---- diffs -------------------------------------------------------------------------------
+
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+    this.assertExists(id);
+    const diff = this.layout.diffDir(id);
+    const lowerDirs = this.layout.lowerDiffDirs(id);
+    // Whiteouts become char 0/0 devices and opaque xattrs in diff/; hardlinks may point at files
+    // of the ancestors, which apply copies up from their diff dirs.
+    const result = await applyLayer(tar, diff, { whiteoutFormat: 'overlay', lowerDirs, onProgress: opts.onProgress });
+    whiteOutLowerRootIfOpaque(diff, lowerDirs);
+    return result;
+  }
+
+  /**
+   * diff/ holds exactly the layer's changes against its direct parent, unless the kernel writes
+   * redirect or metacopy xattrs into it (then a renamed dir or a metadata-only copy-up would not be
+   * a faithful change) — the same rule as Docker's isParent/useNaiveDiff.
+   */
+  private nativeDiffValid(id: string, parent: string | undefined): boolean {
+    return this.features.nativeDiff && this.layout.ancestorIds(id)[0] === parent;
+  }
+
+  async diff(id: string, parent?: string): Promise<Readable> {
+    this.assertExists(id);
+    if (this.nativeDiffValid(id, parent)) return exportLayerDir(this.layout.diffDir(id), 'overlay');
+    return this.naive.diff(id, parent);
+  }
+
+  /** Always naive: walking the upper dir gets opaque dirs wrong (Docker learned this the hard way). */
+  async changes(id: string, parent?: string): Promise<Change[]> {
+    this.assertExists(id);
+    return this.naive.changes(id, parent);
+  }
+
+  async diffSize(id: string, parent?: string): Promise<number> {
+    this.assertExists(id);
+    if (this.nativeDiffValid(id, parent)) return directorySize(this.layout.diffDir(id));
+    return this.naive.diffSize(id, parent);
+  }
+
+  // ---- cleanup -----------------------------------------------------------------------------
+
+  /** Unmounts every mount below the home (deepest first), removes the merged dirs, forgets the counts. */
+  async cleanup(): Promise<void> {
+    const prefix = `${this.home}/`;
+    const mountPoints = readMountInfo()
+      .map((m) => m.mountPoint)
+      .filter((mp) => mp.startsWith(prefix))
+      .sort((a, b) => b.length - a.length);
+    for (const mp of new Set(mountPoints)) {
+      try {
+        umount2(mp, MNT_DETACH);
+      } catch (e) {
+        if (findMount(mp) !== undefined) throw e; // still there: report it; gone meanwhile: fine
+      }
+      if (mp.endsWith('/merged')) this.removeMountPoint(mp);
+    }
+    for (const id of this.refs.ids()) this.refs.forget(id);
+  }
+}

@@ -1,0 +1,16 @@
+/**
+ * The overlay2 driver's registry entry (src/drivers/index.ts lists it).
+ */
+import type { DriverEntry } from '../../graph/registry.js';
+import { Overlay2Driver } from './driver.js';
+import { overlay2UnsupportedReason } from './features.js';
+import { DRIVER_OPTION_KEYS } from './options.js';
+
+export { Overlay2Driver } from './driver.js';
+
+export const overlay2Entry: DriverEntry = {
+  name: 'overlay2',
+  create: (init) => Overlay2Driver.open(init),
+  unsupportedReason: (home) => overlay2UnsupportedReason(home),
+  optionKeys: [...DRIVER_OPTION_KEYS],
+};

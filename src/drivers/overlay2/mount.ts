@@ -1,0 +1,125 @@
+/**
+ * Mounting an overlay2 layer's union, in the three ways Docker's format allows:
+ *
+ * 1. absolute paths in one mount(2) data string (what Docker does while it fits a page);
+ * 2. the same with paths relative to the home dir (`l/<LID>`, 28 bytes per lower), mounted from
+ *    inside the home dir — Docker's fallback when the absolute form is longer than a page;
+ * 3. the new mount API (fsopen/fsconfig/fsmount/move_mount, kernel ≥ 6.8) with one `lowerdir+`
+ *    call per layer, for chains whose relative form does not fit a page either (≈140+ layers) —
+ *    this also lifts Docker's 128-layer cap to the kernel's 500.
+ */
+import { AT_FDCWD, closeFd, FSCONFIG, fsconfig, fsmount, fsopen, mount, MOVE_MOUNT_F_EMPTY_PATH, moveMount } from '../../sys/index.js';
+import { UnionctlError } from '../../errors.js';
+import { join } from 'node:path';
+
+/** The branches of one union, as paths relative to the overlay2 home ("l/<LID>", "<id>/diff"). */
+export interface UnionPaths {
+  /** lowerdir entries, top first. A committed layer's own diff comes first here. */
+  lowers: string[];
+  /** Present for a writable union. */
+  upper?: string;
+  work?: string;
+}
+
+export interface MountSettings {
+  /** The module has an `index` parameter: mount with index=off, as Docker does. */
+  indexOff: boolean;
+  /** In a user namespace overlay must use user.overlay.* xattrs. */
+  userxattr: boolean;
+  /** SELinux context for every file of the mount. */
+  mountLabel?: string;
+  pageSize: number;
+  /** fsopen & co. and overlay's `lowerdir+` key are available. */
+  newMountApi: boolean;
+}
+
+export type MountMethod = 'absolute' | 'relative' | 'new-api';
+
+/**
+ * Docker's mount data: "[index=off,][userxattr,]lowerdir=a:b[,upperdir=u,workdir=w][,context="label"]".
+ * `base` is prefixed to every path ('' keeps them relative to the home).
+ */
+export function overlayMountData(paths: UnionPaths, settings: Pick<MountSettings, 'indexOff' | 'userxattr' | 'mountLabel'>, base: string): string {
+  const at = (p: string) => (base === '' ? p : join(base, p));
+  let data = `${settings.indexOff ? 'index=off,' : ''}${settings.userxattr ? 'userxattr,' : ''}lowerdir=${paths.lowers.map(at).join(':')}`;
+  if (paths.upper !== undefined && paths.work !== undefined) data += `,upperdir=${at(paths.upper)},workdir=${at(paths.work)}`;
+  // label.FormatMountLabel quotes the label (Go %q): context="system_u:object_r:…"
+  if (settings.mountLabel) data += `,context=${JSON.stringify(settings.mountLabel)}`;
+  return data;
+}
+
+/** The method Docker's rules pick for this union: the first whose data fits a page. */
+export function chooseMountMethod(home: string, paths: UnionPaths, settings: MountSettings): MountMethod {
+  // mount(2) copies at most one page of data, NUL included.
+  const fits = (data: string) => Buffer.byteLength(data) <= settings.pageSize - 1;
+  if (fits(overlayMountData(paths, settings, home))) return 'absolute';
+  if (fits(overlayMountData(paths, settings, ''))) return 'relative';
+  if (settings.newMountApi) return 'new-api';
+  throw new UnionctlError('UNSUPPORTED', `cannot mount a union of ${paths.lowers.length} lower layers: the mount data does not fit a ${settings.pageSize}-byte page even with relative paths`, {
+    hint: 'this kernel lacks the new mount API (fsopen, overlay lowerdir+; Linux ≥ 6.8) that deep chains need; flatten the image',
+  });
+}
+
+/**
+ * Mounts the union at `target` (an existing empty dir) and returns the method used.
+ * Errors name the target and the method, with the kernel's errno.
+ */
+export function mountUnion(home: string, target: string, paths: UnionPaths, settings: MountSettings): MountMethod {
+  const method = chooseMountMethod(home, paths, settings);
+  try {
+    if (method === 'absolute') mount('overlay', target, 'overlay', 0, overlayMountData(paths, settings, home));
+    else if (method === 'relative') mountFromHome(home, target, overlayMountData(paths, settings, ''));
+    else mountWithNewApi(home, target, paths, settings);
+  } catch (e) {
+    throw new UnionctlError('SYSCALL', `cannot mount overlay at ${target} (${paths.lowers.length} lower layers, ${method} paths): ${(e as Error).message}`, {
+      cause: e,
+      hint: 'check dmesg for the overlayfs message explaining the refusal',
+    });
+  }
+  return method;
+}
+
+/**
+ * mount(2) with paths relative to the home dir: the kernel resolves them against the process's
+ * working directory, so chdir into the home, mount, chdir back. All three calls are synchronous
+ * (mount is a koffi call), so no other JavaScript of this process runs while the working directory
+ * is changed. (What could still see it is an async fs call with a *relative* path already handed to
+ * libuv's thread pool; unionctl itself only uses absolute paths.) Docker does the same in a
+ * re-exec'd child (mountFrom) because Go cannot chdir one thread safely.
+ */
+function mountFromHome(home: string, target: string, data: string): void {
+  const previous = process.cwd();
+  process.chdir(home);
+  try {
+    mount('overlay', target, 'overlay', 0, data);
+  } finally {
+    process.chdir(previous);
+  }
+}
+
+/**
+ * The new mount API: one fsconfig call per lower layer (`lowerdir+`, absolute paths), so the
+ * number of layers is bounded by the kernel's stack limit (500), not by a page of mount data.
+ */
+function mountWithNewApi(home: string, target: string, paths: UnionPaths, settings: MountSettings): void {
+  const fsFd = fsopen('overlay');
+  let mountFd = -1;
+  try {
+    fsconfig(fsFd, FSCONFIG.SET_STRING, 'source', 'overlay'); // what mount(2) shows as the source, too
+    if (settings.indexOff) fsconfig(fsFd, FSCONFIG.SET_STRING, 'index', 'off');
+    if (settings.userxattr) fsconfig(fsFd, FSCONFIG.SET_FLAG, 'userxattr', null);
+    for (const lower of paths.lowers) fsconfig(fsFd, FSCONFIG.SET_STRING, 'lowerdir+', join(home, lower));
+    if (paths.upper !== undefined && paths.work !== undefined) {
+      fsconfig(fsFd, FSCONFIG.SET_STRING, 'upperdir', join(home, paths.upper));
+      fsconfig(fsFd, FSCONFIG.SET_STRING, 'workdir', join(home, paths.work));
+    }
+    // fsconfig takes the raw value: no quoting as in the mount(2) string.
+    if (settings.mountLabel) fsconfig(fsFd, FSCONFIG.SET_STRING, 'context', settings.mountLabel);
+    fsconfig(fsFd, FSCONFIG.CMD_CREATE, null, null);
+    mountFd = fsmount(fsFd);
+    moveMount(mountFd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+  } finally {
+    if (mountFd >= 0) closeFd(mountFd);
+    closeFd(fsFd);
+  }
+}

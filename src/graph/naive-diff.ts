@@ -1,0 +1,118 @@
+/**
+ * The one naive diff every driver without a valid native diff uses (Docker's NaiveDiffDriver):
+ * get the merged views of the layer and of its parent, compare the two trees, and tar up what
+ * differs. Slower than reading a driver's own upper dir, but right for every driver.
+ */
+import { lstatSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { applyLayer } from '../archive/apply.js';
+import { changesBetween } from '../archive/changes.js';
+import { exportChanges } from '../archive/export.js';
+import { changesSize } from '../archive/size.js';
+import type { ApplyResult, Change, Driver } from './driver.js';
+
+/**
+ * The mtime given to the .wh. entries of deletions. Docker stamps them with the time of the
+ * export, which makes two exports of one layer differ; the layer root's mtime is just as
+ * meaningful and the same every time.
+ */
+function whiteoutTime(layerView: string): number {
+  return Math.floor(lstatSync(layerView).mtimeMs / 1000);
+}
+
+export type ViewSource = Pick<Driver, 'get' | 'put'>;
+
+/** The two views a comparison needs; `release` puts back whatever was taken. */
+interface Views {
+  layer: string;
+  parent?: string;
+  release: () => Promise<void>;
+}
+
+export class NaiveDiff {
+  private readonly driver: ViewSource;
+
+  constructor(driver: ViewSource) {
+    this.driver = driver;
+  }
+
+  /**
+   * The layer's changes against `parent` as a layer tar. Both views stay taken until the stream
+   * has ended, failed or been destroyed: the tar is read from them lazily.
+   */
+  async diff(id: string, parent?: string): Promise<Readable> {
+    const views = await this.takeViews(id, parent);
+    let stream: Readable;
+    try {
+      const changes = await changesBetween(views.layer, views.parent);
+      stream = exportChanges(views.layer, changes, { whiteoutMtime: whiteoutTime(views.layer) });
+    } catch (e) {
+      await views.release();
+      throw e;
+    }
+    let released = false;
+    const releaseOnce = () => {
+      if (released) return;
+      released = true;
+      // The stream is over by now, so there is no one left to hand an error to but the process.
+      views.release().catch((e: unknown) => process.emitWarning(`unionctl: releasing the views of layer ${id} failed: ${(e as Error).message}`));
+    };
+    // 'close' comes after 'end', after 'error' and after destroy() (autoDestroy is the default).
+    stream.once('close', releaseOnce);
+    return stream;
+  }
+
+  async changes(id: string, parent?: string): Promise<Change[]> {
+    return this.withViews(id, parent, (v) => changesBetween(v.layer, v.parent));
+  }
+
+  /** Bytes of the files the layer added or changed (Docker's DiffSize). */
+  async diffSize(id: string, parent?: string): Promise<number> {
+    return this.withViews(id, parent, async (v) => changesSize(v.layer, await changesBetween(v.layer, v.parent)));
+  }
+
+  /**
+   * Applies a layer tar into the layer's mounted view with real deletions (whiteout format
+   * 'plain'), for drivers whose layer is a filesystem holding the whole tree (devicemapper).
+   */
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+    const path = await this.driver.get(id);
+    try {
+      return await applyLayer(tar, path, { whiteoutFormat: 'plain', onProgress: opts.onProgress });
+    } finally {
+      await this.driver.put(id);
+    }
+  }
+
+  private async withViews<T>(id: string, parent: string | undefined, fn: (v: Views) => T | Promise<T>): Promise<T> {
+    const views = await this.takeViews(id, parent);
+    try {
+      return await fn(views);
+    } finally {
+      await views.release();
+    }
+  }
+
+  private async takeViews(id: string, parent: string | undefined): Promise<Views> {
+    const layer = await this.driver.get(id);
+    if (parent === undefined) return { layer, release: () => this.driver.put(id) };
+    let parentView: string;
+    try {
+      parentView = await this.driver.get(parent);
+    } catch (e) {
+      await this.driver.put(id);
+      throw e;
+    }
+    return {
+      layer,
+      parent: parentView,
+      release: async () => {
+        try {
+          await this.driver.put(parent);
+        } finally {
+          await this.driver.put(id);
+        }
+      },
+    };
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * unionctl as a library: `import { openStore } from 'unionctl'`.
+ *
+ * This file only re-exports. The store (openStore / LayerStore) is the entry point most code
+ * needs; the driver interface and registry are for writing drivers; the archive and sys pieces
+ * are the building blocks the drivers use (tar in and out, change detection, mount table, kernel
+ * feature probes), exported for tools that want them on their own.
+ */
+
+// The layer store
+export { openStore, LayerStore, DEFAULT_STORE_ROOT, chainIdOf } from './graph/store.js';
+export type { StoreOptions, StoreInfo, LayerRecord, ImportOptions, CreateLayerOptions } from './graph/store.js';
+
+// Errors
+export { UnionctlError, SysCallError, UnsafeEntryError, TarFormatError, isUnionctlError, assertValidId } from './errors.js';
+export type { ErrorCode } from './errors.js';
+
+// Drivers: the interface, the registry, the built-in ones, the shared naive diff
+export type {
+  Driver,
+  DriverInit,
+  DriverCapabilities,
+  WhiteoutFormat,
+  Branch,
+  BranchMode,
+  Change,
+  ChangeKind,
+  ApplyResult,
+  CreateOpts,
+  GetOpts,
+} from './graph/driver.js';
+export { registerDriver, driverNames, lookupDriver, selectDriver, parseStorageOpts, splitStorageOpts } from './graph/registry.js';
+export type { DriverEntry } from './graph/registry.js';
+export { VfsDriver, vfsEntry } from './drivers/vfs/index.js';
+export { Overlay2Driver, overlay2Entry } from './drivers/overlay2/index.js';
+export { NaiveDiff } from './graph/naive-diff.js';
+
+// Archive: tar in, tar out, change detection
+export type { TarHeader, TarEntryType, Timespec, InodeMetadata } from './archive/types.js';
+export { TarWriter } from './archive/tar-writer.js';
+export { changesBetween } from './archive/changes.js';
+
+// sys: the mount table and kernel feature probes
+export { readMountInfo, parseMountInfo, findMount, isMountPoint, mountsUnder, parseOverlayOptions } from './sys/mountinfo.js';
+export type { MountInfo, OverlayOptions } from './sys/mountinfo.js';
+export {
+  hasFilesystem,
+  overlaySupported,
+  overlayModuleParams,
+  supportsDType,
+  newMountApiSupported,
+  overlayLowerdirPlusSupported,
+  overlayMaxLowerLayers,
+  backingFs,
+  reflinkSupported,
+  projectQuotaSupported,
+  inUserNamespace,
+} from './sys/probes.js';
+export type { OverlayParams } from './sys/probes.js';

@@ -1,0 +1,5 @@
+import { runDriverConformance } from './suite.js';
+
+// 130 layers mount with relative l/ paths; 210 need the new mount API; the depth-limit test then
+// grows the chain to the kernel's 500 lowers.
+runDriverConformance('overlay2', { deeperChains: [210] });

@@ -1,0 +1,3 @@
+import { runDriverConformance } from './suite.js';
+
+runDriverConformance('vfs');
