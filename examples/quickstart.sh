@@ -20,9 +20,12 @@ top=$(unionctl import --parent "$extras" fixtures/layers/4-changes.tar)
 unionctl ls
 
 step "mount the top layer writable (a container layer on top of the image)"
-merged=$(unionctl mount --rw "$top" | tail -n 1)
-echo "merged view: $merged"
-container=$(basename "$(dirname "$merged")")
+mounted=$(unionctl --json mount --rw "$top")
+json() { node -e 'const v = JSON.parse(process.argv[1]); console.log(eval("v" + process.argv[2]))' "$1" "$2"; }
+container=$(json "$mounted" .id)
+merged=$(json "$mounted" .path)
+echo "writable layer: $container"
+echo "merged view:    $merged"
 
 step "branches of the union, as the kernel reports them"
 unionctl branches "$container"
@@ -37,6 +40,9 @@ step "write through the union: copy-up and a whiteout land in the writable layer
 echo 'workers=8' >> "$merged/srv/app/etc/app.conf"
 rm "$merged/srv/app/etc/logging.conf"
 unionctl changes "$container"
+upper=$(json "$(unionctl --json branches "$container")" '[0].path')
+echo "\$ ls -l <rw branch>/srv/app/etc   (the copied-up file, and the deletion as a 0/0 char device)"
+ls -l "$upper/srv/app/etc"
 
 step "unmount"
 unionctl umount "$container"

@@ -55,7 +55,7 @@ export interface DriverCapabilities {
   whiteoutFormat: WhiteoutFormat;
   /** The driver computes diffs from its own layer dirs instead of comparing two trees. */
   nativeDiff: boolean;
-  /** Deepest chain (number of layers in a union) the driver can mount. */
+  /** Most ancestors a layer may have (Docker's meaning: overlay2 refuses a child past it). */
   maxDepth: number;
 }
 
