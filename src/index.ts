@@ -37,8 +37,19 @@ export { NaiveDiff } from './graph/naive-diff.js';
 
 // Archive: tar in, tar out, change detection
 export type { TarHeader, TarEntryType, Timespec, InodeMetadata } from './archive/types.js';
+export { readTar } from './archive/tar-reader.js';
+export type { TarReader, TarEntry, TarStreamDigest, ReadTarOptions } from './archive/tar-reader.js';
 export { TarWriter } from './archive/tar-writer.js';
+export { sniffCompression, decompressedStream, openLayerInput } from './archive/decompress.js';
+export type { Compression } from './archive/decompress.js';
+export { applyLayer, WHITEOUT_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE } from './archive/apply.js';
+export type { ApplyLayerOptions } from './archive/apply.js';
+export { exportChanges, exportLayerDir, changesFromLayerDir } from './archive/export.js';
+export type { ExportChangesOptions } from './archive/export.js';
 export { changesBetween } from './archive/changes.js';
+export { changesSize, directorySize } from './archive/size.js';
+export { copyTree } from './archive/copytree.js';
+export type { CopyTreeOptions, CopyMode } from './archive/copytree.js';
 
 // sys: the mount table and kernel feature probes
 export { readMountInfo, parseMountInfo, findMount, isMountPoint, mountsUnder, parseOverlayOptions } from './sys/mountinfo.js';

@@ -1,25 +1,27 @@
 /**
- * sha256 of a byte stream, computed on a worker thread for large streams.
+ * sha256 of a byte stream, for a layer's diff_id — on a worker thread when a core is free.
  *
- * Why: the diff_id of a layer is the sha256 of the whole uncompressed tar, and at ~2 GB/s hashing
- * alone costs about as much CPU time as GNU tar needs to extract the layer. Done on the main thread
- * it would sit squarely on the apply's critical path; on a second core it runs alongside.
+ * Why: at ~1.8 GB/s, hashing a layer costs about a third of an apply's CPU time, and on the main
+ * thread it sits squarely on the critical path. On an idle second core it runs alongside.
  *
  * How: bytes are copied into a fixed ring of shared memory (a memcpy is ~10x cheaper than sha256)
- * and a worker hashes them from there, so memory stays bounded whatever the stream size. The
- * worker only starts once the stream is larger than START_THRESHOLD: small streams (most layers
- * are a few MB) are hashed on the main thread from the ring at the end, without a thread.
- * If the worker falls behind and the ring fills up, the producer waits (Atomics.wait).
+ * and the worker hashes them from there, so memory stays bounded whatever the stream size; if the
+ * worker falls behind, the producer waits for ring space. The worker only starts once the stream
+ * is larger than START_THRESHOLD (small layers are not worth a thread), and only when the machine
+ * has an idle core: measured on a busy 2-core machine, the worker made applies slower, because it
+ * competed with the main thread for the CPU instead of using a free one.
+ * UNIONCTL_DIGEST_THREAD=1 / =0 forces the choice (for benchmarks).
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
+import { availableParallelism, loadavg } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
 const RING_BYTES = 32 * 1024 * 1024;
 const START_THRESHOLD = 8 * 1024 * 1024;
 
-/** Slots of the shared control array (BigInt64, so offsets never wrap). */
-const WRITTEN = 0; // bytes the producer has put into the ring, total
-const CONSUMED = 1; // bytes the worker has hashed, total
+/** Slots of the shared control array (BigInt64, so the byte counters never wrap). */
+const WRITTEN = 0; // bytes the producer has put into the ring, in total
+const CONSUMED = 1; // bytes the worker has hashed, in total
 const DONE = 2; // 1 once the producer has written everything
 const SEQ = 3; // bumped by the producer on every write and at the end: what the worker sleeps on
 
@@ -53,22 +55,46 @@ parentPort.postMessage(hash.digest('hex'));
 /** Atomics.waitAsync (Node 16+; not in TypeScript's ES2022 lib). */
 const waitAsync = (Atomics as unknown as { waitAsync(a: BigInt64Array, index: number, value: bigint): { value: string | Promise<string> } }).waitAsync;
 
+/** Is there a core the hashing thread would not have to take from someone else? */
+function idleCoreAvailable(): boolean {
+  const forced = process.env.UNIONCTL_DIGEST_THREAD;
+  if (forced === '1' || forced === '0') return forced === '1';
+  const cores = availableParallelism();
+  return cores >= 2 && loadavg()[0] <= cores - 0.5;
+}
+
 export class StreamDigest {
+  /** Main-thread hash: everything, when no worker is used. */
+  private local: Hash | undefined = createHash('sha256');
+  /** Until the worker starts, bytes are hashed locally *and* kept in the ring (the worker restarts from byte 0). */
   private ring: Uint8Array | undefined;
   private ctl: BigInt64Array | undefined;
   private written = 0;
   private worker: Worker | undefined;
+  private failure: Error | undefined;
   private result: Promise<string> | undefined;
   private hex: string | undefined;
-  private failure: Error | undefined;
+
+  constructor(private readonly useWorker = idleCoreAvailable()) {}
 
   /**
-   * Adds bytes (copied: the caller may reuse the chunk afterwards). Returns a promise only when the
-   * ring is full and the worker has to catch up first; the caller must await it before the next update.
+   * Adds bytes (copied when needed: the caller may reuse the chunk afterwards). Returns a promise
+   * only when the ring is full and the worker must catch up; await it before the next update.
    */
   update(chunk: Uint8Array): Promise<void> | undefined {
-    if (this.hex !== undefined || this.result !== undefined) throw new Error('StreamDigest.update after finish');
+    if (this.result !== undefined || this.hex !== undefined) throw new Error('StreamDigest.update after finish');
     if (this.failure !== undefined) throw this.failure;
+    if (this.local !== undefined && (!this.useWorker || this.written + chunk.length <= START_THRESHOLD)) {
+      // Small so far: hash here; keep a copy in the ring in case the stream grows past the threshold.
+      this.local.update(chunk);
+      if (!this.useWorker) return undefined;
+    } else if (this.local !== undefined) {
+      this.local = undefined; // the worker takes over, from byte 0 of the ring
+    }
+    return this.copyToRing(chunk);
+  }
+
+  private copyToRing(chunk: Uint8Array): Promise<void> | undefined {
     this.ring ??= new Uint8Array(new SharedArrayBuffer(RING_BYTES));
     this.ctl ??= new BigInt64Array(new SharedArrayBuffer(4 * 8));
     const ctl = this.ctl;
@@ -76,10 +102,15 @@ export class StreamDigest {
       const consumed = Atomics.load(ctl, CONSUMED);
       const free = RING_BYTES - (this.written - Number(consumed));
       if (free === 0) {
+        // Wait without blocking the event loop (a failing worker is noticed); the ref'd worker keeps the loop alive.
         this.startWorker();
-        // Wait without blocking the event loop, so a failing worker is noticed.
+        const worker = this.worker!;
+        worker.ref();
         const rest = chunk.subarray(off);
-        return Promise.resolve(waitAsync(ctl, CONSUMED, consumed).value).then(() => this.update(rest));
+        return Promise.resolve(waitAsync(ctl, CONSUMED, consumed).value).then(() => {
+          worker.unref();
+          return this.update(rest);
+        });
       }
       const pos = this.written % RING_BYTES;
       const n = Math.min(free, RING_BYTES - pos, chunk.length - off);
@@ -89,7 +120,7 @@ export class StreamDigest {
       Atomics.store(ctl, WRITTEN, BigInt(this.written));
       this.wake();
     }
-    if (this.worker === undefined && this.written > START_THRESHOLD) this.startWorker();
+    if (this.local === undefined) this.startWorker();
     return undefined;
   }
 
@@ -97,15 +128,13 @@ export class StreamDigest {
   finish(): Promise<string> {
     if (this.hex !== undefined) return Promise.resolve(this.hex);
     if (this.result !== undefined) return this.result;
-    if (this.worker === undefined) {
-      // Small stream: everything is still in the ring, from offset 0.
-      const hash = createHash('sha256');
-      if (this.ring !== undefined) hash.update(this.ring.subarray(0, this.written));
-      this.hex = hash.digest('hex');
-      this.ring = undefined;
+    if (this.local !== undefined) {
+      this.hex = this.local.digest('hex');
+      this.release();
       return Promise.resolve(this.hex);
     }
-    const worker = this.worker;
+    const worker = this.worker!;
+    worker.ref(); // we now wait for its answer: keep the event loop alive until it comes
     this.result = new Promise<string>((resolve, reject) => {
       worker.once('message', (hex: string) => resolve(hex));
       worker.once('error', reject);
@@ -120,25 +149,26 @@ export class StreamDigest {
     return this.result;
   }
 
-  private wake(): void {
-    Atomics.add(this.ctl!, SEQ, 1n);
-    if (this.worker !== undefined) Atomics.notify(this.ctl!, SEQ);
-  }
-
-  /** The digest, once finish() has resolved. */
+  /** The hex digest, once finish() has resolved. */
   get value(): string | undefined {
     return this.hex;
   }
 
-  /** Stops the worker (abandoned stream). */
+  /** Stops the worker of an abandoned stream. */
   abort(): void {
     this.release();
+  }
+
+  private wake(): void {
+    Atomics.add(this.ctl!, SEQ, 1n);
+    if (this.worker !== undefined) Atomics.notify(this.ctl!, SEQ);
   }
 
   private release(): void {
     void this.worker?.terminate();
     this.worker = undefined;
     this.ring = undefined;
+    this.local = undefined;
   }
 
   private startWorker(): void {
@@ -146,11 +176,9 @@ export class StreamDigest {
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { data: this.ring!.buffer, ctl: this.ctl!.buffer } });
     worker.on('error', (e) => {
       this.failure = e;
-      // Unblock a producer waiting for ring space: it sees the failure on its next update.
-      Atomics.notify(this.ctl!, CONSUMED);
+      Atomics.notify(this.ctl!, CONSUMED); // unblock a producer waiting for space: its next update throws
     });
-    // An idle worker must not keep the process alive (e.g. a stream that is never finished).
-    worker.unref();
+    worker.unref(); // an idle worker must not keep the process alive
     this.worker = worker;
   }
 }

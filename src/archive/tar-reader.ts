@@ -18,8 +18,8 @@
  * end marker the reader keeps reading to EOF.
  */
 import { isUtf8 } from 'node:buffer';
-import { createHash } from 'node:crypto';
 import { TarFormatError, UnionctlError } from '../errors.js';
+import { StreamDigest } from './stream-digest.js';
 import type { TarEntryType, TarHeader, Timespec } from './types.js';
 
 export interface TarEntry {
@@ -69,14 +69,13 @@ class ByteSource {
   private chunkStart = 0;
   private total = 0;
   private ended = false;
-  private readonly hash = createHash('sha256');
-  private hex: string | undefined;
+  private readonly hash = new StreamDigest();
 
   readonly digest: TarStreamDigest = {
     diffId: () => {
-      if (!this.ended) throw new Error('tar stream digest asked for before the stream was read to its end');
-      this.hex ??= this.hash.digest('hex');
-      return `sha256:${this.hex}`;
+      const hex = this.hash.value;
+      if (hex === undefined) throw new Error('tar stream digest asked for before the stream was read to its end');
+      return `sha256:${hex}`;
     },
     bytes: () => this.total,
   };
@@ -109,7 +108,8 @@ class ByteSource {
       const value = next.value;
       if (value.length === 0) continue;
       this.chunk = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length);
-      this.hash.update(this.chunk);
+      const ringFull = this.hash.update(this.chunk);
+      if (ringFull !== undefined) await ringFull;
       this.total += this.chunk.length;
       this.onBytes?.(this.total);
       return true;
@@ -152,14 +152,16 @@ class ByteSource {
     return skipped;
   }
 
-  /** Reads (and hashes) everything up to EOF. */
+  /** Reads (and hashes) everything up to EOF, then computes the digest. */
   async drain(): Promise<void> {
     this.pos = this.chunk.length;
     while (await this.pull()) this.pos = this.chunk.length;
+    await this.hash.finish();
   }
 
   /** Lets the input go early (the consumer stopped, or an error): closes file streams and the like. */
   async release(): Promise<void> {
+    if (this.hash.value === undefined) this.hash.abort();
     if (this.ended) return;
     this.ended = true;
     await this.input.return?.();

@@ -109,7 +109,9 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
     const progress = startProgress('importing', total);
     let layer: LayerRecord;
     try {
-      layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress: (bytes) => progress.update(bytes) });
+      // Counting bytes costs a stream stage: only ask for it when there is a bar to draw.
+      const onProgress = progress.active ? (bytes: number) => progress.update(bytes) : undefined;
+      layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress });
     } finally {
       progress.done();
     }

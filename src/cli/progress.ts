@@ -11,13 +11,15 @@ const REDRAW_MS = 100;
 const BAR_WIDTH = 24;
 
 export interface Progress {
+  /** False when nothing will ever be drawn (stderr is not a terminal): skip counting bytes. */
+  readonly active: boolean;
   /** Total bytes processed so far. */
   update(bytes: number): void;
   /** Erase the bar (safe to call more than once, and when nothing was drawn). */
   done(): void;
 }
 
-const SILENT: Progress = { update() {}, done() {} };
+const SILENT: Progress = { active: false, update() {}, done() {} };
 
 export function startProgress(label: string, totalBytes?: number): Progress {
   const stream = process.stderr;
@@ -50,6 +52,7 @@ export function startProgress(label: string, totalBytes?: number): Progress {
   };
 
   return {
+    active: true,
     update(bytes: number): void {
       const now = Date.now();
       if (now - started < SHOW_AFTER_MS || now - lastDraw < REDRAW_MS) return;
