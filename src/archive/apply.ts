@@ -44,8 +44,8 @@ import type { Readable } from 'node:stream';
 import { SysCallError, UnionctlError, UnsafeEntryError } from '../errors.js';
 import type { ApplyResult, WhiteoutFormat } from '../graph/driver.js';
 import { lchown, lgetxattr, lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
-import { decompressedStream } from './decompress.js';
-import { applyMetadata, applyTimes, applyXattrs, readMetadata } from './metadata.js';
+import { decompressedStream, openLayerInput } from './decompress.js';
+import { applyMetadata, applyTimes, applyXattrs, readMetadata, type InodeKind } from './metadata.js';
 import { readTar, type TarEntry } from './tar-reader.js';
 import type { TarHeader, Timespec } from './types.js';
 
@@ -67,10 +67,14 @@ const AUFS_PLINK_DIR = '.wh..wh.plnk';
 const ACL_DEFAULT = 'system.posix_acl_default';
 const OVERLAY_OPAQUE = 'trusted.overlay.opaque';
 
-/** Extracts a layer tar into `dest` (an existing directory). On error it throws; the caller removes the half layer. */
-export async function applyLayer(input: Readable | AsyncIterable<Buffer>, dest: string, opts: ApplyLayerOptions): Promise<ApplyResult> {
+/**
+ * Extracts a layer tar into `dest` (an existing directory). `input` is a stream, or a file path
+ * ('-' for stdin), which is the fastest way in (see openLayerInput). On error it throws; the
+ * caller removes the half layer.
+ */
+export async function applyLayer(input: Readable | AsyncIterable<Buffer> | string, dest: string, opts: ApplyLayerOptions): Promise<ApplyResult> {
   const applier = new LayerApplier(dest, opts);
-  const { stream } = await decompressedStream(input);
+  const { stream } = typeof input === 'string' ? await openLayerInput(input) : await decompressedStream(input);
   const tar = readTar(stream, { onBytes: opts.onProgress });
   try {
     for await (const entry of tar) await applier.apply(entry);
@@ -272,19 +276,21 @@ class LayerApplier {
     }
     const target = joinRel(parentOf(rel), name);
     const parent = this.ensureDir(parentOf(rel), h.path); // Docker creates the parents of every entry
+    this.markWritten(parentOf(rel)); // the dir is part of this layer, as it is in an overlay upper dir
     this.removePath(target);
     this.whitedOut.add(target);
     if (this.format === 'overlay') {
       // overlayfs: a 0/0 character device hides the name in the lower layers.
       const path = this.abs(target);
       mknod(path, S_IFCHR, 0, 0);
-      if (!(h.uid === this.euid && h.gid === this.egid && parent.gid === this.egid)) lchown(path, h.uid, h.gid);
+      if (!this.ownerIsRight(h, parent)) lchown(path, h.uid, h.gid);
     }
   }
 
   /** `dir/.wh..wh..opq`: nothing of dir from the lower layers shows, only what this layer puts there. */
   private applyOpaque(dirRel: string, h: TarHeader): void {
     this.ensureDir(dirRel, h.path);
+    this.markWritten(dirRel);
     this.opaqueDirs.add(dirRel);
     if (this.format === 'overlay') lsetxattr(this.abs(dirRel), OVERLAY_OPAQUE, Buffer.from('y'));
     // Whatever its position in the tar, the marker acts first: keep what this tar wrote, drop the rest.
@@ -310,7 +316,7 @@ class LayerApplier {
     if (this.plinkDir === undefined) {
       const dir = `.unionctl-plnk-${process.pid}-${Date.now().toString(36)}`;
       mkdirSync(this.abs(dir), 0o700);
-      this.knownDirs.set(dir, { gid: this.egid, plainCreate: this.knownDirs.get('')!.plainCreate });
+      this.knownDirs.set(dir, { gid: lstatSync(this.abs(dir)).gid, plainCreate: this.knownDirs.get('')!.plainCreate });
       this.markWritten(dir);
       this.plinkDir = dir;
     }
@@ -477,9 +483,10 @@ class LayerApplier {
     const here = this.lookupInLayer(targetRel, h);
     if (here === 'present') return this.abs(targetRel);
     if (here === 'absent' && this.opts.lowerDirs !== undefined && this.opts.lowerDirs.length > 0 && !this.hiddenHere(targetRel)) {
-      const found = this.findInLowers(targetRel, h);
+      const found = this.findInLowers(targetRel, h.path);
       if (found !== undefined) {
-        this.copyUp(targetRel, found, h);
+        this.ensureDir(parentOf(targetRel), h.path);
+        this.copyUp(targetRel, found);
         return this.abs(targetRel);
       }
     }
@@ -529,17 +536,21 @@ class LayerApplier {
     }
   }
 
-  /** The nearest lower layer that shows the name, honouring whiteouts and opaque dirs of the layers in between. */
-  private findInLowers(rel: string, h: TarHeader, wantDir = false): { path: string; st: Stats } | undefined {
+  /**
+   * The nearest lower layer that shows the name, honouring whiteouts and opaque dirs of the layers
+   * in between. `entry` names the tar entry for errors: a symlink on the way to a hardlink target
+   * is refused; when looking for a directory, it just means there is none.
+   */
+  private findInLowers(rel: string, entry: string, wantDir = false): { path: string; st: Stats } | undefined {
     for (const lower of this.opts.lowerDirs ?? []) {
-      const hit = this.lookupInLower(lower, rel, h, wantDir);
+      const hit = this.lookupInLower(lower, rel, entry, wantDir);
       if (hit.kind === 'found') return hit;
       if (hit.kind === 'hidden') return undefined;
     }
     return undefined;
   }
 
-  private lookupInLower(lower: string, rel: string, h: TarHeader, wantDir: boolean): LowerHit {
+  private lookupInLower(lower: string, rel: string, entry: string, wantDir: boolean): LowerHit {
     const parts = rel.split('/');
     let dir = lower;
     let opaqueAbove = false;
@@ -555,11 +566,10 @@ class LayerApplier {
       }
       const last = i === parts.length - 1;
       if (this.format === 'overlay' && isOverlayWhiteout(st)) return { kind: 'hidden' };
-      if (last) {
-        if (st.isDirectory() !== wantDir) return { kind: 'hidden' };
-        return { kind: 'found', path, st };
+      if (last) return st.isDirectory() === wantDir ? { kind: 'found', path, st } : { kind: 'hidden' };
+      if (st.isSymbolicLink() && !wantDir) {
+        throw new UnsafeEntryError(entry, `its hardlink target goes through a symlink in a lower layer (${parts.slice(0, i + 1).join('/')})`);
       }
-      if (st.isSymbolicLink()) throw new UnsafeEntryError(h.path, `hardlink target ${JSON.stringify(h.linkname)} goes through a symlink in a lower layer (${parts.slice(0, i + 1).join('/')})`);
       if (!st.isDirectory()) return { kind: 'hidden' };
       if (this.isOpaqueInLower(path)) opaqueAbove = true;
       dir = path;
@@ -574,32 +584,40 @@ class LayerApplier {
   }
 
   /**
-   * Copies a lower layer's file into this layer (like an overlayfs copy-up), with its metadata,
-   * creating missing parent dirs with the metadata they have below.
+   * Copies a lower layer's file into this layer (like an overlayfs copy-up), with its metadata.
+   * Its parent dirs were made by ensureDir, which takes their metadata from below too.
    */
-  private copyUp(rel: string, found: { path: string; st: Stats }, h: TarHeader): void {
-    const parts = rel.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const dirRel = parts.slice(0, i).join('/');
-      if (this.knownDirs.has(dirRel)) continue;
-      const below = this.findInLowers(dirRel, h, true);
-      const path = this.abs(dirRel);
-      mkdirSync(path, 0o700);
-      const meta = below === undefined ? { mode: 0o755, uid: 0, gid: 0, mtime: { sec: Math.floor(Date.now() / 1000), nsec: 0 } } : readMetadata(below.path);
-      applyMetadata(path, { ...meta, xattrs: withoutOverlayXattrs(meta.xattrs) }, 'dir');
-      this.knownDirs.set(dirRel, { gid: meta.gid, plainCreate: !hasDefaultAcl(path) });
-      this.dirTimes.set(dirRel, { atime: meta.atime ?? meta.mtime, mtime: meta.mtime });
-    }
+  private copyUp(rel: string, found: { path: string; st: Stats }): void {
     const dest = this.abs(rel);
     const meta = readMetadata(found.path);
+    let kind: InodeKind = 'file';
     if (found.st.isFile()) copyFileSync(found.path, dest, fsConstants.COPYFILE_EXCL);
-    else if (found.st.isSymbolicLink()) symlinkSync(readlinkSync(found.path), dest);
-    else {
+    else if (found.st.isSymbolicLink()) {
+      symlinkSync(readlinkSync(found.path), dest);
+      kind = 'symlink';
+    } else {
       const type = found.st.isCharacterDevice() ? S_IFCHR : found.st.isBlockDevice() ? S_IFBLK : S_IFIFO;
       mknod(dest, type | 0o600, major(found.st.rdev), minor(found.st.rdev));
+      kind = 'other';
     }
-    const kind = found.st.isFile() ? 'file' : found.st.isSymbolicLink() ? 'symlink' : 'other';
     applyMetadata(dest, { ...meta, xattrs: withoutOverlayXattrs(meta.xattrs) }, kind);
+  }
+
+  /**
+   * A directory the tar needs but does not hold. Docker makes it 0755 root; with lower layers we
+   * take the metadata of the dir they show, so the merged view keeps it (overlayfs shows the
+   * upper dir's metadata).
+   */
+  private makeImplicitDir(rel: string, path: string, entry: string): void {
+    mkdirSync(path, 0o755);
+    const below = this.opts.lowerDirs?.length ? this.findInLowers(rel, entry, true) : undefined;
+    if (below === undefined) {
+      if ((lstatSync(path).mode & 0o7777) !== 0o755) chmodSync(path, 0o755); // the umask or a default ACL had a say
+      return;
+    }
+    const meta = readMetadata(below.path);
+    applyMetadata(path, { ...meta, xattrs: withoutOverlayXattrs(meta.xattrs) }, 'dir');
+    this.dirTimes.set(rel, { atime: meta.atime ?? meta.mtime, mtime: meta.mtime });
   }
 
   // ---- directories and removal ----------------------------------------------------------------
@@ -621,9 +639,8 @@ class LayerApplier {
     }
     let info: DirInfo;
     if (st === undefined) {
-      mkdirSync(path, 0o755);
+      this.makeImplicitDir(rel, path, entry);
       st = lstatSync(path); // its gid may come from a setgid parent or a grpid mount
-      if ((st.mode & 0o7777) !== 0o755) chmodSync(path, 0o755);
       info = { gid: st.gid, plainCreate: parent.plainCreate };
     } else if (st.isDirectory()) {
       info = { gid: st.gid, plainCreate: !hasDefaultAcl(path) };

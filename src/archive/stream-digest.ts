@@ -4,20 +4,24 @@
  * Why: at ~1.8 GB/s, hashing a layer costs about a third of an apply's CPU time, and on the main
  * thread it sits squarely on the critical path. On an idle second core it runs alongside.
  *
- * How: bytes are copied into a fixed ring of shared memory (a memcpy is ~10x cheaper than sha256)
- * and the worker hashes them from there, so memory stays bounded whatever the stream size; if the
- * worker falls behind, the producer waits for ring space. The worker only starts once the stream
- * is larger than START_THRESHOLD (small layers are not worth a thread), and only when the machine
- * has an idle core: measured on a busy 2-core machine, the worker made applies slower, because it
- * competed with the main thread for the CPU instead of using a free one.
- * UNIONCTL_DIGEST_THREAD=1 / =0 forces the choice (for benchmarks).
+ * How: the bytes live in a fixed ring of shared memory that the worker hashes from, so memory
+ * stays bounded whatever the stream size; if the worker falls behind, the producer waits for ring
+ * space. Bytes get there either by update(chunk) (a copy: a memcpy is ~10x cheaper than sha256) or
+ * without any copy, by reading the input straight into the ring: reserve() a view, fill it,
+ * commit() it (openLayerInput does this for uncompressed files).
+ *
+ * The worker only starts once the stream is larger than START_THRESHOLD (small layers are not
+ * worth a thread; the head is hashed on the main thread meanwhile and again by the worker from
+ * byte 0), and only when the machine has an idle core: on a busy 2-core machine the worker made
+ * applies slower, competing with the main thread for the CPU instead of using a free one.
+ * UNIONCTL_DIGEST_THREAD=1 / =0 forces the choice (benchmarks, tests).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism, loadavg } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
-const RING_BYTES = 32 * 1024 * 1024;
-const START_THRESHOLD = 8 * 1024 * 1024;
+const RING_BYTES = 8 * 1024 * 1024;
+const START_THRESHOLD = 4 * 1024 * 1024;
 
 /** Slots of the shared control array (BigInt64, so the byte counters never wrap). */
 const WRITTEN = 0; // bytes the producer has put into the ring, in total
@@ -64,12 +68,14 @@ function idleCoreAvailable(): boolean {
 }
 
 export class StreamDigest {
-  /** Main-thread hash: everything, when no worker is used. */
+  /** Main-thread hash: everything, when no worker is used; the head of the stream until one starts. */
   private local: Hash | undefined = createHash('sha256');
   /** Until the worker starts, bytes are hashed locally *and* kept in the ring (the worker restarts from byte 0). */
   private ring: Uint8Array | undefined;
   private ctl: BigInt64Array | undefined;
   private written = 0;
+  /** Ring offset and length of the last reserve(). */
+  private reserved = { pos: 0, length: 0 };
   private worker: Worker | undefined;
   private failure: Error | undefined;
   private result: Promise<string> | undefined;
@@ -82,46 +88,76 @@ export class StreamDigest {
    * only when the ring is full and the worker must catch up; await it before the next update.
    */
   update(chunk: Uint8Array): Promise<void> | undefined {
-    if (this.result !== undefined || this.hex !== undefined) throw new Error('StreamDigest.update after finish');
-    if (this.failure !== undefined) throw this.failure;
-    if (this.local !== undefined && (!this.useWorker || this.written + chunk.length <= START_THRESHOLD)) {
-      // Small so far: hash here; keep a copy in the ring in case the stream grows past the threshold.
-      this.local.update(chunk);
-      if (!this.useWorker) return undefined;
-    } else if (this.local !== undefined) {
-      this.local = undefined; // the worker takes over, from byte 0 of the ring
+    if (!this.useWorker) {
+      this.assertOpen();
+      this.local!.update(chunk); // no worker, no ring: nothing to copy
+      this.written += chunk.length;
+      return undefined;
     }
-    return this.copyToRing(chunk);
+    for (let off = 0; off < chunk.length; ) {
+      const view = this.reserve(chunk.length - off);
+      if (view instanceof Promise) {
+        const rest = chunk.subarray(off);
+        return view.then(() => this.update(rest));
+      }
+      view.set(chunk.subarray(off, off + view.length));
+      this.commit(view.length);
+      off += view.length;
+    }
+    return undefined;
   }
 
-  private copyToRing(chunk: Uint8Array): Promise<void> | undefined {
+  /**
+   * Free ring space to read stream bytes into directly, without a copy: a view of 1..max bytes.
+   * Fill it, then commit() how many bytes it holds. The bytes stay valid until about RING_BYTES
+   * more have been committed (the ring wraps), so whoever reads them must be done by then.
+   * A promise when the ring is full and the worker must catch up first.
+   */
+  reserve(max: number): Uint8Array | Promise<Uint8Array> {
+    this.assertOpen();
     this.ring ??= new Uint8Array(new SharedArrayBuffer(RING_BYTES));
     this.ctl ??= new BigInt64Array(new SharedArrayBuffer(4 * 8));
-    const ctl = this.ctl;
-    for (let off = 0; off < chunk.length; ) {
-      const consumed = Atomics.load(ctl, CONSUMED);
-      const free = RING_BYTES - (this.written - Number(consumed));
-      if (free === 0) {
-        // Wait without blocking the event loop (a failing worker is noticed); the ref'd worker keeps the loop alive.
-        this.startWorker();
-        const worker = this.worker!;
-        worker.ref();
-        const rest = chunk.subarray(off);
-        return Promise.resolve(waitAsync(ctl, CONSUMED, consumed).value).then(() => {
-          worker.unref();
-          return this.update(rest);
-        });
-      }
-      const pos = this.written % RING_BYTES;
-      const n = Math.min(free, RING_BYTES - pos, chunk.length - off);
-      this.ring.set(chunk.subarray(off, off + n), pos);
-      off += n;
-      this.written += n;
-      Atomics.store(ctl, WRITTEN, BigInt(this.written));
-      this.wake();
+    const consumed = Atomics.load(this.ctl, CONSUMED);
+    const free = RING_BYTES - (this.written - Number(consumed));
+    if (free === 0) return this.waitForSpace(consumed).then(() => this.reserve(max));
+    const pos = this.written % RING_BYTES;
+    const length = Math.min(max, free, RING_BYTES - pos);
+    this.reserved = { pos, length };
+    return this.ring.subarray(pos, pos + length);
+  }
+
+  /** The first `n` bytes of the last reserved view now hold the next bytes of the stream. */
+  commit(n: number): void {
+    if (n > this.reserved.length) throw new Error('StreamDigest.commit of more than was reserved');
+    const bytes = this.ring!.subarray(this.reserved.pos, this.reserved.pos + n);
+    this.reserved = { pos: 0, length: 0 };
+    this.written += n;
+    const ctl = this.ctl!;
+    if (this.local !== undefined) this.local.update(bytes);
+    if (!this.useWorker) {
+      Atomics.store(ctl, CONSUMED, BigInt(this.written)); // hashed already: the space is free again
+      return;
     }
+    if (this.local !== undefined && this.written > START_THRESHOLD) this.local = undefined; // the worker takes over from byte 0
+    Atomics.store(ctl, WRITTEN, BigInt(this.written));
+    this.wake();
     if (this.local === undefined) this.startWorker();
-    return undefined;
+  }
+
+  /** Waits (without blocking the event loop, so a failing worker is noticed) until the worker hashed more. */
+  private waitForSpace(consumed: bigint): Promise<void> {
+    this.startWorker();
+    const worker = this.worker!;
+    worker.ref(); // keeps the event loop alive while we wait
+    return Promise.resolve(waitAsync(this.ctl!, CONSUMED, consumed).value).then(() => {
+      worker.unref();
+      if (this.failure !== undefined) throw this.failure;
+    });
+  }
+
+  private assertOpen(): void {
+    if (this.result !== undefined || this.hex !== undefined) throw new Error('StreamDigest used after finish');
+    if (this.failure !== undefined) throw this.failure;
   }
 
   /** Ends the stream; resolves to the hex digest. */

@@ -15,10 +15,13 @@
  *
  * The digest covers all bytes of the stream, including whatever follows the end-of-archive blocks
  * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id, so after the
- * end marker the reader keeps reading to EOF.
+ * end marker the reader keeps reading to EOF. Hashing is done by a StreamDigest (on a second core
+ * when one is free); an input that already hashes itself (openLayerInput's file reader) lends us
+ * its digest instead.
  */
 import { isUtf8 } from 'node:buffer';
 import { TarFormatError, UnionctlError } from '../errors.js';
+import type { SelfHashingInput } from './decompress.js';
 import { StreamDigest } from './stream-digest.js';
 import type { TarEntryType, TarHeader, Timespec } from './types.js';
 
@@ -51,9 +54,12 @@ const MAX_METADATA_RECORD = 1 << 20;
 const EMPTY = Buffer.alloc(0);
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
-/** Reads a tar stream. The result is an async generator of entries that also carries `.digest`. */
+/**
+ * Reads a tar stream. The result is an async generator of entries that also carries `.digest`
+ * (complete once the generator is done). Leaving the loop early releases the input.
+ */
 export function readTar(input: AsyncIterable<Buffer | Uint8Array>, opts: ReadTarOptions = {}): TarReader {
-  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes);
+  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, (input as Partial<SelfHashingInput>).streamDigest);
   const entries = parseEntries(source);
   return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader;
 }
@@ -69,7 +75,9 @@ class ByteSource {
   private chunkStart = 0;
   private total = 0;
   private ended = false;
-  private readonly hash = new StreamDigest();
+  private readonly hash: StreamDigest;
+  /** The input hashes itself (openLayerInput's file reader): its digest is ours. */
+  private readonly inputHashes: boolean;
 
   readonly digest: TarStreamDigest = {
     diffId: () => {
@@ -83,7 +91,11 @@ class ByteSource {
   constructor(
     private readonly input: AsyncIterator<Buffer | Uint8Array>,
     private readonly onBytes: ((total: number) => void) | undefined,
-  ) {}
+    inputDigest: StreamDigest | undefined,
+  ) {
+    this.hash = inputDigest ?? new StreamDigest();
+    this.inputHashes = inputDigest !== undefined;
+  }
 
   /** Stream offset of the next unread byte. */
   get offset(): number {
@@ -108,8 +120,10 @@ class ByteSource {
       const value = next.value;
       if (value.length === 0) continue;
       this.chunk = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length);
-      const ringFull = this.hash.update(this.chunk);
-      if (ringFull !== undefined) await ringFull;
+      if (!this.inputHashes) {
+        const ringFull = this.hash.update(this.chunk);
+        if (ringFull !== undefined) await ringFull;
+      }
       this.total += this.chunk.length;
       this.onBytes?.(this.total);
       return true;
@@ -391,24 +405,21 @@ function gnuTimesOrPrefix(block: Buffer, offset: number): { prefix: string; atim
 
 /** The stored checksum must equal the unsigned or the signed (historic bug) byte sum, with the field itself as spaces. */
 function verifyChecksum(block: Buffer, offset: number): void {
-  let unsigned = 0;
-  let highBytes = 0;
-  for (let i = 0; i < BLOCK_SIZE; i++) {
-    const b = i >= 148 && i < 156 ? 0x20 : block[i];
-    unsigned += b;
-    if (b >= 0x80) highBytes++;
-  }
-  const signed = unsigned - 256 * highBytes;
+  let unsigned = 8 * 0x20; // the checksum field counts as eight spaces
+  for (let i = 0; i < 148; i++) unsigned += block[i];
+  for (let i = 156; i < BLOCK_SIZE; i++) unsigned += block[i];
   let stored: number;
   try {
     stored = parseOctal(block, 148, 8);
   } catch {
     stored = -1;
   }
-  if (stored !== unsigned && stored !== signed) {
-    const name = fieldText(block, 0, 100);
-    throw headerError(`header checksum mismatch (stored ${stored < 0 ? 'unreadable' : stored}, computed ${unsigned}): not a tar archive or a corrupt header`, offset, name || undefined);
-  }
+  if (stored === unsigned) return;
+  let highBytes = 0;
+  for (let i = 0; i < BLOCK_SIZE; i++) if ((i < 148 || i >= 156) && block[i] >= 0x80) highBytes++;
+  if (stored === unsigned - 256 * highBytes) return;
+  const name = fieldText(block, 0, 100);
+  throw headerError(`header checksum mismatch (stored ${stored < 0 ? 'unreadable' : stored}, computed ${unsigned}): not a tar archive or a corrupt header`, offset, name || undefined);
 }
 
 /** A NUL-terminated text field, decoded as UTF-8 (the names in the wild are; pax says so). */
@@ -564,7 +575,7 @@ class PendingMetadata {
   resolve(raw: RawHeader): TarHeader {
     const pax = this.global.size === 0 ? this.local : new Map([...this.global, ...this.local]);
     const header = this.buildHeader(raw, pax);
-    this.local = new Map();
+    if (!this.empty) this.local = new Map();
     this.empty = true;
     this.longName = undefined;
     this.longLink = undefined;

@@ -1,0 +1,401 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { TarFormatError, UnionctlError } from '../../src/errors.js';
+import { readTar, type TarEntry } from '../../src/archive/tar-reader.js';
+import type { TarHeader } from '../../src/archive/types.js';
+import { buildTar, chunked, END_OF_ARCHIVE, gnuLongRecord, paxHeader, tarEntry, tarHeader } from '../helpers/tarbuild.js';
+
+interface ReadEntry {
+  header: TarHeader;
+  content: Buffer;
+}
+
+async function readAll(data: Buffer, chunk: number | number[] = 64 * 1024): Promise<{ entries: ReadEntry[]; diffId: string; bytes: number }> {
+  const tar = readTar(chunked(data, chunk));
+  const entries: ReadEntry[] = [];
+  for await (const { header, body } of tar) {
+    const parts: Buffer[] = [];
+    for await (const piece of body) parts.push(Buffer.from(piece));
+    entries.push({ header, content: Buffer.concat(parts) });
+  }
+  return { entries, diffId: tar.digest.diffId(), bytes: tar.digest.bytes() };
+}
+
+const sha256 = (data: Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+async function expectTarError(data: Buffer, pattern: RegExp, cls: new (...args: never[]) => UnionctlError = TarFormatError): Promise<void> {
+  await assert.rejects(readAll(data), (e: unknown) => {
+    assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
+    assert.match((e as Error).message, pattern);
+    return true;
+  });
+}
+
+describe('readTar: ustar', () => {
+  it('reads every entry kind with its fields', async () => {
+    const data = buildTar([
+      { name: 'dir/', type: 'dir', mode: 0o1777, uid: 12, gid: 34, mtime: 1600000000, uname: 'alice', gname: 'staff' },
+      { name: 'dir/file', content: 'hello', mode: 0o4755, uid: 1000, gid: 1001 },
+      { name: 'dir/link', type: 'symlink', linkname: '../target', mode: 0o777 },
+      { name: 'dir/hard', type: 'hardlink', linkname: 'dir/file' },
+      { name: 'dev/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666 },
+      { name: 'dev/sda', type: 'block', devmajor: 8, devminor: 0, mode: 0o660 },
+      { name: 'fifo', type: 'fifo', mode: 0o600 },
+      { name: 'contiguous', typeflag: '7', content: 'c' },
+    ]);
+    const { entries } = await readAll(data);
+    assert.deepEqual(
+      entries.map((e) => [e.header.path, e.header.type]),
+      [
+        ['dir/', 'dir'],
+        ['dir/file', 'file'],
+        ['dir/link', 'symlink'],
+        ['dir/hard', 'hardlink'],
+        ['dev/null', 'char'],
+        ['dev/sda', 'block'],
+        ['fifo', 'fifo'],
+        ['contiguous', 'file'],
+      ],
+    );
+    const [dir, file, link, hard, nul, sda] = entries.map((e) => e.header);
+    assert.equal(dir.mode, 0o1777);
+    assert.deepEqual([dir.uid, dir.gid, dir.uname, dir.gname], [12, 34, 'alice', 'staff']);
+    assert.deepEqual(dir.mtime, { sec: 1600000000, nsec: 0 });
+    assert.equal(file.mode, 0o4755);
+    assert.equal(file.size, 5);
+    assert.equal(entries[1].content.toString(), 'hello');
+    assert.equal(link.linkname, '../target');
+    assert.equal(hard.linkname, 'dir/file');
+    assert.deepEqual([nul.devmajor, nul.devminor, sda.devmajor, sda.devminor], [1, 3, 8, 0]);
+    assert.equal(entries[7].content.toString(), 'c');
+  });
+
+  it('joins the ustar prefix and name', async () => {
+    const prefix = 'p'.repeat(150);
+    const { entries } = await readAll(buildTar([{ name: 'n'.repeat(99), prefix, content: 'x' }]));
+    assert.equal(entries[0].header.path, `${prefix}/${'n'.repeat(99)}`);
+  });
+
+  it('reads UTF-8 names', async () => {
+    const { entries } = await readAll(buildTar([{ name: 'données/ファイル.txt', content: 'x' }]));
+    assert.equal(entries[0].header.path, 'données/ファイル.txt');
+  });
+
+  it('refuses names that are not UTF-8, naming the offset', async () => {
+    const block = tarHeader({ name: 'latin1-\xe9'.replace('\xe9', '_'), content: '' });
+    block[7] = 0xe9; // "latin1-é" in latin-1: not UTF-8
+    fixChecksum(block);
+    await expectTarError(Buffer.concat([block, END_OF_ARCHIVE]), /not valid UTF-8/, UnionctlError);
+  });
+
+  it('hands out bodies as subarrays of the input chunks (no copies)', async () => {
+    const content = Buffer.alloc(200_000, 7);
+    const data = buildTar([{ name: 'big', content }]);
+    const input = Buffer.from(data); // one chunk
+    const seen: ArrayBufferLike[] = [];
+    for await (const { body } of readTar((async function* () { yield input; })())) {
+      for await (const piece of body) seen.push(piece.buffer);
+    }
+    assert.ok(seen.length > 0 && seen.every((b) => b === input.buffer));
+  });
+
+  it('gives the same result whatever the chunk boundaries', async () => {
+    const data = buildTar([
+      { name: 'a', content: 'x'.repeat(1000) },
+      { name: 'long-name-in-pax', pax: { path: 'long/'.repeat(30) + 'f', 'SCHILY.xattr.user.k': Buffer.from([0, 1, 2, 0]) }, content: 'yy' },
+      { name: 'b', content: Buffer.alloc(3000, 1) },
+    ]);
+    const whole = await readAll(data);
+    for (const sizes of [1, 7, 511, 512, 513, [3, 1000, 17]]) {
+      const split = await readAll(data, sizes);
+      assert.deepEqual(split, whole, `chunks of ${JSON.stringify(sizes)}`);
+    }
+  });
+
+  it('skips a body the consumer does not read', async () => {
+    const data = buildTar([
+      { name: 'skipped', content: Buffer.alloc(5000, 1) },
+      { name: 'half', content: Buffer.alloc(5000, 2) },
+      { name: 'after', content: 'ok' },
+    ]);
+    const names: string[] = [];
+    let after = '';
+    for await (const { header, body } of readTar(chunked(data, 1024))) {
+      names.push(header.path);
+      if (header.path === 'half') {
+        for await (const piece of body) {
+          assert.ok(piece.length > 0);
+          break; // leave the rest
+        }
+      }
+      if (header.path === 'after') for await (const piece of body) after += piece.toString();
+    }
+    assert.deepEqual(names, ['skipped', 'half', 'after']);
+    assert.equal(after, 'ok');
+  });
+
+  it('refuses to read a body after the next entry was requested', async () => {
+    const tar = readTar(chunked(buildTar([{ name: 'a', content: 'abc' }, { name: 'b' }])));
+    const first = (await tar.next()).value as TarEntry;
+    await tar.next();
+    await assert.rejects(first.body[Symbol.asyncIterator]().next(), /read after the next entry/);
+    await tar.return();
+  });
+});
+
+describe('readTar: pax', () => {
+  it('takes path, linkpath, size, uid, gid, uname, gname from pax records', async () => {
+    const long = `${'d'.repeat(120)}/${'e'.repeat(140)}/file-${'x'.repeat(20)}`; // > 255 bytes
+    assert.ok(Buffer.byteLength(long) > 255);
+    const data = buildTar([
+      {
+        name: 'short',
+        content: 'hello',
+        size: 0, // the pax size wins
+        pax: { path: long, size: '5', uid: '3000000000', gid: '4000000000', uname: 'ünïcode', gname: 'grp' },
+      },
+      { name: 'l', type: 'symlink', linkname: 'x', pax: { linkpath: `/${'t'.repeat(300)}` } },
+    ]);
+    const { entries } = await readAll(data);
+    const h = entries[0].header;
+    assert.equal(h.path, long);
+    assert.equal(h.size, 5);
+    assert.equal(entries[0].content.toString(), 'hello');
+    assert.deepEqual([h.uid, h.gid, h.uname, h.gname], [3000000000, 4000000000, 'ünïcode', 'grp']);
+    assert.equal(entries[1].header.linkname, `/${'t'.repeat(300)}`);
+  });
+
+  it('reads fractional and negative times to the nanosecond', async () => {
+    const data = buildTar([
+      { name: 'a', pax: { mtime: '1700000000.123456789', atime: '1700000001.5' } },
+      { name: 'b', pax: { mtime: '-1.25' } },
+      { name: 'c', pax: { mtime: '1700000000.1234567891234' } },
+    ]);
+    const { entries } = await readAll(data);
+    assert.deepEqual(entries[0].header.mtime, { sec: 1700000000, nsec: 123456789 });
+    assert.deepEqual(entries[0].header.atime, { sec: 1700000001, nsec: 500000000 });
+    assert.deepEqual(entries[1].header.mtime, { sec: -2, nsec: 750000000 });
+    assert.deepEqual(entries[2].header.mtime, { sec: 1700000000, nsec: 123456789 });
+  });
+
+  it('keeps SCHILY.xattr values as raw bytes, NULs included', async () => {
+    // A real security.capability value: version 2, with NUL bytes in the middle.
+    const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex');
+    const withNewline = Buffer.from([0x61, 0x0a, 0x00, 0x3d, 0x20, 0xff]); // "a\n\0= \xff"
+    const data = buildTar([{ name: 'bin/ping', pax: { 'SCHILY.xattr.security.capability': cap, 'SCHILY.xattr.user.odd': withNewline } }]);
+    const { entries } = await readAll(data, 100);
+    assert.deepEqual(entries[0].header.xattrs.get('security.capability'), cap);
+    assert.deepEqual(entries[0].header.xattrs.get('user.odd'), withNewline);
+  });
+
+  it('decodes LIBARCHIVE.xattr names (URL-encoded) and values (base64)', async () => {
+    const value = Buffer.from([0, 1, 2, 255]);
+    const data = buildTar([{ name: 'f', pax: { 'LIBARCHIVE.xattr.user.a%3Db': value.toString('base64') } }]);
+    const { entries } = await readAll(data);
+    assert.deepEqual(entries[0].header.xattrs.get('user.a=b'), value);
+  });
+
+  it('applies global records to every later entry, local records override them', async () => {
+    const data = buildTar([
+      paxHeader({ uid: '77', 'SCHILY.xattr.user.g': 'global', path: 'ignored-in-g' }, 'g'),
+      { name: 'a' },
+      { name: 'b', pax: { uid: '88' } },
+      paxHeader({ uid: '' }, 'g'), // an empty value deletes the global keyword
+      { name: 'c', uid: 5 },
+    ]);
+    const { entries } = await readAll(data);
+    assert.deepEqual(
+      entries.map((e) => [e.header.path, e.header.uid, e.header.xattrs.get('user.g')?.toString()]),
+      [
+        ['a', 77, 'global'],
+        ['b', 88, 'global'],
+        ['c', 5, 'global'],
+      ],
+    );
+  });
+
+  it('rejects a malformed pax record', async () => {
+    const bad = Buffer.from('99 path=x\n');
+    const data = Buffer.concat([tarHeader({ name: 'p', typeflag: 'x', content: bad }), Buffer.concat([bad, Buffer.alloc(512 - bad.length)]), tarEntry({ name: 'a' }), END_OF_ARCHIVE]);
+    await expectTarError(data, /pax record/);
+  });
+
+  it('refuses GNU sparse files (their body is not the file content)', async () => {
+    await expectTarError(buildTar([{ name: 'sparse', pax: { 'GNU.sparse.major': '1', 'GNU.sparse.minor': '0' } }]), /GNU sparse/, UnionctlError);
+    await expectTarError(buildTar([{ name: 'old-sparse', typeflag: 'S', format: 'gnu' }]), /"old-sparse".*typeflag 'S'.*sparse/, UnionctlError);
+  });
+
+  it('rejects a pax header that describes no entry', async () => {
+    await expectTarError(buildTar([paxHeader({ path: 'dangling' })]), /describes no entry/);
+  });
+});
+
+describe('readTar: GNU and v7', () => {
+  it('reads GNU long names and long link targets (L / K records)', async () => {
+    const name = `gnu/${'n'.repeat(200)}`;
+    const link = `target/${'t'.repeat(150)}`;
+    const data = buildTar([gnuLongRecord(name, 'L'), gnuLongRecord(link, 'K'), tarEntry({ name: name.slice(0, 99), type: 'symlink', linkname: link.slice(0, 99), format: 'gnu' })]);
+    const { entries } = await readAll(data);
+    assert.equal(entries[0].header.path, name);
+    assert.equal(entries[0].header.linkname, link);
+  });
+
+  it('reads what GNU tar --format=gnu writes for long names', async () => {
+    const dir = mkdtempSync('/tmp/unionctl-test-gnutar-');
+    try {
+      const deep = join('src', 'a'.repeat(60), 'b'.repeat(60), 'c'.repeat(60));
+      mkdirSync(join(dir, deep), { recursive: true });
+      writeFileSync(join(dir, deep, 'file.txt'), 'content');
+      const data = execFileSync('tar', ['--format=gnu', '--numeric-owner', '-C', dir, '-cf', '-', 'src']);
+      const { entries } = await readAll(data);
+      const file = entries.find((e) => e.header.path.endsWith('file.txt'));
+      assert.equal(file?.header.path, `${deep}/file.txt`);
+      assert.equal(file?.content.toString(), 'content');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads GNU base-256 numbers (large uid, negative mtime)', async () => {
+    const data = buildTar([{ name: 'big-uid', uid: 3_000_000_000, gid: 70_000_000, mtime: -86400, base256: ['uid', 'gid', 'mtime'], format: 'gnu' }]);
+    const { entries } = await readAll(data);
+    assert.deepEqual([entries[0].header.uid, entries[0].header.gid], [3_000_000_000, 70_000_000]);
+    assert.deepEqual(entries[0].header.mtime, { sec: -86400, nsec: 0 });
+  });
+
+  it('reads the old GNU magic and skips volume labels', async () => {
+    const data = buildTar([{ name: 'label', typeflag: 'V', format: 'gnu' }, { name: 'f', content: 'x', format: 'gnu', uname: 'bob' }]);
+    const { entries } = await readAll(data);
+    assert.deepEqual(entries.map((e) => e.header.path), ['f']);
+    assert.equal(entries[0].header.uname, 'bob');
+  });
+
+  it('reads v7 headers (no magic): "\\0" type, a trailing slash makes a directory', async () => {
+    const data = buildTar([
+      { name: 'olddir/', typeflag: '\0', format: 'v7' },
+      { name: 'olddir/file', typeflag: '\0', format: 'v7', content: 'v7' },
+    ]);
+    const { entries } = await readAll(data);
+    assert.deepEqual(entries.map((e) => [e.header.path, e.header.type, e.header.uname]), [
+      ['olddir/', 'dir', undefined],
+      ['olddir/file', 'file', undefined],
+    ]);
+    assert.equal(entries[1].content.toString(), 'v7');
+  });
+});
+
+/** Recomputes the checksum of a hand-edited header block. */
+function fixChecksum(block: Buffer): void {
+  block.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of block) sum += b;
+  block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+}
+
+describe('readTar: integrity', () => {
+  it('rejects a header with a bad checksum, naming the entry and offset', async () => {
+    const data = buildTar([{ name: 'good', content: 'x' }, { name: 'evil', badChecksum: true }]);
+    await expectTarError(data, /entry "evil", offset 1024.*checksum/);
+  });
+
+  it('accepts the historic signed checksum', async () => {
+    const block = tarHeader({ name: 'caf\u00e9' }); // a byte >= 0x80 in the name
+    block.fill(0x20, 148, 156);
+    let signed = 0;
+    for (const b of block) signed += b >= 0x80 ? b - 256 : b;
+    block.write(`${signed.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    const { entries } = await readAll(Buffer.concat([block, END_OF_ARCHIVE]));
+    assert.equal(entries[0].header.path, 'caf\u00e9');
+  });
+
+  it('rejects data that is not a tar', async () => {
+    await expectTarError(Buffer.concat([Buffer.from('this is not a tar archive'.repeat(30)), Buffer.alloc(512)]), /checksum/);
+  });
+
+  it('rejects a stream cut inside a header, a body or its padding', async () => {
+    const data = buildTar([{ name: 'file', content: Buffer.alloc(1000, 1) }, { name: 'next' }]);
+    await expectTarError(data.subarray(0, 300), /truncated.*inside a header/);
+    await expectTarError(data.subarray(0, 512 + 600), /entry "file".*truncated/);
+    await expectTarError(data.subarray(0, 512 + 1010), /entry "file".*truncated/);
+  });
+
+  it('is lenient at the end: EOF at a block boundary or after a single zero block', async () => {
+    const entries = buildTar([{ name: 'a', content: 'x' }], { end: false });
+    assert.equal((await readAll(entries)).entries.length, 1);
+    assert.equal((await readAll(Buffer.concat([entries, Buffer.alloc(512)]))).entries.length, 1);
+    assert.equal((await readAll(Buffer.alloc(0))).entries.length, 0);
+  });
+
+  it('rejects a lone zero block followed by more data', async () => {
+    const data = Buffer.concat([tarEntry({ name: 'a' }), Buffer.alloc(512), tarEntry({ name: 'b' }), END_OF_ARCHIVE]);
+    await expectTarError(data, /single zero block/);
+  });
+
+  it('refuses unknown entry types, naming the entry and the typeflag', async () => {
+    await expectTarError(buildTar([{ name: 'weird', typeflag: 'Q' }]), /"weird".*typeflag 'Q'/, UnionctlError);
+  });
+});
+
+describe('readTar: digest', () => {
+  it('hashes every byte of the stream, including what follows the end blocks', async () => {
+    const data = Buffer.concat([buildTar([{ name: 'a', content: 'abc' }]), Buffer.alloc(8192), Buffer.from('trailing junk')]);
+    const { diffId, bytes } = await readAll(data, 1000);
+    assert.equal(diffId, sha256(data));
+    assert.equal(bytes, data.length);
+  });
+
+  it('hashes a large stream exactly (through the hashing thread when it is used)', async () => {
+    const content = Buffer.alloc(40 * 1024 * 1024);
+    for (let i = 0; i < content.length; i += 4096) content.writeUInt32LE(i, i);
+    const data = buildTar([{ name: 'big', content }, { name: 'small', content: 'x' }]);
+    for (const thread of ['1', '0']) {
+      process.env.UNIONCTL_DIGEST_THREAD = thread;
+      try {
+        const { diffId, entries } = await readAll(data, 1 << 20);
+        assert.equal(diffId, sha256(data), `digest thread ${thread}`);
+        assert.equal(entries[0].content.length, content.length);
+      } finally {
+        delete process.env.UNIONCTL_DIGEST_THREAD;
+      }
+    }
+  });
+
+  it('has no digest before the stream is read to its end', async () => {
+    const tar = readTar(chunked(buildTar([{ name: 'a' }])));
+    await tar.next();
+    assert.throws(() => tar.digest.diffId(), /before the stream was read/);
+    for await (const _ of tar) {
+      /* drain */
+    }
+    assert.match(tar.digest.diffId(), /^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('reports progress in bytes', async () => {
+    const data = buildTar([{ name: 'a', content: Buffer.alloc(10_000) }]);
+    const seen: number[] = [];
+    for await (const _ of readTar(chunked(data, 4096), { onBytes: (n) => seen.push(n) })) {
+      /* skip bodies */
+    }
+    assert.equal(seen.at(-1), data.length);
+    assert.deepEqual(seen, [...seen].sort((a, b) => a - b));
+  });
+
+  it('matches the diff_ids of the sample layers', async () => {
+    const expected = ['9e721e9db1f84b04216fcb0f3fe271f3e9d48a5fe020252e82180d636f2a27b1', 'd52c36bcc68cf387ca56ba2a2736674cdac472ea3ef6ef70393743c36580deca'];
+    const files = ['fixtures/layers/1-base.tar', 'fixtures/layers/4-changes.tar'];
+    for (const [i, file] of files.entries()) {
+      const { entries, diffId } = await readAll(readFileSync(join(repoRoot(), file)));
+      assert.equal(diffId, `sha256:${expected[i]}`);
+      assert.equal(entries.length, i === 0 ? 285 : 18);
+    }
+  });
+});
+
+/** Tests run from the repository root (or UNIONCTL_REPO names it). */
+function repoRoot(): string {
+  return process.env.UNIONCTL_REPO ?? process.cwd();
+}
