@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
 import { openStore, type LayerRecord, type LayerStore } from '../graph/store.js';
-import { inputFileSize, writeFileAtomically } from './files.js';
+import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';
 import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
@@ -103,7 +103,9 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
       });
     }
   } else {
+    // Progress counts uncompressed tar bytes: a percentage of the file size only fits a plain tar.
     total = inputFileSize(file);
+    if (total !== undefined && !isPlainTar(file)) total = undefined;
   }
   await withStore(cmd, async (store, g) => {
     const progress = startProgress('importing', total);

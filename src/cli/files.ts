@@ -2,10 +2,11 @@
  * The CLI's own file handling: checking an input file before the store is touched, and writing an
  * output file so that it either appears complete or not at all.
  */
-import { closeSync, createWriteStream, fsyncSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
+import { closeSync, createWriteStream, fsyncSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { sniffCompression } from '../archive/decompress.js';
 import { UnionctlError } from '../errors.js';
 
 /** Turns a Node fs error about `path` into a typed error that names the file. */
@@ -76,5 +77,16 @@ export async function writeFileAtomically(data: Readable, dest: string): Promise
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
+  }
+}
+
+/** The file does not start with a gzip/zstd/xz/bzip2 magic number. */
+export function isPlainTar(path: string): boolean {
+  const head = Buffer.alloc(6);
+  const fd = openSync(path, 'r');
+  try {
+    return sniffCompression(head.subarray(0, readSync(fd, head, 0, head.length, 0))) === 'none';
+  } finally {
+    closeSync(fd);
   }
 }

@@ -80,8 +80,11 @@ export interface Driver {
   metadata(id: string): Promise<Record<string, string>>;
   /** rw/ro state of every branch of the layer's union, top first, read from the kernel where it says it. */
   branches(id: string): Promise<Branch[]>;
-  /** Extract an uncompressed (or gzip/zstd: sniffed) layer tar into the layer. */
-  applyDiff(id: string, parent: string | undefined, tar: Readable, opts?: { onProgress?: (bytes: number) => void }): Promise<ApplyResult>;
+  /**
+   * Extract an uncompressed (or gzip/zstd: sniffed) layer tar into the layer. `tar` is a stream or
+   * the path of a file (read straight into the tar engine's buffers: the fast way in).
+   */
+  applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts?: { onProgress?: (bytes: number) => void }): Promise<ApplyResult>;
   /** The layer's changes against parent as an OCI layer tar. */
   diff(id: string, parent?: string): Promise<Readable>;
   changes(id: string, parent?: string): Promise<Change[]>;

@@ -75,7 +75,7 @@ export class NaiveDiff {
    * Applies a layer tar into the layer's mounted view with real deletions (whiteout format
    * 'plain'), for drivers whose layer is a filesystem holding the whole tree (devicemapper).
    */
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
     const path = await this.driver.get(id);
     try {
       return await applyLayer(tar, path, { whiteoutFormat: 'plain', onProgress: opts.onProgress });

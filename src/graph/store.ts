@@ -25,9 +25,9 @@
  * new layer's parent cannot be removed under it (HAS_CHILDREN) and its id cannot be taken twice.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync, createReadStream } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import '../drivers/index.js'; // registers the built-in drivers
 import { assertValidId, UnionctlError } from '../errors.js';
 import type { Branch, Change, Driver, DriverCapabilities } from './driver.js';
@@ -64,7 +64,7 @@ export interface LayerRecord {
 export interface ImportOptions {
   id?: string;
   parent?: string;
-  /** Called as the input is read, with the total bytes read so far (compressed bytes for .gz/.zst). */
+  /** Called as the input is read, with the uncompressed tar bytes read so far. */
   onProgress?: (bytesRead: number) => void;
 }
 
@@ -98,7 +98,6 @@ interface StoredRecord extends LayerRecord {
   owner?: Owner;
 }
 
-const INPUT_CHUNK = 1 << 20;
 
 // ---- process liveness ------------------------------------------------------------------------
 
@@ -155,22 +154,13 @@ function publicRecord(r: StoredRecord): LayerRecord {
   return rest;
 }
 
-/** Counts the bytes that flow through, for ImportOptions.onProgress. */
-function countingStream(onProgress: (bytesRead: number) => void): Transform {
-  let total = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      total += chunk.length;
-      onProgress(total);
-      done(null, chunk);
-    },
-  });
-}
-
-/** The stream of an import's input. A file is opened here, so a bad path fails before anything changes. */
-function openInput(input: string | Readable): { stream: Readable; ownStream: boolean } {
-  if (typeof input !== 'string') return { stream: input, ownStream: false };
-  if (input === '-') return { stream: process.stdin, ownStream: false };
+/**
+ * What an import reads. A file is checked here, so a bad path fails before anything changes, and
+ * is then handed to the driver by path: the tar engine reads a file without an extra stream stage.
+ */
+function openInput(input: string | Readable): string | Readable {
+  if (typeof input !== 'string') return input;
+  if (input === '-') return process.stdin;
   let fd: number;
   try {
     fd = openSync(input, 'r');
@@ -178,11 +168,14 @@ function openInput(input: string | Readable): { stream: Readable; ownStream: boo
     if (isMissing(e)) throw new UnionctlError('NOT_FOUND', `layer tarball ${input} does not exist`, { hint: 'check the path' });
     throw new UnionctlError('USAGE', `cannot read layer tarball ${input}: ${(e as Error).message}`, { cause: e });
   }
-  if (fstatSync(fd).isDirectory()) {
+  try {
+    if (fstatSync(fd).isDirectory()) {
+      throw new UnionctlError('USAGE', `${input} is a directory, not a layer tarball`, { hint: 'give a .tar, .tar.gz or .tar.zst file' });
+    }
+  } finally {
     closeSync(fd);
-    throw new UnionctlError('USAGE', `${input} is a directory, not a layer tarball`, { hint: 'give a .tar, .tar.gz or .tar.zst file' });
   }
-  return { stream: createReadStream(input, { fd, highWaterMark: INPUT_CHUNK }), ownStream: true };
+  return input;
 }
 
 // ---- opening ---------------------------------------------------------------------------------
@@ -489,20 +482,14 @@ export class LayerStore {
     const id = opts.id ?? randomLayerId();
     assertValidId(id);
     if (opts.parent !== undefined) assertValidId(opts.parent, 'parent layer id');
-    const { stream, ownStream } = openInput(input);
-    try {
-      return await this.createWithRollback(id, opts.parent, false, async (parentRec) => {
-        await this.driver.create(id, opts.parent);
-        const tar = opts.onProgress === undefined ? stream : stream.pipe(countingStream(opts.onProgress));
-        if (tar !== stream) stream.once('error', (e) => tar.destroy(e)); // pipe() does not forward errors
-        const result = await this.driver.applyDiff(id, opts.parent, tar);
-        const parentChain = parentRec === undefined ? undefined : parentRec.chainId;
-        const chainId = parentRec !== undefined && parentChain === undefined ? undefined : chainIdOf(parentChain, result.diffId);
-        return { diffId: result.diffId, ...(chainId === undefined ? {} : { chainId }), size: result.size };
-      });
-    } finally {
-      if (ownStream) stream.destroy();
-    }
+    const tar = openInput(input);
+    return this.createWithRollback(id, opts.parent, false, async (parentRec) => {
+      await this.driver.create(id, opts.parent);
+      const result = await this.driver.applyDiff(id, opts.parent, tar, { onProgress: opts.onProgress });
+      const parentChain = parentRec === undefined ? undefined : parentRec.chainId;
+      const chainId = parentRec !== undefined && parentChain === undefined ? undefined : chainIdOf(parentChain, result.diffId);
+      return { diffId: result.diffId, ...(chainId === undefined ? {} : { chainId }), size: result.size };
+    });
   }
 
   // ---- mount / unmount -----------------------------------------------------------------------

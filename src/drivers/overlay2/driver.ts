@@ -339,7 +339,7 @@ export class Overlay2Driver implements Driver {
 
   // ---- diffs -------------------------------------------------------------------------------
 
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
     this.assertExists(id);
     const diff = this.layout.diffDir(id);
     const lowerDirs = this.layout.lowerDiffDirs(id);

@@ -256,7 +256,7 @@ export class VfsDriver implements Driver {
   // ---- diffs ---------------------------------------------------------------------------------
 
   /** The layer holds a full copy of its parent, so deletions are applied for real. */
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
     this.assertExists(id);
     return applyLayer(tar, this.layerDir(id), { whiteoutFormat: 'plain', onProgress: opts.onProgress });
   }
