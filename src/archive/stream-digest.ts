@@ -12,12 +12,12 @@
  *
  * The worker only starts once the stream is larger than START_THRESHOLD (small layers are not
  * worth a thread; the head is hashed on the main thread meanwhile and again by the worker from
- * byte 0), and only when the machine has an idle core: on a busy 2-core machine the worker made
- * applies slower, competing with the main thread for the CPU instead of using a free one.
+ * byte 0), and only when the machine has a second core (on a machine whose other cores are busy
+ * the worker competes with the main thread: force the main-thread path there with =0).
  * UNIONCTL_DIGEST_THREAD=1 / =0 forces the choice (benchmarks, tests).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
 const RING_BYTES = 8 * 1024 * 1024;
@@ -59,12 +59,14 @@ parentPort.postMessage(hash.digest('hex'));
 /** Atomics.waitAsync (Node 16+; not in TypeScript's ES2022 lib). */
 const waitAsync = (Atomics as unknown as { waitAsync(a: BigInt64Array, index: number, value: bigint): { value: string | Promise<string> } }).waitAsync;
 
-/** Is there a core the hashing thread would not have to take from someone else? */
+/**
+ * Is there a second core for the hashing thread? (A load-average test was tried and dropped: the
+ * 1-minute average lags, so back-to-back imports flipped between the two paths at random.)
+ */
 function idleCoreAvailable(): boolean {
   const forced = process.env.UNIONCTL_DIGEST_THREAD;
   if (forced === '1' || forced === '0') return forced === '1';
-  const cores = availableParallelism();
-  return cores >= 2 && loadavg()[0] <= cores - 0.5;
+  return availableParallelism() >= 2;
 }
 
 export class StreamDigest {
