@@ -68,6 +68,21 @@ const ACL_DEFAULT = 'system.posix_acl_default';
 const OVERLAY_OPAQUE = 'trusted.overlay.opaque';
 
 /**
+ * overlayfs ignores trusted.overlay.opaque on a layer's root dir (the root of the union is built
+ * from every layer's root, opaque or not). So a layer whose tar made the root opaque
+ * (`.wh..wh..opq` at the top) also gets a 0/0 whiteout for every top-level name of the layers
+ * below that it does not write itself; the xattr stays, as Docker leaves it.
+ */
+function whiteOutLowerRootIfOpaque(dest: string, lowerDirs: string[]): void {
+  if (lowerDirs.length === 0 || lgetxattr(dest, OVERLAY_OPAQUE)?.toString() !== 'y') return;
+  const lowerNames = new Set(lowerDirs.flatMap((d) => readdirSync(d)));
+  for (const name of lowerNames) {
+    const path = `${dest}/${name}`;
+    if (lstatSync(path, { throwIfNoEntry: false }) === undefined) mknod(path, S_IFCHR, 0, 0);
+  }
+}
+
+/**
  * Extracts a layer tar into `dest` (an existing directory). `input` is a stream, or a file path
  * ('-' for stdin), which is the fastest way in (see openLayerInput). On error it throws; the
  * caller removes the half layer.
@@ -82,6 +97,7 @@ export async function applyLayer(input: Readable | AsyncIterable<Buffer> | strin
   } finally {
     applier.cleanup();
   }
+  if (opts.whiteoutFormat === 'overlay') whiteOutLowerRootIfOpaque(dest, opts.lowerDirs ?? []);
   return { size: applier.contentBytes, diffId: tar.digest.diffId(), entries: applier.entries };
 }
 

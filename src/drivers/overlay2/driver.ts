@@ -14,7 +14,7 @@ import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilitie
 import { withFileLock } from '../../graph/lock.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
-import { findMount, lgetxattr, mknod, MNT_DETACH, readMountInfo, S_IFCHR, umount2 } from '../../sys/index.js';
+import { findMount, MNT_DETACH, readMountInfo, umount2 } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout, writeFileAtomic } from './layout.js';
@@ -37,23 +37,6 @@ function readFileIfExists(path: string): string | undefined {
 function mkdirMode(path: string, mode: number): void {
   mkdirSync(path, { mode });
   chmodSync(path, mode); // the umask must not change Docker's modes
-}
-
-const OPAQUE_XATTR = 'trusted.overlay.opaque';
-
-/**
- * overlayfs ignores trusted.overlay.opaque on a layer's root dir (the root of the union is built
- * from every layer's root, opaque or not). So a layer whose tar made the root opaque
- * (`.wh..wh..opq` at the top) also gets a 0/0 whiteout for every top-level name of the layers
- * below that it does not write itself; the xattr stays, as Docker leaves it.
- */
-function whiteOutLowerRootIfOpaque(diff: string, lowerDirs: string[]): void {
-  if (lowerDirs.length === 0 || lgetxattr(diff, OPAQUE_XATTR)?.toString() !== 'y') return;
-  const lowerNames = new Set(lowerDirs.flatMap((d) => readdirSync(d)));
-  for (const name of lowerNames) {
-    const path = join(diff, name);
-    if (lstatSync(path, { throwIfNoEntry: false }) === undefined) mknod(path, S_IFCHR, 0, 0);
-  }
 }
 
 export class Overlay2Driver implements Driver {
@@ -345,9 +328,7 @@ export class Overlay2Driver implements Driver {
     const lowerDirs = this.layout.lowerDiffDirs(id);
     // Whiteouts become char 0/0 devices and opaque xattrs in diff/; hardlinks may point at files
     // of the ancestors, which apply copies up from their diff dirs.
-    const result = await applyLayer(tar, diff, { whiteoutFormat: 'overlay', lowerDirs, onProgress: opts.onProgress });
-    whiteOutLowerRootIfOpaque(diff, lowerDirs);
-    return result;
+    return applyLayer(tar, diff, { whiteoutFormat: 'overlay', lowerDirs, onProgress: opts.onProgress });
   }
 
   /**
