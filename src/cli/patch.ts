@@ -5,7 +5,6 @@
  */
 import { closeSync, lstatSync, openSync, readFileSync, readSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { createTwoFilesPatch, FILE_HEADERS_ONLY } from 'diff';
 import type { Change } from '../graph/driver.js';
 import type { LayerStore } from '../graph/store.js';
 import { out } from './output.js';
@@ -22,11 +21,13 @@ const BINARY_SNIFF_BYTES = 8192;
 export async function patchesFor(store: LayerStore, id: string, parent: string | undefined, changes: Change[]): Promise<string[]> {
   const changed = changes.filter((c) => c.kind === 'C');
   if (changed.length === 0 || parent === undefined) return [];
+  // Loaded here, not at the top: the diff package costs ~15 ms to load, and only --patch needs it.
+  const diff = await import('diff');
   const oldView = (await store.mount(parent)).path;
   try {
     const newView = (await store.mount(id)).path;
     try {
-      return changed.map((c) => patchOne(c.path, join(oldView, c.path), join(newView, c.path))).filter((p): p is string => p !== undefined);
+      return changed.map((c) => patchOne(diff, c.path, join(oldView, c.path), join(newView, c.path))).filter((p): p is string => p !== undefined);
     } finally {
       await store.unmount(id);
     }
@@ -43,7 +44,7 @@ function lstatOrUndefined(path: string): Stats | undefined {
   }
 }
 
-function patchOne(path: string, oldFile: string, newFile: string): string | undefined {
+function patchOne(diff: typeof import('diff'), path: string, oldFile: string, newFile: string): string | undefined {
   const before = lstatOrUndefined(oldFile);
   const after = lstatOrUndefined(newFile);
   if (!before?.isFile() || !after?.isFile()) return undefined;
@@ -55,7 +56,7 @@ function patchOne(path: string, oldFile: string, newFile: string): string | unde
   const newText = readFileSync(newFile, 'utf8');
   // A metadata-only change (mode, owner, mtime) is a C too, but has no text difference to show.
   if (oldText === newText) return undefined;
-  return createTwoFilesPatch(`a${path}`, `b${path}`, oldText, newText, undefined, undefined, { headerOptions: FILE_HEADERS_ONLY });
+  return diff.createTwoFilesPatch(`a${path}`, `b${path}`, oldText, newText, undefined, undefined, { headerOptions: diff.FILE_HEADERS_ONLY });
 }
 
 function looksBinary(file: string): boolean {
