@@ -28,6 +28,8 @@ const WRITTEN = 0; // bytes the producer has put into the ring, in total
 const CONSUMED = 1; // bytes the worker has hashed, in total
 const DONE = 2; // 1 once the producer has written everything
 const SEQ = 3; // bumped by the producer on every write and at the end: what the worker sleeps on
+const SLEEPS = 4; // 1 while the worker is (about to be) asleep: only then does the producer notify
+const CTL_SLOTS = 5;
 
 /** Runs in the worker: hash what the ring holds until the producer says it is done. */
 const WORKER_SOURCE = `
@@ -43,7 +45,11 @@ for (;;) {
   const written = Atomics.load(ctl, ${WRITTEN});
   if (written === consumed) {
     if (Atomics.load(ctl, ${DONE}) === 1n) break;
-    Atomics.wait(ctl, ${SEQ}, seq); // returns at once if the producer moved on since we read seq
+    // Say we sleep, then look once more: a producer that missed the flag has bumped seq by now
+    // (the wait returns at once) or its bytes are seen on the next round.
+    Atomics.store(ctl, ${SLEEPS}, 1n);
+    if (Atomics.load(ctl, ${WRITTEN}) === consumed && Atomics.load(ctl, ${DONE}) === 0n) Atomics.wait(ctl, ${SEQ}, seq);
+    Atomics.store(ctl, ${SLEEPS}, 0n);
     continue;
   }
   const pos = Number(consumed % BigInt(size));
@@ -83,7 +89,18 @@ export class StreamDigest {
   private result: Promise<string> | undefined;
   private hex: string | undefined;
 
-  constructor(private readonly useWorker = idleCoreAvailable()) {}
+  /**
+   * `expectedBytes`: the stream's size when known (a file). A stream known to be large skips the
+   * main-thread hashing of its head and goes to the worker from the first byte.
+   */
+  constructor(
+    private readonly useWorker = idleCoreAvailable(),
+    expectedBytes?: number,
+  ) {
+    this.headOnWorker = useWorker && expectedBytes !== undefined && expectedBytes > START_THRESHOLD;
+  }
+
+  private readonly headOnWorker: boolean;
 
   /**
    * Adds bytes (copied when needed: the caller may reuse the chunk afterwards). Returns a promise
@@ -118,7 +135,7 @@ export class StreamDigest {
   reserve(max: number): Uint8Array | Promise<Uint8Array> {
     this.assertOpen();
     this.ring ??= new Uint8Array(new SharedArrayBuffer(RING_BYTES));
-    this.ctl ??= new BigInt64Array(new SharedArrayBuffer(4 * 8));
+    this.ctl ??= new BigInt64Array(new SharedArrayBuffer(CTL_SLOTS * 8));
     const consumed = Atomics.load(this.ctl, CONSUMED);
     const free = RING_BYTES - (this.written - Number(consumed));
     if (free === 0) return this.waitForSpace(consumed).then(() => this.reserve(max));
@@ -135,6 +152,7 @@ export class StreamDigest {
     this.reserved = { pos: 0, length: 0 };
     this.written += n;
     const ctl = this.ctl!;
+    if (this.headOnWorker) this.local = undefined;
     if (this.local !== undefined) this.local.update(bytes);
     if (!this.useWorker) {
       Atomics.store(ctl, CONSUMED, BigInt(this.written)); // hashed already: the space is free again
@@ -193,20 +211,26 @@ export class StreamDigest {
   }
 
   /** Stops the worker of an abandoned stream. */
-  abort(): void {
-    this.release();
+  abort(): Promise<void> {
+    return this.release();
   }
 
+  /**
+   * Tells the worker there is more. A notify is a futex call that also tends to pull the worker
+   * onto this core at once: only done when the worker says it sleeps.
+   */
   private wake(): void {
     Atomics.add(this.ctl!, SEQ, 1n);
-    if (this.worker !== undefined) Atomics.notify(this.ctl!, SEQ);
+    if (this.worker !== undefined && Atomics.load(this.ctl!, SLEEPS) === 1n) Atomics.notify(this.ctl!, SEQ);
   }
 
-  private release(): void {
-    void this.worker?.terminate();
+  /** Resolves once the worker is gone (its thread's descriptors closed). */
+  private release(): Promise<void> {
+    const ended = this.worker?.terminate();
     this.worker = undefined;
     this.ring = undefined;
     this.local = undefined;
+    return ended === undefined ? Promise.resolve() : ended.then(() => undefined);
   }
 
   private startWorker(): void {

@@ -175,7 +175,7 @@ class ByteSource {
 
   /** Lets the input go early (the consumer stopped, or an error): closes file streams and the like. */
   async release(): Promise<void> {
-    if (this.hash.value === undefined) this.hash.abort();
+    if (this.hash.value === undefined) await this.hash.abort();
     if (this.ended) return;
     this.ended = true;
     await this.input.return?.();
