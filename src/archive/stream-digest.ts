@@ -22,6 +22,8 @@ import { Worker } from 'node:worker_threads';
 
 const RING_BYTES = 8 * 1024 * 1024;
 const START_THRESHOLD = 4 * 1024 * 1024;
+/** The worker is woken once this much is waiting for it (and whenever the producer must wait). */
+const WAKE_EVERY_BYTES = 2 * 1024 * 1024;
 
 /** Slots of the shared control array (BigInt64, so the byte counters never wrap). */
 const WRITTEN = 0; // bytes the producer has put into the ring, in total
@@ -84,6 +86,8 @@ export class StreamDigest {
   private written = 0;
   /** Ring offset and length of the last reserve(). */
   private reserved = { pos: 0, length: 0 };
+  /** `written` when the worker was last woken. */
+  private wokenAt = 0;
   private worker: Worker | undefined;
   private failure: Error | undefined;
   private result: Promise<string> | undefined;
@@ -98,6 +102,12 @@ export class StreamDigest {
     expectedBytes?: number,
   ) {
     this.headOnWorker = useWorker && expectedBytes !== undefined && expectedBytes > START_THRESHOLD;
+    // A thread takes ~20 ms to boot; started now, it is ready by the time the ring has filled up.
+    if (this.headOnWorker) {
+      this.ring = new Uint8Array(new SharedArrayBuffer(RING_BYTES));
+      this.ctl = new BigInt64Array(new SharedArrayBuffer(CTL_SLOTS * 8));
+      this.startWorker();
+    }
   }
 
   private readonly headOnWorker: boolean;
@@ -160,13 +170,15 @@ export class StreamDigest {
     }
     if (this.local !== undefined && this.written > START_THRESHOLD) this.local = undefined; // the worker takes over from byte 0
     Atomics.store(ctl, WRITTEN, BigInt(this.written));
-    this.wake();
+    // The worker hashes faster than an apply reads: woken per chunk, it would sleep again at once.
+    if (this.written - this.wokenAt >= WAKE_EVERY_BYTES) this.wake();
     if (this.local === undefined) this.startWorker();
   }
 
   /** Waits (without blocking the event loop, so a failing worker is noticed) until the worker hashed more. */
   private waitForSpace(consumed: bigint): Promise<void> {
     this.startWorker();
+    this.wake();
     const worker = this.worker!;
     worker.ref(); // keeps the event loop alive while we wait
     return Promise.resolve(waitAsync(this.ctl!, CONSUMED, consumed).value).then(() => {
@@ -220,6 +232,7 @@ export class StreamDigest {
    * onto this core at once: only done when the worker says it sleeps.
    */
   private wake(): void {
+    this.wokenAt = this.written;
     Atomics.add(this.ctl!, SEQ, 1n);
     if (this.worker !== undefined && Atomics.load(this.ctl!, SLEEPS) === 1n) Atomics.notify(this.ctl!, SEQ);
   }
