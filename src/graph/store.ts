@@ -286,18 +286,27 @@ export class LayerStore {
     return records;
   }
 
-  /** Atomic and durable: temp file, fsync, rename, fsync of the directory. */
+  /**
+   * Atomic: temp file, rename. Durable (fsync of the file and the directory) for every state but
+   * "complete". Why not that one: fsyncing right after an apply makes ext4 commit the journal with
+   * the layer's thousands of new inodes and write out their data first — measured, a third of an
+   * import's time. No graphdriver fsyncs a layer's files either; so a power cut in the seconds
+   * after an import may bring the layer back as "creating", and the next openStore rolls it back,
+   * which is safer than a durable "complete" over files that never reached the disk. The next
+   * durable record write (any create or remove) makes it durable.
+   */
   private writeRecord(rec: StoredRecord): void {
+    const durable = rec.state !== 'complete';
     const tmp = join(this.layerDb, `.${rec.id}.json.tmp`);
     const fd = openSync(tmp, 'w', 0o600);
     try {
       writeSync(fd, `${JSON.stringify(rec, null, 2)}\n`);
-      fsyncSync(fd);
+      if (durable) fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(tmp, this.recordPath(rec.id));
-    fsyncDir(this.layerDb);
+    if (durable) fsyncDir(this.layerDb);
   }
 
   private deleteRecord(id: string): void {
