@@ -252,8 +252,8 @@ class LayerApplier {
 
   /** Sets the directory times (deepest first) and reports skipped xattrs. */
   finish(): void {
-    const dirs = [...this.dirTimes].sort((a, b) => depthOf(b[0]) - depthOf(a[0]));
-    for (const [rel, t] of dirs) applyTimes(this.abs(rel), t.mtime, t.atime);
+    const dirs = [...this.dirTimes].map(([rel, t]) => ({ rel, t, depth: depthOf(rel) })).sort((a, b) => b.depth - a.depth);
+    for (const { rel, t } of dirs) applyTimes(this.abs(rel), t.mtime, t.atime);
     if (this.unsupportedXattrs.size > 0) {
       const message = `the filesystem under ${this.dest} refused these xattrs, which were skipped: ${[...this.unsupportedXattrs].join(', ')}`;
       (this.opts.onWarning ?? ((m: string) => process.emitWarning(m)))(message);
