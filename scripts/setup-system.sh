@@ -15,6 +15,9 @@ declare -A NEED=(
   [losetup]=mount
   [mountpoint]=util-linux
   [setfattr]=attr            # xattr cross-checks in tests
+  [fuse-overlayfs]=fuse-overlayfs  # the aufs driver's mount mechanism on kernels without aufs
+  [fusermount3]=fuse3        # unmounting those FUSE mounts
+  [dockerd]=docker.io        # Docker 20.10 stores for the interop tests (test/helpers/dockerd.ts)
 )
 
 missing=()
@@ -37,4 +40,5 @@ fi
 # Kernel pieces the tests use: overlay (module may need loading) and loop devices.
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
 [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 exit 0

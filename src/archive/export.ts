@@ -73,11 +73,13 @@ function mtimeSeconds(st: BigIntStats): number {
  * Which xattrs leave the machine in an exported layer:
  * - trusted.overlay.* is overlayfs's own bookkeeping (opaque, redirect, origin, metacopy): it is
  *   converted (opaque) or meaningless elsewhere, and overlayfs refuses to let a layer carry it;
+ * - user.fuseoverlayfs.* is fuse-overlayfs's own bookkeeping (origin of a copied-up file, …) in
+ *   an upper dir it wrote (the aufs driver's FUSE mounts);
  * - security.selinux is the host's label for the file: Docker and containerd never export it, the
  *   runtime labels the container's files itself.
  */
 function isExportedXattr(name: string): boolean {
-  return !name.startsWith('trusted.overlay.') && name !== 'security.selinux';
+  return !name.startsWith('trusted.overlay.') && !name.startsWith('user.fuseoverlayfs.') && name !== 'security.selinux';
 }
 
 /**

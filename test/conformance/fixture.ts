@@ -22,6 +22,21 @@ export interface FixtureOptions {
    * driver's own format. Default: metadata UpperDir, else metadata Dir.
    */
   layerFilesDir?: (driver: Driver, id: string) => Promise<string>;
+  /**
+   * The layer's own files are only there while it is mounted (devicemapper: a thin device's
+   * filesystem): every look at them takes a get/put around it, and they are the path get returns.
+   */
+  layerFilesThroughGet?: boolean;
+  /**
+   * Paths below the store root that change with any write to any layer (devicemapper's pool
+   * files and device-id counters): left out when a scenario checks "the store is as it was".
+   */
+  storeStateFiles?: string[];
+  /**
+   * Image layers are hardlink farms sharing file inodes with their parents (overlay v1): a file's
+   * link count seen through a layer also counts the names it has in the other layers' farms.
+   */
+  hardlinkFarms?: boolean;
 }
 
 /** Knobs of runDriverConformance (see suite.ts). */
@@ -109,9 +124,25 @@ export class DriverFixture {
     }
   }
 
+  /** See FixtureOptions.hardlinkFarms. */
+  get hardlinkFarms(): boolean {
+    return this.opts.hardlinkFarms === true;
+  }
+
   /** The directory holding the layer's own files, in the driver's own format. */
   async ownFilesDir(id: string): Promise<string> {
     return (this.opts.layerFilesDir ?? defaultLayerFilesDir)(this.driver, id);
+  }
+
+  /** Paths below the store root a scenario must not expect to stay unchanged (see storeStateFiles). */
+  get storeStateFiles(): string[] {
+    return this.opts.storeStateFiles ?? [];
+  }
+
+  /** fn(the layer's own files dir), with the layer mounted around it when the driver needs that. */
+  async withOwnFiles<T>(id: string, fn: (dir: string) => T | Promise<T>): Promise<T> {
+    if (this.opts.layerFilesThroughGet) return this.view(id, fn);
+    return fn(await this.ownFilesDir(id));
   }
 
   /** Relative paths below `dir` (dirs end with "/"), sorted: Docker's readDirContents. */

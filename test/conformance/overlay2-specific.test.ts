@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { overlay2Entry } from '../../src/drivers/overlay2/index.js';
 import type { Overlay2Driver } from '../../src/drivers/overlay2/index.js';
 import { openStore } from '../../src/graph/store.js';
+import { overlayLowerdirPlusSupported } from '../../src/sys/index.js';
 import { listMounts, mountAt, mountsBelow } from '../helpers/mounts.js';
 import { makeScratch, makeXfsScratch, xfsAvailable } from '../helpers/scratch.js';
 import { DriverFixture } from './fixture.js';
@@ -152,21 +153,25 @@ describe('overlay2 specifics', () => {
 
   describe('branches from the kernel, for every way of mounting', () => {
     const chain: string[] = [];
+    // Kernels before 6.8 have no lowerdir+ (the new mount API's way past one page of options) and
+    // stop at 128 lowers (Debian 12's 6.1 in the test VM): there the deepest case is 120.
+    const newApi = overlayLowerdirPlusSupported();
+    const cases: Array<[number, string, RegExp]> = [
+      [3, 'absolute paths', /(^|,)lowerdir=\//],
+      [newApi ? 130 : 120, 'relative l/ paths (absolute ones are longer than a page)', /(^|,)lowerdir=l\//],
+      ...(newApi ? [[210, 'the new mount API', /(^|,)lowerdir\+=\//] as [number, string, RegExp]] : []),
+    ];
     before(async () => {
-      for (let i = 0; i < 210; i++) {
+      const deepest = cases[cases.length - 1][0];
+      for (let i = 0; i < deepest; i++) {
         const id = `br-${i}`;
         await driver.create(id, chain[i - 1]);
         chain.push(id);
       }
       // The top layers are writable containers: createReadWrite on top of the image chain.
-      for (const depth of [3, 130, 210]) await driver.createReadWrite(`br-rw-${depth}`, chain[depth - 1]);
+      for (const [depth] of cases) await driver.createReadWrite(`br-rw-${depth}`, chain[depth - 1]);
     });
 
-    const cases: Array<[number, string, RegExp]> = [
-      [3, 'absolute paths', /(^|,)lowerdir=\//],
-      [130, 'relative l/ paths (absolute ones are longer than a page)', /(^|,)lowerdir=l\//],
-      [210, 'the new mount API', /(^|,)lowerdir\+=\//],
-    ];
     for (const [depth, how, shape] of cases) {
       it(`reports upper rw + ${depth} lowers ro when mounted with ${how}`, async () => {
         const id = `br-rw-${depth}`;
@@ -308,8 +313,12 @@ describe('overlay2 specifics', () => {
     try {
       xfs = makeXfsScratch({ prjquota: true });
     } catch (e) {
-      // A kernel built without CONFIG_XFS_QUOTA refuses the prjquota mount option.
-      t.skip(`this kernel cannot mount xfs with prjquota: ${(e as Error).message.split('\n')[0]}`);
+      // A kernel built without CONFIG_XFS_QUOTA refuses the prjquota mount option (this machine's
+      // does). test/vm/overlay2-quota.test.ts runs this test in the VM, whose kernel has it, with
+      // UNIONCTL_REQUIRE_PRJQUOTA=1: there a skip would hide a failure.
+      const why = `this kernel cannot mount xfs with prjquota: ${(e as Error).message.split('\n')[0]}`;
+      if (process.env.UNIONCTL_REQUIRE_PRJQUOTA === '1') throw new Error(why);
+      t.skip(why);
       return;
     }
     const root = join(xfs.dir, 'root');

@@ -80,12 +80,12 @@ export function breakoutScenarios(fx: () => DriverFixture): void {
       // Every layer of a driver keeps its files at the same depth below the store root.
       const probe = fx().id('probe');
       await fx().driver.create(probe);
-      up = relative(await fx().ownFilesDir(probe), victim);
+      up = await fx().withOwnFiles(probe, (own) => relative(own, victim));
       await fx().driver.remove(probe);
     });
 
     // Lock and refcount files may appear or change; the store's records and layers may not.
-    const storeSnapshot = () => snapshot(fx().root, ['store.lock', 'driver-state', 'mounts']);
+    const storeSnapshot = () => snapshot(fx().root, ['store.lock', 'driver-state', 'mounts', ...fx().storeStateFiles]);
 
     // Test names are registered before the victim exists: list the shapes with placeholder paths
     // for their names, and build the real ones inside each test.
@@ -111,8 +111,9 @@ export function breakoutScenarios(fx: () => DriverFixture): void {
         assert.deepEqual(outside(), outsideBefore, 'nothing outside the store changed');
         if (shape.expect === 'refuse') assert.equal(accepted, false, 'the tar is refused');
         if (accepted) {
-          const own = await fx().ownFilesDir(id);
-          for (const ino of inodesBelow(own)) assert.ok(!victimInodes.has(ino), 'no victim file is linked into the layer');
+          await fx().withOwnFiles(id, (own) => {
+            for (const ino of inodesBelow(own)) assert.ok(!victimInodes.has(ino), 'no victim file is linked into the layer');
+          });
           await fx().store.remove(id);
         } else {
           assert.deepEqual((await fx().store.list()).map((l) => l.id), layersBefore, 'the refused layer is gone');

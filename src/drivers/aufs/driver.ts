@@ -1,0 +1,404 @@
+/**
+ * The aufs driver: Docker's aufs on-disk format (layout.ts), mounted with the kernel's aufs where
+ * the kernel has it (kernel.ts) and with fuse-overlayfs everywhere else (fuse.ts) — mainline
+ * kernels never had aufs, so on this project's machines it is always FUSE.
+ *
+ * - A layer's files are diff/<id>, whiteouts as `.wh.` files. A diff is applied straight into that
+ *   dir with the `.wh.` entries kept verbatim, diff/ *is* the layer tar's content (native diff), and
+ *   changes are read from it (`.wh.X` = X deleted).
+ * - get on a layer without parents returns diff/<id> (nothing to mount, as Docker does); otherwise
+ *   the union of diff/<id> over the ancestors' diff dirs is mounted at mnt/<id>.
+ *   Kernel aufs: Docker's mount, own branch rw, ancestors ro+wh. FUSE: a layer made writable
+ *   (createReadWrite) gets its diff dir as the upper; an image layer is mounted read-only (its own
+ *   diff dir becomes the top lower), so reading an image never writes into it.
+ * - When a writable FUSE union is unmounted, its diff dir is normalised to pure aufs format
+ *   (normalise.ts): fuse-overlayfs (with FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT=1) already writes `.wh.`
+ *   files and `.wh..wh..opq` markers; what aufs does not know are its bookkeeping xattrs.
+ */
+import { chmodSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { applyLayer } from '../../archive/apply.js';
+import { changesFromLayerDir, exportLayerDir } from '../../archive/export.js';
+import { directorySize } from '../../archive/size.js';
+import { assertValidId, UnionctlError } from '../../errors.js';
+import type { ApplyResult, Branch, BranchMode, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import { NaiveDiff } from '../../graph/naive-diff.js';
+import { MountRefs } from '../../graph/refcount.js';
+import { parseStorageOpts } from '../../graph/registry.js';
+import { backingFs, findMount, hasFilesystem, mount, pageSize, umount2, type MountInfo } from '../../sys/index.js';
+import { existingDirFor } from '../overlay2/features.js';
+import { findFuseProcess, FUSE_FSTYPE, fuseMaxBranches, fuseUnsupportedReason, mountFuse, openFileLimit, unionFromArgv, unmountFuse } from './fuse.js';
+import { aufsSiOf, flushPseudoLinks, KERNEL_AUFS_MAX_BRANCHES, mountKernelAufs, planAufsMount, probeDirperm1, readSysfsBranches } from './kernel.js';
+import { AufsLayout, MODE, REMOVING_SUFFIX } from './layout.js';
+import { normaliseAufsBranch } from './normalise.js';
+
+/** Docker's aufs knows no storage options. */
+export const AUFS_OPTION_KEYS: string[] = [];
+
+export type MountMechanism = 'kernel' | 'fuse';
+
+/** Filesystems Docker refuses to put an aufs store on (aufs on aufs, btrfs, ecryptfs). */
+const KERNEL_AUFS_BAD_BACKING = new Set(['aufs', 'btrfs', 'ecryptfs']);
+
+/**
+ * Which mechanism serves the aufs layout here and why, or why none can. Kernel aufs wins when
+ * /proc/filesystems lists it (Docker's check); else fuse-overlayfs.
+ */
+export function chooseMechanism(home: string): { mechanism?: MountMechanism; why: string } {
+  const fs = backingFs(existingDirFor(home));
+  if (hasFilesystem('aufs')) {
+    if (KERNEL_AUFS_BAD_BACKING.has(fs)) return { why: `aufs cannot be used over ${fs} (${existingDirFor(home)})` };
+    return { mechanism: 'kernel', why: 'the kernel has aufs (/proc/filesystems)' };
+  }
+  const fuseReason = fuseUnsupportedReason();
+  if (fuseReason !== undefined) return { why: `the kernel has no aufs (not in /proc/filesystems) and ${fuseReason}` };
+  if (fs === 'aufs' || fs === 'fuse') return { why: `the store cannot sit on ${fs} (${existingDirFor(home)})` };
+  return { mechanism: 'fuse', why: 'the kernel has no aufs (not in /proc/filesystems): fuse-overlayfs mounts the same layout' };
+}
+
+export function aufsUnsupportedReason(home: string): string | undefined {
+  const choice = chooseMechanism(home);
+  return choice.mechanism === undefined ? choice.why : undefined;
+}
+
+export class AufsDriver implements Driver {
+  readonly name = 'aufs';
+  readonly home: string;
+  readonly mechanism: MountMechanism;
+  private readonly mechanismWhy: string;
+  private readonly layout: AufsLayout;
+  private readonly refs: MountRefs;
+  /** Writable layers (containers, -init layers): Docker's aufs makes no difference, the FUSE mounts do. */
+  private readonly writableMarks: string;
+  /** fuse-overlayfs workdirs, <root>/driver-state/aufs/work/<id>: same filesystem as diff/, outside Docker's layout. */
+  private readonly workRoot: string;
+  private readonly naive: NaiveDiff;
+  private readonly maxDepth: number;
+  /** Kernel aufs understands dirperm1 (probed once, as Docker does); never with fuse-overlayfs. */
+  private readonly dirperm1: boolean;
+
+  private constructor(init: DriverInit, mechanism: MountMechanism, why: string) {
+    this.home = init.home;
+    this.mechanism = mechanism;
+    this.mechanismWhy = why;
+    this.layout = new AufsLayout(init.home);
+    const state = join(init.root, 'driver-state', 'aufs');
+    this.refs = new MountRefs(join(state, 'refs'));
+    this.writableMarks = join(state, 'rw');
+    this.workRoot = join(state, 'work');
+    mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
+    mkdirSync(this.workRoot, { recursive: true, mode: 0o700 });
+    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
+    this.dirperm1 = mechanism === 'kernel' && probeDirperm1(mount, (t) => umount2(t));
+    // maxDepth counts ancestors. Kernel: 127 branches = the layer's own + 126. FUSE: a read-only
+    // image mount lists the layer itself among the lowers, so one branch less than the FUSE limit.
+    this.maxDepth = mechanism === 'kernel' ? KERNEL_AUFS_MAX_BRANCHES - 1 : fuseMaxBranches(pageSize(), openFileLimit()) - 1;
+  }
+
+  static open(init: DriverInit): AufsDriver {
+    parseStorageOpts(init.options, AUFS_OPTION_KEYS, 'aufs driver');
+    const choice = chooseMechanism(init.home);
+    if (choice.mechanism === undefined) {
+      throw new UnionctlError('UNSUPPORTED', `aufs cannot be used for ${init.home}: ${choice.why}`, {
+        hint: 'install fuse-overlayfs (apt-get install fuse-overlayfs), or use overlay2 or vfs',
+      });
+    }
+    const layout = new AufsLayout(init.home);
+    layout.init();
+    layout.removeStaleRemovals();
+    return new AufsDriver(init, choice.mechanism, choice.why);
+  }
+
+  capabilities(): DriverCapabilities {
+    return { whiteoutFormat: 'aufs', nativeDiff: true, maxDepth: this.maxDepth };
+  }
+
+  // ---- create / remove ---------------------------------------------------------------------
+
+  async create(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
+    this.refuseLayerOptions(opts);
+    this.createLayer(id, parent);
+  }
+
+  async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
+    this.refuseLayerOptions(opts);
+    this.createLayer(id, parent);
+    writeFileSync(join(this.writableMarks, id), '');
+  }
+
+  private refuseLayerOptions(opts: CreateOpts): void {
+    if (opts.storageOpt !== undefined && Object.keys(opts.storageOpt).length > 0) {
+      throw new UnionctlError('BAD_OPTION', `aufs: --storage-opt is not supported (got ${Object.keys(opts.storageOpt).join(', ')})`, {
+        hint: 'drop the option; overlay2 supports size= on xfs with project quotas',
+      });
+    }
+  }
+
+  /** Docker's Create: mnt/<id>, diff/<id> (0755), then layers/<id> (which makes the layer exist). */
+  private createLayer(id: string, parent: string | undefined): void {
+    assertValidId(id);
+    if (id.endsWith(REMOVING_SUFFIX)) {
+      // Such a dir would be deleted as the leftover of an interrupted removal the next time the store opens.
+      throw new UnionctlError('INVALID_ID', `aufs layer id ${JSON.stringify(id)} ends with ${REMOVING_SUFFIX}, which aufs keeps for layers being removed`, { hint: 'choose another id' });
+    }
+    if (this.layout.exists(id)) throw new UnionctlError('EXISTS', `aufs layer ${id} already exists`, { hint: 'choose another id' });
+    const ancestors = parent === undefined ? [] : this.ancestorsFor(id, parent);
+    try {
+      for (const dir of [this.layout.mntDir(id), this.layout.diffDir(id)]) {
+        mkdirSync(dir, { mode: MODE.layerDir });
+        chmodSync(dir, MODE.layerDir);
+      }
+      this.layout.writeLayersFile(id, ancestors);
+    } catch (e) {
+      rmSync(this.layout.layersFile(id), { force: true });
+      for (const dir of [this.layout.mntDir(id), this.layout.diffDir(id)]) rmSync(dir, { recursive: true, force: true });
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `aufs layer ${id} already has directories in ${this.home}`, { hint: 'choose another id' });
+      throw e;
+    }
+  }
+
+  /** The new layer's layers/ lines: the parent, then the parent's own ancestors; refused past maxDepth. */
+  private ancestorsFor(id: string, parent: string): string[] {
+    assertValidId(parent, 'parent layer id');
+    if (!this.layout.exists(parent)) {
+      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, { hint: 'create or import the parent first' });
+    }
+    const ancestors = [parent, ...this.layout.parentIds(parent)];
+    if (ancestors.length > this.maxDepth) {
+      const mechanism = this.mechanism === 'kernel' ? `kernel aufs mounts at most ${KERNEL_AUFS_MAX_BRANCHES} branches` : 'fuse-overlayfs takes that many lower layers at most here (one argument of 128 KiB, one open file each)';
+      throw new UnionctlError('UNSUPPORTED', `aufs layer ${id} would have ${ancestors.length} ancestors; the limit here is ${this.maxDepth} (${mechanism})`, {
+        hint: 'squash the image into fewer layers',
+      });
+    }
+    return ancestors;
+  }
+
+  async remove(id: string): Promise<void> {
+    assertValidId(id);
+    if (!this.layout.exists(id) && !this.dirExists(this.layout.diffDir(id))) return;
+    if (this.unionMount(id) !== undefined || this.refs.count(id) > 0) {
+      throw new UnionctlError('IN_USE', `aufs layer ${id} is in use (mounted or held by get)`, { hint: `unmount it first (put / unionctl umount ${id})` });
+    }
+    rmSync(this.layout.layersFile(id), { force: true });
+    this.layout.atomicRemove(this.layout.diffDir(id));
+    this.layout.atomicRemove(this.layout.mntDir(id));
+    rmSync(join(this.writableMarks, id), { force: true });
+    rmSync(this.workDirOf(id), { recursive: true, force: true });
+    this.refs.forget(id);
+  }
+
+  private dirExists(path: string): boolean {
+    return lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+  }
+
+  // ---- get / put ---------------------------------------------------------------------------
+
+  async get(id: string, opts: GetOpts = {}): Promise<string> {
+    const parents = this.parentsOf(id);
+    if (parents.length === 0) {
+      await this.refs.acquire(id, () => true, () => {});
+      return this.layout.diffDir(id);
+    }
+    await this.refs.acquire(id, () => this.unionMount(id) !== undefined, () => this.mountLayer(id, parents, opts.mountLabel));
+    return this.layout.mntDir(id);
+  }
+
+  async put(id: string): Promise<void> {
+    if (this.parentsOf(id).length === 0) {
+      await this.refs.release(id, () => true, () => {});
+      return;
+    }
+    await this.refs.release(id, () => this.unionMount(id) !== undefined, () => this.unmountLayer(id));
+  }
+
+  private parentsOf(id: string): string[] {
+    assertValidId(id);
+    return this.layout.parentIds(id); // NOT_FOUND for a layer that does not exist
+  }
+
+  private isWritable(id: string): boolean {
+    return lstatSync(join(this.writableMarks, id), { throwIfNoEntry: false }) !== undefined;
+  }
+
+  private async mountLayer(id: string, parents: string[], mountLabel: string | undefined): Promise<void> {
+    const target = this.layout.mntDir(id);
+    mkdirSync(target, { recursive: true, mode: MODE.layerDir }); // Docker made it at create; a removed one comes back
+    if (this.mechanism === 'kernel') {
+      const plan = planAufsMount(this.layout.diffDir(id), parents.map((p) => this.layout.diffDir(p)), { pageSize: pageSize(), mountLabel, dirperm1: this.dirperm1 });
+      mountKernelAufs(target, plan, mount, (t) => umount2(t));
+      return;
+    }
+    if (this.isWritable(id)) {
+      const work = this.workDirOf(id);
+      rmSync(work, { recursive: true, force: true }); // a crashed mount may have left files in it
+      mkdirSync(work, { mode: 0o700 });
+      try {
+        await mountFuse(this.layout.diffRoot(), target, { lowers: parents, upper: this.layout.diffDir(id), work, mountLabel });
+      } catch (e) {
+        rmSync(work, { recursive: true, force: true });
+        throw e;
+      }
+    } else {
+      await mountFuse(this.layout.diffRoot(), target, { lowers: [id, ...parents], mountLabel });
+    }
+  }
+
+  private async unmountLayer(id: string): Promise<void> {
+    const target = this.layout.mntDir(id);
+    const mounted = this.unionMount(id);
+    if (mounted?.fsType === FUSE_FSTYPE) {
+      const proc = findFuseProcess(target);
+      const upper = proc === undefined ? undefined : unionFromArgv(proc.argv).upper;
+      await unmountFuse(target);
+      rmSync(this.workDirOf(id), { recursive: true, force: true });
+      // The branch is quiet now: bring it back to pure aufs format (only ever the layer's own dir).
+      if (upper === this.layout.diffDir(id) || this.isWritable(id)) normaliseAufsBranch(this.layout.diffDir(id));
+    } else if (mounted !== undefined) {
+      flushPseudoLinks(target);
+      umount2(target);
+    }
+  }
+
+  /** fuse-overlayfs's workdir for the layer: emptied before a mount, removed after the unmount. */
+  private workDirOf(id: string): string {
+    return join(this.workRoot, id);
+  }
+
+  /** The union mounted at mnt/<id> (kernel aufs or fuse-overlayfs), if any. */
+  private unionMount(id: string): MountInfo | undefined {
+    const m = findMount(this.layout.mntDir(id));
+    return m !== undefined && (m.fsType === 'aufs' || m.fsType === FUSE_FSTYPE) ? m : undefined;
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+
+  async exists(id: string): Promise<boolean> {
+    assertValidId(id);
+    return this.layout.exists(id);
+  }
+
+  /** Docker's four pairs, then the mount mechanism and its limit. */
+  async status(): Promise<Array<[string, string]>> {
+    return [
+      ['Root Dir', this.home],
+      ['Backing Filesystem', backingFs(this.home)],
+      ['Dirs', String(this.layout.layerIds().length)],
+      ['Dirperm1 Supported', String(this.dirperm1)],
+      ['Mount Mechanism', this.mechanism === 'kernel' ? `kernel aufs — ${this.mechanismWhy}` : `fuse-overlayfs — ${this.mechanismWhy}`],
+      ['Max Branches', String(this.maxDepth + 1)],
+    ];
+  }
+
+  /** Docker's aufs has no metadata; these name the same dirs overlay2's keys do. */
+  async metadata(id: string): Promise<Record<string, string>> {
+    const parents = this.parentsOf(id);
+    const meta: Record<string, string> = { UpperDir: this.layout.diffDir(id), MergedDir: this.layout.mntDir(id) };
+    if (parents.length > 0) meta.LowerDir = parents.map((p) => this.layout.diffDir(p)).join(':');
+    return meta;
+  }
+
+  /**
+   * Top first. Kernel aufs: /sys/fs/aufs/si_<si>/br<N>. FUSE: the branches the fuse-overlayfs
+   * process serving mnt/<id> was given (its command line), checked against mountinfo. Not mounted:
+   * what get would mount.
+   */
+  async branches(id: string): Promise<Branch[]> {
+    const parents = this.parentsOf(id);
+    const mounted = this.unionMount(id);
+    if (mounted?.fsType === 'aufs') return this.kernelBranches(mounted);
+    if (mounted?.fsType === FUSE_FSTYPE) return this.fuseBranches(id, mounted);
+    const own: BranchMode = this.mechanism === 'kernel' || this.isWritable(id) ? 'rw' : parents.length === 0 ? 'ro' : 'ro+wh';
+    return [{ path: this.layout.diffDir(id), layer: id, mode: own }, ...parents.map((p): Branch => ({ path: this.layout.diffDir(p), layer: p, mode: 'ro+wh' }))];
+  }
+
+  private kernelBranches(mounted: MountInfo): Branch[] {
+    const si = aufsSiOf(mounted.superOptions);
+    if (si === undefined) throw new UnionctlError('CORRUPT', `the aufs mount at ${mounted.mountPoint} shows no si= option`, { hint: 'is sysfs mounted? is this aufs?' });
+    return readSysfsBranches(si).map((b) => ({ path: b.path, layer: this.branchLayer(b.path, mounted.mountPoint), mode: b.perm === 'rw' ? 'rw' : b.perm === 'ro+wh' ? 'ro+wh' : 'ro' }));
+  }
+
+  private fuseBranches(id: string, mounted: MountInfo): Branch[] {
+    const proc = findFuseProcess(mounted.mountPoint);
+    if (proc === undefined) {
+      throw new UnionctlError('CORRUPT', `${mounted.mountPoint} is a fuse-overlayfs mount, but no fuse-overlayfs process serves it`, {
+        hint: `unmount it (unionctl umount ${id}) and mount it again`,
+      });
+    }
+    const union = unionFromArgv(proc.argv);
+    const branches: Branch[] = [];
+    if (union.upper !== undefined) branches.push({ path: union.upper, layer: this.branchLayer(union.upper, mounted.mountPoint), mode: 'rw' });
+    for (const lower of union.lowers) {
+      const layer = this.branchLayer(lower, mounted.mountPoint);
+      branches.push({ path: this.layout.diffDir(layer), layer, mode: 'ro+wh' });
+    }
+    return branches;
+  }
+
+  private branchLayer(dir: string, mountPoint: string): string {
+    const layer = this.layout.layerOfBranchDir(dir);
+    if (layer === undefined) {
+      throw new UnionctlError('CORRUPT', `the union at ${mountPoint} has branch ${JSON.stringify(dir)}, which is not a layer of ${this.home}`, {
+        hint: 'something other than unionctl mounted over the layer; unmount it',
+      });
+    }
+    return layer;
+  }
+
+  // ---- diffs -------------------------------------------------------------------------------
+
+  /** Docker's isParent: `parent` is the layer's direct parent (or both have none). */
+  private isParent(id: string, parent: string | undefined): boolean {
+    const parents = this.parentsOf(id);
+    return parent === undefined ? parents.length === 0 : parents[0] === parent;
+  }
+
+  /**
+   * Straight into diff/<id> with `.wh.` entries kept (aufs format). A hardlink to a file of an
+   * ancestor is resolved through the ancestors' diff dirs (the file is copied up first).
+   */
+  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+    if (!this.isParent(id, parent)) {
+      throw new UnionctlError('USAGE', `aufs layer ${id} is not a child of ${parent ?? '(no parent)'}; a diff is applied onto the layer's own parent`, {
+        hint: `its parent is ${this.parentsOf(id)[0] ?? '(none)'}`,
+      });
+    }
+    if (this.unionMount(id) !== undefined) {
+      throw new UnionctlError('IN_USE', `aufs layer ${id} is mounted; a diff cannot be applied to it now`, { hint: `unmount it first (unionctl umount ${id})` });
+    }
+    const lowerDirs = this.parentsOf(id).map((p) => this.layout.diffDir(p));
+    return applyLayer(tar, this.layout.diffDir(id), { whiteoutFormat: 'aufs', lowerDirs, onProgress: opts.onProgress });
+  }
+
+  /** diff/<id> is already the layer tar's content (`.wh..wh.*` bookkeeping skipped, the opaque marker kept). */
+  async diff(id: string, parent?: string): Promise<Readable> {
+    if (!this.isParent(id, parent)) return this.naive.diff(id, parent);
+    this.normaliseIfQuiet(id);
+    return exportLayerDir(this.layout.diffDir(id), 'aufs');
+  }
+
+  async changes(id: string, parent?: string): Promise<Change[]> {
+    if (!this.isParent(id, parent)) return this.naive.changes(id, parent);
+    return changesFromLayerDir(this.layout.diffDir(id), 'aufs', this.parentsOf(id).map((p) => this.layout.diffDir(p)));
+  }
+
+  async diffSize(id: string, parent?: string): Promise<number> {
+    if (!this.isParent(id, parent)) return this.naive.diffSize(id, parent);
+    return directorySize(this.layout.diffDir(id));
+  }
+
+  /** A writable layer left from an older mount may still carry fuse-overlayfs xattrs; never touch a mounted one. */
+  private normaliseIfQuiet(id: string): void {
+    if (this.mechanism === 'fuse' && this.isWritable(id) && this.unionMount(id) === undefined) normaliseAufsBranch(this.layout.diffDir(id));
+  }
+
+  // ---- cleanup -----------------------------------------------------------------------------
+
+  /** Unmounts every union under mnt/ (waiting for the FUSE processes), forgets the counts. */
+  async cleanup(): Promise<void> {
+    for (const id of this.layout.layerIds()) {
+      if (this.unionMount(id) !== undefined) await this.unmountLayer(id);
+    }
+    for (const id of this.refs.ids()) this.refs.forget(id);
+  }
+}

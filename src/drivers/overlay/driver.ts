@@ -1,0 +1,395 @@
+/**
+ * The overlay (v1) driver: Docker's original overlayfs driver and its on-disk format (layout.ts).
+ * Image layers are full trees (hardlink farms sharing file inodes with their parent), so a union
+ * never has more than one lowerdir: no depth limit from the mount, at the price of inodes and of
+ * copying the parent's directory tree for every image layer.
+ *
+ * - get on an image layer returns its root/ (nothing mounted); on any other layer it mounts
+ *   `lowerdir=<lower-id>/root,upperdir=upper,workdir=work` at merged/.
+ * - applyDiff onto a child of an image layer builds a hardlink copy of the parent's root/ in a
+ *   temporary dir, applies the tar there with real deletions, renames it to root/ and drops the
+ *   upper/work/lower-id the layer had. The tar engine never writes into an existing file: it
+ *   unlinks and creates (O_EXCL), so the parent's inodes, shared through the links, stay intact.
+ * - Other applies (a base layer, a child of a writable layer) go through the layer's view, as
+ *   Docker's naive ApplyDiff does. Diffs and changes are always naive (two views compared).
+ */
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { applyLayer } from '../../archive/apply.js';
+import { copyTree } from '../../archive/copytree.js';
+import { assertValidId, UnionctlError } from '../../errors.js';
+import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import { NaiveDiff } from '../../graph/naive-diff.js';
+import { MountRefs } from '../../graph/refcount.js';
+import { parseStorageOpts } from '../../graph/registry.js';
+import { backingFs, findMount, inUserNamespace, MNT_DETACH, overlayModuleParams, pageSize, parseOverlayOptions, supportsDType, umount2 } from '../../sys/index.js';
+import { existingDirFor, overlay2UnsupportedReason } from '../overlay2/features.js';
+import { mountUnion, type MountSettings } from '../overlay2/mount.js';
+import { countFarmInodes } from './farm.js';
+import { isDir, MERGED, OverlayLayout, ROOT, TMP_ROOT_PREFIX, UPPER, WORK } from './layout.js';
+
+/** Docker's overlay driver knows no storage options at all. */
+export const OVERLAY_OPTION_KEYS: string[] = [];
+
+/** Modes Docker (≥ 20.10.9) uses. */
+const MODE = { home: 0o710, layer: 0o710, root: 0o755, work: 0o700, merged: 0o700 };
+
+function mkdirMode(path: string, mode: number): void {
+  mkdirSync(path, { mode });
+  chmodSync(path, mode); // the umask must not change Docker's modes
+}
+
+/** rmdir, tolerating a mount point that is already gone. */
+function removeMountPoint(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}
+
+export function overlayUnsupportedReason(home: string): string | undefined {
+  // The same needs as overlay2: the kernel's overlayfs, a backing fs with d_type that is not overlay itself.
+  return overlay2UnsupportedReason(home);
+}
+
+export class OverlayDriver implements Driver {
+  readonly name = 'overlay';
+  readonly home: string;
+  private readonly layout: OverlayLayout;
+  private readonly refs: MountRefs;
+  /** Writable layers are marked here (Docker's overlay does not tell them apart; branches() does). */
+  private readonly writableMarks: string;
+  private readonly naive: NaiveDiff;
+  private readonly mountSettings: MountSettings;
+  private readonly backing: string;
+  private readonly dType: boolean;
+
+  private constructor(init: DriverInit) {
+    this.home = init.home;
+    this.layout = new OverlayLayout(init.home);
+    const state = join(init.root, 'driver-state', 'overlay');
+    this.refs = new MountRefs(join(state, 'refs'));
+    this.writableMarks = join(state, 'rw');
+    mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
+    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
+    const dir = existingDirFor(init.home);
+    this.backing = backingFs(dir);
+    this.dType = supportsDType(dir);
+    // Docker's overlay mounts with the plain lowerdir/upperdir/workdir string; index=off as overlay2
+    // does where the module has the parameter (index=on would tie the shared lower root/ to one upper).
+    this.mountSettings = { indexOff: overlayModuleParams().hasIndexParam, userxattr: inUserNamespace(), pageSize: pageSize(), newMountApi: false };
+  }
+
+  static open(init: DriverInit): OverlayDriver {
+    parseStorageOpts(init.options, OVERLAY_OPTION_KEYS, 'overlay driver');
+    const reason = overlayUnsupportedReason(init.home);
+    if (reason !== undefined) {
+      throw new UnionctlError('UNSUPPORTED', `overlay cannot be used for ${init.home}: ${reason}`, {
+        hint: 'use the vfs driver, or put the store on ext4/xfs (with d_type) on a kernel with overlayfs',
+      });
+    }
+    mkdirSync(init.home, { recursive: true });
+    chmodSync(init.home, MODE.home);
+    return new OverlayDriver(init);
+  }
+
+  capabilities(): DriverCapabilities {
+    // One lowerdir per mount whatever the depth: every image layer is a full tree.
+    // Image layers hold real deletions ('plain'); only writable uppers hold overlay whiteouts.
+    return { whiteoutFormat: 'plain', nativeDiff: false, maxDepth: Number.MAX_SAFE_INTEGER };
+  }
+
+  // ---- create / remove ---------------------------------------------------------------------
+
+  async create(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
+    this.refuseLayerOptions(opts);
+    await this.createLayer(id, parent);
+  }
+
+  async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
+    this.refuseLayerOptions(opts);
+    await this.createLayer(id, parent);
+    writeFileSync(join(this.writableMarks, id), '');
+  }
+
+  private refuseLayerOptions(opts: CreateOpts): void {
+    if (opts.storageOpt !== undefined && Object.keys(opts.storageOpt).length > 0) {
+      throw new UnionctlError('BAD_OPTION', `overlay: --storage-opt is not supported (got ${Object.keys(opts.storageOpt).join(', ')})`, {
+        hint: 'drop the option; overlay2 supports size= on xfs with project quotas',
+      });
+    }
+  }
+
+  /** Docker's Create: root/ for a base layer; upper/ + work/ + lower-id otherwise. */
+  private async createLayer(id: string, parent: string | undefined): Promise<void> {
+    assertValidId(id);
+    if (parent !== undefined) {
+      assertValidId(parent, 'parent layer id');
+      if (!this.existsSync(parent)) {
+        throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, { hint: 'create or import the parent first' });
+      }
+    }
+    const dir = this.layout.layerDir(id);
+    try {
+      mkdirMode(dir, MODE.layer);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `overlay layer ${id} already exists`, { hint: 'choose another id' });
+      throw e;
+    }
+    try {
+      if (parent === undefined) mkdirMode(this.layout.rootDir(id), MODE.root);
+      else if (this.layout.hasRoot(parent)) this.createOnImageLayer(id, parent);
+      else await this.createOnWritableLayer(id, parent);
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** An empty upper (with the mode of the parent's root) over the parent's root/. */
+  private createOnImageLayer(id: string, parent: string): void {
+    mkdirMode(this.layout.upperDir(id), lstatSync(this.layout.rootDir(parent)).mode & 0o7777);
+    mkdirMode(this.layout.workDir(id), MODE.work);
+    this.layout.writeLowerId(id, parent);
+  }
+
+  /**
+   * The parent is itself an upper over some image layer: same lower, and a copy of the parent's
+   * upper (whiteout devices and opaque xattrs included), so the new layer starts where it was.
+   */
+  private async createOnWritableLayer(id: string, parent: string): Promise<void> {
+    const lowerId = this.layout.readLowerId(parent);
+    const parentUpper = this.layout.upperDir(parent);
+    mkdirMode(this.layout.upperDir(id), lstatSync(parentUpper).mode & 0o7777);
+    mkdirMode(this.layout.workDir(id), MODE.work);
+    await copyTree(parentUpper, this.layout.upperDir(id), { mode: 'copy' });
+    this.layout.writeLowerId(id, lowerId);
+  }
+
+  async remove(id: string): Promise<void> {
+    assertValidId(id);
+    if (!this.existsSync(id)) return;
+    if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
+      throw new UnionctlError('IN_USE', `overlay layer ${id} is in use (mounted or held by get)`, { hint: `unmount it first (put / unionctl umount ${id})` });
+    }
+    rmSync(this.layout.layerDir(id), { recursive: true, force: true });
+    rmSync(join(this.writableMarks, id), { force: true });
+    this.refs.forget(id);
+  }
+
+  // ---- get / put ---------------------------------------------------------------------------
+
+  async get(id: string, opts: GetOpts = {}): Promise<string> {
+    this.assertExists(id);
+    if (this.layout.hasRoot(id)) {
+      // Nothing to mount; still counted so remove() can refuse a layer in use.
+      await this.refs.acquire(id, () => true, () => {});
+      return this.layout.rootDir(id);
+    }
+    await this.refs.acquire(id, () => this.isUnionMounted(id), () => this.mountLayer(id, opts.mountLabel));
+    return this.layout.mergedDir(id);
+  }
+
+  async put(id: string): Promise<void> {
+    this.assertExists(id);
+    if (this.layout.hasRoot(id)) {
+      await this.refs.release(id, () => true, () => {});
+      return;
+    }
+    await this.refs.release(id, () => this.isUnionMounted(id), () => this.unmountLayer(id));
+  }
+
+  private mountLayer(id: string, mountLabel: string | undefined): void {
+    const lowerId = this.layout.readLowerId(id);
+    if (!this.layout.hasRoot(lowerId)) {
+      throw new UnionctlError('CORRUPT', `overlay layer ${id}: its lower layer ${lowerId} has no root/`, {
+        hint: 'the lower layer was removed or never applied; the layer cannot be mounted',
+      });
+    }
+    const merged = this.layout.mergedDir(id);
+    try {
+      mkdirMode(merged, MODE.merged);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    try {
+      mountUnion(this.home, merged, { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) }, { ...this.mountSettings, mountLabel });
+    } catch (e) {
+      rmdirSync(merged);
+      throw e;
+    }
+  }
+
+  /** Lazy unmount and rmdir of merged/, as Docker's Put. */
+  private unmountLayer(id: string): void {
+    const merged = this.layout.mergedDir(id);
+    umount2(merged, MNT_DETACH);
+    removeMountPoint(merged);
+  }
+
+  private unionMount(id: string) {
+    const m = findMount(this.layout.mergedDir(id));
+    return m?.fsType === 'overlay' ? m : undefined;
+  }
+
+  private isUnionMounted(id: string): boolean {
+    return this.unionMount(id) !== undefined;
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+
+  async exists(id: string): Promise<boolean> {
+    assertValidId(id);
+    return this.existsSync(id);
+  }
+
+  private existsSync(id: string): boolean {
+    return isDir(this.layout.layerDir(id));
+  }
+
+  private assertExists(id: string): void {
+    assertValidId(id);
+    if (!this.existsSync(id)) throw new UnionctlError('NOT_FOUND', `overlay layer ${id} does not exist in ${this.home}`, { hint: 'check the id with unionctl ls' });
+  }
+
+  private isWritable(id: string): boolean {
+    return lstatSync(join(this.writableMarks, id), { throwIfNoEntry: false }) !== undefined;
+  }
+
+  /** Docker's two pairs, then what the hardlink farms cost in inodes. */
+  async status(): Promise<Array<[string, string]>> {
+    const farms = this.imageLayerIds();
+    const inodes = countFarmInodes(farms.map((id) => this.layout.rootDir(id)));
+    return [
+      ['Backing Filesystem', this.backing],
+      ['Supports d_type', String(this.dType)],
+      ['Image Layers (hardlink farms)', String(farms.length)],
+      ['Farm Names', String(inodes.names)],
+      ['Farm Inodes', `${inodes.inodes} (${inodes.names - inodes.inodes} names saved by hardlinks)`],
+    ];
+  }
+
+  private imageLayerIds(): string[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.home);
+    } catch {
+      return [];
+    }
+    return names.filter((n) => isDir(join(this.home, n, ROOT))).sort();
+  }
+
+  /** Docker's keys: RootDir for an image layer, else LowerDir/UpperDir/WorkDir/MergedDir. */
+  async metadata(id: string): Promise<Record<string, string>> {
+    this.assertExists(id);
+    if (this.layout.hasRoot(id)) return { RootDir: this.layout.rootDir(id) };
+    return {
+      LowerDir: this.layout.rootDir(this.layout.readLowerId(id)),
+      UpperDir: this.layout.upperDir(id),
+      WorkDir: this.layout.workDir(id),
+      MergedDir: this.layout.mergedDir(id),
+    };
+  }
+
+  /**
+   * An image layer is one branch, its root/ (rw only when created writable). A mounted layer: what
+   * the kernel shows (upperdir rw, the one lowerdir ro); an unmounted one: what get would mount.
+   */
+  async branches(id: string): Promise<Branch[]> {
+    this.assertExists(id);
+    if (this.layout.hasRoot(id)) return [{ path: this.layout.rootDir(id), layer: id, mode: this.isWritable(id) ? 'rw' : 'ro' }];
+    const mounted = this.unionMount(id);
+    if (mounted === undefined) {
+      const lowerId = this.layout.readLowerId(id);
+      return [
+        { path: this.layout.upperDir(id), layer: id, mode: 'rw' },
+        { path: this.layout.rootDir(lowerId), layer: lowerId, mode: 'ro' },
+      ];
+    }
+    const parsed = parseOverlayOptions(mounted.superOptions);
+    const branches: Branch[] = [];
+    const where = `the overlay mount at ${mounted.mountPoint}`;
+    if (parsed.upperdir !== undefined) branches.push({ path: parsed.upperdir, layer: this.layerOf(parsed.upperdir, where), mode: 'rw' });
+    for (const lower of parsed.lowerdirs) branches.push({ path: lower, layer: this.layerOf(lower, where), mode: 'ro' });
+    return branches;
+  }
+
+  private layerOf(dir: string, where: string): string {
+    const layer = this.layout.layerOfUpperDir(dir) ?? this.layout.layerOfRootDir(dir);
+    if (layer === undefined) {
+      throw new UnionctlError('CORRUPT', `${where} has branch ${JSON.stringify(dir)}, which is not a layer dir of ${this.home}`, {
+        hint: 'something other than unionctl mounted over the layer; unmount it',
+      });
+    }
+    return layer;
+  }
+
+  // ---- diffs -------------------------------------------------------------------------------
+
+  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+    this.assertExists(id);
+    if (parent !== undefined && !this.layout.hasRoot(id) && this.layout.hasRoot(parent)) return this.applyAsFarm(id, parent, tar, opts);
+    // Docker's ErrApplyDiffFallback: a base layer (root/ itself) or a child of a writable layer
+    // (through the mounted union, where overlayfs turns deletions into its own whiteouts).
+    return this.naive.applyDiff(id, parent, tar, opts);
+  }
+
+  /**
+   * Hardlink copy of the parent's root/ → apply the tar there → rename to root/, then drop what
+   * the layer had as an overlay child (upper/, work/, merged/, lower-id), as Docker does.
+   * A failed apply removes the temporary farm and leaves the layer as it was.
+   */
+  private async applyAsFarm(id: string, parent: string, tar: Readable | string, opts: { onProgress?: (bytes: number) => void }): Promise<ApplyResult> {
+    if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
+      throw new UnionctlError('IN_USE', `overlay layer ${id} is mounted; a diff cannot be applied to it now`, { hint: `unmount it first (unionctl umount ${id})` });
+    }
+    const dir = this.layout.layerDir(id);
+    const tmpRoot = mkdtempSync(join(dir, TMP_ROOT_PREFIX));
+    let result: ApplyResult;
+    try {
+      await copyTree(this.layout.rootDir(parent), tmpRoot, { mode: 'hardlink' });
+      result = await applyLayer(tar, tmpRoot, { whiteoutFormat: 'plain', onProgress: opts.onProgress });
+      renameSync(tmpRoot, this.layout.rootDir(id));
+    } catch (e) {
+      rmSync(tmpRoot, { recursive: true, force: true });
+      throw e;
+    }
+    for (const name of [UPPER, WORK, MERGED]) rmSync(join(dir, name), { recursive: true, force: true });
+    rmSync(this.layout.lowerIdFile(id), { force: true });
+    return result;
+  }
+
+  diff(id: string, parent?: string): Promise<Readable> {
+    this.assertExists(id);
+    return this.naive.diff(id, parent);
+  }
+
+  changes(id: string, parent?: string): Promise<Change[]> {
+    this.assertExists(id);
+    return this.naive.changes(id, parent);
+  }
+
+  diffSize(id: string, parent?: string): Promise<number> {
+    this.assertExists(id);
+    return this.naive.diffSize(id, parent);
+  }
+
+  // ---- cleanup -----------------------------------------------------------------------------
+
+  /** Unmounts every merged/ below the home, removes those mount points, forgets the counts. */
+  async cleanup(): Promise<void> {
+    for (const id of readdirSync(this.home)) {
+      const merged = join(this.home, id, MERGED);
+      if (findMount(merged) === undefined) continue;
+      try {
+        umount2(merged, MNT_DETACH);
+      } catch (e) {
+        if (findMount(merged) !== undefined) throw e;
+      }
+      removeMountPoint(merged);
+    }
+    for (const id of this.refs.ids()) this.refs.forget(id);
+  }
+}

@@ -1,0 +1,14 @@
+/**
+ * The overlay (v1) driver's registry entry (src/drivers/index.ts lists it).
+ */
+import type { DriverEntry } from '../../graph/registry.js';
+import { OVERLAY_OPTION_KEYS, OverlayDriver, overlayUnsupportedReason } from './driver.js';
+
+export { OverlayDriver } from './driver.js';
+
+export const overlayEntry: DriverEntry = {
+  name: 'overlay',
+  create: (init) => OverlayDriver.open(init),
+  unsupportedReason: (home) => overlayUnsupportedReason(home),
+  optionKeys: OVERLAY_OPTION_KEYS,
+};

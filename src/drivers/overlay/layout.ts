@@ -1,0 +1,105 @@
+/**
+ * Docker's overlay (v1) on-disk layout, `<home>/<id>/`:
+ *
+ * - an image layer (a base layer, or a layer whose diff was applied onto an image layer) holds its
+ *   whole tree in `root/`: a hardlink farm sharing the file inodes of its parent's `root/`;
+ * - any other layer (containers, `-init` layers, an image layer whose diff is not applied yet) has
+ *   `upper/`, `work/`, `merged/` (only while mounted) and `lower-id`, the id of the image layer
+ *   whose `root/` is its single lowerdir. A layer on such a layer copies its `lower-id` and the
+ *   content of its `upper/`.
+ */
+import { lstatSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { assertValidId, UnionctlError } from '../../errors.js';
+
+export const ROOT = 'root';
+export const UPPER = 'upper';
+export const WORK = 'work';
+export const MERGED = 'merged';
+export const LOWER_ID = 'lower-id';
+/** Prefix of the temporary farm applyDiff builds inside the layer dir (Docker's os.MkdirTemp(dir, "tmproot")). */
+export const TMP_ROOT_PREFIX = 'tmproot';
+
+export function isDir(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+export class OverlayLayout {
+  constructor(readonly home: string) {}
+
+  layerDir(id: string): string {
+    assertValidId(id);
+    return join(this.home, id);
+  }
+
+  rootDir(id: string): string {
+    return join(this.layerDir(id), ROOT);
+  }
+
+  upperDir(id: string): string {
+    return join(this.layerDir(id), UPPER);
+  }
+
+  workDir(id: string): string {
+    return join(this.layerDir(id), WORK);
+  }
+
+  mergedDir(id: string): string {
+    return join(this.layerDir(id), MERGED);
+  }
+
+  lowerIdFile(id: string): string {
+    return join(this.layerDir(id), LOWER_ID);
+  }
+
+  /** An image layer: its whole tree is in root/, nothing is mounted for it. */
+  hasRoot(id: string): boolean {
+    return isDir(this.rootDir(id));
+  }
+
+  /** The image layer whose root/ is this layer's lowerdir (Docker writes the id without a newline). */
+  readLowerId(id: string): string {
+    let text: string;
+    try {
+      text = readFileSync(this.lowerIdFile(id), 'utf8');
+    } catch (e) {
+      throw new UnionctlError('CORRUPT', `overlay layer ${id} has neither root/ nor a readable lower-id (${(e as Error).message})`, {
+        hint: 'the layer was not created completely; remove it and create it again',
+      });
+    }
+    const lower = text.trim();
+    try {
+      assertValidId(lower);
+    } catch {
+      throw new UnionctlError('CORRUPT', `overlay layer ${id}: lower-id holds ${JSON.stringify(text)}, not a layer id`);
+    }
+    return lower;
+  }
+
+  writeLowerId(id: string, lowerId: string): void {
+    // Docker: os.WriteFile(…, 0600), no newline. Written to a temp name and renamed so a reader never sees half.
+    const tmp = `${this.lowerIdFile(id)}.tmp`;
+    writeFileSync(tmp, lowerId, { mode: 0o600 });
+    renameSync(tmp, this.lowerIdFile(id));
+  }
+
+  /** The layer whose root/ is `dir` (an absolute <home>/<id>/root), if it is one. */
+  layerOfRootDir(dir: string): string | undefined {
+    const prefix = `${this.home}/`;
+    if (!dir.startsWith(prefix)) return undefined;
+    const parts = dir.slice(prefix.length).split('/');
+    return parts.length === 2 && parts[1] === ROOT ? parts[0] : undefined;
+  }
+
+  /** The layer whose upper/ is `dir`, if it is one. */
+  layerOfUpperDir(dir: string): string | undefined {
+    const prefix = `${this.home}/`;
+    if (!dir.startsWith(prefix)) return undefined;
+    const parts = dir.slice(prefix.length).split('/');
+    return parts.length === 2 && parts[1] === UPPER ? parts[0] : undefined;
+  }
+}

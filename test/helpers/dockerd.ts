@@ -1,0 +1,211 @@
+/**
+ * A private Docker daemon for tests and benchmarks: Debian's docker.io (Docker 20.10) started by
+ * hand with its own data root, exec root, socket and pid file under a directory you give, no
+ * networking set-up (--bridge=none, no iptables), and the storage driver you ask for. It does not
+ * touch a system dockerd or /var/lib/docker.
+ *
+ *   const d = await startDockerd({ storageDriver: 'overlay', dir: scratch.dir });
+ *   try {
+ *     d.docker(['load', '-i', 'fixtures/sample-docker.tar']);
+ *     const json = d.docker(['image', 'inspect', 'sample-app:1']);
+ *     …                      // the driver's files are under d.root/<driver>/
+ *   } finally {
+ *     await d.stop();        // kills dockerd (and its containerd), unmounts what it left, removes its dirs
+ *   }
+ *
+ * There is no bridge network: `docker run` / `docker create` need `--network none`.
+ *
+ * `dir` should be a scratch filesystem (test/helpers/scratch.ts): the store's backing filesystem is
+ * what the storage driver sees (tmpfs has d_type and xattrs, so overlay and fuse-overlayfs work).
+ * Needs root, /usr/sbin/dockerd, /usr/bin/docker (Docker 20.10's CLI: a newer client elsewhere in
+ * PATH may refuse the old API), containerd and runc; scripts/setup-system.sh installs docker.io.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { mountsUnder } from './mounts.js';
+
+export const DOCKERD = '/usr/sbin/dockerd';
+export const DOCKER_CLI = '/usr/bin/docker';
+
+export interface DockerdOptions {
+  /** --storage-driver: overlay2, overlay, fuse-overlayfs, vfs, … */
+  storageDriver: string;
+  /** A directory to create the daemon's dirs in (a fresh sub-dir is made for each daemon). */
+  dir: string;
+  /** More dockerd flags (e.g. ['--storage-opt', 'overlay2.override_kernel_check=true']). */
+  extraArgs?: string[];
+  /** How long to wait for the API to answer, default 60 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface Dockerd {
+  /** Runs `/usr/bin/docker -H unix://<socket> …args`, returns stdout; throws with stderr on failure. */
+  docker(args: string[], input?: string | Buffer): string;
+  /** The same, stdout as bytes (`docker save`, `docker export` to stdout). */
+  dockerBytes(args: string[], input?: string | Buffer): Buffer;
+  /** --data-root: the storage driver's home is <root>/<storageDriver>. */
+  root: string;
+  /** --exec-root */
+  execRoot: string;
+  socket: string;
+  /** dockerd's log (stdout and stderr). */
+  logFile: string;
+  pid: number;
+  /** Stops the daemon, unmounts whatever it left under its dirs and removes them. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** dockerd and the Docker 20.10 CLI are installed. */
+export function dockerdAvailable(): boolean {
+  return existsSync(DOCKERD) && existsSync(DOCKER_CLI);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Children of pid (containerd, shims), from /proc/<pid>/task/<pid>/children. */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Live processes whose command line mentions `dir` (containerd shims of the daemon's containers, say). */
+function processesMentioning(dir: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(dir) && alive(Number(name))) pids.push(Number(name));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return pids;
+}
+
+async function waitForExit(pids: number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  let left = pids.filter(alive);
+  while (left.length > 0 && Date.now() < deadline) {
+    await sleep(50);
+    left = left.filter(alive);
+  }
+  return left;
+}
+
+function killAll(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/** Unmounts everything at or below dir, deepest first (lazily, so a busy mount cannot block). */
+function unmountBelow(dir: string): void {
+  const mountPoints = mountsUnder(dir)
+    .map((m) => m.mountPoint)
+    .sort((a, b) => b.length - a.length);
+  for (const mp of mountPoints) {
+    try {
+      execFileSync('umount', ['-l', mp], { stdio: 'ignore' });
+    } catch {
+      /* gone with a parent */
+    }
+  }
+}
+
+export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
+  if (!dockerdAvailable()) throw new Error(`startDockerd: ${DOCKERD} or ${DOCKER_CLI} is missing (apt-get install docker.io)`);
+  mkdirSync(opts.dir, { recursive: true });
+  // Short names: unix socket paths (docker.sock, exec/containerd/containerd.sock.ttrpc) must stay under 108 bytes.
+  const base = mkdtempSync(join(opts.dir, 'dd-'));
+  if (Buffer.byteLength(join(base, 'exec', 'containerd', 'containerd.sock.ttrpc')) >= 108) {
+    rmSync(base, { recursive: true, force: true });
+    throw new Error(`startDockerd: ${opts.dir} is too deep for unix socket paths (108 bytes); use a shorter dir`);
+  }
+  const root = join(base, 'data');
+  const execRoot = join(base, 'exec');
+  const socket = join(base, 'docker.sock');
+  const pidFile = join(base, 'docker.pid');
+  const logFile = join(base, 'dockerd.log');
+  mkdirSync(root, { recursive: true });
+  mkdirSync(execRoot, { recursive: true });
+
+  const args = [
+    '--data-root', root,
+    '--exec-root', execRoot,
+    '-H', `unix://${socket}`,
+    '--pidfile', pidFile,
+    '--bridge=none',
+    '--iptables=false',
+    '--ip6tables=false',
+    '--ip-masq=false',
+    '--storage-driver', opts.storageDriver,
+    ...(opts.extraArgs ?? []),
+  ];
+  const log = openSync(logFile, 'a');
+  const child = spawn(DOCKERD, args, { stdio: ['ignore', log, log], detached: true });
+  closeSync(log);
+  const pid = child.pid ?? -1;
+  let exitCode: number | null = null;
+  child.on('exit', (code) => (exitCode = code ?? -1));
+  child.unref(); // a forgotten stop() must not keep the test runner alive (the scratch cleanup still unmounts)
+
+  const dockerBytes = (dockerArgs: string[], input?: string | Buffer): Buffer => {
+    try {
+      return execFileSync(DOCKER_CLI, ['-H', `unix://${socket}`, ...dockerArgs], { input, maxBuffer: 1 << 30, stdio: ['pipe', 'pipe', 'pipe'] });
+    } catch (e) {
+      const stderr = (e as { stderr?: Buffer }).stderr?.toString() ?? '';
+      throw new Error(`docker ${dockerArgs.join(' ')} failed: ${stderr.trim() || (e as Error).message}`);
+    }
+  };
+  const docker = (dockerArgs: string[], input?: string | Buffer): string => dockerBytes(dockerArgs, input).toString('utf8');
+
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    const family = [pid, ...childrenOf(pid)]; // containerd is dockerd's child; it stops with it
+    killAll([pid], 'SIGTERM');
+    let left = await waitForExit(family, 20_000);
+    left = [...new Set([...left, ...processesMentioning(base)])]; // shims of containers that were still running
+    if (left.length > 0) {
+      killAll(left, 'SIGKILL');
+      left = await waitForExit(left, 5_000);
+    }
+    unmountBelow(base);
+    rmSync(base, { recursive: true, force: true });
+    if (left.length > 0) throw new Error(`dockerd processes ${left.join(', ')} did not exit`);
+  };
+
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+  for (;;) {
+    try {
+      docker(['version', '--format', '{{.Server.Version}}']);
+      break;
+    } catch (e) {
+      if (exitCode !== null || Date.now() > deadline) {
+        const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
+        await stop().catch(() => {});
+        throw new Error(`dockerd --storage-driver ${opts.storageDriver} did not come up (${exitCode !== null ? `exited ${exitCode}` : 'timed out'}): ${(e as Error).message}\n${tail}`);
+      }
+      await sleep(200);
+    }
+  }
+  return { docker, dockerBytes, root, execRoot, socket, logFile, pid, stop };
+}
