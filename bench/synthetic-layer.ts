@@ -1,13 +1,17 @@
 /**
- * A synthetic layer shaped like a distro rootfs: a few hundred directories up to six levels deep,
- * thousands of small files (log-normal sizes around a few KiB), a tail of multi-MiB files, symlinks
- * and hardlinks. The tree is written with plain node:fs and packed with GNU tar, so the benchmark's
- * input does not depend on unionctl's own tar writer.
+ * Synthetic layer trees for the benchmarks, generated deterministically from a seed: the same seed
+ * writes the same names, sizes, contents, modes, mtimes and xattrs, so every run (and every
+ * machine) packs byte-identical tars.
+ *
+ * The distro shape: a few hundred directories up to six levels deep, thousands of small files
+ * (log-normal sizes around a few KiB), a tail of multi-MiB files, symlinks, hardlinks and a few
+ * xattrs. Trees are written with plain node:fs and packed with GNU tar, so the benchmark's input
+ * does not depend on unionctl's own tar writer.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { linkSync, mkdirSync, symlinkSync, writeFileSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
+import { lsetxattr } from '../src/sys/index.js';
 
 export interface SyntheticShape {
   smallFiles: number;
@@ -17,8 +21,15 @@ export interface SyntheticShape {
   dirs: number;
   symlinks: number;
   hardlinks: number;
+  /** Files that get a user.* xattr (0 when absent). */
+  xattrs?: number;
+  /** Median size of the small files (default ~3 KiB: log-normal, e^8). */
+  smallMedian?: number;
+  /** Spread of the small file sizes (sigma of the log-normal; 0 = every file exactly smallMedian). */
+  smallSpread?: number;
 }
 
+/** ≥ 200 MB, ≥ 7,000 files: the issue's `distro` workload. */
 export const DISTRO_LIKE: SyntheticShape = {
   smallFiles: 7600,
   largeFiles: 48,
@@ -26,10 +37,14 @@ export const DISTRO_LIKE: SyntheticShape = {
   dirs: 700,
   symlinks: 600,
   hardlinks: 60,
+  xattrs: 20,
 };
 
-/** Deterministic PRNG (mulberry32) so every run packs the same tree. */
-function prng(seed: number): () => number {
+/** Fixed mtime of every generated entry, like an image build: keeps packed tars identical. */
+export const EPOCH = new Date('2025-01-01T00:00:00Z');
+
+/** Deterministic PRNG (mulberry32): numbers in [0, 1). */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -40,19 +55,38 @@ function prng(seed: number): () => number {
   };
 }
 
-/** Log-normal around a median of ~3 KiB, capped at 256 KiB: typical of /usr/share and /usr/lib. */
-function smallFileSize(rand: () => number): number {
-  const normal = Math.sqrt(-2 * Math.log(rand() || 1e-9)) * Math.cos(2 * Math.PI * rand());
-  return Math.min(256 * 1024, Math.max(0, Math.round(Math.exp(8 + 1.6 * normal))));
+/** `size` pseudo-random bytes from `seed` (incompressible, like binaries; the same bytes every time). */
+export function seededBytes(size: number, seed: number): Buffer {
+  const buf = Buffer.allocUnsafe(size + 3 - ((size + 3) % 4));
+  const rand = prng(seed);
+  for (let i = 0; i < buf.length; i += 4) buf.writeUInt32LE(Math.floor(rand() * 4294967296), i);
+  return buf.subarray(0, size);
 }
 
-/** Writes the tree under `dir` and returns the number of bytes of file content written. */
-export function writeSyntheticTree(dir: string, shape: SyntheticShape, seed = 42): number {
+/** Log-normal around `median` with spread `sigma`, capped at 256 KiB: typical of /usr/share and /usr/lib. */
+function smallFileSize(rand: () => number, median: number, sigma: number): number {
+  const normal = Math.sqrt(-2 * Math.log(rand() || 1e-9)) * Math.cos(2 * Math.PI * rand());
+  return Math.min(256 * 1024, Math.max(0, Math.round(median * Math.exp(sigma * normal))));
+}
+
+/** What writeSyntheticTree wrote, for workloads that build further layers on top. */
+export interface SyntheticTree {
+  /** Bytes of file content written (hardlinks not counted twice). */
+  bytes: number;
+  /** Directories, relative to the tree root ("usr/lib/d1x"). */
+  dirs: string[];
+  /** Regular files, relative to the tree root. */
+  files: string[];
+}
+
+/** Writes the tree under `dir` (which must exist). */
+export function writeSyntheticTree(dir: string, shape: SyntheticShape, seed = 42): SyntheticTree {
   const rand = prng(seed);
-  const pool = randomBytes(16 * 1024 * 1024); // content: slices of one random pool
+  const pool = seededBytes(16 * 1024 * 1024, seed ^ 0x5eed); // content: slices of one pool
   const slice = (size: number) => {
-    const start = Math.floor(rand() * (pool.length - Math.min(size, pool.length)));
-    return size <= pool.length ? pool.subarray(start, start + size) : Buffer.concat(Array(Math.ceil(size / pool.length)).fill(pool)).subarray(0, size);
+    if (size > pool.length) return Buffer.concat(Array(Math.ceil(size / pool.length)).fill(pool)).subarray(0, size);
+    const start = Math.floor(rand() * (pool.length - size));
+    return pool.subarray(start, start + size);
   };
   const dirs = ['usr', 'usr/lib', 'usr/share', 'usr/bin', 'etc', 'var/lib'];
   for (const d of dirs) mkdirSync(join(dir, d), { recursive: true });
@@ -71,7 +105,9 @@ export function writeSyntheticTree(dir: string, shape: SyntheticShape, seed = 42
     files.push(f);
     bytes += size;
   };
-  for (let i = 0; i < shape.smallFiles; i++) addFile(smallFileSize(rand));
+  const median = shape.smallMedian ?? Math.exp(8);
+  const sigma = shape.smallSpread ?? 1.6;
+  for (let i = 0; i < shape.smallFiles; i++) addFile(smallFileSize(rand, median, sigma));
   for (let i = 0; i < shape.largeFiles; i++) addFile(Math.round(shape.largeMean * (0.25 + 1.5 * rand())));
   for (let i = 0; i < shape.symlinks; i++) {
     const target = files[Math.floor(rand() * files.length)];
@@ -81,13 +117,36 @@ export function writeSyntheticTree(dir: string, shape: SyntheticShape, seed = 42
     const target = files[Math.floor(rand() * files.length)];
     linkSync(join(dir, target), join(dir, `${target}.h${i}`));
   }
-  // Fixed mtimes, like an image build: keeps the packed tar identical from run to run.
-  const epoch = new Date('2025-01-01T00:00:00Z');
-  for (const f of files) utimesSync(join(dir, f), epoch, epoch);
-  return bytes;
+  for (let i = 0; i < (shape.xattrs ?? 0) && files.length > 0; i++) {
+    const f = files[Math.floor(rand() * files.length)];
+    lsetxattr(join(dir, f), 'user.bench.origin', Buffer.from(`synthetic-${seed}-${i}`));
+  }
+  for (const f of files) utimesSync(join(dir, f), EPOCH, EPOCH);
+  return { bytes, dirs, files };
 }
 
-/** Packs `dir` into an uncompressed tar with GNU tar (GNU format, sorted, numeric owners: like sample layer 1). */
-export function packTree(dir: string, tarPath: string): void {
-  execFileSync('tar', ['--sort=name', '--numeric-owner', '-C', dir, '-cf', tarPath, '.']);
+/**
+ * Packs `dir` into an uncompressed tar with GNU tar: pax format, sorted names, numeric owners, xattrs,
+ * every mtime (directories' too) set to EPOCH — the same tar for the same tree, whenever it was written.
+ * `names` (default ".": entries named "./usr/…", like most layer tars) are what is packed from `dir`.
+ */
+export function packTree(dir: string, tarPath: string, names: string[] = ['.']): void {
+  execFileSync('tar', [
+    '--sort=name',
+    '--numeric-owner',
+    '--owner=0',
+    '--group=0',
+    `--mtime=${EPOCH.toISOString()}`,
+    '--xattrs',
+    '--xattrs-include=user.*',
+    // xattrs need the pax format, whose headers would carry each file's atime and ctime: drop them.
+    '--format=posix',
+    '--pax-option=delete=atime,delete=ctime',
+    '-C',
+    dir,
+    '-cf',
+    tarPath,
+    '--',
+    ...names,
+  ]);
 }

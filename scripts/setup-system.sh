@@ -18,6 +18,16 @@ declare -A NEED=(
   [fuse-overlayfs]=fuse-overlayfs  # the aufs driver's mount mechanism on kernels without aufs
   [fusermount3]=fuse3        # unmounting those FUSE mounts
   [dockerd]=docker.io        # Docker 20.10 stores for the interop tests (test/helpers/dockerd.ts)
+  [podman]=podman            # image interop tests (test/integration/interop-*.test.ts) and the load benchmark
+  [skopeo]=skopeo            # image interop tests: skopeo inspect/copy of archives unionctl save wrote
+  [umoci]=umoci              # unionctl bench: the umoci peer (skopeo copy + umoci raw unpack)
+  [fstrim]=util-linux        # unionctl bench: hands freed loop-image blocks back to the tmpfs
+  [qemu-system-x86_64]=qemu-system-x86  # the devicemapper test VM (scripts/vm/run.mjs)
+  [busybox]=busybox-static   # the test VM's initramfs (a static busybox)
+  [dmsetup]=dmsetup          # the devicemapper driver drives the kernel with it (in the VM)
+  [xz]=xz-utils              # unpacking the VM kernel's vmlinux from its bzImage
+  [blockdev]=util-linux
+  [resize2fs]=e2fsprogs      # growing devicemapper layers' ext4
 )
 
 missing=()
@@ -41,4 +51,10 @@ fi
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
 [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+
+# The devicemapper test VM's kernel: Debian's linux-image-amd64, fetched with apt-get download and
+# unpacked privately under ~/.cache/unionctl-vm (never installed, never into /boot).
+node "$(dirname "$0")/vm/kernel.mjs" >/dev/null || {
+  apt-get update -qq >/dev/null && node "$(dirname "$0")/vm/kernel.mjs" >/dev/null
+}
 exit 0

@@ -11,6 +11,12 @@
 export { openStore, LayerStore, DEFAULT_STORE_ROOT, chainIdOf } from './graph/store.js';
 export type { StoreOptions, StoreInfo, LayerRecord, ImportOptions, CreateLayerOptions } from './graph/store.js';
 
+// Images: docker save / OCI archives in and out, image records beside the layers
+export { loadImages, saveImages, listImages, getImage, removeImage, resolveLayerRef, MEDIA } from './image/index.js';
+export type { LoadOptions, LoadProgress, LoadedImage, SaveOptions, SaveFormat, SavedImage, ImageSummary, RemoveImageResult, ImageRecord, ImageLayerRef, LayerCompression } from './image/index.js';
+export { TarSplitRecorder, rebuildTarStream, readTarSplit } from './archive/tar-split.js';
+export type { TarSplitRecord, TarSplitItem } from './archive/tar-split.js';
+
 // Errors
 export { UnionctlError, SysCallError, UnsafeEntryError, TarFormatError, isUnionctlError, assertValidId } from './errors.js';
 export type { ErrorCode } from './errors.js';
@@ -37,8 +43,8 @@ export { NaiveDiff } from './graph/naive-diff.js';
 
 // Archive: tar in, tar out, change detection
 export type { TarHeader, TarEntryType, Timespec, InodeMetadata } from './archive/types.js';
-export { readTar } from './archive/tar-reader.js';
-export type { TarReader, TarEntry, TarStreamDigest, ReadTarOptions } from './archive/tar-reader.js';
+export { readTar, withTarTap } from './archive/tar-reader.js';
+export type { TarReader, TarEntry, TarStreamDigest, ReadTarOptions, TarTap } from './archive/tar-reader.js';
 export { TarWriter } from './archive/tar-writer.js';
 export { sniffCompression, decompressedStream, openLayerInput } from './archive/decompress.js';
 export type { Compression } from './archive/decompress.js';

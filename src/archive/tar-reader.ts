@@ -19,6 +19,7 @@
  * when one is free); an input that already hashes itself (openLayerInput's file reader) lends us
  * its digest instead.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { isUtf8 } from 'node:buffer';
 import { TarFormatError, UnionctlError } from '../errors.js';
 import type { SelfHashingInput } from './decompress.js';
@@ -46,6 +47,44 @@ export interface TarReader extends AsyncGenerator<TarEntry, void, undefined> {
 export interface ReadTarOptions {
   /** Called after each input chunk with the total number of bytes read so far. */
   onBytes?: (total: number) => void;
+  /** Sees every byte that is not entry content (tar-split, see TarTap). Default: the one withTarTap set up, if any. */
+  tap?: TarTap;
+  /** false: do not hash the stream (digest.diffId() then throws). For indexing an archive whose digest nobody needs. */
+  digest?: boolean;
+}
+
+/**
+ * A tap on the reader, for rebuilding the exact stream later (the idea of Docker's tar-split):
+ * the stream is the concatenation, in call order, of every raw() piece and, at each content()
+ * call, `header.size` bytes of that entry's content. raw() covers header blocks, pax and GNU
+ * records, content padding, the end-of-archive blocks and whatever follows them.
+ * Both are called synchronously; `bytes` is a view into the input: copy what you keep.
+ */
+export interface TarTap {
+  raw(bytes: Buffer): void;
+  /** The content of this entry (header.size bytes, > 0) starts at stream offset `offset`. */
+  content(header: TarHeader, offset: number): void;
+  /** Every entry, content or not, before it is handed out (optional). */
+  entry?(header: TarHeader): void;
+}
+
+/**
+ * withTarTap(tap, fn): the first readTar started inside fn (in its async context) without its own
+ * tap uses this one. This is how the layer store taps the apply of a layer, whatever driver and
+ * code path reads the tar, without every driver passing an option through. Outside such a scope
+ * readTar costs one lookup more.
+ */
+const tapScope = new AsyncLocalStorage<{ tap: TarTap; claimed: boolean }>();
+
+export function withTarTap<T>(tap: TarTap, fn: () => Promise<T>): Promise<T> {
+  return tapScope.run({ tap, claimed: false }, fn);
+}
+
+function claimScopedTap(): TarTap | undefined {
+  const slot = tapScope.getStore();
+  if (slot === undefined || slot.claimed) return undefined;
+  slot.claimed = true;
+  return slot.tap;
 }
 
 export const BLOCK_SIZE = 512;
@@ -59,7 +98,8 @@ const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
  * (complete once the generator is done). Leaving the loop early releases the input.
  */
 export function readTar(input: AsyncIterable<Buffer | Uint8Array>, opts: ReadTarOptions = {}): TarReader {
-  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, (input as Partial<SelfHashingInput>).streamDigest);
+  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, (input as Partial<SelfHashingInput>).streamDigest, opts.digest !== false);
+  source.tap = opts.tap ?? claimScopedTap();
   const entries = parseEntries(source);
   return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader;
 }
@@ -78,6 +118,8 @@ class ByteSource {
   private readonly hash: StreamDigest;
   /** The input hashes itself (openLayerInput's file reader): its digest is ours. */
   private readonly inputHashes: boolean;
+  /** Sees the non-content bytes (tar-split); undefined on the hot path. */
+  tap: TarTap | undefined;
 
   readonly digest: TarStreamDigest = {
     diffId: () => {
@@ -92,9 +134,10 @@ class ByteSource {
     private readonly input: AsyncIterator<Buffer | Uint8Array>,
     private readonly onBytes: ((total: number) => void) | undefined,
     inputDigest: StreamDigest | undefined,
+    private readonly hashing = true,
   ) {
     this.hash = inputDigest ?? new StreamDigest();
-    this.inputHashes = inputDigest !== undefined;
+    this.inputHashes = inputDigest !== undefined || !hashing;
   }
 
   /** Stream offset of the next unread byte. */
@@ -168,14 +211,28 @@ class ByteSource {
 
   /** Reads (and hashes) everything up to EOF, then computes the digest. */
   async drain(): Promise<void> {
+    this.tapRest();
+    while (await this.pull()) this.tapRest();
+    if (this.hashing) await this.hash.finish();
+  }
+
+  /** Reads up to `n` bytes that are not entry content: shown to the tap, if any, else skipped. */
+  async rawBytes(n: number): Promise<number> {
+    if (this.tap === undefined) return this.skip(n);
+    const bytes = await this.read(n);
+    if (bytes.length > 0) this.tap.raw(bytes);
+    return bytes.length;
+  }
+
+  /** Consumes the rest of the current chunk (after the end of the archive), showing it to the tap. */
+  private tapRest(): void {
+    if (this.tap !== undefined && this.pos < this.chunk.length) this.tap.raw(this.chunk.subarray(this.pos));
     this.pos = this.chunk.length;
-    while (await this.pull()) this.pos = this.chunk.length;
-    await this.hash.finish();
   }
 
   /** Lets the input go early (the consumer stopped, or an error): closes file streams and the like. */
   async release(): Promise<void> {
-    if (this.hash.value === undefined) await this.hash.abort();
+    if (this.hashing && this.hash.value === undefined) await this.hash.abort();
     if (this.ended) return;
     this.ended = true;
     await this.input.return?.();
@@ -233,9 +290,14 @@ class EntryBody implements AsyncIterableIterator<Buffer> {
   /** Skips what was not read plus the padding to the next block. Afterwards the body cannot be read. */
   async finish(): Promise<void> {
     this.stale = true;
-    const rest = this.remaining + padding(this.size);
+    const rest = this.remaining;
+    const pad = padding(this.size);
     this.remaining = 0;
-    if ((await this.source.skip(rest)) < rest) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
+    if (this.source.tap === undefined) {
+      if ((await this.source.skip(rest + pad)) < rest + pad) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
+      return;
+    }
+    if ((await this.source.skip(rest)) < rest || (await this.source.rawBytes(pad)) < pad) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
   }
 }
 
@@ -262,6 +324,7 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
         break;
       }
       if (block.length < BLOCK_SIZE) throw truncated(source, undefined, `the stream ends inside a header (${block.length} of 512 bytes)`);
+      source.tap?.raw(block);
       if (block.equals(ZERO_BLOCK)) {
         pending.assertEmpty(offset, 'the end-of-archive marker follows');
         await readEndOfArchive(source);
@@ -273,6 +336,10 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
       // Like Go's archive/tar (and so Docker): links, dirs, devices and FIFOs carry no data blocks,
       // whatever their size field says.
       if (HEADER_ONLY_TYPES.has(header.type)) header.size = 0;
+      if (source.tap !== undefined) {
+        source.tap.entry?.(header);
+        if (header.size > 0) source.tap.content(header, source.offset);
+      }
       body = new EntryBody(source, header.size, header.path);
       yield { header, body };
     }
@@ -292,6 +359,7 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
 async function readEndOfArchive(source: ByteSource): Promise<void> {
   const offset = source.offset;
   const second = await source.read(BLOCK_SIZE);
+  if (second.length > 0) source.tap?.raw(second);
   if (second.length === BLOCK_SIZE && !second.equals(ZERO_BLOCK)) {
     throw new TarFormatError('a single zero block is followed by more data (a zero block ends the archive only in pairs)', { offset });
   }
@@ -349,6 +417,22 @@ const UNSUPPORTED_TYPES: Readonly<Record<string, string>> = {
 
 function headerError(message: string, offset: number, entry?: string): TarFormatError {
   return new TarFormatError(message, { entry, offset });
+}
+
+/** The fields of one header block as they are (no pax / long-name folding), checksum verified. */
+export interface TarHeaderBlock {
+  typeflag: string;
+  name: string;
+  size: number;
+}
+
+/**
+ * Parses one 512-byte header block (TarFormatError on a bad checksum or number): for tools that
+ * seek through a tar file instead of streaming it, such as the index of an image archive.
+ */
+export function parseTarHeaderBlock(block: Buffer, offset: number): TarHeaderBlock {
+  const raw = parseHeaderBlock(block, offset);
+  return { typeflag: raw.typeflag, name: raw.name, size: raw.size };
 }
 
 function parseHeaderBlock(block: Buffer, offset: number): RawHeader {
@@ -491,7 +575,7 @@ async function readMetadataRecord(source: ByteSource, raw: RawHeader, pending: P
   if (kind !== 'x' && kind !== 'g' && kind !== 'L' && kind !== 'K' && kind !== 'V') return false;
   if (kind === 'V') {
     // A GNU volume label names the archive, not a file.
-    if ((await source.skip(raw.size + padding(raw.size))) < raw.size + padding(raw.size)) throw truncated(source, raw.name, 'in a volume label');
+    if ((await source.rawBytes(raw.size + padding(raw.size))) < raw.size + padding(raw.size)) throw truncated(source, raw.name, 'in a volume label');
     return true;
   }
   if (raw.size > MAX_METADATA_RECORD) {
@@ -499,8 +583,9 @@ async function readMetadataRecord(source: ByteSource, raw: RawHeader, pending: P
   }
   const data = await source.read(raw.size);
   if (data.length < raw.size) throw truncated(source, raw.name, `the '${kind}' record has ${data.length} of ${raw.size} bytes`);
+  source.tap?.raw(data);
   const pad = padding(raw.size);
-  if ((await source.skip(pad)) < pad) throw truncated(source, raw.name, `the '${kind}' record is not padded to a block`);
+  if ((await source.rawBytes(pad)) < pad) throw truncated(source, raw.name, `the '${kind}' record is not padded to a block`);
   if (kind === 'L') pending.longName = nulTerminated(data, raw.offset);
   else if (kind === 'K') pending.longLink = nulTerminated(data, raw.offset);
   else if (kind === 'x') pending.mergeLocal(parsePaxRecords(data, raw.offset));

@@ -7,10 +7,13 @@ import { Command, Option } from 'commander';
 import { UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
 import { openStore, type LayerRecord, type LayerStore } from '../graph/store.js';
+import { resolveLayerRef } from '../image/index.js';
+import { addImageCommands } from './image-commands.js';
 import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';
 import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
+import { registerBenchCommand } from './bench-command.js';
 
 export const DEFAULT_ROOT = '/var/lib/unionctl';
 
@@ -162,9 +165,12 @@ interface MountOptions {
 
 async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const mounted = await store.mount(id, { rw: opts.rw ?? false, mountLabel: opts.mountLabel });
+    // An image name (or id) mounts the image's top layer.
+    const layer = await resolveLayerRef(store, id);
+    const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel });
     if (g.json) return printJson({ id: mounted.id, path: mounted.path });
-    // --rw on an image layer mounts a new writable layer on top: say which, since umount needs it.
+    // --rw on an image layer mounts a new writable layer on top, and an image name mounts its top
+    // layer: say which, since umount needs it.
     // The path stays the last line so scripts can take `| tail -n 1`.
     if (mounted.id !== id) println(`layer ${mounted.id}`);
     println(mounted.path);
@@ -282,8 +288,8 @@ export function buildProgram(version: string): Command {
 
   program
     .command('mount')
-    .description("mount a layer's merged view; prints the path on the last line")
-    .argument('<id>', 'layer')
+    .description("mount a layer's or an image's merged view; prints the path on the last line")
+    .argument('<id>', 'layer id, or image name or id')
     .option('--rw', 'writable view (an image layer gets a new writable layer on top)')
     .option('--mount-label <label>', 'SELinux context for the mount')
     .action(mountCommand);
@@ -293,6 +299,8 @@ export function buildProgram(version: string): Command {
   program.command('rm').description('remove layers, in the order given; stops at the first failure').argument('<id...>', 'layers').action(rmCommand);
 
   program.command('ls').description('list layers').action(lsCommand);
+
+  addImageCommands(program, withStore);
 
   program.command('cleanup').description('unmount everything the driver mounted').action(cleanupCommand);
 
@@ -325,6 +333,8 @@ export function buildProgram(version: string): Command {
     .command('version')
     .description('print the version')
     .action(() => println(version));
+
+  registerBenchCommand(program);
 
   return program;
 }

@@ -3,6 +3,7 @@
  * users get every built-in driver without doing anything.
  */
 import { registerDriver } from '../graph/registry.js';
+import { devicemapperEntry } from './devicemapper/index.js';
 import { aufsEntry } from './aufs/index.js';
 import { overlayEntry } from './overlay/index.js';
 import { overlay2Entry } from './overlay2/index.js';
@@ -12,3 +13,4 @@ registerDriver(vfsEntry);
 registerDriver(overlay2Entry);
 registerDriver(overlayEntry);
 registerDriver(aufsEntry);
+registerDriver(devicemapperEntry);

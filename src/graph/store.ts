@@ -5,6 +5,9 @@
  *
  * On disk, under the store root:
  *   layerdb/<id>.json   one record per layer (written to a temp file, fsynced, renamed over)
+ *   layerdb/<id>.tar-split.gz  for an imported layer: what rebuilds its tar byte for byte
+ *                       (src/archive/tar-split.ts), written before the record is "complete"
+ *   images/             image records and load journals (src/image/records.ts)
  *   store.lock          flock that serialises every change to the records, between processes
  *   mounts/             store-level mount counts (MountRefs): `unionctl mount` in one process,
  *                       `unionctl umount` in another; a layer with a count cannot be removed
@@ -25,12 +28,16 @@
  * new layer's parent cannot be removed under it (HAS_CHILDREN) and its id cannot be taken twice.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import '../drivers/index.js'; // registers the built-in drivers
+import { withTarTap } from '../archive/tar-reader.js';
+import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
+import { imagesUsingLayer, recoverInterruptedLoads } from '../image/records.js';
 import { assertValidId, UnionctlError } from '../errors.js';
-import type { Branch, Change, Driver, DriverCapabilities } from './driver.js';
+import { fsyncDir, writeFileAtomic } from '../sys/index.js';
+import type { ApplyResult, Branch, Change, Driver, DriverCapabilities } from './driver.js';
 import { withFileLock } from './lock.js';
 import { bootId, MountRefs } from './refcount.js';
 import { lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
@@ -66,6 +73,11 @@ export interface ImportOptions {
   parent?: string;
   /** Called as the input is read, with the uncompressed tar bytes read so far. */
   onProgress?: (bytesRead: number) => void;
+  /**
+   * Runs once the tar is applied, before the layer is complete: a throw (a diff ID or blob digest
+   * that does not match what an image promised) rolls the layer back like any failed import.
+   */
+  verify?: (result: ApplyResult) => void | Promise<void>;
 }
 
 export interface CreateLayerOptions {
@@ -86,7 +98,7 @@ export interface StoreInfo {
 type RecordState = 'creating' | 'complete' | 'removing';
 
 /** The process that is creating a layer; start time and boot id tell a live pid from a reused one. */
-interface Owner {
+export interface Owner {
   pid: number;
   start: string;
   boot: string;
@@ -112,11 +124,11 @@ function processStartTime(pid: number): string | undefined {
   }
 }
 
-function currentOwner(): Owner {
+export function currentOwner(): Owner {
   return { pid: process.pid, start: processStartTime(process.pid) ?? '', boot: bootId() };
 }
 
-function ownerAlive(owner: Owner | undefined): boolean {
+export function ownerAlive(owner: Owner | undefined): boolean {
   if (owner === undefined || owner.boot !== bootId()) return false;
   return processStartTime(owner.pid) === owner.start;
 }
@@ -140,14 +152,6 @@ function isMissing(e: unknown): boolean {
   return (e as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function publicRecord(r: StoredRecord): LayerRecord {
   const { state: _state, owner: _owner, ...rest } = r;
@@ -296,26 +300,29 @@ export class LayerStore {
    * durable record write (any create or remove) makes it durable.
    */
   private writeRecord(rec: StoredRecord): void {
-    const durable = rec.state !== 'complete';
-    const tmp = join(this.layerDb, `.${rec.id}.json.tmp`);
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      writeSync(fd, `${JSON.stringify(rec, null, 2)}\n`);
-      if (durable) fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.recordPath(rec.id));
-    if (durable) fsyncDir(this.layerDb);
+    writeFileAtomic(this.recordPath(rec.id), `${JSON.stringify(rec, null, 2)}\n`, { durable: rec.state !== 'complete' });
   }
 
+
   private deleteRecord(id: string): void {
+    rmSync(this.tarSplitPath(id), { force: true });
+    rmSync(join(this.layerDb, `.${id}.tar-split.gz.tmp`), { force: true }); // a write cut short by a crash
     rmSync(this.recordPath(id), { force: true });
     fsyncDir(this.layerDb);
   }
 
+  /** layerdb/<id>.tar-split.gz: what rebuilds an imported layer's tar byte for byte. */
+  tarSplitPath(id: string): string {
+    return join(this.layerDb, `${id}.tar-split.gz`);
+  }
+
   private locked<T>(fn: () => Promise<T>): Promise<T> {
     return withFileLock(this.lockPath, fn);
+  }
+
+  /** Runs fn holding store.lock (reentrant): for bookkeeping kept beside the layer records (image records). */
+  withStoreLock<T>(fn: () => Promise<T>): Promise<T> {
+    return this.locked(fn);
   }
 
   private assertOpen(): void {
@@ -336,6 +343,8 @@ export class LayerStore {
           process.emitWarning(`unionctl: could not clean up the interrupted ${rec.state === 'removing' ? 'removal' : 'creation'} of layer ${rec.id}: ${(e as Error).message}`);
         }
       }
+      // An image load killed half-way: its finished layers have no image record; remove them.
+      await recoverInterruptedLoads(this);
     });
   }
 
@@ -371,6 +380,37 @@ export class LayerStore {
   async layer(id: string): Promise<LayerRecord> {
     this.assertOpen();
     return publicRecord(this.completeRecord(id));
+  }
+
+  /** The complete image layer with this chain ID (for reuse by an image load), if any. */
+  async layerByChainId(chainId: string): Promise<LayerRecord | undefined> {
+    this.assertOpen();
+    const found = this.readAllRecords()
+      .filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId)
+      .sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id));
+    return found.length === 0 ? undefined : publicRecord(found[0]);
+  }
+
+  /** The layer's tar-split record (undefined: the layer was not imported from a tar, or predates them). */
+  async tarSplit(id: string): Promise<TarSplitRecord | undefined> {
+    this.assertOpen();
+    this.completeRecord(id);
+    return readTarSplit(this.tarSplitPath(id));
+  }
+
+  /**
+   * Runs fn with a directory that shows the layer's files at their paths (the driver's merged view,
+   * mounted for the call if it needs a mount): what rebuilding the layer's tar reads.
+   */
+  async withLayerFiles<T>(id: string, fn: (dir: string) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    this.completeRecord(id);
+    const dir = await this.driver.get(id);
+    try {
+      return await fn(dir);
+    } finally {
+      await this.driver.put(id);
+    }
   }
 
   private completeRecord(id: string, what = 'layer'): StoredRecord {
@@ -494,7 +534,11 @@ export class LayerStore {
     const tar = openInput(input);
     return this.createWithRollback(id, opts.parent, false, async (parentRec) => {
       await this.driver.create(id, opts.parent);
-      const result = await this.driver.applyDiff(id, opts.parent, tar, { onProgress: opts.onProgress });
+      // The tar-split tap sees the stream as the driver's apply reads it, whichever driver it is.
+      const recorder = new TarSplitRecorder();
+      const result = await withTarTap(recorder, () => this.driver.applyDiff(id, opts.parent, tar, { onProgress: opts.onProgress }));
+      await opts.verify?.(result);
+      if (recorder.active) await writeTarSplit(this.tarSplitPath(id), recorder.encoded());
       const parentChain = parentRec === undefined ? undefined : parentRec.chainId;
       const chainId = parentRec !== undefined && parentChain === undefined ? undefined : chainIdOf(parentChain, result.diffId);
       return { diffId: result.diffId, ...(chainId === undefined ? {} : { chainId }), size: result.size };
@@ -561,6 +605,10 @@ export class LayerStore {
         .sort();
       if (children.length > 0) {
         throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`, { hint: 'remove the children first' });
+      }
+      const images = imagesUsingLayer(this, id);
+      if (images.length > 0) {
+        throw new UnionctlError('IN_USE', `layer ${id} belongs to image ${images[0]}`, { hint: `remove the image instead: unionctl rmi ${images[0]}` });
       }
       const mounted = this.mounts.count(id);
       if (mounted > 0) {

@@ -1,3 +1,4 @@
 export * from './syscalls.js';
 export * from './mountinfo.js';
 export * from './probes.js';
+export * from './atomic-file.js';

@@ -23,7 +23,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { mountsUnder } from './mounts.js';
+import { unmountAllBelow } from './mounts.js';
 
 export const DOCKERD = '/usr/sbin/dockerd';
 export const DOCKER_CLI = '/usr/bin/docker';
@@ -115,19 +115,6 @@ function killAll(pids: number[], signal: NodeJS.Signals): void {
   }
 }
 
-/** Unmounts everything at or below dir, deepest first (lazily, so a busy mount cannot block). */
-function unmountBelow(dir: string): void {
-  const mountPoints = mountsUnder(dir)
-    .map((m) => m.mountPoint)
-    .sort((a, b) => b.length - a.length);
-  for (const mp of mountPoints) {
-    try {
-      execFileSync('umount', ['-l', mp], { stdio: 'ignore' });
-    } catch {
-      /* gone with a parent */
-    }
-  }
-}
 
 export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   if (!dockerdAvailable()) throw new Error(`startDockerd: ${DOCKERD} or ${DOCKER_CLI} is missing (apt-get install docker.io)`);
@@ -188,7 +175,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
       killAll(left, 'SIGKILL');
       left = await waitForExit(left, 5_000);
     }
-    unmountBelow(base);
+    unmountAllBelow(base, { andDir: true });
     rmSync(base, { recursive: true, force: true });
     if (left.length > 0) throw new Error(`dockerd processes ${left.join(', ')} did not exit`);
   };

@@ -72,12 +72,12 @@ export function overlayMountsMentioning(dir: string): MountEntry[] {
 }
 
 /**
- * Unmounts everything mounted below `dir`, deepest first, lazily (MNT_DETACH) so a busy mount
- * cannot keep a test run from finishing. Returns the mount points it had to remove: a test's
- * cleanup reports them as leaks.
+ * Unmounts everything mounted below `dir` (and `dir` itself with andDir), deepest first, lazily
+ * (MNT_DETACH) so a busy mount cannot keep a test run from finishing. Returns the mount points it
+ * had to remove: a test's cleanup reports them as leaks.
  */
-export function unmountAllBelow(dir: string): string[] {
-  const leftovers = mountsBelow(dir)
+export function unmountAllBelow(dir: string, opts: { andDir?: boolean } = {}): string[] {
+  const leftovers = (opts.andDir ? mountsUnder(dir) : mountsBelow(dir))
     .map((m) => m.mountPoint)
     .sort((a, b) => b.length - a.length);
   for (const mp of leftovers) {

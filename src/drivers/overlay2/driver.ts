@@ -14,10 +14,10 @@ import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilitie
 import { withFileLock } from '../../graph/lock.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
-import { findMount, MNT_DETACH, readMountInfo, umount2 } from '../../sys/index.js';
+import { findMount, MNT_DETACH, readMountInfo, statfs, umount2, writeFileAtomic } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
-import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout, writeFileAtomic } from './layout.js';
+import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
 import { mountUnion, type UnionPaths } from './mount.js';
 import { parseDriverOptions, parseLayerOptions, type DriverOptions } from './options.js';
 import { assertQuotaSupported, limitLayerDir } from './quota.js';
@@ -117,11 +117,11 @@ export class Overlay2Driver implements Driver {
       if (quotaBytes > 0) await withFileLock(join(this.stateDir, 'quota.lock'), async () => limitLayerDir(this.home, dir, quotaBytes));
       mkdirMode(this.layout.diffDir(id), MODE.diff);
       linkId = this.makeLink(id);
-      writeFileAtomic(this.layout.linkFile(id), linkId, MODE.link);
+      writeFileAtomic(this.layout.linkFile(id), linkId, { mode: MODE.link });
       if (parent === undefined || lower === undefined) return;
       mkdirMode(this.layout.workDir(id), MODE.work);
-      writeFileAtomic(this.layout.lowerFile(id), lower, MODE.lower);
-      writeFileAtomic(this.layout.committedFile(parent), '', MODE.committed);
+      writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
+      writeFileAtomic(this.layout.committedFile(parent), '', { mode: MODE.committed });
     } catch (e) {
       if (linkId !== undefined) rmSync(this.layout.linkPath(linkId), { force: true });
       rmSync(dir, { recursive: true, force: true });
@@ -263,8 +263,17 @@ export class Overlay2Driver implements Driver {
     return m?.fsType === 'overlay' ? m : undefined;
   }
 
+  /**
+   * Is the union mounted at merged/? Asked on every get and put, so answered with three syscalls
+   * rather than a read of /proc/self/mountinfo (which grows with every mount on the machine):
+   * merged/ is a mount point when its device differs from its layer dir's, and the union when the
+   * filesystem there is overlay.
+   */
   private isUnionMounted(id: string): boolean {
-    return this.unionMount(id) !== undefined;
+    const merged = this.layout.mergedDir(id);
+    const here = lstatSync(merged, { throwIfNoEntry: false });
+    if (here === undefined || here.dev === lstatSync(this.layout.layerDir(id)).dev) return false;
+    return statfs(merged).typeName === 'overlayfs';
   }
 
   // ---- queries -----------------------------------------------------------------------------

@@ -13,8 +13,8 @@
  * < 4096 (Docker's own reasoning).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { UnionctlError } from '../../errors.js';
 
 export const LINK_DIR = 'l';
@@ -46,13 +46,6 @@ export function newLinkId(): string {
 
 export function isLinkId(s: string): boolean {
   return LINK_ID.test(s);
-}
-
-/** Docker writes these files with atomicwriter: temp file in the same dir, then rename. */
-export function writeFileAtomic(path: string, data: string, mode: number): void {
-  const tmp = join(dirname(path), `.tmp-${randomBytes(6).toString('hex')}`);
-  writeFileSync(tmp, data, { mode });
-  renameSync(tmp, path);
 }
 
 export class Overlay2Layout {

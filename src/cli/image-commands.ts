@@ -1,0 +1,117 @@
+/**
+ * The image commands: load, images, rmi, save. Thin, like the rest of the CLI: each one is a call
+ * into src/image/ and a print.
+ */
+import { existsSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { UnionctlError } from '../errors.js';
+import type { LayerStore } from '../graph/store.js';
+import { listImages, loadImages, removeImage, saveImages, type LayerCompression, type LoadedImage, type LoadProgress, type SaveFormat } from '../image/index.js';
+import { eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
+import { startProgress } from './progress.js';
+
+type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
+
+function shortId(id: string): string {
+  return id.replace(/^sha256:/, '').slice(0, 12);
+}
+
+async function loadCommand(withStore: WithStore, file: string, opts: { image?: string }, cmd: Command): Promise<void> {
+  if (file === '-' && process.stdin.isTTY) {
+    throw new UnionctlError('USAGE', 'refusing to read an image archive from a terminal', { hint: 'pipe an archive into unionctl load -, or give a file name' });
+  }
+  // Before the store is opened, so a typo changes nothing on disk.
+  if (file !== '-' && !existsSync(file)) throw new UnionctlError('NOT_FOUND', `image archive ${file} does not exist`, { hint: 'check the path' });
+  await withStore(cmd, async (store, g) => {
+    // One progress line per layer: "loading layer 2/4", bytes of that layer's tar.
+    let progress = startProgress('loading');
+    let current = 0;
+    const onProgress = (p: LoadProgress): void => {
+      if (p.layer !== current) {
+        progress.done();
+        progress = startProgress(`loading layer ${p.layer}/${p.layers}`);
+        current = p.layer;
+      }
+      progress.update(p.bytes);
+    };
+    let images: LoadedImage[];
+    try {
+      images = await loadImages(store, file, { image: opts.image, onProgress: progress.active ? onProgress : undefined });
+    } finally {
+      progress.done();
+    }
+    if (g.json) {
+      return printJson({ images: images.map((i) => ({ id: i.id, names: i.names, layers: i.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId })) })) });
+    }
+    for (const i of images) {
+      const reused = i.layers.filter((l) => l.reused).length;
+      const what = `${i.layers.length} layer${i.layers.length === 1 ? '' : 's'}${reused > 0 ? `, ${reused} already present` : ''}`;
+      println(`Loaded image: ${i.names.length > 0 ? i.names.join(', ') : i.id} (${shortId(i.id)}, ${what})`);
+    }
+  });
+}
+
+async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const images = await listImages(store);
+    if (g.json) return printJson(images);
+    const rows = images.flatMap((i) => (i.names.length > 0 ? i.names : ['<none>']).map((n) => [n, shortId(i.id), String(i.layers.length), humanBytes(i.size), i.loaded.replace(/\.\d+Z$/, 'Z')]));
+    printTable(['NAME', 'IMAGE ID', 'LAYERS', 'SIZE', 'LOADED'], rows);
+  });
+}
+
+async function rmiCommand(withStore: WithStore, refs: string[], _opts: unknown, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const results = [];
+    for (const ref of refs) {
+      const r = await removeImage(store, ref);
+      results.push(r);
+      if (g.json) continue;
+      for (const n of r.untagged) println(`Untagged: ${n}`);
+      if (r.deleted !== undefined) println(`Deleted: ${r.deleted}`);
+      for (const l of r.layers) println(out.dim(`Deleted layer: ${l}`));
+    }
+    if (g.json) printJson(results);
+  });
+}
+
+interface SaveCliOptions {
+  output: string;
+  format: SaveFormat;
+  compress: LayerCompression;
+}
+
+async function saveCommand(withStore: WithStore, refs: string[], opts: SaveCliOptions, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const saved = await saveImages(store, refs, opts.output, { format: opts.format, compress: opts.compress, onWarning: (m) => eprintln(`unionctl: warning: ${m}`) });
+    if (g.json) return printJson({ output: opts.output, images: saved });
+    for (const s of saved) println(`Saved ${s.names.join(', ') || s.id} (${shortId(s.savedId)}) to ${opts.output}`);
+  });
+}
+
+/** Adds load, images, rmi and save to the program. */
+export function addImageCommands(program: Command, withStore: WithStore): void {
+  program
+    .command('load')
+    .description('load images from a docker save or OCI archive, or an OCI layout directory (- reads stdin)')
+    .argument('<file>', 'archive, OCI layout directory, or - for stdin')
+    .option('--image <name>', 'load only this image of a multi-image archive')
+    .action((file: string, opts: { image?: string }, cmd: Command) => loadCommand(withStore, file, opts, cmd));
+
+  program.command('images').description('list images').action((opts: unknown, cmd: Command) => imagesCommand(withStore, opts, cmd));
+
+  program
+    .command('rmi')
+    .description('remove images (a name of several: only that name), and the layers no other image uses')
+    .argument('<image...>', 'names or ids')
+    .action((refs: string[], opts: unknown, cmd: Command) => rmiCommand(withStore, refs, opts, cmd));
+
+  program
+    .command('save')
+    .description('write images to an archive that docker load, podman load and skopeo read')
+    .argument('<image...>', 'names or ids')
+    .requiredOption('-o, --output <file>', 'archive to write')
+    .addOption(new Option('--format <format>', 'archive layout').choices(['docker', 'oci']).default('docker'))
+    .addOption(new Option('--compress <kind>', 'layer compression').choices(['none', 'gzip', 'zstd']).default('none'))
+    .action((refs: string[], opts: SaveCliOptions, cmd: Command) => saveCommand(withStore, refs, opts, cmd));
+}

@@ -1,0 +1,340 @@
+/**
+ * Where an image comes from: a tar archive (`docker save`, OCI image archive; plain, or gzip/zstd
+ * as a whole), an OCI image layout directory, or stdin. All of them become an ArchiveFiles: the
+ * archive's members by name, each readable as a stream, without unpacking anything to disk.
+ *
+ * A tar archive is indexed by seeking from header to header (the tar engine's header and pax
+ * parsers), then members are read with positional file streams. Stdin and compressed archives
+ * have no random access: they are first spooled (decompressed) into a temp file under the store
+ * root, which is removed when the load ends.
+ */
+import { closeSync, createReadStream, createWriteStream, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, type Stats } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { decompressedStream, sniffCompression } from '../archive/decompress.js';
+import { parsePaxRecords, parseTarHeaderBlock } from '../archive/tar-reader.js';
+import { TarFormatError, UnionctlError } from '../errors.js';
+
+/** Members of an image archive, by their name in it ("manifest.json", "blobs/sha256/<hex>"). */
+export interface ArchiveFiles {
+  /** For messages: "docker archive /x/y.tar", "OCI layout /x/dir". */
+  readonly description: string;
+  has(name: string): boolean;
+  size(name: string): number;
+  /** The member's bytes as a stream. */
+  open(name: string): Readable;
+  /**
+   * The member's bytes as chunks that are views into a reused ring of buffers (no allocation per
+   * chunk): each stays valid until RING_BYTES more have been read — enough for the tar engine,
+   * which holds on to a chunk only while it parses it.
+   */
+  chunks(name: string): AsyncIterable<Buffer>;
+  /** A member that is a file of its own on disk (OCI layout dirs): the fast way into the tar engine. */
+  filePath(name: string): string | undefined;
+  /** The whole member, for small ones (manifests, configs); refuses anything over `limit` bytes. */
+  read(name: string, limit?: number): Buffer;
+  /** Removes any spool file. */
+  close(): void;
+}
+
+const READ_CHUNK = 1024 * 1024;
+/** 16 chunks: twice what the tar engine's own file reader keeps valid (see decompress.ts openLayerInput). */
+const RING_BYTES = 16 * READ_CHUNK;
+
+/**
+ * Reads `size` bytes of `path` from `offset` into a ring of buffers. Synchronous reads, as in the
+ * tar engine's file reader: from the page cache a 1 MiB read costs less than an async round trip.
+ */
+async function* ringChunks(path: string, offset: number, size: number): AsyncGenerator<Buffer, void, undefined> {
+  const fd = openSync(path, 'r');
+  try {
+    // A member smaller than the ring gets a buffer of its own size and is never wrapped over.
+    const ring = Buffer.allocUnsafe(Math.min(RING_BYTES, size));
+    let at = 0;
+    let left = size;
+    while (left > 0) {
+      const want = Math.min(READ_CHUNK, left);
+      if (at + want > ring.length) at = 0;
+      const n = readSync(fd, ring, at, want, offset + (size - left));
+      if (n === 0) throw new UnionctlError('BAD_TAR', `${path}: the file ended ${left} bytes before the end of the member`, { hint: 'the archive was truncated while it was being read' });
+      left -= n;
+      yield ring.subarray(at, at + n);
+      at += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+/** Manifests, indexes and configs are small; a huge one is a broken or hostile archive. */
+const SMALL_MEMBER_LIMIT = 32 * 1024 * 1024;
+
+/** "./a//b" → "a/b" (tools differ in how they spell member names). */
+function cleanName(name: string): string {
+  return name
+    .split('/')
+    .filter((p) => p !== '' && p !== '.')
+    .join('/');
+}
+
+function tooLarge(description: string, name: string, size: number, limit: number): UnionctlError {
+  return new UnionctlError('BAD_TAR', `${description}: ${name} is ${size} bytes, more than the ${limit} a manifest or config may have`, {
+    hint: 'the archive is damaged or not an image archive',
+  });
+}
+
+// ---- a tar archive on disk -------------------------------------------------------------------
+
+interface Member {
+  offset: number;
+  size: number;
+}
+
+class TarArchiveFiles implements ArchiveFiles {
+  constructor(
+    readonly description: string,
+    private readonly path: string,
+    private readonly members: Map<string, Member>,
+    private readonly spoolDir: string | undefined,
+  ) {}
+
+  has(name: string): boolean {
+    return this.members.has(cleanName(name));
+  }
+
+  size(name: string): number {
+    return this.member(name).size;
+  }
+
+  open(name: string): Readable {
+    const m = this.member(name);
+    if (m.size === 0) return Readable.from([]);
+    return createReadStream(this.path, { start: m.offset, end: m.offset + m.size - 1, highWaterMark: READ_CHUNK });
+  }
+
+  chunks(name: string): AsyncIterable<Buffer> {
+    const m = this.member(name);
+    return ringChunks(this.path, m.offset, m.size);
+  }
+
+  filePath(): string | undefined {
+    return undefined;
+  }
+
+  read(name: string, limit = SMALL_MEMBER_LIMIT): Buffer {
+    const m = this.member(name);
+    if (m.size > limit) throw tooLarge(this.description, name, m.size, limit);
+    const buf = Buffer.alloc(m.size);
+    const fd = openSync(this.path, 'r');
+    try {
+      let done = 0;
+      while (done < m.size) {
+        const n = readSync(fd, buf, done, m.size - done, m.offset + done);
+        if (n === 0) break;
+        done += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return buf;
+  }
+
+  close(): void {
+    if (this.spoolDir !== undefined) rmSync(this.spoolDir, { recursive: true, force: true });
+  }
+
+  private member(name: string): Member {
+    const m = this.members.get(cleanName(name));
+    if (m === undefined) throw new UnionctlError('NOT_FOUND', `${this.description} has no member ${name}`, { hint: 'the archive is incomplete' });
+    return m;
+  }
+}
+
+/** Typeflags whose entries carry content blocks (Go's archive/tar, and so Docker, give no data to the others). */
+const CONTENT_TYPES = new Set(['0', '\0', '7', 'x', 'g', 'L', 'K', 'V']);
+const FILE_TYPES = new Set(['0', '\0', '7']);
+
+/** A first block that is not a tar header at all: say so plainly, not as a checksum error. */
+function assertLooksLikeTar(block: Buffer, description: string): void {
+  try {
+    parseTarHeaderBlock(block, 0);
+  } catch {
+    throw new UnionctlError('USAGE', `${description} is not an image archive (not a tar file, nor a gzip or zstd compressed one)`, {
+      hint: 'give a docker save or OCI image archive, or an OCI image layout directory',
+    });
+  }
+}
+
+/**
+ * Member names and content offsets of a plain tar file. It seeks from header to header (pread of
+ * 512 bytes, the tar engine's header parser and pax parser), so indexing a 300 MB archive reads a
+ * few KiB. A member cut short by the end of the file is reported as a truncated archive.
+ */
+function indexTar(path: string, description: string): Map<string, Member> {
+  const members = new Map<string, Member>();
+  const fd = openSync(path, 'r');
+  try {
+    const fileSize = fstatSync(fd).size;
+    const block = Buffer.alloc(512);
+    let pos = 0;
+    let pending: { path?: string; size?: number } = {};
+    const readAt = (buf: Buffer, at: number) => readSync(fd, buf, 0, buf.length, at);
+    for (;;) {
+      const n = readAt(block, pos);
+      if (n === 0) break; // EOF without end-of-archive blocks: accepted, like GNU tar
+      if (n < 512) throw new TarFormatError(`truncated archive: the file ends inside a header (${n} of 512 bytes)`, { offset: pos });
+      if (block.every((b) => b === 0)) break;
+      if (pos === 0) assertLooksLikeTar(block, description);
+      const h = parseTarHeaderBlock(block, pos);
+      const isFile = FILE_TYPES.has(h.typeflag);
+      // A pax size overrides the header's for the file it describes; dirs, links, devices have no data.
+      const size = isFile ? (pending.size ?? h.size) : CONTENT_TYPES.has(h.typeflag) ? h.size : 0;
+      const dataStart = pos + 512;
+      const next = dataStart + Math.ceil(size / 512) * 512;
+      const name = pending.path ?? h.name;
+      if (dataStart + size > fileSize) {
+        throw new TarFormatError(`truncated archive: ${size} content bytes announced, the file ends after ${Math.max(0, fileSize - dataStart)}`, { entry: name, offset: pos });
+      }
+      if (h.typeflag === 'x' || h.typeflag === 'L') {
+        const data = Buffer.alloc(h.size);
+        readAt(data, dataStart);
+        if (h.typeflag === 'L') pending.path = data.toString('utf8').replace(/\0.*$/s, '');
+        else {
+          const pax = parsePaxRecords(data, pos);
+          if (pax.get('path')?.length) pending.path = pax.get('path')!.toString('utf8');
+          if (pax.get('size')?.length) pending.size = Number(pax.get('size')!.toString('latin1'));
+        }
+      } else if (h.typeflag !== 'g' && h.typeflag !== 'K' && h.typeflag !== 'V') {
+        if (isFile) members.set(cleanName(name), { offset: dataStart, size });
+        pending = {};
+      }
+      pos = next;
+    }
+  } catch (e) {
+    if (e instanceof UnionctlError && !e.message.startsWith(description)) {
+      throw new UnionctlError(e.code, `${description}: ${e.message}`, { hint: e.hint ?? 'the archive is damaged or truncated', cause: e });
+    }
+    throw e;
+  } finally {
+    closeSync(fd);
+  }
+  return members;
+}
+
+// ---- an OCI layout directory -----------------------------------------------------------------
+
+class DirectoryFiles implements ArchiveFiles {
+  readonly description: string;
+  constructor(private readonly dir: string) {
+    this.description = `image directory ${dir}`;
+  }
+
+  private pathOf(name: string): string {
+    const full = resolve(this.dir, cleanName(name));
+    if (relative(this.dir, full).startsWith('..')) throw new UnionctlError('UNSAFE_ENTRY', `${this.description}: ${name} points outside the directory`);
+    return full;
+  }
+
+  private stat(name: string): Stats | undefined {
+    try {
+      const st = lstatSync(this.pathOf(name));
+      return st.isFile() ? st : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  has(name: string): boolean {
+    return this.stat(name) !== undefined;
+  }
+
+  size(name: string): number {
+    const st = this.stat(name);
+    if (st === undefined) throw new UnionctlError('NOT_FOUND', `${this.description} has no file ${name}`);
+    return st.size;
+  }
+
+  open(name: string): Readable {
+    return createReadStream(this.pathOf(name), { highWaterMark: READ_CHUNK });
+  }
+
+  chunks(name: string): AsyncIterable<Buffer> {
+    return ringChunks(this.pathOf(name), 0, this.size(name));
+  }
+
+  filePath(name: string): string | undefined {
+    return this.has(name) ? this.pathOf(name) : undefined;
+  }
+
+  read(name: string, limit = SMALL_MEMBER_LIMIT): Buffer {
+    const size = this.size(name);
+    if (size > limit) throw tooLarge(this.description, name, size, limit);
+    return readFileSync(this.pathOf(name));
+  }
+
+  close(): void {}
+}
+
+// ---- opening ---------------------------------------------------------------------------------
+
+/** Copies a stream (decompressing gzip/zstd) into a temp file under `tmpRoot`. */
+async function spool(input: Readable, tmpRoot: string): Promise<{ dir: string; path: string }> {
+  mkdirSync(tmpRoot, { recursive: true });
+  // The pid in the name lets the next openStore remove the spool of a load that was killed.
+  const dir = mkdtempSync(join(tmpRoot, `load-${process.pid}-`));
+  const path = join(dir, 'archive.tar');
+  try {
+    const { stream } = await decompressedStream(input);
+    await pipeline(Readable.from(stream), createWriteStream(path));
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return { dir, path };
+}
+
+function headOf(path: string): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(8);
+    const n = readSync(fd, head, 0, 8, 0);
+    return head.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Opens FILE, a directory, or '-' (stdin). `tmpRoot` is where stdin and compressed archives are
+ * spooled (the store's own filesystem, which has room for what is about to be loaded anyway).
+ */
+export async function openArchive(input: string, tmpRoot: string): Promise<ArchiveFiles> {
+  if (input === '-') {
+    const { dir, path } = await spool(process.stdin, tmpRoot);
+    return openTarFile(path, 'archive from stdin', dir);
+  }
+  let st: Stats;
+  try {
+    st = statSync(input);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new UnionctlError('NOT_FOUND', `image archive ${input} does not exist`, { hint: 'check the path' });
+    throw new UnionctlError('USAGE', `cannot read image archive ${input}: ${(e as Error).message}`, { cause: e });
+  }
+  if (st.isDirectory()) return new DirectoryFiles(resolve(input));
+  const compression = sniffCompression(headOf(input));
+  if (compression === 'none') return openTarFile(input, `image archive ${input}`, undefined);
+  if (compression !== 'gzip' && compression !== 'zstd') {
+    throw new UnionctlError('UNSUPPORTED', `image archive ${input} is ${compression}-compressed`, { hint: 'decompress it first, or use gzip/zstd' });
+  }
+  const { dir, path } = await spool(createReadStream(input, { highWaterMark: READ_CHUNK }), tmpRoot);
+  return openTarFile(path, `image archive ${input}`, dir);
+}
+
+async function openTarFile(path: string, description: string, spoolDir: string | undefined): Promise<ArchiveFiles> {
+  try {
+    return new TarArchiveFiles(description, path, indexTar(path, description), spoolDir);
+  } catch (e) {
+    if (spoolDir !== undefined) rmSync(spoolDir, { recursive: true, force: true });
+    throw e;
+  }
+}

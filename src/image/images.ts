@@ -1,0 +1,95 @@
+/**
+ * Images in the store: listing, removal (rmi) and turning an image name into the layer to mount.
+ */
+import { UnionctlError } from '../errors.js';
+import type { LayerStore } from '../graph/store.js';
+import { deleteImageRecord, findImage, layersInUse, normalizeName, readImageRecords, requireImage, writeImageRecord, type ImageRecord } from './records.js';
+
+export interface ImageSummary {
+  id: string;
+  names: string[];
+  layers: Array<{ id: string; diffId: string; chainId: string }>;
+  /** Bytes of file content of all layers. */
+  size: number;
+  loaded: string;
+}
+
+export async function listImages(store: LayerStore): Promise<ImageSummary[]> {
+  const layers = new Map((await store.list()).map((l) => [l.id, l]));
+  return readImageRecords(store).map((r) => ({
+    id: r.id,
+    names: r.names,
+    layers: r.layers,
+    size: r.layers.reduce((n, l) => n + (layers.get(l.id)?.size ?? 0), 0),
+    loaded: r.loaded,
+  }));
+}
+
+/** The image record for NAME or ID (NOT_FOUND if none). */
+export async function getImage(store: LayerStore, ref: string): Promise<ImageRecord> {
+  return requireImage(store, ref);
+}
+
+/**
+ * What `mount REF` mounts: the layer REF when there is one, else the top layer of image REF.
+ * Layer ids win: they are what `mount` took before images existed.
+ */
+export async function resolveLayerRef(store: LayerStore, ref: string): Promise<string> {
+  try {
+    await store.layer(ref);
+    return ref;
+  } catch (e) {
+    if ((e as UnionctlError).code !== 'NOT_FOUND' && (e as UnionctlError).code !== 'INVALID_ID') throw e;
+    const image = findImage(store, ref);
+    if (image === undefined) {
+      throw new UnionctlError('NOT_FOUND', `no layer or image ${ref}`, { hint: 'list them with unionctl ls and unionctl images' });
+    }
+    if (image.layers.length === 0) throw new UnionctlError('USAGE', `image ${ref} has no layers to mount`);
+    return image.layers[image.layers.length - 1].id;
+  }
+}
+
+export interface RemoveImageResult {
+  /** Names removed (untag), or all names of the removed image. */
+  untagged: string[];
+  /** The image id, when the image itself was removed. */
+  deleted?: string;
+  /** Layers removed, top first. */
+  layers: string[];
+}
+
+/**
+ * rmi: by a name that is one of several on the image, only that name goes (Docker's untag). Else
+ * the image record goes, and with it the layers no other image uses, top down. Refused, with
+ * nothing changed, while one of those layers is mounted or has a layer built on it that is not
+ * part of the image (a writable layer from `mount --rw`, an import on top).
+ */
+export async function removeImage(store: LayerStore, ref: string): Promise<RemoveImageResult> {
+  return store.withStoreLock(async () => {
+    const image = requireImage(store, ref);
+    const name = image.names.find((n) => n === ref || n === normalizeName(ref));
+    if (name !== undefined && image.names.length > 1) {
+      writeImageRecord(store, { ...image, names: image.names.filter((n) => n !== name) });
+      return { untagged: [name], layers: [] };
+    }
+    const used = layersInUse(store, image.id);
+    const own = image.layers.map((l) => l.id).filter((id) => !used.has(id));
+    const ownSet = new Set(own);
+    const all = await store.list();
+    for (const id of own) {
+      const child = all.find((l) => l.parent === id && !ownSet.has(l.id));
+      if (child !== undefined) {
+        throw new UnionctlError('IN_USE', `image ${ref} is in use: layer ${child.id} is built on its layer ${id}`, { hint: `remove that layer first: unionctl rm ${child.id}` });
+      }
+      const mounts = store.mountCount(id);
+      if (mounts > 0) throw new UnionctlError('IN_USE', `image ${ref} is in use: its layer ${id} is mounted`, { hint: `unmount it first: unionctl umount ${id}` });
+    }
+    deleteImageRecord(store, image.id);
+    const removed: string[] = [];
+    for (const id of [...own].reverse()) {
+      await store.remove(id);
+      removed.push(id);
+    }
+    return { untagged: image.names, deleted: image.id, layers: removed };
+  });
+}

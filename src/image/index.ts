@@ -1,0 +1,10 @@
+/** Images: load, list, remove and save Docker and OCI image archives on top of the layer store. */
+export { loadImages } from './load.js';
+export type { LoadOptions, LoadProgress, LoadedImage } from './load.js';
+export { saveImages } from './save.js';
+export type { SaveOptions, SaveFormat, SavedImage } from './save.js';
+export { listImages, getImage, removeImage, resolveLayerRef } from './images.js';
+export type { ImageSummary, RemoveImageResult } from './images.js';
+export type { ImageRecord, ImageLayerRef } from './records.js';
+export { MEDIA } from './manifest.js';
+export type { LayerCompression } from './manifest.js';

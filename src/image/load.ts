@@ -1,0 +1,242 @@
+/**
+ * unionctl load: image archives into the layer store.
+ *
+ * 1. Open and check the archive (archive.ts, manifest.ts): every manifest, config and blob name is
+ *    checked before anything changes.
+ * 2. For each layer, bottom up: its chain ID; a layer with that chain ID already in the store is
+ *    reused, otherwise the blob is imported (store.importLayer: tar-split recorded, applied by the
+ *    driver) and, before the layer is made complete, its blob digest and diff ID are compared with
+ *    what the manifest and config promise — a mismatch rolls the layer back.
+ * 3. All image records are written at the end. A failure anywhere removes the layers this load
+ *    created (a journal makes the same happen on the next open when the process is killed).
+ */
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { StreamDigest } from '../archive/stream-digest.js';
+import { UnionctlError } from '../errors.js';
+import type { ApplyResult } from '../graph/driver.js';
+import { chainIdOf, type LayerStore } from '../graph/store.js';
+import { openArchive, type ArchiveFiles } from './archive.js';
+import { readImages, type ImageToLoad, type LayerToLoad } from './manifest.js';
+import { LoadJournal, normalizeName, readImageRecords, removeDirIfEmpty, removeUnusedLayers, writeImageRecord, type ImageLayerRef, type ImageRecord } from './records.js';
+
+export interface LoadOptions {
+  /** Load only the image with this name (or id) from a multi-image archive. */
+  image?: string;
+  /** Progress: uncompressed layer bytes of the current layer, layers done / to do. */
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export interface LoadProgress {
+  layer: number;
+  layers: number;
+  bytes: number;
+}
+
+export interface LoadedImage {
+  id: string;
+  names: string[];
+  layers: Array<ImageLayerRef & { reused: boolean }>;
+}
+
+/** Loads every image of FILE / directory / '-' (stdin) into the store. */
+export async function loadImages(store: LayerStore, input: string, opts: LoadOptions = {}): Promise<LoadedImage[]> {
+  const tmp = join(store.root, 'tmp');
+  try {
+    const archive = await openArchive(input, tmp);
+    try {
+      const images = pickImages(archive, readImages(archive), opts.image);
+      return await loadChecked(store, archive, images, opts);
+    } finally {
+      archive.close();
+    }
+  } finally {
+    // A failed first load leaves the store root exactly as it was: no empty images/ or tmp/.
+    removeDirIfEmpty(tmp);
+    removeDirIfEmpty(join(store.root, 'images'));
+  }
+}
+
+function pickImages(archive: ArchiveFiles, images: ImageToLoad[], wanted: string | undefined): ImageToLoad[] {
+  if (images.length === 0) throw new UnionctlError('USAGE', `${archive.description} holds no images`);
+  if (wanted === undefined) return images;
+  const name = normalizeName(wanted);
+  const hex = wanted.replace(/^sha256:/, '');
+  const match = images.filter((i) => i.names.includes(name) || (/^[0-9a-f]{4,64}$/.test(hex) && i.id.slice('sha256:'.length).startsWith(hex)));
+  if (match.length === 0) {
+    const known = images.map((i) => i.names[0] ?? i.id).join(', ');
+    throw new UnionctlError('NOT_FOUND', `${archive.description} has no image ${wanted} (it has: ${known})`, { hint: 'give one of those names to --image' });
+  }
+  // Only the name asked for is given to the picked image.
+  return match.map((i) => (i.names.includes(name) ? { ...i, names: [name] } : i));
+}
+
+async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: ImageToLoad[], opts: LoadOptions): Promise<LoadedImage[]> {
+  const journal = new LoadJournal(store);
+  const totalLayers = images.reduce((n, i) => n + i.layers.length, 0);
+  let done = 0;
+  try {
+    const loaded: LoadedImage[] = [];
+    for (const image of images) {
+      const layers: LoadedImage['layers'] = [];
+      let parent: ImageLayerRef | undefined;
+      for (const layer of image.layers) {
+        const onBytes = opts.onProgress === undefined ? undefined : (bytes: number) => opts.onProgress?.({ layer: done + 1, layers: totalLayers, bytes });
+        const ref = await loadLayer(store, archive, image, layer, parent, journal, onBytes);
+        layers.push(ref);
+        parent = ref;
+        done++;
+      }
+      loaded.push({ id: image.id, names: image.names, layers });
+    }
+    await store.withStoreLock(async () => {
+      for (const [i, image] of images.entries()) recordImage(store, image, loaded[i]);
+    });
+    journal.end();
+    return loaded;
+  } catch (e) {
+    try {
+      await removeUnusedLayers(store, journal.layers);
+      journal.end();
+    } catch (cleanupError) {
+      process.emitWarning(`unionctl: the failed load left layers behind (${(cleanupError as Error).message}); reopening the store retries the clean-up`);
+    }
+    throw e;
+  }
+}
+
+async function loadLayer(
+  store: LayerStore,
+  archive: ArchiveFiles,
+  image: ImageToLoad,
+  layer: LayerToLoad,
+  parent: ImageLayerRef | undefined,
+  journal: LoadJournal,
+  onBytes: ((bytes: number) => void) | undefined,
+): Promise<LoadedImage['layers'][number]> {
+  const chainId = chainIdOf(parent?.chainId, layer.diffId);
+  const existing = await store.layerByChainId(chainId);
+  if (existing !== undefined) return { id: existing.id, diffId: layer.diffId, chainId, reused: true };
+
+  const id = await freshLayerId(store, chainId);
+  const what = `layer ${layer.index} of ${image.label} (${layer.member})`;
+  const blob = blobInput(archive, layer);
+  journal.addLayer(id);
+  try {
+    await store.importLayer(blob.input, {
+      id,
+      parent: parent?.id,
+      onProgress: onBytes,
+      verify: async (result) => {
+        await blob.verify(result, what);
+        if (result.diffId !== layer.diffId) {
+          throw new UnionctlError('CORRUPT', `${archive.description}: ${what}: diff ID mismatch: the config says ${layer.diffId}, the layer's tar has ${result.diffId}`, {
+            hint: 'the archive is damaged or was tampered with; nothing was loaded',
+          });
+        }
+      },
+    });
+  } catch (e) {
+    blob.abort();
+    throw inContext(e, archive, what);
+  }
+  return { id, diffId: layer.diffId, chainId, reused: false };
+}
+
+/** The chain ID's hex as the layer id (Docker keys its layer db the same way), unless taken. */
+async function freshLayerId(store: LayerStore, chainId: string): Promise<string> {
+  const hex = chainId.slice('sha256:'.length);
+  try {
+    await store.layer(hex);
+  } catch (e) {
+    if ((e as UnionctlError).code === 'NOT_FOUND' && !(await store.driver.exists(hex))) return hex;
+  }
+  return `${hex.slice(0, 48)}-${Date.now().toString(36)}`;
+}
+
+/**
+ * Adds "archive: layer N of image X: " to an error that only names a tar entry or a file, and makes
+ * a plain system error (ENOSPC while writing the layer) one of ours with a hint.
+ */
+function inContext(e: unknown, archive: ArchiveFiles, what: string): unknown {
+  // SysCallError carries the errno name in .errno, node's fs errors in .code.
+  const errno = (e as { errno?: unknown }).errno;
+  const code = typeof errno === 'string' ? errno : (e as NodeJS.ErrnoException | undefined)?.code;
+  const spaceHint = code === 'ENOSPC' || code === 'EDQUOT' ? 'free space on the filesystem of the store root, then load again' : undefined;
+  if (e instanceof UnionctlError) {
+    if (e.message.startsWith(archive.description)) return e;
+    return new UnionctlError(e.code, `${archive.description}: ${what}: ${e.message}`, { hint: e.hint ?? spaceHint, cause: e });
+  }
+  if (typeof code !== 'string') return e;
+  return new UnionctlError('SYSCALL', `${archive.description}: ${what}: ${(e as Error).message}`, { hint: spaceHint, cause: e });
+}
+
+/**
+ * What importLayer reads for a blob, and the check of the blob's digest. An uncompressed blob's
+ * digest is its diff ID (one hash does both); a compressed one is hashed on its way in.
+ */
+interface BlobInput {
+  input: string | Readable;
+  verify: (r: ApplyResult, what: string) => Promise<void>;
+  /** Stops the hashing thread after a failure. */
+  abort: () => void;
+}
+
+function blobInput(archive: ArchiveFiles, layer: LayerToLoad): BlobInput {
+  const expected = layer.blobDigest;
+  const path = archive.filePath(layer.member);
+  const mismatch = (actual: string, what: string) =>
+    new UnionctlError('CORRUPT', `${archive.description}: ${what}: blob digest mismatch: the manifest says ${expected}, the blob is ${actual}`, {
+      hint: 'the archive is damaged or was tampered with; nothing was loaded',
+    });
+  if (expected === undefined || layer.compression === 'none') {
+    return {
+      input: path ?? (archive.chunks(layer.member) as Readable),
+      verify: async (r, what) => {
+        if (expected !== undefined && r.diffId !== expected) throw mismatch(r.diffId, what);
+      },
+      abort: () => {},
+    };
+  }
+  const digest = new StreamDigest();
+  return {
+    // importLayer hands a stream to the driver's apply, which reads any async iterable of chunks.
+    input: hashed(archive.chunks(layer.member), digest) as unknown as Readable,
+    verify: async (_r, what) => {
+      const hex = await digest.finish();
+      if (`sha256:${hex}` !== expected) throw mismatch(`sha256:${hex}`, what);
+    },
+    abort: () => {
+      if (digest.value === undefined) digest.abort();
+    },
+  };
+}
+
+async function* hashed(chunks: AsyncIterable<Buffer>, digest: StreamDigest): AsyncGenerator<Buffer, void, undefined> {
+  for await (const chunk of chunks) {
+    const full = digest.update(chunk); // copies into the digest's own ring
+    if (full !== undefined) await full;
+    yield chunk;
+  }
+}
+
+/** The image record; names move from any image that had them (as with docker load). */
+function recordImage(store: LayerStore, image: ImageToLoad, loaded: LoadedImage): void {
+  const records = readImageRecords(store);
+  for (const other of records) {
+    if (other.id === image.id) continue;
+    const kept = other.names.filter((n) => !image.names.includes(n));
+    if (kept.length !== other.names.length) writeImageRecord(store, { ...other, names: kept });
+  }
+  const previous = records.find((r) => r.id === image.id);
+  const names = [...new Set([...(previous?.names ?? []), ...image.names])];
+  const rec: ImageRecord = {
+    id: image.id,
+    names,
+    layers: loaded.layers.map(({ id, diffId, chainId }) => ({ id, diffId, chainId })),
+    config: image.config,
+    loaded: previous?.loaded ?? new Date().toISOString(),
+  };
+  writeImageRecord(store, rec);
+  loaded.names = names;
+}

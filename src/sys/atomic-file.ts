@@ -1,0 +1,51 @@
+/**
+ * Small files replaced atomically: a temp file in the same directory, renamed over the target, so
+ * a reader (or a crash) sees the old content or the new, never half of it. This is how Docker
+ * writes its metadata files (atomicwriter), and every driver and the store keep theirs this way.
+ */
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+
+export interface AtomicWriteOptions {
+  /** File mode (default 0600). */
+  mode?: number;
+  /**
+   * fsync the file before the rename and the directory after it, so the new content survives a
+   * power cut once this returns (default false: survives a crash of the process only).
+   */
+  durable?: boolean;
+}
+
+export function writeFileAtomic(path: string, data: string | Uint8Array, opts: AtomicWriteOptions = {}): void {
+  // A dot name, so directory listings that skip dot files never see a half-written one.
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'w', opts.mode ?? 0o600);
+  try {
+    try {
+      writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
+      if (opts.durable) fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  if (opts.durable) fsyncDir(dirname(path));
+}
+
+/** Makes the directory's entries (a rename, a new or removed name) durable. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
+}

@@ -1,0 +1,193 @@
+/**
+ * Images end to end through the CLI, on vfs and overlay2: load (docker, OCI gzip, OCI zstd, OCI
+ * layout dir, stdin), images, mount by name, save in every format and compression, byte-identical
+ * layers on re-export, load → save → load round trips, multi-image archives, rmi.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { mountsBelow } from '../helpers/mounts.js';
+import { makeScratch, type Scratch } from '../helpers/scratch.js';
+import {
+  DIFF_IDS,
+  DOCKER_IMAGE_ID,
+  EXPECTED_TREE,
+  OCI_IMAGE_ID,
+  SAMPLE_DOCKER,
+  SAMPLE_OCI_GZIP,
+  SAMPLE_OCI_ZSTD,
+  ok,
+  sha256,
+  treeList,
+  unionctl,
+  untar,
+} from './images-helpers.js';
+
+let scratchFs: Scratch;
+let scratch = '';
+
+before(() => {
+  scratchFs = makeScratch();
+  scratch = scratchFs.dir;
+});
+
+after(() => {
+  for (const name of existsSync(scratch) ? readdirSync(scratch) : []) {
+    if (name.startsWith('root-')) unionctl(['--root', join(scratch, name), 'cleanup']);
+  }
+  scratchFs.dispose();
+});
+
+interface LoadJson {
+  images: Array<{ id: string; names: string[]; layers: Array<{ id: string; diffId: string; chainId: string }> }>;
+}
+
+let rootCount = 0;
+function freshRoot(driver: string): string[] {
+  return ['--root', join(scratch, `root-${driver}-${++rootCount}`), '--driver', driver];
+}
+
+/** Mounts REF, lists the tree, unmounts. */
+function flattenedTree(g: string[], ref: string): string {
+  const lines = ok(unionctl([...g, 'mount', ref])).trim().split('\n');
+  const layer = /^layer (\S+)$/.exec(lines[0])?.[1] ?? ref;
+  try {
+    return treeList(lines[lines.length - 1]);
+  } finally {
+    ok(unionctl([...g, 'umount', layer]));
+  }
+}
+
+for (const driver of ['vfs', 'overlay2']) {
+  describe(`images on ${driver}`, () => {
+    it('load of docker save output: ids, names, chain IDs, and mount by name gives the expected tree', () => {
+      const g = freshRoot(driver);
+      const loaded = JSON.parse(ok(unionctl([...g, '--json', 'load', SAMPLE_DOCKER]))) as LoadJson;
+      assert.equal(loaded.images.length, 1);
+      const image = loaded.images[0];
+      assert.equal(image.id, DOCKER_IMAGE_ID);
+      assert.deepEqual(image.names, ['sample-app:1']);
+      assert.deepEqual(image.layers.map((l) => l.diffId), DIFF_IDS);
+      assert.equal(image.layers[0].chainId, DIFF_IDS[0]);
+      assert.equal(image.layers[3].chainId, 'sha256:6dedba2aa0f99182ca7d2aabec7e17910c0049db3eca8ee50c6a55a5e435a90e');
+      const listed = JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ id: string; names: string[] }>;
+      assert.deepEqual(listed.map((i) => [i.id, i.names]), [[DOCKER_IMAGE_ID, ['sample-app:1']]]);
+      assert.equal(flattenedTree(g, 'sample-app:1'), EXPECTED_TREE);
+      assert.equal(flattenedTree(g, DOCKER_IMAGE_ID.slice(7, 19)), EXPECTED_TREE, 'mount by short image id');
+      assert.deepEqual(mountsBelow(scratch), [], 'nothing left mounted');
+    });
+
+    it('docker, OCI gzip, OCI zstd and an OCI layout dir of the same image give the same tree', () => {
+      const layoutDir = untar(SAMPLE_OCI_ZSTD, join(scratch, `layout-${driver}`));
+      for (const archive of [SAMPLE_OCI_GZIP, SAMPLE_OCI_ZSTD, layoutDir]) {
+        const g = freshRoot(driver);
+        const loaded = JSON.parse(ok(unionctl([...g, '--json', 'load', archive]))) as LoadJson;
+        assert.equal(loaded.images[0].id, OCI_IMAGE_ID, archive);
+        assert.deepEqual(loaded.images[0].layers.map((l) => l.diffId), DIFF_IDS, archive);
+        assert.equal(flattenedTree(g, 'sample-app:1'), EXPECTED_TREE, archive);
+      }
+    });
+
+    it('load from stdin; a second load reuses every layer by chain ID', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', '-'], { input: readFileSync(SAMPLE_DOCKER) }));
+      const layersBefore = JSON.parse(ok(unionctl([...g, '--json', 'ls']))) as unknown[];
+      const out = ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP]));
+      assert.match(out, /4 already present/);
+      assert.equal((JSON.parse(ok(unionctl([...g, '--json', 'ls']))) as unknown[]).length, layersBefore.length);
+      // The name moved to the image loaded last, as with docker load.
+      const images = JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ id: string; names: string[] }>;
+      assert.deepEqual(images.find((i) => i.id === OCI_IMAGE_ID)?.names, ['sample-app:1']);
+      assert.deepEqual(images.find((i) => i.id === DOCKER_IMAGE_ID)?.names, []);
+      assert.ok(!existsSync(join(g[1], 'tmp')), 'the stdin spool is gone');
+    });
+
+    it('save re-exports every layer byte-identical, in docker and OCI form, uncompressed, gzip and zstd', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      for (const format of ['docker', 'oci']) {
+        for (const compress of ['none', 'gzip', 'zstd']) {
+          const out = join(scratch, `${driver}-${format}-${compress}.tar`);
+          ok(unionctl([...g, 'save', 'sample-app:1', '-o', out, '--format', format, '--compress', compress]));
+          // Round trip: a fresh store loads it with the same image id and diff IDs, and the same tree.
+          const g2 = freshRoot(driver);
+          const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', out]))) as LoadJson;
+          assert.equal(loaded.images[0].id, DOCKER_IMAGE_ID, `${format}/${compress}`);
+          assert.deepEqual(loaded.images[0].names, ['sample-app:1']);
+          assert.deepEqual(loaded.images[0].layers.map((l) => l.diffId), DIFF_IDS, `${format}/${compress}`);
+          assert.equal(flattenedTree(g2, 'sample-app:1'), EXPECTED_TREE);
+          if (compress !== 'none') continue;
+          // Uncompressed: the layer files in the archive are the original tars, byte for byte.
+          const dir = untar(out, join(scratch, `x-${driver}-${format}`));
+          const layerFiles =
+            format === 'docker'
+              ? (JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Array<{ Layers: string[] }>)[0].Layers
+              : DIFF_IDS.map((d) => `blobs/sha256/${d.slice(7)}`);
+          assert.deepEqual(layerFiles.map((f) => sha256(readFileSync(join(dir, f)))), DIFF_IDS);
+        }
+      }
+    });
+
+    // vfs keeps full copies: a file added to the top layer cannot be told from an inherited one.
+    for (const change of driver === 'vfs' ? (['rewrite'] as const) : (['rewrite', 'add'] as const)) {
+    it(`a layer changed through a mount after the load (${change} a file) is exported afresh: a warning, a new image id, the change kept`, () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      const lines = ok(unionctl([...g, 'mount', 'sample-app:1'])).trim().split('\n');
+      const top = /^layer (\S+)$/.exec(lines[0])![1];
+      // The top layer of an image mounts with its own dir as the upper dir (as Docker's overlay2 does
+      // for a layer without children): a file it holds can be rewritten.
+      const file = change === 'rewrite' ? 'srv/app/plugins/search.plug' : 'srv/app/plugins/added.plug';
+      writeFileSync(join(lines[lines.length - 1], file), 'changed\n');
+      ok(unionctl([...g, 'umount', top]));
+      const out = join(scratch, `${driver}-changed.tar`);
+      const r = unionctl([...g, 'save', 'sample-app:1', '-o', out]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`warning: layer ${top} changed since it was loaded`));
+      const g2 = freshRoot(driver);
+      const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', out]))) as LoadJson;
+      assert.notEqual(loaded.images[0].id, DOCKER_IMAGE_ID);
+      assert.deepEqual(loaded.images[0].layers.slice(0, 3).map((l) => l.diffId), DIFF_IDS.slice(0, 3), 'the untouched layers are still byte-identical');
+      assert.notEqual(loaded.images[0].layers[3].diffId, DIFF_IDS[3]);
+      assert.match(flattenedTree(g2, 'sample-app:1'), new RegExp(`^f 0644 0:0 8 \\d+ [0-9a-f]{16} ${file}$`, 'm'));
+    });
+    }
+
+    it('multi-image archives: save of two images, load of all or of one with --image', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP])); // takes the name sample-app:1
+      const both = join(scratch, `${driver}-two.tar`);
+      ok(unionctl([...g, 'save', 'sample-app:1', DOCKER_IMAGE_ID, '-o', both]));
+      const g2 = freshRoot(driver);
+      const all = JSON.parse(ok(unionctl([...g2, '--json', 'load', both]))) as LoadJson;
+      assert.deepEqual(all.images.map((i) => i.id).sort(), [DOCKER_IMAGE_ID, OCI_IMAGE_ID].sort());
+      const g3 = freshRoot(driver);
+      const one = JSON.parse(ok(unionctl([...g3, '--json', 'load', '--image', 'sample-app:1', both]))) as LoadJson;
+      assert.deepEqual(one.images.map((i) => i.id), [OCI_IMAGE_ID]);
+      assert.equal((JSON.parse(ok(unionctl([...g3, '--json', 'images']))) as unknown[]).length, 1);
+    });
+
+    it('rmi keeps layers another image uses, removes the rest, and refuses while mounted', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP]));
+      const lines = ok(unionctl([...g, 'mount', 'sample-app:1'])).trim().split('\n');
+      const top = /^layer (\S+)$/.exec(lines[0])![1];
+      const refused = unionctl([...g, 'rmi', DOCKER_IMAGE_ID.slice(7)]);
+      assert.equal(refused.status, 0, 'the docker image shares its layers with the OCI one, so removing it touches no layer');
+      const refusedMounted = unionctl([...g, 'rmi', 'sample-app:1']);
+      assert.equal(refusedMounted.status, 1);
+      assert.match(refusedMounted.stderr, /mounted/);
+      ok(unionctl([...g, 'umount', top]));
+      const rmLayer = unionctl([...g, 'rm', top]);
+      assert.equal(rmLayer.status, 1, 'a layer of an image is removed with the image, not on its own');
+      assert.match(rmLayer.stderr, /belongs to image sample-app:1/);
+      const removed = ok(unionctl([...g, 'rmi', 'sample-app:1']));
+      assert.match(removed, /Deleted: sha256:457ebf04/);
+      assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'ls']))), []);
+      assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'images']))), []);
+    });
+  });
+}

@@ -1,0 +1,75 @@
+/**
+ * devicemapper pieces that need no kernel: option parsing (Docker's keys, units and defaults),
+ * the thin-pool status line, Docker's human sizes. The driver itself is tested on a real pool in
+ * the VM (test/vm/devicemapper.test.ts).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parsePoolStatus } from '../../src/drivers/devicemapper/dmsetup.js';
+import { humanSize } from '../../src/drivers/devicemapper/driver.js';
+import { parseDmOptions, parseLayerSize, parseSize } from '../../src/drivers/devicemapper/options.js';
+
+const GiB = 1024 ** 3;
+
+describe('devicemapper options', () => {
+  it("has Docker's defaults", () => {
+    const o = parseDmOptions({});
+    assert.equal(o.baseSize, 10 * GiB);
+    assert.equal(o.loopDataSize, 100 * GiB);
+    assert.equal(o.loopMetadataSize, 2 * GiB);
+    assert.equal(o.blockSectors, 128, '64K blocks');
+    assert.equal(o.minFreeSpacePercent, 10);
+    assert.equal(o.fs, 'ext4');
+    assert.equal(o.baseSizeGiven, false);
+    assert.equal(o.loopSizesGiven, false);
+  });
+
+  it('reads sizes in binary units, case-insensitive keys', () => {
+    assert.equal(parseSize('k', '512'), 512);
+    assert.equal(parseSize('k', '64k'), 65536);
+    assert.equal(parseSize('k', '100M'), 100 * 1024 ** 2);
+    assert.equal(parseSize('k', '1.5GB'), 1.5 * GiB);
+    assert.equal(parseSize('k', '2GiB'), 2 * GiB);
+    const o = parseDmOptions({ 'DM.BaseSize': '20G', 'dm.blocksize': '512K', 'dm.min_free_space': '0%', 'dm.fs': 'xfs', 'dm.mkfsarg': '-m crc=1' });
+    assert.equal(o.baseSize, 20 * GiB);
+    assert.equal(o.baseSizeGiven, true);
+    assert.equal(o.blockSectors, 1024);
+    assert.equal(o.minFreeSpacePercent, 0);
+    assert.equal(o.fs, 'xfs');
+    assert.deepEqual(o.mkfsArgs, ['-m', 'crc=1']);
+    assert.equal(parseLayerSize({ size: '20G' }), 20 * GiB);
+    assert.equal(parseLayerSize(undefined), undefined);
+  });
+
+  it('refuses bad values, naming the option', () => {
+    const bad: Array<[Record<string, string>, RegExp]> = [
+      [{ 'dm.basesize': 'lots' }, /dm\.basesize=lots: not a size/],
+      [{ 'dm.blocksize': '96K' }, /multiple of 64K/],
+      [{ 'dm.blocksize': '2G' }, /multiple of 64K/],
+      [{ 'dm.min_free_space': '10' }, /% sign/],
+      [{ 'dm.min_free_space': '100%' }, /0% to 99%/],
+      [{ 'dm.fs': 'btrfs' }, /unsupported filesystem/],
+      [{ 'dm.datadev': '/dev/sdb' }, /must be given together/],
+      [{ 'dm.thinpooldev': 'p', 'dm.datadev': '/dev/a', 'dm.metadatadev': '/dev/b' }, /cannot be combined/],
+      [{ 'dm.nosuch': '1' }, /unknown storage option "dm\.nosuch"/],
+    ];
+    for (const [opts, message] of bad) assert.throws(() => parseDmOptions(opts), (e: Error & { code?: string }) => e.code === 'BAD_OPTION' && message.test(e.message));
+    assert.throws(() => parseLayerSize({ quota: '1G' }), { code: 'BAD_OPTION' });
+  });
+});
+
+describe('devicemapper status parsing', () => {
+  it('reads a thin-pool status line', () => {
+    const st = parsePoolStatus('0 2097152 thin-pool 7 95/16384 1216/16384 - rw no_discard_passdown error_if_no_space - 1024');
+    assert.deepEqual(st, { transactionId: 7, metadataUsed: 95, metadataTotal: 16384, dataUsed: 1216, dataTotal: 16384, mode: 'rw' });
+    assert.throws(() => parsePoolStatus('0 8 thin 0 -'), { code: 'CORRUPT' });
+  });
+
+  it("formats sizes as Docker's units.HumanSize does", () => {
+    assert.equal(humanSize(0), '0 B');
+    assert.equal(humanSize(65536), '65.54 kB');
+    assert.equal(humanSize(10 * GiB), '10.74 GB');
+    assert.equal(humanSize(100 * GiB), '107.4 GB');
+    assert.equal(humanSize(999), '999 B');
+  });
+});
