@@ -31,7 +31,6 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readFileSync,
   readlinkSync,
   rmSync,
   statSync,
@@ -43,7 +42,7 @@ import {
 import type { Readable } from 'node:stream';
 import { SysCallError, UnionctlError, UnsafeEntryError } from '../errors.js';
 import type { ApplyResult, WhiteoutFormat } from '../graph/driver.js';
-import { lchown, lgetxattr, lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
+import { lchown, lgetxattr, lsetxattr, mknod, processUmask, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import { decompressedStream, openLayerInput } from './decompress.js';
 import { applyMetadata, applyTimes, applyXattrs, readMetadata, type InodeKind } from './metadata.js';
 import { readTar, type TarEntry } from './tar-reader.js';
@@ -231,7 +230,7 @@ class LayerApplier {
     this.knownDirs.set('', { gid: st.gid, plainCreate: !hasDefaultAcl(this.dest) });
     this.euid = process.geteuid?.() ?? -1;
     this.egid = process.getegid?.() ?? -1;
-    this.umask = readUmask();
+    this.umask = processUmask();
   }
 
   private abs(rel: string): string {
@@ -762,15 +761,4 @@ function major(dev: number): number {
 }
 function minor(dev: number): number {
   return (dev & 0xff) | ((dev >>> 12) & 0xfff00);
-}
-
-/** The process umask, read without changing it (process.umask() with no argument is deprecated: it writes it twice). */
-function readUmask(): number {
-  try {
-    const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    if (m !== null) return parseInt(m[1], 8);
-  } catch {
-    /* fall through */
-  }
-  return 0o777; // unknown: assume everything may be masked, so modes are always set explicitly
 }

@@ -33,6 +33,8 @@ interface RefFile {
 
 export class MountRefs {
   readonly stateDir: string;
+  /** The state dir exists (made once per instance; a lock file cannot be opened without it). */
+  private stateDirMade = false;
 
   constructor(stateDir: string) {
     this.stateDir = stateDir;
@@ -114,7 +116,10 @@ export class MountRefs {
   }
 
   private locked<T>(fn: () => Promise<T>): Promise<T> {
-    mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    if (!this.stateDirMade) {
+      mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+      this.stateDirMade = true;
+    }
     return withFileLock(join(this.stateDir, LOCK_FILE), fn);
   }
 

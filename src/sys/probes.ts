@@ -203,3 +203,19 @@ export function inUserNamespace(): boolean {
     }
   });
 }
+
+/**
+ * The process umask, read without changing it (process.umask() with no argument is deprecated: it
+ * writes it twice). Read once: unionctl never changes it.
+ */
+export function processUmask(): number {
+  return memo('umask', () => {
+    try {
+      const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+      if (m !== null) return parseInt(m[1], 8);
+    } catch {
+      /* fall through */
+    }
+    return 0o777; // unknown: assume everything may be masked, so modes are always set explicitly
+  });
+}

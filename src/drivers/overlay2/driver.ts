@@ -14,7 +14,7 @@ import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilitie
 import { withFileLock } from '../../graph/lock.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
-import { findMount, MNT_DETACH, readMountInfo, statfs, umount2, writeFileAtomic } from '../../sys/index.js';
+import { findMount, MNT_DETACH, processUmask, readMountInfo, statfs, umount2, writeFileAtomic } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
@@ -36,7 +36,7 @@ function readFileIfExists(path: string): string | undefined {
 
 function mkdirMode(path: string, mode: number): void {
   mkdirSync(path, { mode });
-  chmodSync(path, mode); // the umask must not change Docker's modes
+  if ((mode & processUmask()) !== 0) chmodSync(path, mode); // the umask must not change Docker's modes
 }
 
 export class Overlay2Driver implements Driver {

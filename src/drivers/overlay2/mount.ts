@@ -40,7 +40,9 @@ export type MountMethod = 'absolute' | 'relative' | 'new-api';
  * `base` is prefixed to every path ('' keeps them relative to the home).
  */
 export function overlayMountData(paths: UnionPaths, settings: Pick<MountSettings, 'indexOff' | 'userxattr' | 'mountLabel'>, base: string): string {
-  const at = (p: string) => (base === '' ? p : join(base, p));
+  // Plain concatenation: both parts are clean paths we made (path.join's normalising showed up in profiles).
+  const prefix = base === '' ? '' : `${base.replace(/\/+$/, '')}/`;
+  const at = (p: string) => prefix + p;
   let data = `${settings.indexOff ? 'index=off,' : ''}${settings.userxattr ? 'userxattr,' : ''}lowerdir=${paths.lowers.map(at).join(':')}`;
   if (paths.upper !== undefined && paths.work !== undefined) data += `,upperdir=${at(paths.upper)},workdir=${at(paths.work)}`;
   // label.FormatMountLabel quotes the label (Go %q): context="system_u:object_r:…"
