@@ -4,7 +4,6 @@
  * on the benchmark filesystem, interleaved run by run. The floor is GNU tar extracting the
  * archive's layer tars one after the other into one directory.
  */
-import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { openStore } from '../../src/graph/store.js';
 import { freshDir, unionctlSubject, type BenchContext } from '../context.js';
@@ -15,17 +14,7 @@ import { dockerLoader, podmanLoader, umociLoader, type ImageLoader } from '../pe
 import { settle } from '../scratch-fs.js';
 import type { LayerTar } from '../workloads.js';
 
-/** Whether this build's CLI has a `load` command (issue 3 adds it). */
-export function cliHasLoad(cliMain: string): boolean {
-  const r = spawnSync(process.execPath, [cliMain, 'load', '--help'], { encoding: 'utf8' });
-  return r.status === 0;
-}
-
 function unionctlLoaders(ctx: BenchContext): ImageLoader[] {
-  if (!cliHasLoad(ctx.cliMain)) {
-    ctx.log.skip({ subject: 'unionctl load', workload: 'image', operation: 'load', reason: '`unionctl load` does not exist in this build yet (issue 3): no unionctl figure for image load' });
-    return [];
-  }
   return ctx.drivers.map((driver) => {
     let root = freshDir(ctx, `load-${driver}`);
     return {
