@@ -43,7 +43,7 @@ export { NaiveDiff } from './graph/naive-diff.js';
 
 // Archive: tar in, tar out, change detection
 export type { TarHeader, TarEntryType, Timespec, InodeMetadata } from './archive/types.js';
-export { readTar, withTarTap } from './archive/tar-reader.js';
+export { readTar } from './archive/tar-reader.js';
 export type { TarReader, TarEntry, TarStreamDigest, ReadTarOptions, TarTap } from './archive/tar-reader.js';
 export { TarWriter } from './archive/tar-writer.js';
 export { sniffCompression, decompressedStream, openLayerInput } from './archive/decompress.js';

@@ -45,7 +45,7 @@ import type { ApplyResult, WhiteoutFormat } from '../graph/driver.js';
 import { lchown, lgetxattr, lsetxattr, mknod, processUmask, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import { decompressedStream, openLayerInput } from './decompress.js';
 import { applyMetadata, applyTimes, applyXattrs, readMetadata, type InodeKind } from './metadata.js';
-import { readTar, type TarEntry } from './tar-reader.js';
+import { readTar, type TarEntry, type TarTap } from './tar-reader.js';
 import type { TarHeader, Timespec } from './types.js';
 
 export interface ApplyLayerOptions {
@@ -54,6 +54,8 @@ export interface ApplyLayerOptions {
   lowerDirs?: string[];
   /** Bytes of the uncompressed tar read so far. */
   onProgress?: (bytesRead: number) => void;
+  /** Sees every byte that is not file content (see TarTap). */
+  tap?: TarTap;
   /** Something was skipped that the caller may want to report (xattrs the filesystem refuses). Default: process.emitWarning. */
   onWarning?: (message: string) => void;
 }
@@ -89,7 +91,7 @@ function whiteOutLowerRootIfOpaque(dest: string, lowerDirs: string[]): void {
 export async function applyLayer(input: Readable | AsyncIterable<Buffer> | string, dest: string, opts: ApplyLayerOptions): Promise<ApplyResult> {
   const applier = new LayerApplier(dest, opts);
   const { stream } = typeof input === 'string' ? await openLayerInput(input) : await decompressedStream(input);
-  const tar = readTar(stream, { onBytes: opts.onProgress });
+  const tar = readTar(stream, { onBytes: opts.onProgress, tap: opts.tap });
   try {
     for await (const entry of tar) await applier.apply(entry);
     applier.finish();

@@ -19,7 +19,6 @@
  * when one is free); an input that already hashes itself (openLayerInput's file reader) lends us
  * its digest instead.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { isUtf8 } from 'node:buffer';
 import { TarFormatError, UnionctlError } from '../errors.js';
 import type { SelfHashingInput } from './decompress.js';
@@ -47,7 +46,7 @@ export interface TarReader extends AsyncGenerator<TarEntry, void, undefined> {
 export interface ReadTarOptions {
   /** Called after each input chunk with the total number of bytes read so far. */
   onBytes?: (total: number) => void;
-  /** Sees every byte that is not entry content (tar-split, see TarTap). Default: the one withTarTap set up, if any. */
+  /** Sees every byte that is not entry content (tar-split, see TarTap). */
   tap?: TarTap;
   /** false: do not hash the stream (digest.diffId() then throws). For indexing an archive whose digest nobody needs. */
   digest?: boolean;
@@ -68,25 +67,6 @@ export interface TarTap {
   entry?(header: TarHeader): void;
 }
 
-/**
- * withTarTap(tap, fn): the first readTar started inside fn (in its async context) without its own
- * tap uses this one. This is how the layer store taps the apply of a layer, whatever driver and
- * code path reads the tar, without every driver passing an option through. Outside such a scope
- * readTar costs one lookup more.
- */
-const tapScope = new AsyncLocalStorage<{ tap: TarTap; claimed: boolean }>();
-
-export function withTarTap<T>(tap: TarTap, fn: () => Promise<T>): Promise<T> {
-  return tapScope.run({ tap, claimed: false }, fn);
-}
-
-function claimScopedTap(): TarTap | undefined {
-  const slot = tapScope.getStore();
-  if (slot === undefined || slot.claimed) return undefined;
-  slot.claimed = true;
-  return slot.tap;
-}
-
 export const BLOCK_SIZE = 512;
 /** Largest pax / GNU long-name record we accept (Go's archive/tar uses the same limit). */
 const MAX_METADATA_RECORD = 1 << 20;
@@ -99,7 +79,7 @@ const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
  */
 export function readTar(input: AsyncIterable<Buffer | Uint8Array>, opts: ReadTarOptions = {}): TarReader {
   const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, (input as Partial<SelfHashingInput>).streamDigest, opts.digest !== false);
-  source.tap = opts.tap ?? claimScopedTap();
+  source.tap = opts.tap;
   const entries = parseEntries(source);
   return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader;
 }

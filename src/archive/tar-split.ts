@@ -18,13 +18,13 @@
  *               'N' <u32 name length> <name, UTF-8>      an entry without content (not part of the stream)
  * (integers big-endian).
  */
-import { closeSync, constants as fsConstants, openSync, readSync, renameSync, fsyncSync, writeSync, readFileSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, constants as fsConstants, openSync, readSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { gunzipSync, gzip } from 'node:zlib';
 import { UnionctlError } from '../errors.js';
 import type { TarTap } from './tar-reader.js';
 import type { TarHeader } from './types.js';
+import { writeFileAtomic } from '../sys/index.js';
 
 const gzipAsync = promisify(gzip);
 
@@ -200,18 +200,7 @@ function corruptRecord(what: string, detail: string): UnionctlError {
 /** Writes the record (items, or already encoded) durably: gzip'd to a temp file, fsynced, renamed over `path`. */
 export async function writeTarSplit(path: string, record: TarSplitRecord | Buffer): Promise<void> {
   const data = await gzipAsync(Buffer.isBuffer(record) ? record : serializeTarSplit(record), { level: 1 });
-  const tmp = `${dirname(path)}/.${path.slice(dirname(path).length + 1)}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
+  writeFileAtomic(path, data, { durable: true });
 }
 
 /** The record at `path`, or undefined when the layer has none. */

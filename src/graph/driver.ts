@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { TarTap } from '../archive/tar-reader.js';
 
 /**
  * The Driver interface, modelled on Docker's graphdriver (see DESIGN.md §2). A driver stores layers
@@ -37,6 +38,14 @@ export interface ApplyResult {
   diffId: string;
   /** Number of tar entries read. */
   entries: number;
+}
+
+/** What applyDiff passes on to the tar engine (applyLayer), whatever the driver. */
+export interface ApplyDiffOpts {
+  /** Bytes of the uncompressed tar read so far. */
+  onProgress?: (bytes: number) => void;
+  /** Sees every byte of the stream that is not file content (the store's tar-split recorder). */
+  tap?: TarTap;
 }
 
 export interface CreateOpts {
@@ -84,7 +93,7 @@ export interface Driver {
    * Extract an uncompressed (or gzip/zstd: sniffed) layer tar into the layer. `tar` is a stream or
    * the path of a file (read straight into the tar engine's buffers: the fast way in).
    */
-  applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts?: { onProgress?: (bytes: number) => void }): Promise<ApplyResult>;
+  applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts?: ApplyDiffOpts): Promise<ApplyResult>;
   /** The layer's changes against parent as an OCI layer tar. */
   diff(id: string, parent?: string): Promise<Readable>;
   changes(id: string, parent?: string): Promise<Change[]>;

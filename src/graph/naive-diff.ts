@@ -9,7 +9,7 @@ import { applyLayer } from '../archive/apply.js';
 import { changesBetween } from '../archive/changes.js';
 import { exportChanges } from '../archive/export.js';
 import { changesSize } from '../archive/size.js';
-import type { ApplyResult, Change, Driver } from './driver.js';
+import type { ApplyDiffOpts, ApplyResult, Change, Driver } from './driver.js';
 
 /**
  * The mtime given to the .wh. entries of deletions. Docker stamps them with the time of the
@@ -75,10 +75,10 @@ export class NaiveDiff {
    * Applies a layer tar into the layer's mounted view with real deletions (whiteout format
    * 'plain'), for drivers whose layer is a filesystem holding the whole tree (devicemapper).
    */
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     const path = await this.driver.get(id);
     try {
-      return await applyLayer(tar, path, { whiteoutFormat: 'plain', onProgress: opts.onProgress });
+      return await applyLayer(tar, path, { ...opts, whiteoutFormat: 'plain' });
     } finally {
       await this.driver.put(id);
     }

@@ -12,10 +12,11 @@
  * whose layer has nothing to mount (vfs, an overlay2 base layer) should pass `() => true`, so that
  * counts still add up.
  */
-import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertValidId, UnionctlError } from '../errors.js';
 import { withFileLock } from './lock.js';
+import { writeFileAtomic } from '../sys/index.js';
 
 const LOCK_FILE = '.lock';
 
@@ -129,9 +130,7 @@ export class MountRefs {
       rmSync(file, { force: true });
       return;
     }
-    // Temp names start with "." so ids() never mistakes one for a layer.
-    const tmp = join(this.stateDir, `.${id}.${process.pid}.tmp`);
-    writeFileSync(tmp, JSON.stringify({ count, boot: bootId() } satisfies RefFile));
-    renameSync(tmp, file);
+    // Its temp name starts with "." so ids() never mistakes one for a layer.
+    writeFileAtomic(file, JSON.stringify({ count, boot: bootId() } satisfies RefFile), { mode: 0o644 });
   }
 }

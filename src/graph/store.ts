@@ -32,11 +32,10 @@ import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, r
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import '../drivers/index.js'; // registers the built-in drivers
-import { withTarTap } from '../archive/tar-reader.js';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
 import { imagesUsingLayer, recoverInterruptedLoads } from '../image/records.js';
 import { assertValidId, UnionctlError } from '../errors.js';
-import { fsyncDir, writeFileAtomic } from '../sys/index.js';
+import { atomicTempPrefix, fsyncDir, writeFileAtomic } from '../sys/index.js';
 import type { ApplyResult, Branch, Change, Driver, DriverCapabilities } from './driver.js';
 import { withFileLock } from './lock.js';
 import { bootId, MountRefs } from './refcount.js';
@@ -306,7 +305,9 @@ export class LayerStore {
 
   private deleteRecord(id: string): void {
     rmSync(this.tarSplitPath(id), { force: true });
-    rmSync(join(this.layerDb, `.${id}.tar-split.gz.tmp`), { force: true }); // a write cut short by a crash
+    // Writes cut short by a crash leave `.<name>.<pid>.tmp` files (writeFileAtomic).
+    const leftovers = [atomicTempPrefix(this.tarSplitPath(id)), atomicTempPrefix(this.recordPath(id))];
+    for (const f of readdirSync(this.layerDb)) if (leftovers.some((p) => f.startsWith(p))) rmSync(join(this.layerDb, f), { force: true });
     rmSync(this.recordPath(id), { force: true });
     fsyncDir(this.layerDb);
   }
@@ -536,7 +537,7 @@ export class LayerStore {
       await this.driver.create(id, opts.parent);
       // The tar-split tap sees the stream as the driver's apply reads it, whichever driver it is.
       const recorder = new TarSplitRecorder();
-      const result = await withTarTap(recorder, () => this.driver.applyDiff(id, opts.parent, tar, { onProgress: opts.onProgress }));
+      const result = await this.driver.applyDiff(id, opts.parent, tar, { onProgress: opts.onProgress, tap: recorder });
       await opts.verify?.(result);
       if (recorder.active) await writeTarSplit(this.tarSplitPath(id), recorder.encoded());
       const parentChain = parentRec === undefined ? undefined : parentRec.chainId;

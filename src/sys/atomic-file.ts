@@ -2,10 +2,11 @@
  * Small files replaced atomically: a temp file in the same directory, renamed over the target, so
  * a reader (or a crash) sees the old content or the new, never half of it. This is how Docker
  * writes its metadata files (atomicwriter), and every driver and the store keep theirs this way.
+ * Also: directories made with an exact mode, whatever the umask (Docker's on-disk modes).
  */
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { processUmask } from './probes.js';
 
 export interface AtomicWriteOptions {
   /** File mode (default 0600). */
@@ -18,8 +19,9 @@ export interface AtomicWriteOptions {
 }
 
 export function writeFileAtomic(path: string, data: string | Uint8Array, opts: AtomicWriteOptions = {}): void {
-  // A dot name, so directory listings that skip dot files never see a half-written one.
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
+  // A dot name, so listings that skip dot files never see a half-written one; the pid keeps two
+  // processes apart, and a crash's leftover is `.<name>.<pid>.tmp` (atomicTempPrefix finds it).
+  const tmp = join(dirname(path), `${atomicTempPrefix(path)}${process.pid}.tmp`);
   const fd = openSync(tmp, 'w', opts.mode ?? 0o600);
   try {
     try {
@@ -34,6 +36,17 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: A
     throw e;
   }
   if (opts.durable) fsyncDir(dirname(path));
+}
+
+/** The name every temp file of writeFileAtomic(path) starts with, for cleaning up after a crash. */
+export function atomicTempPrefix(path: string): string {
+  return `.${basename(path)}.`;
+}
+
+/** mkdir with exactly `mode`: chmod again only when the umask took bits away. */
+export function mkdirWithMode(path: string, mode: number): void {
+  mkdirSync(path, { mode });
+  if ((mode & processUmask()) !== 0) chmodSync(path, mode);
 }
 
 /** Makes the directory's entries (a rename, a new or removed name) durable. */

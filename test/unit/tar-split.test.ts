@@ -12,7 +12,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { readTar, withTarTap, type TarTap } from '../../src/archive/tar-reader.js';
+import { applyLayer } from '../../src/archive/apply.js';
+import { readTar, type TarTap } from '../../src/archive/tar-reader.js';
 import { parseTarSplit, readTarSplit, rebuildTarStream, serializeTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../../src/archive/tar-split.js';
 import { UnionctlError } from '../../src/errors.js';
 import { openStore } from '../../src/graph/store.js';
@@ -140,13 +141,14 @@ describe('tar-split: record and rebuild', () => {
 });
 
 describe('tar reader tap', () => {
-  it('withTarTap hands the tap to the first reader in scope only; digest: false skips hashing', async () => {
+  it('applyLayer hands its tap to its own reader only; digest: false skips hashing', async (t) => {
     const tar = buildTar([{ name: 'f', content: 'x' }]);
     const seen: string[] = [];
     const tap: TarTap = { raw: () => {}, content: (h) => seen.push(h.path) };
-    await withTarTap(tap, async () => {
-      for (const _ of [1, 2]) for await (const e of readTar(chunked(tar))) for await (const _p of e.body);
-    });
+    const dir = await withScratchFs(t);
+    mkdirSync(join(dir, 'layer'));
+    await applyLayer(chunked(tar), join(dir, 'layer'), { whiteoutFormat: 'overlay', tap });
+    for await (const e of readTar(chunked(tar))) for await (const _p of e.body);
     assert.deepEqual(seen, ['f']);
     const unhashed = readTar(chunked(tar), { digest: false });
     for await (const e of unhashed) for await (const _p of e.body);

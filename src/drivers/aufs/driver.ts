@@ -22,7 +22,7 @@ import { applyLayer } from '../../archive/apply.js';
 import { changesFromLayerDir, exportLayerDir } from '../../archive/export.js';
 import { directorySize } from '../../archive/size.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyResult, Branch, BranchMode, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type { ApplyDiffOpts, ApplyResult, Branch, BranchMode, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
 import { parseStorageOpts } from '../../graph/registry.js';
@@ -357,7 +357,7 @@ export class AufsDriver implements Driver {
    * Straight into diff/<id> with `.wh.` entries kept (aufs format). A hardlink to a file of an
    * ancestor is resolved through the ancestors' diff dirs (the file is copied up first).
    */
-  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     if (!this.isParent(id, parent)) {
       throw new UnionctlError('USAGE', `aufs layer ${id} is not a child of ${parent ?? '(no parent)'}; a diff is applied onto the layer's own parent`, {
         hint: `its parent is ${this.parentsOf(id)[0] ?? '(none)'}`,
@@ -367,7 +367,7 @@ export class AufsDriver implements Driver {
       throw new UnionctlError('IN_USE', `aufs layer ${id} is mounted; a diff cannot be applied to it now`, { hint: `unmount it first (unionctl umount ${id})` });
     }
     const lowerDirs = this.parentsOf(id).map((p) => this.layout.diffDir(p));
-    return applyLayer(tar, this.layout.diffDir(id), { whiteoutFormat: 'aufs', lowerDirs, onProgress: opts.onProgress });
+    return applyLayer(tar, this.layout.diffDir(id), { ...opts, whiteoutFormat: 'aufs', lowerDirs });
   }
 
   /** diff/<id> is already the layer tar's content (`.wh..wh.*` bookkeeping skipped, the opaque marker kept). */

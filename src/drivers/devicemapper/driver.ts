@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
 import { findMount, mount, statfs, umount2 } from '../../sys/index.js';
@@ -271,10 +271,10 @@ export class DevmapperDriver implements Driver {
   // ---- diffs ---------------------------------------------------------------------------------
 
   /** The device holds the parent's whole tree, so deletions and opaque dirs are applied for real. */
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     const root = await this.get(id);
     try {
-      return await applyLayer(tar, root, { whiteoutFormat: 'plain', onProgress: opts.onProgress });
+      return await applyLayer(tar, root, { ...opts, whiteoutFormat: 'plain' });
     } finally {
       await this.put(id);
     }

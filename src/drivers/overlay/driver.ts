@@ -19,11 +19,11 @@ import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { backingFs, findMount, inUserNamespace, MNT_DETACH, overlayModuleParams, pageSize, parseOverlayOptions, supportsDType, umount2 } from '../../sys/index.js';
+import { backingFs, findMount, inUserNamespace, mkdirWithMode, MNT_DETACH, overlayModuleParams, pageSize, parseOverlayOptions, supportsDType, umount2 } from '../../sys/index.js';
 import { existingDirFor, overlay2UnsupportedReason } from '../overlay2/features.js';
 import { mountUnion, type MountSettings } from '../overlay2/mount.js';
 import { countFarmInodes } from './farm.js';
@@ -34,11 +34,6 @@ export const OVERLAY_OPTION_KEYS: string[] = [];
 
 /** Modes Docker (≥ 20.10.9) uses. */
 const MODE = { home: 0o710, layer: 0o710, root: 0o755, work: 0o700, merged: 0o700 };
-
-function mkdirMode(path: string, mode: number): void {
-  mkdirSync(path, { mode });
-  chmodSync(path, mode); // the umask must not change Docker's modes
-}
 
 /** rmdir, tolerating a mount point that is already gone. */
 function removeMountPoint(dir: string): void {
@@ -133,13 +128,13 @@ export class OverlayDriver implements Driver {
     }
     const dir = this.layout.layerDir(id);
     try {
-      mkdirMode(dir, MODE.layer);
+      mkdirWithMode(dir, MODE.layer);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `overlay layer ${id} already exists`, { hint: 'choose another id' });
       throw e;
     }
     try {
-      if (parent === undefined) mkdirMode(this.layout.rootDir(id), MODE.root);
+      if (parent === undefined) mkdirWithMode(this.layout.rootDir(id), MODE.root);
       else if (this.layout.hasRoot(parent)) this.createOnImageLayer(id, parent);
       else await this.createOnWritableLayer(id, parent);
     } catch (e) {
@@ -150,8 +145,8 @@ export class OverlayDriver implements Driver {
 
   /** An empty upper (with the mode of the parent's root) over the parent's root/. */
   private createOnImageLayer(id: string, parent: string): void {
-    mkdirMode(this.layout.upperDir(id), lstatSync(this.layout.rootDir(parent)).mode & 0o7777);
-    mkdirMode(this.layout.workDir(id), MODE.work);
+    mkdirWithMode(this.layout.upperDir(id), lstatSync(this.layout.rootDir(parent)).mode & 0o7777);
+    mkdirWithMode(this.layout.workDir(id), MODE.work);
     this.layout.writeLowerId(id, parent);
   }
 
@@ -162,8 +157,8 @@ export class OverlayDriver implements Driver {
   private async createOnWritableLayer(id: string, parent: string): Promise<void> {
     const lowerId = this.layout.readLowerId(parent);
     const parentUpper = this.layout.upperDir(parent);
-    mkdirMode(this.layout.upperDir(id), lstatSync(parentUpper).mode & 0o7777);
-    mkdirMode(this.layout.workDir(id), MODE.work);
+    mkdirWithMode(this.layout.upperDir(id), lstatSync(parentUpper).mode & 0o7777);
+    mkdirWithMode(this.layout.workDir(id), MODE.work);
     await copyTree(parentUpper, this.layout.upperDir(id), { mode: 'copy' });
     this.layout.writeLowerId(id, lowerId);
   }
@@ -210,7 +205,7 @@ export class OverlayDriver implements Driver {
     }
     const merged = this.layout.mergedDir(id);
     try {
-      mkdirMode(merged, MODE.merged);
+      mkdirWithMode(merged, MODE.merged);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
@@ -328,7 +323,7 @@ export class OverlayDriver implements Driver {
 
   // ---- diffs -------------------------------------------------------------------------------
 
-  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     this.assertExists(id);
     if (parent !== undefined && !this.layout.hasRoot(id) && this.layout.hasRoot(parent)) return this.applyAsFarm(id, parent, tar, opts);
     // Docker's ErrApplyDiffFallback: a base layer (root/ itself) or a child of a writable layer
@@ -350,7 +345,7 @@ export class OverlayDriver implements Driver {
     let result: ApplyResult;
     try {
       await copyTree(this.layout.rootDir(parent), tmpRoot, { mode: 'hardlink' });
-      result = await applyLayer(tar, tmpRoot, { whiteoutFormat: 'plain', onProgress: opts.onProgress });
+      result = await applyLayer(tar, tmpRoot, { ...opts, whiteoutFormat: 'plain' });
       renameSync(tmpRoot, this.layout.rootDir(id));
     } catch (e) {
       rmSync(tmpRoot, { recursive: true, force: true });

@@ -8,9 +8,10 @@
  *   whose `root/` is its single lowerdir. A layer on such a layer copies its `lower-id` and the
  *   content of its `upper/`.
  */
-import { lstatSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertValidId, UnionctlError } from '../../errors.js';
+import { writeFileAtomic } from '../../sys/index.js';
 
 export const ROOT = 'root';
 export const UPPER = 'upper';
@@ -81,10 +82,8 @@ export class OverlayLayout {
   }
 
   writeLowerId(id: string, lowerId: string): void {
-    // Docker: os.WriteFile(…, 0600), no newline. Written to a temp name and renamed so a reader never sees half.
-    const tmp = `${this.lowerIdFile(id)}.tmp`;
-    writeFileSync(tmp, lowerId, { mode: 0o600 });
-    renameSync(tmp, this.lowerIdFile(id));
+    // Docker: os.WriteFile(…, 0600), no newline; atomic so a reader never sees half.
+    writeFileAtomic(this.lowerIdFile(id), lowerId, { mode: 0o600 });
   }
 
   /** The layer whose root/ is `dir` (an absolute <home>/<id>/root), if it is one. */

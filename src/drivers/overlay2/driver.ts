@@ -10,11 +10,11 @@ import { applyLayer } from '../../archive/apply.js';
 import { exportLayerDir } from '../../archive/export.js';
 import { directorySize } from '../../archive/size.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
 import { withFileLock } from '../../graph/lock.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
-import { findMount, MNT_DETACH, processUmask, readMountInfo, statfs, umount2, writeFileAtomic } from '../../sys/index.js';
+import { findMount, mkdirWithMode, MNT_DETACH, readMountInfo, statfs, umount2, writeFileAtomic } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
@@ -32,11 +32,6 @@ function readFileIfExists(path: string): string | undefined {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-}
-
-function mkdirMode(path: string, mode: number): void {
-  mkdirSync(path, { mode });
-  if ((mode & processUmask()) !== 0) chmodSync(path, mode); // the umask must not change Docker's modes
 }
 
 export class Overlay2Driver implements Driver {
@@ -107,7 +102,7 @@ export class Overlay2Driver implements Driver {
     const lower = parent === undefined ? undefined : this.lowerChainFor(id, parent);
     const dir = this.layout.layerDir(id);
     try {
-      mkdirMode(dir, MODE.layer);
+      mkdirWithMode(dir, MODE.layer);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `overlay2 layer ${id} already exists`, { hint: 'choose another id' });
       throw e;
@@ -115,11 +110,11 @@ export class Overlay2Driver implements Driver {
     let linkId: string | undefined;
     try {
       if (quotaBytes > 0) await withFileLock(join(this.stateDir, 'quota.lock'), async () => limitLayerDir(this.home, dir, quotaBytes));
-      mkdirMode(this.layout.diffDir(id), MODE.diff);
+      mkdirWithMode(this.layout.diffDir(id), MODE.diff);
       linkId = this.makeLink(id);
       writeFileAtomic(this.layout.linkFile(id), linkId, { mode: MODE.link });
       if (parent === undefined || lower === undefined) return;
-      mkdirMode(this.layout.workDir(id), MODE.work);
+      mkdirWithMode(this.layout.workDir(id), MODE.work);
       writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
       writeFileAtomic(this.layout.committedFile(parent), '', { mode: MODE.committed });
     } catch (e) {
@@ -222,7 +217,7 @@ export class Overlay2Driver implements Driver {
   private mountLayer(id: string, lowers: string[], mountLabel: string | undefined): void {
     const merged = this.layout.mergedDir(id);
     try {
-      mkdirMode(merged, MODE.merged);
+      mkdirWithMode(merged, MODE.merged);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
@@ -331,13 +326,13 @@ export class Overlay2Driver implements Driver {
 
   // ---- diffs -------------------------------------------------------------------------------
 
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     this.assertExists(id);
     const diff = this.layout.diffDir(id);
     const lowerDirs = this.layout.lowerDiffDirs(id);
     // Whiteouts become char 0/0 devices and opaque xattrs in diff/; hardlinks may point at files
     // of the ancestors, which apply copies up from their diff dirs.
-    return applyLayer(tar, diff, { whiteoutFormat: 'overlay', lowerDirs, onProgress: opts.onProgress });
+    return applyLayer(tar, diff, { ...opts, whiteoutFormat: 'overlay', lowerDirs });
   }
 
   /**

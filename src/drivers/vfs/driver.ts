@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import { backingFs, flock, LOCK_EX, LOCK_NB, LOCK_SH, reflinkSupported } from '../../sys/index.js';
@@ -256,9 +256,9 @@ export class VfsDriver implements Driver {
   // ---- diffs ---------------------------------------------------------------------------------
 
   /** The layer holds a full copy of its parent, so deletions are applied for real. */
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: { onProgress?: (bytes: number) => void } = {}): Promise<ApplyResult> {
+  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     this.assertExists(id);
-    return applyLayer(tar, this.layerDir(id), { whiteoutFormat: 'plain', onProgress: opts.onProgress });
+    return applyLayer(tar, this.layerDir(id), { ...opts, whiteoutFormat: 'plain' });
   }
 
   /** vfs layers are two plain directories: the naive diff compares them directly, nothing is mounted. */
