@@ -101,16 +101,15 @@ export class StreamDigest {
     private readonly useWorker = idleCoreAvailable(),
     expectedBytes?: number,
   ) {
-    this.headOnWorker = useWorker && expectedBytes !== undefined && expectedBytes > START_THRESHOLD;
-    // A thread takes ~20 ms to boot; started now, it is ready by the time the ring has filled up.
-    if (this.headOnWorker) {
+    // A thread takes ~20 ms to boot; started now, it is ready by the time the ring has filled up,
+    // and it hashes from the first byte (no main-thread hash of the head).
+    if (useWorker && expectedBytes !== undefined && expectedBytes > START_THRESHOLD) {
+      this.local = undefined;
       this.ring = new Uint8Array(new SharedArrayBuffer(RING_BYTES));
       this.ctl = new BigInt64Array(new SharedArrayBuffer(CTL_SLOTS * 8));
       this.startWorker();
     }
   }
-
-  private readonly headOnWorker: boolean;
 
   /**
    * Adds bytes (copied when needed: the caller may reuse the chunk afterwards). Returns a promise
@@ -162,7 +161,6 @@ export class StreamDigest {
     this.reserved = { pos: 0, length: 0 };
     this.written += n;
     const ctl = this.ctl!;
-    if (this.headOnWorker) this.local = undefined;
     if (this.local !== undefined) this.local.update(bytes);
     if (!this.useWorker) {
       Atomics.store(ctl, CONSUMED, BigInt(this.written)); // hashed already: the space is free again
