@@ -112,7 +112,7 @@ function readWhole(path: string): number {
   const buf = Buffer.allocUnsafe(1 << 20);
   let total = 0;
   try {
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) total += n;
+    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0;) total += n;
   } finally {
     closeSync(fd);
   }
@@ -150,7 +150,12 @@ async function unionMeasures(store: LayerStore, top: string, image: Image, resul
 }
 
 /** Imports the image into a fresh store; with `union`, then runs the union measures on it. */
-async function benchStore(name: DriverName, root: string, image: Image, union: boolean): Promise<{ applyBase: number; applyUppers: number; result?: DriverResult }> {
+async function benchStore(
+  name: DriverName,
+  root: string,
+  image: Image,
+  union: boolean,
+): Promise<{ applyBase: number; applyUppers: number; result?: DriverResult }> {
   const store = await openStore({ root, driver: name });
   try {
     const { top, applyBase, applyUppers } = await importImage(store, image);
@@ -186,7 +191,11 @@ function loadAverage(): string {
   return readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
 }
 
-function report(results: Record<DriverName, DriverResult>, fsDescription: string, load: { start: string; end: string }): { md: string; rows: Array<Record<string, unknown>> } {
+function report(
+  results: Record<DriverName, DriverResult>,
+  fsDescription: string,
+  load: { start: string; end: string },
+): { md: string; rows: Array<Record<string, unknown>> } {
   const rows = ROWS.map((r) => {
     const a = seconds(results[r.vs][r.key] as Summary | undefined);
     const b = seconds(results[r.against][r.key] as Summary | undefined);
@@ -201,7 +210,10 @@ function report(results: Record<DriverName, DriverResult>, fsDescription: string
     '',
     '| measure | driver | driver time | overlay2 time | ratio (driver / overlay2) |',
     '|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.measure} | ${r.driver} | ${r.seconds === undefined ? '–' : formatSeconds(r.seconds)} | ${r.overlay2Seconds === undefined ? '–' : formatSeconds(r.overlay2Seconds)} | ${formatRatio(r.ratio)} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.measure} | ${r.driver} | ${r.seconds === undefined ? '–' : formatSeconds(r.seconds)} | ${r.overlay2Seconds === undefined ? '–' : formatSeconds(r.overlay2Seconds)} | ${formatRatio(r.ratio)} |`,
+    ),
     '',
   ];
   return { md: lines.join('\n'), rows };
@@ -240,7 +252,10 @@ async function main(): Promise<void> {
     mkdirSync(reports, { recursive: true });
     const stamp = new Date().toISOString().slice(0, 10);
     writeFileSync(join(reports, `aufs-overlay-${stamp}.md`), md);
-    writeFileSync(join(reports, `aufs-overlay-${stamp}.json`), `${JSON.stringify({ fs: fs.description, quick: QUICK, runs: RUNS, applyRounds: APPLY_ROUNDS, loadAtStart, rows, results }, null, 2)}\n`);
+    writeFileSync(
+      join(reports, `aufs-overlay-${stamp}.json`),
+      `${JSON.stringify({ fs: fs.description, quick: QUICK, runs: RUNS, applyRounds: APPLY_ROUNDS, loadAtStart, rows, results }, null, 2)}\n`,
+    );
   } finally {
     fs.dispose();
   }

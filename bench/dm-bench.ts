@@ -23,7 +23,14 @@ import { packTree, writeSyntheticTree, type SyntheticShape } from './synthetic-l
 const REPORTS = join(process.cwd(), 'bench', 'reports');
 const WORK = '/tmp/unionctl-bench-dm';
 
-const LAYER_SHAPE: SyntheticShape = { smallFiles: 2500, largeFiles: 8, largeMean: 3 * 1024 * 1024, dirs: 200, symlinks: 100, hardlinks: 20 };
+const LAYER_SHAPE: SyntheticShape = {
+  smallFiles: 2500,
+  largeFiles: 8,
+  largeMean: 3 * 1024 * 1024,
+  dirs: 200,
+  symlinks: 100,
+  hardlinks: 20,
+};
 const DEPTHS = [1, 10, 25, 50, 100];
 const BIG_FILE = 32 * 1024 * 1024;
 const ROUNDS = 3;
@@ -127,7 +134,11 @@ async function main(): Promise<void> {
     const store = await openDriver(name);
     try {
       const d = store.driver;
-      results[name] = { apply: await applyTimes(d, tar, name), snapshots: await snapshotTimes(d, name), firstWrite: await firstWriteTimes(d, name) };
+      results[name] = {
+        apply: await applyTimes(d, tar, name),
+        snapshots: await snapshotTimes(d, name),
+        firstWrite: await firstWriteTimes(d, name),
+      };
     } finally {
       await store.cleanup();
       await store.close();
@@ -143,9 +154,16 @@ async function main(): Promise<void> {
     where: 'qemu TCG guest (-smp 1), Debian kernel, store on the guest tmpfs (pool on loop files)',
     layer: { bytes: tree.bytes, files: tree.files.length },
     applyMs: { devicemapper: round(dm.apply), overlay2: round(ov.apply), ratio: ratio(dm.apply, ov.apply) },
-    snapshotMs: Object.fromEntries(DEPTHS.map((depth) => [depth, { devicemapper: round(dm.snapshots[depth]), overlay2: round(ov.snapshots[depth]) }])),
+    snapshotMs: Object.fromEntries(
+      DEPTHS.map((depth) => [depth, { devicemapper: round(dm.snapshots[depth]), overlay2: round(ov.snapshots[depth]) }]),
+    ),
     snapshotDepthRatio: { devicemapper: ratio(dm.snapshots[100], dm.snapshots[1]), overlay2: ratio(ov.snapshots[100], ov.snapshots[1]) },
-    firstWriteMs: { devicemapper: round(dm.firstWrite), overlay2: round(ov.firstWrite), overlay2OverDevicemapper: ratio(ov.firstWrite, dm.firstWrite), bigFileBytes: BIG_FILE },
+    firstWriteMs: {
+      devicemapper: round(dm.firstWrite),
+      overlay2: round(ov.firstWrite),
+      overlay2OverDevicemapper: ratio(ov.firstWrite, dm.firstWrite),
+      bigFileBytes: BIG_FILE,
+    },
   };
   const md = [
     `# devicemapper benchmark (${report.date.slice(0, 10)})`,
@@ -155,7 +173,10 @@ async function main(): Promise<void> {
     `| measurement | devicemapper | overlay2 | ratio |`,
     `|---|---|---|---|`,
     `| apply ${(tree.bytes / 1e6).toFixed(1)} MB, ${tree.files.length} files | ${report.applyMs.devicemapper} ms | ${report.applyMs.overlay2} ms | dm/ov ${report.applyMs.ratio} |`,
-    ...DEPTHS.map((depth) => `| create layer at depth ${depth} | ${report.snapshotMs[depth].devicemapper} ms | ${report.snapshotMs[depth].overlay2} ms | dm/ov ${ratio(dm.snapshots[depth], ov.snapshots[depth])} |`),
+    ...DEPTHS.map(
+      (depth) =>
+        `| create layer at depth ${depth} | ${report.snapshotMs[depth].devicemapper} ms | ${report.snapshotMs[depth].overlay2} ms | dm/ov ${ratio(dm.snapshots[depth], ov.snapshots[depth])} |`,
+    ),
     `| create at depth 100 / depth 1 | ${report.snapshotDepthRatio.devicemapper} | ${report.snapshotDepthRatio.overlay2} | |`,
     `| first 4 KiB write into a ${BIG_FILE >> 20} MiB lower file (+fsync) | ${report.firstWriteMs.devicemapper} ms (block CoW) | ${report.firstWriteMs.overlay2} ms (file copy-up) | ov/dm ${report.firstWriteMs.overlay2OverDevicemapper} |`,
     '',

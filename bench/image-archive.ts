@@ -50,7 +50,11 @@ export function imageConfig(diffIds: string[]): object {
  * Writes the archive at `archivePath` from `layers` (uncompressed layer tars, bottom first). The
  * layer tars are hard-linked into the staging dir, not copied (same tmpfs).
  */
-export async function writeImageArchive(archivePath: string, layers: Array<{ path: string; entries: number }>, reference = 'unionctl-bench/image:latest'): Promise<ImageArchive> {
+export async function writeImageArchive(
+  archivePath: string,
+  layers: Array<{ path: string; entries: number }>,
+  reference = 'unionctl-bench/image:latest',
+): Promise<ImageArchive> {
   const stage = `${archivePath}.stage`;
   rmSync(stage, { recursive: true, force: true });
   mkdirSync(stage);
@@ -65,7 +69,10 @@ export async function writeImageArchive(archivePath: string, layers: Array<{ pat
       mkdirSync(join(stage, diffId));
       linkSync(layer.path, join(stage, diffId, 'layer.tar'));
       writeFileSync(join(stage, diffId, 'VERSION'), '1.0');
-      writeFileSync(join(stage, diffId, 'json'), JSON.stringify({ id: diffId, ...(parentV1 ? { parent: parentV1 } : {}), created: EPOCH.toISOString() }));
+      writeFileSync(
+        join(stage, diffId, 'json'),
+        JSON.stringify({ id: diffId, ...(parentV1 ? { parent: parentV1 } : {}), created: EPOCH.toISOString() }),
+      );
       parentV1 = diffId;
     }
     const config = JSON.stringify(imageConfig(diffIds));

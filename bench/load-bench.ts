@@ -64,7 +64,9 @@ function sha256File(path: string): string {
 }
 
 function tarEntries(path: string): number {
-  return execFileSync('tar', ['-tf', path], { encoding: 'utf8', maxBuffer: 256 << 20 }).split('\n').filter(Boolean).length;
+  return execFileSync('tar', ['-tf', path], { encoding: 'utf8', maxBuffer: 256 << 20 })
+    .split('\n')
+    .filter(Boolean).length;
 }
 
 /** Upper layer: `add` new small files, whiteouts for `remove` files of the base, one opaque dir. */
@@ -182,7 +184,10 @@ function unionctlTool(fs: BenchFs, image: GeneratedImage): Tool {
     name: 'unionctl load (overlay2)',
     load() {
       root = join(fs.target, `unionctl-${++n}`);
-      const r = spawnSync(process.execPath, [CLI, '--root', root, '--driver', 'overlay2', '--json', 'load', image.archive], { encoding: 'utf8', maxBuffer: 64 << 20 });
+      const r = spawnSync(process.execPath, [CLI, '--root', root, '--driver', 'overlay2', '--json', 'load', image.archive], {
+        encoding: 'utf8',
+        maxBuffer: 64 << 20,
+      });
       if (r.status !== 0) throw new Error(`unionctl load failed: ${r.stderr}`);
       return (JSON.parse(r.stdout) as { images: Array<{ layers: Array<{ diffId: string }> }> }).images[0].layers.map((l) => l.diffId);
     },
@@ -212,7 +217,8 @@ function podmanTool(podman: Podman, image: GeneratedImage): Tool {
     name: 'podman load (overlay)',
     load() {
       podman.podman(['load', '-q', '-i', image.archive]);
-      return (JSON.parse(podman.podman(['image', 'inspect', `localhost/${image.name}`])) as Array<{ RootFS: { Layers: string[] } }>)[0].RootFS.Layers;
+      return (JSON.parse(podman.podman(['image', 'inspect', `localhost/${image.name}`])) as Array<{ RootFS: { Layers: string[] } }>)[0]
+        .RootFS.Layers;
     },
     reset() {
       podman.podman(['rmi', '-f', `localhost/${image.name}`]);
@@ -248,7 +254,9 @@ function runRound(tools: Tool[], image: GeneratedImage, fs: BenchFs, round: numb
       throw new Error(`${tool.name} reported diff IDs ${diffIds.join(', ')}, expected ${image.diffIds.join(', ')}`);
     }
     samples.push({ tool: tool.name, ms, syncMs: sync.ms, cpuMs });
-    console.log(`  round ${round + 1}: ${tool.name.padEnd(32)} ${(ms / 1000).toFixed(2)} s (+ sync ${(sync.ms / 1000).toFixed(2)} s), CPU ${(cpuMs / 1000).toFixed(2)} s, digests verified`);
+    console.log(
+      `  round ${round + 1}: ${tool.name.padEnd(32)} ${(ms / 1000).toFixed(2)} s (+ sync ${(sync.ms / 1000).toFixed(2)} s), CPU ${(cpuMs / 1000).toFixed(2)} s, digests verified`,
+    );
     tool.reset();
     fs.trim();
   }
@@ -263,7 +271,9 @@ async function main(): Promise<void> {
   try {
     console.log(`generating the image on ${fs.tmp} …`);
     const image = generateImage(fs.tmp);
-    console.log(`image: ${(image.bytes / 1e6).toFixed(0)} MB archive, ${image.entries} tar entries in ${image.diffIds.length} layers, ${image.whiteouts} whiteouts`);
+    console.log(
+      `image: ${(image.bytes / 1e6).toFixed(0)} MB archive, ${image.entries} tar entries in ${image.diffIds.length} layers, ${image.whiteouts} whiteouts`,
+    );
     const tools: Tool[] = [unionctlTool(fs, image)];
     if (args.docker) {
       dockerd = await startDockerd({ storageDriver: 'overlay2', dir: fs.target });
@@ -303,11 +313,14 @@ function report(tools: Tool[], samples: Sample[], image: GeneratedImage, fs: Ben
     '',
     `Image: generated docker-save archive, ${(image.bytes / 1e6).toFixed(0)} MB, ${image.entries} tar entries in ${image.diffIds.length} layers, ${image.whiteouts} whiteouts (incl. one opaque dir per upper layer).`,
     `Filesystem: ${fs.description}. ${args.rounds} rounds, order alternating, caches dropped before each load; medians. Node ${process.version}, ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores, load average ${loadavg()[0].toFixed(1)} at the end (other work on the machine competes with every tool alike).`,
-    'Every load was checked: the tool reported exactly the image\'s diff IDs.',
+    "Every load was checked: the tool reported exactly the image's diff IDs.",
     '',
     '| tool | load, s | load + sync, s | vs unionctl | CPU, s | CPU vs unionctl |',
     '|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.tool} | ${r.s.toFixed(2)} | ${r.withSync.toFixed(2)} | ${(r.s / ours.s).toFixed(2)}× | ${r.cpu.toFixed(2)} | ${(r.cpu / ours.cpu).toFixed(2)}× |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.tool} | ${r.s.toFixed(2)} | ${r.withSync.toFixed(2)} | ${(r.s / ours.s).toFixed(2)}× | ${r.cpu.toFixed(2)} | ${(r.cpu / ours.cpu).toFixed(2)}× |`,
+    ),
     '',
     fastestPeer === undefined
       ? 'No peer was run.'

@@ -45,7 +45,11 @@ export function sh(cmd: string, args: string[], opts: SpawnSyncOptions = {}): st
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
   if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
   if (r.status !== 0) {
-    const err = String(r.stderr ?? '').trim().split('\n').slice(-3).join(' / ');
+    const err = String(r.stderr ?? '')
+      .trim()
+      .split('\n')
+      .slice(-3)
+      .join(' / ');
     throw new Error(`${cmd} ${args.slice(0, 4).join(' ')}${args.length > 4 ? ' …' : ''} exited ${r.status ?? r.signal}: ${err}`);
   }
   return String(r.stdout ?? '');

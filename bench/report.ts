@@ -64,7 +64,9 @@ export function tableRows(results: Result[]): Row[] {
       const s = summarize(r.seconds);
       // A rate means something where data streams through (import, load, export), not for one write.
       const rate = THROUGHPUT_OPERATIONS.has(g.operation)
-        ? [formatRate(perSecond(r.bytes, s.median), 'MB'), formatRate(perSecond(r.files, s.median), 'files')].filter((x) => x !== '–').join(', ')
+        ? [formatRate(perSecond(r.bytes, s.median), 'MB'), formatRate(perSecond(r.files, s.median), 'files')]
+            .filter((x) => x !== '–')
+            .join(', ')
         : '';
       rows.push({
         workload: g.workload,
@@ -85,9 +87,23 @@ export function tableRows(results: Result[]): Row[] {
 
 export function markdownTable(rows: Row[]): string {
   const head = ['workload', 'operation', 'param', 'subject', 'min', 'median', 'max', 'throughput (median)', 'vs best peer', 'vs floor'];
-  const cells = rows.map((r) => [r.workload, r.operation, r.param, r.subject, r.min, r.median, r.max, r.throughput, r.vsBestPeer, r.vsFloor]);
+  const cells = rows.map((r) => [
+    r.workload,
+    r.operation,
+    r.param,
+    r.subject,
+    r.min,
+    r.median,
+    r.max,
+    r.throughput,
+    r.vsBestPeer,
+    r.vsFloor,
+  ]);
   const esc = (c: string) => c.replace(/\|/g, '\\|');
-  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...cells.map((c) => `| ${c.map(esc).join(' | ')} |`)].join('\n') + '\n';
+  return (
+    [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...cells.map((c) => `| ${c.map(esc).join(' | ')} |`)].join('\n') +
+    '\n'
+  );
 }
 
 /**
@@ -128,7 +144,11 @@ export interface TargetCheck {
 
 function find(results: Result[], workload: string, operation: string, subject: string | RegExp, param?: string): Result | undefined {
   return results.find(
-    (r) => r.workload === workload && r.operation === operation && (param === undefined || r.param === param) && (typeof subject === 'string' ? r.subject === subject : subject.test(r.subject)),
+    (r) =>
+      r.workload === workload &&
+      r.operation === operation &&
+      (param === undefined || r.param === param) &&
+      (typeof subject === 'string' ? r.subject === subject : subject.test(r.subject)),
   );
 }
 
@@ -142,7 +162,11 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
   if (tar && ov) {
     const r = medianOf(ov) / medianOf(tar);
     const cli = ovCli ? `; as a whole \`unionctl import\` process ${formatRatio(medianOf(ovCli) / medianOf(tar))}` : '';
-    checks.push({ target: 'overlay2 import of distro ≤ 1.5× GNU tar', measured: `${formatRatio(r)} (importLayer in-process)${cli}`, met: r <= 1.5 });
+    checks.push({
+      target: 'overlay2 import of distro ≤ 1.5× GNU tar',
+      measured: `${formatRatio(r)} (importLayer in-process)${cli}`,
+      met: r <= 1.5,
+    });
   } else checks.push({ target: 'overlay2 import of distro ≤ 1.5× GNU tar', measured: 'not measured in this run', met: undefined });
 
   const docker = find(rs, 'image', 'load', /^docker/);
@@ -154,24 +178,45 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
     const fastest = peers.reduce((a, b) => (medianOf(b) < medianOf(a) ? b : a));
     const speedup = medianOf(fastest) / medianOf(ucLoad);
     const how = speedup >= 1 ? `${speedup.toFixed(2)}× faster` : `${(1 / speedup).toFixed(2)}× slower`;
-    checks.push({ target: 'image load ≥ 2× faster than the faster of docker/podman load', measured: `${how} (${ucLoad.subject} ${formatSeconds(medianOf(ucLoad))} vs ${fastest.subject} ${formatSeconds(medianOf(fastest))})`, met: speedup >= 2 });
+    checks.push({
+      target: 'image load ≥ 2× faster than the faster of docker/podman load',
+      measured: `${how} (${ucLoad.subject} ${formatSeconds(medianOf(ucLoad))} vs ${fastest.subject} ${formatSeconds(medianOf(fastest))})`,
+      met: speedup >= 2,
+    });
   } else {
     const why = !ucLoad ? 'unionctl has no load subject in this run' : 'neither docker nor podman ran';
-    checks.push({ target: 'image load ≥ 2× faster than the faster of docker/podman load', measured: `not measured: ${why}`, met: undefined });
+    checks.push({
+      target: 'image load ≥ 2× faster than the faster of docker/podman load',
+      measured: `not measured: ${why}`,
+      met: undefined,
+    });
   }
 
   const bare = find(rs, 'deep', 'mount', /bare mount/, 'depth 128');
   const ov128 = find(rs, 'deep', 'mount', 'unionctl overlay2', 'depth 128');
   if (bare && ov128) {
     const r = medianOf(ov128) / medianOf(bare);
-    checks.push({ target: 'overlay2 mount of a 128-layer chain ≤ 1.2× bare mount(2)', measured: `${formatRatio(r)} (${formatSeconds(medianOf(ov128))} vs ${formatSeconds(medianOf(bare))})`, met: r <= 1.2 });
-  } else checks.push({ target: 'overlay2 mount of a 128-layer chain ≤ 1.2× bare mount(2)', measured: 'not measured in this run', met: undefined });
+    checks.push({
+      target: 'overlay2 mount of a 128-layer chain ≤ 1.2× bare mount(2)',
+      measured: `${formatRatio(r)} (${formatSeconds(medianOf(ov128))} vs ${formatSeconds(medianOf(bare))})`,
+      met: r <= 1.2,
+    });
+  } else
+    checks.push({
+      target: 'overlay2 mount of a 128-layer chain ≤ 1.2× bare mount(2)',
+      measured: 'not measured in this run',
+      met: undefined,
+    });
 
   const ov500 = find(rs, 'deep', 'mount', 'unionctl overlay2', 'depth 500');
   const failed500 = report.skipped.find((s) => s.subject === 'unionctl overlay2' && s.operation === 'mount' && /depth 500/.test(s.reason));
   checks.push({
     target: 'a 500-layer chain mounts (overlay2)',
-    measured: ov500 ? `mounted in ${formatSeconds(medianOf(ov500))}` : failed500 ? failed500.reason : 'not measured in this run (--quick stops at 128)',
+    measured: ov500
+      ? `mounted in ${formatSeconds(medianOf(ov500))}`
+      : failed500
+        ? failed500.reason
+        : 'not measured in this run (--quick stops at 128)',
     met: ov500 ? true : failed500 ? false : undefined,
   });
   return checks;
@@ -190,26 +235,53 @@ export function renderMarkdown(report: BenchReport): string {
   const o = report.options;
   const lines: string[] = [];
   lines.push(`# unionctl storage benchmarks — ${m.date}`, '');
-  lines.push(`\`unionctl bench${o.quick ? ' --quick' : ''} --fs ${o.fs}\` · ${o.runs} runs per cell (min / median / max) · ${report.elapsed.toFixed(0)} s in all.`, '');
-  lines.push(`Kernel ${m.kernel} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · ${m.filesystem} · Node ${m.node} · load average at start ${m.loadAverage.map((l) => l.toFixed(2)).join(' ')}.`);
-  lines.push(`Overlay: ${Object.entries(m.overlay).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}.`);
-  lines.push(`Peers: ${Object.entries(m.peers).map(([k, v]) => `${k} ${v}`).join(' · ') || 'none'}.`, '');
+  lines.push(
+    `\`unionctl bench${o.quick ? ' --quick' : ''} --fs ${o.fs}\` · ${o.runs} runs per cell (min / median / max) · ${report.elapsed.toFixed(0)} s in all.`,
+    '',
+  );
+  lines.push(
+    `Kernel ${m.kernel} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · ${m.filesystem} · Node ${m.node} · load average at start ${m.loadAverage.map((l) => l.toFixed(2)).join(' ')}.`,
+  );
+  lines.push(
+    `Overlay: ${Object.entries(m.overlay)
+      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+      .join(', ')}.`,
+  );
+  lines.push(
+    `Peers: ${
+      Object.entries(m.peers)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(' · ') || 'none'
+    }.`,
+    '',
+  );
   lines.push('Figures are noisy (2 shared cores, other work running): compare ratios within this run, not absolute times across runs.');
-  lines.push('unionctl subjects are library calls timed inside the benchmark process (store.importLayer, store.mount, store.diff, …), except the rows marked "CLI process" and image load, which time a whole `unionctl` process like the peers\' commands.', '');
+  lines.push(
+    'unionctl subjects are library calls timed inside the benchmark process (store.importLayer, store.mount, store.diff, …), except the rows marked "CLI process" and image load, which time a whole `unionctl` process like the peers\' commands.',
+    '',
+  );
   lines.push('## Targets', '', '| target | measured | met |', '|---|---|---|');
-  for (const t of checkTargets(report)) lines.push(`| ${t.target} | ${t.measured} | ${t.met === undefined ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
+  for (const t of checkTargets(report))
+    lines.push(`| ${t.target} | ${t.measured} | ${t.met === undefined ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
   lines.push('', '## Summary (medians)', '', summaryTable(report.results));
   lines.push('## Results', '');
-  lines.push('Ratios are of medians: "vs best peer" divides a unionctl figure by the fastest other tool of the same cell; "vs floor" by the cell\'s floor (GNU tar for import/load/diff, `rm -rf` for remove, a bare kernel overlay mount for mount/read/copy-up). Below 1 means unionctl is faster.', '');
+  lines.push(
+    'Ratios are of medians: "vs best peer" divides a unionctl figure by the fastest other tool of the same cell; "vs floor" by the cell\'s floor (GNU tar for import/load/diff, `rm -rf` for remove, a bare kernel overlay mount for mount/read/copy-up). Below 1 means unionctl is faster.',
+    '',
+  );
   lines.push(markdownTable(tableRows(report.results)));
   // One footnote line per distinct note, naming the subjects it is about.
   const bySubjects = new Map<string, Set<string>>();
   for (const r of report.results) if (r.note) bySubjects.set(r.note, (bySubjects.get(r.note) ?? new Set()).add(r.subject));
   for (const [note, subjects] of bySubjects) lines.push(`¹ ${[...subjects].join(', ')}: ${note}.`, '');
-  lines.push(`Plots: [mount latency vs depth](${PLOTS.mount}) · [apply throughput](${PLOTS.apply}) · [copy-up latency](${PLOTS.copyUp}).`, '');
+  lines.push(
+    `Plots: [mount latency vs depth](${PLOTS.mount}) · [apply throughput](${PLOTS.apply}) · [copy-up latency](${PLOTS.copyUp}).`,
+    '',
+  );
   if (report.skipped.length) {
     lines.push('## Skipped', '');
-    for (const s of report.skipped) lines.push(`- **${s.subject}**${s.operation ? ` (${[s.workload, s.operation].filter(Boolean).join(' ')})` : ''}: ${s.reason}`);
+    for (const s of report.skipped)
+      lines.push(`- **${s.subject}**${s.operation ? ` (${[s.workload, s.operation].filter(Boolean).join(' ')})` : ''}: ${s.reason}`);
     lines.push('');
   }
   if (report.notes.length) {

@@ -75,7 +75,10 @@ export class ResultLog {
     const flat = s.reason.replace(/\s*\n\s*/g, ' / ');
     s = { ...s, reason: flat.length > 600 ? `${flat.slice(0, 600)} …` : flat };
     // One line per subject and reason: a missing peer is not reported once per cell.
-    if (this.skipped.some((k) => k.subject === s.subject && k.operation === s.operation && k.workload === s.workload && k.reason === s.reason)) return;
+    if (
+      this.skipped.some((k) => k.subject === s.subject && k.operation === s.operation && k.workload === s.workload && k.reason === s.reason)
+    )
+      return;
     this.skipped.push(s);
     this.print(`  skipped ${s.subject}${s.operation ? ` (${s.workload ? `${s.workload} ` : ''}${s.operation})` : ''}: ${s.reason}`);
   }

@@ -14,7 +14,15 @@ import { fileURLToPath } from 'node:url';
 import '../src/drivers/index.js'; // registers the built-in drivers
 import { UnionctlError } from '../src/errors.js';
 import { driverNames, lookupDriver } from '../src/graph/registry.js';
-import { newMountApiSupported, overlayLowerdirPlusSupported, overlayMaxLowerLayers, overlayModuleParams, pageSize, reflinkSupported, supportsDType } from '../src/sys/probes.js';
+import {
+  newMountApiSupported,
+  overlayLowerdirPlusSupported,
+  overlayMaxLowerLayers,
+  overlayModuleParams,
+  pageSize,
+  reflinkSupported,
+  supportsDType,
+} from '../src/sys/probes.js';
 import type { BenchContext } from './context.js';
 import { writeImageArchive, type ImageArchive } from './image-archive.js';
 import { runCopyUp } from './ops/copy-up.js';
@@ -26,7 +34,16 @@ import { installedPeers, installPeers, PEER_TOOLS, type PeerName } from './peers
 import { checkTargets, writeReportFiles, type TargetCheck } from './report.js';
 import { ResultLog, type BenchReport, type MachineInfo } from './results.js';
 import { BENCH_FS_TYPES, makeBenchFs, type BenchFs, type BenchFsType } from './scratch-fs.js';
-import { buildBigFileLayer, buildSyntheticLayer, buildWhiteoutLayers, FULL_SIZES, QUICK_SIZES, WORKLOADS, type LayerTar, type WorkloadName } from './workloads.js';
+import {
+  buildBigFileLayer,
+  buildSyntheticLayer,
+  buildWhiteoutLayers,
+  FULL_SIZES,
+  QUICK_SIZES,
+  WORKLOADS,
+  type LayerTar,
+  type WorkloadName,
+} from './workloads.js';
 
 export interface BenchOptions {
   /** Driver names; default every registered driver. */
@@ -63,14 +80,23 @@ export function parseRequest(opts: BenchOptions): { drivers: string[]; workloads
   const known = driverNames();
   const drivers = opts.drivers?.length ? opts.drivers : known;
   for (const d of drivers) {
-    if (!known.includes(d)) throw new UnionctlError('BAD_OPTION', `unknown storage driver ${JSON.stringify(d)} in --drivers`, { hint: `known drivers: ${known.join(', ')}` });
+    if (!known.includes(d))
+      throw new UnionctlError('BAD_OPTION', `unknown storage driver ${JSON.stringify(d)} in --drivers`, {
+        hint: `known drivers: ${known.join(', ')}`,
+      });
   }
   const workloads = (opts.workloads?.length ? opts.workloads : [...WORKLOADS]) as WorkloadName[];
   for (const w of workloads) {
-    if (!(WORKLOADS as readonly string[]).includes(w)) throw new UnionctlError('BAD_OPTION', `unknown workload ${JSON.stringify(w)} in --workloads`, { hint: `workloads: ${WORKLOADS.join(', ')}` });
+    if (!(WORKLOADS as readonly string[]).includes(w))
+      throw new UnionctlError('BAD_OPTION', `unknown workload ${JSON.stringify(w)} in --workloads`, {
+        hint: `workloads: ${WORKLOADS.join(', ')}`,
+      });
   }
   const fs = (opts.fs ?? 'ext4') as BenchFsType;
-  if (!BENCH_FS_TYPES.includes(fs)) throw new UnionctlError('BAD_OPTION', `unknown benchmark filesystem ${JSON.stringify(opts.fs)} in --fs`, { hint: `choose one of ${BENCH_FS_TYPES.join(', ')}` });
+  if (!BENCH_FS_TYPES.includes(fs))
+    throw new UnionctlError('BAD_OPTION', `unknown benchmark filesystem ${JSON.stringify(opts.fs)} in --fs`, {
+      hint: `choose one of ${BENCH_FS_TYPES.join(', ')}`,
+    });
   return { drivers, workloads, fs };
 }
 
@@ -107,7 +133,8 @@ function usableDrivers(requested: string[], fs: BenchFs, log: ResultLog): string
     else log.skip({ subject: `unionctl ${name}`, reason });
   }
   for (const [name, reason] of Object.entries(VM_ONLY)) {
-    if (!driverNames().includes(name) && requested.length === driverNames().length) log.skip({ subject: `unionctl ${name}`, reason: `not registered in this build; ${reason}` });
+    if (!driverNames().includes(name) && requested.length === driverNames().length)
+      log.skip({ subject: `unionctl ${name}`, reason: `not registered in this build; ${reason}` });
   }
   return usable;
 }
@@ -131,7 +158,9 @@ function cliMainPath(): string {
 export async function runBench(opts: BenchOptions = {}): Promise<BenchOutcome> {
   const say = opts.say ?? (() => {});
   if (process.geteuid?.() !== 0) {
-    throw new UnionctlError('UNSUPPORTED', 'unionctl bench mounts filesystems and needs root', { hint: 'run it as root (sudo unionctl bench …)' });
+    throw new UnionctlError('UNSUPPORTED', 'unionctl bench mounts filesystems and needs root', {
+      hint: 'run it as root (sudo unionctl bench …)',
+    });
   }
   const started = Date.now();
   const request = parseRequest(opts);

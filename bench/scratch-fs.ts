@@ -24,7 +24,10 @@ export interface BenchFs {
   dispose(): void;
 }
 
-const run = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
+const run = (cmd: string, args: string[]) =>
+  execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    .toString()
+    .trim();
 
 export interface BenchFsOptions {
   type?: BenchFsType;

@@ -90,8 +90,10 @@ export function renderLineChart(c: LineChart): string {
     return parts.join('\n') + '\n';
   }
   const yTicks = ticks(Math.min(...ys), Math.max(...ys), c.logY === true);
-  const [y0, y1] = c.logY ? [Math.log10(yTicks[0]), Math.log10(yTicks[yTicks.length - 1])] : [Math.min(0, yTicks[0]), yTicks[yTicks.length - 1]];
-  const yPos = (v: number) => top + plotH - ((c.logY ? Math.log10(v) : v) - y0) / (y1 - y0 || 1) * plotH;
+  const [y0, y1] = c.logY
+    ? [Math.log10(yTicks[0]), Math.log10(yTicks[yTicks.length - 1])]
+    : [Math.min(0, yTicks[0]), yTicks[yTicks.length - 1]];
+  const yPos = (v: number) => top + plotH - (((c.logY ? Math.log10(v) : v) - y0) / (y1 - y0 || 1)) * plotH;
   const xPos = (x: string) => left + (xs.length === 1 ? plotW / 2 : (xs.indexOf(x) / (xs.length - 1)) * plotW);
   for (const t of yTicks) {
     const y = yPos(t);
@@ -105,7 +107,10 @@ export function renderLineChart(c: LineChart): string {
   c.series.forEach((s, i) => {
     const colour = PALETTE[i % PALETTE.length];
     const pts = s.points.filter((p) => p.y !== undefined && (!c.logY || p.y > 0)).map((p) => [xPos(String(p.x)), yPos(p.y!)]);
-    if (pts.length > 1) parts.push(`<polyline fill="none" stroke="${colour}" stroke-width="2" points="${pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')}"/>`);
+    if (pts.length > 1)
+      parts.push(
+        `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')}"/>`,
+      );
     for (const [x, y] of pts) parts.push(`<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3.5" fill="${colour}"/>`);
     const ly = top + 10 + i * 20;
     parts.push(`<line x1="${W - right + 15}" y1="${ly}" x2="${W - right + 35}" y2="${ly}" stroke="${colour}" stroke-width="3"/>`);

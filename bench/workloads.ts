@@ -27,7 +27,16 @@ export interface WorkloadSizes {
   bigFileBytes: number;
 }
 
-const SMALLFILES: SyntheticShape = { smallFiles: 10_000, largeFiles: 0, largeMean: 0, dirs: 200, symlinks: 0, hardlinks: 0, smallMedian: 1024, smallSpread: 0.3 };
+const SMALLFILES: SyntheticShape = {
+  smallFiles: 10_000,
+  largeFiles: 0,
+  largeMean: 0,
+  dirs: 200,
+  symlinks: 0,
+  hardlinks: 0,
+  smallMedian: 1024,
+  smallSpread: 0.3,
+};
 
 export const FULL_SIZES: WorkloadSizes = {
   distro: DISTRO_LIKE,
@@ -65,7 +74,10 @@ export interface LayerTar {
 }
 
 export function countEntries(tarPath: string): number {
-  return execFileSync('tar', ['-tf', tarPath], { maxBuffer: 1 << 28 }).toString().split('\n').filter(Boolean).length;
+  return execFileSync('tar', ['-tf', tarPath], { maxBuffer: 1 << 28 })
+    .toString()
+    .split('\n')
+    .filter(Boolean).length;
 }
 
 function describe(path: string): LayerTar {

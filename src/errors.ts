@@ -62,7 +62,10 @@ export class UnsafeEntryError extends UnionctlError {
 /** The tar stream itself is broken. */
 export class TarFormatError extends UnionctlError {
   constructor(message: string, opts: { entry?: string; offset?: number } = {}) {
-    const at = [opts.entry === undefined ? '' : `entry ${JSON.stringify(opts.entry)}`, opts.offset === undefined ? '' : `offset ${opts.offset}`]
+    const at = [
+      opts.entry === undefined ? '' : `entry ${JSON.stringify(opts.entry)}`,
+      opts.offset === undefined ? '' : `offset ${opts.offset}`,
+    ]
       .filter(Boolean)
       .join(', ');
     super('BAD_TAR', `invalid tar stream${at ? ` (${at})` : ''}: ${message}`, {

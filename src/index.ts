@@ -13,7 +13,19 @@ export type { StoreOptions, StoreInfo, LayerRecord, ImportOptions, CreateLayerOp
 
 // Images: docker save / OCI archives in and out, image records beside the layers
 export { loadImages, saveImages, listImages, getImage, removeImage, resolveLayerRef, MEDIA } from './image/index.js';
-export type { LoadOptions, LoadProgress, LoadedImage, SaveOptions, SaveFormat, SavedImage, ImageSummary, RemoveImageResult, ImageRecord, ImageLayerRef, LayerCompression } from './image/index.js';
+export type {
+  LoadOptions,
+  LoadProgress,
+  LoadedImage,
+  SaveOptions,
+  SaveFormat,
+  SavedImage,
+  ImageSummary,
+  RemoveImageResult,
+  ImageRecord,
+  ImageLayerRef,
+  LayerCompression,
+} from './image/index.js';
 export { TarSplitRecorder, rebuildTarStream, readTarSplit } from './archive/tar-split.js';
 export type { TarSplitRecord, TarSplitItem } from './archive/tar-split.js';
 

@@ -54,7 +54,12 @@ export async function runCopyUp(ctx: BenchContext, layer: LayerTar, bigBytes: nu
         subjects.push(storeSubject(driver, store, base.id));
         if (driver === 'overlay2') subjects.push(...peerSubjects(ctx, store.driver.home, base.id));
       } catch (e) {
-        ctx.log.skip({ subject: unionctlSubject(driver), workload: 'bigfile', operation: 'copy-up', reason: `import failed: ${(e as Error).message}` });
+        ctx.log.skip({
+          subject: unionctlSubject(driver),
+          workload: 'bigfile',
+          operation: 'copy-up',
+          reason: `import failed: ${(e as Error).message}`,
+        });
       }
     }
     await measure(ctx, subjects, bigLabel, bigBytes);
@@ -85,7 +90,12 @@ function storeSubject(driver: string, store: LayerStore, baseId: string): CopyUp
 }
 
 function peerSubjects(ctx: BenchContext, home: string, baseId: string): CopyUpSubject[] {
-  const peer = (subject: string, kind: 'floor' | 'peer', mount: (target: string, p: UnionPaths) => void, unmount: (target: string) => void): CopyUpSubject => ({
+  const peer = (
+    subject: string,
+    kind: 'floor' | 'peer',
+    mount: (target: string, p: UnionPaths) => void,
+    unmount: (target: string) => void,
+  ): CopyUpSubject => ({
     subject,
     kind,
     mountRw: () => {
@@ -142,7 +152,10 @@ async function measure(ctx: BenchContext, subjects: CopyUpSubject[], bigLabel: s
       const [subject, operation, param] = key.split('\0');
       if (subject !== s.subject) continue;
       const bytes = param === '4 KiB' ? 4096 : param === bigLabel ? bigBytes : undefined;
-      const note = subject === 'unionctl vfs' ? 'vfs copies the whole layer when the writable layer is made ("mount rw"): a write then copies nothing' : undefined;
+      const note =
+        subject === 'unionctl vfs'
+          ? 'vfs copies the whole layer when the writable layer is made ("mount rw"): a write then copies nothing'
+          : undefined;
       ctx.log.add({ workload: 'bigfile', operation, param, subject, kind: s.kind, seconds, bytes, note });
     }
   }

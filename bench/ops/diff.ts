@@ -39,11 +39,25 @@ export async function runDiff(ctx: BenchContext, w: DiffWorkload): Promise<void>
         const parent = w.base ? (await store.importLayer(w.base.path)).id : undefined;
         const layer = await store.importLayer(w.tar.path, { parent });
         const add = (operation: string, param: string | undefined, seconds: number[]) =>
-          ctx.log.add({ workload: w.name, operation, param, subject, kind: 'unionctl', seconds, bytes: operation === 'diff export' ? w.tar.bytes : undefined, files: w.tar.entries });
+          ctx.log.add({
+            workload: w.name,
+            operation,
+            param,
+            subject,
+            kind: 'unionctl',
+            seconds,
+            bytes: operation === 'diff export' ? w.tar.bytes : undefined,
+            files: w.tar.entries,
+          });
         const native = store.driver.capabilities().nativeDiff;
-        if (native) add('diff export', 'native', await timeRuns({ runs: ctx.runs, measure: async () => drainTo(await store.diff(layer.id), out) }));
+        if (native)
+          add('diff export', 'native', await timeRuns({ runs: ctx.runs, measure: async () => drainTo(await store.diff(layer.id), out) }));
         const naive = new NaiveDiff(store.driver);
-        add('diff export', 'naive', await timeRuns({ runs: ctx.runs, measure: async () => drainTo(await naive.diff(layer.id, parent), out) }));
+        add(
+          'diff export',
+          'naive',
+          await timeRuns({ runs: ctx.runs, measure: async () => drainTo(await naive.diff(layer.id, parent), out) }),
+        );
         add('changes', undefined, await timeRuns({ runs: ctx.runs, measure: () => store.changes(layer.id) }));
         if (driver === 'overlay2') overlay2Diff = (await store.driver.metadata(layer.id)).UpperDir;
       } catch (e) {
@@ -52,9 +66,24 @@ export async function runDiff(ctx: BenchContext, w: DiffWorkload): Promise<void>
     }
     if (overlay2Diff !== undefined) {
       const seconds = await timeRuns({ runs: ctx.runs, measure: () => tarCreate(overlay2Diff!, out) });
-      for (const param of ['native', 'naive']) ctx.log.add({ workload: w.name, operation: 'diff export', param, subject: 'GNU tar', kind: 'floor', seconds, bytes: w.tar.bytes, files: w.tar.entries });
+      for (const param of ['native', 'naive'])
+        ctx.log.add({
+          workload: w.name,
+          operation: 'diff export',
+          param,
+          subject: 'GNU tar',
+          kind: 'floor',
+          seconds,
+          bytes: w.tar.bytes,
+          files: w.tar.entries,
+        });
     } else {
-      ctx.log.skip({ subject: 'GNU tar', workload: w.name, operation: 'diff export', reason: "tars overlay2's diff dir: run with overlay2 among --drivers" });
+      ctx.log.skip({
+        subject: 'GNU tar',
+        workload: w.name,
+        operation: 'diff export',
+        reason: "tars overlay2's diff dir: run with overlay2 among --drivers",
+      });
     }
   } finally {
     for (const s of stores) {

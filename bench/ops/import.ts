@@ -89,13 +89,20 @@ export async function runImport(ctx: BenchContext, w: ImportWorkload): Promise<v
       seconds: c.seconds,
       bytes,
       files,
-      note: c.subject.endsWith('(CLI process)') ? `a whole \`unionctl import\` process: node start-up, module loading and store open included${rssNote(peakRss)}` : undefined,
+      note: c.subject.endsWith('(CLI process)')
+        ? `a whole \`unionctl import\` process: node start-up, module loading and store open included${rssNote(peakRss)}`
+        : undefined,
     });
   }
 }
 
 /** One import (and remove) into a fresh store; returns [import seconds, remove seconds]. */
-async function importOnce(ctx: BenchContext, driver: string, w: ImportWorkload, expectedDiffId: string): Promise<[number, number | undefined]> {
+async function importOnce(
+  ctx: BenchContext,
+  driver: string,
+  w: ImportWorkload,
+  expectedDiffId: string,
+): Promise<[number, number | undefined]> {
   const root = freshDir(ctx, `store-${driver}`);
   const store = await openStore({ root, driver });
   try {
@@ -134,7 +141,10 @@ function runMeasuringRss(argv: string[]): number[] {
     return [];
   }
   const r = spawnSync(TIME, ['-f', 'unionctl-bench-maxrss=%M', process.execPath, ...argv], { encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`unionctl ${argv.slice(1, 6).join(' ')} … exited ${r.status ?? r.signal}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+  if (r.status !== 0)
+    throw new Error(
+      `unionctl ${argv.slice(1, 6).join(' ')} … exited ${r.status ?? r.signal}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`,
+    );
   const m = /unionctl-bench-maxrss=(\d+)/.exec(r.stderr);
   return m ? [Number(m[1])] : [];
 }

@@ -38,7 +38,13 @@ async function discard(root: string, driver: string): Promise<void> {
 
 async function peerLoaders(ctx: BenchContext, archive: ImageArchive): Promise<ImageLoader[]> {
   const out: ImageLoader[] = [];
-  const missing = (subject: string, what: string) => ctx.log.skip({ subject, workload: 'image', operation: 'load', reason: `${what} is not installed (unionctl bench --peers installs it)` });
+  const missing = (subject: string, what: string) =>
+    ctx.log.skip({
+      subject,
+      workload: 'image',
+      operation: 'load',
+      reason: `${what} is not installed (unionctl bench --peers installs it)`,
+    });
   if (ctx.peers.has('dockerd') && ctx.peers.has('docker')) {
     const version = ctx.peers.get('dockerd')!;
     try {
@@ -48,7 +54,12 @@ async function peerLoaders(ctx: BenchContext, archive: ImageArchive): Promise<Im
       if (typeof d === 'string') ctx.log.skip({ subject: 'docker load', workload: 'image', operation: 'load', reason: d });
       else out.push(d);
     } catch (e) {
-      ctx.log.skip({ subject: 'docker load', workload: 'image', operation: 'load', reason: `dockerd did not start: ${(e as Error).message}` });
+      ctx.log.skip({
+        subject: 'docker load',
+        workload: 'image',
+        operation: 'load',
+        reason: `dockerd did not start: ${(e as Error).message}`,
+      });
     }
   } else missing('docker load', 'docker.io (dockerd and docker)');
   const version = (name: 'podman' | 'umoci') => ctx.peers.get(name) ?? '';
@@ -107,6 +118,15 @@ export async function runLoad(ctx: BenchContext, archive: ImageArchive, layers: 
   for (const l of loaders) {
     if (failed.has(l)) continue;
     const kind = l.subject === 'GNU tar' ? 'floor' : l.subject.startsWith('unionctl') ? 'unionctl' : 'peer';
-    ctx.log.add({ workload: 'image', operation: 'load', subject: l.subject, kind, seconds: seconds.get(l)!, bytes: archive.layerBytes, files: archive.layerEntries, note: kind === 'unionctl' ? 'a whole `unionctl load` process' : undefined });
+    ctx.log.add({
+      workload: 'image',
+      operation: 'load',
+      subject: l.subject,
+      kind,
+      seconds: seconds.get(l)!,
+      bytes: archive.layerBytes,
+      files: archive.layerEntries,
+      note: kind === 'unionctl' ? 'a whole `unionctl load` process' : undefined,
+    });
   }
 }

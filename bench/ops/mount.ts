@@ -40,7 +40,15 @@ export async function runMount(ctx: BenchContext): Promise<void> {
           if (chain.ids[depth - 1] === undefined) continue; // the chain stopped short: reported by buildChain
           // A base layer is not mounted by overlay2, and overlayfs refuses one lowerdir without an upper.
           const mountable = depth > 1 ? peers : [];
-          if (depth === 1) for (const p of peers) ctx.log.skip({ subject: p.subject, workload: 'deep', operation: 'mount', reason: 'depth 1: nothing to mount (a single read-only layer is its own directory; overlayfs needs two lowers without an upper)' });
+          if (depth === 1)
+            for (const p of peers)
+              ctx.log.skip({
+                subject: p.subject,
+                workload: 'deep',
+                operation: 'mount',
+                reason:
+                  'depth 1: nothing to mount (a single read-only layer is its own directory; overlayfs needs two lowers without an upper)',
+              });
           await measureAt(ctx, [storeMounter(driver, chain), ...mountable], depth);
         }
       } finally {
@@ -50,7 +58,13 @@ export async function runMount(ctx: BenchContext): Promise<void> {
       ctx.fs.trim();
     }
     if (!ctx.drivers.includes('overlay2')) {
-      for (const subject of [BARE, FUSE]) ctx.log.skip({ subject, workload: 'deep', operation: 'mount', reason: 'mounts the overlay2 chain: run with overlay2 among --drivers' });
+      for (const subject of [BARE, FUSE])
+        ctx.log.skip({
+          subject,
+          workload: 'deep',
+          operation: 'mount',
+          reason: 'mounts the overlay2 chain: run with overlay2 among --drivers',
+        });
     }
   } finally {
     for (const t of tars) rmSync(t.path, { force: true });
@@ -65,10 +79,25 @@ async function buildChain(ctx: BenchContext, driver: string, tars: LayerTar[]): 
     const seconds = await time(async () => {
       for (const t of tars) ids.push((await store.importLayer(t.path, { parent: ids[ids.length - 1] })).id);
     });
-    ctx.log.add({ workload: 'deep', operation: 'import chain', param: `depth ${tars.length}`, subject, kind: 'unionctl', seconds: [seconds], bytes: tars.reduce((n, t) => n + t.bytes, 0), files: tars.length, note: 'one run: the chain every mount is measured on, one importLayer per layer' });
+    ctx.log.add({
+      workload: 'deep',
+      operation: 'import chain',
+      param: `depth ${tars.length}`,
+      subject,
+      kind: 'unionctl',
+      seconds: [seconds],
+      bytes: tars.reduce((n, t) => n + t.bytes, 0),
+      files: tars.length,
+      note: 'one run: the chain every mount is measured on, one importLayer per layer',
+    });
     return { store, ids };
   } catch (e) {
-    ctx.log.skip({ subject, workload: 'deep', operation: 'mount', reason: `could not build the depth ${tars.length} chain (${ids.length} layers imported): ${(e as Error).message}` });
+    ctx.log.skip({
+      subject,
+      workload: 'deep',
+      operation: 'mount',
+      reason: `could not build the depth ${tars.length} chain (${ids.length} layers imported): ${(e as Error).message}`,
+    });
     if (ids.length === 0) {
       await store.close();
       return undefined;
@@ -105,7 +134,12 @@ function overlay2Union(home: string, id: string): UnionPaths {
 function peerMounters(ctx: BenchContext, chain: Chain): Mounter[] {
   const home = chain.store.driver.home;
   const union = (depth: number) => overlay2Union(home, chain.ids[depth - 1]);
-  const peer = (subject: string, kind: 'floor' | 'peer', mount: (t: string, p: UnionPaths) => void, unmount: (t: string) => void): Mounter => ({
+  const peer = (
+    subject: string,
+    kind: 'floor' | 'peer',
+    mount: (t: string, p: UnionPaths) => void,
+    unmount: (t: string) => void,
+  ): Mounter => ({
     subject,
     kind,
     mount: (depth) => {
@@ -155,7 +189,12 @@ async function measureAt(ctx: BenchContext, mounters: Mounter[], depth: number):
         await m.unmount(depth, path);
       } catch (e) {
         failed.add(m);
-        ctx.log.skip({ subject: m.subject, workload: 'deep', operation: 'mount', reason: `depth ${depth} failed: ${(e as Error).message}` });
+        ctx.log.skip({
+          subject: m.subject,
+          workload: 'deep',
+          operation: 'mount',
+          reason: `depth ${depth} failed: ${(e as Error).message}`,
+        });
       }
     }
   }

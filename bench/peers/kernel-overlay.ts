@@ -48,7 +48,8 @@ export function bareUnmount(target: string): void {
 export function fuseOverlayMount(home: string, target: string, paths: UnionPaths): void {
   mkdirSync(target, { recursive: true });
   let opts = `lowerdir=${paths.lowers.map((p) => join(home, p)).join(':')}`;
-  if (paths.upper !== undefined && paths.work !== undefined) opts += `,upperdir=${join(home, paths.upper)},workdir=${join(home, paths.work)}`;
+  if (paths.upper !== undefined && paths.work !== undefined)
+    opts += `,upperdir=${join(home, paths.upper)},workdir=${join(home, paths.work)}`;
   sh('fuse-overlayfs', ['-o', opts, target]);
 }
 

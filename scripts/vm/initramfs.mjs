@@ -64,7 +64,10 @@ export function moduleLoadOrder(modulesDir, wanted = WANTED_MODULES) {
     if (seen.has(key)) return;
     seen.add(key);
     const path = index.get(key);
-    if (path === undefined) throw new Error(`vm: module ${name} is not in ${modulesDir} (built into the kernel would be fine, but then remove it from WANTED_MODULES)`);
+    if (path === undefined)
+      throw new Error(
+        `vm: module ${name} is not in ${modulesDir} (built into the kernel would be fine, but then remove it from WANTED_MODULES)`,
+      );
     for (const dep of dependsOf(path)) visit(dep);
     order.push({ name: key, path });
   };

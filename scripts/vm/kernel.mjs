@@ -42,7 +42,11 @@ function extractVmlinux(bzImage, out) {
     let elf;
     try {
       // --single-stream stops at the end of the payload and ignores what follows it.
-      elf = execFileSync('xz', ['-dc', '--single-stream'], { input: image.subarray(at), maxBuffer: 512 << 20, stdio: ['pipe', 'pipe', 'ignore'] });
+      elf = execFileSync('xz', ['-dc', '--single-stream'], {
+        input: image.subarray(at),
+        maxBuffer: 512 << 20,
+        stdio: ['pipe', 'pipe', 'ignore'],
+      });
     } catch {
       continue;
     }

@@ -68,7 +68,12 @@ function isInside(dir, path) {
 }
 
 function commandScript(command, cwd) {
-  const env = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', DM_DISABLE_UDEV: '1', UNIONCTL_IN_VM: '1' };
+  const env = {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: '/root',
+    DM_DISABLE_UDEV: '1',
+    UNIONCTL_IN_VM: '1',
+  };
   for (const k of PASS_ENV) if (process.env[k] !== undefined) env[k] = process.env[k];
   return [
     'set -e',
@@ -84,12 +89,23 @@ function commandScript(command, cwd) {
  * Boots the VM, runs `command`, streams the guest's console to `out` (a writable stream) and
  * resolves to { status, timedOut, seconds }.
  */
-export async function runInVm(command, { timeoutSec = 900, memMb = 2048, shares = [], cwd = process.cwd(), out = process.stdout, log = (m) => process.stderr.write(`${m}\n`) } = {}) {
+export async function runInVm(
+  command,
+  {
+    timeoutSec = 900,
+    memMb = 2048,
+    shares = [],
+    cwd = process.cwd(),
+    out = process.stdout,
+    log = (m) => process.stderr.write(`${m}\n`),
+  } = {},
+) {
   const kernel = ensureKernel({ log });
   const initrd = ensureInitramfs(kernel);
   const shareDirs = [PROJECT, ...shares.map((s) => realpathSync(resolve(s)))];
   for (const dir of shareDirs) {
-    if (/[\s,:]/.test(dir)) throw new Error(`vm: cannot share ${JSON.stringify(dir)}: paths with spaces, commas or colons are not supported`);
+    if (/[\s,:]/.test(dir))
+      throw new Error(`vm: cannot share ${JSON.stringify(dir)}: paths with spaces, commas or colons are not supported`);
   }
   const realCwd = realpathSync(cwd);
   const guestCwd = shareDirs.some((d) => isInside(d, realCwd)) ? realCwd : PROJECT;
@@ -97,13 +113,31 @@ export async function runInVm(command, { timeoutSec = 900, memMb = 2048, shares 
   const runDir = mkdtempSync(join(tmpdir(), 'unionctl-vm-'));
   try {
     writeFileSync(join(runDir, 'cmd.sh'), commandScript(command, guestCwd));
-    const virtfs = (path, tag, extra = '') => ['-virtfs', `local,path=${path},mount_tag=${tag},security_model=passthrough,multidevs=remap${extra}`];
+    const virtfs = (path, tag, extra = '') => [
+      '-virtfs',
+      `local,path=${path},mount_tag=${tag},security_model=passthrough,multidevs=remap${extra}`,
+    ];
     const args = [
-      '-accel', 'tcg', '-smp', '1', '-m', String(memMb),
-      '-nodefaults', '-display', 'none', '-no-reboot',
-      '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
-      '-kernel', kernel.vmlinux, '-initrd', initrd,
-      '-append', `console=ttyS0 quiet loglevel=${process.env.UNIONCTL_VM_LOGLEVEL ?? '1'} panic=-1 unionctl.shares=${shareDirs.map((d, i) => `share${i}:${d}`).join(',')}`,
+      '-accel',
+      'tcg',
+      '-smp',
+      '1',
+      '-m',
+      String(memMb),
+      '-nodefaults',
+      '-display',
+      'none',
+      '-no-reboot',
+      '-chardev',
+      'stdio,id=console,signal=off',
+      '-serial',
+      'chardev:console',
+      '-kernel',
+      kernel.vmlinux,
+      '-initrd',
+      initrd,
+      '-append',
+      `console=ttyS0 quiet loglevel=${process.env.UNIONCTL_VM_LOGLEVEL ?? '1'} panic=-1 unionctl.shares=${shareDirs.map((d, i) => `share${i}:${d}`).join(',')}`,
       ...virtfs('/', 'hostroot', ',readonly=on'),
       ...virtfs(runDir, 'rundir'),
       ...shareDirs.flatMap((d, i) => virtfs(d, `share${i}`)),

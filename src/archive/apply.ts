@@ -88,7 +88,11 @@ function whiteOutLowerRootIfOpaque(dest: string, lowerDirs: string[]): void {
  * ('-' for stdin), which is the fastest way in (see openLayerInput). On error it throws; the
  * caller removes the half layer.
  */
-export async function applyLayer(input: Readable | AsyncIterable<Buffer> | string, dest: string, opts: ApplyLayerOptions): Promise<ApplyResult> {
+export async function applyLayer(
+  input: Readable | AsyncIterable<Buffer> | string,
+  dest: string,
+  opts: ApplyLayerOptions,
+): Promise<ApplyResult> {
   const applier = new LayerApplier(dest, opts);
   const { stream } = typeof input === 'string' ? await openLayerInput(input) : await decompressedStream(input);
   const tar = readTar(stream, { onBytes: opts.onProgress, tap: opts.tap });
@@ -492,7 +496,11 @@ class LayerApplier {
 
   private plinkSource(targetRel: string, h: TarHeader): string {
     const source = this.plinks.get(targetRel.slice(AUFS_PLINK_DIR.length + 1));
-    if (source === undefined) throw new UnionctlError('BAD_TAR', `tar entry ${JSON.stringify(h.path)} links to ${JSON.stringify(h.linkname)}, which the tar does not hold`);
+    if (source === undefined)
+      throw new UnionctlError(
+        'BAD_TAR',
+        `tar entry ${JSON.stringify(h.path)} links to ${JSON.stringify(h.linkname)}, which the tar does not hold`,
+      );
     return source;
   }
 
@@ -507,9 +515,13 @@ class LayerApplier {
         return this.abs(targetRel);
       }
     }
-    throw new UnionctlError('BAD_TAR', `tar entry ${JSON.stringify(h.path)} is a hardlink to ${JSON.stringify(h.linkname)}, which is neither earlier in the layer nor in the layers below`, {
-      hint: 'the layer tar is incomplete, or it is applied onto the wrong parent',
-    });
+    throw new UnionctlError(
+      'BAD_TAR',
+      `tar entry ${JSON.stringify(h.path)} is a hardlink to ${JSON.stringify(h.linkname)}, which is neither earlier in the layer nor in the layers below`,
+      {
+        hint: 'the layer tar is incomplete, or it is applied onto the wrong parent',
+      },
+    );
   }
 
   /**
@@ -529,7 +541,8 @@ class LayerApplier {
         if (isMissing(e)) return 'absent';
         throw e;
       }
-      if (st.isSymbolicLink()) throw new UnsafeEntryError(h.path, `hardlink target ${JSON.stringify(h.linkname)} goes through the symlink ${JSON.stringify(dir)}`);
+      if (st.isSymbolicLink())
+        throw new UnsafeEntryError(h.path, `hardlink target ${JSON.stringify(h.linkname)} goes through the symlink ${JSON.stringify(dir)}`);
       if (!st.isDirectory()) return 'shadowed';
       this.knownDirs.set(dir, { gid: st.gid, plainCreate: !hasDefaultAcl(this.abs(dir)) });
     }
@@ -540,7 +553,11 @@ class LayerApplier {
       if (isMissing(e)) return 'absent';
       throw e;
     }
-    if (st.isDirectory()) throw new UnionctlError('BAD_TAR', `tar entry ${JSON.stringify(h.path)} is a hardlink to the directory ${JSON.stringify(h.linkname)}`);
+    if (st.isDirectory())
+      throw new UnionctlError(
+        'BAD_TAR',
+        `tar entry ${JSON.stringify(h.path)} is a hardlink to the directory ${JSON.stringify(h.linkname)}`,
+      );
     if (this.format === 'overlay' && isOverlayWhiteout(st)) return 'shadowed';
     return 'present';
   }
@@ -585,7 +602,10 @@ class LayerApplier {
       if (this.format === 'overlay' && isOverlayWhiteout(st)) return { kind: 'hidden' };
       if (last) return st.isDirectory() === wantDir ? { kind: 'found', path, st } : { kind: 'hidden' };
       if (st.isSymbolicLink() && !wantDir) {
-        throw new UnsafeEntryError(entry, `its hardlink target goes through a symlink in a lower layer (${parts.slice(0, i + 1).join('/')})`);
+        throw new UnsafeEntryError(
+          entry,
+          `its hardlink target goes through a symlink in a lower layer (${parts.slice(0, i + 1).join('/')})`,
+        );
       }
       if (!st.isDirectory()) return { kind: 'hidden' };
       if (this.isOpaqueInLower(path)) opaqueAbove = true;
@@ -662,11 +682,18 @@ class LayerApplier {
     } else if (st.isDirectory()) {
       info = { gid: st.gid, plainCreate: !hasDefaultAcl(path) };
     } else if (st.isSymbolicLink()) {
-      throw new UnsafeEntryError(entry, `its parent directory ${JSON.stringify(rel)} is a symlink in the layer; unionctl never writes through symlinks`);
+      throw new UnsafeEntryError(
+        entry,
+        `its parent directory ${JSON.stringify(rel)} is a symlink in the layer; unionctl never writes through symlinks`,
+      );
     } else {
-      throw new UnionctlError('BAD_TAR', `tar entry ${JSON.stringify(entry)}: its parent ${JSON.stringify(rel)} is not a directory in the layer`, {
-        hint: 'the tar must replace that file with a directory entry first',
-      });
+      throw new UnionctlError(
+        'BAD_TAR',
+        `tar entry ${JSON.stringify(entry)}: its parent ${JSON.stringify(rel)} is not a directory in the layer`,
+        {
+          hint: 'the tar must replace that file with a directory entry first',
+        },
+      );
     }
     this.knownDirs.set(rel, info);
     return info;

@@ -185,6 +185,8 @@ export async function changesBetween(newRoot: string, oldRoot?: string): Promise
 export function assertDirectory(path: string): void {
   const st = lstatIfExists(path);
   if (st === undefined || !isDirStat(st)) {
-    throw new UnionctlError('NOT_FOUND', `${path} is not a directory`, { hint: 'pass the root directory of a layer or of its mounted view' });
+    throw new UnionctlError('NOT_FOUND', `${path} is not a directory`, {
+      hint: 'pass the root directory of a layer or of its mounted view',
+    });
   }
 }

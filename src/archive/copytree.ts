@@ -9,7 +9,17 @@
  * would make every file look changed. Directory times are set after their contents are written.
  * Paths that are hardlinks of each other in `src` are hardlinks of each other in `dest`.
  */
-import { type BigIntStats, constants as fsConstants, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from 'node:fs';
+import {
+  type BigIntStats,
+  constants as fsConstants,
+  copyFileSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+} from 'node:fs';
 import { UnionctlError } from '../errors.js';
 import { mknod } from '../sys/index.js';
 import { applyMetadata, readMetadata } from './metadata.js';

@@ -40,7 +40,9 @@ export function sniffCompression(head: Buffer): Compression | 'xz' | 'bzip2' {
  * Sniffs the compression from the first bytes (which are kept, not lost) and returns the
  * uncompressed byte stream. xz and bzip2 are refused: Docker and OCI layers never use them.
  */
-export async function decompressedStream(input: Readable | AsyncIterable<Buffer | Uint8Array>): Promise<{ compression: Compression; stream: AsyncIterable<Buffer> }> {
+export async function decompressedStream(
+  input: Readable | AsyncIterable<Buffer | Uint8Array>,
+): Promise<{ compression: Compression; stream: AsyncIterable<Buffer> }> {
   const source = input[Symbol.asyncIterator]() as AsyncIterator<Buffer | Uint8Array>;
   const head: Buffer[] = [];
   let headBytes = 0;
@@ -87,7 +89,8 @@ export async function openLayerInput(source: string | Readable): Promise<{ compr
     file = await open(source, 'r');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw new UnionctlError('NOT_FOUND', `layer tarball ${source} does not exist`, { hint: 'check the path', cause: e });
+    if (err.code === 'ENOENT')
+      throw new UnionctlError('NOT_FOUND', `layer tarball ${source} does not exist`, { hint: 'check the path', cause: e });
     throw new UnionctlError('USAGE', `cannot read layer tarball ${source}: ${err.message}`, { cause: e });
   }
   try {

@@ -349,7 +349,11 @@ class LowerLayers {
       const name = entry.name;
       if (this.format === 'aufs' && name.startsWith(WHITEOUT_PREFIX)) {
         if (!name.startsWith(AUFS_META_PREFIX)) whiteouts.push(name.slice(WHITEOUT_PREFIX.length));
-      } else if (this.format === 'overlay' && entry.isCharacterDevice() && isOverlayWhiteout(lstatSync(`${dir}/${name}`, { bigint: true }))) {
+      } else if (
+        this.format === 'overlay' &&
+        entry.isCharacterDevice() &&
+        isOverlayWhiteout(lstatSync(`${dir}/${name}`, { bigint: true }))
+      ) {
         whiteouts.push(name);
       } else if (!hidden.has(name)) {
         visible.push(name);

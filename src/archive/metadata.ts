@@ -26,7 +26,11 @@ export function applyMetadata(path: string, meta: InodeMetadata, kind: InodeKind
  * for a namespace we may not write) is reported there and skipped — Docker does the same, since
  * not every backing filesystem carries every namespace; without it, the error is thrown.
  */
-export function applyXattrs(path: string, xattrs: ReadonlyMap<string, Buffer>, onUnsupported?: (name: string, err: SysCallError) => void): void {
+export function applyXattrs(
+  path: string,
+  xattrs: ReadonlyMap<string, Buffer>,
+  onUnsupported?: (name: string, err: SysCallError) => void,
+): void {
   for (const [name, value] of xattrs) {
     try {
       lsetxattr(path, name, value);

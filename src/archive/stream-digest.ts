@@ -65,7 +65,8 @@ parentPort.postMessage(hash.digest('hex'));
 `;
 
 /** Atomics.waitAsync (Node 16+; not in TypeScript's ES2022 lib). */
-const waitAsync = (Atomics as unknown as { waitAsync(a: BigInt64Array, index: number, value: bigint): { value: string | Promise<string> } }).waitAsync;
+const waitAsync = (Atomics as unknown as { waitAsync(a: BigInt64Array, index: number, value: bigint): { value: string | Promise<string> } })
+  .waitAsync;
 
 /**
  * Is there a second core for the hashing thread? (A load-average test was tried and dropped: the
@@ -122,7 +123,7 @@ export class StreamDigest {
       this.written += chunk.length;
       return undefined;
     }
-    for (let off = 0; off < chunk.length; ) {
+    for (let off = 0; off < chunk.length;) {
       const view = this.reserve(chunk.length - off);
       if (view instanceof Promise) {
         const rest = chunk.subarray(off);
@@ -196,7 +197,7 @@ export class StreamDigest {
     if (this.result !== undefined) return this.result;
     if (this.local !== undefined) {
       this.hex = this.local.digest('hex');
-      this.release();
+      void this.release(); // nothing to wait for: the digest is known
       return Promise.resolve(this.hex);
     }
     const worker = this.worker!;
@@ -207,7 +208,7 @@ export class StreamDigest {
       worker.once('exit', (code) => reject(new Error(`digest worker exited (code ${code}) before it answered`)));
     }).then((hex) => {
       this.hex = hex;
-      this.release();
+      void this.release(); // the answer came: the worker can go in the background
       return hex;
     });
     Atomics.store(this.ctl!, DONE, 1n);

@@ -78,7 +78,12 @@ const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
  * (complete once the generator is done). Leaving the loop early releases the input.
  */
 export function readTar(input: AsyncIterable<Buffer | Uint8Array>, opts: ReadTarOptions = {}): TarReader {
-  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, (input as Partial<SelfHashingInput>).streamDigest, opts.digest !== false);
+  const source = new ByteSource(
+    input[Symbol.asyncIterator](),
+    opts.onBytes,
+    (input as Partial<SelfHashingInput>).streamDigest,
+    opts.digest !== false,
+  );
   source.tap = opts.tap;
   const entries = parseEntries(source);
   return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader;
@@ -277,7 +282,8 @@ class EntryBody implements AsyncIterableIterator<Buffer> {
       if ((await this.source.skip(rest + pad)) < rest + pad) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
       return;
     }
-    if ((await this.source.skip(rest)) < rest || (await this.source.rawBytes(pad)) < pad) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
+    if ((await this.source.skip(rest)) < rest || (await this.source.rawBytes(pad)) < pad)
+      throw truncated(this.source, this.entry, 'the stream ends inside the entry');
   }
 }
 
@@ -483,7 +489,11 @@ function verifyChecksum(block: Buffer, offset: number): void {
   for (let i = 0; i < BLOCK_SIZE; i++) if ((i < 148 || i >= 156) && block[i] >= 0x80) highBytes++;
   if (stored === unsigned - 256 * highBytes) return;
   const name = fieldText(block, 0, 100);
-  throw headerError(`header checksum mismatch (stored ${stored < 0 ? 'unreadable' : stored}, computed ${unsigned}): not a tar archive or a corrupt header`, offset, name || undefined);
+  throw headerError(
+    `header checksum mismatch (stored ${stored < 0 ? 'unreadable' : stored}, computed ${unsigned}): not a tar archive or a corrupt header`,
+    offset,
+    name || undefined,
+  );
 }
 
 /** A NUL-terminated text field, decoded as UTF-8 (the names in the wild are; pax says so). */
@@ -504,9 +514,13 @@ function fieldText(block: Buffer, start: number, len: number): string {
 
 function assertUtf8(bytes: Buffer, offset: number): void {
   if (isUtf8(bytes)) return;
-  throw new UnionctlError('UNSUPPORTED', `tar entry at offset ${offset} has a name that is not valid UTF-8 (${JSON.stringify(bytes.toString('latin1'))})`, {
-    hint: 'unionctl only handles UTF-8 file names; rename the file in the source tree',
-  });
+  throw new UnionctlError(
+    'UNSUPPORTED',
+    `tar entry at offset ${offset} has a name that is not valid UTF-8 (${JSON.stringify(bytes.toString('latin1'))})`,
+    {
+      hint: 'unionctl only handles UTF-8 file names; rename the file in the source tree',
+    },
+  );
 }
 
 /** Octal ASCII (optionally space/NUL padded), or GNU base-256 when the high bit of the first byte is set. */
@@ -514,7 +528,11 @@ function parseNumber(block: Buffer, start: number, len: number, what: string, of
   try {
     return block[start] & 0x80 ? parseBase256(block, start, len) : parseOctal(block, start, len);
   } catch (e) {
-    throw headerError(`bad ${what} field ${JSON.stringify(block.toString('latin1', start, start + len))}: ${(e as Error).message}`, offset, entry || undefined);
+    throw headerError(
+      `bad ${what} field ${JSON.stringify(block.toString('latin1', start, start + len))}: ${(e as Error).message}`,
+      offset,
+      entry || undefined,
+    );
   }
 }
 
@@ -555,11 +573,16 @@ async function readMetadataRecord(source: ByteSource, raw: RawHeader, pending: P
   if (kind !== 'x' && kind !== 'g' && kind !== 'L' && kind !== 'K' && kind !== 'V') return false;
   if (kind === 'V') {
     // A GNU volume label names the archive, not a file.
-    if ((await source.rawBytes(raw.size + padding(raw.size))) < raw.size + padding(raw.size)) throw truncated(source, raw.name, 'in a volume label');
+    if ((await source.rawBytes(raw.size + padding(raw.size))) < raw.size + padding(raw.size))
+      throw truncated(source, raw.name, 'in a volume label');
     return true;
   }
   if (raw.size > MAX_METADATA_RECORD) {
-    throw headerError(`a '${kind}' metadata record of ${raw.size} bytes is larger than the ${MAX_METADATA_RECORD}-byte limit`, raw.offset, raw.name);
+    throw headerError(
+      `a '${kind}' metadata record of ${raw.size} bytes is larger than the ${MAX_METADATA_RECORD}-byte limit`,
+      raw.offset,
+      raw.name,
+    );
   }
   const data = await source.read(raw.size);
   if (data.length < raw.size) throw truncated(source, raw.name, `the '${kind}' record has ${data.length} of ${raw.size} bytes`);
@@ -595,7 +618,8 @@ export function parsePaxRecords(data: Buffer, offset = 0): Map<string, Buffer> {
     if (!/^[1-9][0-9]*$/.test(digits)) throw headerError(`bad pax record length at byte ${pos} of the pax header`, offset);
     const length = Number(digits);
     const end = pos + length;
-    if (end > data.length || data[end - 1] !== 0x0a || end <= space + 1) throw headerError(`pax record at byte ${pos} overruns its header or lacks its newline`, offset);
+    if (end > data.length || data[end - 1] !== 0x0a || end <= space + 1)
+      throw headerError(`pax record at byte ${pos} overruns its header or lacks its newline`, offset);
     const equals = data.indexOf(0x3d, space + 1);
     if (equals === -1 || equals >= end) throw headerError(`pax record at byte ${pos} has no '='`, offset);
     const key = data.toString('utf8', space + 1, equals);
@@ -681,9 +705,13 @@ function unsupportedType(raw: RawHeader, path: string): UnionctlError {
   const flag = raw.typeflag;
   const printable = /^[\x20-\x7e]$/.test(flag) ? `'${flag}'` : `0x${flag.charCodeAt(0).toString(16)}`;
   const what = UNSUPPORTED_TYPES[flag] ?? 'unknown entry type';
-  return new UnionctlError('UNSUPPORTED', `tar entry ${JSON.stringify(path)} (offset ${raw.offset}) has typeflag ${printable} (${what}), which unionctl cannot extract`, {
-    hint: 'container layers hold only files, dirs, links, devices and FIFOs; repack the layer without it',
-  });
+  return new UnionctlError(
+    'UNSUPPORTED',
+    `tar entry ${JSON.stringify(path)} (offset ${raw.offset}) has typeflag ${printable} (${what}), which unionctl cannot extract`,
+    {
+      hint: 'container layers hold only files, dirs, links, devices and FIFOs; repack the layer without it',
+    },
+  );
 }
 
 /** An empty pax value means "no value here": the header field (or long-name record) applies. */
@@ -695,7 +723,8 @@ function paxString(pax: Map<string, Buffer>, key: string): string | undefined {
 function paxInteger(pax: Map<string, Buffer>, key: string, raw: RawHeader): number | undefined {
   const text = paxString(pax, key);
   if (text === undefined) return undefined;
-  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(Number(text))) throw headerError(`bad pax ${key} ${JSON.stringify(text)}`, raw.offset, raw.name);
+  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(Number(text)))
+    throw headerError(`bad pax ${key} ${JSON.stringify(text)}`, raw.offset, raw.name);
   return Number(text);
 }
 
@@ -724,9 +753,13 @@ function paxXattrs(pax: Map<string, Buffer>, raw: RawHeader): Map<string, Buffer
     } else if (key.startsWith('LIBARCHIVE.xattr.')) {
       xattrs.set(decodeLibarchiveName(key, raw), Buffer.from(value.toString('latin1'), 'base64'));
     } else if (key.startsWith('GNU.sparse.')) {
-      throw new UnionctlError('UNSUPPORTED', `tar entry ${JSON.stringify(raw.name)} (offset ${raw.offset}) is a GNU sparse file, which unionctl cannot extract`, {
-        hint: 'repack the layer without --sparse',
-      });
+      throw new UnionctlError(
+        'UNSUPPORTED',
+        `tar entry ${JSON.stringify(raw.name)} (offset ${raw.offset}) is a GNU sparse file, which unionctl cannot extract`,
+        {
+          hint: 'repack the layer without --sparse',
+        },
+      );
     }
   }
   return xattrs;

@@ -141,7 +141,11 @@ function checkHeader(h: TarHeader): void {
   if (h.path.length === 0) throw bad('empty name');
   if (h.path.includes('\0') || h.linkname.includes('\0')) throw bad('name or link target contains a NUL byte');
   if (!Number.isInteger(h.mode) || h.mode < 0 || h.mode > 0o7777) throw bad(`mode ${h.mode} is not a permission value (07777)`);
-  for (const [what, v] of [['uid', h.uid], ['gid', h.gid], ['size', h.size]] as const) {
+  for (const [what, v] of [
+    ['uid', h.uid],
+    ['gid', h.gid],
+    ['size', h.size],
+  ] as const) {
     if (!Number.isSafeInteger(v) || v < 0) throw bad(`${what} ${v} is not a non-negative integer`);
   }
   if (h.type !== 'file' && h.size !== 0) throw bad(`a ${h.type} entry cannot carry ${h.size} content bytes`);
@@ -161,7 +165,10 @@ function paxRecordsFor(h: TarHeader, name: string, mtimeSec: number): Map<string
   if (!fitsOctal(h.gid, 8)) records.set('gid', utf8(String(h.gid)));
   if (!fitsOctal(h.size, 12)) records.set('size', utf8(String(h.size)));
   if (!fitsOctal(mtimeSec, 12)) records.set('mtime', utf8(String(mtimeSec)));
-  for (const [key, value] of [['uname', h.uname ?? ''], ['gname', h.gname ?? '']] as const) {
+  for (const [key, value] of [
+    ['uname', h.uname ?? ''],
+    ['gname', h.gname ?? ''],
+  ] as const) {
     if (!isAscii(value) || value.length > 31) records.set(key, utf8(value));
   }
   for (const [xname, value] of h.xattrs) records.set(`SCHILY.xattr.${xname}`, value);
@@ -302,7 +309,10 @@ export class TarWriter {
   addEntry(header: TarHeader, body?: Buffer | AsyncIterable<Buffer>): Promise<void> {
     return this.serialize(async () => {
       const wrongSize = (written: number) =>
-        new UnionctlError('USAGE', `tar entry ${JSON.stringify(header.path)}: the header says ${header.size} bytes but the body has ${written}`);
+        new UnionctlError(
+          'USAGE',
+          `tar entry ${JSON.stringify(header.path)}: the header says ${header.size} bytes but the body has ${written}`,
+        );
       if (Buffer.isBuffer(body) && body.length !== header.size) throw wrongSize(body.length);
       if (body === undefined && header.size !== 0) throw wrongSize(0);
       this.beginEntry(encodeHeader(header));
@@ -462,11 +472,14 @@ function readExactly(fd: number, buf: Buffer, offset: number, length: number, po
   while (done < length) {
     const n = readSync(fd, buf, offset + done, length - done, position + done);
     if (n === 0) {
-      throw new UnionctlError('CORRUPT', `${path} shrank while it was being archived (expected ${position + length} bytes, found ${position + done})`, {
-        hint: 'stop whatever writes to the layer (e.g. pause the container) and export again',
-      });
+      throw new UnionctlError(
+        'CORRUPT',
+        `${path} shrank while it was being archived (expected ${position + length} bytes, found ${position + done})`,
+        {
+          hint: 'stop whatever writes to the layer (e.g. pause the container) and export again',
+        },
+      );
     }
     done += n;
   }
 }
-

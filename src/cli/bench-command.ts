@@ -18,7 +18,13 @@ interface BenchCliOptions {
   runs?: string;
 }
 
-const list = (s: string | undefined) => (s === undefined ? undefined : s.split(',').map((x) => x.trim()).filter(Boolean));
+const list = (s: string | undefined) =>
+  s === undefined
+    ? undefined
+    : s
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
 
 /**
  * `--json FILE` names the results file. `--json` is also unionctl's global "machine-readable
@@ -28,7 +34,9 @@ const list = (s: string | undefined) => (s === undefined ? undefined : s.split('
 function resultsFile(fileArg: string | undefined, cmd: Command): string | undefined {
   const json = cmd.optsWithGlobals<{ json?: boolean }>().json === true;
   if (fileArg !== undefined && !json) {
-    throw new UnionctlError('USAGE', `unexpected argument ${JSON.stringify(fileArg)} for bench`, { hint: 'name the results file with --json FILE' });
+    throw new UnionctlError('USAGE', `unexpected argument ${JSON.stringify(fileArg)} for bench`, {
+      hint: 'name the results file with --json FILE',
+    });
   }
   if (json && fileArg === undefined) {
     throw new UnionctlError('USAGE', 'bench --json needs a file name', { hint: 'e.g. unionctl bench --json /tmp/bench/latest.json' });
@@ -74,7 +82,9 @@ export function registerBenchCommand(program: Command): void {
     .command('bench')
     .usage('[--drivers …] [--workloads …] [--peers] [--quick] [--fs ext4|xfs|tmpfs] [--json FILE] [--runs N]')
     .argument('[file]', 'after --json: the results file; the .md table and SVG plots go next to it (default bench/results/latest.json)')
-    .description('storage benchmarks: every driver against GNU tar, Docker, podman, umoci, fuse-overlayfs on a fresh loop filesystem (root)')
+    .description(
+      'storage benchmarks: every driver against GNU tar, Docker, podman, umoci, fuse-overlayfs on a fresh loop filesystem (root)',
+    )
     .option('--drivers <list>', 'comma-separated unionctl drivers (default: all registered)')
     .option('--workloads <list>', 'comma-separated: distro, smallfiles, deep, whiteouts, bigfile, image (default: all)')
     .option('--peers', 'apt-get install the peer tools that are missing (otherwise they are skipped, with a note)')

@@ -283,7 +283,11 @@ export function buildProgram(version: string): Command {
     .option('--parent <id>', 'layer to build on')
     .option('--id <id>', 'id for the new layer (default: generated)')
     .option('--rw', 'writable (container) layer instead of an image layer')
-    .addOption(new Option('--layer-opt <key=value>', 'per-layer storage option, e.g. size=10G (writable layers only; repeatable)').argParser(collect))
+    .addOption(
+      new Option('--layer-opt <key=value>', 'per-layer storage option, e.g. size=10G (writable layers only; repeatable)').argParser(
+        collect,
+      ),
+    )
     .action(createCommand);
 
   program
@@ -296,7 +300,11 @@ export function buildProgram(version: string): Command {
 
   program.command('umount').alias('unmount').description('release a mount made by mount').argument('<id>', 'layer').action(umountCommand);
 
-  program.command('rm').description('remove layers, in the order given; stops at the first failure').argument('<id...>', 'layers').action(rmCommand);
+  program
+    .command('rm')
+    .description('remove layers, in the order given; stops at the first failure')
+    .argument('<id...>', 'layers')
+    .action(rmCommand);
 
   program.command('ls').description('list layers').action(lsCommand);
 
@@ -304,7 +312,11 @@ export function buildProgram(version: string): Command {
 
   program.command('cleanup').description('unmount everything the driver mounted').action(cleanupCommand);
 
-  program.command('branches').description("the union's branches, top first, as the kernel reports them").argument('<id>', 'layer').action(branchesCommand);
+  program
+    .command('branches')
+    .description("the union's branches, top first, as the kernel reports them")
+    .argument('<id>', 'layer')
+    .action(branchesCommand);
 
   program
     .command('diff')

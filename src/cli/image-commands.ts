@@ -6,7 +6,16 @@ import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
-import { listImages, loadImages, removeImage, saveImages, type LayerCompression, type LoadedImage, type LoadProgress, type SaveFormat } from '../image/index.js';
+import {
+  listImages,
+  loadImages,
+  removeImage,
+  saveImages,
+  type LayerCompression,
+  type LoadedImage,
+  type LoadProgress,
+  type SaveFormat,
+} from '../image/index.js';
 import { eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
 import { startProgress } from './progress.js';
 
@@ -18,10 +27,13 @@ function shortId(id: string): string {
 
 async function loadCommand(withStore: WithStore, file: string, opts: { image?: string }, cmd: Command): Promise<void> {
   if (file === '-' && process.stdin.isTTY) {
-    throw new UnionctlError('USAGE', 'refusing to read an image archive from a terminal', { hint: 'pipe an archive into unionctl load -, or give a file name' });
+    throw new UnionctlError('USAGE', 'refusing to read an image archive from a terminal', {
+      hint: 'pipe an archive into unionctl load -, or give a file name',
+    });
   }
   // Before the store is opened, so a typo changes nothing on disk.
-  if (file !== '-' && !existsSync(file)) throw new UnionctlError('NOT_FOUND', `image archive ${file} does not exist`, { hint: 'check the path' });
+  if (file !== '-' && !existsSync(file))
+    throw new UnionctlError('NOT_FOUND', `image archive ${file} does not exist`, { hint: 'check the path' });
   await withStore(cmd, async (store, g) => {
     // One progress line per layer: "loading layer 2/4", bytes of that layer's tar.
     let progress = startProgress('loading');
@@ -41,7 +53,13 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
       progress.done();
     }
     if (g.json) {
-      return printJson({ images: images.map((i) => ({ id: i.id, names: i.names, layers: i.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId })) })) });
+      return printJson({
+        images: images.map((i) => ({
+          id: i.id,
+          names: i.names,
+          layers: i.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId })),
+        })),
+      });
     }
     for (const i of images) {
       const reused = i.layers.filter((l) => l.reused).length;
@@ -55,7 +73,15 @@ async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command)
   await withStore(cmd, async (store, g) => {
     const images = await listImages(store);
     if (g.json) return printJson(images);
-    const rows = images.flatMap((i) => (i.names.length > 0 ? i.names : ['<none>']).map((n) => [n, shortId(i.id), String(i.layers.length), humanBytes(i.size), i.loaded.replace(/\.\d+Z$/, 'Z')]));
+    const rows = images.flatMap((i) =>
+      (i.names.length > 0 ? i.names : ['<none>']).map((n) => [
+        n,
+        shortId(i.id),
+        String(i.layers.length),
+        humanBytes(i.size),
+        i.loaded.replace(/\.\d+Z$/, 'Z'),
+      ]),
+    );
     printTable(['NAME', 'IMAGE ID', 'LAYERS', 'SIZE', 'LOADED'], rows);
   });
 }
@@ -83,7 +109,11 @@ interface SaveCliOptions {
 
 async function saveCommand(withStore: WithStore, refs: string[], opts: SaveCliOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const saved = await saveImages(store, refs, opts.output, { format: opts.format, compress: opts.compress, onWarning: (m) => eprintln(`unionctl: warning: ${m}`) });
+    const saved = await saveImages(store, refs, opts.output, {
+      format: opts.format,
+      compress: opts.compress,
+      onWarning: (m) => eprintln(`unionctl: warning: ${m}`),
+    });
     if (g.json) return printJson({ output: opts.output, images: saved });
     for (const s of saved) println(`Saved ${s.names.join(', ') || s.id} (${shortId(s.savedId)}) to ${opts.output}`);
   });
@@ -98,7 +128,10 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
     .option('--image <name>', 'load only this image of a multi-image archive')
     .action((file: string, opts: { image?: string }, cmd: Command) => loadCommand(withStore, file, opts, cmd));
 
-  program.command('images').description('list images').action((opts: unknown, cmd: Command) => imagesCommand(withStore, opts, cmd));
+  program
+    .command('images')
+    .description('list images')
+    .action((opts: unknown, cmd: Command) => imagesCommand(withStore, opts, cmd));
 
   program
     .command('rmi')

@@ -47,7 +47,10 @@ function packageVersion(): string {
 /** Commander's messages look like "error: unknown option '--x'\n(Did you mean --y?)". */
 function reportUsageError(e: CommanderError): number {
   const [first, ...rest] = e.message.replace(/^error: /, '').split('\n');
-  const suggestion = rest.join(' ').trim().replace(/^\((.*)\)$/, '$1');
+  const suggestion = rest
+    .join(' ')
+    .trim()
+    .replace(/^\((.*)\)$/, '$1');
   printError(first, suggestion ? `${suggestion.charAt(0).toLowerCase()}${suggestion.slice(1)}` : "run 'unionctl --help' for usage");
   return EXIT_USAGE;
 }

@@ -27,7 +27,9 @@ export async function patchesFor(store: LayerStore, id: string, parent: string |
   try {
     const newView = (await store.mount(id)).path;
     try {
-      return changed.map((c) => patchOne(diff, c.path, join(oldView, c.path), join(newView, c.path))).filter((p): p is string => p !== undefined);
+      return changed
+        .map((c) => patchOne(diff, c.path, join(oldView, c.path), join(newView, c.path)))
+        .filter((p): p is string => p !== undefined);
     } finally {
       await store.unmount(id);
     }
@@ -56,7 +58,9 @@ function patchOne(diff: typeof import('diff'), path: string, oldFile: string, ne
   const newText = readFileSync(newFile, 'utf8');
   // A metadata-only change (mode, owner, mtime) is a C too, but has no text difference to show.
   if (oldText === newText) return undefined;
-  return diff.createTwoFilesPatch(`a${path}`, `b${path}`, oldText, newText, undefined, undefined, { headerOptions: diff.FILE_HEADERS_ONLY });
+  return diff.createTwoFilesPatch(`a${path}`, `b${path}`, oldText, newText, undefined, undefined, {
+    headerOptions: diff.FILE_HEADERS_ONLY,
+  });
 }
 
 function looksBinary(file: string): boolean {

@@ -55,7 +55,9 @@ export class NaiveDiff {
       if (released) return;
       released = true;
       // The stream is over by now, so there is no one left to hand an error to but the process.
-      views.release().catch((e: unknown) => process.emitWarning(`unionctl: releasing the views of layer ${id} failed: ${(e as Error).message}`));
+      views
+        .release()
+        .catch((e: unknown) => process.emitWarning(`unionctl: releasing the views of layer ${id} failed: ${(e as Error).message}`));
     };
     // 'close' comes after 'end', after 'error' and after destroy() (autoDestroy is the default).
     stream.once('close', releaseOnce);

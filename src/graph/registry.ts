@@ -46,7 +46,9 @@ export function lookupDriver(name: string): DriverEntry {
 
 function unsupported(entry: DriverEntry, root: string, reason: string): UnionctlError {
   return new UnionctlError('UNSUPPORTED', `storage driver ${entry.name} cannot be used for ${root}: ${reason}`, {
-    hint: `choose another driver (${driverNames().filter((n) => n !== entry.name).join(', ')}) or another --root`,
+    hint: `choose another driver (${driverNames()
+      .filter((n) => n !== entry.name)
+      .join(', ')}) or another --root`,
   });
 }
 
@@ -125,7 +127,11 @@ export function splitStorageOpts(opts: string[] | Record<string, string> | undef
 }
 
 /** splitStorageOpts, then BAD_OPTION for any key not in `allowed`, naming it and the allowed ones. */
-export function parseStorageOpts(opts: string[] | Record<string, string> | undefined, allowed: string[], what: string): Record<string, string> {
+export function parseStorageOpts(
+  opts: string[] | Record<string, string> | undefined,
+  allowed: string[],
+  what: string,
+): Record<string, string> {
   const parsed = splitStorageOpts(opts, what);
   const known = new Set(allowed.map((k) => k.toLowerCase()));
   for (const key of Object.keys(parsed)) {

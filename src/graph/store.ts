@@ -109,7 +109,6 @@ interface StoredRecord extends LayerRecord {
   owner?: Owner;
 }
 
-
 // ---- process liveness ------------------------------------------------------------------------
 
 /** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or undefined if no such process. */
@@ -150,7 +149,6 @@ function randomLayerId(): string {
 function isMissing(e: unknown): boolean {
   return (e as NodeJS.ErrnoException).code === 'ENOENT';
 }
-
 
 function publicRecord(r: StoredRecord): LayerRecord {
   const { state: _state, owner: _owner, ...rest } = r;
@@ -274,7 +272,10 @@ export class LayerStore {
         hint: 'restore the file from a backup, or remove the layer record and its driver directory by hand',
       });
     }
-    if (rec.id !== id) throw new UnionctlError('CORRUPT', `layer record ${this.recordPath(id)} is for layer ${JSON.stringify(rec.id)}`, { hint: 'rename or remove the file' });
+    if (rec.id !== id)
+      throw new UnionctlError('CORRUPT', `layer record ${this.recordPath(id)} is for layer ${JSON.stringify(rec.id)}`, {
+        hint: 'rename or remove the file',
+      });
     return rec;
   }
 
@@ -302,7 +303,6 @@ export class LayerStore {
     writeFileAtomic(this.recordPath(rec.id), `${JSON.stringify(rec, null, 2)}\n`, { durable: rec.state !== 'complete' });
   }
 
-
   private deleteRecord(id: string): void {
     rmSync(this.tarSplitPath(id), { force: true });
     // Writes cut short by a crash leave `.<name>.<pid>.tmp` files (writeFileAtomic).
@@ -327,7 +327,8 @@ export class LayerStore {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new UnionctlError('USAGE', `the layer store at ${this.root} is closed`, { hint: 'open it again with openStore' });
+    if (this.closed)
+      throw new UnionctlError('USAGE', `the layer store at ${this.root} is closed`, { hint: 'open it again with openStore' });
   }
 
   // ---- crash recovery ------------------------------------------------------------------------
@@ -341,7 +342,9 @@ export class LayerStore {
           else if (rec.state === 'creating' && !ownerAlive(rec.owner)) await this.rollBackCreation(rec.id);
         } catch (e) {
           // One stuck layer must not make the whole store unusable: it stays hidden, and the next open retries.
-          process.emitWarning(`unionctl: could not clean up the interrupted ${rec.state === 'removing' ? 'removal' : 'creation'} of layer ${rec.id}: ${(e as Error).message}`);
+          process.emitWarning(
+            `unionctl: could not clean up the interrupted ${rec.state === 'removing' ? 'removal' : 'creation'} of layer ${rec.id}: ${(e as Error).message}`,
+          );
         }
       }
       // An image load killed half-way: its finished layers have no image record; remove them.
@@ -417,13 +420,15 @@ export class LayerStore {
   private completeRecord(id: string, what = 'layer'): StoredRecord {
     assertValidId(id, `${what} id`);
     const rec = this.readRecord(id);
-    if (rec === undefined) throw new UnionctlError('NOT_FOUND', `${what} ${id} does not exist`, { hint: 'list the layers with unionctl ls' });
+    if (rec === undefined)
+      throw new UnionctlError('NOT_FOUND', `${what} ${id} does not exist`, { hint: 'list the layers with unionctl ls' });
     if (rec.state === 'creating') {
       throw new UnionctlError('NOT_FOUND', `${what} ${id} is still being created (by process ${rec.owner?.pid ?? '?'})`, {
         hint: 'wait for that import or create to finish',
       });
     }
-    if (rec.state === 'removing') throw new UnionctlError('NOT_FOUND', `${what} ${id} is being removed`, { hint: 'list the layers with unionctl ls' });
+    if (rec.state === 'removing')
+      throw new UnionctlError('NOT_FOUND', `${what} ${id} is being removed`, { hint: 'list the layers with unionctl ls' });
     return rec;
   }
 
@@ -438,16 +443,22 @@ export class LayerStore {
       if (this.readRecord(id) !== undefined) throw new UnionctlError('EXISTS', `layer ${id} already exists`, { hint: 'choose another id' });
       // A directory the records do not know (someone else's data): never take it over, never delete it.
       if (await this.driver.exists(id)) {
-        throw new UnionctlError('EXISTS', `layer id ${id} is already used by a directory in ${this.driver.home} that this store does not know`, {
-          hint: 'choose another id',
-        });
+        throw new UnionctlError(
+          'EXISTS',
+          `layer id ${id} is already used by a directory in ${this.driver.home} that this store does not know`,
+          {
+            hint: 'choose another id',
+          },
+        );
       }
       let parentRec: StoredRecord | undefined;
       if (parent !== undefined) {
         assertValidId(parent, 'parent layer id');
         const rec = this.readRecord(parent);
         if (rec === undefined || rec.state === 'removing') {
-          throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist`, { hint: 'import or create the parent first (unionctl ls lists the layers)' });
+          throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist`, {
+            hint: 'import or create the parent first (unionctl ls lists the layers)',
+          });
         }
         if (rec.state === 'creating') {
           throw new UnionctlError('NOT_FOUND', `parent layer ${parent} is still being created (by process ${rec.owner?.pid ?? '?'})`, {
@@ -485,7 +496,12 @@ export class LayerStore {
    * Runs the driver part of a creation. On any failure the layer and its record are removed
    * before the error is rethrown, so the store is as it was.
    */
-  private async createWithRollback(id: string, parent: string | undefined, writable: boolean, build: (parentRec: StoredRecord | undefined) => Promise<Partial<LayerRecord>>): Promise<LayerRecord> {
+  private async createWithRollback(
+    id: string,
+    parent: string | undefined,
+    writable: boolean,
+    build: (parentRec: StoredRecord | undefined) => Promise<Partial<LayerRecord>>,
+  ): Promise<LayerRecord> {
     const parentRec = await this.beginCreate(id, parent, writable);
     let fields: Partial<LayerRecord>;
     try {
@@ -494,10 +510,14 @@ export class LayerStore {
       try {
         await this.rollBackCreation(id);
       } catch (cleanupError) {
-        throw new UnionctlError('CORRUPT', `creating layer ${id} failed (${(e as Error).message}) and so did removing what was made: ${(cleanupError as Error).message}`, {
-          cause: e,
-          hint: 'reopen the store (any unionctl command) to retry the clean-up',
-        });
+        throw new UnionctlError(
+          'CORRUPT',
+          `creating layer ${id} failed (${(e as Error).message}) and so did removing what was made: ${(cleanupError as Error).message}`,
+          {
+            cause: e,
+            hint: 'reopen the store (any unionctl command) to retry the clean-up',
+          },
+        );
       }
       throw e;
     }
@@ -512,9 +532,13 @@ export class LayerStore {
     const writable = opts.writable ?? false;
     const storageOpt = splitStorageOpts(opts.storageOpt, 'layer');
     if (!writable && Object.keys(storageOpt).length > 0) {
-      throw new UnionctlError('BAD_OPTION', `per-layer storage options (${Object.keys(storageOpt).join(', ')}) are only accepted for writable layers`, {
-        hint: 'add --rw, or drop the options',
-      });
+      throw new UnionctlError(
+        'BAD_OPTION',
+        `per-layer storage options (${Object.keys(storageOpt).join(', ')}) are only accepted for writable layers`,
+        {
+          hint: 'add --rw, or drop the options',
+        },
+      );
     }
     return this.createWithRollback(id, opts.parent, writable, async () => {
       if (writable) await this.driver.createReadWrite(id, opts.parent, { storageOpt });
@@ -562,7 +586,11 @@ export class LayerStore {
       try {
         const path = await this.driver.get(target, { mountLabel: opts.mountLabel });
         try {
-          await this.mounts.acquire(target, () => true, () => {});
+          await this.mounts.acquire(
+            target,
+            () => true,
+            () => {},
+          );
         } catch (e) {
           await this.driver.put(target);
           throw e;
@@ -581,10 +609,16 @@ export class LayerStore {
     await this.locked(async () => {
       this.completeRecord(id);
       if (this.mounts.count(id) === 0) {
-        throw new UnionctlError('USAGE', `layer ${id} is not mounted`, { hint: `unionctl mount ${id} mounts it; unionctl cleanup unmounts everything` });
+        throw new UnionctlError('USAGE', `layer ${id} is not mounted`, {
+          hint: `unionctl mount ${id} mounts it; unionctl cleanup unmounts everything`,
+        });
       }
       await this.driver.put(id);
-      await this.mounts.release(id, () => false, () => {});
+      await this.mounts.release(
+        id,
+        () => false,
+        () => {},
+      );
     });
   }
 
@@ -605,15 +639,21 @@ export class LayerStore {
         .map((r) => r.id)
         .sort();
       if (children.length > 0) {
-        throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`, { hint: 'remove the children first' });
+        throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`, {
+          hint: 'remove the children first',
+        });
       }
       const images = imagesUsingLayer(this, id);
       if (images.length > 0) {
-        throw new UnionctlError('IN_USE', `layer ${id} belongs to image ${images[0]}`, { hint: `remove the image instead: unionctl rmi ${images[0]}` });
+        throw new UnionctlError('IN_USE', `layer ${id} belongs to image ${images[0]}`, {
+          hint: `remove the image instead: unionctl rmi ${images[0]}`,
+        });
       }
       const mounted = this.mounts.count(id);
       if (mounted > 0) {
-        throw new UnionctlError('IN_USE', `layer ${id} is mounted (${mounted} mount${mounted === 1 ? '' : 's'})`, { hint: `unmount it first: unionctl umount ${id}` });
+        throw new UnionctlError('IN_USE', `layer ${id} is mounted (${mounted} mount${mounted === 1 ? '' : 's'})`, {
+          hint: `unmount it first: unionctl umount ${id}`,
+        });
       }
       this.writeRecord({ ...rec, state: 'removing' });
       try {

@@ -8,7 +8,21 @@
  * have no random access: they are first spooled (decompressed) into a temp file under the store
  * root, which is removed when the load ends.
  */
-import { closeSync, createReadStream, createWriteStream, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  type Stats,
+} from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -57,7 +71,10 @@ async function* ringChunks(path: string, offset: number, size: number): AsyncGen
       const want = Math.min(READ_CHUNK, left);
       if (at + want > ring.length) at = 0;
       const n = readSync(fd, ring, at, want, offset + (size - left));
-      if (n === 0) throw new UnionctlError('BAD_TAR', `${path}: the file ended ${left} bytes before the end of the member`, { hint: 'the archive was truncated while it was being read' });
+      if (n === 0)
+        throw new UnionctlError('BAD_TAR', `${path}: the file ended ${left} bytes before the end of the member`, {
+          hint: 'the archive was truncated while it was being read',
+        });
       left -= n;
       yield ring.subarray(at, at + n);
       at += n;
@@ -145,7 +162,8 @@ class TarArchiveFiles implements ArchiveFiles {
 
   private member(name: string): Member {
     const m = this.members.get(cleanName(name));
-    if (m === undefined) throw new UnionctlError('NOT_FOUND', `${this.description} has no member ${name}`, { hint: 'the archive is incomplete' });
+    if (m === undefined)
+      throw new UnionctlError('NOT_FOUND', `${this.description} has no member ${name}`, { hint: 'the archive is incomplete' });
     return m;
   }
 }
@@ -193,7 +211,10 @@ function indexTar(path: string, description: string): Map<string, Member> {
       const next = dataStart + Math.ceil(size / 512) * 512;
       const name = pending.path ?? h.name;
       if (dataStart + size > fileSize) {
-        throw new TarFormatError(`truncated archive: ${size} content bytes announced, the file ends after ${Math.max(0, fileSize - dataStart)}`, { entry: name, offset: pos });
+        throw new TarFormatError(
+          `truncated archive: ${size} content bytes announced, the file ends after ${Math.max(0, fileSize - dataStart)}`,
+          { entry: name, offset: pos },
+        );
       }
       if (h.typeflag === 'x' || h.typeflag === 'L') {
         const data = Buffer.alloc(h.size);
@@ -231,7 +252,8 @@ class DirectoryFiles implements ArchiveFiles {
 
   private pathOf(name: string): string {
     const full = resolve(this.dir, cleanName(name));
-    if (relative(this.dir, full).startsWith('..')) throw new UnionctlError('UNSAFE_ENTRY', `${this.description}: ${name} points outside the directory`);
+    if (relative(this.dir, full).startsWith('..'))
+      throw new UnionctlError('UNSAFE_ENTRY', `${this.description}: ${name} points outside the directory`);
     return full;
   }
 
@@ -317,14 +339,17 @@ export async function openArchive(input: string, tmpRoot: string): Promise<Archi
   try {
     st = statSync(input);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new UnionctlError('NOT_FOUND', `image archive ${input} does not exist`, { hint: 'check the path' });
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new UnionctlError('NOT_FOUND', `image archive ${input} does not exist`, { hint: 'check the path' });
     throw new UnionctlError('USAGE', `cannot read image archive ${input}: ${(e as Error).message}`, { cause: e });
   }
   if (st.isDirectory()) return new DirectoryFiles(resolve(input));
   const compression = sniffCompression(headOf(input));
   if (compression === 'none') return openTarFile(input, `image archive ${input}`, undefined);
   if (compression !== 'gzip' && compression !== 'zstd') {
-    throw new UnionctlError('UNSUPPORTED', `image archive ${input} is ${compression}-compressed`, { hint: 'decompress it first, or use gzip/zstd' });
+    throw new UnionctlError('UNSUPPORTED', `image archive ${input} is ${compression}-compressed`, {
+      hint: 'decompress it first, or use gzip/zstd',
+    });
   }
   const { dir, path } = await spool(createReadStream(input, { highWaterMark: READ_CHUNK }), tmpRoot);
   return openTarFile(path, `image archive ${input}`, dir);

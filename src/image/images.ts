@@ -3,7 +3,16 @@
  */
 import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
-import { deleteImageRecord, findImage, layersInUse, normalizeName, readImageRecords, requireImage, writeImageRecord, type ImageRecord } from './records.js';
+import {
+  deleteImageRecord,
+  findImage,
+  layersInUse,
+  normalizeName,
+  readImageRecords,
+  requireImage,
+  writeImageRecord,
+  type ImageRecord,
+} from './records.js';
 
 export interface ImageSummary {
   id: string;
@@ -79,10 +88,15 @@ export async function removeImage(store: LayerStore, ref: string): Promise<Remov
     for (const id of own) {
       const child = all.find((l) => l.parent === id && !ownSet.has(l.id));
       if (child !== undefined) {
-        throw new UnionctlError('IN_USE', `image ${ref} is in use: layer ${child.id} is built on its layer ${id}`, { hint: `remove that layer first: unionctl rm ${child.id}` });
+        throw new UnionctlError('IN_USE', `image ${ref} is in use: layer ${child.id} is built on its layer ${id}`, {
+          hint: `remove that layer first: unionctl rm ${child.id}`,
+        });
       }
       const mounts = store.mountCount(id);
-      if (mounts > 0) throw new UnionctlError('IN_USE', `image ${ref} is in use: its layer ${id} is mounted`, { hint: `unmount it first: unionctl umount ${id}` });
+      if (mounts > 0)
+        throw new UnionctlError('IN_USE', `image ${ref} is in use: its layer ${id} is mounted`, {
+          hint: `unmount it first: unionctl umount ${id}`,
+        });
     }
     deleteImageRecord(store, image.id);
     const removed: string[] = [];

@@ -18,7 +18,16 @@ import type { ApplyResult } from '../graph/driver.js';
 import { chainIdOf, type LayerStore } from '../graph/store.js';
 import { openArchive, type ArchiveFiles } from './archive.js';
 import { readImages, type ImageToLoad, type LayerToLoad } from './manifest.js';
-import { LoadJournal, normalizeName, readImageRecords, removeDirIfEmpty, removeUnusedLayers, writeImageRecord, type ImageLayerRef, type ImageRecord } from './records.js';
+import {
+  LoadJournal,
+  normalizeName,
+  readImageRecords,
+  removeDirIfEmpty,
+  removeUnusedLayers,
+  writeImageRecord,
+  type ImageLayerRef,
+  type ImageRecord,
+} from './records.js';
 
 export interface LoadOptions {
   /** Load only the image with this name (or id) from a multi-image archive. */
@@ -62,10 +71,14 @@ function pickImages(archive: ArchiveFiles, images: ImageToLoad[], wanted: string
   if (wanted === undefined) return images;
   const name = normalizeName(wanted);
   const hex = wanted.replace(/^sha256:/, '');
-  const match = images.filter((i) => i.names.includes(name) || (/^[0-9a-f]{4,64}$/.test(hex) && i.id.slice('sha256:'.length).startsWith(hex)));
+  const match = images.filter(
+    (i) => i.names.includes(name) || (/^[0-9a-f]{4,64}$/.test(hex) && i.id.slice('sha256:'.length).startsWith(hex)),
+  );
   if (match.length === 0) {
     const known = images.map((i) => i.names[0] ?? i.id).join(', ');
-    throw new UnionctlError('NOT_FOUND', `${archive.description} has no image ${wanted} (it has: ${known})`, { hint: 'give one of those names to --image' });
+    throw new UnionctlError('NOT_FOUND', `${archive.description} has no image ${wanted} (it has: ${known})`, {
+      hint: 'give one of those names to --image',
+    });
   }
   // Only the name asked for is given to the picked image.
   return match.map((i) => (i.names.includes(name) ? { ...i, names: [name] } : i));
@@ -81,7 +94,8 @@ async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: Ima
       const layers: LoadedImage['layers'] = [];
       let parent: ImageLayerRef | undefined;
       for (const layer of image.layers) {
-        const onBytes = opts.onProgress === undefined ? undefined : (bytes: number) => opts.onProgress?.({ layer: done + 1, layers: totalLayers, bytes });
+        const onBytes =
+          opts.onProgress === undefined ? undefined : (bytes: number) => opts.onProgress?.({ layer: done + 1, layers: totalLayers, bytes });
         const ref = await loadLayer(store, archive, image, layer, parent, journal, onBytes);
         layers.push(ref);
         parent = ref;
@@ -99,7 +113,9 @@ async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: Ima
       await removeUnusedLayers(store, journal.layers);
       journal.end();
     } catch (cleanupError) {
-      process.emitWarning(`unionctl: the failed load left layers behind (${(cleanupError as Error).message}); reopening the store retries the clean-up`);
+      process.emitWarning(
+        `unionctl: the failed load left layers behind (${(cleanupError as Error).message}); reopening the store retries the clean-up`,
+      );
     }
     throw e;
   }
@@ -130,9 +146,13 @@ async function loadLayer(
       verify: async (result) => {
         await blob.verify(result, what);
         if (result.diffId !== layer.diffId) {
-          throw new UnionctlError('CORRUPT', `${archive.description}: ${what}: diff ID mismatch: the config says ${layer.diffId}, the layer's tar has ${result.diffId}`, {
-            hint: 'the archive is damaged or was tampered with; nothing was loaded',
-          });
+          throw new UnionctlError(
+            'CORRUPT',
+            `${archive.description}: ${what}: diff ID mismatch: the config says ${layer.diffId}, the layer's tar has ${result.diffId}`,
+            {
+              hint: 'the archive is damaged or was tampered with; nothing was loaded',
+            },
+          );
         }
       },
     });
@@ -186,9 +206,13 @@ function blobInput(archive: ArchiveFiles, layer: LayerToLoad): BlobInput {
   const expected = layer.blobDigest;
   const path = archive.filePath(layer.member);
   const mismatch = (actual: string, what: string) =>
-    new UnionctlError('CORRUPT', `${archive.description}: ${what}: blob digest mismatch: the manifest says ${expected}, the blob is ${actual}`, {
-      hint: 'the archive is damaged or was tampered with; nothing was loaded',
-    });
+    new UnionctlError(
+      'CORRUPT',
+      `${archive.description}: ${what}: blob digest mismatch: the manifest says ${expected}, the blob is ${actual}`,
+      {
+        hint: 'the archive is damaged or was tampered with; nothing was loaded',
+      },
+    );
   if (expected === undefined || layer.compression === 'none') {
     return {
       input: path ?? (archive.chunks(layer.member) as Readable),
@@ -207,7 +231,7 @@ function blobInput(archive: ArchiveFiles, layer: LayerToLoad): BlobInput {
       if (`sha256:${hex}` !== expected) throw mismatch(`sha256:${hex}`, what);
     },
     abort: () => {
-      if (digest.value === undefined) digest.abort();
+      if (digest.value === undefined) void digest.abort();
     },
   };
 }

@@ -108,7 +108,12 @@ function readConfig(archive: ArchiveFiles, member: string, label: string): { tex
     throw bad(archive, `the config of ${label} (${member}) is not valid JSON: ${jsonError(e)}`);
   }
   const diffIds = (parsed as ImageConfigShape | null)?.rootfs?.diff_ids;
-  if (typeof parsed !== 'object' || parsed === null || !Array.isArray(diffIds) || !diffIds.every((d) => typeof d === 'string' && DIGEST.test(d))) {
+  if (
+    typeof parsed !== 'object' ||
+    parsed === null ||
+    !Array.isArray(diffIds) ||
+    !diffIds.every((d) => typeof d === 'string' && DIGEST.test(d))
+  ) {
     throw bad(archive, `the config of ${label} (${member}) has no valid rootfs.diff_ids list`);
   }
   return { text, diffIds: diffIds as string[] };
@@ -126,13 +131,20 @@ function readDockerImages(archive: ArchiveFiles): ImageToLoad[] {
   const manifest = parseJson(archive, 'manifest.json', 'the manifest');
   if (!Array.isArray(manifest)) throw bad(archive, 'manifest.json is not a list of images');
   return manifest.map((raw: DockerManifestEntry, i) => {
-    if (typeof raw !== 'object' || raw === null || typeof raw.Config !== 'string' || !Array.isArray(raw.Layers) || !raw.Layers.every((l) => typeof l === 'string')) {
+    if (
+      typeof raw !== 'object' ||
+      raw === null ||
+      typeof raw.Config !== 'string' ||
+      !Array.isArray(raw.Layers) ||
+      !raw.Layers.every((l) => typeof l === 'string')
+    ) {
       throw bad(archive, `entry ${i + 1} of manifest.json lacks Config or Layers`);
     }
     const names = Array.isArray(raw.RepoTags) ? raw.RepoTags.filter((t): t is string => typeof t === 'string').map(normalizeName) : [];
     const configMember = raw.Config;
     const label0 = names.length > 0 ? `image ${names[0]}` : `image ${i + 1} of manifest.json`;
-    if (!archive.has(configMember)) throw bad(archive, `manifest.json names the config ${configMember} of ${label0}, which is not in the archive`);
+    if (!archive.has(configMember))
+      throw bad(archive, `manifest.json names the config ${configMember} of ${label0}, which is not in the archive`);
     const config = readConfig(archive, configMember, label0);
     const id = sha256Digest(config.text);
     const label = labelOf(names, id);
@@ -146,7 +158,8 @@ function readDockerImages(archive: ArchiveFiles): ImageToLoad[] {
       config: config.text,
       label,
       layers: layers.map((member, j) => {
-        if (!archive.has(member)) throw bad(archive, `manifest.json names ${member} (layer ${j + 1} of ${label}), which is not in the archive`);
+        if (!archive.has(member))
+          throw bad(archive, `manifest.json names ${member} (layer ${j + 1} of ${label}), which is not in the archive`);
         return { index: j + 1, member, diffId: config.diffIds[j] };
       }),
     };
@@ -164,7 +177,8 @@ interface Descriptor {
 }
 
 function blobMember(archive: ArchiveFiles, d: Descriptor, what: string): { member: string; digest: string } {
-  if (typeof d.digest !== 'string' || !DIGEST.test(d.digest)) throw bad(archive, `${what} has a missing or unsupported digest ${JSON.stringify(d.digest)}`);
+  if (typeof d.digest !== 'string' || !DIGEST.test(d.digest))
+    throw bad(archive, `${what} has a missing or unsupported digest ${JSON.stringify(d.digest)}`);
   const member = `blobs/sha256/${d.digest.slice('sha256:'.length)}`;
   if (!archive.has(member)) throw bad(archive, `${what} names blob ${d.digest}, which is not in the archive`);
   if (typeof d.size === 'number' && archive.size(member) !== d.size) {
@@ -205,7 +219,14 @@ function manifestsOf(archive: ArchiveFiles, d: Descriptor, what: string, depth =
   const arch = process.arch === 'x64' ? 'amd64' : process.arch;
   const forUs = children.filter((c) => (c.platform?.os ?? 'linux') === 'linux' && (c.platform?.architecture ?? arch) === arch);
   const chosen = forUs.length > 0 ? forUs.slice(0, 1) : children.slice(0, 1);
-  return chosen.flatMap((c) => manifestsOf(archive, { ...c, annotations: { ...(d.annotations ?? {}), ...(c.annotations ?? {}) } }, `${what} → ${String(c.digest)}`, depth + 1));
+  return chosen.flatMap((c) =>
+    manifestsOf(
+      archive,
+      { ...c, annotations: { ...(d.annotations ?? {}), ...(c.annotations ?? {}) } },
+      `${what} → ${String(c.digest)}`,
+      depth + 1,
+    ),
+  );
 }
 
 function readOciImages(archive: ArchiveFiles): ImageToLoad[] {
@@ -238,13 +259,18 @@ function readOciManifest(archive: ArchiveFiles, d: Descriptor, name: string | un
   } catch (e) {
     throw bad(archive, `${what0} is not valid JSON: ${jsonError(e)}`);
   }
-  if (typeof manifest.config !== 'object' || manifest.config === null || !Array.isArray(manifest.layers)) throw bad(archive, `${what0} lacks config or layers`);
+  if (typeof manifest.config !== 'object' || manifest.config === null || !Array.isArray(manifest.layers))
+    throw bad(archive, `${what0} lacks config or layers`);
   const names = name === undefined ? [] : [name];
   const label0 = name !== undefined ? `image ${name}` : `image with manifest ${String(d.digest).slice(0, 19)}`;
   if (typeof manifest.config.mediaType !== 'string' || !CONFIG_TYPES.has(manifest.config.mediaType)) {
-    throw new UnionctlError('UNSUPPORTED', `${archive.description}: the config of ${label0} has the unknown media type ${JSON.stringify(manifest.config.mediaType)}`, {
-      hint: 'unionctl loads container images (OCI or Docker image configs), not other OCI artifacts',
-    });
+    throw new UnionctlError(
+      'UNSUPPORTED',
+      `${archive.description}: the config of ${label0} has the unknown media type ${JSON.stringify(manifest.config.mediaType)}`,
+      {
+        hint: 'unionctl loads container images (OCI or Docker image configs), not other OCI artifacts',
+      },
+    );
   }
   const configBlob = readVerifiedBlob(archive, manifest.config, `the config of ${label0}`);
   const config = readConfig(archive, configBlob.member, label0);
@@ -258,9 +284,13 @@ function readOciManifest(archive: ArchiveFiles, d: Descriptor, name: string | un
     const mediaType = typeof ld.mediaType === 'string' ? ld.mediaType : '';
     const compression = LAYER_TYPES[mediaType];
     if (compression === undefined) {
-      throw new UnionctlError('UNSUPPORTED', `${archive.description}: ${what} (${String(ld.digest)}) has the unknown media type ${JSON.stringify(ld.mediaType)}`, {
-        hint: 'layers must be tar, tar+gzip or tar+zstd (OCI or Docker media types)',
-      });
+      throw new UnionctlError(
+        'UNSUPPORTED',
+        `${archive.description}: ${what} (${String(ld.digest)}) has the unknown media type ${JSON.stringify(ld.mediaType)}`,
+        {
+          hint: 'layers must be tar, tar+gzip or tar+zstd (OCI or Docker media types)',
+        },
+      );
     }
     const blob = blobMember(archive, ld, what);
     return { index: j + 1, member: blob.member, blobDigest: blob.digest, compression, mediaType, diffId: config.diffIds[j] };
@@ -274,7 +304,11 @@ function readOciManifest(archive: ArchiveFiles, d: Descriptor, name: string | un
 export function readImages(archive: ArchiveFiles): ImageToLoad[] {
   if (archive.has('oci-layout') && archive.has('index.json')) return readOciImages(archive);
   if (archive.has('manifest.json')) return readDockerImages(archive);
-  throw new UnionctlError('USAGE', `${archive.description} is not an image archive: it has neither manifest.json (docker save) nor oci-layout and index.json (OCI)`, {
-    hint: 'for a single layer tarball use unionctl import',
-  });
+  throw new UnionctlError(
+    'USAGE',
+    `${archive.description} is not an image archive: it has neither manifest.json (docker save) nor oci-layout and index.json (OCI)`,
+    {
+      hint: 'for a single layer tarball use unionctl import',
+    },
+  );
 }

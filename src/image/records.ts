@@ -76,7 +76,9 @@ export function readImageRecords(store: LayerStore): ImageRecord[] {
     try {
       records.push(JSON.parse(readFileSync(path, 'utf8')) as ImageRecord);
     } catch {
-      throw new UnionctlError('CORRUPT', `image record ${path} is not valid JSON`, { hint: 'remove the file (the image is then forgotten; rm its layers by hand)' });
+      throw new UnionctlError('CORRUPT', `image record ${path} is not valid JSON`, {
+        hint: 'remove the file (the image is then forgotten; rm its layers by hand)',
+      });
     }
   }
   return records.sort((a, b) => a.loaded.localeCompare(b.loaded) || a.id.localeCompare(b.id));
@@ -109,14 +111,17 @@ export function findImage(store: LayerStore, ref: string): ImageRecord | undefin
   if (!/^[0-9a-f]{4,64}$/.test(hex)) return undefined;
   const matches = records.filter((r) => hexOf(r.id).startsWith(hex));
   if (matches.length > 1) {
-    throw new UnionctlError('USAGE', `image id prefix ${ref} is ambiguous: ${matches.map((m) => hexOf(m.id).slice(0, 12)).join(', ')}`, { hint: 'give more digits of the id' });
+    throw new UnionctlError('USAGE', `image id prefix ${ref} is ambiguous: ${matches.map((m) => hexOf(m.id).slice(0, 12)).join(', ')}`, {
+      hint: 'give more digits of the id',
+    });
   }
   return matches[0];
 }
 
 export function requireImage(store: LayerStore, ref: string): ImageRecord {
   const rec = findImage(store, ref);
-  if (rec === undefined) throw new UnionctlError('NOT_FOUND', `image ${ref} does not exist`, { hint: 'list the images with unionctl images' });
+  if (rec === undefined)
+    throw new UnionctlError('NOT_FOUND', `image ${ref} does not exist`, { hint: 'list the images with unionctl images' });
   return rec;
 }
 

@@ -63,8 +63,10 @@ interface ImageToSave {
 export async function saveImages(store: LayerStore, refs: string[], output: string, opts: SaveOptions = {}): Promise<SavedImage[]> {
   const format = opts.format ?? 'docker';
   const compress = opts.compress ?? 'none';
-  if (format !== 'docker' && format !== 'oci') throw new UnionctlError('USAGE', `unknown archive format ${format}`, { hint: 'use --format docker or --format oci' });
-  if (!['none', 'gzip', 'zstd'].includes(compress)) throw new UnionctlError('USAGE', `unknown compression ${compress}`, { hint: 'use --compress none, gzip or zstd' });
+  if (format !== 'docker' && format !== 'oci')
+    throw new UnionctlError('USAGE', `unknown archive format ${format}`, { hint: 'use --format docker or --format oci' });
+  if (!['none', 'gzip', 'zstd'].includes(compress))
+    throw new UnionctlError('USAGE', `unknown compression ${compress}`, { hint: 'use --compress none, gzip or zstd' });
   if (refs.length === 0) throw new UnionctlError('USAGE', 'no image to save', { hint: 'name at least one image' });
   const images = pickImages(store, refs);
 
@@ -128,7 +130,14 @@ async function writeLayerBlobs(
   return blobs;
 }
 
-async function writeLayerBlob(store: LayerStore, id: string, diffId: string, path: string, compress: LayerCompression, warn: (m: string) => void): Promise<Blob> {
+async function writeLayerBlob(
+  store: LayerStore,
+  id: string,
+  diffId: string,
+  path: string,
+  compress: LayerCompression,
+  warn: (m: string) => void,
+): Promise<Blob> {
   const record = await store.tarSplit(id);
   if (record === undefined) {
     warn(`layer ${id} has no tar-split record (it was not imported from a tar): exported afresh, so its diff ID and the image id change`);
@@ -187,8 +196,14 @@ async function zstdToFile(input: Readable, path: string): Promise<void> {
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<void>((resolveExit, reject) => {
-      child.on('error', (e) => reject(new UnionctlError('UNSUPPORTED', `cannot run zstd: ${e.message}`, { hint: 'install zstd (apt-get install zstd)', cause: e })));
-      child.on('close', (code) => (code === 0 ? resolveExit() : reject(new UnionctlError('SYSCALL', `zstd exited with code ${code}: ${stderr.trim()}`))));
+      child.on('error', (e) =>
+        reject(
+          new UnionctlError('UNSUPPORTED', `cannot run zstd: ${e.message}`, { hint: 'install zstd (apt-get install zstd)', cause: e }),
+        ),
+      );
+      child.on('close', (code) =>
+        code === 0 ? resolveExit() : reject(new UnionctlError('SYSCALL', `zstd exited with code ${code}: ${stderr.trim()}`)),
+      );
     });
     await Promise.all([pipeline(input, child.stdin!), exited]);
   } finally {
@@ -233,7 +248,11 @@ async function fileNotInTar(store: LayerStore, id: string, record: TarSplitRecor
       if (entry.isDirectory()) stack.push(path);
       if (named.has(path) || implied.has(path)) continue;
       // A whiteout: the tar said ".wh.<name>" (or made the root opaque: apply then whites out the lower top-level names).
-      if (entry.isCharacterDevice() && (named.has(dir === '' ? `.wh.${entry.name}` : `${dir}/.wh.${entry.name}`) || (rootOpaque && dir === ''))) continue;
+      if (
+        entry.isCharacterDevice() &&
+        (named.has(dir === '' ? `.wh.${entry.name}` : `${dir}/.wh.${entry.name}`) || (rootOpaque && dir === ''))
+      )
+        continue;
       return `/${path} was added`;
     }
   }
@@ -243,7 +262,19 @@ async function fileNotInTar(store: LayerStore, id: string, record: TarSplitRecor
 // ---- archive entries -------------------------------------------------------------------------
 
 function header(path: string, size: number, type: 'file' | 'dir' = 'file'): TarHeader {
-  return { path, type, mode: type === 'dir' ? 0o755 : 0o644, uid: 0, gid: 0, size, mtime: { sec: 0, nsec: 0 }, linkname: '', devmajor: 0, devminor: 0, xattrs: new Map() };
+  return {
+    path,
+    type,
+    mode: type === 'dir' ? 0o755 : 0o644,
+    uid: 0,
+    gid: 0,
+    size,
+    mtime: { sec: 0, nsec: 0 },
+    linkname: '',
+    devmajor: 0,
+    devminor: 0,
+    xattrs: new Map(),
+  };
 }
 
 async function addText(tar: TarWriter, path: string, text: string): Promise<void> {
@@ -304,7 +335,12 @@ async function writeDockerArchive(tar: TarWriter, images: ImageToSave[], blobs: 
 const LAYER_MEDIA: Record<LayerCompression, string> = { none: MEDIA.ociLayer, gzip: MEDIA.ociLayerGzip, zstd: MEDIA.ociLayerZstd };
 
 /** OCI image layout: oci-layout, blobs/sha256/…, index.json naming each manifest once per name. */
-async function writeOciArchive(tar: TarWriter, images: ImageToSave[], blobs: Map<string, Blob>, compress: LayerCompression): Promise<SavedImage[]> {
+async function writeOciArchive(
+  tar: TarWriter,
+  images: ImageToSave[],
+  blobs: Map<string, Blob>,
+  compress: LayerCompression,
+): Promise<SavedImage[]> {
   const written = new Set<string>();
   const addBlob = async (digest: string, write: () => Promise<void>) => {
     if (written.has(digest)) return;
@@ -318,7 +354,8 @@ async function writeOciArchive(tar: TarWriter, images: ImageToSave[], blobs: Map
   const saved: SavedImage[] = [];
   for (const image of images) {
     const layers = image.record.layers.map((l) => blobs.get(l.id)!);
-    for (const blob of layers) await addBlob(blob.digest, () => tar.addFile(header(`blobs/sha256/${hexOf(blob.digest)}`, blob.size), blob.path));
+    for (const blob of layers)
+      await addBlob(blob.digest, () => tar.addFile(header(`blobs/sha256/${hexOf(blob.digest)}`, blob.size), blob.path));
     const config = configFor(image.record, blobs);
     const configId = sha256Digest(config);
     await addBlob(configId, () => addText(tar, `blobs/sha256/${hexOf(configId)}`, config));
@@ -340,4 +377,3 @@ async function writeOciArchive(tar: TarWriter, images: ImageToSave[], blobs: Map
   await addText(tar, 'index.json', `${JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests: index })}\n`);
   return saved;
 }
-

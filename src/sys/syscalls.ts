@@ -219,11 +219,13 @@ function bindLibc(): Libc {
     lremovexattr: f('int lremovexattr(const char *path, const char *name)'),
     statfs: f('int statfs(const char *path, void *buf)'),
     fsopen: wrapperOrSyscall('int fsopen(const char *fsname, unsigned int flags)', SYS_FSOPEN, ['str', 'long']),
-    fsconfig: wrapperOrSyscall(
-      'int fsconfig(int fd, unsigned int cmd, const char *key, const char *value, int aux)',
-      SYS_FSCONFIG,
-      ['long', 'long', 'str', 'str', 'long'],
-    ),
+    fsconfig: wrapperOrSyscall('int fsconfig(int fd, unsigned int cmd, const char *key, const char *value, int aux)', SYS_FSCONFIG, [
+      'long',
+      'long',
+      'str',
+      'str',
+      'long',
+    ]),
     fsmount: wrapperOrSyscall('int fsmount(int fd, unsigned int flags, unsigned int attr_flags)', SYS_FSMOUNT, ['long', 'long', 'long']),
     moveMount: wrapperOrSyscall(
       'int move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path, unsigned int flags)',

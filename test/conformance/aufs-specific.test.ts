@@ -94,7 +94,15 @@ describe('aufs specifics', () => {
   });
 
   it('copy-up through a writable mount lands in diff/ as aufs whiteouts, without fuse-overlayfs bookkeeping', async () => {
-    const base = await fx.layer(undefined, [dir('etc/'), file('etc/conf', 'v1'), file('etc/gone', 'g'), dir('opt/'), file('opt/old', 'o'), dir('keep/'), file('keep/k', 'k')]);
+    const base = await fx.layer(undefined, [
+      dir('etc/'),
+      file('etc/conf', 'v1'),
+      file('etc/gone', 'g'),
+      dir('opt/'),
+      file('opt/old', 'o'),
+      dir('keep/'),
+      file('keep/k', 'k'),
+    ]);
     const rw = fx.id('rw');
     await driver.createReadWrite(rw, base);
     await fx.view(rw, (p) => {
@@ -124,13 +132,15 @@ describe('aufs specifics', () => {
     });
 
     const names = tarNames(await collect(await driver.diff(rw, base)));
-    for (const n of ['etc/conf', 'etc/.wh.gone', 'opt/.wh..wh..opq', 'opt/new']) assert.ok(names.includes(n), `${n} in the diff: ${names.join(', ')}`);
+    for (const n of ['etc/conf', 'etc/.wh.gone', 'opt/.wh..wh..opq', 'opt/new'])
+      assert.ok(names.includes(n), `${n} in the diff: ${names.join(', ')}`);
     assert.equal(names.includes('opt/old'), false);
     const changes = (await driver.changes(rw, base)).map((c) => `${c.kind} ${c.path}`);
-    for (const c of ['C /etc/conf', 'D /etc/gone', 'A /opt/new', 'D /opt/old']) assert.ok(changes.includes(c), `${c} in ${changes.join(', ')}`);
+    for (const c of ['C /etc/conf', 'D /etc/gone', 'A /opt/new', 'D /opt/old'])
+      assert.ok(changes.includes(c), `${c} in ${changes.join(', ')}`);
   });
 
-  it("ignores kernel aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs, .wh..wh.orph) in diff/: not in the view, the diff or the changes", async () => {
+  it('ignores kernel aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs, .wh..wh.orph) in diff/: not in the view, the diff or the changes', async () => {
     const base = await fx.layer(undefined, [file('a', 'a'), file('b', 'b')]);
     const top = await fx.layer(base, [file('c', 'c'), { type: 'file', path: '.wh.b', content: '' }]);
     // What a layer written by kernel aufs also holds (Docker's aufs driver leaves them in diff/).
@@ -142,7 +152,10 @@ describe('aufs specifics', () => {
     assert.deepEqual(await fx.treeOf(top), ['a', 'c']);
     const names = tarNames(await collect(await driver.diff(top, base)));
     assert.deepEqual(names.sort(), ['.wh.b', 'c']);
-    assert.deepEqual((await driver.changes(top, base)).map((c) => `${c.kind} ${c.path}`), ['D /b', 'A /c']);
+    assert.deepEqual(
+      (await driver.changes(top, base)).map((c) => `${c.kind} ${c.path}`),
+      ['D /b', 'A /c'],
+    );
   });
 
   it('reports branches from the FUSE process and mountinfo: rw top for a writable layer, ro+wh below', async () => {
@@ -205,7 +218,11 @@ describe('aufs specifics', () => {
 
   it("finds fuse-overlayfs's real depth limit: the longest ids fill the 128 KiB lowerdir argument at the reported branch count", async () => {
     const max = fuseMaxBranches(4096, Infinity); // the argument-size limit alone
-    assert.equal(driver.capabilities().maxDepth, Math.min(max, fuseMaxBranches(4096, openFileLimit())) - 1, 'maxDepth: one branch less (a read-only image mount lists the layer itself)');
+    assert.equal(
+      driver.capabilities().maxDepth,
+      Math.min(max, fuseMaxBranches(4096, openFileLimit())) - 1,
+      'maxDepth: one branch less (a read-only image mount lists the layer itself)',
+    );
     const scratch = makeScratch({ size: '256m' });
     try {
       const diffRoot = join(scratch.dir, 'diff');
@@ -237,7 +254,9 @@ describe('aufs specifics', () => {
 
   it('works from the CLI: import, mount --rw, branches, umount with --driver aufs', () => {
     const cli = (args: string[]) => {
-      const r = spawnSync(process.execPath, [MAIN, '--root', join(fx.scratch.dir, 'cli'), '--driver', 'aufs', ...args], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [MAIN, '--root', join(fx.scratch.dir, 'cli'), '--driver', 'aufs', ...args], {
+        encoding: 'utf8',
+      });
       assert.equal(r.status, 0, `unionctl ${args.join(' ')}: ${r.stderr}`);
       return r.stdout;
     };
@@ -253,7 +272,10 @@ describe('aufs specifics', () => {
     try {
       assert.equal(text(join(path, 'etc/hello')), 'hi');
       const branches = JSON.parse(cli(['branches', rw, '--json'])) as Array<{ layer: string; mode: string }>;
-      assert.deepEqual(branches.map((b) => `${b.layer} ${b.mode}`), [`${rw} rw`, `${id} ro+wh`]);
+      assert.deepEqual(
+        branches.map((b) => `${b.layer} ${b.mode}`),
+        [`${rw} rw`, `${id} ro+wh`],
+      );
     } finally {
       cli(['umount', rw]);
     }

@@ -17,7 +17,12 @@ function suiteFuseProcesses(): string[] {
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const zombie = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-      if (!zombie && argv[0].endsWith('fuse-overlayfs') && argv.some((a) => a.startsWith('/tmp/unionctl-test-') && a.includes('/store/aufs/mnt/'))) found.push(`${pid}: ${argv.join(' ')}`);
+      if (
+        !zombie &&
+        argv[0].endsWith('fuse-overlayfs') &&
+        argv.some((a) => a.startsWith('/tmp/unionctl-test-') && a.includes('/store/aufs/mnt/'))
+      )
+        found.push(`${pid}: ${argv.join(' ')}`);
     } catch {
       /* exited meanwhile */
     }

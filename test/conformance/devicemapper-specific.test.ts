@@ -24,12 +24,21 @@ const runFile = promisify(execFile);
 const STORE_MODULE = fileURLToPath(new URL('../../src/graph/store.js', import.meta.url));
 
 function dmsetup(args: string[]): string {
-  return execFileSync('dmsetup', args, { encoding: 'utf8', env: { ...process.env, DM_DISABLE_UDEV: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('dmsetup', args, {
+    encoding: 'utf8',
+    env: { ...process.env, DM_DISABLE_UDEV: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 function activeDevices(): string[] {
   const out = dmsetup(['ls']);
-  return /No devices found/.test(out) ? [] : out.split('\n').map((l) => l.split(/\s+/)[0]).filter(Boolean);
+  return /No devices found/.test(out)
+    ? []
+    : out
+        .split('\n')
+        .map((l) => l.split(/\s+/)[0])
+        .filter(Boolean);
 }
 
 /** Whether the pool holds thin id `id`: activating it as a throw-away device works only then. */
@@ -101,7 +110,11 @@ class DmStore {
       const left = activeDevices().filter((n) => n.startsWith(`${prefix}-`) || (n === poolName && options.thinPoolDev === undefined));
       assert.deepEqual(left, [], 'no dm device of the store is left');
       for (const file of ['data', 'metadata']) {
-        const loops = execFileSync('losetup', ['--list', '--noheadings', '--output', 'NAME', '--associated', join(this.home, 'devicemapper', file)], { encoding: 'utf8' });
+        const loops = execFileSync(
+          'losetup',
+          ['--list', '--noheadings', '--output', 'NAME', '--associated', join(this.home, 'devicemapper', file)],
+          { encoding: 'utf8' },
+        );
         assert.equal(loops.trim(), '', `no loop device is left on the ${file} file`);
       }
     } finally {
@@ -134,7 +147,11 @@ if (missing !== undefined) {
       assert.equal(set.next_device_id, meta.device_id);
       const base = JSON.parse(readFileSync(join(s.home, 'metadata', 'base'), 'utf8'));
       assert.equal(base.initialized, true);
-      assert.deepEqual(await d.metadata('fmt-base'), { DeviceId: String(meta.device_id), DeviceSize: String(meta.size), DeviceName: d.devices.deviceName('fmt-base') });
+      assert.deepEqual(await d.metadata('fmt-base'), {
+        DeviceId: String(meta.device_id),
+        DeviceSize: String(meta.size),
+        DeviceName: d.devices.deviceName('fmt-base'),
+      });
 
       const path = await d.get('fmt-base');
       try {
@@ -143,7 +160,9 @@ if (missing !== undefined) {
         assert.deepEqual(readdirSync(path), []);
         const mnt = listMounts().find((m) => m.mountPoint === join(s.home, 'mnt', 'fmt-base'));
         assert.equal(mnt?.fsType, 'ext4');
-        const table = dmsetup(['table', d.devices.deviceName('fmt-base')]).trim().split(/\s+/);
+        const table = dmsetup(['table', d.devices.deviceName('fmt-base')])
+          .trim()
+          .split(/\s+/);
         assert.deepEqual([table[2], table[4]], ['thin', String(meta.device_id)]);
         assert.equal(Number(table[1]) * 512, meta.size);
       } finally {
@@ -154,7 +173,21 @@ if (missing !== undefined) {
 
     it("reports Docker's status pairs, read from the pool", async () => {
       const status = new Map(await s.driver.status());
-      for (const key of ['Pool Name', 'Pool Blocksize', 'Base Device Size', 'Backing Filesystem', 'Data file', 'Metadata file', 'Data Space Used', 'Data Space Total', 'Data Space Available', 'Metadata Space Used', 'Metadata Space Total', 'Metadata Space Available', 'Thin Pool Minimum Free Space']) {
+      for (const key of [
+        'Pool Name',
+        'Pool Blocksize',
+        'Base Device Size',
+        'Backing Filesystem',
+        'Data file',
+        'Metadata file',
+        'Data Space Used',
+        'Data Space Total',
+        'Data Space Available',
+        'Metadata Space Used',
+        'Metadata Space Total',
+        'Metadata Space Available',
+        'Thin Pool Minimum Free Space',
+      ]) {
         assert.ok(status.has(key), `status has ${key}`);
       }
       const pool = s.driver.devices.poolName;
@@ -220,7 +253,10 @@ if (missing !== undefined) {
         await s.driver.put('after-grow');
       }
       // A second handle asking for less is refused before it changes anything.
-      await assert.rejects(openStore({ root: s.root, driver: 'devicemapper', storageOpt: { ...s.options, 'dm.basesize': '128M' } }), /cannot shrink the base device/);
+      await assert.rejects(
+        openStore({ root: s.root, driver: 'devicemapper', storageOpt: { ...s.options, 'dm.basesize': '128M' } }),
+        /cannot shrink the base device/,
+      );
       assert.equal(JSON.parse(readFileSync(join(s.home, 'metadata', 'base'), 'utf8')).size, 320 * 1024 * 1024);
     });
 
@@ -248,9 +284,13 @@ process.stdout.write('finished');
 `;
 
     async function crashAt(step: string, op: 'create' | 'remove', id: string, parent = ''): Promise<void> {
-      const child = runFile(process.execPath, ['--input-type=module', '-e', CHILD, STORE_MODULE, s.root, JSON.stringify(s.options), op, id, parent], {
-        env: { ...process.env, UNIONCTL_DM_CRASH_AT: step },
-      });
+      const child = runFile(
+        process.execPath,
+        ['--input-type=module', '-e', CHILD, STORE_MODULE, s.root, JSON.stringify(s.options), op, id, parent],
+        {
+          env: { ...process.env, UNIONCTL_DM_CRASH_AT: step },
+        },
+      );
       await assert.rejects(child, (e: { signal?: string; stdout?: string }) => {
         assert.equal(e.signal, 'SIGKILL', `the child was killed at ${step}`);
         assert.equal(e.stdout, '');
@@ -310,7 +350,12 @@ process.stdout.write('finished');
     let s: DmStore;
     before(async () => {
       // A 128M pool under a 256M filesystem: one layer's writes fill the pool before its fs.
-      s = await DmStore.open({ 'dm.loopdatasize': '128M', 'dm.loopmetadatasize': '16M', 'dm.basesize': '256M', 'dm.min_free_space': '10%' });
+      s = await DmStore.open({
+        'dm.loopdatasize': '128M',
+        'dm.loopmetadatasize': '16M',
+        'dm.basesize': '256M',
+        'dm.min_free_space': '10%',
+      });
     });
     after(async () => s?.close());
 
@@ -364,7 +409,9 @@ process.stdout.write('finished');
         // Now fill it up: the writer is told ENOSPC. dd writes with O_DIRECT, so the pool's answer
         // reaches write(2) as it is; buffered writes would only see it at fsync, and ext4 turns
         // every write-back error into EIO there.
-        const dd = await runFile('dd', ['if=/dev/zero', `of=${join(root, 'more')}`, 'bs=1M', 'count=400', 'oflag=direct'], { encoding: 'utf8' }).then(
+        const dd = await runFile('dd', ['if=/dev/zero', `of=${join(root, 'more')}`, 'bs=1M', 'count=400', 'oflag=direct'], {
+          encoding: 'utf8',
+        }).then(
           () => 'dd finished without an error',
           (e: { stderr: string }) => e.stderr,
         );
@@ -401,7 +448,10 @@ if (missing === undefined) {
         await view(d, 'x-parent', (root) => writeFileSync(join(root, 'from-parent'), 'p'));
         await d.createReadWrite('x-child', 'x-parent');
         await view(d, 'x-child', (root) => writeFileSync(join(root, 'from-child'), 'c'));
-        assert.deepEqual((await d.changes('x-child', 'x-parent')).map((c) => `${c.kind} ${c.path}`), ['A /from-child']);
+        assert.deepEqual(
+          (await d.changes('x-child', 'x-parent')).map((c) => `${c.kind} ${c.path}`),
+          ['A /from-child'],
+        );
         assert.equal(new Map(await d.status()).get('Backing Filesystem'), 'xfs');
         const set = JSON.parse(readFileSync(join(s.home, 'metadata', 'deviceset-metadata'), 'utf8'));
         assert.equal(set.BaseDeviceFilesystem, 'xfs');
@@ -414,7 +464,10 @@ if (missing === undefined) {
       const scratch = makeScratch({ size: '1g' });
       const loops: string[] = [];
       try {
-        for (const [name, size] of [['data', '512M'], ['meta', '32M']]) {
+        for (const [name, size] of [
+          ['data', '512M'],
+          ['meta', '32M'],
+        ]) {
           const file = join(scratch.dir, name);
           execFileSync('truncate', ['-s', size, file]);
           loops.push(execFileSync('losetup', ['-f', '--show', file], { encoding: 'utf8' }).trim());
@@ -432,7 +485,8 @@ if (missing === undefined) {
         } finally {
           await s.close();
         }
-        for (const loop of loops) assert.match(execFileSync('losetup', [loop], { encoding: 'utf8' }), /\/data|\/meta/, `${loop} is still attached`);
+        for (const loop of loops)
+          assert.match(execFileSync('losetup', [loop], { encoding: 'utf8' }), /\/data|\/meta/, `${loop} is still attached`);
       } finally {
         for (const loop of loops) execFileSync('losetup', ['-d', loop]);
         scratch.dispose();
@@ -444,7 +498,10 @@ if (missing === undefined) {
       const loops: string[] = [];
       const pool = `unionctl-test-pool-${process.pid}`;
       try {
-        for (const [name, size] of [['data', '512M'], ['meta', '32M']]) {
+        for (const [name, size] of [
+          ['data', '512M'],
+          ['meta', '32M'],
+        ]) {
           const file = join(scratch.dir, name);
           execFileSync('truncate', ['-s', size, file]);
           loops.push(execFileSync('losetup', ['-f', '--show', file], { encoding: 'utf8' }).trim());
@@ -462,7 +519,10 @@ if (missing === undefined) {
         // The pool now holds another store's devices: a fresh store refuses to take it over.
         const other = makeScratch({ size: '64m' });
         try {
-          await assert.rejects(openStore({ root: join(other.dir, 'store'), driver: 'devicemapper', storageOpt: { 'dm.thinpooldev': pool } }), /already holds data/);
+          await assert.rejects(
+            openStore({ root: join(other.dir, 'store'), driver: 'devicemapper', storageOpt: { 'dm.thinpooldev': pool } }),
+            /already holds data/,
+          );
         } finally {
           other.dispose();
         }

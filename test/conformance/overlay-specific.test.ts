@@ -63,10 +63,21 @@ describe('overlay (v1) specifics', () => {
   });
 
   it('applies onto an image layer as a hardlink farm, never writing into the shared inodes', async () => {
-    const base = await fx.layer(undefined, [dir('etc/'), file('etc/same', 'same'), file('etc/changed', 'old', { mode: 0o644 }), file('etc/linked', 'L'), hardlink('etc/linked2', 'etc/linked'), file('etc/gone', 'g')]);
+    const base = await fx.layer(undefined, [
+      dir('etc/'),
+      file('etc/same', 'same'),
+      file('etc/changed', 'old', { mode: 0o644 }),
+      file('etc/linked', 'L'),
+      hardlink('etc/linked2', 'etc/linked'),
+      file('etc/gone', 'g'),
+    ]);
     const baseRoot = join(home, base, 'root');
     const before = { changed: ino(join(baseRoot, 'etc/changed')), linked: ino(join(baseRoot, 'etc/linked')) };
-    const child = await fx.layer(base, [file('etc/changed', 'new content', { mode: 0o600 }), file('etc/linked', 'replaced'), { type: 'file', path: 'etc/.wh.gone', content: '' }]);
+    const child = await fx.layer(base, [
+      file('etc/changed', 'new content', { mode: 0o600 }),
+      file('etc/linked', 'replaced'),
+      { type: 'file', path: 'etc/.wh.gone', content: '' },
+    ]);
     const root = join(home, child, 'root');
     assert.deepEqual(readdirSync(join(home, child)), ['root'], 'upper/, work/, lower-id are gone; no temporary dir is left');
     assert.equal(ino(join(root, 'etc/same')), ino(join(baseRoot, 'etc/same')), 'an unchanged file is a hardlink of the parent');
@@ -144,7 +155,10 @@ describe('overlay (v1) specifics', () => {
 
   it("reports Docker's status pairs first, then the farms' inode use", async () => {
     const status = await driver.status();
-    assert.deepEqual(status.slice(0, 2).map(([k]) => k), ['Backing Filesystem', 'Supports d_type']);
+    assert.deepEqual(
+      status.slice(0, 2).map(([k]) => k),
+      ['Backing Filesystem', 'Supports d_type'],
+    );
     assert.deepEqual(status[0], ['Backing Filesystem', 'tmpfs']);
     assert.deepEqual(status[1], ['Supports d_type', 'true']);
     assert.ok(status.some(([k]) => k === 'Farm Inodes'));
@@ -168,7 +182,10 @@ describe('overlay (v1) specifics', () => {
     try {
       assert.equal(text(join(path, 'etc/hello')), 'hi');
       const branches = JSON.parse(cli(['--json', 'branches', rw])) as Array<{ layer: string; mode: string }>;
-      assert.deepEqual(branches.map((b) => `${b.layer} ${b.mode}`), [`${rw} rw`, `${child} ro`]);
+      assert.deepEqual(
+        branches.map((b) => `${b.layer} ${b.mode}`),
+        [`${rw} rw`, `${child} ro`],
+      );
     } finally {
       cli(['umount', rw]);
     }

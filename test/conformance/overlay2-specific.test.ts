@@ -35,7 +35,9 @@ async function tarListing(tar: Buffer): Promise<string[]> {
   child.stdin?.end(tar);
   let out = '';
   child.stdout?.on('data', (d: string) => (out += d));
-  await new Promise<void>((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar -tv exited ${code}`)))));
+  await new Promise<void>((resolve, reject) =>
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar -tv exited ${code}`)))),
+  );
   return out.split('\n').filter(Boolean);
 }
 
@@ -140,7 +142,8 @@ describe('overlay2 specifics', () => {
     assert.equal(driver.capabilities().nativeDiff, true, 'this kernel runs without redirect_dir/metacopy');
     const listing = await tarListing(await collect(await driver.diff(rw, base)));
     const names = entryNames(listing);
-    for (const n of ['etc/conf', 'etc/.wh.remove-me', 'opt/app/.wh..wh..opq', 'opt/app/new']) assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
+    for (const n of ['etc/conf', 'etc/.wh.remove-me', 'opt/app/.wh..wh..opq', 'opt/app/new'])
+      assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
     assert.ok(!names.includes('keep'));
     assert.ok(!names.includes('etc/remove-me'), 'no char device in the exported tar');
     assert.ok(!listing.some((l) => l.startsWith('c')), 'no char device entries at all');
@@ -186,7 +189,10 @@ describe('overlay2 specifics', () => {
           assert.deepEqual(branches[0], { path: join(home, id, 'diff'), layer: id, mode: 'rw' });
           assert.deepEqual(
             branches.slice(1).map((b) => [b.layer, b.mode, b.path]),
-            chain.slice(0, depth).reverse().map((l) => [l, 'ro', join(home, l, 'diff')]),
+            chain
+              .slice(0, depth)
+              .reverse()
+              .map((l) => [l, 'ro', join(home, l, 'diff')]),
           );
           assert.deepEqual(branches, unmounted, 'the same list is computed from the lower file when unmounted');
         } finally {
@@ -204,7 +210,10 @@ describe('overlay2 specifics', () => {
         const branches = await driver.branches(id);
         assert.deepEqual(
           branches.map((b) => `${b.layer} ${b.mode}`),
-          chain.slice(0, 5).reverse().map((l) => `${l} ro`),
+          chain
+            .slice(0, 5)
+            .reverse()
+            .map((l) => `${l} ro`),
         );
       } finally {
         await driver.put(id);
@@ -249,7 +258,9 @@ describe('overlay2 specifics', () => {
   });
 
   it('refuses unknown options and per-layer size on image layers; accepts override_kernel_check', async () => {
-    await assert.rejects(async () => overlay2Entry.create({ home, root: fx.root, options: { 'overlay2.bogus': '1' } }), { code: 'BAD_OPTION' });
+    await assert.rejects(async () => overlay2Entry.create({ home, root: fx.root, options: { 'overlay2.bogus': '1' } }), {
+      code: 'BAD_OPTION',
+    });
     await overlay2Entry.create({ home, root: fx.root, options: { 'overlay2.override_kernel_check': 'true' } });
     await assert.rejects(driver.create(fx.id('sized'), undefined, { storageOpt: { size: '10M' } }), { code: 'BAD_OPTION' });
     await assert.rejects(driver.createReadWrite(fx.id('sized'), undefined, { storageOpt: { colour: 'blue' } }), { code: 'BAD_OPTION' });
@@ -276,11 +287,14 @@ describe('overlay2 specifics', () => {
     });
     const scratch = makeScratch({ size: '64m' });
     try {
-      await assert.rejects(openStore({ root: join(scratch.dir, 'root'), driver: 'overlay2', storageOpt: ['overlay2.size=1G'] }), (e: Error & { code?: string }) => {
-        assert.equal(e.code, 'UNSUPPORTED');
-        assert.match(e.message, /is on tmpfs/);
-        return true;
-      });
+      await assert.rejects(
+        openStore({ root: join(scratch.dir, 'root'), driver: 'overlay2', storageOpt: ['overlay2.size=1G'] }),
+        (e: Error & { code?: string }) => {
+          assert.equal(e.code, 'UNSUPPORTED');
+          assert.match(e.message, /is on tmpfs/);
+          return true;
+        },
+      );
     } finally {
       scratch.dispose();
     }

@@ -38,7 +38,12 @@ function shapes(up: string, victim: string): Shape[] {
     refuse('a hardlink to an absolute path', [hardlink('abs', `${victim}/hello`)], 'abs'),
     refuse('a file written through a symlink to ..', [symlink('loophole', up), file('loophole/evil', 'x')], 'loophole', 'loophole/evil'),
     refuse('a dir made through a symlink to ..', [symlink('loophole', up), dir('loophole/sub/')], 'loophole', 'loophole/sub'),
-    refuse('a hardlink read through a symlink to ..', [symlink('loophole', up), hardlink('stolen', 'loophole/hello')], 'loophole', 'stolen'),
+    refuse(
+      'a hardlink read through a symlink to ..',
+      [symlink('loophole', up), hardlink('stolen', 'loophole/hello')],
+      'loophole',
+      'stolen',
+    ),
     refuse('a whiteout through a symlink to ..', [symlink('loophole', up), whiteout('loophole/hello')], 'loophole', 'loophole/.wh.hello'),
     refuse('an opaque marker through a symlink to ..', [symlink('loophole', up), opaque('loophole')], 'loophole', 'loophole/.wh..wh..opq'),
     refuse('a whiteout naming ..', [file('.wh...', '')], '.wh...'),
@@ -105,7 +110,10 @@ export function breakoutScenarios(fx: () => DriverFixture): void {
         } catch (e) {
           const message = (e as Error).message;
           if (shape.offending !== undefined) {
-            assert.ok(shape.offending.some((name) => message.includes(name)), `the error names one of ${shape.offending.join(', ')}: ${message}`);
+            assert.ok(
+              shape.offending.some((name) => message.includes(name)),
+              `the error names one of ${shape.offending.join(', ')}: ${message}`,
+            );
           }
         }
         assert.deepEqual(outside(), outsideBefore, 'nothing outside the store changed');
@@ -116,7 +124,11 @@ export function breakoutScenarios(fx: () => DriverFixture): void {
           });
           await fx().store.remove(id);
         } else {
-          assert.deepEqual((await fx().store.list()).map((l) => l.id), layersBefore, 'the refused layer is gone');
+          assert.deepEqual(
+            (await fx().store.list()).map((l) => l.id),
+            layersBefore,
+            'the refused layer is gone',
+          );
           assert.equal(await fx().driver.exists(id), false);
           assert.deepEqual(storeSnapshot(), storeBefore, 'the store is as it was');
         }

@@ -50,8 +50,38 @@ function assertOwnFiles(fx: DriverFixture, own: string, effects: LayerEffects, m
 /** Docker's TestApplyLayerWhiteouts, each change set a layer on top of the previous one. */
 const DOCKER_WHITEOUT_CASES: Array<{ change: string[]; expected: string[]; effects: LayerEffects }> = [
   {
-    change: ['.baz', 'bar/', 'bar/bax', 'bar/bay/', 'baz', 'foo/', 'foo/.abc', 'foo/.bcd/', 'foo/.bcd/a', 'foo/cde/', 'foo/cde/def', 'foo/cde/efg', 'foo/fgh', 'foobar'],
-    expected: ['.baz', 'bar/', 'bar/bax', 'bar/bay/', 'baz', 'foo/', 'foo/.abc', 'foo/.bcd/', 'foo/.bcd/a', 'foo/cde/', 'foo/cde/def', 'foo/cde/efg', 'foo/fgh', 'foobar'],
+    change: [
+      '.baz',
+      'bar/',
+      'bar/bax',
+      'bar/bay/',
+      'baz',
+      'foo/',
+      'foo/.abc',
+      'foo/.bcd/',
+      'foo/.bcd/a',
+      'foo/cde/',
+      'foo/cde/def',
+      'foo/cde/efg',
+      'foo/fgh',
+      'foobar',
+    ],
+    expected: [
+      '.baz',
+      'bar/',
+      'bar/bax',
+      'bar/bay/',
+      'baz',
+      'foo/',
+      'foo/.abc',
+      'foo/.bcd/',
+      'foo/.bcd/a',
+      'foo/cde/',
+      'foo/cde/def',
+      'foo/cde/efg',
+      'foo/fgh',
+      'foobar',
+    ],
     effects: { deleted: [], opaque: [] },
   },
   {
@@ -88,7 +118,13 @@ export function contentScenarios(fx: () => DriverFixture): void {
     });
 
     it('applies an opaque marker first, wherever it stands in the tar', async () => {
-      const base = await fx().layer(undefined, [dir('d/'), file('d/old1', '1'), dir('d/sub/'), file('d/sub/old2', '2'), file('outside', 'o')]);
+      const base = await fx().layer(undefined, [
+        dir('d/'),
+        file('d/old1', '1'),
+        dir('d/sub/'),
+        file('d/sub/old2', '2'),
+        file('outside', 'o'),
+      ]);
       const orders: Record<string, EntrySpec[]> = {
         'marker first': [opaque('d'), dir('d/'), file('d/new', 'n')],
         'marker after the dir': [dir('d/'), opaque('d'), file('d/new', 'n')],
@@ -104,7 +140,14 @@ export function contentScenarios(fx: () => DriverFixture): void {
     });
 
     it('replaces dirs with files and files with dirs across layers', async () => {
-      const l0 = await fx().layer(undefined, [dir('a/'), file('a/x', 'x'), file('b', 'file b'), dir('c/'), dir('c/d/'), file('c/d/e', 'e')]);
+      const l0 = await fx().layer(undefined, [
+        dir('a/'),
+        file('a/x', 'x'),
+        file('b', 'file b'),
+        dir('c/'),
+        dir('c/d/'),
+        file('c/d/e', 'e'),
+      ]);
       const l1 = await fx().layer(l0, [file('a', 'now a file'), dir('b/'), file('b/y', 'y'), dir('c/'), file('c/d', 'd is a file')]);
       assert.deepEqual(await fx().treeOf(l1), ['a', 'b/', 'b/y', 'c/', 'c/d']);
       await fx().view(l1, (p) => {
@@ -129,7 +172,11 @@ export function contentScenarios(fx: () => DriverFixture): void {
       };
       await fx().view(l1, check);
       await fx().withOwnFiles(l1, (own) => {
-        assert.equal(lstatSync(join(own, 'dir/h')).ino, lstatSync(join(own, 'lower-file')).ino, "the link target lives in the layer's own files");
+        assert.equal(
+          lstatSync(join(own, 'dir/h')).ino,
+          lstatSync(join(own, 'lower-file')).ino,
+          "the link target lives in the layer's own files",
+        );
       });
       // Seen from a layer above, the links still hold.
       const l2 = await fx().layer(l1, [file('top', 't')]);

@@ -169,8 +169,10 @@ export function graphScenarios(fx: () => DriverFixture, opts: ConformanceOptions
         writeFileSync(join(root, 'etc/added'), 'a');
       });
       const changes = sortChanges(await fx().driver.changes(upper, base));
-      for (const c of ['C /etc/modify', 'D /etc/delete', 'D /opt/tree', 'A /etc/added']) assert.ok(changes.includes(c), `${c} in ${changes.join(', ')}`);
-      for (const p of ['/etc/keep', '/opt/tree/leaf']) assert.ok(!changes.some((c) => c.endsWith(` ${p}`)), `${p} is not a change: ${changes.join(', ')}`);
+      for (const c of ['C /etc/modify', 'D /etc/delete', 'D /opt/tree', 'A /etc/added'])
+        assert.ok(changes.includes(c), `${c} in ${changes.join(', ')}`);
+      for (const p of ['/etc/keep', '/opt/tree/leaf'])
+        assert.ok(!changes.some((c) => c.endsWith(` ${p}`)), `${p} is not a change: ${changes.join(', ')}`);
       const size = await fx().driver.diffSize(upper, base);
       assert.equal(size, 'new content'.length + 'a'.length);
     });

@@ -41,7 +41,11 @@ if (mode === 'get-put') await store.driver.put(id);
 process.stdout.write(JSON.stringify({ path, mounts, content }));
 `;
 
-async function inSecondProcess(fx: DriverFixture, id: string, mode: 'get' | 'get-put'): Promise<{ path: string; mounts: number; content: string }> {
+async function inSecondProcess(
+  fx: DriverFixture,
+  id: string,
+  mode: 'get' | 'get-put',
+): Promise<{ path: string; mounts: number; content: string }> {
   const { stdout } = await run(process.execPath, ['--input-type=module', '-e', CHILD, STORE_MODULE, fx.root, fx.driverName, id, mode]);
   return JSON.parse(stdout) as { path: string; mounts: number; content: string };
 }
@@ -138,7 +142,10 @@ export function mountScenarios(fx: () => DriverFixture): void {
       }
       await store.remove(child.id);
       await store.remove(parent.id);
-      assert.deepEqual((await store.list()).filter((l) => l.id === parent.id || l.id === child.id), []);
+      assert.deepEqual(
+        (await store.list()).filter((l) => l.id === parent.id || l.id === child.id),
+        [],
+      );
     });
 
     it('survives concurrent get/put on many siblings of one parent', async () => {

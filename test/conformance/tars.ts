@@ -9,7 +9,16 @@ import type { TarHeader } from '../../src/archive/types.js';
 
 export type EntrySpec =
   | { type: 'dir'; path: string; mode?: number; uid?: number; gid?: number; mtime?: number; xattrs?: Record<string, Buffer> }
-  | { type: 'file'; path: string; content?: string | Buffer; mode?: number; uid?: number; gid?: number; mtime?: number; xattrs?: Record<string, Buffer> }
+  | {
+      type: 'file';
+      path: string;
+      content?: string | Buffer;
+      mode?: number;
+      uid?: number;
+      gid?: number;
+      mtime?: number;
+      xattrs?: Record<string, Buffer>;
+    }
   | { type: 'symlink'; path: string; target: string; mtime?: number }
   | { type: 'hardlink'; path: string; target: string }
   | { type: 'char' | 'block'; path: string; major: number; minor: number; mode?: number }
@@ -18,7 +27,11 @@ export type EntrySpec =
 const DEFAULT_MTIME = 1_700_000_000;
 
 export const dir = (path: string, extra: Partial<Extract<EntrySpec, { type: 'dir' }>> = {}): EntrySpec => ({ type: 'dir', path, ...extra });
-export const file = (path: string, content: string | Buffer = '', extra: Partial<Extract<EntrySpec, { type: 'file' }>> = {}): EntrySpec => ({
+export const file = (
+  path: string,
+  content: string | Buffer = '',
+  extra: Partial<Extract<EntrySpec, { type: 'file' }>> = {},
+): EntrySpec => ({
   type: 'file',
   path,
   content,

@@ -9,4 +9,8 @@ export const DM_TEST_OPTIONS: Record<string, string> = {
 };
 
 /** Store files that change with any write to the pool (loop files, device-id counter, transaction). */
-export const DM_STATE_FILES = ['devicemapper/devicemapper', 'devicemapper/metadata/deviceset-metadata', 'devicemapper/metadata/transaction-metadata'];
+export const DM_STATE_FILES = [
+  'devicemapper/devicemapper',
+  'devicemapper/metadata/deviceset-metadata',
+  'devicemapper/metadata/transaction-metadata',
+];

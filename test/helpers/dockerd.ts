@@ -115,7 +115,6 @@ function killAll(pids: number[], signal: NodeJS.Signals): void {
   }
 }
 
-
 export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   if (!dockerdAvailable()) throw new Error(`startDockerd: ${DOCKERD} or ${DOCKER_CLI} is missing (apt-get install docker.io)`);
   mkdirSync(opts.dir, { recursive: true });
@@ -134,15 +133,20 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   mkdirSync(execRoot, { recursive: true });
 
   const args = [
-    '--data-root', root,
-    '--exec-root', execRoot,
-    '-H', `unix://${socket}`,
-    '--pidfile', pidFile,
+    '--data-root',
+    root,
+    '--exec-root',
+    execRoot,
+    '-H',
+    `unix://${socket}`,
+    '--pidfile',
+    pidFile,
     '--bridge=none',
     '--iptables=false',
     '--ip6tables=false',
     '--ip-masq=false',
-    '--storage-driver', opts.storageDriver,
+    '--storage-driver',
+    opts.storageDriver,
     ...(opts.extraArgs ?? []),
   ];
   const log = openSync(logFile, 'a');
@@ -155,7 +159,11 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
 
   const dockerBytes = (dockerArgs: string[], input?: string | Buffer): Buffer => {
     try {
-      return execFileSync(DOCKER_CLI, ['-H', `unix://${socket}`, ...dockerArgs], { input, maxBuffer: 1 << 30, stdio: ['pipe', 'pipe', 'pipe'] });
+      return execFileSync(DOCKER_CLI, ['-H', `unix://${socket}`, ...dockerArgs], {
+        input,
+        maxBuffer: 1 << 30,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
     } catch (e) {
       const stderr = (e as { stderr?: Buffer }).stderr?.toString() ?? '';
       throw new Error(`docker ${dockerArgs.join(' ')} failed: ${stderr.trim() || (e as Error).message}`);
@@ -189,7 +197,9 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
       if (exitCode !== null || Date.now() > deadline) {
         const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
         await stop().catch(() => {});
-        throw new Error(`dockerd --storage-driver ${opts.storageDriver} did not come up (${exitCode !== null ? `exited ${exitCode}` : 'timed out'}): ${(e as Error).message}\n${tail}`);
+        throw new Error(
+          `dockerd --storage-driver ${opts.storageDriver} did not come up (${exitCode !== null ? `exited ${exitCode}` : 'timed out'}): ${(e as Error).message}\n${tail}`,
+        );
       }
       await sleep(200);
     }

@@ -77,9 +77,7 @@ export function overlayMountsMentioning(dir: string): MountEntry[] {
  * had to remove: a test's cleanup reports them as leaks.
  */
 export function unmountAllBelow(dir: string, opts: { andDir?: boolean } = {}): string[] {
-  const leftovers = (opts.andDir ? mountsUnder(dir) : mountsBelow(dir))
-    .map((m) => m.mountPoint)
-    .sort((a, b) => b.length - a.length);
+  const leftovers = (opts.andDir ? mountsUnder(dir) : mountsBelow(dir)).map((m) => m.mountPoint).sort((a, b) => b.length - a.length);
   for (const mp of leftovers) {
     try {
       execFileSync('umount', ['-l', mp], { stdio: 'ignore' });

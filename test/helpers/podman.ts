@@ -50,11 +50,30 @@ export function startPodman(opts: PodmanOptions): Podman {
   // An empty storage.conf: no system-wide options (mount_program, additional stores) leak in.
   const storageConf = join(base, 'storage.conf');
   writeFileSync(storageConf, `[storage]\ndriver = "${opts.storageDriver}"\nrunroot = "${runroot}"\ngraphroot = "${root}"\n`);
-  const globalArgs = ['--root', root, '--runroot', runroot, '--storage-driver', opts.storageDriver, '--tmpdir', tmp, '--events-backend', 'file', '--cgroup-manager', 'cgroupfs'];
+  const globalArgs = [
+    '--root',
+    root,
+    '--runroot',
+    runroot,
+    '--storage-driver',
+    opts.storageDriver,
+    '--tmpdir',
+    tmp,
+    '--events-backend',
+    'file',
+    '--cgroup-manager',
+    'cgroupfs',
+  ];
   const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp, CONTAINERS_STORAGE_CONF: storageConf };
   const podman = (args: string[], input?: string | Buffer): string => {
     try {
-      return execFileSync(PODMAN, [...globalArgs, ...args], { input, env, encoding: 'utf8', maxBuffer: 256 << 20, stdio: ['pipe', 'pipe', 'pipe'] });
+      return execFileSync(PODMAN, [...globalArgs, ...args], {
+        input,
+        env,
+        encoding: 'utf8',
+        maxBuffer: 256 << 20,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
     } catch (e) {
       const stderr = (e as { stderr?: string }).stderr ?? '';
       throw new Error(`podman ${args.join(' ')} failed: ${stderr.trim() || (e as Error).message}`);

@@ -38,7 +38,9 @@ export interface CleanupRegistrar {
 const PREFIX = '/tmp/unionctl-test-';
 
 function run(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
+  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    .toString()
+    .trim();
 }
 
 /**

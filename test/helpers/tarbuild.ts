@@ -65,7 +65,14 @@ export function writeBase256(block: Buffer, offset: number, length: number, valu
   block[offset] |= 0x80;
 }
 
-function writeNumber(block: Buffer, spec: TarSpec, field: 'uid' | 'gid' | 'size' | 'mtime', offset: number, length: number, value: number): void {
+function writeNumber(
+  block: Buffer,
+  spec: TarSpec,
+  field: 'uid' | 'gid' | 'size' | 'mtime',
+  offset: number,
+  length: number,
+  value: number,
+): void {
   if (spec.base256?.includes(field)) writeBase256(block, offset, length, value);
   else writeOctal(block, offset, length, value);
 }

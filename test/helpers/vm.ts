@@ -58,10 +58,14 @@ export function runInVm(command: string[], opts: { timeoutSec: number; env?: Rec
   const envPrefix = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`);
   const guest = envPrefix.length > 0 ? ['env', ...envPrefix, ...command] : command;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(PROJECT, 'scripts', 'vm', 'run.mjs'), '--timeout', String(opts.timeoutSec), ...share, '--', ...guest], {
-      cwd: PROJECT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [join(PROJECT, 'scripts', 'vm', 'run.mjs'), '--timeout', String(opts.timeoutSec), ...share, '--', ...guest],
+      {
+        cwd: PROJECT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     child.stderr.on('data', (c) => (out += c));

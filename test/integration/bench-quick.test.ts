@@ -73,13 +73,20 @@ describe('unionctl bench --quick', () => {
       ['image', 'load'],
     ]) {
       const cells = report.results.filter((x) => x.workload === workload && x.operation === operation);
-      assert.ok(cells.some((c) => c.kind === 'unionctl'), `a unionctl figure for ${workload} ${operation}`);
+      assert.ok(
+        cells.some((c) => c.kind === 'unionctl'),
+        `a unionctl figure for ${workload} ${operation}`,
+      );
       for (const c of cells) {
         assert.ok(c.seconds.length >= report.options.runs, `${c.subject} ${workload} ${operation} ran every run`);
         assert.ok(c.seconds.every((s) => s >= 0 && Number.isFinite(s)));
       }
     }
-    for (const floor of ['GNU tar', 'kernel overlayfs (bare mount)']) assert.ok(report.results.some((x) => x.subject === floor), `floor ${floor} measured`);
+    for (const floor of ['GNU tar', 'kernel overlayfs (bare mount)'])
+      assert.ok(
+        report.results.some((x) => x.subject === floor),
+        `floor ${floor} measured`,
+      );
 
     // A unionctl driver that failed is an error; a peer that is missing or failed is reported, not fatal.
     const unionctlFailures = report.skipped.filter((s) => s.subject.startsWith('unionctl ') && /failed/.test(s.reason));

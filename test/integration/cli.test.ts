@@ -46,9 +46,20 @@ interface Result {
  * FORCE_COLOR, which node's test runner may set, is removed unless a test sets it.
  */
 function unionctl(args: string[], opts: { input?: Buffer; env?: Record<string, string | undefined> } = {}): Result {
-  const env: Record<string, string | undefined> = { ...process.env, FORCE_COLOR: undefined, NO_COLOR: undefined, UNIONCTL_DEBUG: undefined, ...opts.env };
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    FORCE_COLOR: undefined,
+    NO_COLOR: undefined,
+    UNIONCTL_DEBUG: undefined,
+    ...opts.env,
+  };
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
-  const r = spawnSync(process.execPath, [MAIN, ...args], { input: opts.input, env: env as NodeJS.ProcessEnv, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [MAIN, ...args], {
+    input: opts.input,
+    env: env as NodeJS.ProcessEnv,
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -147,7 +158,9 @@ for (const driver of ['vfs', 'overlay2']) {
       ids.push(extras);
 
       // global options are accepted after the command name too
-      const topId = ok(unionctl(['import', '--id', `top-${driver}`, '--parent', ids[2], layerTars[3], '--root', root, '--driver', driver])).trim();
+      const topId = ok(
+        unionctl(['import', '--id', `top-${driver}`, '--parent', ids[2], layerTars[3], '--root', root, '--driver', driver]),
+      ).trim();
       assert.equal(topId, `top-${driver}`);
       ids.push(topId);
     });
@@ -165,7 +178,11 @@ for (const driver of ['vfs', 'overlay2']) {
       }
       const table = ok(cli(['ls'])).split('\n');
       assert.match(table[0], /^ID\s+PARENT/);
-      for (const id of ids) assert.ok(table.some((l) => l.startsWith(`${id} `)), `ls shows ${id}`);
+      for (const id of ids)
+        assert.ok(
+          table.some((l) => l.startsWith(`${id} `)),
+          `ls shows ${id}`,
+        );
       assert.doesNotMatch(table.join('\n'), /\x1b\[/, 'no colour when stdout is a pipe');
     });
 
@@ -184,7 +201,9 @@ for (const driver of ['vfs', 'overlay2']) {
     });
 
     it('mount prints the merged path as the last line; the view matches the sample image', () => {
-      const lines = ok(cli(['mount', top()])).trim().split('\n');
+      const lines = ok(cli(['mount', top()]))
+        .trim()
+        .split('\n');
       const merged = lines.at(-1)!;
       try {
         assert.ok(statSync(merged).isDirectory(), `${merged} is a directory`);
@@ -210,8 +229,14 @@ for (const driver of ['vfs', 'overlay2']) {
           assert.ok(['rw', 'ro', 'ro+wh'].includes(b.mode), b.mode);
         }
         assert.equal(branches[0].layer, top());
-        if (driver === 'overlay2') assert.deepEqual(branches.map((b) => b.layer), [...ids].reverse());
-        const table = ok(cli(['branches', top()])).trim().split('\n');
+        if (driver === 'overlay2')
+          assert.deepEqual(
+            branches.map((b) => b.layer),
+            [...ids].reverse(),
+          );
+        const table = ok(cli(['branches', top()]))
+          .trim()
+          .split('\n');
         assert.match(table[0], /^MODE\s+LAYER\s+PATH$/);
         assert.equal(table.length, branches.length + 1);
       } finally {
@@ -236,7 +261,9 @@ for (const driver of ['vfs', 'overlay2']) {
         assert.ok(lines.includes(expected), `${expected} in\n${lines.join('\n')}`);
       }
       assert.ok(!lines.includes('D /var/cache/app/thumbs/t1.bin'), 'only the deleted dir, not its contents');
-      const plain = ok(cli(['changes', top()])).trim().split('\n');
+      const plain = ok(cli(['changes', top()]))
+        .trim()
+        .split('\n');
       assert.deepEqual([...plain].sort(), lines);
     });
 
@@ -266,7 +293,10 @@ for (const driver of ['vfs', 'overlay2']) {
       // The re-created plugins dir: an opaque marker from a native diff (overlay2), or one
       // whiteout per old child from the naive tree comparison (vfs), as Docker does.
       const perChild = ['auth.plug', 'metrics.plug', 'vendor'].every((n) => entries.includes(`srv/app/plugins/.wh.${n}`));
-      assert.ok(entries.includes('srv/app/plugins/.wh..wh..opq') || perChild, `plugins/ emptied in the exported tar:\n${entries.join('\n')}`);
+      assert.ok(
+        entries.includes('srv/app/plugins/.wh..wh..opq') || perChild,
+        `plugins/ emptied in the exported tar:\n${entries.join('\n')}`,
+      );
       const piped = spawnSync(process.execPath, [MAIN, '--root', root, '--driver', driver, 'diff', top()], { maxBuffer: 64 << 20 });
       assert.equal(piped.status, 0, piped.stderr.toString());
       assert.ok(Buffer.compare(piped.stdout, readFileSync(tarFile)) === 0, 'export is deterministic');
@@ -298,7 +328,9 @@ for (const driver of ['vfs', 'overlay2']) {
     });
 
     it('mount --rw on an image layer mounts a new writable layer on top and says which', () => {
-      const lines = ok(cli(['mount', '--rw', top()])).trim().split('\n');
+      const lines = ok(cli(['mount', '--rw', top()]))
+        .trim()
+        .split('\n');
       assert.equal(lines.length, 2, lines.join('\n'));
       const rwId = /^layer (\S+)$/.exec(lines[0])?.[1];
       assert.ok(rwId && rwId !== top(), lines[0]);
@@ -412,7 +444,9 @@ for (const driver of ['vfs', 'overlay2']) {
       ok(cli(['mount', ids[1]]));
       ok(cli(['cleanup']));
       assert.deepEqual(mountsUnder(root), []);
-      const removed = ok(cli(['rm', ...[...ids].reverse()])).trim().split('\n');
+      const removed = ok(cli(['rm', ...[...ids].reverse()]))
+        .trim()
+        .split('\n');
       assert.deepEqual(removed, [...ids].reverse());
       assert.deepEqual(JSON.parse(ok(cli(['ls', '--json']))), []);
     });

@@ -38,7 +38,13 @@ function makeBigTar(scratch: string, files = 3000): string {
  * half the file it prints "half" and stalls until `goFile` exists (never, when undefined). Prints
  * "done <diffId>" when the import completes.
  */
-function slowImporter(root: string, tar: string, id: string, parent: string, goFile?: string): { child: ChildProcess; half: Promise<void>; done: Promise<string> } {
+function slowImporter(
+  root: string,
+  tar: string,
+  id: string,
+  parent: string,
+  goFile?: string,
+): { child: ChildProcess; half: Promise<void>; done: Promise<string> } {
   const code = `
     import { existsSync, openSync, readSync } from 'node:fs';
     import { Readable } from 'node:stream';
@@ -128,7 +134,10 @@ describe('crash safety', () => {
 
     const store = await openStore({ root, driver: 'vfs' });
     try {
-      assert.deepEqual((await store.list()).map((l) => l.id), ['base']);
+      assert.deepEqual(
+        (await store.list()).map((l) => l.id),
+        ['base'],
+      );
       assert.ok(!existsSync(join(root, 'layerdb', 'victim.json')), 'record left behind');
       assert.ok(!existsSync(join(root, 'vfs', 'dir', 'victim')), 'layer directory left behind');
       assert.deepEqual(readdirSync(join(root, 'vfs', 'dir')), ['base']);
@@ -157,7 +166,11 @@ describe('crash safety', () => {
       try {
         assert.equal(readRecord(root, 'busy').state, 'creating', 'the live import was rolled back');
         assert.ok(existsSync(join(root, 'vfs', 'dir', 'busy')));
-        assert.deepEqual((await store.list()).map((l) => l.id), ['base'], 'an unfinished layer is listed');
+        assert.deepEqual(
+          (await store.list()).map((l) => l.id),
+          ['base'],
+          'an unfinished layer is listed',
+        );
         await assert.rejects(store.layer('busy'), { code: 'NOT_FOUND', message: /still being created/ });
         await assert.rejects(store.remove('base'), { code: 'HAS_CHILDREN', message: /busy/ });
         await assert.rejects(store.create({ id: 'busy' }), { code: 'EXISTS' });

@@ -86,7 +86,8 @@ describe('Docker 20.10 stores read by unionctl', { skip: dockerdAvailable() ? fa
       // Every image layer is a full tree; the top's parent is the image layer below in Docker's layer db.
       const parentId = parentCacheId(d.root, 'overlay', topId);
       const deleted = (await driver.changes(topId, parentId)).filter((c) => c.kind === 'D').map((c) => c.path);
-      for (const path of topLayerDeletions()) assert.ok(deleted.includes(path), `${path} (a .wh. entry of the sample's top layer) is a D change`);
+      for (const path of topLayerDeletions())
+        assert.ok(deleted.includes(path), `${path} (a .wh. entry of the sample's top layer) is a D change`);
       overlayDeletions = deleted.sort();
     } finally {
       await d.stop();
@@ -104,7 +105,10 @@ describe('Docker 20.10 stores read by unionctl', { skip: dockerdAvailable() ? fa
       // Top first: Docker's UpperDir, then LowerDir nearest first; each is <home>/<cache-id>/diff.
       const diffDirs = [gd.Data.UpperDir, ...gd.Data.LowerDir.split(':')];
       const ids = diffDirs.map((p) => basename(dirname(p)));
-      assert.ok(diffDirs.some((p) => whiteoutDeletions(p).length > 0), "Docker's fuse-overlayfs diff dirs keep .wh. files");
+      assert.ok(
+        diffDirs.some((p) => whiteoutDeletions(p).length > 0),
+        "Docker's fuse-overlayfs diff dirs keep .wh. files",
+      );
 
       const home = join(aufsRoot, 'aufs');
       const driver = AufsDriver.open({ home, root: aufsRoot, options: {} });
@@ -116,7 +120,13 @@ describe('Docker 20.10 stores read by unionctl', { skip: dockerdAvailable() ? fa
         execFileSync('mount', ['--bind', diffDirs[i], target]);
         binds.push(target);
         execFileSync('mount', ['-o', 'remount,bind,ro', target]);
-        writeFileSync(join(home, 'layers', id), ids.slice(i + 1).map((a) => `${a}\n`).join(''));
+        writeFileSync(
+          join(home, 'layers', id),
+          ids
+            .slice(i + 1)
+            .map((a) => `${a}\n`)
+            .join(''),
+        );
       }
       const top = ids[0];
       const view = await driver.get(top);
@@ -140,7 +150,10 @@ describe('Docker 20.10 stores read by unionctl', { skip: dockerdAvailable() ? fa
       for (const b of binds.reverse()) execFileSync('umount', [b]);
       await d.stop();
     }
-    assert.deepEqual(mountsBelow(scratch.dir).map((m) => m.mountPoint), []);
+    assert.deepEqual(
+      mountsBelow(scratch.dir).map((m) => m.mountPoint),
+      [],
+    );
   });
 });
 
@@ -151,7 +164,9 @@ function parentCacheId(root: string, driver: string, cacheId: string): string {
   for (const chain of readdirSync(db)) byCache.set(readFileSync(join(db, chain, 'cache-id'), 'utf8').trim(), chain);
   const chain = byCache.get(cacheId);
   assert.ok(chain, `layer ${cacheId} is in Docker's layer db`);
-  const parentChain = readFileSync(join(db, chain, 'parent'), 'utf8').trim().replace(/^sha256:/, '');
+  const parentChain = readFileSync(join(db, chain, 'parent'), 'utf8')
+    .trim()
+    .replace(/^sha256:/, '');
   return readFileSync(join(db, parentChain, 'cache-id'), 'utf8').trim();
 }
 

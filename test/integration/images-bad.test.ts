@@ -55,8 +55,14 @@ function withBadChecksum(tar: Buffer): Buffer {
 function withChangedContent(tar: Buffer): Buffer {
   const copy = Buffer.from(tar);
   // The first entry of layer 2 with content: find a header with a non-zero size.
-  for (let off = 0; off + 512 <= copy.length; ) {
-    const size = parseInt(copy.toString('latin1', off + 124, off + 136).replace(/\0.*$/, '').trim() || '0', 8);
+  for (let off = 0; off + 512 <= copy.length;) {
+    const size = parseInt(
+      copy
+        .toString('latin1', off + 124, off + 136)
+        .replace(/\0.*$/, '')
+        .trim() || '0',
+      8,
+    );
     if (copy[off] === 0) break;
     if (size > 0 && copy[off + 156] === 0x30) {
       copy[off + 512] ^= 0x01;
@@ -149,7 +155,10 @@ const CASES: BadCase[] = [
     name: 'diff ID mismatch',
     archive: () =>
       oci('diffid', {
-        layers: [{ tar: layers[0], compression: 'gzip' }, { tar: layers[1], compression: 'gzip' }],
+        layers: [
+          { tar: layers[0], compression: 'gzip' },
+          { tar: layers[1], compression: 'gzip' },
+        ],
         configText: JSON.stringify({ os: 'linux', rootfs: { type: 'layers', diff_ids: [sha256(layers[0]), sha256('not this layer')] } }),
       }),
     mention: /layer 2 of image bad:diffid.*diff ID mismatch/,
@@ -171,7 +180,8 @@ const CASES: BadCase[] = [
   },
   {
     name: 'unknown media type',
-    archive: () => oci('media', { layers: [{ tar: layers[0] }, { tar: layers[1], mediaType: 'application/vnd.example.layer.v1.tar+lz4' }] }),
+    archive: () =>
+      oci('media', { layers: [{ tar: layers[0] }, { tar: layers[1], mediaType: 'application/vnd.example.layer.v1.tar+lz4' }] }),
     mention: /layer 2 of image bad:media.*unknown media type "application\/vnd\.example\.layer\.v1\.tar\+lz4"/,
   },
   {
@@ -214,7 +224,10 @@ for (const driver of ['vfs', 'overlay2']) {
         assert.deepEqual(listing(root()), before, 'the store root is unchanged');
         assert.deepEqual(mountsBelow(scratch), [], 'nothing mounted');
         const images = JSON.parse(ok(unionctl([...g(), '--json', 'images']))) as Array<{ names: string[] }>;
-        assert.deepEqual(images.map((i) => i.names), [['good:1']]);
+        assert.deepEqual(
+          images.map((i) => i.names),
+          [['good:1']],
+        );
       });
     }
   });

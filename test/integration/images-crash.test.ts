@@ -38,7 +38,10 @@ function noise(size: number, seed: number): Buffer {
 }
 
 function smallImage(name: string): string {
-  return writeOciLayout(join(scratch, name), { name: `${name}:1`, layers: [{ tar: makeLayerTar(scratch, name, { 'etc/hostname': `${name}\n` }) }] });
+  return writeOciLayout(join(scratch, name), {
+    name: `${name}:1`,
+    layers: [{ tar: makeLayerTar(scratch, name, { 'etc/hostname': `${name}\n` }) }],
+  });
 }
 
 describe('load interrupted', () => {
@@ -111,7 +114,10 @@ describe('load interrupted', () => {
 
     // Any command opens the store, which rolls back what the dead load left.
     const images = JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ names: string[] }>;
-    assert.deepEqual(images.map((i) => i.names), [['kept:1']]);
+    assert.deepEqual(
+      images.map((i) => i.names),
+      [['kept:1']],
+    );
     assert.deepEqual(listing(root), before, 'the store root is as before the load');
     assert.deepEqual(mountsBelow(scratch), []);
   });

@@ -146,7 +146,12 @@ export function writeOciLayout(dir: string, spec: OciImageSpec): string {
   });
   const configText =
     spec.configText ??
-    JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: spec.layers.map((l) => sha256(l.tar)) } });
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: {},
+      rootfs: { type: 'layers', diff_ids: spec.layers.map((l) => sha256(l.tar)) },
+    });
   const config = Buffer.from(configText);
   const manifest = Buffer.from(
     JSON.stringify({
@@ -160,7 +165,12 @@ export function writeOciLayout(dir: string, spec: OciImageSpec): string {
   writeFileSync(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   writeFileSync(
     join(dir, 'index.json'),
-    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: putBlob(manifest), size: manifest.length, annotations }] }),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: putBlob(manifest), size: manifest.length, annotations },
+      ],
+    }),
   );
   return dir;
 }

@@ -50,7 +50,9 @@ function freshRoot(driver: string): string[] {
 
 /** Mounts REF, lists the tree, unmounts. */
 function flattenedTree(g: string[], ref: string): string {
-  const lines = ok(unionctl([...g, 'mount', ref])).trim().split('\n');
+  const lines = ok(unionctl([...g, 'mount', ref]))
+    .trim()
+    .split('\n');
   const layer = /^layer (\S+)$/.exec(lines[0])?.[1] ?? ref;
   try {
     return treeList(lines[lines.length - 1]);
@@ -68,11 +70,17 @@ for (const driver of ['vfs', 'overlay2']) {
       const image = loaded.images[0];
       assert.equal(image.id, DOCKER_IMAGE_ID);
       assert.deepEqual(image.names, ['sample-app:1']);
-      assert.deepEqual(image.layers.map((l) => l.diffId), DIFF_IDS);
+      assert.deepEqual(
+        image.layers.map((l) => l.diffId),
+        DIFF_IDS,
+      );
       assert.equal(image.layers[0].chainId, DIFF_IDS[0]);
       assert.equal(image.layers[3].chainId, 'sha256:6dedba2aa0f99182ca7d2aabec7e17910c0049db3eca8ee50c6a55a5e435a90e');
       const listed = JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ id: string; names: string[] }>;
-      assert.deepEqual(listed.map((i) => [i.id, i.names]), [[DOCKER_IMAGE_ID, ['sample-app:1']]]);
+      assert.deepEqual(
+        listed.map((i) => [i.id, i.names]),
+        [[DOCKER_IMAGE_ID, ['sample-app:1']]],
+      );
       assert.equal(flattenedTree(g, 'sample-app:1'), EXPECTED_TREE);
       assert.equal(flattenedTree(g, DOCKER_IMAGE_ID.slice(7, 19)), EXPECTED_TREE, 'mount by short image id');
       assert.deepEqual(mountsBelow(scratch), [], 'nothing left mounted');
@@ -84,7 +92,11 @@ for (const driver of ['vfs', 'overlay2']) {
         const g = freshRoot(driver);
         const loaded = JSON.parse(ok(unionctl([...g, '--json', 'load', archive]))) as LoadJson;
         assert.equal(loaded.images[0].id, OCI_IMAGE_ID, archive);
-        assert.deepEqual(loaded.images[0].layers.map((l) => l.diffId), DIFF_IDS, archive);
+        assert.deepEqual(
+          loaded.images[0].layers.map((l) => l.diffId),
+          DIFF_IDS,
+          archive,
+        );
         assert.equal(flattenedTree(g, 'sample-app:1'), EXPECTED_TREE, archive);
       }
     });
@@ -115,7 +127,11 @@ for (const driver of ['vfs', 'overlay2']) {
           const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', out]))) as LoadJson;
           assert.equal(loaded.images[0].id, DOCKER_IMAGE_ID, `${format}/${compress}`);
           assert.deepEqual(loaded.images[0].names, ['sample-app:1']);
-          assert.deepEqual(loaded.images[0].layers.map((l) => l.diffId), DIFF_IDS, `${format}/${compress}`);
+          assert.deepEqual(
+            loaded.images[0].layers.map((l) => l.diffId),
+            DIFF_IDS,
+            `${format}/${compress}`,
+          );
           assert.equal(flattenedTree(g2, 'sample-app:1'), EXPECTED_TREE);
           if (compress !== 'none') continue;
           // Uncompressed: the layer files in the archive are the original tars, byte for byte.
@@ -124,34 +140,43 @@ for (const driver of ['vfs', 'overlay2']) {
             format === 'docker'
               ? (JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Array<{ Layers: string[] }>)[0].Layers
               : DIFF_IDS.map((d) => `blobs/sha256/${d.slice(7)}`);
-          assert.deepEqual(layerFiles.map((f) => sha256(readFileSync(join(dir, f)))), DIFF_IDS);
+          assert.deepEqual(
+            layerFiles.map((f) => sha256(readFileSync(join(dir, f)))),
+            DIFF_IDS,
+          );
         }
       }
     });
 
     // vfs keeps full copies: a file added to the top layer cannot be told from an inherited one.
     for (const change of driver === 'vfs' ? (['rewrite'] as const) : (['rewrite', 'add'] as const)) {
-    it(`a layer changed through a mount after the load (${change} a file) is exported afresh: a warning, a new image id, the change kept`, () => {
-      const g = freshRoot(driver);
-      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
-      const lines = ok(unionctl([...g, 'mount', 'sample-app:1'])).trim().split('\n');
-      const top = /^layer (\S+)$/.exec(lines[0])![1];
-      // The top layer of an image mounts with its own dir as the upper dir (as Docker's overlay2 does
-      // for a layer without children): a file it holds can be rewritten.
-      const file = change === 'rewrite' ? 'srv/app/plugins/search.plug' : 'srv/app/plugins/added.plug';
-      writeFileSync(join(lines[lines.length - 1], file), 'changed\n');
-      ok(unionctl([...g, 'umount', top]));
-      const out = join(scratch, `${driver}-changed.tar`);
-      const r = unionctl([...g, 'save', 'sample-app:1', '-o', out]);
-      assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stderr, new RegExp(`warning: layer ${top} changed since it was loaded`));
-      const g2 = freshRoot(driver);
-      const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', out]))) as LoadJson;
-      assert.notEqual(loaded.images[0].id, DOCKER_IMAGE_ID);
-      assert.deepEqual(loaded.images[0].layers.slice(0, 3).map((l) => l.diffId), DIFF_IDS.slice(0, 3), 'the untouched layers are still byte-identical');
-      assert.notEqual(loaded.images[0].layers[3].diffId, DIFF_IDS[3]);
-      assert.match(flattenedTree(g2, 'sample-app:1'), new RegExp(`^f 0644 0:0 8 \\d+ [0-9a-f]{16} ${file}$`, 'm'));
-    });
+      it(`a layer changed through a mount after the load (${change} a file) is exported afresh: a warning, a new image id, the change kept`, () => {
+        const g = freshRoot(driver);
+        ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+        const lines = ok(unionctl([...g, 'mount', 'sample-app:1']))
+          .trim()
+          .split('\n');
+        const top = /^layer (\S+)$/.exec(lines[0])![1];
+        // The top layer of an image mounts with its own dir as the upper dir (as Docker's overlay2 does
+        // for a layer without children): a file it holds can be rewritten.
+        const file = change === 'rewrite' ? 'srv/app/plugins/search.plug' : 'srv/app/plugins/added.plug';
+        writeFileSync(join(lines[lines.length - 1], file), 'changed\n');
+        ok(unionctl([...g, 'umount', top]));
+        const out = join(scratch, `${driver}-changed.tar`);
+        const r = unionctl([...g, 'save', 'sample-app:1', '-o', out]);
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stderr, new RegExp(`warning: layer ${top} changed since it was loaded`));
+        const g2 = freshRoot(driver);
+        const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', out]))) as LoadJson;
+        assert.notEqual(loaded.images[0].id, DOCKER_IMAGE_ID);
+        assert.deepEqual(
+          loaded.images[0].layers.slice(0, 3).map((l) => l.diffId),
+          DIFF_IDS.slice(0, 3),
+          'the untouched layers are still byte-identical',
+        );
+        assert.notEqual(loaded.images[0].layers[3].diffId, DIFF_IDS[3]);
+        assert.match(flattenedTree(g2, 'sample-app:1'), new RegExp(`^f 0644 0:0 8 \\d+ [0-9a-f]{16} ${file}$`, 'm'));
+      });
     }
 
     it('multi-image archives: save of two images, load of all or of one with --image', () => {
@@ -165,7 +190,10 @@ for (const driver of ['vfs', 'overlay2']) {
       assert.deepEqual(all.images.map((i) => i.id).sort(), [DOCKER_IMAGE_ID, OCI_IMAGE_ID].sort());
       const g3 = freshRoot(driver);
       const one = JSON.parse(ok(unionctl([...g3, '--json', 'load', '--image', 'sample-app:1', both]))) as LoadJson;
-      assert.deepEqual(one.images.map((i) => i.id), [OCI_IMAGE_ID]);
+      assert.deepEqual(
+        one.images.map((i) => i.id),
+        [OCI_IMAGE_ID],
+      );
       assert.equal((JSON.parse(ok(unionctl([...g3, '--json', 'images']))) as unknown[]).length, 1);
     });
 
@@ -173,7 +201,9 @@ for (const driver of ['vfs', 'overlay2']) {
       const g = freshRoot(driver);
       ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
       ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP]));
-      const lines = ok(unionctl([...g, 'mount', 'sample-app:1'])).trim().split('\n');
+      const lines = ok(unionctl([...g, 'mount', 'sample-app:1']))
+        .trim()
+        .split('\n');
       const top = /^layer (\S+)$/.exec(lines[0])![1];
       const refused = unionctl([...g, 'rmi', DOCKER_IMAGE_ID.slice(7)]);
       assert.equal(refused.status, 0, 'the docker image shares its layers with the OCI one, so removing it touches no layer');

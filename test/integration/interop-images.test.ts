@@ -65,10 +65,17 @@ describe('Docker 20.10', { skip: dockerdAvailable() ? false : 'docker.io is not 
     const out = join(scratch, 'from-docker.tar');
     dockerd.docker(['save', '-o', out, 'sample-app:1']);
     const g2 = ['--root', join(scratch, 'root-from-docker'), '--driver', 'overlay2'];
-    const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', out]))) as { images: Array<{ id: string; layers: Array<{ diffId: string }> }> };
+    const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', out]))) as {
+      images: Array<{ id: string; layers: Array<{ diffId: string }> }>;
+    };
     assert.equal(loaded.images[0].id, DOCKER_IMAGE_ID);
-    assert.deepEqual(loaded.images[0].layers.map((l) => l.diffId), DIFF_IDS);
-    const lines = ok(unionctl([...g2, 'mount', 'sample-app:1'])).trim().split('\n');
+    assert.deepEqual(
+      loaded.images[0].layers.map((l) => l.diffId),
+      DIFF_IDS,
+    );
+    const lines = ok(unionctl([...g2, 'mount', 'sample-app:1']))
+      .trim()
+      .split('\n');
     try {
       assert.equal(treeList(lines[lines.length - 1]), EXPECTED_TREE);
     } finally {
@@ -113,13 +120,18 @@ describe('skopeo', { skip: podmanAvailable() ? false : 'skopeo is not installed'
   ]) {
     it(`skopeo reads and copies a ${format} archive with ${compress} layers (digests checked on copy)`, () => {
       const archive = save(format, compress);
-      const inspected = JSON.parse(execFileSync('skopeo', ['inspect', '--config', `${transport}:${archive}`], { encoding: 'utf8' })) as { rootfs: { diff_ids: string[] } };
+      const inspected = JSON.parse(execFileSync('skopeo', ['inspect', '--config', `${transport}:${archive}`], { encoding: 'utf8' })) as {
+        rootfs: { diff_ids: string[] };
+      };
       assert.deepEqual(inspected.rootfs.diff_ids, DIFF_IDS);
       const dest = join(scratch, `skopeo-${format}-${compress}`);
       execFileSync('skopeo', ['copy', '--quiet', `${transport}:${archive}`, `oci:${dest}:copied`], { stdio: ['ignore', 'pipe', 'pipe'] });
       const g2 = ['--root', join(scratch, `root-skopeo-${format}-${compress}`), '--driver', 'vfs'];
       const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', dest]))) as { images: Array<{ layers: Array<{ diffId: string }> }> };
-      assert.deepEqual(loaded.images[0].layers.map((l) => l.diffId), DIFF_IDS);
+      assert.deepEqual(
+        loaded.images[0].layers.map((l) => l.diffId),
+        DIFF_IDS,
+      );
     });
   }
 });

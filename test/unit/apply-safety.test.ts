@@ -50,7 +50,9 @@ function snapshot(s: Sandbox): string {
   const walk = (path: string, rel: string) => {
     const st = lstatSync(path, { bigint: true });
     const content = st.isFile() ? readFileSync(path, 'latin1') : st.isSymbolicLink() ? readlinkSync(path) : '';
-    lines.push(`${rel} ${st.mode} ${st.uid}:${st.gid} nlink=${st.nlink} size=${st.size} mtime=${st.mtimeNs} ctime=${st.ctimeNs} ${JSON.stringify(content)}`);
+    lines.push(
+      `${rel} ${st.mode} ${st.uid}:${st.gid} nlink=${st.nlink} size=${st.size} mtime=${st.mtimeNs} ctime=${st.ctimeNs} ${JSON.stringify(content)}`,
+    );
     if (st.isDirectory()) for (const name of readdirSync(path).sort()) walk(join(path, name), `${rel}/${name}`);
   };
   walk(s.victim, 'victim');
@@ -63,7 +65,11 @@ function snapshot(s: Sandbox): string {
  * can only damage the victim, where the test sees it. `refusedEntry`: the apply must fail with an UnsafeEntryError
  * naming that entry; undefined: the apply may succeed or fail, but must stay inside.
  */
-async function expectContained(entries: TarSpec[] | ((s: Sandbox) => TarSpec[]), refusedEntry: string | undefined, setup?: (s: Sandbox) => void): Promise<Sandbox[]> {
+async function expectContained(
+  entries: TarSpec[] | ((s: Sandbox) => TarSpec[]),
+  refusedEntry: string | undefined,
+  setup?: (s: Sandbox) => void,
+): Promise<Sandbox[]> {
   const boxes: Sandbox[] = [];
   for (const format of FORMATS) {
     const s = sandbox();
@@ -77,7 +83,10 @@ async function expectContained(entries: TarSpec[] | ((s: Sandbox) => TarSpec[]),
     if (refusedEntry !== undefined) {
       assert.ok(outcome instanceof UnsafeEntryError, `${format}: expected UnsafeEntryError, got ${String(outcome)}`);
       assert.equal(outcome.entry, refusedEntry, format);
-      assert.match(outcome.message, new RegExp(`refusing tar entry ${JSON.stringify(refusedEntry).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+      assert.match(
+        outcome.message,
+        new RegExp(`refusing tar entry ${JSON.stringify(refusedEntry).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
+      );
     } else if (outcome !== undefined) {
       assert.ok(outcome instanceof UnionctlError, `${format}: a contained failure is still a typed error: ${String(outcome)}`);
     }
@@ -161,7 +170,9 @@ describe('apply safety: hardlinks (TestUntarInvalidHardlink)', () => {
   });
 
   it('refuses a hardlink whose target goes through a symlink in a lower layer', async () => {
-    await expectContained([{ name: 'stolen', type: 'hardlink', linkname: 'usr/hello' }], 'stolen', (s) => symlinkSync(s.victim, join(s.lower, 'usr')));
+    await expectContained([{ name: 'stolen', type: 'hardlink', linkname: 'usr/hello' }], 'stolen', (s) =>
+      symlinkSync(s.victim, join(s.lower, 'usr')),
+    );
   });
 
   it('links to the symlink itself, not its target (TestUntarHardlinkToSymlink)', async () => {
@@ -245,13 +256,7 @@ describe('apply safety: whiteouts with ".." (TestApplyLayerWhiteouts)', () => {
   });
 
   it('removes a whited-out symlink, not what it points to', async () => {
-    const boxes = await expectContained(
-      (s) => [
-        { name: 'ln', type: 'symlink', linkname: s.victim },
-        { name: '.wh.ln' },
-      ],
-      undefined,
-    );
+    const boxes = await expectContained((s) => [{ name: 'ln', type: 'symlink', linkname: s.victim }, { name: '.wh.ln' }], undefined);
     assert.ok(!existsSync(join(boxes[0].dest, 'ln')), 'plain: the symlink itself is gone');
   });
 });

@@ -5,7 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { applyLayer, type ApplyLayerOptions } from '../../src/archive/apply.js';
@@ -78,7 +89,10 @@ describe('applyLayer: entry kinds and metadata', () => {
     const st = (p: string) => lstatSync(join(dest, p));
     assert.ok(st('etc').isDirectory());
     assert.deepEqual([st('etc').mode & 0o7777, st('etc').uid, st('etc').gid, st('etc').mtimeMs / 1000], [0o750, 1000, 1001, 1500000000]);
-    assert.deepEqual([st('etc/file').mode & 0o7777, st('etc/file').uid, st('etc/file').gid, st('etc/file').mtimeMs / 1000], [0o640, 1000, 1001, 1500000001]);
+    assert.deepEqual(
+      [st('etc/file').mode & 0o7777, st('etc/file').uid, st('etc/file').gid, st('etc/file').mtimeMs / 1000],
+      [0o640, 1000, 1001, 1500000001],
+    );
     assert.equal(readFileSync(join(dest, 'etc/file'), 'utf8'), 'hello\n');
     assert.equal(st('bin/su').mode & 0o7777, 0o4755);
     assert.equal(st('bin/su').uid, 1000);
@@ -142,8 +156,19 @@ describe('applyLayer: entry kinds and metadata', () => {
     const dest = freshDir();
     const withNul = Buffer.from([0, 0x0a, 0x3d, 0, 0xff]);
     await apply(dest, [
-      { name: 'ping', uid: 1000, gid: 1000, mode: 0o755, pax: { 'SCHILY.xattr.security.capability': CAPABILITY, 'SCHILY.xattr.user.bin': withNul } },
-      { name: 'dir/', type: 'dir', uid: 5, pax: { 'SCHILY.xattr.trusted.note': 'on a dir', 'LIBARCHIVE.xattr.user.b64': Buffer.from('libarchive').toString('base64') } },
+      {
+        name: 'ping',
+        uid: 1000,
+        gid: 1000,
+        mode: 0o755,
+        pax: { 'SCHILY.xattr.security.capability': CAPABILITY, 'SCHILY.xattr.user.bin': withNul },
+      },
+      {
+        name: 'dir/',
+        type: 'dir',
+        uid: 5,
+        pax: { 'SCHILY.xattr.trusted.note': 'on a dir', 'LIBARCHIVE.xattr.user.b64': Buffer.from('libarchive').toString('base64') },
+      },
       { name: 'link', type: 'symlink', linkname: 'ping', pax: { 'SCHILY.xattr.trusted.sym': withNul } },
     ]);
     assert.deepEqual(lgetxattr(join(dest, 'ping'), 'security.capability'), CAPABILITY);
@@ -157,7 +182,9 @@ describe('applyLayer: entry kinds and metadata', () => {
     const dest = freshDir();
     const warnings: string[] = [];
     // user.* xattrs are not allowed on symlinks (EPERM), like an unsupported namespace.
-    await apply(dest, [{ name: 'l', type: 'symlink', linkname: 'x', pax: { 'SCHILY.xattr.user.nope': 'v' } }], 'plain', { onWarning: (m) => warnings.push(m) });
+    await apply(dest, [{ name: 'l', type: 'symlink', linkname: 'x', pax: { 'SCHILY.xattr.user.nope': 'v' } }], 'plain', {
+      onWarning: (m) => warnings.push(m),
+    });
     assert.ok(lstatSync(join(dest, 'l')).isSymbolicLink());
     assert.equal(warnings.length, 1);
     assert.match(warnings[0], /user\.nope/);
@@ -198,7 +225,11 @@ describe('applyLayer: entry kinds and metadata', () => {
     chownSync(join(src, 'usr/owned'), 2_500_000_000, 3_000_000_000); // beyond 7 octal digits: base-256 (gnu) / pax
     lsetxattr(join(src, 'usr/owned'), 'user.attr', Buffer.from([1, 0, 2]));
     for (const format of ['gnu', 'posix']) {
-      const tar = execFileSync('tar', [`--format=${format}`, '--xattrs', '--xattrs-include=*', '--numeric-owner', '-C', src, '-cf', '-', '.'], { maxBuffer: 1 << 26 });
+      const tar = execFileSync(
+        'tar',
+        [`--format=${format}`, '--xattrs', '--xattrs-include=*', '--numeric-owner', '-C', src, '-cf', '-', '.'],
+        { maxBuffer: 1 << 26 },
+      );
       const ours = freshDir(`ours-${format}`);
       const gnuTar = freshDir(`gnutar-${format}`);
       await applyLayer(chunked(tar), ours, { whiteoutFormat: 'plain' });
@@ -272,7 +303,11 @@ describe('applyLayer: replacing what is there', () => {
   it('counts size and entries, reports progress, and names a missing hardlink target', async () => {
     const dest = freshDir();
     const seen: number[] = [];
-    const data = buildTar([{ name: 'a', content: Buffer.alloc(3000) }, { name: 'b', content: Buffer.alloc(5) }, { name: 'd/', type: 'dir' }]);
+    const data = buildTar([
+      { name: 'a', content: Buffer.alloc(3000) },
+      { name: 'b', content: Buffer.alloc(5) },
+      { name: 'd/', type: 'dir' },
+    ]);
     const result = await applyLayer(chunked(data, 1024), dest, { whiteoutFormat: 'plain', onProgress: (n) => seen.push(n) });
     assert.equal(result.size, 3005);
     assert.equal(result.entries, 3);
@@ -370,14 +405,21 @@ describe('applyLayer: whiteouts', () => {
   it("'plain' gives the same tree as the kernel's overlayfs over the 'overlay' output", async () => {
     const flat = freshDir('flat');
     await apply(flat, base);
-    await apply(flat, change.filter((e) => !e.name.startsWith('nothere/')));
+    await apply(
+      flat,
+      change.filter((e) => !e.name.startsWith('nothere/')),
+    );
     const lower = freshDir('lower');
     const upper = freshDir('upper');
     const merged = freshDir('merged');
     await apply(lower, base, 'overlay');
     // Not the whiteout in a dir no lower layer has: overlayfs does not merge such a dir, so its
     // readdir lists the whiteout device (which then cannot be looked up) — a kernel quirk.
-    await apply(upper, change.filter((e) => !e.name.startsWith('nothere/')), 'overlay');
+    await apply(
+      upper,
+      change.filter((e) => !e.name.startsWith('nothere/')),
+      'overlay',
+    );
     execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${upper}:${lower}`, merged]);
     try {
       assert.equal(treelist(flat), treelist(merged));
@@ -388,7 +430,10 @@ describe('applyLayer: whiteouts', () => {
 
   it("'plain': a dir holding only a whiteout is part of the layer, also under a later opaque marker", async () => {
     const dest = freshDir();
-    await apply(dest, [{ name: 'a/old', content: 'x' }, { name: 'a/b/c', content: 'x' }]);
+    await apply(dest, [
+      { name: 'a/old', content: 'x' },
+      { name: 'a/b/c', content: 'x' },
+    ]);
     await apply(dest, [{ name: 'a/b/.wh.c' }, { name: 'a/.wh..wh..opq' }]);
     assert.deepEqual(listing(dest), ['a/', 'a/b/']);
   });
@@ -413,7 +458,11 @@ describe('applyLayer: whiteouts', () => {
 
   it("'overlay' takes the whiteout device's owner from the header and replaces what the layer had", async () => {
     const dest = freshDir();
-    await apply(dest, [{ name: 'd/victim/deep', content: 'x' }, { name: 'd/.wh.victim', uid: 12, gid: 34 }, { name: 'opq-no-dir/.wh..wh..opq' }], 'overlay');
+    await apply(
+      dest,
+      [{ name: 'd/victim/deep', content: 'x' }, { name: 'd/.wh.victim', uid: 12, gid: 34 }, { name: 'opq-no-dir/.wh..wh..opq' }],
+      'overlay',
+    );
     const st = lstatSync(join(dest, 'd/victim'));
     assert.ok(st.isCharacterDevice() && st.rdev === 0);
     assert.deepEqual([st.uid, st.gid], [12, 34]);
@@ -423,12 +472,29 @@ describe('applyLayer: whiteouts', () => {
 
   it("'aufs' keeps .wh. files verbatim (with their metadata) and drops the names this layer had", async () => {
     const dest = freshDir();
-    await apply(dest, [{ name: 'had', content: 'x' }, ...change, { name: 'gone-later', content: 'x' }, { name: '.wh.gone-later', mode: 0o444, uid: 5, mtime: 1234567890 }], 'aufs');
+    await apply(
+      dest,
+      [
+        { name: 'had', content: 'x' },
+        ...change,
+        { name: 'gone-later', content: 'x' },
+        { name: '.wh.gone-later', mode: 0o444, uid: 5, mtime: 1234567890 },
+      ],
+      'aufs',
+    );
     assert.ok(!existsSync(join(dest, 'gone-later')));
     const wh = lstatSync(join(dest, '.wh.gone-later'));
     assert.ok(wh.isFile());
     assert.deepEqual([wh.mode & 0o7777, wh.uid, wh.mtimeMs / 1000], [0o444, 5, 1234567890]);
-    for (const name of ['.wh.baz', '.wh..baz', '.wh..lock', 'bar/.wh.bay', 'foo/.wh..wh..opq', 'opq-after/.wh..wh..opq', 'nothere/.wh.ghost']) {
+    for (const name of [
+      '.wh.baz',
+      '.wh..baz',
+      '.wh..lock',
+      'bar/.wh.bay',
+      'foo/.wh..wh..opq',
+      'opq-after/.wh..wh..opq',
+      'nothere/.wh.ghost',
+    ]) {
       assert.ok(lstatSync(join(dest, name)).isFile(), name);
     }
     assert.ok(!existsSync(join(dest, '.wh..wh.aufs')));
@@ -492,7 +558,10 @@ describe('applyLayer: hardlinks to lower layers (copy-up)', () => {
     mkdirSync(join(middle, 'b'));
     lsetxattr(join(middle, 'b'), 'trusted.overlay.opaque', Buffer.from('y'));
     for (const target of ['a/file', 'b/file']) {
-      await assert.rejects(apply(freshDir(), [{ name: 'link', type: 'hardlink', linkname: target }], 'overlay', { lowerDirs: [middle, bottom] }), /neither earlier in the layer nor in the layers below/);
+      await assert.rejects(
+        apply(freshDir(), [{ name: 'link', type: 'hardlink', linkname: target }], 'overlay', { lowerDirs: [middle, bottom] }),
+        /neither earlier in the layer nor in the layers below/,
+      );
     }
   });
 });
@@ -543,7 +612,13 @@ describe('applyLayer: the sample image', () => {
     const dest = freshDir('layer4');
     const layers = await sampleLayers();
     await applyLayer(chunked(layers[3]), dest, { whiteoutFormat: 'overlay' });
-    for (const name of ['srv/app/etc/legacy.conf', 'srv/app/extras/defaults.env', 'var/cache/app/.lock', 'var/cache/app/index.db', 'var/cache/app/thumbs']) {
+    for (const name of [
+      'srv/app/etc/legacy.conf',
+      'srv/app/extras/defaults.env',
+      'var/cache/app/.lock',
+      'var/cache/app/index.db',
+      'var/cache/app/thumbs',
+    ]) {
       const st = lstatSync(join(dest, name));
       assert.ok(st.isCharacterDevice() && st.rdev === 0 && (st.mode & 0o7777) === 0, name);
     }

@@ -8,7 +8,14 @@ import { lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fuseArgs, fuseMaxBranches, openFileLimit, unionFromArgv } from '../../src/drivers/aufs/fuse.js';
-import { aufsSiOf, mountKernelAufs, planAufsMount, probeDirperm1, readSysfsBranches, type AufsMountPlan } from '../../src/drivers/aufs/kernel.js';
+import {
+  aufsSiOf,
+  mountKernelAufs,
+  planAufsMount,
+  probeDirperm1,
+  readSysfsBranches,
+  type AufsMountPlan,
+} from '../../src/drivers/aufs/kernel.js';
 import { normaliseAufsBranch } from '../../src/drivers/aufs/normalise.js';
 import { lgetxattr, lsetxattr, mknod, S_IFCHR } from '../../src/sys/index.js';
 import { withScratchFs } from '../helpers/scratch.js';
@@ -79,8 +86,15 @@ describe('kernel aufs mount planning (faked kernel)', () => {
     const plan = planAufsMount('/s/diff/top', ['/s/diff/a', '/s/diff/b'], { pageSize: PAGE, dirperm1: false });
     assert.equal(plan.data, 'br:/s/diff/top=rw:/s/diff/a=ro+wh:/s/diff/b=ro+wh,dio,xino=/dev/shm/aufs.xino');
     assert.deepEqual(plan.appends, []);
-    const withLabel = planAufsMount('/s/diff/top', [], { pageSize: PAGE, dirperm1: true, mountLabel: 'system_u:object_r:svirt_sandbox_file_t:s0:c1,c2' });
-    assert.equal(withLabel.data, 'br:/s/diff/top=rw,dio,xino=/dev/shm/aufs.xino,dirperm1,context="system_u:object_r:svirt_sandbox_file_t:s0:c1,c2"');
+    const withLabel = planAufsMount('/s/diff/top', [], {
+      pageSize: PAGE,
+      dirperm1: true,
+      mountLabel: 'system_u:object_r:svirt_sandbox_file_t:s0:c1,c2',
+    });
+    assert.equal(
+      withLabel.data,
+      'br:/s/diff/top=rw,dio,xino=/dev/shm/aufs.xino,dirperm1,context="system_u:object_r:svirt_sandbox_file_t:s0:c1,c2"',
+    );
   });
 
   it('adds 126 Docker-sized branches with append remounts, every call within one page', () => {
@@ -117,10 +131,13 @@ describe('kernel aufs mount planning (faked kernel)', () => {
 
   it('refuses a single branch longer than a mount call may carry, instead of looping', () => {
     const huge = `/r/${'x'.repeat(PAGE)}`;
-    assert.throws(() => planAufsMount('/r/top', [huge], { pageSize: PAGE, dirperm1: false }), (e: Error) => {
-      assert.match(e.message, /alone is longer than the \d+ bytes/);
-      return true;
-    });
+    assert.throws(
+      () => planAufsMount('/r/top', [huge], { pageSize: PAGE, dirperm1: false }),
+      (e: Error) => {
+        assert.match(e.message, /alone is longer than the \d+ bytes/);
+        return true;
+      },
+    );
   });
 
   it('takes the half-built mount down when an append remount fails, naming the step', () => {
@@ -128,10 +145,13 @@ describe('kernel aufs mount planning (faked kernel)', () => {
     const plan = planAufsMount('/r/top', ro, { pageSize: PAGE, dirperm1: false });
     const kernel = new FakeAufsKernel();
     kernel.failRemount = 1; // the second remount
-    assert.throws(() => mountKernelAufs('/mnt/x', plan, kernel.mount, kernel.unmount), (e: Error) => {
-      assert.match(e.message, new RegExp(`append remount 2 of ${plan.appends.length}`));
-      return true;
-    });
+    assert.throws(
+      () => mountKernelAufs('/mnt/x', plan, kernel.mount, kernel.unmount),
+      (e: Error) => {
+        assert.match(e.message, new RegExp(`append remount 2 of ${plan.appends.length}`));
+        return true;
+      },
+    );
     assert.equal(kernel.mounted, false);
   });
 });
@@ -146,9 +166,12 @@ describe('dirperm1 probe (faked kernel)', () => {
     assert.equal(accepting, true);
     assert.match(calls[0], /^mount \S+ br:\S+,dirperm1,xino=\/dev\/shm\/aufs.xino$/);
     assert.equal(calls[1], `umount ${calls[0].split(' ')[1]}`);
-    const refusing = probeDirperm1(() => {
-      throw new Error('EINVAL');
-    }, () => assert.fail('nothing to unmount'));
+    const refusing = probeDirperm1(
+      () => {
+        throw new Error('EINVAL');
+      },
+      () => assert.fail('nothing to unmount'),
+    );
     assert.equal(refusing, false);
   });
 });
@@ -184,7 +207,10 @@ describe('fuse-overlayfs helpers', () => {
   it('limits the branches by the 128 KiB argument and by open files', () => {
     assert.equal(fuseMaxBranches(4096, Infinity), 1015); // (131072 − "lowerdir=" − NUL) / 129
     assert.equal(fuseMaxBranches(4096, 1024), 1024 - 16);
-    assert.equal(openFileLimit('Limit  Soft Limit  Hard Limit  Units\nMax open files            1048576              1048576              files\n'), 1048576);
+    assert.equal(
+      openFileLimit('Limit  Soft Limit  Hard Limit  Units\nMax open files            1048576              1048576              files\n'),
+      1048576,
+    );
     assert.equal(openFileLimit('Max open files            unlimited            unlimited            files\n'), Infinity);
   });
 });

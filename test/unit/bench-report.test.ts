@@ -14,7 +14,18 @@ const r = (subject: string, kind: Result['kind'], seconds: number[], extra: Part
 
 function report(results: Result[], skipped: BenchReport['skipped'] = []): BenchReport {
   return {
-    machine: { date: '2026-01-01T00:00:00.000Z', kernel: '6.18', cpu: 'cpu', cores: 2, memoryGiB: 8, node: 'v20', filesystem: 'ext4', overlay: {}, peers: {}, loadAverage: [0, 0, 0] },
+    machine: {
+      date: '2026-01-01T00:00:00.000Z',
+      kernel: '6.18',
+      cpu: 'cpu',
+      cores: 2,
+      memoryGiB: 8,
+      node: 'v20',
+      filesystem: 'ext4',
+      overlay: {},
+      peers: {},
+      loadAverage: [0, 0, 0],
+    },
     options: { quick: true, runs: 3, drivers: ['overlay2'], workloads: ['distro'], fs: 'ext4' },
     results,
     skipped,
@@ -32,7 +43,10 @@ describe('bench report table', () => {
   it('groups results by workload, operation and parameter', () => {
     const groups = groupResults([tar, docker, ov, other, r('GNU tar', 'floor', [1], { param: 'x' })]);
     assert.equal(groups.length, 3);
-    assert.deepEqual(groups[0].results.map((x) => x.subject), ['GNU tar', 'docker 20.10', 'unionctl overlay2']);
+    assert.deepEqual(
+      groups[0].results.map((x) => x.subject),
+      ['GNU tar', 'docker 20.10', 'unionctl overlay2'],
+    );
     assert.equal(groups[2].param, 'x');
   });
 
@@ -80,7 +94,9 @@ describe('bench targets', () => {
 
   it('compares image load against the faster of docker and podman', () => {
     const load = (subject: string, kind: Result['kind'], s: number) => r(subject, kind, [s], { workload: 'image', operation: 'load' });
-    const [, loadCheck] = checkTargets(report([load('docker 20.10.24', 'peer', 4), load('podman 4.3.1', 'peer', 3), load('unionctl overlay2', 'unionctl', 1)]));
+    const [, loadCheck] = checkTargets(
+      report([load('docker 20.10.24', 'peer', 4), load('podman 4.3.1', 'peer', 3), load('unionctl overlay2', 'unionctl', 1)]),
+    );
     assert.equal(loadCheck.met, true);
     assert.match(loadCheck.measured, /3\.00× faster .*podman/);
     const [, faster] = checkTargets(report([load('podman 4.3.1', 'peer', 3), load('unionctl overlay2', 'unionctl', 2)]));
@@ -99,8 +115,14 @@ describe('bench targets', () => {
   });
 
   it('checks the mount targets at depth 128 and 500, a failed 500 as missed', () => {
-    const m = (subject: string, kind: Result['kind'], depth: number, s: number) => r(subject, kind, [s], { workload: 'deep', operation: 'mount', param: `depth ${depth}` });
-    const checks = checkTargets(report([m('kernel overlayfs (bare mount)', 'floor', 128, 0.01), m('unionctl overlay2', 'unionctl', 128, 0.013)], [{ subject: 'unionctl overlay2', operation: 'mount', workload: 'deep', reason: 'depth 500 failed: EINVAL' }]));
+    const m = (subject: string, kind: Result['kind'], depth: number, s: number) =>
+      r(subject, kind, [s], { workload: 'deep', operation: 'mount', param: `depth ${depth}` });
+    const checks = checkTargets(
+      report(
+        [m('kernel overlayfs (bare mount)', 'floor', 128, 0.01), m('unionctl overlay2', 'unionctl', 128, 0.013)],
+        [{ subject: 'unionctl overlay2', operation: 'mount', workload: 'deep', reason: 'depth 500 failed: EINVAL' }],
+      ),
+    );
     assert.equal(checks[2].met, false);
     assert.match(checks[2].measured, /1\.30×/);
     assert.equal(checks[3].met, false);
@@ -110,7 +132,9 @@ describe('bench targets', () => {
   });
 
   it('puts targets, table and skipped subjects in the Markdown page', () => {
-    const md = renderMarkdown(report([r('GNU tar', 'floor', [1]), r('unionctl overlay2', 'unionctl', [2])], [{ subject: 'docker load', reason: 'not installed' }]));
+    const md = renderMarkdown(
+      report([r('GNU tar', 'floor', [1]), r('unionctl overlay2', 'unionctl', [2])], [{ subject: 'docker load', reason: 'not installed' }]),
+    );
     assert.match(md, /## Targets/);
     assert.match(md, /\| overlay2 import of distro ≤ 1\.5× GNU tar \| 2\.00× .*\| \*\*no\*\* \|/);
     assert.match(md, /## Skipped\n\n- \*\*docker load\*\*: not installed/);

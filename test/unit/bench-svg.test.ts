@@ -53,7 +53,16 @@ describe('bench SVG writer', () => {
       xLabel: 'layers',
       yLabel: 'ms',
       logY: true,
-      series: [{ label: 'a', points: [{ x: 1, y: 1 }, { x: 16, y: 10 }, { x: 128, y: 100 }] }],
+      series: [
+        {
+          label: 'a',
+          points: [
+            { x: 1, y: 1 },
+            { x: 16, y: 10 },
+            { x: 128, y: 100 },
+          ],
+        },
+      ],
     });
     assertWellFormed(svg);
     assert.ok(svg.includes('Mount &lt;latency&gt; &amp; depth'));
@@ -64,7 +73,21 @@ describe('bench SVG writer', () => {
   });
 
   it('leaves out missing points and says so when there is no data at all', () => {
-    const svg = renderLineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [{ label: 's', points: [{ x: 1, y: 2 }, { x: 2, y: undefined }, { x: 3, y: 4 }] }] });
+    const svg = renderLineChart({
+      title: 't',
+      xLabel: 'x',
+      yLabel: 'y',
+      series: [
+        {
+          label: 's',
+          points: [
+            { x: 1, y: 2 },
+            { x: 2, y: undefined },
+            { x: 3, y: 4 },
+          ],
+        },
+      ],
+    });
     assertWellFormed(svg);
     assert.equal(circleYs(svg).length, 2);
     const empty = renderLineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [] });
@@ -73,7 +96,19 @@ describe('bench SVG writer', () => {
   });
 
   it('draws bars scaled to the largest of their group, labelled with their values', () => {
-    const svg = renderBarChart({ title: 'T', unit: 'MB/s', groups: [{ label: 'g', bars: [{ label: 'a', value: 50 }, { label: 'b', value: 100, text: '100 MB/s' }] }] });
+    const svg = renderBarChart({
+      title: 'T',
+      unit: 'MB/s',
+      groups: [
+        {
+          label: 'g',
+          bars: [
+            { label: 'a', value: 50 },
+            { label: 'b', value: 100, text: '100 MB/s' },
+          ],
+        },
+      ],
+    });
     assertWellFormed(svg);
     const widths = [...svg.matchAll(/<rect x="\d+" y="[\d.]+" width="([\d.]+)" height="18"/g)].map((m) => Number(m[1]));
     assert.equal(widths.length, 2);
@@ -90,7 +125,14 @@ describe('bench SVG writer', () => {
     const results: Result[] = [
       { workload: 'deep', operation: 'mount', param: 'depth 16', subject: 'unionctl overlay2', kind: 'unionctl', seconds: [0.002] },
       { workload: 'deep', operation: 'mount', param: 'depth 128', subject: 'unionctl overlay2', kind: 'unionctl', seconds: [0.005] },
-      { workload: 'deep', operation: 'mount', param: 'depth 128', subject: 'kernel overlayfs (bare mount)', kind: 'floor', seconds: [0.004] },
+      {
+        workload: 'deep',
+        operation: 'mount',
+        param: 'depth 128',
+        subject: 'kernel overlayfs (bare mount)',
+        kind: 'floor',
+        seconds: [0.004],
+      },
       { workload: 'distro', operation: 'import', subject: 'GNU tar', kind: 'floor', seconds: [1], bytes: 100e6, files: 10 },
       { workload: 'bigfile', operation: 'copy-up', param: '4 KiB', subject: 'unionctl overlay2', kind: 'unionctl', seconds: [0.001] },
     ];

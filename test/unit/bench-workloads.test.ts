@@ -40,7 +40,10 @@ describe('bench workloads', () => {
     assert.equal(entries.filter((l) => l.startsWith('-')).length, SHAPE.smallFiles + SHAPE.largeFiles, 'regular files');
     assert.equal(entries.filter((l) => l.startsWith('l')).length, SHAPE.symlinks);
     assert.equal(entries.filter((l) => l.startsWith('h')).length, SHAPE.hardlinks);
-    const xattrs = execFileSync('tar', ['--xattrs', '-tvvf', a.path]).toString().split('\n').filter((l) => l.includes('user.bench.origin'));
+    const xattrs = execFileSync('tar', ['--xattrs', '-tvvf', a.path])
+      .toString()
+      .split('\n')
+      .filter((l) => l.includes('user.bench.origin'));
     assert.ok(xattrs.length >= 1 && xattrs.length <= SHAPE.xattrs!, `${xattrs.length} files with xattrs`);
   });
 
@@ -82,7 +85,10 @@ describe('bench workloads', () => {
     assert.equal(`${createHash('sha256').update(config).digest('hex')}.json`, manifest[0].Config, 'config named by its digest');
     const diffIds = JSON.parse(config.toString()).rootfs.diff_ids;
     assert.deepEqual(diffIds, await Promise.all(layers.map(async (l) => `sha256:${await sha256File(l.path)}`)));
-    assert.deepEqual(manifest[0].Layers, diffIds.map((d: string) => `${d.slice(7)}/layer.tar`));
+    assert.deepEqual(
+      manifest[0].Layers,
+      diffIds.map((d: string) => `${d.slice(7)}/layer.tar`),
+    );
     const inner = execFileSync('tar', ['-xOf', a.path, manifest[0].Layers[1]]);
     assert.deepEqual(inner, readFileSync(layers[1].path));
   });

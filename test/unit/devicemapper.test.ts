@@ -30,7 +30,13 @@ describe('devicemapper options', () => {
     assert.equal(parseSize('k', '100M'), 100 * 1024 ** 2);
     assert.equal(parseSize('k', '1.5GB'), 1.5 * GiB);
     assert.equal(parseSize('k', '2GiB'), 2 * GiB);
-    const o = parseDmOptions({ 'DM.BaseSize': '20G', 'dm.blocksize': '512K', 'dm.min_free_space': '0%', 'dm.fs': 'xfs', 'dm.mkfsarg': '-m crc=1' });
+    const o = parseDmOptions({
+      'DM.BaseSize': '20G',
+      'dm.blocksize': '512K',
+      'dm.min_free_space': '0%',
+      'dm.fs': 'xfs',
+      'dm.mkfsarg': '-m crc=1',
+    });
     assert.equal(o.baseSize, 20 * GiB);
     assert.equal(o.baseSizeGiven, true);
     assert.equal(o.blockSectors, 1024);
@@ -53,7 +59,11 @@ describe('devicemapper options', () => {
       [{ 'dm.thinpooldev': 'p', 'dm.datadev': '/dev/a', 'dm.metadatadev': '/dev/b' }, /cannot be combined/],
       [{ 'dm.nosuch': '1' }, /unknown storage option "dm\.nosuch"/],
     ];
-    for (const [opts, message] of bad) assert.throws(() => parseDmOptions(opts), (e: Error & { code?: string }) => e.code === 'BAD_OPTION' && message.test(e.message));
+    for (const [opts, message] of bad)
+      assert.throws(
+        () => parseDmOptions(opts),
+        (e: Error & { code?: string }) => e.code === 'BAD_OPTION' && message.test(e.message),
+      );
     assert.throws(() => parseLayerSize({ quota: '1G' }), { code: 'BAD_OPTION' });
   });
 });

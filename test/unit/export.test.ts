@@ -56,7 +56,7 @@ function show(changes: Change[]): string[] {
 }
 
 describe('exportLayerDir', () => {
-  it("converts overlay whiteouts and opaque dirs and never exports trusted.overlay xattrs", async (t) => {
+  it('converts overlay whiteouts and opaque dirs and never exports trusted.overlay xattrs', async (t) => {
     const dir = await withScratchFs(t, { size: '16m' });
     mkdirSync(join(dir, 'a'), { mode: 0o750 });
     lsetxattr(join(dir, 'a'), 'trusted.overlay.opaque', Buffer.from('y'));
@@ -84,7 +84,8 @@ describe('exportLayerDir', () => {
     const f2 = find(entries, 'f2');
     assert.deepEqual([f2.type, f2.linkname], ['hardlink', 'f1']);
     assert.deepEqual(find(entries, 'f1').xattrs, new Map([['user.keep', Buffer.from([0, 0xff, 0])]]));
-    for (const e of entries) for (const name of e.header.xattrs.keys()) assert.ok(!name.startsWith('trusted.overlay.'), `${e.header.path} leaks ${name}`);
+    for (const e of entries)
+      for (const name of e.header.xattrs.keys()) assert.ok(!name.startsWith('trusted.overlay.'), `${e.header.path} leaks ${name}`);
     assert.equal(entries.find((e) => e.header.path === 'f1')!.content.toString(), 'hello');
     assert.deepEqual([find(entries, 's').type, find(entries, 's').linkname], ['symlink', 'f1']);
   });
@@ -172,7 +173,11 @@ describe('exportChanges', () => {
     mkdirSync(join(newRoot, 'opt/app'), { recursive: true });
     writeFileSync(join(newRoot, 'opt/app/bin'), 'bin');
     linkSync(join(newRoot, 'opt/app/bin'), join(newRoot, 'opt/app/bin2'));
-    lsetxattr(join(newRoot, 'opt/app/bin'), 'security.capability', Buffer.from([1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+    lsetxattr(
+      join(newRoot, 'opt/app/bin'),
+      'security.capability',
+      Buffer.from([1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    );
     const changes = await changesBetween(newRoot, oldRoot);
     await applyLayer(exportChanges(newRoot, changes), oldRoot, { whiteoutFormat: 'plain' });
     const list = (root: string) => execFileSync('python3', [TREELIST, root], { encoding: 'utf8' });

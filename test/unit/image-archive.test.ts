@@ -68,7 +68,9 @@ function nestedIndexLayout(): string {
   };
   const manifestFor = (arch: string) => {
     const config = blob(JSON.stringify({ architecture: arch, os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
-    return blob(JSON.stringify({ schemaVersion: 2, config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config }, layers: [] }));
+    return blob(
+      JSON.stringify({ schemaVersion: 2, config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config }, layers: [] }),
+    );
   };
   const here = process.arch === 'x64' ? 'amd64' : process.arch;
   const other = here === 'amd64' ? 'arm64' : 'amd64';
@@ -84,7 +86,16 @@ function nestedIndexLayout(): string {
   writeFileSync(join(root, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   writeFileSync(
     join(root, 'index.json'),
-    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', ...index, annotations: { 'io.containerd.image.name': 'example.com/multi' } }] }),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.index.v1+json',
+          ...index,
+          annotations: { 'io.containerd.image.name': 'example.com/multi' },
+        },
+      ],
+    }),
   );
   return root;
 }
@@ -103,7 +114,10 @@ describe('manifests', () => {
     const empty = join(dir, 'empty');
     mkdirSync(empty);
     const archive = await openArchive(empty, join(dir, 'tmp'));
-    assert.throws(() => readImages(archive), (e: unknown) => e instanceof UnionctlError && /neither manifest\.json/.test(e.message) && /unionctl import/.test(e.hint ?? ''));
+    assert.throws(
+      () => readImages(archive),
+      (e: unknown) => e instanceof UnionctlError && /neither manifest\.json/.test(e.message) && /unionctl import/.test(e.hint ?? ''),
+    );
   });
 
   it('names: a missing tag is :latest; tags and digests stay; registries with ports are not tags', () => {

@@ -63,7 +63,10 @@ describe('withFileLock', () => {
 
   it('returns the value of fn and releases the lock when fn throws', async () => {
     const lock = freshLock();
-    await assert.rejects(withFileLock(lock, async () => Promise.reject(new Error('boom'))), /boom/);
+    await assert.rejects(
+      withFileLock(lock, async () => Promise.reject(new Error('boom'))),
+      /boom/,
+    );
     assert.equal(await withFileLock(lock, async () => 42, { timeoutMs: 500 }), 42);
   });
 
@@ -90,13 +93,16 @@ describe('withFileLock', () => {
     let release!: () => void;
     const holding = withFileLock(lock, () => new Promise<void>((r) => (release = r)));
     await sleep(10);
-    await assert.rejects(withFileLock(lock, async () => 'never', { timeoutMs: 100 }), (e: unknown) => {
-      assert.ok(e instanceof UnionctlError);
-      assert.equal(e.code, 'LOCKED');
-      assert.match(e.message, new RegExp(lock));
-      assert.match(e.message, new RegExp(`pid ${process.pid}`));
-      return true;
-    });
+    await assert.rejects(
+      withFileLock(lock, async () => 'never', { timeoutMs: 100 }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnionctlError);
+        assert.equal(e.code, 'LOCKED');
+        assert.match(e.message, new RegExp(lock));
+        assert.match(e.message, new RegExp(`pid ${process.pid}`));
+        return true;
+      },
+    );
     release();
     await holding;
     // The queue is intact after the timeout.
@@ -123,13 +129,16 @@ describe('withFileLock', () => {
     try {
       await locked;
       const started = Date.now();
-      await assert.rejects(withFileLock(lock, async () => 'never', { timeoutMs: 300 }), (e: unknown) => {
-        assert.ok(e instanceof UnionctlError);
-        assert.equal(e.code, 'LOCKED');
-        assert.match(e.message, new RegExp(`held by process ${child.pid}`));
-        assert.ok(e.hint);
-        return true;
-      });
+      await assert.rejects(
+        withFileLock(lock, async () => 'never', { timeoutMs: 300 }),
+        (e: unknown) => {
+          assert.ok(e instanceof UnionctlError);
+          assert.equal(e.code, 'LOCKED');
+          assert.match(e.message, new RegExp(`held by process ${child.pid}`));
+          assert.ok(e.hint);
+          return true;
+        },
+      );
       assert.ok(Date.now() - started >= 290, 'gave up before the timeout');
     } finally {
       child.kill('SIGKILL');

@@ -102,10 +102,16 @@ describe('MountRefs', () => {
   it('keeps the count when mount or unmount fails', async () => {
     const refs = new MountRefs(freshDir());
     const m = fakeMount(join(dir, `marker-${n}`));
-    await assert.rejects(refs.acquire('layer1', m.isMounted, () => Promise.reject(new Error('mount failed'))), /mount failed/);
+    await assert.rejects(
+      refs.acquire('layer1', m.isMounted, () => Promise.reject(new Error('mount failed'))),
+      /mount failed/,
+    );
     assert.equal(refs.count('layer1'), 0);
     await refs.acquire('layer1', m.isMounted, m.mount);
-    await assert.rejects(refs.release('layer1', m.isMounted, () => Promise.reject(new Error('busy'))), /busy/);
+    await assert.rejects(
+      refs.release('layer1', m.isMounted, () => Promise.reject(new Error('busy'))),
+      /busy/,
+    );
     assert.equal(refs.count('layer1'), 1);
     assert.equal(await refs.release('layer1', m.isMounted, m.unmount), 0);
   });
@@ -145,7 +151,14 @@ describe('MountRefs', () => {
 
   it('refuses ids that are not layer ids', async () => {
     const refs = new MountRefs(freshDir());
-    await assert.rejects(refs.acquire('../x', () => true, () => {}), { code: 'INVALID_ID' });
+    await assert.rejects(
+      refs.acquire(
+        '../x',
+        () => true,
+        () => {},
+      ),
+      { code: 'INVALID_ID' },
+    );
     assert.throws(() => refs.count('.lock'), { code: 'INVALID_ID' });
   });
 

@@ -73,7 +73,9 @@ describe('storage options', () => {
   });
 
   it('refuses unknown keys, naming the key and the allowed ones', () => {
-    assert.deepEqual(parseStorageOpts(['overlay2.size=1G'], ['overlay2.size', 'overlay2.override_kernel_check'], 'overlay2 driver'), { 'overlay2.size': '1G' });
+    assert.deepEqual(parseStorageOpts(['overlay2.size=1G'], ['overlay2.size', 'overlay2.override_kernel_check'], 'overlay2 driver'), {
+      'overlay2.size': '1G',
+    });
     assert.throws(
       () => parseStorageOpts(['overlay2.sise=1G'], ['overlay2.size', 'overlay2.override_kernel_check'], 'overlay2 driver'),
       badOption(/overlay2 driver: unknown storage option "overlay2.sise"/, /overlay2.size, overlay2.override_kernel_check/),

@@ -6,7 +6,17 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, createWriteStream, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  createWriteStream,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -20,10 +30,22 @@ const storeModule = new URL('../../src/graph/store.js', import.meta.url).href;
 
 /** diff_id and chainID of the four sample layers (fixtures/SAMPLE-README.md). */
 const SAMPLE = [
-  { diffId: 'sha256:9e721e9db1f84b04216fcb0f3fe271f3e9d48a5fe020252e82180d636f2a27b1', chainId: 'sha256:9e721e9db1f84b04216fcb0f3fe271f3e9d48a5fe020252e82180d636f2a27b1' },
-  { diffId: 'sha256:7058b3d776058fe84d8142c37271aa8d2890654562594c4b4a8cfcbe179d08c0', chainId: 'sha256:f1c9c69d6813e225ecfb00eee0604359849e627f8ca17e661a8f4b4281d9871d' },
-  { diffId: 'sha256:2d03330843ef3bb247481366ee85ad8628c69efc9af29ec53430071860189fea', chainId: 'sha256:944766f4f0ab95ac1f698d005d89bb5359804c772a7cb109802ba6e7e7fbd1ab' },
-  { diffId: 'sha256:d52c36bcc68cf387ca56ba2a2736674cdac472ea3ef6ef70393743c36580deca', chainId: 'sha256:6dedba2aa0f99182ca7d2aabec7e17910c0049db3eca8ee50c6a55a5e435a90e' },
+  {
+    diffId: 'sha256:9e721e9db1f84b04216fcb0f3fe271f3e9d48a5fe020252e82180d636f2a27b1',
+    chainId: 'sha256:9e721e9db1f84b04216fcb0f3fe271f3e9d48a5fe020252e82180d636f2a27b1',
+  },
+  {
+    diffId: 'sha256:7058b3d776058fe84d8142c37271aa8d2890654562594c4b4a8cfcbe179d08c0',
+    chainId: 'sha256:f1c9c69d6813e225ecfb00eee0604359849e627f8ca17e661a8f4b4281d9871d',
+  },
+  {
+    diffId: 'sha256:2d03330843ef3bb247481366ee85ad8628c69efc9af29ec53430071860189fea',
+    chainId: 'sha256:944766f4f0ab95ac1f698d005d89bb5359804c772a7cb109802ba6e7e7fbd1ab',
+  },
+  {
+    diffId: 'sha256:d52c36bcc68cf387ca56ba2a2736674cdac472ea3ef6ef70393743c36580deca',
+    chainId: 'sha256:6dedba2aa0f99182ca7d2aabec7e17910c0049db3eca8ee50c6a55a5e435a90e',
+  },
 ];
 
 /** Extracts fixtures/sample-docker.tar with GNU tar; returns the layer.tar paths, bottom first. */
@@ -176,7 +198,11 @@ describe('LayerStore with vfs and the sample image', () => {
 
   it('lists the changes of the top layer against its parent', async () => {
     const changes = await store.changes(layers[3].id);
-    const has = (kind: string, path: string) => assert.ok(changes.some((c) => c.kind === kind && c.path === path), `missing ${kind} ${path}`);
+    const has = (kind: string, path: string) =>
+      assert.ok(
+        changes.some((c) => c.kind === kind && c.path === path),
+        `missing ${kind} ${path}`,
+      );
     has('D', '/srv/app/etc/legacy.conf');
     has('D', '/srv/app/extras/defaults.env');
     has('D', '/var/cache/app/.lock');
@@ -273,7 +299,11 @@ describe('LayerStore with vfs and the sample image', () => {
 
   it('reports import progress in bytes read', async () => {
     const seen: number[] = [];
-    const rec = await store.importLayer(Readable.from([readFileSync(layerTars[2])]), { id: 'progress', parent: layers[1].id, onProgress: (n) => seen.push(n) });
+    const rec = await store.importLayer(Readable.from([readFileSync(layerTars[2])]), {
+      id: 'progress',
+      parent: layers[1].id,
+      onProgress: (n) => seen.push(n),
+    });
     try {
       assert.equal(seen.at(-1), lstatSync(layerTars[2]).size);
       assert.equal(rec.diffId, SAMPLE[2].diffId);
@@ -302,7 +332,12 @@ describe('LayerStore with vfs and the sample image', () => {
       await assertRefusedUnchanged(root, () => store.mount('nope'), 'NOT_FOUND');
       await assertRefusedUnchanged(root, () => store.diff('nope'), 'NOT_FOUND');
       await assertRefusedUnchanged(root, () => store.changes(layers[3].id, { parent: 'nope' }), 'NOT_FOUND');
-      await assertRefusedUnchanged(root, () => store.importLayer(layerTars[0], { parent: 'nope' }), 'NOT_FOUND', /parent layer nope does not exist/);
+      await assertRefusedUnchanged(
+        root,
+        () => store.importLayer(layerTars[0], { parent: 'nope' }),
+        'NOT_FOUND',
+        /parent layer nope does not exist/,
+      );
       await assertRefusedUnchanged(root, () => store.create({ parent: 'nope' }), 'NOT_FOUND', /parent layer nope does not exist/);
       await assertRefusedUnchanged(root, () => store.importLayer(join(scratch, 'missing.tar')), 'NOT_FOUND', /missing\.tar/);
     });
@@ -321,8 +356,18 @@ describe('LayerStore with vfs and the sample image', () => {
     });
 
     it('BAD_OPTION for storage options', async () => {
-      await assertRefusedUnchanged(root, () => store.create({ parent: layers[3].id, storageOpt: { size: '1G' } }), 'BAD_OPTION', /writable layers/);
-      await assertRefusedUnchanged(root, () => store.create({ parent: layers[3].id, writable: true, storageOpt: ['size=1G'] }), 'BAD_OPTION', /size/);
+      await assertRefusedUnchanged(
+        root,
+        () => store.create({ parent: layers[3].id, storageOpt: { size: '1G' } }),
+        'BAD_OPTION',
+        /writable layers/,
+      );
+      await assertRefusedUnchanged(
+        root,
+        () => store.create({ parent: layers[3].id, writable: true, storageOpt: ['size=1G'] }),
+        'BAD_OPTION',
+        /size/,
+      );
       await assertRefusedUnchanged(root, () => store.create({ writable: true, storageOpt: ['novalue'] }), 'BAD_OPTION', /key=value/);
       await assertRefusedUnchanged(root, () => openStore({ root, driver: 'vfs', storageOpt: ['vfs.size=1G'] }), 'BAD_OPTION', /vfs\.size/);
       await assertRefusedUnchanged(root, () => openStore({ root, driver: 'nosuchdriver' }), 'BAD_OPTION', /nosuchdriver/);
@@ -364,7 +409,10 @@ t.close()`,
 
     it('a layer another process is reading (diff) cannot be removed; it can once that process is gone', async () => {
       await store.create({ id: 'being-read', parent: layers[3].id });
-      const { child, line } = runChild(root, `const tar = await store.diff('being-read'); console.log('reading'); setInterval(() => {}, 1000);`);
+      const { child, line } = runChild(
+        root,
+        `const tar = await store.diff('being-read'); console.log('reading'); setInterval(() => {}, 1000);`,
+      );
       try {
         assert.equal(await line, 'reading');
         await assertRefusedUnchanged(root, () => store.remove('being-read'), 'IN_USE', /another process/);

@@ -52,9 +52,17 @@ describe('sys: a filesystem without d_type (ext2 -O ^filetype)', { skip: !hasToo
 
   it('readdirTypes reports DT_UNKNOWN where node reports the lstat type', () => {
     writeFileSync(join(fs.mnt, 'f'), '');
-    assert.deepEqual(sys.readdirTypes(fs.mnt).find((e) => e.name === 'f'), { name: 'f', type: sys.DT.UNKNOWN });
+    assert.deepEqual(
+      sys.readdirTypes(fs.mnt).find((e) => e.name === 'f'),
+      { name: 'f', type: sys.DT.UNKNOWN },
+    );
     // why the probe cannot use node: its Dirent lstat()s DT_UNKNOWN entries and looks typed
-    assert.equal(readdirSync(fs.mnt, { withFileTypes: true }).find((e) => e.name === 'f')?.isFile(), true);
+    assert.equal(
+      readdirSync(fs.mnt, { withFileTypes: true })
+        .find((e) => e.name === 'f')
+        ?.isFile(),
+      true,
+    );
   });
 
   it('supportsDType is false there (and true on the root fs), and leaves no probe files', () => {
@@ -92,7 +100,10 @@ describe('sys: xfs (reflink, project ids)', { skip: !hasTool('mkfs.xfs') && 'mkf
     const other = openSync(join(dirname(fs.mnt), 'on-ext4'), 'w'); // next to the image, removed with it
     try {
       sys.ficlone(dst, src);
-      assert.throws(() => sys.ficlone(other, src), (e: unknown) => e instanceof SysCallError && e.errno === 'EXDEV');
+      assert.throws(
+        () => sys.ficlone(other, src),
+        (e: unknown) => e instanceof SysCallError && e.errno === 'EXDEV',
+      );
     } finally {
       closeSync(src);
       closeSync(dst);

@@ -4,7 +4,18 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import * as sys from '../../src/sys/index.js';
@@ -18,7 +29,8 @@ function isSysErr(errno: string, syscall?: string) {
 
 describe('sys: mountinfo and overlay option text', () => {
   it('splits fields and unescapes octal escapes in root, mount point and source', () => {
-    const line = '36 35 98:0 /mnt\\0111 /mnt\\040with\\040space\\134x rw,noatime master:1 shared:2 - ext3 /dev/my\\040disk rw,errors=continue';
+    const line =
+      '36 35 98:0 /mnt\\0111 /mnt\\040with\\040space\\134x rw,noatime master:1 shared:2 - ext3 /dev/my\\040disk rw,errors=continue';
     const [m] = sys.parseMountInfo(`${line}\n`);
     assert.deepEqual(m, {
       id: 36,
@@ -40,7 +52,10 @@ describe('sys: mountinfo and overlay option text', () => {
     const mounts = sys.parseMountInfo(text);
     assert.equal(sys.findMount('/m/', mounts)?.source, 'b');
     assert.equal(sys.findMount('/x', mounts), undefined);
-    assert.deepEqual(sys.mountsUnder('/', mounts).map((m) => m.id), [1, 2, 3]);
+    assert.deepEqual(
+      sys.mountsUnder('/', mounts).map((m) => m.id),
+      [1, 2, 3],
+    );
   });
 
   // Lines as kernel 6.18 printed them (see the real mounts below for the live check).
@@ -237,7 +252,9 @@ describe('sys: syscalls and probes on this kernel', () => {
     assert.throws(
       () => sys.mount('none', missing, 'tmpfs', 0),
       (e: unknown) =>
-        isSysErr('ENOENT', 'mount')(e) && (e as SysCallError).path === missing && (e as SysCallError).message.startsWith(`mount ${missing}: ENOENT`),
+        isSysErr('ENOENT', 'mount')(e) &&
+        (e as SysCallError).path === missing &&
+        (e as SysCallError).message.startsWith(`mount ${missing}: ENOENT`),
     );
     assert.throws(() => sys.umount2(base), isSysErr('EINVAL', 'umount2'), 'not a mount point');
     assert.throws(() => sys.lchown(missing, 0, 0), isSysErr('ENOENT', 'lchown'));
@@ -278,7 +295,13 @@ describe('sys: syscalls and probes on this kernel', () => {
   it('mounts an overlay with mount(2), reads and writes through it, unmounts it', () => {
     const d = overlayDirs('ov1');
     const escapeColon = (p: string) => p.replace(/:/g, '\\:'); // overlay's own escape in lowerdir lists
-    sys.mount('overlay', d.merged, 'overlay', 0, `lowerdir=${escapeColon(d.top)}:${escapeColon(d.bottom)},upperdir=${d.upper},workdir=${d.work}`);
+    sys.mount(
+      'overlay',
+      d.merged,
+      'overlay',
+      0,
+      `lowerdir=${escapeColon(d.top)}:${escapeColon(d.bottom)},upperdir=${d.upper},workdir=${d.work}`,
+    );
     try {
       assert.equal(readFileSync(join(d.merged, 'file'), 'utf8'), 'top');
       assert.equal(readFileSync(join(d.merged, 'only-bottom'), 'utf8'), 'b');
@@ -287,7 +310,7 @@ describe('sys: syscalls and probes on this kernel', () => {
       const m = sys.findMount(d.merged);
       assert.equal(m?.fsType, 'overlay');
       const lowerOpt = m!.superOptions.find((o) => o.startsWith('lowerdir='));
-      assert.equal(lowerOpt, `lowerdir=${d.top.replace(':', '\\134:')}:${d.bottom.replace(' ', '\\040')}`, 'the kernel\'s escaping');
+      assert.equal(lowerOpt, `lowerdir=${d.top.replace(':', '\\134:')}:${d.bottom.replace(' ', '\\040')}`, "the kernel's escaping");
       const o = sys.parseOverlayOptions(m!.superOptions);
       assert.deepEqual(o.lowerdirs, [d.top, d.bottom]);
       assert.equal(o.upperdir, d.upper);
@@ -358,7 +381,14 @@ describe('sys: syscalls and probes on this kernel', () => {
     assert.equal(typeof params.metacopy, 'boolean');
     assert.equal(sys.mountOf(onTmpfs('a/b'))?.mountPoint, tmpfs);
     assert.equal(sys.mountOf(base)?.mountPoint, '/');
-    assert.deepEqual(sys.readdirTypes(tmpfs).filter((e) => e.name.startsWith('.')), [], 'probe temp dirs are removed');
-    assert.equal(sys.readdirTypes('/tmp').some((e) => e.name.startsWith('unionctl-probe-')), false);
+    assert.deepEqual(
+      sys.readdirTypes(tmpfs).filter((e) => e.name.startsWith('.')),
+      [],
+      'probe temp dirs are removed',
+    );
+    assert.equal(
+      sys.readdirTypes('/tmp').some((e) => e.name.startsWith('unionctl-probe-')),
+      false,
+    );
   });
 });

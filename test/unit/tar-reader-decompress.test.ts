@@ -116,7 +116,10 @@ describe('decompressedStream: the sample image', () => {
       }
       assert.equal(tar.digest.diffId(), `sha256:${DIFF_IDS[i]}`);
     }
-    await assert.rejects(openLayerInput(fixture('layers/no-such-file.tar')), (e: unknown) => e instanceof UnionctlError && e.code === 'NOT_FOUND');
+    await assert.rejects(
+      openLayerInput(fixture('layers/no-such-file.tar')),
+      (e: unknown) => e instanceof UnionctlError && e.code === 'NOT_FOUND',
+    );
   });
 });
 
@@ -167,7 +170,10 @@ describe('openLayerInput: large uncompressed files (read into the digest ring)',
 });
 
 describe('decompressedStream: edge cases', () => {
-  const tar = buildTar([{ name: 'a', content: 'x'.repeat(100_000) }, { name: 'b', content: 'y' }]);
+  const tar = buildTar([
+    { name: 'a', content: 'x'.repeat(100_000) },
+    { name: 'b', content: 'y' },
+  ]);
 
   it('reads multi-member gzip (pigz, concatenated files)', async () => {
     const half = Math.floor(tar.length / 2);

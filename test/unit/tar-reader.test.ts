@@ -14,7 +14,10 @@ interface ReadEntry {
   content: Buffer;
 }
 
-async function readAll(data: Buffer, chunk: number | number[] = 64 * 1024): Promise<{ entries: ReadEntry[]; diffId: string; bytes: number }> {
+async function readAll(
+  data: Buffer,
+  chunk: number | number[] = 64 * 1024,
+): Promise<{ entries: ReadEntry[]; diffId: string; bytes: number }> {
   const tar = readTar(chunked(data, chunk));
   const entries: ReadEntry[] = [];
   for await (const { header, body } of tar) {
@@ -97,7 +100,11 @@ describe('readTar: ustar', () => {
     const data = buildTar([{ name: 'big', content }]);
     const input = Buffer.from(data); // one chunk
     const seen: ArrayBufferLike[] = [];
-    for await (const { body } of readTar((async function* () { yield input; })())) {
+    for await (const { body } of readTar(
+      (async function* () {
+        yield input;
+      })(),
+    )) {
       for await (const piece of body) seen.push(piece.buffer);
     }
     assert.ok(seen.length > 0 && seen.every((b) => b === input.buffer));
@@ -106,7 +113,11 @@ describe('readTar: ustar', () => {
   it('gives the same result whatever the chunk boundaries', async () => {
     const data = buildTar([
       { name: 'a', content: 'x'.repeat(1000) },
-      { name: 'long-name-in-pax', pax: { path: 'long/'.repeat(30) + 'f', 'SCHILY.xattr.user.k': Buffer.from([0, 1, 2, 0]) }, content: 'yy' },
+      {
+        name: 'long-name-in-pax',
+        pax: { path: 'long/'.repeat(30) + 'f', 'SCHILY.xattr.user.k': Buffer.from([0, 1, 2, 0]) },
+        content: 'yy',
+      },
       { name: 'b', content: Buffer.alloc(3000, 1) },
     ]);
     const whole = await readAll(data);
@@ -220,13 +231,26 @@ describe('readTar: pax', () => {
 
   it('rejects a malformed pax record', async () => {
     const bad = Buffer.from('99 path=x\n');
-    const data = Buffer.concat([tarHeader({ name: 'p', typeflag: 'x', content: bad }), Buffer.concat([bad, Buffer.alloc(512 - bad.length)]), tarEntry({ name: 'a' }), END_OF_ARCHIVE]);
+    const data = Buffer.concat([
+      tarHeader({ name: 'p', typeflag: 'x', content: bad }),
+      Buffer.concat([bad, Buffer.alloc(512 - bad.length)]),
+      tarEntry({ name: 'a' }),
+      END_OF_ARCHIVE,
+    ]);
     await expectTarError(data, /pax record/);
   });
 
   it('refuses GNU sparse files (their body is not the file content)', async () => {
-    await expectTarError(buildTar([{ name: 'sparse', pax: { 'GNU.sparse.major': '1', 'GNU.sparse.minor': '0' } }]), /GNU sparse/, UnionctlError);
-    await expectTarError(buildTar([{ name: 'old-sparse', typeflag: 'S', format: 'gnu' }]), /"old-sparse".*typeflag 'S'.*sparse/, UnionctlError);
+    await expectTarError(
+      buildTar([{ name: 'sparse', pax: { 'GNU.sparse.major': '1', 'GNU.sparse.minor': '0' } }]),
+      /GNU sparse/,
+      UnionctlError,
+    );
+    await expectTarError(
+      buildTar([{ name: 'old-sparse', typeflag: 'S', format: 'gnu' }]),
+      /"old-sparse".*typeflag 'S'.*sparse/,
+      UnionctlError,
+    );
   });
 
   it('rejects a pax header that describes no entry', async () => {
@@ -238,7 +262,11 @@ describe('readTar: GNU and v7', () => {
   it('reads GNU long names and long link targets (L / K records)', async () => {
     const name = `gnu/${'n'.repeat(200)}`;
     const link = `target/${'t'.repeat(150)}`;
-    const data = buildTar([gnuLongRecord(name, 'L'), gnuLongRecord(link, 'K'), tarEntry({ name: name.slice(0, 99), type: 'symlink', linkname: link.slice(0, 99), format: 'gnu' })]);
+    const data = buildTar([
+      gnuLongRecord(name, 'L'),
+      gnuLongRecord(link, 'K'),
+      tarEntry({ name: name.slice(0, 99), type: 'symlink', linkname: link.slice(0, 99), format: 'gnu' }),
+    ]);
     const { entries } = await readAll(data);
     assert.equal(entries[0].header.path, name);
     assert.equal(entries[0].header.linkname, link);
@@ -261,16 +289,24 @@ describe('readTar: GNU and v7', () => {
   });
 
   it('reads GNU base-256 numbers (large uid, negative mtime)', async () => {
-    const data = buildTar([{ name: 'big-uid', uid: 3_000_000_000, gid: 70_000_000, mtime: -86400, base256: ['uid', 'gid', 'mtime'], format: 'gnu' }]);
+    const data = buildTar([
+      { name: 'big-uid', uid: 3_000_000_000, gid: 70_000_000, mtime: -86400, base256: ['uid', 'gid', 'mtime'], format: 'gnu' },
+    ]);
     const { entries } = await readAll(data);
     assert.deepEqual([entries[0].header.uid, entries[0].header.gid], [3_000_000_000, 70_000_000]);
     assert.deepEqual(entries[0].header.mtime, { sec: -86400, nsec: 0 });
   });
 
   it('reads the old GNU magic and skips volume labels', async () => {
-    const data = buildTar([{ name: 'label', typeflag: 'V', format: 'gnu' }, { name: 'f', content: 'x', format: 'gnu', uname: 'bob' }]);
+    const data = buildTar([
+      { name: 'label', typeflag: 'V', format: 'gnu' },
+      { name: 'f', content: 'x', format: 'gnu', uname: 'bob' },
+    ]);
     const { entries } = await readAll(data);
-    assert.deepEqual(entries.map((e) => e.header.path), ['f']);
+    assert.deepEqual(
+      entries.map((e) => e.header.path),
+      ['f'],
+    );
     assert.equal(entries[0].header.uname, 'bob');
   });
 
@@ -280,10 +316,13 @@ describe('readTar: GNU and v7', () => {
       { name: 'olddir/file', typeflag: '\0', format: 'v7', content: 'v7' },
     ]);
     const { entries } = await readAll(data);
-    assert.deepEqual(entries.map((e) => [e.header.path, e.header.type, e.header.uname]), [
-      ['olddir/', 'dir', undefined],
-      ['olddir/file', 'file', undefined],
-    ]);
+    assert.deepEqual(
+      entries.map((e) => [e.header.path, e.header.type, e.header.uname]),
+      [
+        ['olddir/', 'dir', undefined],
+        ['olddir/file', 'file', undefined],
+      ],
+    );
     assert.equal(entries[1].content.toString(), 'v7');
   });
 });
@@ -298,7 +337,10 @@ function fixChecksum(block: Buffer): void {
 
 describe('readTar: integrity', () => {
   it('rejects a header with a bad checksum, naming the entry and offset', async () => {
-    const data = buildTar([{ name: 'good', content: 'x' }, { name: 'evil', badChecksum: true }]);
+    const data = buildTar([
+      { name: 'good', content: 'x' },
+      { name: 'evil', badChecksum: true },
+    ]);
     await expectTarError(data, /entry "evil", offset 1024.*checksum/);
   });
 
@@ -351,7 +393,10 @@ describe('readTar: digest', () => {
   it('hashes a large stream exactly (through the hashing thread when it is used)', async () => {
     const content = Buffer.alloc(40 * 1024 * 1024);
     for (let i = 0; i < content.length; i += 4096) content.writeUInt32LE(i, i);
-    const data = buildTar([{ name: 'big', content }, { name: 'small', content: 'x' }]);
+    const data = buildTar([
+      { name: 'big', content },
+      { name: 'small', content: 'x' },
+    ]);
     for (const thread of ['1', '0']) {
       process.env.UNIONCTL_DIGEST_THREAD = thread;
       try {
@@ -381,11 +426,17 @@ describe('readTar: digest', () => {
       /* skip bodies */
     }
     assert.equal(seen.at(-1), data.length);
-    assert.deepEqual(seen, [...seen].sort((a, b) => a - b));
+    assert.deepEqual(
+      seen,
+      [...seen].sort((a, b) => a - b),
+    );
   });
 
   it('matches the diff_ids of the sample layers', async () => {
-    const expected = ['9e721e9db1f84b04216fcb0f3fe271f3e9d48a5fe020252e82180d636f2a27b1', 'd52c36bcc68cf387ca56ba2a2736674cdac472ea3ef6ef70393743c36580deca'];
+    const expected = [
+      '9e721e9db1f84b04216fcb0f3fe271f3e9d48a5fe020252e82180d636f2a27b1',
+      'd52c36bcc68cf387ca56ba2a2736674cdac472ea3ef6ef70393743c36580deca',
+    ];
     const files = ['fixtures/layers/1-base.tar', 'fixtures/layers/4-changes.tar'];
     for (const [i, file] of files.entries()) {
       const { entries, diffId } = await readAll(readFileSync(join(repoRoot(), file)));

@@ -14,7 +14,15 @@ import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { applyLayer } from '../../src/archive/apply.js';
 import { readTar, type TarTap } from '../../src/archive/tar-reader.js';
-import { parseTarSplit, readTarSplit, rebuildTarStream, serializeTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../../src/archive/tar-split.js';
+import {
+  parseTarSplit,
+  readTarSplit,
+  rebuildTarStream,
+  serializeTarSplit,
+  TarSplitRecorder,
+  writeTarSplit,
+  type TarSplitRecord,
+} from '../../src/archive/tar-split.js';
 import { UnionctlError } from '../../src/errors.js';
 import { openStore } from '../../src/graph/store.js';
 import { withScratchFs } from '../helpers/scratch.js';
@@ -115,11 +123,17 @@ describe('tar-split: record and rebuild', () => {
       await writeTarSplit(join(dir, 'rec.tar-split.gz'), record);
       const read = readTarSplit(join(dir, 'rec.tar-split.gz'));
       assert.ok(read !== undefined);
-      assert.deepEqual(read.items.map((i) => i.kind), record.items.map((i) => i.kind));
+      assert.deepEqual(
+        read.items.map((i) => i.kind),
+        record.items.map((i) => i.kind),
+      );
       assert.ok((await rebuild(read, dir)).equals(tar));
       assert.equal(readTarSplit(join(dir, 'none.tar-split.gz')), undefined);
       writeFileSync(join(dir, 'bad.tar-split.gz'), 'not gzip');
-      assert.throws(() => readTarSplit(join(dir, 'bad.tar-split.gz')), (e: unknown) => e instanceof UnionctlError && e.code === 'CORRUPT');
+      assert.throws(
+        () => readTarSplit(join(dir, 'bad.tar-split.gz')),
+        (e: unknown) => e instanceof UnionctlError && e.code === 'CORRUPT',
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -128,7 +142,10 @@ describe('tar-split: record and rebuild', () => {
   it('a file that changed size or vanished makes the rebuild fail naming the entry', async () => {
     const dir = tmpDir();
     try {
-      const tar = buildTar([{ name: 'a/one', content: 'one' }, { name: 'a/two', content: 'two' }]);
+      const tar = buildTar([
+        { name: 'a/one', content: 'one' },
+        { name: 'a/two', content: 'two' },
+      ]);
       const { record } = await recordAndExtract(tar, dir, 4096);
       writeFileSync(join(dir, 'a/two'), 'two and more');
       await assert.rejects(rebuild(record, dir), /entry "a\/two".*larger than the 3 bytes/);
@@ -162,12 +179,18 @@ for (const driver of ['vfs', 'overlay2']) {
       const root = join(await withScratchFs(t), 'root');
       const store = await openStore({ root, driver });
       t.after(() => store.close());
-      const base = buildTar([{ name: 'etc/', typeflag: '5' }, { name: 'etc/passwd', content: 'root:x:0:0::/root:/bin/sh\n' }]);
+      const base = buildTar([
+        { name: 'etc/', typeflag: '5' },
+        { name: 'etc/passwd', content: 'root:x:0:0::/root:/bin/sh\n' },
+      ]);
       const upper = ARCHIVES['pax records with binary xattrs and a GNU long name']();
       const upperWithJunk = Buffer.concat([upper.subarray(0, upper.length), Buffer.alloc(8192)]);
       const l1 = await store.importLayer(Readable.from([base]));
       const l2 = await store.importLayer(Readable.from(chunked(upperWithJunk, [1000, 3])), { parent: l1.id });
-      for (const [layer, tar] of [[l1, base], [l2, upperWithJunk]] as const) {
+      for (const [layer, tar] of [
+        [l1, base],
+        [l2, upperWithJunk],
+      ] as const) {
         assert.equal(layer.diffId, sha256(tar));
         const record = await store.tarSplit(layer.id);
         assert.ok(record !== undefined, 'a tar-split record was written');

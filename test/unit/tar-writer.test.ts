@@ -50,13 +50,21 @@ async function writeTar(entries: Array<[TarHeader, Buffer?]>): Promise<Buffer> {
 }
 
 function gnuList(tarFile: string): string[] {
-  const out = execFileSync('tar', ['--numeric-owner', '--utc', '-tvf', tarFile], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C.UTF-8' } });
+  const out = execFileSync('tar', ['--numeric-owner', '--utc', '-tvf', tarFile], {
+    encoding: 'utf8',
+    env: { ...process.env, LC_ALL: 'C.UTF-8' },
+  });
   return out.trimEnd().split('\n');
 }
 
-async function nodeTarEntries(tarFile: string): Promise<Array<{ path: string; type: string; uid?: number; linkpath?: string; size?: number; mtime?: Date }>> {
+async function nodeTarEntries(
+  tarFile: string,
+): Promise<Array<{ path: string; type: string; uid?: number; linkpath?: string; size?: number; mtime?: Date }>> {
   const entries: Array<{ path: string; type: string; uid?: number; linkpath?: string; size?: number; mtime?: Date }> = [];
-  await nodeTar.t({ file: tarFile, onReadEntry: (e) => entries.push({ path: e.path, type: e.type, uid: e.uid, linkpath: e.linkpath, size: e.size, mtime: e.mtime }) });
+  await nodeTar.t({
+    file: tarFile,
+    onReadEntry: (e) => entries.push({ path: e.path, type: e.type, uid: e.uid, linkpath: e.linkpath, size: e.size, mtime: e.mtime }),
+  });
   return entries;
 }
 
@@ -80,7 +88,16 @@ function sampleEntries(): Array<[TarHeader, Buffer?]> {
   const big = Buffer.alloc(70_000, 0x61); // bigger than one batch
   return [
     [header('dir', 'dir', { mode: 0o1777 })],
-    [header('dir/hello.txt', 'file', { size: hello.length, mode: 0o4755, uid: 1000, gid: 1001, mtime: { sec: 1_600_000_000, nsec: 999_999_999 } }), hello],
+    [
+      header('dir/hello.txt', 'file', {
+        size: hello.length,
+        mode: 0o4755,
+        uid: 1000,
+        gid: 1001,
+        mtime: { sec: 1_600_000_000, nsec: 999_999_999 },
+      }),
+      hello,
+    ],
     [header('dir/big.bin', 'file', { size: big.length }), big],
     [header('dir/link', 'symlink', { linkname: 'hello.txt', mode: 0o777 })],
     [header('dir/hard', 'hardlink', { linkname: 'dir/hello.txt' })],
@@ -94,7 +111,15 @@ function sampleEntries(): Array<[TarHeader, Buffer?]> {
     [header(UTF8_NAME, 'file', { size: 4 }), Buffer.from('utf8')],
     [header('dir/longlink', 'symlink', { linkname: LONG_TARGET, mode: 0o777 })],
     [header('dir/bigids', 'file', { uid: 3_000_000, gid: 4_000_000 })],
-    [header('dir/xattrs', 'file', { xattrs: new Map([['user.bin', BINARY_XATTR], ['trusted.t', Buffer.from('T')], ['security.capability', Buffer.from([1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])]]) })],
+    [
+      header('dir/xattrs', 'file', {
+        xattrs: new Map([
+          ['user.bin', BINARY_XATTR],
+          ['trusted.t', Buffer.from('T')],
+          ['security.capability', Buffer.from([1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])],
+        ]),
+      }),
+    ],
   ];
 }
 
@@ -112,7 +137,10 @@ describe('encodeHeader', () => {
     const stored = parseInt(block.toString('latin1', 148, 154), 8);
     const copy = Buffer.from(block);
     copy.fill(0x20, 148, 156);
-    assert.equal(stored, copy.reduce((sum, b) => sum + b, 0));
+    assert.equal(
+      stored,
+      copy.reduce((sum, b) => sum + b, 0),
+    );
   });
 
   it('names directories with a trailing slash', () => {
@@ -246,7 +274,10 @@ describe('TarWriter', () => {
     await writer.finish();
     const tar = await bytes;
     assert.equal(tar.length % 512, 0);
-    assert.ok(tar.subarray(tar.length - 1024).every((b) => b === 0), 'ends with two zero blocks');
+    assert.ok(
+      tar.subarray(tar.length - 1024).every((b) => b === 0),
+      'ends with two zero blocks',
+    );
     writeFileSync(join(dir, 'out.tar'), tar);
     mkdirSync(join(dir, 'x'));
     execFileSync('tar', ['-xf', join(dir, 'out.tar'), '-C', join(dir, 'x')]);

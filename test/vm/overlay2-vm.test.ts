@@ -14,23 +14,32 @@ import { DIST, runInVm, tailOf, tapSummary, vmMissing } from '../helpers/vm.js';
 const GUEST_TIMEOUT_SEC = 600;
 
 describe('overlay2 in the VM (Debian 12 kernel)', () => {
-  it('passes the conformance suite and enforces overlay2.size with xfs project quotas', { skip: vmMissing(), timeout: (GUEST_TIMEOUT_SEC + 60) * 1000 }, async () => {
-    const tests = ['overlay2.test.js', 'overlay2-specific.test.js'].map((f) => join(DIST, 'test', 'conformance', f));
-    const { status, out, seconds } = await runInVm(['node', '--test', '--test-concurrency=1', '--test-reporter=tap', ...tests], {
-      timeoutSec: GUEST_TIMEOUT_SEC,
-      env: { UNIONCTL_REQUIRE_PRJQUOTA: '1' },
-    });
-    const tail = tailOf(out);
-    assert.notEqual(status, 124, `the guest timed out after ${GUEST_TIMEOUT_SEC} s:\n${tail}`);
-    assert.equal(status, 0, `the guest run failed (exit ${status}):\n${tail}`);
-    const summary = tapSummary(out);
-    assert.equal(summary.fail, 0, tail);
-    assert.ok(summary.pass >= 50, `only ${summary.pass} tests passed in the guest:\n${tail}`);
-    // The only skips allowed: chains longer than this kernel's 128 lowers.
-    const skips = [...out.matchAll(/# SKIP (.*)$/gm)].map((m) => m[1]);
-    assert.ok(skips.every((why) => /maxDepth here is 128/.test(why)), `unexpected skips in the guest: ${skips.join('; ')}`);
-    assert.match(out, /^ *ok \d+ - limits a writable layer with overlay2\.size on xfs with prjquota$/m);
-    assert.match(out, /^ *ok \d+ - reports upper rw \+ 120 lowers ro when mounted with relative l\/ paths/m);
-    process.stdout.write(`# overlay2 VM run: ${summary.pass} passed, ${summary.skipped} skipped, ${seconds.toFixed(0)} s from qemu start to exit\n`);
-  });
+  it(
+    'passes the conformance suite and enforces overlay2.size with xfs project quotas',
+    { skip: vmMissing(), timeout: (GUEST_TIMEOUT_SEC + 60) * 1000 },
+    async () => {
+      const tests = ['overlay2.test.js', 'overlay2-specific.test.js'].map((f) => join(DIST, 'test', 'conformance', f));
+      const { status, out, seconds } = await runInVm(['node', '--test', '--test-concurrency=1', '--test-reporter=tap', ...tests], {
+        timeoutSec: GUEST_TIMEOUT_SEC,
+        env: { UNIONCTL_REQUIRE_PRJQUOTA: '1' },
+      });
+      const tail = tailOf(out);
+      assert.notEqual(status, 124, `the guest timed out after ${GUEST_TIMEOUT_SEC} s:\n${tail}`);
+      assert.equal(status, 0, `the guest run failed (exit ${status}):\n${tail}`);
+      const summary = tapSummary(out);
+      assert.equal(summary.fail, 0, tail);
+      assert.ok(summary.pass >= 50, `only ${summary.pass} tests passed in the guest:\n${tail}`);
+      // The only skips allowed: chains longer than this kernel's 128 lowers.
+      const skips = [...out.matchAll(/# SKIP (.*)$/gm)].map((m) => m[1]);
+      assert.ok(
+        skips.every((why) => /maxDepth here is 128/.test(why)),
+        `unexpected skips in the guest: ${skips.join('; ')}`,
+      );
+      assert.match(out, /^ *ok \d+ - limits a writable layer with overlay2\.size on xfs with prjquota$/m);
+      assert.match(out, /^ *ok \d+ - reports upper rw \+ 120 lowers ro when mounted with relative l\/ paths/m);
+      process.stdout.write(
+        `# overlay2 VM run: ${summary.pass} passed, ${summary.skipped} skipped, ${seconds.toFixed(0)} s from qemu start to exit\n`,
+      );
+    },
+  );
 });

@@ -22,14 +22,42 @@ import { applyLayer } from '../../archive/apply.js';
 import { changesFromLayerDir, exportLayerDir } from '../../archive/export.js';
 import { directorySize } from '../../archive/size.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyDiffOpts, ApplyResult, Branch, BranchMode, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type {
+  ApplyDiffOpts,
+  ApplyResult,
+  Branch,
+  BranchMode,
+  Change,
+  CreateOpts,
+  Driver,
+  DriverCapabilities,
+  DriverInit,
+  GetOpts,
+} from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import { backingFs, findMount, hasFilesystem, mount, pageSize, umount2, type MountInfo } from '../../sys/index.js';
 import { existingDirFor } from '../overlay2/features.js';
-import { findFuseProcess, FUSE_FSTYPE, fuseMaxBranches, fuseUnsupportedReason, mountFuse, openFileLimit, unionFromArgv, unmountFuse } from './fuse.js';
-import { aufsSiOf, flushPseudoLinks, KERNEL_AUFS_MAX_BRANCHES, mountKernelAufs, planAufsMount, probeDirperm1, readSysfsBranches } from './kernel.js';
+import {
+  findFuseProcess,
+  FUSE_FSTYPE,
+  fuseMaxBranches,
+  fuseUnsupportedReason,
+  mountFuse,
+  openFileLimit,
+  unionFromArgv,
+  unmountFuse,
+} from './fuse.js';
+import {
+  aufsSiOf,
+  flushPseudoLinks,
+  KERNEL_AUFS_MAX_BRANCHES,
+  mountKernelAufs,
+  planAufsMount,
+  probeDirperm1,
+  readSysfsBranches,
+} from './kernel.js';
 import { AufsLayout, MODE, REMOVING_SUFFIX } from './layout.js';
 import { normaliseAufsBranch } from './normalise.js';
 
@@ -140,7 +168,11 @@ export class AufsDriver implements Driver {
     assertValidId(id);
     if (id.endsWith(REMOVING_SUFFIX)) {
       // Such a dir would be deleted as the leftover of an interrupted removal the next time the store opens.
-      throw new UnionctlError('INVALID_ID', `aufs layer id ${JSON.stringify(id)} ends with ${REMOVING_SUFFIX}, which aufs keeps for layers being removed`, { hint: 'choose another id' });
+      throw new UnionctlError(
+        'INVALID_ID',
+        `aufs layer id ${JSON.stringify(id)} ends with ${REMOVING_SUFFIX}, which aufs keeps for layers being removed`,
+        { hint: 'choose another id' },
+      );
     }
     if (this.layout.exists(id)) throw new UnionctlError('EXISTS', `aufs layer ${id} already exists`, { hint: 'choose another id' });
     const ancestors = parent === undefined ? [] : this.ancestorsFor(id, parent);
@@ -153,7 +185,8 @@ export class AufsDriver implements Driver {
     } catch (e) {
       rmSync(this.layout.layersFile(id), { force: true });
       for (const dir of [this.layout.mntDir(id), this.layout.diffDir(id)]) rmSync(dir, { recursive: true, force: true });
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `aufs layer ${id} already has directories in ${this.home}`, { hint: 'choose another id' });
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST')
+        throw new UnionctlError('EXISTS', `aufs layer ${id} already has directories in ${this.home}`, { hint: 'choose another id' });
       throw e;
     }
   }
@@ -162,14 +195,23 @@ export class AufsDriver implements Driver {
   private ancestorsFor(id: string, parent: string): string[] {
     assertValidId(parent, 'parent layer id');
     if (!this.layout.exists(parent)) {
-      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, { hint: 'create or import the parent first' });
+      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, {
+        hint: 'create or import the parent first',
+      });
     }
     const ancestors = [parent, ...this.layout.parentIds(parent)];
     if (ancestors.length > this.maxDepth) {
-      const mechanism = this.mechanism === 'kernel' ? `kernel aufs mounts at most ${KERNEL_AUFS_MAX_BRANCHES} branches` : 'fuse-overlayfs takes that many lower layers at most here (one argument of 128 KiB, one open file each)';
-      throw new UnionctlError('UNSUPPORTED', `aufs layer ${id} would have ${ancestors.length} ancestors; the limit here is ${this.maxDepth} (${mechanism})`, {
-        hint: 'squash the image into fewer layers',
-      });
+      const mechanism =
+        this.mechanism === 'kernel'
+          ? `kernel aufs mounts at most ${KERNEL_AUFS_MAX_BRANCHES} branches`
+          : 'fuse-overlayfs takes that many lower layers at most here (one argument of 128 KiB, one open file each)';
+      throw new UnionctlError(
+        'UNSUPPORTED',
+        `aufs layer ${id} would have ${ancestors.length} ancestors; the limit here is ${this.maxDepth} (${mechanism})`,
+        {
+          hint: 'squash the image into fewer layers',
+        },
+      );
     }
     return ancestors;
   }
@@ -178,7 +220,9 @@ export class AufsDriver implements Driver {
     assertValidId(id);
     if (!this.layout.exists(id) && !this.dirExists(this.layout.diffDir(id))) return;
     if (this.unionMount(id) !== undefined || this.refs.count(id) > 0) {
-      throw new UnionctlError('IN_USE', `aufs layer ${id} is in use (mounted or held by get)`, { hint: `unmount it first (put / unionctl umount ${id})` });
+      throw new UnionctlError('IN_USE', `aufs layer ${id} is in use (mounted or held by get)`, {
+        hint: `unmount it first (put / unionctl umount ${id})`,
+      });
     }
     rmSync(this.layout.layersFile(id), { force: true });
     this.layout.atomicRemove(this.layout.diffDir(id));
@@ -197,19 +241,35 @@ export class AufsDriver implements Driver {
   async get(id: string, opts: GetOpts = {}): Promise<string> {
     const parents = this.parentsOf(id);
     if (parents.length === 0) {
-      await this.refs.acquire(id, () => true, () => {});
+      await this.refs.acquire(
+        id,
+        () => true,
+        () => {},
+      );
       return this.layout.diffDir(id);
     }
-    await this.refs.acquire(id, () => this.unionMount(id) !== undefined, () => this.mountLayer(id, parents, opts.mountLabel));
+    await this.refs.acquire(
+      id,
+      () => this.unionMount(id) !== undefined,
+      () => this.mountLayer(id, parents, opts.mountLabel),
+    );
     return this.layout.mntDir(id);
   }
 
   async put(id: string): Promise<void> {
     if (this.parentsOf(id).length === 0) {
-      await this.refs.release(id, () => true, () => {});
+      await this.refs.release(
+        id,
+        () => true,
+        () => {},
+      );
       return;
     }
-    await this.refs.release(id, () => this.unionMount(id) !== undefined, () => this.unmountLayer(id));
+    await this.refs.release(
+      id,
+      () => this.unionMount(id) !== undefined,
+      () => this.unmountLayer(id),
+    );
   }
 
   private parentsOf(id: string): string[] {
@@ -225,7 +285,11 @@ export class AufsDriver implements Driver {
     const target = this.layout.mntDir(id);
     mkdirSync(target, { recursive: true, mode: MODE.layerDir }); // Docker made it at create; a removed one comes back
     if (this.mechanism === 'kernel') {
-      const plan = planAufsMount(this.layout.diffDir(id), parents.map((p) => this.layout.diffDir(p)), { pageSize: pageSize(), mountLabel, dirperm1: this.dirperm1 });
+      const plan = planAufsMount(
+        this.layout.diffDir(id),
+        parents.map((p) => this.layout.diffDir(p)),
+        { pageSize: pageSize(), mountLabel, dirperm1: this.dirperm1 },
+      );
       mountKernelAufs(target, plan, mount, (t) => umount2(t));
       return;
     }
@@ -309,13 +373,23 @@ export class AufsDriver implements Driver {
     if (mounted?.fsType === 'aufs') return this.kernelBranches(mounted);
     if (mounted?.fsType === FUSE_FSTYPE) return this.fuseBranches(id, mounted);
     const own: BranchMode = this.mechanism === 'kernel' || this.isWritable(id) ? 'rw' : parents.length === 0 ? 'ro' : 'ro+wh';
-    return [{ path: this.layout.diffDir(id), layer: id, mode: own }, ...parents.map((p): Branch => ({ path: this.layout.diffDir(p), layer: p, mode: 'ro+wh' }))];
+    return [
+      { path: this.layout.diffDir(id), layer: id, mode: own },
+      ...parents.map((p): Branch => ({ path: this.layout.diffDir(p), layer: p, mode: 'ro+wh' })),
+    ];
   }
 
   private kernelBranches(mounted: MountInfo): Branch[] {
     const si = aufsSiOf(mounted.superOptions);
-    if (si === undefined) throw new UnionctlError('CORRUPT', `the aufs mount at ${mounted.mountPoint} shows no si= option`, { hint: 'is sysfs mounted? is this aufs?' });
-    return readSysfsBranches(si).map((b) => ({ path: b.path, layer: this.branchLayer(b.path, mounted.mountPoint), mode: b.perm === 'rw' ? 'rw' : b.perm === 'ro+wh' ? 'ro+wh' : 'ro' }));
+    if (si === undefined)
+      throw new UnionctlError('CORRUPT', `the aufs mount at ${mounted.mountPoint} shows no si= option`, {
+        hint: 'is sysfs mounted? is this aufs?',
+      });
+    return readSysfsBranches(si).map((b) => ({
+      path: b.path,
+      layer: this.branchLayer(b.path, mounted.mountPoint),
+      mode: b.perm === 'rw' ? 'rw' : b.perm === 'ro+wh' ? 'ro+wh' : 'ro',
+    }));
   }
 
   private fuseBranches(id: string, mounted: MountInfo): Branch[] {
@@ -327,7 +401,8 @@ export class AufsDriver implements Driver {
     }
     const union = unionFromArgv(proc.argv);
     const branches: Branch[] = [];
-    if (union.upper !== undefined) branches.push({ path: union.upper, layer: this.branchLayer(union.upper, mounted.mountPoint), mode: 'rw' });
+    if (union.upper !== undefined)
+      branches.push({ path: union.upper, layer: this.branchLayer(union.upper, mounted.mountPoint), mode: 'rw' });
     for (const lower of union.lowers) {
       const layer = this.branchLayer(lower, mounted.mountPoint);
       branches.push({ path: this.layout.diffDir(layer), layer, mode: 'ro+wh' });
@@ -338,9 +413,13 @@ export class AufsDriver implements Driver {
   private branchLayer(dir: string, mountPoint: string): string {
     const layer = this.layout.layerOfBranchDir(dir);
     if (layer === undefined) {
-      throw new UnionctlError('CORRUPT', `the union at ${mountPoint} has branch ${JSON.stringify(dir)}, which is not a layer of ${this.home}`, {
-        hint: 'something other than unionctl mounted over the layer; unmount it',
-      });
+      throw new UnionctlError(
+        'CORRUPT',
+        `the union at ${mountPoint} has branch ${JSON.stringify(dir)}, which is not a layer of ${this.home}`,
+        {
+          hint: 'something other than unionctl mounted over the layer; unmount it',
+        },
+      );
     }
     return layer;
   }
@@ -359,12 +438,18 @@ export class AufsDriver implements Driver {
    */
   async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     if (!this.isParent(id, parent)) {
-      throw new UnionctlError('USAGE', `aufs layer ${id} is not a child of ${parent ?? '(no parent)'}; a diff is applied onto the layer's own parent`, {
-        hint: `its parent is ${this.parentsOf(id)[0] ?? '(none)'}`,
-      });
+      throw new UnionctlError(
+        'USAGE',
+        `aufs layer ${id} is not a child of ${parent ?? '(no parent)'}; a diff is applied onto the layer's own parent`,
+        {
+          hint: `its parent is ${this.parentsOf(id)[0] ?? '(none)'}`,
+        },
+      );
     }
     if (this.unionMount(id) !== undefined) {
-      throw new UnionctlError('IN_USE', `aufs layer ${id} is mounted; a diff cannot be applied to it now`, { hint: `unmount it first (unionctl umount ${id})` });
+      throw new UnionctlError('IN_USE', `aufs layer ${id} is mounted; a diff cannot be applied to it now`, {
+        hint: `unmount it first (unionctl umount ${id})`,
+      });
     }
     const lowerDirs = this.parentsOf(id).map((p) => this.layout.diffDir(p));
     return applyLayer(tar, this.layout.diffDir(id), { ...opts, whiteoutFormat: 'aufs', lowerDirs });
@@ -379,7 +464,11 @@ export class AufsDriver implements Driver {
 
   async changes(id: string, parent?: string): Promise<Change[]> {
     if (!this.isParent(id, parent)) return this.naive.changes(id, parent);
-    return changesFromLayerDir(this.layout.diffDir(id), 'aufs', this.parentsOf(id).map((p) => this.layout.diffDir(p)));
+    return changesFromLayerDir(
+      this.layout.diffDir(id),
+      'aufs',
+      this.parentsOf(id).map((p) => this.layout.diffDir(p)),
+    );
   }
 
   async diffSize(id: string, parent?: string): Promise<number> {

@@ -99,7 +99,9 @@ export function fuseArgs(union: FuseUnion, target: string): string[] {
   for (const path of [union.upper, union.work, target]) {
     // fuse's option parser splits at ',' and overlay's lowerdir at ':'; paths cannot escape them.
     if (path !== undefined && /[,:]/.test(path)) {
-      throw new UnionctlError('UNSUPPORTED', `fuse-overlayfs cannot take the path ${JSON.stringify(path)}: it holds ',' or ':'`, { hint: 'use a store root without , or : in its path' });
+      throw new UnionctlError('UNSUPPORTED', `fuse-overlayfs cannot take the path ${JSON.stringify(path)}: it holds ',' or ':'`, {
+        hint: 'use a store root without , or : in its path',
+      });
     }
   }
   args.push(target);
@@ -113,15 +115,22 @@ export async function mountFuse(diffRoot: string, target: string, union: FuseUni
     await run(binary, fuseArgs(union, target), { cwd: diffRoot, env: { ...process.env, ...AUFS_WHITEOUT_ENV } });
   } catch (e) {
     const err = e as Error & { stderr?: string; code?: string | number };
-    const stderr = (err.stderr ?? '').split('\n').filter((l) => l !== '' && !/unknown argument ignored/.test(l)).join('; ');
+    const stderr = (err.stderr ?? '')
+      .split('\n')
+      .filter((l) => l !== '' && !/unknown argument ignored/.test(l))
+      .join('; ');
     const why = err.code === 'E2BIG' ? 'the lowerdir list is longer than one argument may be (128 KiB)' : stderr || err.message;
     throw new UnionctlError('SYSCALL', `fuse-overlayfs could not mount ${union.lowers.length} layers at ${target}: ${why}`, {
       cause: e,
-      hint: /Too many open files/.test(why) ? 'raise the open file limit (ulimit -n) or flatten the image' : 'check that /dev/fuse exists and the layer dirs are intact',
+      hint: /Too many open files/.test(why)
+        ? 'raise the open file limit (ulimit -n) or flatten the image'
+        : 'check that /dev/fuse exists and the layer dirs are intact',
     });
   }
   if (findMount(target)?.fsType !== FUSE_FSTYPE) {
-    throw new UnionctlError('SYSCALL', `fuse-overlayfs exited without error but nothing is mounted at ${target}`, { hint: 'run it by hand with -d to see why' });
+    throw new UnionctlError('SYSCALL', `fuse-overlayfs exited without error but nothing is mounted at ${target}`, {
+      hint: 'run it by hand with -d to see why',
+    });
   }
 }
 
@@ -193,9 +202,13 @@ export async function unmountFuse(target: string, timeoutMs = 10_000): Promise<v
   const deadline = Date.now() + timeoutMs;
   while (!exited(proc.pid)) {
     if (Date.now() > deadline) {
-      throw new UnionctlError('IN_USE', `fuse-overlayfs (pid ${proc.pid}) serving ${target} has not exited ${timeoutMs} ms after the unmount`, {
-        hint: `something still holds files of the union open; kill ${proc.pid} once it is safe`,
-      });
+      throw new UnionctlError(
+        'IN_USE',
+        `fuse-overlayfs (pid ${proc.pid}) serving ${target} has not exited ${timeoutMs} ms after the unmount`,
+        {
+          hint: `something still holds files of the union open; kill ${proc.pid} once it is safe`,
+        },
+      );
     }
     await sleep(10);
   }

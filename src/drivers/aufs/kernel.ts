@@ -51,12 +51,17 @@ function withLabel(data: string, label: string | undefined): string {
  * a branch path. `ro` are the lower branches, nearest first.
  */
 export function planAufsMount(rw: string, ro: string[], settings: AufsMountSettings): AufsMountPlan {
-  const budget = settings.pageSize - Buffer.byteLength(settings.mountLabel ?? '') - OPTIONS_ROOM - (settings.dirperm1 ? DIRPERM1.length : 0);
+  const budget =
+    settings.pageSize - Buffer.byteLength(settings.mountLabel ?? '') - OPTIONS_ROOM - (settings.dirperm1 ? DIRPERM1.length : 0);
   const fits = (used: number, piece: string) => used + Buffer.byteLength(piece) <= budget;
   const tooLong = (piece: string) =>
-    new UnionctlError('UNSUPPORTED', `aufs branch ${JSON.stringify(piece)} alone is longer than the ${budget} bytes one mount call may carry`, {
-      hint: 'put the store under a shorter path (--root)',
-    });
+    new UnionctlError(
+      'UNSUPPORTED',
+      `aufs branch ${JSON.stringify(piece)} alone is longer than the ${budget} bytes one mount call may carry`,
+      {
+        hint: 'put the store under a shorter path (--root)',
+      },
+    );
 
   let first = `br:${rw}=rw`;
   if (!fits(0, first)) throw tooLong(rw);
@@ -94,7 +99,10 @@ export function mountKernelAufs(target: string, plan: AufsMountPlan, mountCall: 
   try {
     mountCall('none', target, 'aufs', 0, plan.data);
   } catch (e) {
-    throw new UnionctlError('SYSCALL', `cannot mount aufs at ${target}: ${(e as Error).message}`, { cause: e, hint: 'dmesg shows the aufs module\'s reason' });
+    throw new UnionctlError('SYSCALL', `cannot mount aufs at ${target}: ${(e as Error).message}`, {
+      cause: e,
+      hint: "dmesg shows the aufs module's reason",
+    });
   }
   for (const [i, data] of plan.appends.entries()) {
     try {
@@ -105,10 +113,14 @@ export function mountKernelAufs(target: string, plan: AufsMountPlan, mountCall: 
       } catch {
         /* report the remount error, which is the cause */
       }
-      throw new UnionctlError('SYSCALL', `cannot add branches to the aufs mount at ${target} (append remount ${i + 1} of ${plan.appends.length}): ${(e as Error).message}`, {
-        cause: e,
-        hint: 'dmesg shows the aufs module\'s reason; the module may allow fewer branches than this chain has',
-      });
+      throw new UnionctlError(
+        'SYSCALL',
+        `cannot add branches to the aufs mount at ${target} (append remount ${i + 1} of ${plan.appends.length}): ${(e as Error).message}`,
+        {
+          cause: e,
+          hint: "dmesg shows the aufs module's reason; the module may allow fewer branches than this chain has",
+        },
+      );
     }
   }
 }

@@ -62,7 +62,8 @@ export class AufsLayout {
     try {
       text = readFileSync(this.layersFile(id), 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new UnionctlError('NOT_FOUND', `aufs layer ${id} does not exist in ${this.home}`);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new UnionctlError('NOT_FOUND', `aufs layer ${id} does not exist in ${this.home}`);
       throw e;
     }
     const ids = text.split('\n').filter((line) => line !== '');
@@ -70,7 +71,10 @@ export class AufsLayout {
       try {
         assertValidId(parent);
       } catch {
-        throw new UnionctlError('CORRUPT', `aufs layer ${id}: ${this.layersFile(id)} lists ${JSON.stringify(parent)}, which is not a layer id`);
+        throw new UnionctlError(
+          'CORRUPT',
+          `aufs layer ${id}: ${this.layersFile(id)} lists ${JSON.stringify(parent)}, which is not a layer id`,
+        );
       }
     }
     return ids;
@@ -101,7 +105,9 @@ export class AufsLayout {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EEXIST' || code === 'ENOTEMPTY') {
         if (lstatSync(dir, { throwIfNoEntry: false }) !== undefined) {
-          throw new UnionctlError('CORRUPT', `cannot remove ${dir}: ${target} exists too`, { hint: `remove ${target} by hand, then retry` });
+          throw new UnionctlError('CORRUPT', `cannot remove ${dir}: ${target} exists too`, {
+            hint: `remove ${target} by hand, then retry`,
+          });
         }
       } else if (code !== 'ENOENT') throw e;
     }

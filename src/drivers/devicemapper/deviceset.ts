@@ -87,7 +87,6 @@ function crashPoint(step: string): void {
   if (process.env.UNIONCTL_DM_CRASH_AT === step) process.kill(process.pid, 'SIGKILL');
 }
 
-
 function readJson<T>(path: string): T | undefined {
   let text: string;
   try {
@@ -194,9 +193,13 @@ export class DeviceSet {
   assertNameFits(hash: string): void {
     const name = this.deviceName(hash);
     if (Buffer.byteLength(name) > DM_NAME_MAX) {
-      throw new UnionctlError('INVALID_ID', `layer id ${JSON.stringify(hash)} is too long for devicemapper: its device name ${name} is over ${DM_NAME_MAX} bytes`, {
-        hint: `use an id of at most ${DM_NAME_MAX - this.prefix.length - 1} characters`,
-      });
+      throw new UnionctlError(
+        'INVALID_ID',
+        `layer id ${JSON.stringify(hash)} is too long for devicemapper: its device name ${name} is over ${DM_NAME_MAX} bytes`,
+        {
+          hint: `use an id of at most ${DM_NAME_MAX - this.prefix.length - 1} characters`,
+        },
+      );
     }
   }
 
@@ -232,7 +235,9 @@ export class DeviceSet {
   }
 
   private setMeta(): DeviceSetMeta {
-    return readJson<DeviceSetMeta>(join(this.metadataDir, DEVICESET_FILE)) ?? { next_device_id: 0, BaseDeviceUUID: '', BaseDeviceFilesystem: '' };
+    return (
+      readJson<DeviceSetMeta>(join(this.metadataDir, DEVICESET_FILE)) ?? { next_device_id: 0, BaseDeviceUUID: '', BaseDeviceFilesystem: '' }
+    );
   }
 
   private saveSetMeta(meta: DeviceSetMeta): void {
@@ -267,19 +272,27 @@ export class DeviceSet {
     const o = this.options;
     if (o.thinPoolDev !== undefined) {
       if (!(await deviceExists(o.thinPoolDev))) {
-        throw new UnionctlError('NOT_FOUND', `dm.thinpooldev ${o.thinPoolDev}: no such device-mapper device`, { hint: 'create the thin-pool first (lvcreate --thinpool, or dmsetup create)' });
+        throw new UnionctlError('NOT_FOUND', `dm.thinpooldev ${o.thinPoolDev}: no such device-mapper device`, {
+          hint: 'create the thin-pool first (lvcreate --thinpool, or dmsetup create)',
+        });
       }
       const table = await tableOf(o.thinPoolDev);
       if (table.split(/\s+/)[2] !== 'thin-pool') {
-        throw new UnionctlError('BAD_OPTION', `dm.thinpooldev ${o.thinPoolDev} is not a thin-pool (its table: ${table})`, { hint: 'name a thin-pool device' });
+        throw new UnionctlError('BAD_OPTION', `dm.thinpooldev ${o.thinPoolDev} is not a thin-pool (its table: ${table})`, {
+          hint: 'name a thin-pool device',
+        });
       }
       // Like Docker: only take over a pool that is empty, unless this store already uses it.
       if (this.info(BASE) === undefined) {
         const st = await this.poolStatus();
         if (st.dataUsed !== 0 || st.transactionId !== 0) {
-          throw new UnionctlError('BAD_OPTION', `dm.thinpooldev ${o.thinPoolDev} already holds data (transaction id ${st.transactionId}, ${st.dataUsed} blocks used)`, {
-            hint: 'give unionctl an empty thin-pool of its own',
-          });
+          throw new UnionctlError(
+            'BAD_OPTION',
+            `dm.thinpooldev ${o.thinPoolDev} already holds data (transaction id ${st.transactionId}, ${st.dataUsed} blocks used)`,
+            {
+              hint: 'give unionctl an empty thin-pool of its own',
+            },
+          );
         }
       }
       return;
@@ -333,9 +346,13 @@ export class DeviceSet {
       const minFree = Math.max(1, Math.floor((total * pct) / 100));
       const free = total - used;
       if (free < minFree) {
-        throw new UnionctlError('UNSUPPORTED', `thin pool ${this.poolName} has ${free} free ${what} blocks, less than the minimum of ${minFree} (dm.min_free_space=${pct}%)`, {
-          hint: `remove layers to free space in the pool, grow it (dm.loop${what === 'data' ? 'data' : 'metadata'}size), or lower dm.min_free_space`,
-        });
+        throw new UnionctlError(
+          'UNSUPPORTED',
+          `thin pool ${this.poolName} has ${free} free ${what} blocks, less than the minimum of ${minFree} (dm.min_free_space=${pct}%)`,
+          {
+            hint: `remove layers to free space in the pool, grow it (dm.loop${what === 'data' ? 'data' : 'metadata'}size), or lower dm.min_free_space`,
+          },
+        );
       }
     };
     check('data', st.dataUsed, st.dataTotal);
@@ -352,7 +369,11 @@ export class DeviceSet {
   /** `poolTransactionId`: the pool's current id, read under the lock (one dmsetup call less). */
   private async openTransaction(hash: string, deviceId: number, poolTransactionId?: number): Promise<number> {
     const open = (poolTransactionId ?? (await this.poolStatus()).transactionId) + 1;
-    writeFileAtomic(join(this.metadataDir, TRANSACTION_FILE), JSON.stringify({ open_transaction_id: open, device_hash: hash, device_id: deviceId } satisfies Transaction), { durable: true });
+    writeFileAtomic(
+      join(this.metadataDir, TRANSACTION_FILE),
+      JSON.stringify({ open_transaction_id: open, device_hash: hash, device_id: deviceId } satisfies Transaction),
+      { durable: true },
+    );
     return open;
   }
 
@@ -370,9 +391,13 @@ export class DeviceSet {
     const { transactionId } = await this.poolStatus();
     if (tx.open_transaction_id <= transactionId) return;
     if (tx.open_transaction_id > transactionId + 1) {
-      throw new UnionctlError('CORRUPT', `transaction ${tx.open_transaction_id} in ${join(this.metadataDir, TRANSACTION_FILE)} is ahead of the pool's ${transactionId} by more than one`, {
-        hint: 'the metadata belongs to another pool: restore the matching devicemapper/ files',
-      });
+      throw new UnionctlError(
+        'CORRUPT',
+        `transaction ${tx.open_transaction_id} in ${join(this.metadataDir, TRANSACTION_FILE)} is ahead of the pool's ${transactionId} by more than one`,
+        {
+          hint: 'the metadata belongs to another pool: restore the matching devicemapper/ files',
+        },
+      );
     }
     const name = this.deviceName(tx.device_hash || BASE);
     if (await deviceExists(name)) await removeDevice(name);
@@ -400,14 +425,20 @@ export class DeviceSet {
         return id;
       }
     }
-    throw new UnionctlError('UNSUPPORTED', `thin pool ${this.poolName} has no free device id left (all ${MAX_DEVICE_ID + 1} in use)`, { hint: 'remove layers' });
+    throw new UnionctlError('UNSUPPORTED', `thin pool ${this.poolName} has no free device id left (all ${MAX_DEVICE_ID + 1} in use)`, {
+      hint: 'remove layers',
+    });
   }
 
   /**
    * Allocates an id, opens the transaction, sends `message(id)`; an id the pool already has (left
    * by something outside this store) is skipped for the next one. Returns the id and transaction.
    */
-  private async createInPool(hash: string, message: (id: number) => string, poolTransactionId?: number): Promise<{ id: number; open: number }> {
+  private async createInPool(
+    hash: string,
+    message: (id: number) => string,
+    poolTransactionId?: number,
+  ): Promise<{ id: number; open: number }> {
     const taken = this.usedDeviceIds();
     for (;;) {
       const id = this.nextFreeDeviceId(taken);
@@ -444,8 +475,12 @@ export class DeviceSet {
   async createSnapshot(hash: string, originHash: string, size: number): Promise<DevInfo> {
     this.assertNameFits(hash);
     const origin = this.info(originHash);
-    if (origin === undefined) throw new UnionctlError('NOT_FOUND', `device ${originHash} has no metadata in ${this.metadataDir}`, { hint: 'create the parent layer first' });
-    if (this.info(hash) !== undefined) throw new UnionctlError('EXISTS', `devicemapper layer ${hash} already exists`, { hint: 'choose another id' });
+    if (origin === undefined)
+      throw new UnionctlError('NOT_FOUND', `device ${originHash} has no metadata in ${this.metadataDir}`, {
+        hint: 'create the parent layer first',
+      });
+    if (this.info(hash) !== undefined)
+      throw new UnionctlError('EXISTS', `devicemapper layer ${hash} already exists`, { hint: 'choose another id' });
     const pool = await this.assertFreeSpace();
     const originName = this.deviceName(originHash);
     const active = await deviceExists(originName);
@@ -458,7 +493,13 @@ export class DeviceSet {
     }
     crashPoint('create:after-message');
     // Docker leaves "initialized" false on snapshots: it only marks the base device as formatted.
-    const info: DevInfo = { device_id: created.id, size: Math.max(size, origin.size), transaction_id: created.open, initialized: false, deleted: false };
+    const info: DevInfo = {
+      device_id: created.id,
+      size: Math.max(size, origin.size),
+      transaction_id: created.open,
+      initialized: false,
+      deleted: false,
+    };
     this.saveInfo(hash, info);
     crashPoint('create:after-metadata');
     await this.closeTransaction(created.open);
@@ -493,9 +534,11 @@ export class DeviceSet {
   /** `dmsetup create <name> --table "0 <sectors> thin <pool> <id>"` unless it is active. */
   async activate(hash: string): Promise<string> {
     const info = this.info(hash);
-    if (info === undefined) throw new UnionctlError('NOT_FOUND', `devicemapper layer ${hash} does not exist`, { hint: 'check the id with unionctl ls' });
+    if (info === undefined)
+      throw new UnionctlError('NOT_FOUND', `devicemapper layer ${hash} does not exist`, { hint: 'check the id with unionctl ls' });
     const name = this.deviceName(hash);
-    if (!(await deviceExists(name))) await createDevice(name, `0 ${Math.floor(info.size / 512)} thin /dev/mapper/${this.poolName} ${info.device_id}`);
+    if (!(await deviceExists(name)))
+      await createDevice(name, `0 ${Math.floor(info.size / 512)} thin /dev/mapper/${this.poolName} ${info.device_id}`);
     return `/dev/mapper/${name}`;
   }
 
@@ -514,7 +557,9 @@ export class DeviceSet {
     const existing = this.info(BASE);
     if (existing !== undefined && existing.initialized) {
       if (this.options.baseSizeGiven && this.options.baseSize < existing.size) {
-        throw new UnionctlError('BAD_OPTION', `dm.basesize cannot shrink the base device (it is ${existing.size} bytes)`, { hint: 'give a size at least as large, or leave dm.basesize out' });
+        throw new UnionctlError('BAD_OPTION', `dm.basesize cannot shrink the base device (it is ${existing.size} bytes)`, {
+          hint: 'give a size at least as large, or leave dm.basesize out',
+        });
       }
       if (this.options.baseSizeGiven && this.options.baseSize > existing.size) await this.growFilesystem(BASE, this.options.baseSize);
       return;

@@ -29,7 +29,9 @@ async function runTool(command: string, args: string[]): Promise<string> {
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT') {
-      throw new UnionctlError('UNSUPPORTED', `${command} is not installed`, { hint: `install it (Debian: apt-get install ${command === 'dmsetup' ? 'dmsetup' : 'mount'})` });
+      throw new UnionctlError('UNSUPPORTED', `${command} is not installed`, {
+        hint: `install it (Debian: apt-get install ${command === 'dmsetup' ? 'dmsetup' : 'mount'})`,
+      });
     }
     throw new DmCommandError(command, args, err.stderr ?? err.message);
   }
@@ -108,7 +110,9 @@ export interface PoolStatus {
 export function parsePoolStatus(line: string): PoolStatus {
   const f = line.trim().split(/\s+/);
   if (f[2] !== 'thin-pool' || f.length < 8) {
-    throw new UnionctlError('CORRUPT', `unexpected thin-pool status: ${JSON.stringify(line)}`, { hint: 'the pool may have failed: see dmesg' });
+    throw new UnionctlError('CORRUPT', `unexpected thin-pool status: ${JSON.stringify(line)}`, {
+      hint: 'the pool may have failed: see dmesg',
+    });
   }
   const [mu, mt] = f[4].split('/').map(Number);
   const [du, dt] = f[5].split('/').map(Number);

@@ -16,7 +16,17 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type {
+  ApplyDiffOpts,
+  ApplyResult,
+  Branch,
+  Change,
+  CreateOpts,
+  Driver,
+  DriverCapabilities,
+  DriverInit,
+  GetOpts,
+} from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
 import { findMount, mount, statfs, umount2 } from '../../sys/index.js';
@@ -74,7 +84,11 @@ export class DevmapperDriver implements Driver {
   private checkId(id: string): void {
     assertValidId(id);
     if (RESERVED_IDS.has(id)) {
-      throw new UnionctlError('INVALID_ID', `layer id ${JSON.stringify(id)} is reserved by the devicemapper format (it names a file in metadata/)`, { hint: 'choose another id' });
+      throw new UnionctlError(
+        'INVALID_ID',
+        `layer id ${JSON.stringify(id)} is reserved by the devicemapper format (it names a file in metadata/)`,
+        { hint: 'choose another id' },
+      );
     }
   }
 
@@ -82,9 +96,13 @@ export class DevmapperDriver implements Driver {
 
   async create(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     if (opts.storageOpt !== undefined && Object.keys(opts.storageOpt).length > 0) {
-      throw new UnionctlError('BAD_OPTION', `devicemapper: per-layer storage options are only accepted for writable layers (got ${Object.keys(opts.storageOpt).join(', ')})`, {
-        hint: 'drop the option, or create a writable layer',
-      });
+      throw new UnionctlError(
+        'BAD_OPTION',
+        `devicemapper: per-layer storage options are only accepted for writable layers (got ${Object.keys(opts.storageOpt).join(', ')})`,
+        {
+          hint: 'drop the option, or create a writable layer',
+        },
+      );
     }
     await this.makeLayer(id, parent, undefined);
   }
@@ -98,9 +116,12 @@ export class DevmapperDriver implements Driver {
     this.checkId(id);
     if (parent !== undefined) this.checkId(parent);
     await this.devices.locked(async () => {
-      if (this.devices.info(id) !== undefined) throw new UnionctlError('EXISTS', `devicemapper layer ${id} already exists`, { hint: 'choose another id' });
+      if (this.devices.info(id) !== undefined)
+        throw new UnionctlError('EXISTS', `devicemapper layer ${id} already exists`, { hint: 'choose another id' });
       if (parent !== undefined && this.devices.info(parent) === undefined) {
-        throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.devices.metadataDir}`, { hint: 'create or import the parent first' });
+        throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.devices.metadataDir}`, {
+          hint: 'create or import the parent first',
+        });
       }
       const info = await this.devices.createSnapshot(id, parent ?? BASE, 0);
       // The parent link is written before the size is grown, so a failure below leaves a layer
@@ -123,7 +144,9 @@ export class DevmapperDriver implements Driver {
     this.checkId(id);
     await this.devices.locked(async () => {
       if (this.refs.count(id) > 0 && this.isMounted(id)) {
-        throw new UnionctlError('IN_USE', `devicemapper layer ${id} is mounted at ${this.mountPoint(id)}`, { hint: `unmount it first (unionctl umount ${id})` });
+        throw new UnionctlError('IN_USE', `devicemapper layer ${id} is mounted at ${this.mountPoint(id)}`, {
+          hint: `unmount it first (unionctl umount ${id})`,
+        });
       }
       if (this.isMounted(id)) umount2(this.mountPoint(id));
       this.refs.forget(id);
@@ -146,9 +169,14 @@ export class DevmapperDriver implements Driver {
   /** Activates and mounts the layer's device at mnt/<id> (once across processes), returns mnt/<id>/rootfs. */
   async get(id: string, opts: GetOpts = {}): Promise<string> {
     this.checkId(id);
-    if (this.devices.info(id) === undefined) throw new UnionctlError('NOT_FOUND', `devicemapper layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
+    if (this.devices.info(id) === undefined)
+      throw new UnionctlError('NOT_FOUND', `devicemapper layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
     const mnt = this.mountPoint(id);
-    await this.refs.acquire(id, () => this.isMounted(id), () => this.devices.locked(() => this.mountLayer(id, opts.mountLabel)));
+    await this.refs.acquire(
+      id,
+      () => this.isMounted(id),
+      () => this.devices.locked(() => this.mountLayer(id, opts.mountLabel)),
+    );
     return join(mnt, 'rootfs');
   }
 
@@ -173,7 +201,11 @@ export class DevmapperDriver implements Driver {
 
   async put(id: string): Promise<void> {
     this.checkId(id);
-    await this.refs.release(id, () => this.isMounted(id), () => this.devices.locked(() => this.unmountLayer(id)));
+    await this.refs.release(
+      id,
+      () => this.isMounted(id),
+      () => this.devices.locked(() => this.unmountLayer(id)),
+    );
   }
 
   private async unmountLayer(id: string): Promise<void> {
@@ -230,7 +262,8 @@ export class DevmapperDriver implements Driver {
   async metadata(id: string): Promise<Record<string, string>> {
     this.checkId(id);
     const info = this.devices.info(id);
-    if (info === undefined) throw new UnionctlError('NOT_FOUND', `devicemapper layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
+    if (info === undefined)
+      throw new UnionctlError('NOT_FOUND', `devicemapper layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
     return { DeviceId: String(info.device_id), DeviceSize: String(info.size), DeviceName: this.devices.deviceName(id) };
   }
 
@@ -249,13 +282,18 @@ export class DevmapperDriver implements Driver {
   async branches(id: string): Promise<Branch[]> {
     this.checkId(id);
     const info = this.devices.info(id);
-    if (info === undefined) throw new UnionctlError('NOT_FOUND', `devicemapper layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
+    if (info === undefined)
+      throw new UnionctlError('NOT_FOUND', `devicemapper layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
     if (await this.devices.isActive(id)) {
       const table = (await tableOf(this.devices.deviceName(id))).split(/\s+/);
       if (table[2] !== 'thin' || Number(table[4]) !== info.device_id) {
-        throw new UnionctlError('CORRUPT', `device ${this.devices.deviceName(id)} has table "${table.join(' ')}", not thin device ${info.device_id}`, {
-          hint: 'deactivate it (dmsetup remove) and mount the layer again',
-        });
+        throw new UnionctlError(
+          'CORRUPT',
+          `device ${this.devices.deviceName(id)} has table "${table.join(' ')}", not thin device ${info.device_id}`,
+          {
+            hint: 'deactivate it (dmsetup remove) and mount the layer again',
+          },
+        );
       }
     }
     const out: Branch[] = [{ path: this.devices.devicePath(id), layer: id, mode: 'rw' }];

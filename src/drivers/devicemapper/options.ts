@@ -58,7 +58,8 @@ export function parseSize(key: string, value: string): number {
     throw new UnionctlError('BAD_OPTION', `${key}=${value}: not a size`, { hint: `write a size such as 512M or 10G` });
   }
   const bytes = Math.floor(Number(m[1]) * UNITS[m[2].toLowerCase()]);
-  if (bytes <= 0) throw new UnionctlError('BAD_OPTION', `${key}=${value}: the size must be above 0`, { hint: 'write a size such as 512M or 10G' });
+  if (bytes <= 0)
+    throw new UnionctlError('BAD_OPTION', `${key}=${value}: the size must be above 0`, { hint: 'write a size such as 512M or 10G' });
   return bytes;
 }
 
@@ -76,25 +77,40 @@ export function parseDmOptions(raw: Record<string, string>): DmOptions {
   const blockBytes = size('dm.blocksize', 64 * 1024);
   // The kernel's thin-pool limits: a multiple of 64K between 64K and 1G.
   if (blockBytes % (64 * 1024) !== 0 || blockBytes > GiB) {
-    throw badOption('dm.blocksize', o['dm.blocksize'], 'the pool block size must be a multiple of 64K between 64K and 1G', 'for example dm.blocksize=64K or 512K');
+    throw badOption(
+      'dm.blocksize',
+      o['dm.blocksize'],
+      'the pool block size must be a multiple of 64K between 64K and 1G',
+      'for example dm.blocksize=64K or 512K',
+    );
   }
 
   let minFree = 10;
   if (o['dm.min_free_space'] !== undefined) {
     const v = o['dm.min_free_space'];
     const m = /^(\d+)%$/.exec(v);
-    if (!m || Number(m[1]) > 99) throw badOption('dm.min_free_space', v, 'needs a percentage from 0% to 99% (with the % sign, as in Docker)', 'for example dm.min_free_space=10%');
+    if (!m || Number(m[1]) > 99)
+      throw badOption(
+        'dm.min_free_space',
+        v,
+        'needs a percentage from 0% to 99% (with the % sign, as in Docker)',
+        'for example dm.min_free_space=10%',
+      );
     minFree = Number(m[1]);
   }
 
   const dataDev = o['dm.datadev'];
   const metadataDev = o['dm.metadatadev'];
   if ((dataDev === undefined) !== (metadataDev === undefined)) {
-    throw new UnionctlError('BAD_OPTION', 'dm.datadev and dm.metadatadev must be given together', { hint: 'name both block devices, or neither to use loop files' });
+    throw new UnionctlError('BAD_OPTION', 'dm.datadev and dm.metadatadev must be given together', {
+      hint: 'name both block devices, or neither to use loop files',
+    });
   }
   const thinPoolDev = o['dm.thinpooldev']?.replace(/^\/dev\/mapper\//, '');
   if (thinPoolDev !== undefined && dataDev !== undefined) {
-    throw new UnionctlError('BAD_OPTION', 'dm.thinpooldev cannot be combined with dm.datadev / dm.metadatadev', { hint: 'use an existing pool, or let unionctl build one from the devices' });
+    throw new UnionctlError('BAD_OPTION', 'dm.thinpooldev cannot be combined with dm.datadev / dm.metadatadev', {
+      hint: 'use an existing pool, or let unionctl build one from the devices',
+    });
   }
 
   return {

@@ -19,11 +19,32 @@ import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type {
+  ApplyDiffOpts,
+  ApplyResult,
+  Branch,
+  Change,
+  CreateOpts,
+  Driver,
+  DriverCapabilities,
+  DriverInit,
+  GetOpts,
+} from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { backingFs, findMount, inUserNamespace, mkdirWithMode, MNT_DETACH, overlayModuleParams, pageSize, parseOverlayOptions, supportsDType, umount2 } from '../../sys/index.js';
+import {
+  backingFs,
+  findMount,
+  inUserNamespace,
+  mkdirWithMode,
+  MNT_DETACH,
+  overlayModuleParams,
+  pageSize,
+  parseOverlayOptions,
+  supportsDType,
+  umount2,
+} from '../../sys/index.js';
 import { existingDirFor, overlay2UnsupportedReason } from '../overlay2/features.js';
 import { mountUnion, type MountSettings } from '../overlay2/mount.js';
 import { countFarmInodes } from './farm.js';
@@ -74,7 +95,12 @@ export class OverlayDriver implements Driver {
     this.dType = supportsDType(dir);
     // Docker's overlay mounts with the plain lowerdir/upperdir/workdir string; index=off as overlay2
     // does where the module has the parameter (index=on would tie the shared lower root/ to one upper).
-    this.mountSettings = { indexOff: overlayModuleParams().hasIndexParam, userxattr: inUserNamespace(), pageSize: pageSize(), newMountApi: false };
+    this.mountSettings = {
+      indexOff: overlayModuleParams().hasIndexParam,
+      userxattr: inUserNamespace(),
+      pageSize: pageSize(),
+      newMountApi: false,
+    };
   }
 
   static open(init: DriverInit): OverlayDriver {
@@ -123,14 +149,17 @@ export class OverlayDriver implements Driver {
     if (parent !== undefined) {
       assertValidId(parent, 'parent layer id');
       if (!this.existsSync(parent)) {
-        throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, { hint: 'create or import the parent first' });
+        throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, {
+          hint: 'create or import the parent first',
+        });
       }
     }
     const dir = this.layout.layerDir(id);
     try {
       mkdirWithMode(dir, MODE.layer);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `overlay layer ${id} already exists`, { hint: 'choose another id' });
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST')
+        throw new UnionctlError('EXISTS', `overlay layer ${id} already exists`, { hint: 'choose another id' });
       throw e;
     }
     try {
@@ -167,7 +196,9 @@ export class OverlayDriver implements Driver {
     assertValidId(id);
     if (!this.existsSync(id)) return;
     if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
-      throw new UnionctlError('IN_USE', `overlay layer ${id} is in use (mounted or held by get)`, { hint: `unmount it first (put / unionctl umount ${id})` });
+      throw new UnionctlError('IN_USE', `overlay layer ${id} is in use (mounted or held by get)`, {
+        hint: `unmount it first (put / unionctl umount ${id})`,
+      });
     }
     rmSync(this.layout.layerDir(id), { recursive: true, force: true });
     rmSync(join(this.writableMarks, id), { force: true });
@@ -180,20 +211,36 @@ export class OverlayDriver implements Driver {
     this.assertExists(id);
     if (this.layout.hasRoot(id)) {
       // Nothing to mount; still counted so remove() can refuse a layer in use.
-      await this.refs.acquire(id, () => true, () => {});
+      await this.refs.acquire(
+        id,
+        () => true,
+        () => {},
+      );
       return this.layout.rootDir(id);
     }
-    await this.refs.acquire(id, () => this.isUnionMounted(id), () => this.mountLayer(id, opts.mountLabel));
+    await this.refs.acquire(
+      id,
+      () => this.isUnionMounted(id),
+      () => this.mountLayer(id, opts.mountLabel),
+    );
     return this.layout.mergedDir(id);
   }
 
   async put(id: string): Promise<void> {
     this.assertExists(id);
     if (this.layout.hasRoot(id)) {
-      await this.refs.release(id, () => true, () => {});
+      await this.refs.release(
+        id,
+        () => true,
+        () => {},
+      );
       return;
     }
-    await this.refs.release(id, () => this.isUnionMounted(id), () => this.unmountLayer(id));
+    await this.refs.release(
+      id,
+      () => this.isUnionMounted(id),
+      () => this.unmountLayer(id),
+    );
   }
 
   private mountLayer(id: string, mountLabel: string | undefined): void {
@@ -210,7 +257,12 @@ export class OverlayDriver implements Driver {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     try {
-      mountUnion(this.home, merged, { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) }, { ...this.mountSettings, mountLabel });
+      mountUnion(
+        this.home,
+        merged,
+        { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) },
+        { ...this.mountSettings, mountLabel },
+      );
     } catch (e) {
       rmdirSync(merged);
       throw e;
@@ -246,7 +298,8 @@ export class OverlayDriver implements Driver {
 
   private assertExists(id: string): void {
     assertValidId(id);
-    if (!this.existsSync(id)) throw new UnionctlError('NOT_FOUND', `overlay layer ${id} does not exist in ${this.home}`, { hint: 'check the id with unionctl ls' });
+    if (!this.existsSync(id))
+      throw new UnionctlError('NOT_FOUND', `overlay layer ${id} does not exist in ${this.home}`, { hint: 'check the id with unionctl ls' });
   }
 
   private isWritable(id: string): boolean {
@@ -336,9 +389,16 @@ export class OverlayDriver implements Driver {
    * the layer had as an overlay child (upper/, work/, merged/, lower-id), as Docker does.
    * A failed apply removes the temporary farm and leaves the layer as it was.
    */
-  private async applyAsFarm(id: string, parent: string, tar: Readable | string, opts: { onProgress?: (bytes: number) => void }): Promise<ApplyResult> {
+  private async applyAsFarm(
+    id: string,
+    parent: string,
+    tar: Readable | string,
+    opts: { onProgress?: (bytes: number) => void },
+  ): Promise<ApplyResult> {
     if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
-      throw new UnionctlError('IN_USE', `overlay layer ${id} is mounted; a diff cannot be applied to it now`, { hint: `unmount it first (unionctl umount ${id})` });
+      throw new UnionctlError('IN_USE', `overlay layer ${id} is mounted; a diff cannot be applied to it now`, {
+        hint: `unmount it first (unionctl umount ${id})`,
+      });
     }
     const dir = this.layout.layerDir(id);
     const tmpRoot = mkdtempSync(join(dir, TMP_ROOT_PREFIX));

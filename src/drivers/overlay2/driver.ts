@@ -10,7 +10,17 @@ import { applyLayer } from '../../archive/apply.js';
 import { exportLayerDir } from '../../archive/export.js';
 import { directorySize } from '../../archive/size.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type {
+  ApplyDiffOpts,
+  ApplyResult,
+  Branch,
+  Change,
+  CreateOpts,
+  Driver,
+  DriverCapabilities,
+  DriverInit,
+  GetOpts,
+} from '../../graph/driver.js';
 import { withFileLock } from '../../graph/lock.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
@@ -23,7 +33,17 @@ import { parseDriverOptions, parseLayerOptions, type DriverOptions } from './opt
 import { assertQuotaSupported, limitLayerDir } from './quota.js';
 
 /** Modes Docker ≥ 20.10.9 uses (0710 since the CVE-2021-41091 fix). */
-const MODE = { home: 0o710, links: 0o700, layer: 0o710, diff: 0o755, work: 0o700, merged: 0o700, link: 0o644, lower: 0o644, committed: 0o600 };
+const MODE = {
+  home: 0o710,
+  links: 0o700,
+  layer: 0o710,
+  diff: 0o755,
+  work: 0o700,
+  merged: 0o700,
+  link: 0o644,
+  lower: 0o644,
+  committed: 0o600,
+};
 
 function readFileIfExists(path: string): string | undefined {
   try {
@@ -104,7 +124,8 @@ export class Overlay2Driver implements Driver {
     try {
       mkdirWithMode(dir, MODE.layer);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UnionctlError('EXISTS', `overlay2 layer ${id} already exists`, { hint: 'choose another id' });
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST')
+        throw new UnionctlError('EXISTS', `overlay2 layer ${id} already exists`, { hint: 'choose another id' });
       throw e;
     }
     let linkId: string | undefined;
@@ -127,15 +148,21 @@ export class Overlay2Driver implements Driver {
   /** The new layer's lower file: the parent's link, then the parent's own lowers. */
   private lowerChainFor(id: string, parent: string): string {
     if (!this.existsSync(parent)) {
-      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, { hint: 'create or import the parent first' });
+      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.home}`, {
+        hint: 'create or import the parent first',
+      });
     }
     const lowers = [`${LINK_DIR}/${this.layout.readLinkId(parent)}`, ...(this.layout.readLowerEntries(parent) ?? [])];
     if (lowers.length > this.features.maxDepth) {
-      throw new UnionctlError('UNSUPPORTED', `overlay2 layer ${id} would have ${lowers.length} lower layers; the limit here is ${this.features.maxDepth}`, {
-        hint: this.features.newMountApi
-          ? 'overlayfs stacks at most that many lower layers; squash the image into fewer layers'
-          : 'this kernel lacks the new mount API (Linux ≥ 6.8) that lifts the 128-layer limit; squash the image',
-      });
+      throw new UnionctlError(
+        'UNSUPPORTED',
+        `overlay2 layer ${id} would have ${lowers.length} lower layers; the limit here is ${this.features.maxDepth}`,
+        {
+          hint: this.features.newMountApi
+            ? 'overlayfs stacks at most that many lower layers; squash the image into fewer layers'
+            : 'this kernel lacks the new mount API (Linux ≥ 6.8) that lifts the 128-layer limit; squash the image',
+        },
+      );
     }
     return lowers.join(':');
   }
@@ -197,21 +224,37 @@ export class Overlay2Driver implements Driver {
     const lowers = this.layout.readLowerEntries(id);
     if (lowers === undefined) {
       // Nothing to mount: MountRefs wants "always mounted" so the count just goes up and down.
-      await this.refs.acquire(id, () => true, () => {});
+      await this.refs.acquire(
+        id,
+        () => true,
+        () => {},
+      );
       return this.layout.diffDir(id);
     }
     const merged = this.layout.mergedDir(id);
-    await this.refs.acquire(id, () => this.isUnionMounted(id), () => this.mountLayer(id, lowers, opts.mountLabel));
+    await this.refs.acquire(
+      id,
+      () => this.isUnionMounted(id),
+      () => this.mountLayer(id, lowers, opts.mountLabel),
+    );
     return merged;
   }
 
   async put(id: string): Promise<void> {
     this.assertExists(id);
     if (this.layout.readLowerEntries(id) === undefined) {
-      await this.refs.release(id, () => true, () => {});
+      await this.refs.release(
+        id,
+        () => true,
+        () => {},
+      );
       return;
     }
-    await this.refs.release(id, () => this.isUnionMounted(id), () => this.unmountLayer(id));
+    await this.refs.release(
+      id,
+      () => this.isUnionMounted(id),
+      () => this.unmountLayer(id),
+    );
   }
 
   private mountLayer(id: string, lowers: string[], mountLabel: string | undefined): void {

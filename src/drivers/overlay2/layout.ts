@@ -123,7 +123,8 @@ export class Overlay2Layout {
       });
     }
     const m = /^\.\.\/([^/]+)\/diff$/.exec(target);
-    if (m === null) throw new UnionctlError('CORRUPT', `overlay2 link ${LINK_DIR}/${linkId} points to ${JSON.stringify(target)}, not ../<id>/diff`);
+    if (m === null)
+      throw new UnionctlError('CORRUPT', `overlay2 link ${LINK_DIR}/${linkId} points to ${JSON.stringify(target)}, not ../<id>/diff`);
     return m[1];
   }
 
@@ -139,7 +140,8 @@ export class Overlay2Layout {
 
   private linkIdOfEntry(id: string, entry: string): string {
     const lid = entry.startsWith(`${LINK_DIR}/`) ? entry.slice(LINK_DIR.length + 1) : '';
-    if (!isLinkId(lid)) throw new UnionctlError('CORRUPT', `overlay2 layer ${id}: lower file entry ${JSON.stringify(entry)} is not l/<link id>`);
+    if (!isLinkId(lid))
+      throw new UnionctlError('CORRUPT', `overlay2 layer ${id}: lower file entry ${JSON.stringify(entry)} is not l/<link id>`);
     return lid;
   }
 

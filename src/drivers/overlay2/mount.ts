@@ -39,7 +39,11 @@ export type MountMethod = 'absolute' | 'relative' | 'new-api';
  * Docker's mount data: "[index=off,][userxattr,]lowerdir=a:b[,upperdir=u,workdir=w][,context="label"]".
  * `base` is prefixed to every path ('' keeps them relative to the home).
  */
-export function overlayMountData(paths: UnionPaths, settings: Pick<MountSettings, 'indexOff' | 'userxattr' | 'mountLabel'>, base: string): string {
+export function overlayMountData(
+  paths: UnionPaths,
+  settings: Pick<MountSettings, 'indexOff' | 'userxattr' | 'mountLabel'>,
+  base: string,
+): string {
   // Plain concatenation: both parts are clean paths we made (path.join's normalising showed up in profiles).
   const prefix = base === '' ? '' : `${base.replace(/\/+$/, '')}/`;
   const at = (p: string) => prefix + p;
@@ -57,9 +61,13 @@ export function chooseMountMethod(home: string, paths: UnionPaths, settings: Mou
   if (fits(overlayMountData(paths, settings, home))) return 'absolute';
   if (fits(overlayMountData(paths, settings, ''))) return 'relative';
   if (settings.newMountApi) return 'new-api';
-  throw new UnionctlError('UNSUPPORTED', `cannot mount a union of ${paths.lowers.length} lower layers: the mount data does not fit a ${settings.pageSize}-byte page even with relative paths`, {
-    hint: 'this kernel lacks the new mount API (fsopen, overlay lowerdir+; Linux ≥ 6.8) that deep chains need; flatten the image',
-  });
+  throw new UnionctlError(
+    'UNSUPPORTED',
+    `cannot mount a union of ${paths.lowers.length} lower layers: the mount data does not fit a ${settings.pageSize}-byte page even with relative paths`,
+    {
+      hint: 'this kernel lacks the new mount API (fsopen, overlay lowerdir+; Linux ≥ 6.8) that deep chains need; flatten the image',
+    },
+  );
 }
 
 /**
@@ -73,10 +81,14 @@ export function mountUnion(home: string, target: string, paths: UnionPaths, sett
     else if (method === 'relative') mountFromHome(home, target, overlayMountData(paths, settings, ''));
     else mountWithNewApi(home, target, paths, settings);
   } catch (e) {
-    throw new UnionctlError('SYSCALL', `cannot mount overlay at ${target} (${paths.lowers.length} lower layers, ${method} paths): ${(e as Error).message}`, {
-      cause: e,
-      hint: 'check dmesg for the overlayfs message explaining the refusal',
-    });
+    throw new UnionctlError(
+      'SYSCALL',
+      `cannot mount overlay at ${target} (${paths.lowers.length} lower layers, ${method} paths): ${(e as Error).message}`,
+      {
+        cause: e,
+        hint: 'check dmesg for the overlayfs message explaining the refusal',
+      },
+    );
   }
   return method;
 }

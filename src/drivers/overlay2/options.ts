@@ -36,7 +36,8 @@ export function parseDriverOptions(options: Record<string, string>): DriverOptio
   for (const [rawKey, value] of Object.entries(options)) {
     const key = rawKey.toLowerCase();
     if (key === 'overlay2.size') parsed.defaultSize = parseByteSize(value, rawKey);
-    else if (key === 'overlay2.override_kernel_check') continue; // Docker accepts it and does nothing
+    else if (key === 'overlay2.override_kernel_check')
+      continue; // Docker accepts it and does nothing
     else {
       throw new UnionctlError('BAD_OPTION', `overlay2: unknown storage option ${JSON.stringify(rawKey)}`, {
         hint: `overlay2 knows ${DRIVER_OPTION_KEYS.join(', ')}`,

@@ -68,9 +68,13 @@ export function limitLayerDir(home: string, layerDir: string, bytes: number): nu
     execFileSync('xfs_quota', ['-x', '-c', command, mountPoint], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     const stderr = (e as { stderr?: Buffer }).stderr?.toString().trim();
-    throw new UnionctlError('SYSCALL', `xfs_quota could not set project ${projectId}'s limit on ${mountPoint}: ${stderr || (e as Error).message}`, {
-      hint: 'xfs_quota comes with xfsprogs (apt-get install xfsprogs)',
-    });
+    throw new UnionctlError(
+      'SYSCALL',
+      `xfs_quota could not set project ${projectId}'s limit on ${mountPoint}: ${stderr || (e as Error).message}`,
+      {
+        hint: 'xfs_quota comes with xfsprogs (apt-get install xfsprogs)',
+      },
+    );
   }
   return projectId;
 }

@@ -20,7 +20,17 @@ import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { ApplyDiffOpts, ApplyResult, Branch, Change, CreateOpts, Driver, DriverCapabilities, DriverInit, GetOpts } from '../../graph/driver.js';
+import type {
+  ApplyDiffOpts,
+  ApplyResult,
+  Branch,
+  Change,
+  CreateOpts,
+  Driver,
+  DriverCapabilities,
+  DriverInit,
+  GetOpts,
+} from '../../graph/driver.js';
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import { backingFs, flock, LOCK_EX, LOCK_NB, LOCK_SH, reflinkSupported } from '../../sys/index.js';
@@ -81,9 +91,13 @@ export class VfsDriver implements Driver {
 
   async create(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     if (opts.storageOpt !== undefined && Object.keys(opts.storageOpt).length > 0) {
-      throw new UnionctlError('BAD_OPTION', `vfs: per-layer storage options are only accepted for writable layers (got ${Object.keys(opts.storageOpt).join(', ')})`, {
-        hint: 'drop the option, or create a writable layer',
-      });
+      throw new UnionctlError(
+        'BAD_OPTION',
+        `vfs: per-layer storage options are only accepted for writable layers (got ${Object.keys(opts.storageOpt).join(', ')})`,
+        {
+          hint: 'drop the option, or create a writable layer',
+        },
+      );
     }
     await this.makeLayer(id, parent);
   }
@@ -103,7 +117,9 @@ export class VfsDriver implements Driver {
       return;
     }
     if (!this.existsSync(parent)) {
-      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.layersDir}`, { hint: 'create or import the parent first' });
+      throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist in ${this.layersDir}`, {
+        hint: 'create or import the parent first',
+      });
     }
     try {
       await copyTree(this.layerDir(parent), dir, { mode: this.copyMode });
@@ -143,7 +159,9 @@ export class VfsDriver implements Driver {
   }
 
   private inUse(id: string, why: string): UnionctlError {
-    return new UnionctlError('IN_USE', `vfs layer ${id} is in use: ${why}`, { hint: 'wait for the diff/mount using it to finish, then retry' });
+    return new UnionctlError('IN_USE', `vfs layer ${id} is in use: ${why}`, {
+      hint: 'wait for the diff/mount using it to finish, then retry',
+    });
   }
 
   // ---- get / put -----------------------------------------------------------------------------
@@ -173,7 +191,9 @@ export class VfsDriver implements Driver {
     // A remove may have finished between our open and our lock: then fd is a deleted directory.
     if (!this.isSameDir(fd, dir)) {
       closeSync(fd);
-      throw new UnionctlError('NOT_FOUND', `vfs layer ${id} does not exist (it was just removed)`, { hint: 'check the id with unionctl ls' });
+      throw new UnionctlError('NOT_FOUND', `vfs layer ${id} does not exist (it was just removed)`, {
+        hint: 'check the id with unionctl ls',
+      });
     }
     this.held.set(id, { count: 1, fd });
     return dir;
@@ -250,7 +270,8 @@ export class VfsDriver implements Driver {
   }
 
   private assertExists(id: string): void {
-    if (!this.existsSync(id)) throw new UnionctlError('NOT_FOUND', `vfs layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
+    if (!this.existsSync(id))
+      throw new UnionctlError('NOT_FOUND', `vfs layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
   }
 
   // ---- diffs ---------------------------------------------------------------------------------
