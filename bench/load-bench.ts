@@ -22,8 +22,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startDockerd, type Dockerd } from '../test/helpers/dockerd.js';
-import { startPodman, type Podman } from '../test/helpers/podman.js';
+import { startDockerd, type Dockerd } from './peers/dockerd.js';
+import { startPodman, type Podman } from './peers/podman.js';
 import { makeBenchFs, settle, type BenchFs } from './scratch-fs.js';
 import { DISTRO_LIKE, packTree, writeSyntheticTree, type SyntheticTree } from './synthetic-layer.js';
 

@@ -7,8 +7,8 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { DOCKER_CLI, DOCKERD, dockerdAvailable, startDockerd } from '../../test/helpers/dockerd.js';
-import { startPodman, type Podman } from '../../test/helpers/podman.js';
+import { DOCKER_CLI, DOCKERD, dockerdAvailable, startDockerd } from './dockerd.js';
+import { startPodman, type Podman } from './podman.js';
 import { sh } from '../measure.js';
 
 export interface ImageLoader {
@@ -21,7 +21,7 @@ export interface ImageLoader {
 }
 
 /**
- * A private dockerd (test/helpers/dockerd.ts: its own data root on the benchmark filesystem, no
+ * A private dockerd (bench/peers/dockerd.ts: its own data root on the benchmark filesystem, no
  * networking), or the reason there cannot be one.
  */
 export async function dockerLoader(dir: string, reference: string, version: string): Promise<ImageLoader | string> {
@@ -38,7 +38,7 @@ export async function dockerLoader(dir: string, reference: string, version: stri
 }
 
 /**
- * podman load into a private store (test/helpers/podman.ts: its own root, runroot and TMPDIR on the
+ * podman load into a private store (bench/peers/podman.ts: its own root, runroot and TMPDIR on the
  * benchmark filesystem — podman copies the archive to TMPDIR first), a fresh store for every load.
  */
 export function podmanLoader(dir: string, version: string): ImageLoader {

@@ -7,7 +7,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { probeOverlay2 } from '../../src/drivers/overlay2/features.js';
-import { mountUnion, type UnionPaths } from '../../src/drivers/overlay2/mount.js';
+import { mountUnion, type UnionPaths } from '../../src/drivers/overlayfs/mount.js';
 import { umount2 } from '../../src/sys/index.js';
 import { sh } from '../measure.js';
 

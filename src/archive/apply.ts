@@ -41,12 +41,11 @@ import {
 } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { SysCallError, UnionctlError, UnsafeEntryError } from '../errors.js';
-import type { ApplyResult, WhiteoutFormat } from '../graph/driver.js';
 import { lchown, lgetxattr, lsetxattr, mknod, processUmask, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import { decompressedStream, openLayerInput } from './decompress.js';
 import { applyMetadata, applyTimes, applyXattrs, readMetadata, type InodeKind } from './metadata.js';
 import { readTar, type TarEntry, type TarTap } from './tar-reader.js';
-import type { TarHeader, Timespec } from './types.js';
+import type { ApplyResult, TarHeader, Timespec, WhiteoutFormat } from './types.js';
 
 export interface ApplyLayerOptions {
   whiteoutFormat: WhiteoutFormat;

@@ -18,7 +18,7 @@
 import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { UnionctlError } from '../errors.js';
 import { lgetxattr, llistxattr } from '../sys/index.js';
-import type { Change } from '../graph/driver.js';
+import type { Change } from './types.js';
 
 const S_IFMT = 0o170000n;
 const S_IFDIR = 0o040000n;

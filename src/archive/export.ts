@@ -14,7 +14,6 @@
  */
 import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import type { Change, WhiteoutFormat } from '../graph/driver.js';
 import { lgetxattr, llistxattr } from '../sys/index.js';
 import {
   AUFS_META_PREFIX,
@@ -29,7 +28,7 @@ import {
   statDifferent,
 } from './changes.js';
 import { TarWriter } from './tar-writer.js';
-import type { TarEntryType, TarHeader } from './types.js';
+import type { Change, TarEntryType, TarHeader, WhiteoutFormat } from './types.js';
 
 const S_IFMT = 0o170000n;
 const TYPE_BY_MODE = new Map<bigint, TarEntryType>([

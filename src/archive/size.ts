@@ -3,7 +3,7 @@
  * directory.Size (bytes a layer directory holds). Both count a hardlinked inode once.
  */
 import { type BigIntStats, lstatSync, readdirSync } from 'node:fs';
-import type { Change } from '../graph/driver.js';
+import type { Change } from './types.js';
 import { assertDirectory, isDirStat, lstatIfExists } from './changes.js';
 
 /** Remembers inodes already counted; only inodes with more than one link can be met twice. */

@@ -1,17 +1,14 @@
 import type { Readable } from 'node:stream';
 import type { TarTap } from '../archive/tar-reader.js';
+import type { ApplyResult, Change, ChangeKind, WhiteoutFormat } from '../archive/types.js';
+
+export type { ApplyResult, Change, ChangeKind, WhiteoutFormat };
 
 /**
  * The Driver interface, modelled on Docker's graphdriver (see DESIGN.md §2). A driver stores layers
  * under its home directory and knows how to mount a layer's merged view. It does not know about
  * parent/child bookkeeping, digests or locking: the LayerStore (store.ts) does that on top.
  */
-
-/** How a driver stores deletions and opaque directories on disk (DESIGN.md §3). */
-export type WhiteoutFormat =
-  | 'overlay' // char device 0/0 named <name>; xattr trusted.overlay.opaque=y on the dir
-  | 'aufs' // regular file .wh.<name> kept as is; file .wh..wh..opq in the dir
-  | 'plain'; // the layer holds a full tree: deleted files are really removed
 
 export type BranchMode = 'rw' | 'ro' | 'ro+wh';
 
@@ -21,23 +18,6 @@ export interface Branch {
   /** The layer this branch belongs to. */
   layer: string;
   mode: BranchMode;
-}
-
-export type ChangeKind = 'A' | 'C' | 'D';
-
-/** One entry of a change list. `path` is absolute inside the layer ("/etc/passwd"). */
-export interface Change {
-  path: string;
-  kind: ChangeKind;
-}
-
-export interface ApplyResult {
-  /** Bytes of file content the layer tar carried (Docker's ApplyDiff size). */
-  size: number;
-  /** "sha256:<hex>" of the uncompressed tar stream. */
-  diffId: string;
-  /** Number of tar entries read. */
-  entries: number;
 }
 
 /** What applyDiff passes on to the tar engine (applyLayer), whatever the driver. */

@@ -4,7 +4,7 @@
  * before they pick a mount strategy, and `unionctl info` reports them.
  */
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { DT, FSCONFIG, SC_PAGESIZE, closeFd, ficlone, fsconfig, fsmount, fsopen, readdirTypes, statfs, sysconf } from './syscalls.js';
 import { readMountInfo } from './mountinfo.js';
 import type { MountInfo } from './mountinfo.js';
@@ -218,4 +218,11 @@ export function processUmask(): number {
     }
     return 0o777; // unknown: assume everything may be masked, so modes are always set explicitly
   });
+}
+
+/** The home if it exists, else its nearest existing ancestor (where the home will be created). */
+export function existingDirFor(path: string): string {
+  let dir = path;
+  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
 }

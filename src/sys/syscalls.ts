@@ -12,11 +12,17 @@ import type koffiModule from 'koffi';
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import { SysCallError } from '../errors.js';
-import type { Timespec } from '../archive/types.js';
 
 // ---- constants (values from the kernel's uapi headers) -----------------------------------
 
 /** mount(2) flags. */
+
+/** seconds + nanoseconds since the epoch (the kernel's struct timespec). */
+export interface Timespec {
+  sec: number;
+  nsec: number;
+}
+
 export const MS = {
   RDONLY: 0x1,
   NOSUID: 0x2,

@@ -26,7 +26,7 @@ import { after, before, describe, it } from 'node:test';
 import { AufsDriver } from '../../src/drivers/aufs/index.js';
 import { OverlayDriver } from '../../src/drivers/overlay/index.js';
 import { treeList, REPO } from '../conformance/inspect.js';
-import { dockerdAvailable, startDockerd, type Dockerd } from '../helpers/dockerd.js';
+import { dockerdAvailable, startDockerd, type Dockerd } from '../../bench/peers/dockerd.js';
 import { mountsBelow } from '../helpers/mounts.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 

@@ -1,6 +1,6 @@
 /**
  * Interop: archives written by `unionctl save` load into Docker 20.10 (a private dockerd,
- * test/helpers/dockerd.ts) and podman (a private store, test/helpers/podman.ts), and skopeo reads
+ * bench/peers/dockerd.ts) and podman (a private store, bench/peers/podman.ts), and skopeo reads
  * them; what those tools save loads into unionctl. The image id and every diff ID must survive,
  * which Docker and podman check themselves: they hash each layer tar and compare it with the config.
  */
@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { dockerdAvailable, startDockerd, type Dockerd } from '../helpers/dockerd.js';
+import { dockerdAvailable, startDockerd, type Dockerd } from '../../bench/peers/dockerd.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
-import { podmanAvailable, startPodman, type Podman } from '../helpers/podman.js';
+import { podmanAvailable, startPodman, type Podman } from '../../bench/peers/podman.js';
 import { DIFF_IDS, DOCKER_IMAGE_ID, EXPECTED_TREE, ok, SAMPLE_DOCKER, treeList, unionctl } from './images-helpers.js';
 
 let scratchFs: Scratch;

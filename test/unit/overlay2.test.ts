@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { isLinkId, newLinkId, Overlay2Layout } from '../../src/drivers/overlay2/layout.js';
-import { chooseMountMethod, overlayMountData, type MountSettings, type UnionPaths } from '../../src/drivers/overlay2/mount.js';
+import { chooseMountMethod, overlayMountData, type MountSettings, type UnionPaths } from '../../src/drivers/overlayfs/mount.js';
 import { parseByteSize, parseDriverOptions, parseLayerOptions } from '../../src/drivers/overlay2/options.js';
 
 const settings: MountSettings = { indexOff: true, userxattr: false, pageSize: 4096, newMountApi: true };

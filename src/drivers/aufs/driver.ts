@@ -37,8 +37,7 @@ import type {
 import { NaiveDiff } from '../../graph/naive-diff.js';
 import { MountRefs } from '../../graph/refcount.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { backingFs, findMount, hasFilesystem, mount, pageSize, umount2, type MountInfo } from '../../sys/index.js';
-import { existingDirFor } from '../overlay2/features.js';
+import { backingFs, existingDirFor, findMount, hasFilesystem, mount, pageSize, umount2, type MountInfo } from '../../sys/index.js';
 import {
   findFuseProcess,
   FUSE_FSTYPE,

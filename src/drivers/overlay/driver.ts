@@ -37,6 +37,7 @@ import {
   backingFs,
   findMount,
   inUserNamespace,
+  existingDirFor,
   mkdirWithMode,
   MNT_DETACH,
   overlayModuleParams,
@@ -45,8 +46,8 @@ import {
   supportsDType,
   umount2,
 } from '../../sys/index.js';
-import { existingDirFor, overlay2UnsupportedReason } from '../overlay2/features.js';
-import { mountUnion, type MountSettings } from '../overlay2/mount.js';
+import { mountUnion, type MountSettings } from '../overlayfs/mount.js';
+import { overlayUnsupportedReason } from '../overlayfs/support.js';
 import { countFarmInodes } from './farm.js';
 import { isDir, MERGED, OverlayLayout, ROOT, TMP_ROOT_PREFIX, UPPER, WORK } from './layout.js';
 
@@ -63,11 +64,6 @@ function removeMountPoint(dir: string): void {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
-}
-
-export function overlayUnsupportedReason(home: string): string | undefined {
-  // The same needs as overlay2: the kernel's overlayfs, a backing fs with d_type that is not overlay itself.
-  return overlay2UnsupportedReason(home);
 }
 
 export class OverlayDriver implements Driver {

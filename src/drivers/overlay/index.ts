@@ -2,7 +2,8 @@
  * The overlay (v1) driver's registry entry (src/drivers/index.ts lists it).
  */
 import type { DriverEntry } from '../../graph/registry.js';
-import { OVERLAY_OPTION_KEYS, OverlayDriver, overlayUnsupportedReason } from './driver.js';
+import { overlayUnsupportedReason } from '../overlayfs/support.js';
+import { OVERLAY_OPTION_KEYS, OverlayDriver } from './driver.js';
 
 export { OverlayDriver } from './driver.js';
 

@@ -28,7 +28,7 @@ import { findMount, mkdirWithMode, MNT_DETACH, readMountInfo, statfs, umount2, w
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
-import { mountUnion, type UnionPaths } from './mount.js';
+import { mountUnion, type UnionPaths } from '../overlayfs/mount.js';
 import { parseDriverOptions, parseLayerOptions, type DriverOptions } from './options.js';
 import { assertQuotaSupported, limitLayerDir } from './quota.js';
 

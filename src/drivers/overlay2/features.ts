@@ -1,8 +1,6 @@
 /**
  * What overlay2 needs from the kernel and the backing filesystem, probed once per driver.
  */
-import { existsSync } from 'node:fs';
-import { dirname } from 'node:path';
 import {
   backingFs,
   inUserNamespace,
@@ -10,10 +8,11 @@ import {
   overlayLowerdirPlusSupported,
   overlayMaxLowerLayers,
   overlayModuleParams,
-  overlaySupported,
   pageSize,
   supportsDType,
+  existingDirFor,
 } from '../../sys/index.js';
+import { overlayUnsupportedReason } from '../overlayfs/support.js';
 
 /** Docker's cap: 128 lowers fit one page of relative l/ paths. */
 export const LEGACY_MAX_DEPTH = 128;
@@ -36,25 +35,8 @@ export interface Overlay2Features {
   pageSize: number;
 }
 
-/** The home if it exists, else its nearest existing ancestor (where the home will be created). */
-export function existingDirFor(path: string): string {
-  let dir = path;
-  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
-  return dir;
-}
-
-/** Why overlay2 cannot keep a store under `home`, or undefined when it can. */
-export function overlay2UnsupportedReason(home: string): string | undefined {
-  if (!overlaySupported()) return 'the kernel has no overlay filesystem (not in /proc/filesystems; try modprobe overlay)';
-  const dir = existingDirFor(home);
-  const fs = backingFs(dir);
-  if (fs === 'overlayfs' || fs === 'overlay') return `${dir} is itself on overlayfs, which cannot be an upper layer of another overlay`;
-  if (!supportsDType(dir)) return `${dir} is on ${fs} without d_type support (for xfs: mkfs.xfs -n ftype=1)`;
-  return undefined;
-}
-
 export function probeOverlay2(home: string): Overlay2Features {
-  const unsupportedReason = overlay2UnsupportedReason(home);
+  const unsupportedReason = overlayUnsupportedReason(home);
   const dir = existingDirFor(home);
   const params = overlayModuleParams();
   const userxattr = inUserNamespace();

@@ -3,7 +3,7 @@
  */
 import type { DriverEntry } from '../../graph/registry.js';
 import { Overlay2Driver } from './driver.js';
-import { overlay2UnsupportedReason } from './features.js';
+import { overlayUnsupportedReason } from '../overlayfs/support.js';
 import { DRIVER_OPTION_KEYS } from './options.js';
 
 export { Overlay2Driver } from './driver.js';
@@ -11,6 +11,6 @@ export { Overlay2Driver } from './driver.js';
 export const overlay2Entry: DriverEntry = {
   name: 'overlay2',
   create: (init) => Overlay2Driver.open(init),
-  unsupportedReason: (home) => overlay2UnsupportedReason(home),
+  unsupportedReason: (home) => overlayUnsupportedReason(home),
   optionKeys: [...DRIVER_OPTION_KEYS],
 };

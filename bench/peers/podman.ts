@@ -14,7 +14,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { unmountAllBelow } from './mounts.js';
+import { unmountAllBelow } from './mount-table.js';
 
 export const PODMAN = '/usr/bin/podman';
 

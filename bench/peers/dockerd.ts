@@ -23,7 +23,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { unmountAllBelow } from './mounts.js';
+import { unmountAllBelow } from './mount-table.js';
 
 export const DOCKERD = '/usr/sbin/dockerd';
 export const DOCKER_CLI = '/usr/bin/docker';
