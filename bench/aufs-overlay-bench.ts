@@ -20,7 +20,7 @@ import { appendFileSync, chmodSync, closeSync, mkdirSync, openSync, readFileSync
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openStore, type LayerStore } from '../src/graph/store.js';
+import { openStore, type LayerStore } from '../src/index.js';
 import { time } from './measure.js';
 import { makeBenchFs, settle, type BenchFsType } from './scratch-fs.js';
 import { formatRatio, formatSeconds, summarize, type Summary } from './stats.js';

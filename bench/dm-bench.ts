@@ -14,9 +14,9 @@
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import '../src/drivers/index.js';
+import '../src/index.js'; // the composition root registers the built-in drivers
 import type { Driver } from '../src/graph/driver.js';
-import { openStore, type LayerStore } from '../src/graph/store.js';
+import { openStore, type LayerStore } from '../src/index.js';
 import { packTree, writeSyntheticTree, type SyntheticShape } from './synthetic-layer.js';
 
 /** Reports go to bench/reports of the project the benchmark is run from (the VM's cwd is the project). */

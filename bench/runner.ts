@@ -11,7 +11,7 @@ import { rmSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import '../src/drivers/index.js'; // registers the built-in drivers
+import '../src/index.js'; // the composition root registers the built-in drivers
 import { UnionctlError } from '../src/errors.js';
 import { driverNames, lookupDriver } from '../src/graph/registry.js';
 import {

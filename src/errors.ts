@@ -77,9 +77,14 @@ export class TarFormatError extends UnionctlError {
 
 const LAYER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
-/** Throws INVALID_ID unless `id` is a safe layer id (it becomes a directory name). */
+/** A safe layer id: 1–128 characters of [A-Za-z0-9_.-], starting with a letter or digit (it becomes a directory name). */
+export function isValidId(id: unknown): id is string {
+  return typeof id === 'string' && LAYER_ID.test(id) && id.length <= 128;
+}
+
+/** Throws INVALID_ID unless `id` is a safe layer id. */
 export function assertValidId(id: string, what = 'layer id'): void {
-  if (typeof id !== 'string' || !LAYER_ID.test(id) || id.length > 128) {
+  if (!isValidId(id)) {
     throw new UnionctlError('INVALID_ID', `invalid ${what} ${JSON.stringify(id)}`, {
       hint: 'ids are 1-128 characters of [A-Za-z0-9_.-] and start with a letter or digit',
     });

@@ -5,11 +5,29 @@
  * needs; the driver interface and registry are for writing drivers; the archive and sys pieces
  * are the building blocks the drivers use (tar in and out, change detection, mount table, kernel
  * feature probes), exported for tools that want them on their own.
+ *
+ * It is also the composition root: importing it registers the built-in drivers and the image
+ * records' store extension (remove guards, recovery of interrupted loads), which the layers
+ * below (graph/) know nothing about.
  */
+import { registerBuiltinDrivers } from './drivers/index.js';
+import { registerStoreExtension } from './graph/store.js';
+import { imageStoreExtension } from './image/index.js';
+
+registerBuiltinDrivers();
+registerStoreExtension(imageStoreExtension);
 
 // The layer store
-export { openStore, LayerStore, DEFAULT_STORE_ROOT, chainIdOf } from './graph/store.js';
-export type { StoreOptions, StoreInfo, LayerRecord, ImportOptions, CreateLayerOptions } from './graph/store.js';
+export { openStore, LayerStore, StoreTx, DEFAULT_STORE_ROOT, chainIdOf, registerStoreExtension } from './graph/store.js';
+export type {
+  StoreOptions,
+  StoreInfo,
+  LayerRecord,
+  StoredRecord,
+  StoreExtension,
+  ImportOptions,
+  CreateLayerOptions,
+} from './graph/store.js';
 
 // Images: docker save / OCI archives in and out, image records beside the layers
 export { loadImages, saveImages, listImages, getImage, removeImage, resolveLayerRef, MEDIA } from './image/index.js';
@@ -46,9 +64,16 @@ export type {
   ApplyResult,
   CreateOpts,
   GetOpts,
+  PutOpts,
+  RemoveOpts,
+  References,
 } from './graph/driver.js';
+export { GraphDriver } from './graph/graph-driver.js';
+export { MountLifecycle } from './graph/mounts.js';
+export type { Mounter } from './graph/mounts.js';
 export { registerDriver, driverNames, lookupDriver, selectDriver, parseStorageOpts, splitStorageOpts } from './graph/registry.js';
 export type { DriverEntry } from './graph/registry.js';
+export { builtinDrivers, registerBuiltinDrivers } from './drivers/index.js';
 export { VfsDriver, vfsEntry } from './drivers/vfs/index.js';
 export { Overlay2Driver, overlay2Entry } from './drivers/overlay2/index.js';
 export { NaiveDiff } from './graph/naive-diff.js';

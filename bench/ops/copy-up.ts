@@ -9,7 +9,7 @@
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { UnionPaths } from '../../src/drivers/overlayfs/mount.js';
-import { openStore, type LayerStore } from '../../src/graph/store.js';
+import { openStore, type LayerStore } from '../../src/index.js';
 import { freshDir, unionctlSubject, type BenchContext } from '../context.js';
 import { time } from '../measure.js';
 import { bareOverlayMounter, bareUnmount, fuseOverlayMount, fuseUnmount } from '../peers/kernel-overlay.js';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { NaiveDiff } from '../../src/graph/naive-diff.js';
-import { openStore, type LayerStore } from '../../src/graph/store.js';
+import { openStore, type LayerStore } from '../../src/index.js';
 import { freshDir, unionctlSubject, type BenchContext } from '../context.js';
 import { timeRuns } from '../measure.js';
 import { tarCreate } from '../peers/gnu-tar.js';

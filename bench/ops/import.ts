@@ -10,7 +10,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { openStore } from '../../src/graph/store.js';
+import { openStore } from '../../src/index.js';
 import { freshDir, unionctlSubject, type BenchContext } from '../context.js';
 import { sha256File } from '../image-archive.js';
 import { sh, time } from '../measure.js';

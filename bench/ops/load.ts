@@ -5,7 +5,7 @@
  * archive's layer tars one after the other into one directory.
  */
 import { rmSync } from 'node:fs';
-import { openStore } from '../../src/graph/store.js';
+import { openStore } from '../../src/index.js';
 import { freshDir, unionctlSubject, type BenchContext } from '../context.js';
 import type { ImageArchive } from '../image-archive.js';
 import { sh, time } from '../measure.js';

@@ -9,7 +9,7 @@
 import { existsSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { UnionPaths } from '../../src/drivers/overlayfs/mount.js';
-import { openStore, type LayerStore } from '../../src/graph/store.js';
+import { openStore, type LayerStore } from '../../src/index.js';
 import { freshDir, unionctlSubject, type BenchContext } from '../context.js';
 import { time } from '../measure.js';
 import { bareOverlayMounter, bareUnmount, fuseOverlayMount, fuseUnmount, overlay2LowersOf } from '../peers/kernel-overlay.js';

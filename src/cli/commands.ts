@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
 import { UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
-import { openStore, type LayerRecord, type LayerStore } from '../graph/store.js';
+import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { addImageCommands } from './image-commands.js';
 import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';

@@ -1,14 +1,9 @@
 import type { Readable } from 'node:stream';
 import type { TarTap } from '../archive/tar-reader.js';
 import type { ApplyResult, Change, ChangeKind, WhiteoutFormat } from '../archive/types.js';
+import type { References } from './mounts.js';
 
-export type { ApplyResult, Change, ChangeKind, WhiteoutFormat };
-
-/**
- * The Driver interface, modelled on Docker's graphdriver (see DESIGN.md §2). A driver stores layers
- * under its home directory and knows how to mount a layer's merged view. It does not know about
- * parent/child bookkeeping, digests or locking: the LayerStore (store.ts) does that on top.
- */
+export type { ApplyResult, Change, ChangeKind, References, WhiteoutFormat };
 
 export type BranchMode = 'rw' | 'ro' | 'ro+wh';
 
@@ -37,6 +32,21 @@ export interface CreateOpts {
 export interface GetOpts {
   /** SELinux context label for the mount (context="…"). */
   mountLabel?: string;
+  /** The reference outlives this process (`unionctl mount`): only a persistent put gives it back. */
+  persistent?: boolean;
+}
+
+export interface RemoveOpts {
+  /**
+   * First unmount whatever of the layer is mounted and drop all its references: only for a layer
+   * nobody can be using (rolling back a creation whose process died).
+   */
+  force?: boolean;
+}
+
+export interface PutOpts {
+  /** Give back a persistent reference (`unionctl umount`) rather than one of this process. */
+  persistent?: boolean;
 }
 
 /** What a driver can and cannot do, for the store and `unionctl info`. */
@@ -48,46 +58,107 @@ export interface DriverCapabilities {
   maxDepth: number;
 }
 
+/**
+ * A storage driver, modelled on Docker's graphdriver (DESIGN.md §2): it stores layers under its
+ * home directory, in the on-disk format of the Docker driver of the same name, and mounts a
+ * layer's merged view. Parents, digests, image records and the store's locking are the
+ * LayerStore's business (store.ts), not the driver's.
+ *
+ * The contract, for every driver (test/conformance checks each sentence against each driver):
+ * - Ids: every method that takes an id refuses one that is not 1–128 characters of
+ *   [A-Za-z0-9_.-] starting with a letter or digit, or that the driver's format reserves
+ *   (devicemapper's "base"), with INVALID_ID, before doing anything.
+ * - Errors are UnionctlErrors with the codes named below; a refused call changes nothing.
+ *   SYSCALL is the kernel refusing something (a mount, a mknod), with its errno.
+ * - Concurrency: any method may run at the same time as any other, in this process and in
+ *   others, on the same layer or on different ones. get, put and remove of one layer are
+ *   serialised by that layer's lock (mounts.ts); different layers do not wait for each other.
+ */
 export interface Driver {
   readonly name: string;
   /** The driver's home directory, <root>/<name>. */
   readonly home: string;
+  /** The driver's format and limits; the same on every call. */
   capabilities(): DriverCapabilities;
-  /** Empty image (read-only) layer on top of parent. */
+  /**
+   * Makes an empty image layer on top of `parent` (whose files then show through it).
+   * Refuses: EXISTS (the id already has storage here, even half-made), NOT_FOUND (`parent` has
+   * none), BAD_OPTION (any per-layer storage option: those are for writable layers), UNSUPPORTED
+   * (`parent` already has capabilities().maxDepth ancestors). A failed create leaves nothing.
+   */
   create(id: string, parent?: string, opts?: CreateOpts): Promise<void>;
-  /** Empty writable layer on top of parent. Only here are per-layer storage options accepted. */
+  /**
+   * As create, for a writable layer (a container's, an `-init` layer). Per-layer storage options
+   * the driver knows are accepted only here (overlay2 `size`, devicemapper `size`); an unknown
+   * key is BAD_OPTION.
+   */
   createReadWrite(id: string, parent?: string, opts?: CreateOpts): Promise<void>;
-  /** Delete the layer's storage. The caller makes sure it is not mounted and has no children. */
-  remove(id: string): Promise<void>;
-  /** Mount the merged view if needed (reference-counted across processes) and return its path. */
+  /**
+   * Deletes the layer's storage. Refuses IN_USE (naming the holders) while the layer has a
+   * reference from any process or its union is mounted; nothing is deleted then. Idempotent: a
+   * layer with no storage, or half-made storage (a create that crashed), is removed without
+   * complaint. Children are not looked for: the store never removes a layer that has some.
+   * With `force`, whatever is mounted or referenced is released first (see RemoveOpts).
+   */
+  remove(id: string, opts?: RemoveOpts): Promise<void>;
+  /**
+   * Returns the path of the layer's merged view (its files over its ancestors', whiteouts
+   * applied) and takes one reference: of this process (dropped if the process dies), or
+   * persistent with `persistent: true`. The first reference mounts the union; one already mounted
+   * (by another process, or left by an earlier one) is adopted, never mounted twice, and every
+   * caller gets the same path. Refuses: NOT_FOUND (no storage), SYSCALL (the mount failed:
+   * nothing is counted and no mount point is left).
+   */
   get(id: string, opts?: GetOpts): Promise<string>;
-  /** Release one get; unmount at zero. */
-  put(id: string): Promise<void>;
+  /**
+   * Gives back one reference of the kind given. The last one unmounts the union (overlay and
+   * overlay2 also remove the mount point). Refuses USAGE when there is no reference of that kind
+   * (this process's, or persistent) to give back; nothing changes then.
+   */
+  put(id: string, opts?: PutOpts): Promise<void>;
+  /** The live references to the layer, a snapshot (all zero for a layer nobody holds or that does not exist). */
+  references(id: string): References;
+  /** True when the driver has storage for `id`, complete or half-made. */
   exists(id: string): Promise<boolean>;
-  /** Ordered [key, value] pairs as Docker names them. */
+  /** Ordered [key, value] pairs as Docker names them, then the driver's own. */
   status(): Promise<Array<[string, string]>>;
+  /** Where the layer's parts are (Docker's keys: LowerDir, UpperDir, WorkDir, MergedDir; DeviceId…). NOT_FOUND for no storage. */
   metadata(id: string): Promise<Record<string, string>>;
-  /** rw/ro state of every branch of the layer's union, top first, read from the kernel where it says it. */
+  /** rw/ro state of every branch of the layer's union, top first, read from the kernel where it says it. NOT_FOUND for no storage. */
   branches(id: string): Promise<Branch[]>;
   /**
-   * Extract an uncompressed (or gzip/zstd: sniffed) layer tar into the layer. `tar` is a stream or
-   * the path of a file (read straight into the tar engine's buffers: the fast way in).
+   * Extracts a layer tar (plain, gzip or zstd: sniffed; a stream, or the path of a file — read
+   * straight into the tar engine's buffers, the fast way in) into a layer just created on
+   * `parent`, converting whiteouts to the driver's format. Refuses: NOT_FOUND, IN_USE (the layer
+   * has references or is mounted), BAD_TAR and UNSAFE_ENTRY naming the entry — nothing is ever
+   * written outside the layer. After a failure the layer's content is undefined: remove it.
    */
   applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts?: ApplyDiffOpts): Promise<ApplyResult>;
-  /** The layer's changes against parent as an OCI layer tar. */
+  /**
+   * The layer's changes against `parent` (any layer, or none: the whole view) as an OCI layer tar,
+   * whiteouts as `.wh.` entries. The views it reads stay referenced until the stream has ended,
+   * failed or been destroyed, and not after. NOT_FOUND for no storage.
+   */
   diff(id: string, parent?: string): Promise<Readable>;
+  /** The change list (Docker's rules, sorted by path) against `parent`; nothing stays referenced. NOT_FOUND. */
   changes(id: string, parent?: string): Promise<Change[]>;
+  /** Bytes the layer adds against `parent` (Docker's DiffSize); nothing stays referenced. NOT_FOUND. */
   diffSize(id: string, parent?: string): Promise<number>;
-  /** Unmount everything this driver mounted, release pools and loop devices. */
+  /**
+   * Unmounts every union of this driver, drops every reference (persistent ones too) and
+   * releases pools and loop devices. Idempotent; the driver stays usable after it.
+   */
   cleanup(): Promise<void>;
 }
 
 /** What the store hands a driver constructor. */
 export interface DriverInit {
-  /** <root>/<driver name> */
+  /** <root>/<driver name>: the Docker-identical home. */
   home: string;
   /** Store root. */
   root: string;
+  /** <root>/driver-state/<driver name>: the driver's own bookkeeping (mount references, locks), outside the home. */
+  stateDir: string;
   /** Driver-wide storage options (already split into key/value; unknown keys must be refused). */
   options: Record<string, string>;
 }

@@ -3,28 +3,29 @@
  * concurrent callers inside one process wait their turn instead of all polling the kernel.
  *
  * flock is tied to the open file description, so the kernel drops the lock when the holder dies
- * (SIGKILL, crash): a lock can never be left behind by a dead process. The lock file itself stays
- * on disk on purpose — deleting it while another process waits on the old inode would let two
- * processes "hold" the same path.
+ * (SIGKILL, crash): a lock can never be left behind by a dead process.
  *
- * Reentrancy: a call made from inside `fn` (or from anything `fn` starts asynchronously) on the
- * same path runs straight away, it does not wait for itself. AsyncLocalStorage carries the set of
- * paths the current async context holds.
+ * Not reentrant, on purpose: every call is its own critical section, whatever async context it is
+ * made from, so two tasks can never be inside one lock at the same time. A call made from inside
+ * `fn` on the same path waits for `fn` to end — if `fn` awaits it, that is a deadlock, which ends
+ * with LOCKED after the timeout. Code that needs the lock says so in its types instead (the store's
+ * transaction handle, see store.ts).
+ *
+ * A lock file may be deleted while it is held (removeHeldLockFile): a waiter that then gets the
+ * flock on the deleted inode notices (the path names another inode, or none) and starts over on
+ * the new file, so two processes never both "hold" one path.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UnionctlError } from '../errors.js';
-import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../sys/index.js';
+import { describeProcess, flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../sys/index.js';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 /** Poll interval bounds while another process holds the lock. */
 const FIRST_POLL_MS = 2;
 const MAX_POLL_MS = 100;
 
-/** Paths (resolved) the current async context holds. */
-const held = new AsyncLocalStorage<ReadonlySet<string>>();
 /** Per path: the promise the next in-process caller must wait for. */
 const queueTails = new Map<string, Promise<void>>();
 
@@ -33,26 +34,33 @@ export interface FileLockOptions {
   timeoutMs?: number;
 }
 
-/** Runs `fn` while holding the exclusive lock on `lockPath` (created, with its directory, if missing). */
+/**
+ * Runs `fn` while holding the exclusive lock on `lockPath` (created, with its directory, if
+ * missing) and returns what it returns. Throws LOCKED (naming the holder where /proc/locks tells)
+ * when the lock is not free within the timeout; the lock is released however `fn` ends.
+ */
 export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, opts: FileLockOptions = {}): Promise<T> {
   const key = resolve(lockPath);
-  const mine = held.getStore();
-  if (mine?.has(key)) return fn();
-
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const releaseTurn = await waitForTurn(key, deadline);
   try {
     const fd = await lockFile(key, deadline);
     try {
-      const nowHeld = new Set(mine ?? []);
-      nowHeld.add(key);
-      return await held.run(nowHeld, fn);
+      return await fn();
     } finally {
       unlockFile(fd);
     }
   } finally {
     releaseTurn();
   }
+}
+
+/**
+ * Deletes the lock file of a lock the caller holds (e.g. the per-layer lock of a layer being
+ * removed). Waiters notice and lock the path afresh.
+ */
+export function removeHeldLockFile(lockPath: string): void {
+  rmSync(resolve(lockPath), { force: true });
 }
 
 /**
@@ -103,27 +111,44 @@ function openLockFile(key: string): number {
 
 function isWouldBlock(e: unknown): boolean {
   const errno = (e as { errno?: unknown }).errno;
-  return errno === 'EAGAIN' || errno === 'EWOULDBLOCK';
+  return errno === 'EAGAIN' || errno === 'EWOULDBLOCK' || errno === 'EINTR';
+}
+
+/** The locked fd still names the file at `key` (it was not deleted, or replaced, meanwhile). */
+function stillAtPath(fd: number, key: string): boolean {
+  const held = fstatSync(fd);
+  const now = statSync(key, { throwIfNoEntry: false });
+  return now !== undefined && now.ino === held.ino && now.dev === held.dev;
 }
 
 /** Takes the flock, polling with backoff (a blocking flock would block the event loop). */
 async function lockFile(key: string, deadline: number): Promise<number> {
-  const fd = openLockFile(key);
   let pause = FIRST_POLL_MS;
-  try {
-    for (;;) {
-      try {
-        flock(fd, LOCK_EX | LOCK_NB);
-        return fd;
-      } catch (e) {
-        if (!isWouldBlock(e) && (e as { errno?: unknown }).errno !== 'EINTR') throw e;
+  for (;;) {
+    const fd = openLockFile(key);
+    try {
+      if (tryLock(fd)) {
+        if (stillAtPath(fd, key)) return fd;
+        closeSync(fd); // we locked a file someone deleted: start over on the new one
+        continue;
       }
       if (Date.now() >= deadline) throw lockedError(key, describeHolder(fd));
-      await sleep(Math.min(pause, Math.max(1, deadline - Date.now())));
-      pause = Math.min(pause * 2, MAX_POLL_MS);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
     }
-  } catch (e) {
     closeSync(fd);
+    await sleep(Math.min(pause, Math.max(1, deadline - Date.now())));
+    pause = Math.min(pause * 2, MAX_POLL_MS);
+  }
+}
+
+function tryLock(fd: number): boolean {
+  try {
+    flock(fd, LOCK_EX | LOCK_NB);
+    return true;
+  } catch (e) {
+    if (isWouldBlock(e)) return false;
     throw e;
   }
 }
@@ -155,21 +180,11 @@ function describeHolder(fd: number): string | undefined {
       const f = line.trim().split(/\s+/);
       if (f[1] !== 'FLOCK' || f[3] !== 'WRITE') continue;
       const [maj, min, ino] = (f[5] ?? '').split(':');
-      if (Number(ino) !== st.ino || parseInt(maj, 16) !== major || parseInt(min, 16) !== minor) continue;
-      const pid = Number(f[4]);
-      return `held by process ${pid}${commandOf(pid)}`;
+      if (Number(ino) !== st.ino || parseInt(maj ?? '', 16) !== major || parseInt(min ?? '', 16) !== minor) continue;
+      return `held by process ${describeProcess(Number(f[4]))}`;
     }
   } catch {
     /* no /proc: say nothing rather than guess */
   }
   return undefined;
-}
-
-function commandOf(pid: number): string {
-  try {
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-    return argv.length > 0 ? ` (${argv.join(' ').slice(0, 200)})` : '';
-  } catch {
-    return '';
-  }
 }

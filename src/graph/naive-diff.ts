@@ -4,7 +4,7 @@
  * differs. Slower than reading a driver's own upper dir, but right for every driver.
  */
 import { lstatSync } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { applyLayer } from '../archive/apply.js';
 import { changesBetween } from '../archive/changes.js';
 import { exportChanges } from '../archive/export.js';
@@ -37,8 +37,9 @@ export class NaiveDiff {
   }
 
   /**
-   * The layer's changes against `parent` as a layer tar. Both views stay taken until the stream
-   * has ended, failed or been destroyed: the tar is read from them lazily.
+   * The layer's changes against `parent` as a layer tar. Both views stay taken while the tar is
+   * read from them (lazily) and are given back before the stream ends, or when it fails or is
+   * destroyed: a caller that has seen 'end' can remove the layers at once.
    */
   async diff(id: string, parent?: string): Promise<Readable> {
     const views = await this.takeViews(id, parent);
@@ -50,18 +51,15 @@ export class NaiveDiff {
       await views.release();
       throw e;
     }
-    let released = false;
-    const releaseOnce = () => {
-      if (released) return;
-      released = true;
-      // The stream is over by now, so there is no one left to hand an error to but the process.
-      views
-        .release()
-        .catch((e: unknown) => process.emitWarning(`unionctl: releasing the views of layer ${id} failed: ${(e as Error).message}`));
-    };
-    // 'close' comes after 'end', after 'error' and after destroy() (autoDestroy is the default).
-    stream.once('close', releaseOnce);
-    return stream;
+    let released: Promise<void> | undefined;
+    const release = () => (released ??= releaseViews(views, id));
+    const out = Readable.from(drainThenRelease(stream, release), { objectMode: false });
+    // Destroyed before it was read to the end (or before it was read at all): give back now.
+    out.once('close', () => {
+      stream.destroy();
+      void release();
+    });
+    return out;
   }
 
   async changes(id: string, parent?: string): Promise<Change[]> {
@@ -116,5 +114,20 @@ export class NaiveDiff {
         }
       },
     };
+  }
+}
+
+/** The stream's chunks; once it is drained the views are given back, before the caller sees 'end'. */
+async function* drainThenRelease(stream: Readable, release: () => Promise<void>): AsyncGenerator<Buffer, void, undefined> {
+  for await (const chunk of stream) yield chunk as Buffer;
+  await release();
+}
+
+/** Gives the views back; a failure is reported, not turned into a failed diff: the data went out whole. */
+async function releaseViews(views: Views, id: string): Promise<void> {
+  try {
+    await views.release();
+  } catch (e) {
+    process.emitWarning(`unionctl: releasing the views of layer ${id} failed: ${(e as Error).message}`);
   }
 }

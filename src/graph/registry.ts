@@ -1,6 +1,6 @@
 /**
- * The driver registry: every driver registers one DriverEntry (src/drivers/index.ts registers the
- * built-in ones), the store looks drivers up by name or lets selectDriver pick one, and
+ * The driver registry: every driver registers one DriverEntry (the composition root, src/index.ts,
+ * registers the built-in ones), the store looks drivers up by name or lets selectDriver pick one, and
  * parseStorageOpts turns `--storage-opt key=value` lists into checked maps.
  */
 import { readdirSync } from 'node:fs';
@@ -25,7 +25,9 @@ const entries = new Map<string, DriverEntry>();
  */
 const AUTO_PRIORITY = ['overlay2', 'vfs'];
 
+/** Adds a driver. Registering the same entry again does nothing; another entry under a taken name is a bug. */
 export function registerDriver(e: DriverEntry): void {
+  if (entries.get(e.name) === e) return;
   if (entries.has(e.name)) throw new Error(`storage driver ${e.name} is registered twice`);
   entries.set(e.name, e);
 }

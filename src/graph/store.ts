@@ -1,45 +1,48 @@
 /**
  * The layer store: the graph of layers (ids, parents, digests, sizes) on top of one storage
- * driver. The driver keeps the files; the store keeps the bookkeeping, the locking and the crash
- * safety, the same for every driver.
+ * driver. The driver keeps the files and the mount references; the store keeps the records, the
+ * transactions and the crash safety, the same for every driver.
  *
  * On disk, under the store root:
- *   layerdb/<id>.json   one record per layer (written to a temp file, fsynced, renamed over)
+ *   layerdb/<id>.json   one record per layer
  *   layerdb/<id>.tar-split.gz  for an imported layer: what rebuilds its tar byte for byte
  *                       (src/archive/tar-split.ts), written before the record is "complete"
- *   images/             image records and load journals (src/image/records.ts)
- *   store.lock          flock that serialises every change to the records, between processes
- *   mounts/             store-level mount counts (MountRefs): `unionctl mount` in one process,
- *                       `unionctl umount` in another; a layer with a count cannot be removed
- *   <driver>/           the driver's home
+ *   images/             image records and load journals (src/image/records.ts, through transactions)
+ *   journal/            transactions being committed (transaction.ts)
+ *   store.lock          the transaction lock (flock), between processes
+ *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks
+ *   <driver>/           the driver's home, exactly as Docker's driver of that name lays it out
+ *
+ * Transactions. Every change to the records runs in `store.transaction(async (tx) => …)`: under
+ * the store lock, all-or-nothing (a body that throws changes nothing; a crash mid-commit is
+ * finished by the next transaction). Code that needs the lock takes a StoreTx parameter: that is
+ * how it says so. The lock is never held for slow work: deleting a layer's files, applying a tar,
+ * mounting. Those run outside, between two transactions, with the record saying where they are
+ * (containerd's overlay snapshotter works the same way). Readers (list, layer, …) take no lock:
+ * every file is replaced atomically, so they see it before or after a change, never half.
  *
  * Crash safety. A record is written with state "creating" (and its owner process) BEFORE the
  * driver makes anything, and becomes "complete" only once the layer's content is all there; a
  * removal first marks the record "removing", then deletes the layer, then the record. So the
- * driver never holds a layer the records do not know about, and openStore can finish what a dead
- * process left: a "creating" record whose owner is gone is rolled back (driver.remove, which
- * tolerates half-made layers, then the record), a "removing" one is completed.
+ * driver never holds a layer the records do not know about, and openStore finishes what a dead
+ * process left: a "creating" record whose owner is gone is rolled back (driver.remove with force,
+ * which tolerates half-made layers, then the record), a "removing" one is completed.
  * A layer directory without a record is never swept: it cannot come from this store, and might be
  * someone else's data (a Docker home the store was pointed at).
  *
- * Locking. store.lock is held for each change to the records, not for the long part of an import
- * (copying the parent, applying the tar): imports run side by side, and `unionctl mount` does not
- * wait for a big import. What keeps that safe: the "creating" record exists from the start, so the
- * new layer's parent cannot be removed under it (HAS_CHILDREN) and its id cannot be taken twice.
+ * Extensions (image records, src/image/) plug in with registerStoreExtension: a guard that can
+ * keep a layer from being removed, and a recovery step run when a store is opened.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import '../drivers/index.js'; // registers the built-in drivers
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
-import { imagesUsingLayer, recoverInterruptedLoads } from '../image/records.js';
 import { assertValidId, UnionctlError } from '../errors.js';
-import { atomicTempPrefix, fsyncDir, writeFileAtomic } from '../sys/index.js';
-import type { ApplyResult, Branch, Change, Driver, DriverCapabilities } from './driver.js';
-import { withFileLock } from './lock.js';
-import { bootId, MountRefs } from './refcount.js';
+import { atomicTempPrefix, currentProcess, processAlive, type ProcessIdentity } from '../sys/index.js';
+import type { ApplyResult, Branch, Change, Driver, DriverCapabilities, References } from './driver.js';
 import { lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
+import { runTransaction, type FileTransaction } from './transaction.js';
 
 export const DEFAULT_STORE_ROOT = '/var/lib/unionctl';
 
@@ -96,39 +99,33 @@ export interface StoreInfo {
 
 type RecordState = 'creating' | 'complete' | 'removing';
 
-/** The process that is creating a layer; start time and boot id tell a live pid from a reused one. */
-export interface Owner {
-  pid: number;
-  start: string;
-  boot: string;
-}
+/** The process that is creating a layer. */
+export type Owner = ProcessIdentity;
 
 /** What layerdb/<id>.json holds. */
-interface StoredRecord extends LayerRecord {
+export interface StoredRecord extends LayerRecord {
   state: RecordState;
   owner?: Owner;
 }
 
-// ---- process liveness ------------------------------------------------------------------------
-
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or undefined if no such process. */
-function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) is in parentheses and may contain spaces: count after the last ")".
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
+/** What a store extension (src/image/) plugs in. */
+export interface StoreExtension {
+  name: string;
+  /**
+   * Why layer `id` must stay (e.g. "it belongs to image X"), read inside the removing transaction,
+   * or undefined when it may go. A reason refuses the removal with IN_USE.
+   */
+  removeGuard?(tx: StoreTx, id: string): { reason: string; hint: string } | undefined;
+  /** Runs when a store is opened, after the layer records are recovered, outside any transaction. */
+  recover?(store: LayerStore): Promise<void>;
 }
 
-export function currentOwner(): Owner {
-  return { pid: process.pid, start: processStartTime(process.pid) ?? '', boot: bootId() };
-}
+const extensions: StoreExtension[] = [];
 
-export function ownerAlive(owner: Owner | undefined): boolean {
-  if (owner === undefined || owner.boot !== bootId()) return false;
-  return processStartTime(owner.pid) === owner.start;
+/** Adds an extension to every store opened from now on (the composition root, src/index.ts, does this). */
+export function registerStoreExtension(ext: StoreExtension): void {
+  if (extensions.some((e) => e.name === ext.name)) return;
+  extensions.push(ext);
 }
 
 // ---- small helpers ---------------------------------------------------------------------------
@@ -153,6 +150,40 @@ function isMissing(e: unknown): boolean {
 function publicRecord(r: StoredRecord): LayerRecord {
   const { state: _state, owner: _owner, ...rest } = r;
   return rest;
+}
+
+const byAge = (a: LayerRecord, b: LayerRecord) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id);
+
+const LAYERDB = 'layerdb';
+const recordPath = (id: string) => `${LAYERDB}/${id}.json`;
+const tarSplitRelPath = (id: string) => `${LAYERDB}/${id}.tar-split.gz`;
+
+/** A record file's content, checked: a damaged one is CORRUPT naming the file, never an internal error. */
+function parseRecord(text: string, file: string, id: string): StoredRecord {
+  const corrupt = (why: string) =>
+    new UnionctlError('CORRUPT', `layer record ${file} ${why}`, {
+      hint: 'restore the file from a backup, or remove the layer record and its driver directory by hand',
+    });
+  let rec: Partial<StoredRecord>;
+  try {
+    rec = JSON.parse(text) as Partial<StoredRecord>;
+  } catch {
+    throw corrupt('is not valid JSON');
+  }
+  if (typeof rec !== 'object' || rec === null) throw corrupt('is not a JSON object');
+  if (rec.id !== id) throw corrupt(`is for layer ${JSON.stringify(rec.id)}`);
+  const optionalStrings = [rec.parent, rec.diffId, rec.chainId].every((v) => v === undefined || typeof v === 'string');
+  if (
+    !optionalStrings ||
+    typeof rec.size !== 'number' ||
+    typeof rec.created !== 'string' ||
+    typeof rec.driver !== 'string' ||
+    typeof rec.writable !== 'boolean' ||
+    !['creating', 'complete', 'removing'].includes(rec.state as string)
+  ) {
+    throw corrupt('does not hold a layer record ({id, size, created, driver, writable, state, …})');
+  }
+  return rec as StoredRecord;
 }
 
 /**
@@ -186,7 +217,7 @@ function recordedDrivers(root: string): Set<string> {
   const names = new Set<string>();
   let files: string[];
   try {
-    files = readdirSync(join(root, 'layerdb'));
+    files = readdirSync(join(root, LAYERDB));
   } catch (e) {
     if (isMissing(e)) return names;
     throw e;
@@ -194,7 +225,8 @@ function recordedDrivers(root: string): Set<string> {
   for (const f of files) {
     if (!f.endsWith('.json') || f.startsWith('.')) continue;
     try {
-      names.add((JSON.parse(readFileSync(join(root, 'layerdb', f), 'utf8')) as StoredRecord).driver);
+      const driver = (JSON.parse(readFileSync(join(root, LAYERDB, f), 'utf8')) as Partial<StoredRecord>).driver;
+      if (typeof driver === 'string') names.add(driver);
     } catch {
       /* a damaged record is reported by list(); it does not decide the driver */
     }
@@ -223,12 +255,141 @@ export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
   const entry = chooseDriver(root, opts.driver);
   const options = parseStorageOpts(opts.storageOpt, entry.optionKeys, `${entry.name} driver`);
   mkdirSync(root, { recursive: true, mode: 0o700 });
-  mkdirSync(join(root, 'layerdb'), { recursive: true, mode: 0o700 });
-  mkdirSync(join(root, 'mounts'), { recursive: true, mode: 0o700 });
-  const driver = await entry.create({ home: join(root, entry.name), root, options });
+  mkdirSync(join(root, LAYERDB), { recursive: true, mode: 0o700 });
+  const stateDir = join(root, 'driver-state', entry.name);
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const driver = await entry.create({ home: join(root, entry.name), root, stateDir, options });
   const store = new LayerStore(root, driver);
   await store.recover();
   return store;
+}
+
+// ---- the transaction handle --------------------------------------------------------------------
+
+/**
+ * The handle of one store transaction (see the module doc): the layer records as the transaction
+ * sees them, the changes it makes, and documents of extensions (image records) under the root.
+ * Every method throws USAGE once the transaction has ended.
+ */
+export class StoreTx {
+  constructor(
+    readonly store: LayerStore,
+    private readonly files: FileTransaction,
+  ) {}
+
+  /** The record of `id` in any state, or undefined. CORRUPT for a damaged record file. */
+  record(id: string): StoredRecord | undefined {
+    assertValidId(id);
+    const text = this.files.read(recordPath(id));
+    return text === undefined ? undefined : parseRecord(text, join(this.store.root, recordPath(id)), id);
+  }
+
+  /** Every record, whatever its state. */
+  records(): StoredRecord[] {
+    const out: StoredRecord[] = [];
+    for (const f of this.files.list(LAYERDB)) {
+      if (!f.endsWith('.json') || f.startsWith('.')) continue;
+      const rec = this.record(f.slice(0, -'.json'.length));
+      if (rec !== undefined) out.push(rec);
+    }
+    return out;
+  }
+
+  /** The complete layer `id` (NOT_FOUND when there is none, or it is still being created or removed). */
+  layer(id: string, what = 'layer'): StoredRecord {
+    return requireComplete(id, this.record(id), what);
+  }
+
+  /** Ids of the layers built on `id` (those being removed do not count), sorted. */
+  children(id: string): string[] {
+    return this.records()
+      .filter((r) => r.parent === id && r.state !== 'removing')
+      .map((r) => r.id)
+      .sort();
+  }
+
+  /**
+   * Writes a record. Durable unless it is "complete": fsyncing right after an apply makes ext4
+   * commit the journal with the layer's thousands of new inodes and write out their data first —
+   * measured, a third of an import's time. No graphdriver fsyncs a layer's files either; so a
+   * power cut in the seconds after an import may bring the layer back as "creating", and the next
+   * openStore rolls it back, which is safer than a durable "complete" over files that never
+   * reached the disk. The next durable write (any create or remove) makes it durable.
+   */
+  putRecord(rec: StoredRecord): void {
+    this.files.write(recordPath(rec.id), `${JSON.stringify(rec, null, 2)}\n`, { durable: rec.state !== 'complete' });
+  }
+
+  /** Deletes the record and the layer's tar-split, with any temp files a crash left of them. */
+  deleteRecord(id: string): void {
+    this.files.delete(tarSplitRelPath(id));
+    this.files.delete(recordPath(id));
+    const leftovers = [
+      atomicTempPrefix(join(this.store.root, tarSplitRelPath(id))),
+      atomicTempPrefix(join(this.store.root, recordPath(id))),
+    ];
+    for (const f of this.files.list(LAYERDB)) if (leftovers.some((p) => f.startsWith(p))) this.files.delete(`${LAYERDB}/${f}`);
+  }
+
+  /**
+   * Removes layer `id` as part of this transaction: refused (nothing changes) with NOT_FOUND,
+   * HAS_CHILDREN, IN_USE (an extension's guard, or the layer is mounted or referenced). Its
+   * record turns "removing" at the commit; its storage and then the record are deleted after
+   * the commit, outside the lock. If a reader takes the layer in that moment (the driver refuses
+   * with IN_USE), `onInUse` decides: 'restore' makes it complete again and the removal throws;
+   * 'finish-later' leaves it "removing" (hidden) for the next openStore to finish.
+   */
+  removeLayer(id: string, opts: { onInUse: 'restore' | 'finish-later' }): void {
+    const rec = this.layer(id);
+    const children = this.children(id);
+    if (children.length > 0) {
+      throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`, {
+        hint: 'remove the children first',
+      });
+    }
+    for (const ext of extensions) {
+      const guard = ext.removeGuard?.(this, id);
+      if (guard !== undefined) throw new UnionctlError('IN_USE', `layer ${id} ${guard.reason}`, { hint: guard.hint });
+    }
+    this.store.assertUnused(id);
+    this.putRecord({ ...rec, state: 'removing' });
+    this.afterCommit(() => this.store.finishRemoval(rec, opts.onInUse));
+  }
+
+  /** A document of an extension (path relative to the root): its content as this transaction sees it. */
+  readDocument(path: string): string | undefined {
+    return this.files.read(path);
+  }
+
+  /** Names in a directory of documents, as this transaction sees it. */
+  listDocuments(dir: string): string[] {
+    return this.files.list(dir);
+  }
+
+  writeDocument(path: string, content: string): void {
+    this.files.write(path, content);
+  }
+
+  deleteDocument(path: string): void {
+    this.files.delete(path);
+  }
+
+  /** Runs `fn` after the commit, outside the lock (slow work: deleting files, mounting). */
+  afterCommit(fn: () => Promise<void>): void {
+    this.files.afterCommit(fn);
+  }
+}
+
+function requireComplete(id: string, rec: StoredRecord | undefined, what: string): StoredRecord {
+  if (rec === undefined) throw new UnionctlError('NOT_FOUND', `${what} ${id} does not exist`, { hint: 'list the layers with unionctl ls' });
+  if (rec.state === 'creating') {
+    throw new UnionctlError('NOT_FOUND', `${what} ${id} is still being created (by process ${rec.owner?.pid ?? '?'})`, {
+      hint: 'wait for that import or create to finish',
+    });
+  }
+  if (rec.state === 'removing')
+    throw new UnionctlError('NOT_FOUND', `${what} ${id} is being removed`, { hint: 'list the layers with unionctl ls' });
+  return rec;
 }
 
 // ---- the store -------------------------------------------------------------------------------
@@ -236,53 +397,43 @@ export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
 export class LayerStore {
   readonly root: string;
   readonly driver: Driver;
-  private readonly layerDb: string;
   private readonly lockPath: string;
-  /** Store-level mount counts (mount/unmount), across processes. */
-  private readonly mounts: MountRefs;
   private closed = false;
 
   constructor(root: string, driver: Driver) {
     this.root = root;
     this.driver = driver;
-    this.layerDb = join(root, 'layerdb');
     this.lockPath = join(root, 'store.lock');
-    this.mounts = new MountRefs(join(root, 'mounts'));
   }
 
-  // ---- records on disk -----------------------------------------------------------------------
-
-  private recordPath(id: string): string {
-    return join(this.layerDb, `${id}.json`);
+  /**
+   * Runs `body` as one transaction (see the module doc) and returns what it returns, once the
+   * changes are committed and the after-commit work has run. Not reentrant: a transaction started
+   * from inside a body waits for that body to end (awaiting it there is a deadlock, ended by a
+   * LOCKED error after 60 s). The handle must not be used after the body has returned.
+   */
+  transaction<T>(body: (tx: StoreTx) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    return runTransaction(this.root, this.lockPath, (files) => body(new StoreTx(this, files)));
   }
+
+  // ---- records, read without the lock ----------------------------------------------------------
 
   private readRecord(id: string): StoredRecord | undefined {
+    const file = join(this.root, recordPath(id));
     let text: string;
     try {
-      text = readFileSync(this.recordPath(id), 'utf8');
+      text = readFileSync(file, 'utf8');
     } catch (e) {
       if (isMissing(e)) return undefined;
       throw e;
     }
-    let rec: StoredRecord;
-    try {
-      rec = JSON.parse(text) as StoredRecord;
-    } catch {
-      throw new UnionctlError('CORRUPT', `layer record ${this.recordPath(id)} is not valid JSON`, {
-        hint: 'restore the file from a backup, or remove the layer record and its driver directory by hand',
-      });
-    }
-    if (rec.id !== id)
-      throw new UnionctlError('CORRUPT', `layer record ${this.recordPath(id)} is for layer ${JSON.stringify(rec.id)}`, {
-        hint: 'rename or remove the file',
-      });
-    return rec;
+    return parseRecord(text, file, id);
   }
 
-  /** Every record, whatever its state. */
   private readAllRecords(): StoredRecord[] {
     const records: StoredRecord[] = [];
-    for (const f of readdirSync(this.layerDb)) {
+    for (const f of readdirSync(join(this.root, LAYERDB))) {
       if (!f.endsWith('.json') || f.startsWith('.')) continue;
       const rec = this.readRecord(f.slice(0, -'.json'.length));
       if (rec !== undefined) records.push(rec);
@@ -290,40 +441,14 @@ export class LayerStore {
     return records;
   }
 
-  /**
-   * Atomic: temp file, rename. Durable (fsync of the file and the directory) for every state but
-   * "complete". Why not that one: fsyncing right after an apply makes ext4 commit the journal with
-   * the layer's thousands of new inodes and write out their data first — measured, a third of an
-   * import's time. No graphdriver fsyncs a layer's files either; so a power cut in the seconds
-   * after an import may bring the layer back as "creating", and the next openStore rolls it back,
-   * which is safer than a durable "complete" over files that never reached the disk. The next
-   * durable record write (any create or remove) makes it durable.
-   */
-  private writeRecord(rec: StoredRecord): void {
-    writeFileAtomic(this.recordPath(rec.id), `${JSON.stringify(rec, null, 2)}\n`, { durable: rec.state !== 'complete' });
-  }
-
-  private deleteRecord(id: string): void {
-    rmSync(this.tarSplitPath(id), { force: true });
-    // Writes cut short by a crash leave `.<name>.<pid>.tmp` files (writeFileAtomic).
-    const leftovers = [atomicTempPrefix(this.tarSplitPath(id)), atomicTempPrefix(this.recordPath(id))];
-    for (const f of readdirSync(this.layerDb)) if (leftovers.some((p) => f.startsWith(p))) rmSync(join(this.layerDb, f), { force: true });
-    rmSync(this.recordPath(id), { force: true });
-    fsyncDir(this.layerDb);
+  private completeRecord(id: string, what = 'layer'): StoredRecord {
+    assertValidId(id, `${what} id`);
+    return requireComplete(id, this.readRecord(id), what);
   }
 
   /** layerdb/<id>.tar-split.gz: what rebuilds an imported layer's tar byte for byte. */
   tarSplitPath(id: string): string {
-    return join(this.layerDb, `${id}.tar-split.gz`);
-  }
-
-  private locked<T>(fn: () => Promise<T>): Promise<T> {
-    return withFileLock(this.lockPath, fn);
-  }
-
-  /** Runs fn holding store.lock (reentrant): for bookkeeping kept beside the layer records (image records). */
-  withStoreLock<T>(fn: () => Promise<T>): Promise<T> {
-    return this.locked(fn);
+    return join(this.root, tarSplitRelPath(id));
   }
 
   private assertOpen(): void {
@@ -333,35 +458,63 @@ export class LayerStore {
 
   // ---- crash recovery ------------------------------------------------------------------------
 
-  /** Rolls back creations whose process died and completes interrupted removals. Run by openStore. */
+  /**
+   * Rolls back creations whose process died, completes interrupted removals, then runs the
+   * extensions' recovery (interrupted image loads). Run by openStore. One stuck layer does not make
+   * the store unusable: it stays hidden, a warning says why, and the next open retries.
+   */
   async recover(): Promise<void> {
-    await this.locked(async () => {
-      for (const rec of this.readAllRecords()) {
-        try {
-          if (rec.state === 'removing') await this.finishRemoval(rec.id);
-          else if (rec.state === 'creating' && !ownerAlive(rec.owner)) await this.rollBackCreation(rec.id);
-        } catch (e) {
-          // One stuck layer must not make the whole store unusable: it stays hidden, and the next open retries.
-          process.emitWarning(
-            `unionctl: could not clean up the interrupted ${rec.state === 'removing' ? 'removal' : 'creation'} of layer ${rec.id}: ${(e as Error).message}`,
-          );
-        }
+    const stale = await this.transaction(async (tx) =>
+      tx.records().filter((r) => r.state === 'removing' || (r.state === 'creating' && !processAlive(r.owner))),
+    );
+    for (const rec of stale) {
+      try {
+        if (rec.state === 'removing') await this.finishRemoval(rec, 'finish-later');
+        else await this.rollBackCreation(rec.id);
+      } catch (e) {
+        const what = rec.state === 'removing' ? 'removal' : 'creation';
+        process.emitWarning(`unionctl: could not clean up the interrupted ${what} of layer ${rec.id}: ${(e as Error).message}`);
       }
-      // An image load killed half-way: its finished layers have no image record; remove them.
-      await recoverInterruptedLoads(this);
-    });
+    }
+    for (const ext of extensions) await ext.recover?.(this);
   }
 
-  private async finishRemoval(id: string): Promise<void> {
-    await this.driver.remove(id);
-    this.deleteRecord(id);
-    this.mounts.forget(id);
+  /**
+   * After a "removing" record was committed: deletes the layer's storage, then its record. When a
+   * reader holds the layer (IN_USE), 'restore' makes the record complete again and rethrows;
+   * 'finish-later' leaves it for the next openStore.
+   */
+  async finishRemoval(rec: StoredRecord, onInUse: 'restore' | 'finish-later'): Promise<void> {
+    try {
+      await this.driver.remove(rec.id);
+    } catch (e) {
+      if ((e as UnionctlError).code !== 'IN_USE') throw e; // may have deleted part: stays "removing", finished on the next open
+      if (onInUse === 'finish-later') return;
+      await this.transaction(async (tx) => tx.putRecord({ ...rec, state: 'complete' }));
+      throw e;
+    }
+    await this.transaction(async (tx) => tx.deleteRecord(rec.id));
   }
 
+  /** Removes a layer that is being created (nobody else knows it: force) and its record. */
   private async rollBackCreation(id: string): Promise<void> {
-    await this.locked(async () => {
-      await this.driver.remove(id);
-      this.deleteRecord(id);
+    await this.driver.remove(id, { force: true });
+    await this.transaction(async (tx) => tx.deleteRecord(id));
+  }
+
+  /** IN_USE when the layer is mounted or referenced by any process. */
+  assertUnused(id: string): void {
+    const refs = this.driver.references(id);
+    if (refs.total === 0 && !refs.mounted) return;
+    const mounts = refs.persistent;
+    const why =
+      mounts > 0
+        ? `is mounted (${mounts} mount${mounts === 1 ? '' : 's'})`
+        : refs.processes.length > 0
+          ? `is in use by another process (${refs.processes.map((p) => p.pid).join(', ')})`
+          : 'has its union mounted (by no counted reference)';
+    throw new UnionctlError('IN_USE', `layer ${id} ${why}`, {
+      hint: mounts > 0 ? `unmount it first: unionctl umount ${id}` : 'wait for that process to finish, or run unionctl cleanup',
     });
   }
 
@@ -377,7 +530,7 @@ export class LayerStore {
     this.assertOpen();
     return this.readAllRecords()
       .filter((r) => r.state === 'complete')
-      .sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))
+      .sort(byAge)
       .map(publicRecord);
   }
 
@@ -391,8 +544,8 @@ export class LayerStore {
     this.assertOpen();
     const found = this.readAllRecords()
       .filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId)
-      .sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id));
-    return found.length === 0 ? undefined : publicRecord(found[0]);
+      .sort(byAge);
+    return found.length === 0 ? undefined : publicRecord(found[0]!);
   }
 
   /** The layer's tar-split record (undefined: the layer was not imported from a tar, or predates them). */
@@ -417,84 +570,53 @@ export class LayerStore {
     }
   }
 
-  private completeRecord(id: string, what = 'layer'): StoredRecord {
-    assertValidId(id, `${what} id`);
-    const rec = this.readRecord(id);
-    if (rec === undefined)
-      throw new UnionctlError('NOT_FOUND', `${what} ${id} does not exist`, { hint: 'list the layers with unionctl ls' });
-    if (rec.state === 'creating') {
-      throw new UnionctlError('NOT_FOUND', `${what} ${id} is still being created (by process ${rec.owner?.pid ?? '?'})`, {
-        hint: 'wait for that import or create to finish',
-      });
-    }
-    if (rec.state === 'removing')
-      throw new UnionctlError('NOT_FOUND', `${what} ${id} is being removed`, { hint: 'list the layers with unionctl ls' });
-    return rec;
-  }
-
   // ---- create / import -----------------------------------------------------------------------
 
   /**
-   * Checks the id and parent and writes the "creating" record, under the lock. Returns the parent's
-   * record. Nothing has changed when this throws.
+   * Checks the id and parent and queues the "creating" record. Returns the parent's record.
+   * Refuses EXISTS (the id is taken, by a record or by a directory the store does not know — never
+   * taken over, never deleted) and NOT_FOUND (no complete parent).
    */
-  private async beginCreate(id: string, parent: string | undefined, writable: boolean): Promise<StoredRecord | undefined> {
-    return this.locked(async () => {
-      if (this.readRecord(id) !== undefined) throw new UnionctlError('EXISTS', `layer ${id} already exists`, { hint: 'choose another id' });
-      // A directory the records do not know (someone else's data): never take it over, never delete it.
-      if (await this.driver.exists(id)) {
-        throw new UnionctlError(
-          'EXISTS',
-          `layer id ${id} is already used by a directory in ${this.driver.home} that this store does not know`,
-          {
-            hint: 'choose another id',
-          },
-        );
-      }
-      let parentRec: StoredRecord | undefined;
-      if (parent !== undefined) {
-        assertValidId(parent, 'parent layer id');
-        const rec = this.readRecord(parent);
-        if (rec === undefined || rec.state === 'removing') {
-          throw new UnionctlError('NOT_FOUND', `parent layer ${parent} does not exist`, {
-            hint: 'import or create the parent first (unionctl ls lists the layers)',
-          });
-        }
-        if (rec.state === 'creating') {
-          throw new UnionctlError('NOT_FOUND', `parent layer ${parent} is still being created (by process ${rec.owner?.pid ?? '?'})`, {
-            hint: 'wait for that import to finish',
-          });
-        }
-        parentRec = rec;
-      }
-      this.writeRecord({
-        id,
-        ...(parent === undefined ? {} : { parent }),
-        size: 0,
-        created: new Date().toISOString(),
-        driver: this.driver.name,
-        writable,
-        state: 'creating',
-        owner: currentOwner(),
-      });
-      return parentRec;
+  private async beginCreate(tx: StoreTx, id: string, parent: string | undefined, writable: boolean): Promise<StoredRecord | undefined> {
+    if (tx.record(id) !== undefined) throw new UnionctlError('EXISTS', `layer ${id} already exists`, { hint: 'choose another id' });
+    if (await this.driver.exists(id)) {
+      throw new UnionctlError(
+        'EXISTS',
+        `layer id ${id} is already used by a directory in ${this.driver.home} that this store does not know`,
+        {
+          hint: 'choose another id',
+        },
+      );
+    }
+    const parentRec = parent === undefined ? undefined : tx.layer(parent, 'parent layer');
+    tx.putRecord({
+      id,
+      ...(parent === undefined ? {} : { parent }),
+      size: 0,
+      created: new Date().toISOString(),
+      driver: this.driver.name,
+      writable,
+      state: 'creating',
+      owner: currentProcess(),
     });
+    return parentRec;
   }
 
   private async completeCreate(id: string, fields: Partial<LayerRecord>): Promise<LayerRecord> {
-    return this.locked(async () => {
-      const rec = this.readRecord(id);
+    return this.transaction(async (tx) => {
+      const rec = tx.record(id);
       if (rec === undefined) throw new UnionctlError('CORRUPT', `the record of layer ${id} disappeared while the layer was being created`);
       const { owner: _owner, ...rest } = rec;
       const done: StoredRecord = { ...rest, ...fields, state: 'complete' };
-      this.writeRecord(done);
+      tx.putRecord(done);
       return publicRecord(done);
     });
   }
 
   /**
-   * Runs the driver part of a creation. On any failure the layer and its record are removed
-   * before the error is rethrown, so the store is as it was.
+   * Creates layer `id`: the "creating" record (one transaction), the driver's work (`build`,
+   * outside the lock), the complete record (another). On any failure the layer and its record are
+   * removed before the error is rethrown, so the store is as it was.
    */
   private async createWithRollback(
     id: string,
@@ -502,10 +624,11 @@ export class LayerStore {
     writable: boolean,
     build: (parentRec: StoredRecord | undefined) => Promise<Partial<LayerRecord>>,
   ): Promise<LayerRecord> {
-    const parentRec = await this.beginCreate(id, parent, writable);
+    const parentRec = await this.transaction((tx) => this.beginCreate(tx, id, parent, writable));
     let fields: Partial<LayerRecord>;
     try {
       fields = await build(parentRec);
+      return await this.completeCreate(id, fields);
     } catch (e) {
       try {
         await this.rollBackCreation(id);
@@ -513,15 +636,11 @@ export class LayerStore {
         throw new UnionctlError(
           'CORRUPT',
           `creating layer ${id} failed (${(e as Error).message}) and so did removing what was made: ${(cleanupError as Error).message}`,
-          {
-            cause: e,
-            hint: 'reopen the store (any unionctl command) to retry the clean-up',
-          },
+          { cause: e, hint: 'reopen the store (any unionctl command) to retry the clean-up' },
         );
       }
       throw e;
     }
-    return this.completeCreate(id, fields);
   }
 
   /** An empty layer (image layer, or writable with `writable: true`) on top of parent. */
@@ -529,15 +648,14 @@ export class LayerStore {
     this.assertOpen();
     const id = opts.id ?? randomLayerId();
     assertValidId(id);
+    if (opts.parent !== undefined) assertValidId(opts.parent, 'parent layer id');
     const writable = opts.writable ?? false;
     const storageOpt = splitStorageOpts(opts.storageOpt, 'layer');
     if (!writable && Object.keys(storageOpt).length > 0) {
       throw new UnionctlError(
         'BAD_OPTION',
         `per-layer storage options (${Object.keys(storageOpt).join(', ')}) are only accepted for writable layers`,
-        {
-          hint: 'add --rw, or drop the options',
-        },
+        { hint: 'add --rw, or drop the options' },
       );
     }
     return this.createWithRollback(id, opts.parent, writable, async () => {
@@ -564,7 +682,7 @@ export class LayerStore {
       const result = await this.driver.applyDiff(id, opts.parent, tar, { onProgress: opts.onProgress, tap: recorder });
       await opts.verify?.(result);
       if (recorder.active) await writeTarSplit(this.tarSplitPath(id), recorder.encoded());
-      const parentChain = parentRec === undefined ? undefined : parentRec.chainId;
+      const parentChain = parentRec?.chainId;
       const chainId = parentRec !== undefined && parentChain === undefined ? undefined : chainIdOf(parentChain, result.diffId);
       return { diffId: result.diffId, ...(chainId === undefined ? {} : { chainId }), size: result.size };
     });
@@ -573,101 +691,57 @@ export class LayerStore {
   // ---- mount / unmount -----------------------------------------------------------------------
 
   /**
-   * Mounts the layer's merged view and counts the mount (so another process can unmount it, and
-   * the layer cannot be removed meanwhile). With rw on an image layer, a new writable layer
-   * `<id>-rw-<6 hex>` is created on top and mounted instead: the returned id says which.
+   * Mounts the layer's merged view and counts the mount (a persistent reference: another process
+   * can unmount it, and the layer cannot be removed meanwhile). With rw on an image layer, a new
+   * writable layer `<id>-rw-<6 hex>` is created on top and mounted instead: the returned id says
+   * which. Takes no lock for a plain mount: the record is read, then the driver's per-layer
+   * lifecycle does the rest (a layer removed meanwhile is NOT_FOUND there).
    */
   async mount(id: string, opts: { rw?: boolean; mountLabel?: string } = {}): Promise<{ id: string; path: string }> {
     this.assertOpen();
-    return this.locked(async () => {
-      const rec = this.completeRecord(id);
-      const madeChild = opts.rw === true && !rec.writable;
-      const target = madeChild ? (await this.create({ id: writableChildId(id), parent: id, writable: true })).id : id;
-      try {
-        const path = await this.driver.get(target, { mountLabel: opts.mountLabel });
-        try {
-          await this.mounts.acquire(
-            target,
-            () => true,
-            () => {},
-          );
-        } catch (e) {
-          await this.driver.put(target);
-          throw e;
-        }
-        return { id: target, path };
-      } catch (e) {
-        if (madeChild) await this.rollBackCreation(target);
-        throw e;
-      }
+    const rec = this.completeRecord(id);
+    if (opts.rw !== true || rec.writable) {
+      return { id, path: await this.driver.get(id, { persistent: true, mountLabel: opts.mountLabel }) };
+    }
+    const child = writableChildId(id);
+    let path = '';
+    // The child is mounted before its record is complete: killed in between, it is rolled back whole.
+    await this.createWithRollback(child, id, true, async () => {
+      await this.driver.createReadWrite(child, id, {});
+      path = await this.driver.get(child, { persistent: true, mountLabel: opts.mountLabel });
+      return { size: 0 };
     });
+    return { id: child, path };
   }
 
-  /** Releases one mount made by mount(); the driver unmounts when nobody uses the view any more. */
+  /** Releases one mount made by mount(); the driver unmounts when nobody uses the view any more. USAGE when it is not mounted. */
   async unmount(id: string): Promise<void> {
     this.assertOpen();
-    await this.locked(async () => {
-      this.completeRecord(id);
-      if (this.mounts.count(id) === 0) {
-        throw new UnionctlError('USAGE', `layer ${id} is not mounted`, {
-          hint: `unionctl mount ${id} mounts it; unionctl cleanup unmounts everything`,
-        });
-      }
-      await this.driver.put(id);
-      await this.mounts.release(
-        id,
-        () => false,
-        () => {},
-      );
-    });
+    this.completeRecord(id);
+    if (this.driver.references(id).persistent === 0) {
+      throw new UnionctlError('USAGE', `layer ${id} is not mounted`, {
+        hint: `unionctl mount ${id} mounts it; unionctl cleanup unmounts everything`,
+      });
+    }
+    await this.driver.put(id, { persistent: true });
   }
 
   /** The number of outstanding mount() calls on the layer, from any process. */
   mountCount(id: string): number {
-    return this.mounts.count(id);
+    return this.driver.references(id).persistent;
+  }
+
+  /** Every live reference to the layer (mounts and processes reading it). */
+  references(id: string): References {
+    return this.driver.references(id);
   }
 
   // ---- remove --------------------------------------------------------------------------------
 
-  /** Deletes a layer that has no children and is not mounted. */
+  /** Deletes a layer that has no children, belongs to no image and is not mounted or in use. */
   async remove(id: string): Promise<void> {
-    this.assertOpen();
-    await this.locked(async () => {
-      const rec = this.completeRecord(id);
-      const children = this.readAllRecords()
-        .filter((r) => r.parent === id)
-        .map((r) => r.id)
-        .sort();
-      if (children.length > 0) {
-        throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`, {
-          hint: 'remove the children first',
-        });
-      }
-      const images = imagesUsingLayer(this, id);
-      if (images.length > 0) {
-        throw new UnionctlError('IN_USE', `layer ${id} belongs to image ${images[0]}`, {
-          hint: `remove the image instead: unionctl rmi ${images[0]}`,
-        });
-      }
-      const mounted = this.mounts.count(id);
-      if (mounted > 0) {
-        throw new UnionctlError('IN_USE', `layer ${id} is mounted (${mounted} mount${mounted === 1 ? '' : 's'})`, {
-          hint: `unmount it first: unionctl umount ${id}`,
-        });
-      }
-      this.writeRecord({ ...rec, state: 'removing' });
-      try {
-        await this.driver.remove(id);
-      } catch (e) {
-        // Refused (a reader in another process): nothing was deleted, the layer stays. Any other
-        // failure may have deleted part of it: the record stays "removing", hidden, and the next
-        // openStore finishes the job.
-        if ((e as UnionctlError).code === 'IN_USE') this.writeRecord(rec);
-        throw e;
-      }
-      this.deleteRecord(id);
-      this.mounts.forget(id);
-    });
+    assertValidId(id);
+    await this.transaction(async (tx) => tx.removeLayer(id, { onInUse: 'restore' }));
   }
 
   // ---- branches, diffs -----------------------------------------------------------------------
@@ -704,13 +778,10 @@ export class LayerStore {
 
   // ---- cleanup, close ------------------------------------------------------------------------
 
-  /** Unmounts everything the driver mounted and clears every mount count. */
+  /** Unmounts everything the driver mounted and drops every mount and reference. */
   async cleanup(): Promise<void> {
     this.assertOpen();
-    await this.locked(async () => {
-      await this.driver.cleanup();
-      for (const id of this.mounts.ids()) this.mounts.forget(id);
-    });
+    await this.driver.cleanup();
   }
 
   /**

@@ -2,9 +2,10 @@
  * Images in the store: listing, removal (rmi) and turning an image name into the layer to mount.
  */
 import { UnionctlError } from '../errors.js';
-import type { LayerStore } from '../graph/store.js';
+import type { LayerStore, StoreTx } from '../graph/store.js';
 import {
   deleteImageRecord,
+  diskDocuments,
   findImage,
   layersInUse,
   normalizeName,
@@ -25,7 +26,7 @@ export interface ImageSummary {
 
 export async function listImages(store: LayerStore): Promise<ImageSummary[]> {
   const layers = new Map((await store.list()).map((l) => [l.id, l]));
-  return readImageRecords(store).map((r) => ({
+  return readImageRecords(diskDocuments(store)).map((r) => ({
     id: r.id,
     names: r.names,
     layers: r.layers,
@@ -36,7 +37,7 @@ export async function listImages(store: LayerStore): Promise<ImageSummary[]> {
 
 /** The image record for NAME or ID (NOT_FOUND if none). */
 export async function getImage(store: LayerStore, ref: string): Promise<ImageRecord> {
-  return requireImage(store, ref);
+  return requireImage(diskDocuments(store), ref);
 }
 
 /**
@@ -49,12 +50,12 @@ export async function resolveLayerRef(store: LayerStore, ref: string): Promise<s
     return ref;
   } catch (e) {
     if ((e as UnionctlError).code !== 'NOT_FOUND' && (e as UnionctlError).code !== 'INVALID_ID') throw e;
-    const image = findImage(store, ref);
+    const image = findImage(diskDocuments(store), ref);
     if (image === undefined) {
       throw new UnionctlError('NOT_FOUND', `no layer or image ${ref}`, { hint: 'list them with unionctl ls and unionctl images' });
     }
     if (image.layers.length === 0) throw new UnionctlError('USAGE', `image ${ref} has no layers to mount`);
-    return image.layers[image.layers.length - 1].id;
+    return image.layers[image.layers.length - 1]!.id;
   }
 }
 
@@ -74,36 +75,40 @@ export interface RemoveImageResult {
  * part of the image (a writable layer from `mount --rw`, an import on top).
  */
 export async function removeImage(store: LayerStore, ref: string): Promise<RemoveImageResult> {
-  return store.withStoreLock(async () => {
-    const image = requireImage(store, ref);
+  return store.transaction(async (tx) => {
+    const image = requireImage(tx, ref);
     const name = image.names.find((n) => n === ref || n === normalizeName(ref));
     if (name !== undefined && image.names.length > 1) {
-      writeImageRecord(store, { ...image, names: image.names.filter((n) => n !== name) });
+      writeImageRecord(tx, { ...image, names: image.names.filter((n) => n !== name) });
       return { untagged: [name], layers: [] };
     }
-    const used = layersInUse(store, image.id);
+    const used = layersInUse(tx, { exceptImage: image.id });
     const own = image.layers.map((l) => l.id).filter((id) => !used.has(id));
-    const ownSet = new Set(own);
-    const all = await store.list();
-    for (const id of own) {
-      const child = all.find((l) => l.parent === id && !ownSet.has(l.id));
-      if (child !== undefined) {
-        throw new UnionctlError('IN_USE', `image ${ref} is in use: layer ${child.id} is built on its layer ${id}`, {
-          hint: `remove that layer first: unionctl rm ${child.id}`,
-        });
-      }
-      const mounts = store.mountCount(id);
-      if (mounts > 0)
-        throw new UnionctlError('IN_USE', `image ${ref} is in use: its layer ${id} is mounted`, {
-          hint: `unmount it first: unionctl umount ${id}`,
-        });
-    }
-    deleteImageRecord(store, image.id);
-    const removed: string[] = [];
-    for (const id of [...own].reverse()) {
-      await store.remove(id);
-      removed.push(id);
-    }
+    assertRemovable(tx, ref, own);
+    deleteImageRecord(tx, image.id);
+    // Top first. The records turn "removing" with the image record's deletion, in one commit; the
+    // directories go after it, outside the lock (a crash in between is finished by the next open).
+    const removed = [...own].reverse();
+    for (const id of removed) tx.removeLayer(id, { onInUse: 'finish-later' });
     return { untagged: image.names, deleted: image.id, layers: removed };
   });
+}
+
+/** IN_USE, naming the image, when one of its own layers has a foreign child or is mounted. */
+function assertRemovable(tx: StoreTx, ref: string, own: string[]): void {
+  const ownSet = new Set(own);
+  for (const id of own) {
+    const child = tx.children(id).find((c) => !ownSet.has(c));
+    if (child !== undefined) {
+      throw new UnionctlError('IN_USE', `image ${ref} is in use: layer ${child} is built on its layer ${id}`, {
+        hint: `remove that layer first: unionctl rm ${child}`,
+      });
+    }
+    const refs = tx.store.references(id);
+    if (refs.total > 0 || refs.mounted) {
+      throw new UnionctlError('IN_USE', `image ${ref} is in use: its layer ${id} is mounted`, {
+        hint: `unmount it first: unionctl umount ${id}`,
+      });
+    }
+  }
 }

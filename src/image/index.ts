@@ -8,3 +8,4 @@ export type { ImageSummary, RemoveImageResult } from './images.js';
 export type { ImageRecord, ImageLayerRef } from './records.js';
 export { MEDIA } from './manifest.js';
 export type { LayerCompression } from './manifest.js';
+export { imageStoreExtension } from './records.js';

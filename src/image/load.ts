@@ -10,20 +10,23 @@
  * 3. All image records are written at the end. A failure anywhere removes the layers this load
  *    created (a journal makes the same happen on the next open when the process is killed).
  */
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StreamDigest } from '../archive/stream-digest.js';
 import { UnionctlError } from '../errors.js';
 import type { ApplyResult } from '../graph/driver.js';
-import { chainIdOf, type LayerStore } from '../graph/store.js';
+import { chainIdOf, type LayerStore, type StoreTx, type StoredRecord } from '../graph/store.js';
 import { openArchive, type ArchiveFiles } from './archive.js';
 import { readImages, type ImageToLoad, type LayerToLoad } from './manifest.js';
 import {
+  endLoad,
+  idsClaimedByLoads,
   LoadJournal,
   normalizeName,
   readImageRecords,
   removeDirIfEmpty,
-  removeUnusedLayers,
+  rollBackLoad,
   writeImageRecord,
   type ImageLayerRef,
   type ImageRecord,
@@ -85,7 +88,7 @@ function pickImages(archive: ArchiveFiles, images: ImageToLoad[], wanted: string
 }
 
 async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: ImageToLoad[], opts: LoadOptions): Promise<LoadedImage[]> {
-  const journal = new LoadJournal(store);
+  const journal = new LoadJournal();
   const totalLayers = images.reduce((n, i) => n + i.layers.length, 0);
   let done = 0;
   try {
@@ -103,15 +106,15 @@ async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: Ima
       }
       loaded.push({ id: image.id, names: image.names, layers });
     }
-    await store.withStoreLock(async () => {
-      for (const [i, image] of images.entries()) recordImage(store, image, loaded[i]);
+    await store.transaction(async (tx) => {
+      for (const [i, image] of images.entries()) recordImage(tx, image, loaded[i]!);
+      // Layers this load made that no image ended up using (a concurrent load of the same image won) go.
+      endLoad(tx, journal.created, journal.name);
     });
-    journal.end();
     return loaded;
   } catch (e) {
     try {
-      await removeUnusedLayers(store, journal.layers);
-      journal.end();
+      await rollBackLoad(store, journal.created, journal.name);
     } catch (cleanupError) {
       process.emitWarning(
         `unionctl: the failed load left layers behind (${(cleanupError as Error).message}); reopening the store retries the clean-up`,
@@ -131,16 +134,26 @@ async function loadLayer(
   onBytes: ((bytes: number) => void) | undefined,
 ): Promise<LoadedImage['layers'][number]> {
   const chainId = chainIdOf(parent?.chainId, layer.diffId);
-  const existing = await store.layerByChainId(chainId);
-  if (existing !== undefined) return { id: existing.id, diffId: layer.diffId, chainId, reused: true };
+  // Claimed in one transaction: a reused layer is held by the journal before anyone can remove
+  // it; a new layer's id is in the journal before the layer exists, so a kill right after the
+  // import started still finds it.
+  const claim = await store.transaction(async (tx) => {
+    const existing = layerWithChainId(tx, chainId);
+    if (existing !== undefined) {
+      journal.addReused(tx, existing.id);
+      return { id: existing.id, reused: true };
+    }
+    const id = await freshLayerId(tx, chainId);
+    journal.addCreated(tx, id);
+    return { id, reused: false };
+  });
+  if (claim.reused) return { id: claim.id, diffId: layer.diffId, chainId, reused: true };
 
-  const id = await freshLayerId(store, chainId);
   const what = `layer ${layer.index} of ${image.label} (${layer.member})`;
   const blob = blobInput(archive, layer);
-  journal.addLayer(id);
   try {
     await store.importLayer(blob.input, {
-      id,
+      id: claim.id,
       parent: parent?.id,
       onProgress: onBytes,
       verify: async (result) => {
@@ -160,18 +173,23 @@ async function loadLayer(
     blob.abort();
     throw inContext(e, archive, what);
   }
-  return { id, diffId: layer.diffId, chainId, reused: false };
+  return { id: claim.id, diffId: layer.diffId, chainId, reused: false };
+}
+
+/** The oldest complete image layer with this chain ID (Docker shares layers the same way). */
+function layerWithChainId(tx: StoreTx, chainId: string): StoredRecord | undefined {
+  return tx
+    .records()
+    .filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId)
+    .sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))[0];
 }
 
 /** The chain ID's hex as the layer id (Docker keys its layer db the same way), unless taken. */
-async function freshLayerId(store: LayerStore, chainId: string): Promise<string> {
+async function freshLayerId(tx: StoreTx, chainId: string): Promise<string> {
   const hex = chainId.slice('sha256:'.length);
-  try {
-    await store.layer(hex);
-  } catch (e) {
-    if ((e as UnionctlError).code === 'NOT_FOUND' && !(await store.driver.exists(hex))) return hex;
-  }
-  return `${hex.slice(0, 48)}-${Date.now().toString(36)}`;
+  // Another load running now may have claimed it without having made its record yet.
+  if (tx.record(hex) === undefined && !idsClaimedByLoads(tx).has(hex) && !(await tx.store.driver.exists(hex))) return hex;
+  return `${hex.slice(0, 48)}-${randomBytes(4).toString('hex')}`;
 }
 
 /**
@@ -244,23 +262,28 @@ async function* hashed(chunks: AsyncIterable<Buffer>, digest: StreamDigest): Asy
   }
 }
 
-/** The image record; names move from any image that had them (as with docker load). */
-function recordImage(store: LayerStore, image: ImageToLoad, loaded: LoadedImage): void {
-  const records = readImageRecords(store);
+/**
+ * The image record; names move from any image that had them (as with docker load). An image that
+ * is already in the store keeps its layers (another load may have made them while this one ran).
+ */
+function recordImage(tx: StoreTx, image: ImageToLoad, loaded: LoadedImage): void {
+  const records = readImageRecords(tx);
   for (const other of records) {
     if (other.id === image.id) continue;
     const kept = other.names.filter((n) => !image.names.includes(n));
-    if (kept.length !== other.names.length) writeImageRecord(store, { ...other, names: kept });
+    if (kept.length !== other.names.length) writeImageRecord(tx, { ...other, names: kept });
   }
   const previous = records.find((r) => r.id === image.id);
+  const keepPrevious = previous !== undefined && previous.layers.every((l) => tx.record(l.id)?.state === 'complete');
   const names = [...new Set([...(previous?.names ?? []), ...image.names])];
   const rec: ImageRecord = {
     id: image.id,
     names,
-    layers: loaded.layers.map(({ id, diffId, chainId }) => ({ id, diffId, chainId })),
+    layers: keepPrevious ? previous.layers : loaded.layers.map(({ id, diffId, chainId }) => ({ id, diffId, chainId })),
     config: image.config,
     loaded: previous?.loaded ?? new Date().toISOString(),
   };
-  writeImageRecord(store, rec);
+  writeImageRecord(tx, rec);
+  if (keepPrevious) loaded.layers = previous.layers.map((l) => ({ ...l, reused: true }));
   loaded.names = names;
 }

@@ -1,24 +1,25 @@
 /**
- * Image records, kept next to the layer records:
+ * Image records, kept next to the layer records and changed only through store transactions:
  *
  *   <root>/images/<config hex>.json   one per image: id (= config digest), names, the layer chain
  *                                     (layer id, diff ID, chain ID, bottom first) and the config
  *                                     JSON exactly as it came (its sha256 is the id, so a save
  *                                     writes the same bytes back)
- *   <root>/images/.load-<rand>.json   a load in progress: its process and the layers it created
+ *   <root>/images/.load-<rand>.json   a load in progress: its process, the layers it created and
+ *                                     the layers it reuses
  *
- * A load writes its journal before creating each layer and the image record last, then deletes
- * the journal. If the process dies in between, the next openStore (recoverInterruptedLoads, run
- * by LayerStore.recover under store.lock) removes the layers that load made and no image uses:
- * the store is as it was before the load. Half-made layers themselves are rolled back by the
- * layer store's own "creating" records.
+ * A load writes its journal (in a transaction) before creating each layer, and the image records
+ * together with the journal's deletion in one last transaction. If the process dies in between,
+ * the next openStore (the images extension's recovery) removes the layers that load created and
+ * nothing else uses: the store is as it was before the load. While a load runs, the layers its
+ * journal names are kept (another load's rollback, an `rm`, an `rmi` leave them alone).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
-import { writeFileAtomic } from '../sys/index.js';
+import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UnionctlError } from '../errors.js';
-import { currentOwner, ownerAlive, type LayerStore, type Owner } from '../graph/store.js';
+import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
+import { currentProcess, processAlive, type ProcessIdentity } from '../sys/index.js';
 
 export interface ImageLayerRef {
   /** The layer's id in the store. */
@@ -40,56 +41,95 @@ export interface ImageRecord {
   loaded: string;
 }
 
+/** What a load journal holds. */
 interface JournalContents {
-  owner: Owner;
-  layers: string[];
+  owner: ProcessIdentity;
+  /** Layers this load created (removed again if it fails), oldest first. */
+  created: string[];
+  /** Layers of the store this load reuses (kept while it runs). */
+  reused: string[];
 }
 
-function imagesDir(store: LayerStore): string {
-  return join(store.root, 'images');
+const IMAGES = 'images';
+
+/**
+ * Where image documents are read from: a transaction (StoreTx, which sees its own pending writes)
+ * or the disk without a lock (diskDocuments) for queries.
+ */
+export interface DocumentReader {
+  readDocument(path: string): string | undefined;
+  listDocuments(dir: string): string[];
+}
+
+/** The store's documents as they are on disk now, read without a lock (every file is replaced atomically). */
+export function diskDocuments(store: LayerStore): DocumentReader {
+  return {
+    readDocument: (path) => {
+      try {
+        return readFileSync(join(store.root, path), 'utf8');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw e;
+      }
+    },
+    listDocuments: (dir) => {
+      try {
+        return readdirSync(join(store.root, dir)).sort();
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw e;
+      }
+    },
+  };
 }
 
 function hexOf(id: string): string {
   return id.startsWith('sha256:') ? id.slice('sha256:'.length) : id;
 }
 
-function writeDurably(dir: string, name: string, text: string): void {
-  mkdirSync(dir, { recursive: true });
-  writeFileAtomic(join(dir, name), text, { durable: true });
-}
+const recordFile = (id: string) => `${IMAGES}/${hexOf(id)}.json`;
 
 // ---- image records ---------------------------------------------------------------------------
 
-/** Every image record, sorted by load time. */
-export function readImageRecords(store: LayerStore): ImageRecord[] {
-  let files: string[];
-  try {
-    files = readdirSync(imagesDir(store));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
-  }
+/** Every image record, sorted by load time. CORRUPT naming the file for a damaged one. */
+export function readImageRecords(docs: DocumentReader): ImageRecord[] {
   const records: ImageRecord[] = [];
-  for (const f of files) {
+  for (const f of docs.listDocuments(IMAGES)) {
     if (f.startsWith('.') || !f.endsWith('.json')) continue;
-    const path = join(imagesDir(store), f);
-    try {
-      records.push(JSON.parse(readFileSync(path, 'utf8')) as ImageRecord);
-    } catch {
-      throw new UnionctlError('CORRUPT', `image record ${path} is not valid JSON`, {
-        hint: 'remove the file (the image is then forgotten; rm its layers by hand)',
-      });
-    }
+    const text = docs.readDocument(`${IMAGES}/${f}`);
+    if (text !== undefined) records.push(parseImageRecord(text, `${IMAGES}/${f}`));
   }
   return records.sort((a, b) => a.loaded.localeCompare(b.loaded) || a.id.localeCompare(b.id));
 }
 
-export function writeImageRecord(store: LayerStore, rec: ImageRecord): void {
-  writeDurably(imagesDir(store), `${hexOf(rec.id)}.json`, `${JSON.stringify(rec, null, 2)}\n`);
+function parseImageRecord(text: string, file: string): ImageRecord {
+  const corrupt = () =>
+    new UnionctlError('CORRUPT', `image record ${file} is not a valid image record`, {
+      hint: 'remove the file (the image is then forgotten; rm its layers by hand)',
+    });
+  let rec: Partial<ImageRecord>;
+  try {
+    rec = JSON.parse(text) as Partial<ImageRecord>;
+  } catch {
+    throw corrupt();
+  }
+  const layersOk =
+    Array.isArray(rec.layers) &&
+    rec.layers.every(
+      (l: Partial<ImageLayerRef>) => typeof l?.id === 'string' && typeof l.diffId === 'string' && typeof l.chainId === 'string',
+    );
+  const namesOk = Array.isArray(rec.names) && rec.names.every((n) => typeof n === 'string');
+  if (typeof rec.id !== 'string' || !namesOk || !layersOk || typeof rec.config !== 'string' || typeof rec.loaded !== 'string')
+    throw corrupt();
+  return rec as ImageRecord;
 }
 
-export function deleteImageRecord(store: LayerStore, id: string): void {
-  rmSync(join(imagesDir(store), `${hexOf(id)}.json`), { force: true });
+export function writeImageRecord(tx: StoreTx, rec: ImageRecord): void {
+  tx.writeDocument(recordFile(rec.id), `${JSON.stringify(rec, null, 2)}\n`);
+}
+
+export function deleteImageRecord(tx: StoreTx, id: string): void {
+  tx.deleteDocument(recordFile(id));
 }
 
 /** "name" → "name:latest"; "name:tag" and "name@sha256:…" stay as they are. */
@@ -101,10 +141,10 @@ export function normalizeName(name: string): string {
 
 /**
  * The image a user means by NAME or ID: an exact name, the name with ":latest", "sha256:<hex>", or
- * a unique prefix (4+ hex digits) of the id. undefined when nothing matches.
+ * a unique prefix (4+ hex digits) of the id. undefined when nothing matches; USAGE when a prefix is ambiguous.
  */
-export function findImage(store: LayerStore, ref: string): ImageRecord | undefined {
-  const records = readImageRecords(store);
+export function findImage(docs: DocumentReader, ref: string): ImageRecord | undefined {
+  const records = readImageRecords(docs);
   const byName = records.find((r) => r.names.includes(ref) || r.names.includes(normalizeName(ref)));
   if (byName !== undefined) return byName;
   const hex = hexOf(ref);
@@ -118,66 +158,109 @@ export function findImage(store: LayerStore, ref: string): ImageRecord | undefin
   return matches[0];
 }
 
-export function requireImage(store: LayerStore, ref: string): ImageRecord {
-  const rec = findImage(store, ref);
+export function requireImage(docs: DocumentReader, ref: string): ImageRecord {
+  const rec = findImage(docs, ref);
   if (rec === undefined)
     throw new UnionctlError('NOT_FOUND', `image ${ref} does not exist`, { hint: 'list the images with unionctl images' });
   return rec;
 }
 
 /** Names (or ids) of the images whose layer chain holds layer `id`. */
-export function imagesUsingLayer(store: LayerStore, id: string): string[] {
-  return readImageRecords(store)
+export function imagesUsingLayer(docs: DocumentReader, id: string): string[] {
+  return readImageRecords(docs)
     .filter((r) => r.layers.some((l) => l.id === id))
     .map((r) => r.names[0] ?? r.id);
 }
 
-/** Layer ids some image record uses. */
-export function layersInUse(store: LayerStore, except?: string): Set<string> {
+/** Layer ids some image record uses (but the image `exceptImage`), or a running load holds. */
+export function layersInUse(docs: DocumentReader, opts: { exceptImage?: string } = {}): Set<string> {
   const used = new Set<string>();
-  for (const rec of readImageRecords(store)) if (rec.id !== except) for (const l of rec.layers) used.add(l.id);
+  for (const rec of readImageRecords(docs)) if (rec.id !== opts.exceptImage) for (const l of rec.layers) used.add(l.id);
+  for (const [, journal] of readJournals(docs)) {
+    if (!processAlive(journal.owner)) continue;
+    for (const id of [...journal.created, ...journal.reused]) used.add(id);
+  }
   return used;
 }
 
 // ---- load journals ---------------------------------------------------------------------------
 
+/** Layer ids running loads have claimed for layers they are about to create (or are creating). */
+export function idsClaimedByLoads(docs: DocumentReader): Set<string> {
+  const claimed = new Set<string>();
+  for (const [, journal] of readJournals(docs)) if (processAlive(journal.owner)) for (const id of journal.created) claimed.add(id);
+  return claimed;
+}
+
+/** The journals of loads, running or dead, by file name. A torn or damaged one holds nothing. */
+function readJournals(docs: DocumentReader): Array<[string, JournalContents]> {
+  const out: Array<[string, JournalContents]> = [];
+  for (const f of docs.listDocuments(IMAGES)) {
+    if (!f.startsWith('.load-') || !f.endsWith('.json')) continue;
+    const journal = parseJournal(docs.readDocument(`${IMAGES}/${f}`));
+    if (journal !== undefined) out.push([f, journal]);
+  }
+  return out;
+}
+
+function parseJournal(text: string | undefined): JournalContents | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const j = JSON.parse(text) as Partial<JournalContents>;
+    const ids = (a: unknown) => Array.isArray(a) && a.every((x) => typeof x === 'string');
+    if (typeof j.owner?.pid !== 'number' || !ids(j.created) || !ids(j.reused)) return undefined;
+    return j as JournalContents;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The journal of one running load. */
 export class LoadJournal {
-  private readonly name = `.load-${randomBytes(6).toString('hex')}.json`;
-  private readonly journal: JournalContents = { owner: currentOwner(), layers: [] };
-
-  constructor(private readonly store: LayerStore) {}
+  readonly name = `.load-${randomBytes(6).toString('hex')}.json`;
+  private readonly journal: JournalContents = { owner: currentProcess(), created: [], reused: [] };
 
   /** Layers this load created, oldest first. */
-  get layers(): readonly string[] {
-    return this.journal.layers;
+  get created(): readonly string[] {
+    return this.journal.created;
   }
 
   /** Call BEFORE the layer is created, so a kill right after still finds it. */
-  addLayer(id: string): void {
-    this.journal.layers.push(id);
-    writeDurably(imagesDir(this.store), this.name, JSON.stringify(this.journal));
+  addCreated(tx: StoreTx, id: string): void {
+    this.journal.created.push(id);
+    this.save(tx);
   }
 
-  end(): void {
-    rmSync(join(imagesDir(this.store), this.name), { force: true });
+  /** Keeps an existing layer this load builds on from being removed until the load ends. */
+  addReused(tx: StoreTx, id: string): void {
+    if (this.journal.reused.includes(id)) return;
+    this.journal.reused.push(id);
+    this.save(tx);
+  }
+
+  private save(tx: StoreTx): void {
+    tx.writeDocument(`${IMAGES}/${this.name}`, JSON.stringify(this.journal));
   }
 }
 
 /**
- * Removes, newest first, the layers a load created that no image uses and nothing is built on.
- * Used when a load fails in-process and (for a dead process) by recoverInterruptedLoads.
+ * Ends the load of journal `journalName` in transaction `tx`: deletes the journal, then removes,
+ * newest first, the layers of `ids` that no image uses, no other running load holds and nothing
+ * else is built on. (The journal goes first: while it is there, it holds those very layers.)
  */
-export async function removeUnusedLayers(store: LayerStore, ids: readonly string[]): Promise<void> {
-  await store.withStoreLock(async () => {
-    const used = layersInUse(store);
-    const all = await store.list();
-    for (const id of [...ids].reverse()) {
-      if (used.has(id) || !all.some((l) => l.id === id)) continue;
-      if (all.some((l) => l.parent === id && !ids.includes(l.id))) continue; // another load built on it
-      await store.remove(id);
-    }
-  });
+export function endLoad(tx: StoreTx, ids: readonly string[], journalName: string): void {
+  tx.deleteDocument(`${IMAGES}/${journalName}`);
+  const used = layersInUse(tx);
+  for (const id of [...ids].reverse()) {
+    if (used.has(id) || tx.record(id)?.state !== 'complete') continue;
+    if (tx.children(id).length > 0) continue; // another load built on it
+    tx.removeLayer(id, { onInUse: 'finish-later' });
+  }
+}
+
+/** endLoad in a transaction of its own: a load that failed in-process, or (recovery) one whose process died. */
+export async function rollBackLoad(store: LayerStore, ids: readonly string[], journalName: string): Promise<void> {
+  await store.transaction(async (tx) => endLoad(tx, ids, journalName));
 }
 
 /** Removes `dir` if it is empty (what a load created and did not need after all). */
@@ -210,33 +293,37 @@ function removeDeadSpools(store: LayerStore): void {
   removeDirIfEmpty(tmp);
 }
 
-/** Finishes the journals of dead loads (called by LayerStore.recover, under store.lock). */
-export async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
+/** Rolls back the loads whose process died: their layers go (unless something uses them), then their journals. */
+async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
   removeDeadSpools(store);
-  let files: string[];
-  try {
-    files = readdirSync(imagesDir(store));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
-  }
-  for (const f of files) {
-    if (!f.startsWith('.load-') || !f.endsWith('.json')) continue;
-    const path = join(imagesDir(store), f);
-    let journal: JournalContents;
+  const dead = readJournals(diskDocuments(store)).filter(([, j]) => !processAlive(j.owner));
+  for (const [name, journal] of dead) {
     try {
-      journal = JSON.parse(readFileSync(path, 'utf8')) as JournalContents;
-    } catch {
-      rmSync(path, { force: true }); // torn write before its first layer: nothing to undo
-      continue;
-    }
-    if (ownerAlive(journal.owner)) continue;
-    try {
-      await removeUnusedLayers(store, journal.layers);
-      rmSync(path, { force: true });
-      removeDirIfEmpty(imagesDir(store));
+      await rollBackLoad(store, journal.created, name);
     } catch (e) {
-      process.emitWarning(`unionctl: could not roll back the interrupted image load ${f}: ${(e as Error).message}`);
+      process.emitWarning(`unionctl: could not roll back the interrupted image load ${name}: ${(e as Error).message}`);
     }
   }
+  // Torn journals (never parsed) of dead loads held nothing: drop them with the empty dir.
+  for (const f of diskDocuments(store).listDocuments(IMAGES)) {
+    if (f.startsWith('.load-') && parseJournal(diskDocuments(store).readDocument(`${IMAGES}/${f}`)) === undefined) {
+      rmSync(join(store.root, IMAGES, f), { force: true });
+    }
+  }
+  removeDirIfEmpty(join(store.root, IMAGES));
 }
+
+/**
+ * The images extension of the layer store: a layer that an image uses (or a running load holds)
+ * cannot be removed, and interrupted loads are rolled back when a store is opened.
+ */
+export const imageStoreExtension: StoreExtension = {
+  name: 'images',
+  removeGuard(tx, id) {
+    const images = imagesUsingLayer(tx, id);
+    if (images.length > 0) return { reason: `belongs to image ${images[0]}`, hint: `remove the image instead: unionctl rmi ${images[0]}` };
+    if (layersInUse(tx).has(id)) return { reason: 'is being used by an image load that is running', hint: 'wait for the load to finish' };
+    return undefined;
+  },
+  recover: recoverInterruptedLoads,
+};

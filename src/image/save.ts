@@ -23,7 +23,7 @@ import type { TarHeader } from '../archive/types.js';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
 import { MEDIA, sha256Digest, type LayerCompression } from './manifest.js';
-import { normalizeName, requireImage, type ImageRecord } from './records.js';
+import { diskDocuments, normalizeName, requireImage, type ImageRecord } from './records.js';
 
 export type SaveFormat = 'docker' | 'oci';
 
@@ -100,7 +100,7 @@ export async function saveImages(store: LayerStore, refs: string[], output: stri
 function pickImages(store: LayerStore, refs: string[]): ImageToSave[] {
   const byId = new Map<string, ImageToSave>();
   for (const ref of refs) {
-    const record = requireImage(store, ref);
+    const record = requireImage(diskDocuments(store), ref);
     const entry = byId.get(record.id) ?? { record, names: [] };
     // Saved by name: that name. Saved by id: every name the image has.
     const name = record.names.find((n) => n === ref || n === normalizeName(ref));

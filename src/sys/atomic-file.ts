@@ -16,12 +16,15 @@ export interface AtomicWriteOptions {
    * power cut once this returns (default false: survives a crash of the process only).
    */
   durable?: boolean;
+  /** Create the file's directory (0700, with its parents) when it is missing. */
+  makeDir?: boolean;
 }
 
 export function writeFileAtomic(path: string, data: string | Uint8Array, opts: AtomicWriteOptions = {}): void {
   // A dot name, so listings that skip dot files never see a half-written one; the pid keeps two
   // processes apart, and a crash's leftover is `.<name>.<pid>.tmp` (atomicTempPrefix finds it).
   const tmp = join(dirname(path), `${atomicTempPrefix(path)}${process.pid}.tmp`);
+  if (opts.makeDir) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const fd = openSync(tmp, 'w', opts.mode ?? 0o600);
   try {
     try {

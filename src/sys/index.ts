@@ -2,3 +2,4 @@ export * from './syscalls.js';
 export * from './mountinfo.js';
 export * from './probes.js';
 export * from './atomic-file.js';
+export * from './process.js';

@@ -3,8 +3,8 @@
  * mounts left by an earlier process, to report a union's branches as the kernel sees them, and by
  * the tests to prove nothing was left mounted.
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { lstatSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 
 export interface MountInfo {
   id: number;
@@ -76,6 +76,25 @@ export function findMount(mountPoint: string, mounts: MountInfo[] = readMountInf
 /** Something is mounted exactly at `path` (the kernel lists real paths: pass one without symlinks). */
 export function isMountPoint(path: string): boolean {
   return findMount(path) !== undefined;
+}
+
+/**
+ * Is something mounted on `dir`, by the cheap test (isMountPoint reads the mount table)? A mount point's device differs from its parent directory's (the
+ * unions here are overlayfs, FUSE and device filesystems, never a bind mount of the same device).
+ * A FUSE mount whose server died answers ENOTCONN: still mounted. Two lstat calls: cheap enough
+ * for every get and put, unlike reading /proc/self/mountinfo, which grows with every mount.
+ */
+export function hasMountAt(dir: string): boolean {
+  let here;
+  try {
+    here = lstatSync(dir, { throwIfNoEntry: false });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOTCONN') return true;
+    throw e;
+  }
+  if (here === undefined || !here.isDirectory()) return false;
+  const parent = lstatSync(dirname(dir), { throwIfNoEntry: false });
+  return parent !== undefined && parent.dev !== here.dev;
 }
 
 /** Mounts at or below `dir`. */

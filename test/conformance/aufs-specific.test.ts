@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { AufsDriver } from '../../src/drivers/aufs/index.js';
 import { findFuseProcess, fuseMaxBranches, mountFuse, openFileLimit, unmountFuse } from '../../src/drivers/aufs/fuse.js';
-import { openStore } from '../../src/graph/store.js';
+import { openStore } from '../../src/index.js';
 import { mountAt, mountsBelow } from '../helpers/mounts.js';
 import { makeScratch } from '../helpers/scratch.js';
 import { DriverFixture } from './fixture.js';

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { it } from 'node:test';
+import { aufsEntry } from '../../src/drivers/aufs/index.js';
 import { runDriverConformance } from './suite.js';
 
 // On kernels without aufs (all mainline kernels, this machine) the aufs layout is mounted with
 // fuse-overlayfs. 500 layers read through one FUSE mount; the depth-limit test then grows the
 // chain to the driver's maxDepth (about 1000 here: the lowerdir argument must fit 128 KiB with
 // the longest ids) and checks that one more layer is refused, naming the limit.
-runDriverConformance('aufs', { deeperChains: [500], depthLimitUpTo: 1100 });
+runDriverConformance(aufsEntry, { deeperChains: [500], depthLimitUpTo: 1100 });
 
 /** fuse-overlayfs processes (zombies excluded) serving a mount point of a conformance store. */
 function suiteFuseProcesses(): string[] {

@@ -15,13 +15,13 @@ import { promisify } from 'node:util';
 import { devicemapperEntry } from '../../src/drivers/devicemapper/index.js';
 import type { DevmapperDriver } from '../../src/drivers/devicemapper/driver.js';
 import { humanSize } from '../../src/drivers/devicemapper/driver.js';
-import { openStore, type LayerStore } from '../../src/graph/store.js';
+import { openStore, type LayerStore } from '../../src/index.js';
 import { DM_TEST_OPTIONS } from '../helpers/devicemapper.js';
 import { listMounts } from '../helpers/mounts.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 
 const runFile = promisify(execFile);
-const STORE_MODULE = fileURLToPath(new URL('../../src/graph/store.js', import.meta.url));
+const STORE_MODULE = fileURLToPath(new URL('../../src/index.js', import.meta.url));
 
 function dmsetup(args: string[]): string {
   return execFileSync('dmsetup', args, {

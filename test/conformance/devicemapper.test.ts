@@ -13,7 +13,7 @@ const missing = devicemapperEntry.unsupportedReason('/');
 if (missing !== undefined) {
   it('devicemapper driver conformance', { skip: `${missing}; this suite runs inside the VM (test/vm/devicemapper.test.ts)` }, () => {});
 } else {
-  runDriverConformance('devicemapper', {
+  runDriverConformance(devicemapperEntry, {
     driverOptions: DM_TEST_OPTIONS,
     layerFilesThroughGet: true,
     storeStateFiles: DM_STATE_FILES,

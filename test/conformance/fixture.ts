@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { Driver, DriverCapabilities } from '../../src/graph/driver.js';
-import { openStore, type LayerStore } from '../../src/graph/store.js';
+import { openStore, registerDriver, type DriverEntry, type LayerStore } from '../../src/index.js';
 import { mountsBelow } from '../helpers/mounts.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 import { tarOf, tarStream, type EntrySpec } from './tars.js';
@@ -71,7 +71,10 @@ export class DriverFixture {
     private readonly opts: FixtureOptions,
   ) {}
 
-  static async open(driverName: string, opts: FixtureOptions = {}): Promise<DriverFixture> {
+  /** A store on a fresh tmpfs, with the driver `driver` names (registering a DriverEntry first). */
+  static async open(driver: string | DriverEntry, opts: FixtureOptions = {}): Promise<DriverFixture> {
+    if (typeof driver !== 'string') registerDriver(driver);
+    const driverName = typeof driver === 'string' ? driver : driver.name;
     const scratch = makeScratch({ size: opts.scratchSize });
     try {
       const root = join(scratch.dir, 'store');

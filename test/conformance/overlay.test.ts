@@ -1,4 +1,5 @@
 import type { Driver } from '../../src/graph/driver.js';
+import { overlayEntry } from '../../src/drivers/overlay/index.js';
 import { runDriverConformance } from './suite.js';
 
 /**
@@ -13,4 +14,4 @@ async function ownFiles(driver: Driver, id: string): Promise<string> {
   return dir;
 }
 
-runDriverConformance('overlay', { deeperChains: [260], layerFilesDir: ownFiles, hardlinkFarms: true });
+runDriverConformance(overlayEntry, { deeperChains: [260], layerFilesDir: ownFiles, hardlinkFarms: true });

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { overlay2Entry } from '../../src/drivers/overlay2/index.js';
 import type { Overlay2Driver } from '../../src/drivers/overlay2/index.js';
-import { openStore } from '../../src/graph/store.js';
+import { openStore } from '../../src/index.js';
 import { overlayLowerdirPlusSupported } from '../../src/sys/index.js';
 import { listMounts, mountAt, mountsBelow } from '../helpers/mounts.js';
 import { makeScratch, makeXfsScratch, xfsAvailable } from '../helpers/scratch.js';
@@ -221,22 +221,23 @@ describe('overlay2 specifics', () => {
     });
   });
 
-  it('counts references across processes: an earlier process keeps its mount counted', async () => {
+  it('counts persistent references across processes: an earlier process keeps its mount counted', async () => {
     const base = await fx.layer(undefined, [file('from-parent', 'p')]);
     const id = fx.id('xproc');
     await driver.createReadWrite(id, base);
-    const storeModule = fileURLToPath(new URL('../../src/graph/store.js', import.meta.url));
-    const script = `const { openStore } = await import(process.argv[1]); const s = await openStore({ root: process.argv[2], driver: 'overlay2' }); process.stdout.write(await s.driver.get(process.argv[3]));`;
+    const storeModule = fileURLToPath(new URL('../../src/index.js', import.meta.url));
+    const script = `const { openStore } = await import(process.argv[1]); const s = await openStore({ root: process.argv[2], driver: 'overlay2' }); process.stdout.write(await s.driver.get(process.argv[3], { persistent: true }));`;
     const { stdout: path } = await run(process.execPath, ['--input-type=module', '-e', script, storeModule, fx.root, id]);
     const countAt = () => listMounts().filter((m) => m.mountPoint === path).length;
     assert.equal(countAt(), 1, 'the child left its mount');
     // A fresh driver instance (as a new process would have) adopts it.
-    const again = await overlay2Entry.create({ home, root: fx.root, options: {} });
+    const again = await overlay2Entry.create({ home, root: fx.root, stateDir: join(fx.root, 'driver-state', 'overlay2'), options: {} });
     assert.equal(await again.get(id), path);
     assert.equal(countAt(), 1, 'adopted, not mounted again');
     await again.put(id);
-    assert.equal(countAt(), 1, "the child's reference still holds the mount");
-    await again.put(id);
+    assert.equal(countAt(), 1, "the child's persistent reference still holds the mount");
+    assert.equal(again.references(id).persistent, 1);
+    await again.put(id, { persistent: true });
     assert.equal(countAt(), 0);
   });
 
@@ -258,10 +259,24 @@ describe('overlay2 specifics', () => {
   });
 
   it('refuses unknown options and per-layer size on image layers; accepts override_kernel_check', async () => {
-    await assert.rejects(async () => overlay2Entry.create({ home, root: fx.root, options: { 'overlay2.bogus': '1' } }), {
-      code: 'BAD_OPTION',
+    await assert.rejects(
+      async () =>
+        overlay2Entry.create({
+          home,
+          root: fx.root,
+          stateDir: join(fx.root, 'driver-state', 'overlay2'),
+          options: { 'overlay2.bogus': '1' },
+        }),
+      {
+        code: 'BAD_OPTION',
+      },
+    );
+    await overlay2Entry.create({
+      home,
+      root: fx.root,
+      stateDir: join(fx.root, 'driver-state', 'overlay2'),
+      options: { 'overlay2.override_kernel_check': 'true' },
     });
-    await overlay2Entry.create({ home, root: fx.root, options: { 'overlay2.override_kernel_check': 'true' } });
     await assert.rejects(driver.create(fx.id('sized'), undefined, { storageOpt: { size: '10M' } }), { code: 'BAD_OPTION' });
     await assert.rejects(driver.createReadWrite(fx.id('sized'), undefined, { storageOpt: { colour: 'blue' } }), { code: 'BAD_OPTION' });
   });

@@ -19,7 +19,7 @@ import { text } from './inspect.js';
 import { file } from './tars.js';
 
 const run = promisify(execFile);
-const STORE_MODULE = fileURLToPath(new URL('../../src/graph/store.js', import.meta.url));
+const STORE_MODULE = fileURLToPath(new URL('../../src/index.js', import.meta.url));
 
 function mountsAt(path: string): number {
   return listMounts().filter((m) => m.mountPoint === path).length;
@@ -106,10 +106,10 @@ export function mountScenarios(fx: () => DriverFixture): void {
       assert.equal(path, earlier.path);
       assert.equal(mountsAt(path), earlier.mounts, 'adopted, not mounted a second time');
       assert.equal(text(join(path, 'from-parent')), 'parent data');
+      // The earlier process died: its in-process reference died with it, so this put is the last.
       await fx().driver.put(child);
-      // The earlier process's reference may outlive it (overlay2 counts across processes): release it too.
-      await fx().driver.put(child);
-      assert.equal(mountsAt(path), 0, 'unmounted once every reference is released');
+      assert.equal(mountsAt(path), 0, 'unmounted once every live reference is released');
+      await assert.rejects(fx().driver.put(child), { code: 'USAGE' });
     });
 
     it('refuses to remove a layer in use (IN_USE), removes it after put', async () => {

@@ -1,3 +1,4 @@
+import { vfsEntry } from '../../src/drivers/vfs/index.js';
 import { runDriverConformance } from './suite.js';
 
-runDriverConformance('vfs');
+runDriverConformance(vfsEntry);

@@ -14,10 +14,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openStore } from '../../src/graph/store.js';
+import { openStore } from '../../src/index.js';
 import { withScratchFs } from '../helpers/scratch.js';
 
-const storeModule = new URL('../../src/graph/store.js', import.meta.url).href;
+const storeModule = new URL('../../src/index.js', import.meta.url).href;
 
 /** A layer tar of `files` files of 2 KiB each in 30 directories; returns its path. */
 function makeBigTar(scratch: string, files = 3000): string {

@@ -73,7 +73,7 @@ describe('Docker 20.10 stores read by unionctl', { skip: dockerdAvailable() ? fa
       const topId = relative(home, rootDir).split('/')[0];
 
       const state = join(scratch.dir, 'unionctl-overlay-state');
-      const driver = OverlayDriver.open({ home, root: state, options: {} });
+      const driver = OverlayDriver.open({ home, root: state, stateDir: join(state, 'driver-state', 'overlay'), options: {} });
       assert.equal(await driver.exists(topId), true);
       assert.deepEqual(await driver.metadata(topId), { RootDir: rootDir }, 'the metadata Docker reports');
       const view = await driver.get(topId);
@@ -111,7 +111,7 @@ describe('Docker 20.10 stores read by unionctl', { skip: dockerdAvailable() ? fa
       );
 
       const home = join(aufsRoot, 'aufs');
-      const driver = AufsDriver.open({ home, root: aufsRoot, options: {} });
+      const driver = AufsDriver.open({ home, root: aufsRoot, stateDir: join(aufsRoot, 'driver-state', 'aufs'), options: {} });
       for (const [i, id] of ids.entries()) {
         // diff/<id>: Docker's own dir, bound read-only; layers/<id>: its ancestors nearest first.
         const target = join(home, 'diff', id);

@@ -97,7 +97,7 @@ describe('load interrupted', () => {
       const journal = existsSync(join(root, 'images')) ? readdirSync(join(root, 'images')).find((f) => f.startsWith('.load-')) : undefined;
       if (journal !== undefined) {
         try {
-          const layers = (JSON.parse(readFileSync(join(root, 'images', journal), 'utf8')) as { layers: string[] }).layers;
+          const layers = (JSON.parse(readFileSync(join(root, 'images', journal), 'utf8')) as { created: string[] }).created;
           if (layers.length === 2 && existsSync(join(root, 'layerdb', `${layers[1]}.json`))) secondLayer = layers[1];
         } catch {
           /* being written */

@@ -70,10 +70,43 @@ describe('withFileLock', () => {
     assert.equal(await withFileLock(lock, async () => 42, { timeoutMs: 500 }), 42);
   });
 
-  it('lets a call from inside fn take the same lock again (reentrant)', async () => {
+  it('is not reentrant: a call on the same lock from inside fn waits for fn to end', async () => {
     const lock = freshLock();
-    const value = await withFileLock(lock, () => withFileLock(lock, async () => 'nested', { timeoutMs: 500 }), { timeoutMs: 500 });
-    assert.equal(value, 'nested');
+    await assert.rejects(
+      withFileLock(lock, () => withFileLock(lock, async () => 'nested', { timeoutMs: 150 })),
+      (e: unknown) => e instanceof UnionctlError && e.code === 'LOCKED',
+    );
+    // Not awaited inside: it runs after fn, on its own.
+    const order: string[] = [];
+    let nested!: Promise<number>;
+    await withFileLock(lock, async () => {
+      nested = withFileLock(lock, async () => order.push('nested'));
+      await sleep(20);
+      order.push('outer-end');
+    });
+    await nested;
+    assert.deepEqual(order, ['outer-end', 'nested']);
+  });
+
+  it('never lets sibling tasks started inside a held lock overlap, with each other or with the holder', async () => {
+    const lock = freshLock();
+    let inside = 0;
+    let maxInside = 0;
+    const critical = async () => {
+      inside += 1;
+      maxInside = Math.max(maxInside, inside);
+      await sleep(3);
+      inside -= 1;
+    };
+    let siblings!: Promise<unknown>;
+    await withFileLock(lock, async () => {
+      await critical();
+      // What the old reentrant lock let through: Promise.all of two callers from inside the holder.
+      siblings = Promise.all([withFileLock(lock, critical), withFileLock(lock, critical), withFileLock(lock, critical)]);
+      await critical();
+    });
+    await siblings;
+    assert.equal(maxInside, 1);
   });
 
   it('queues calls on another path made inside fn like any other', async () => {

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import '../../src/drivers/index.js';
+import '../../src/index.js'; // the composition root registers the built-in drivers
 import { UnionctlError } from '../../src/errors.js';
 import { driverNames, lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts } from '../../src/graph/registry.js';
 

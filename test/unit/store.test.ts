@@ -22,11 +22,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { UnionctlError } from '../../src/errors.js';
-import { openStore, type LayerRecord, type LayerStore } from '../../src/graph/store.js';
+import { openStore, type LayerRecord, type LayerStore } from '../../src/index.js';
 import { makeScratch, withScratchFs } from '../helpers/scratch.js';
 
 const repo = process.env.UNIONCTL_REPO ?? process.cwd();
-const storeModule = new URL('../../src/graph/store.js', import.meta.url).href;
+const storeModule = new URL('../../src/index.js', import.meta.url).href;
 
 /** diff_id and chainID of the four sample layers (fixtures/SAMPLE-README.md). */
 const SAMPLE = [
@@ -490,7 +490,9 @@ describe('openStore on a fresh root', () => {
     const root = join(scratch, 'new');
     const store = await openStore({ root, driver: 'vfs' });
     await store.close();
-    assert.deepEqual(readdirSync(root).sort(), ['layerdb', 'mounts', 'store.lock', 'vfs']);
+    assert.deepEqual(readdirSync(root).sort(), ['driver-state', 'layerdb', 'store.lock', 'vfs']);
+    // The mount lifecycle's references and locks live outside the driver's Docker-identical home.
+    assert.deepEqual(readdirSync(join(root, 'driver-state')), ['vfs']);
     assert.deepEqual(readdirSync(join(root, 'vfs')).sort(), ['dir', 'rw']);
     assert.equal(lstatSync(root).mode & 0o777, 0o700);
   });

@@ -24,7 +24,7 @@ import {
   type TarSplitRecord,
 } from '../../src/archive/tar-split.js';
 import { UnionctlError } from '../../src/errors.js';
-import { openStore } from '../../src/graph/store.js';
+import { openStore } from '../../src/index.js';
 import { withScratchFs } from '../helpers/scratch.js';
 import { buildTar, chunked, END_OF_ARCHIVE, gnuLongRecord, paxHeader, tarEntry, tarHeader } from '../helpers/tarbuild.js';
 

@@ -29,13 +29,12 @@ import type {
   BranchMode,
   Change,
   CreateOpts,
-  Driver,
   DriverCapabilities,
   DriverInit,
-  GetOpts,
+  RemoveOpts,
 } from '../../graph/driver.js';
-import { NaiveDiff } from '../../graph/naive-diff.js';
-import { MountRefs } from '../../graph/refcount.js';
+import { GraphDriver } from '../../graph/graph-driver.js';
+import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import { backingFs, existingDirFor, findMount, hasFilesystem, mount, pageSize, umount2, type MountInfo } from '../../sys/index.js';
 import {
@@ -89,34 +88,28 @@ export function aufsUnsupportedReason(home: string): string | undefined {
   return choice.mechanism === undefined ? choice.why : undefined;
 }
 
-export class AufsDriver implements Driver {
-  readonly name = 'aufs';
-  readonly home: string;
+export class AufsDriver extends GraphDriver {
   readonly mechanism: MountMechanism;
   private readonly mechanismWhy: string;
   private readonly layout: AufsLayout;
-  private readonly refs: MountRefs;
   /** Writable layers (containers, -init layers): Docker's aufs makes no difference, the FUSE mounts do. */
   private readonly writableMarks: string;
   /** fuse-overlayfs workdirs, <root>/driver-state/aufs/work/<id>: same filesystem as diff/, outside Docker's layout. */
   private readonly workRoot: string;
-  private readonly naive: NaiveDiff;
   private readonly maxDepth: number;
   /** Kernel aufs understands dirperm1 (probed once, as Docker does); never with fuse-overlayfs. */
   private readonly dirperm1: boolean;
 
   private constructor(init: DriverInit, mechanism: MountMechanism, why: string) {
-    this.home = init.home;
+    // Docker's aufs makes mnt/<id> at create and keeps it after an unmount.
+    super('aufs', init, { mountPointMode: MODE.layerDir, removeMountPoint: false });
     this.mechanism = mechanism;
     this.mechanismWhy = why;
     this.layout = new AufsLayout(init.home);
-    const state = join(init.root, 'driver-state', 'aufs');
-    this.refs = new MountRefs(join(state, 'refs'));
-    this.writableMarks = join(state, 'rw');
-    this.workRoot = join(state, 'work');
+    this.writableMarks = join(init.stateDir, 'rw');
+    this.workRoot = join(init.stateDir, 'work');
     mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
     mkdirSync(this.workRoot, { recursive: true, mode: 0o700 });
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
     this.dirperm1 = mechanism === 'kernel' && probeDirperm1(mount, (t) => umount2(t));
     // maxDepth counts ancestors. Kernel: 127 branches = the layer's own + 126. FUSE: a read-only
     // image mount lists the layer itself among the lowers, so one branch less than the FUSE limit.
@@ -215,60 +208,36 @@ export class AufsDriver implements Driver {
     return ancestors;
   }
 
-  async remove(id: string): Promise<void> {
+  async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
     if (!this.layout.exists(id) && !this.dirExists(this.layout.diffDir(id))) return;
-    if (this.unionMount(id) !== undefined || this.refs.count(id) > 0) {
-      throw new UnionctlError('IN_USE', `aufs layer ${id} is in use (mounted or held by get)`, {
-        hint: `unmount it first (put / unionctl umount ${id})`,
-      });
-    }
-    rmSync(this.layout.layersFile(id), { force: true });
-    this.layout.atomicRemove(this.layout.diffDir(id));
-    this.layout.atomicRemove(this.layout.mntDir(id));
-    rmSync(join(this.writableMarks, id), { force: true });
-    rmSync(this.workDirOf(id), { recursive: true, force: true });
-    this.refs.forget(id);
+    await this.mounts.whileUnused(
+      id,
+      () => {
+        rmSync(this.layout.layersFile(id), { force: true });
+        this.layout.atomicRemove(this.layout.diffDir(id));
+        this.layout.atomicRemove(this.layout.mntDir(id));
+        rmSync(join(this.writableMarks, id), { force: true });
+        rmSync(this.workDirOf(id), { recursive: true, force: true });
+      },
+      opts,
+    );
   }
 
   private dirExists(path: string): boolean {
     return lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
   }
 
-  // ---- get / put ---------------------------------------------------------------------------
+  // ---- the view and its mount ------------------------------------------------------------
 
-  async get(id: string, opts: GetOpts = {}): Promise<string> {
-    const parents = this.parentsOf(id);
-    if (parents.length === 0) {
-      await this.refs.acquire(
-        id,
-        () => true,
-        () => {},
-      );
-      return this.layout.diffDir(id);
-    }
-    await this.refs.acquire(
-      id,
-      () => this.unionMount(id) !== undefined,
-      () => this.mountLayer(id, parents, opts.mountLabel),
-    );
+  protected mountPointOf(id: string): string {
     return this.layout.mntDir(id);
   }
 
-  async put(id: string): Promise<void> {
-    if (this.parentsOf(id).length === 0) {
-      await this.refs.release(
-        id,
-        () => true,
-        () => {},
-      );
-      return;
-    }
-    await this.refs.release(
-      id,
-      () => this.unionMount(id) !== undefined,
-      () => this.unmountLayer(id),
-    );
+  /** A layer without parents is its own diff/<id> (nothing to mount, as Docker does); others: the union at mnt/<id>. */
+  protected viewOf(id: string): LayerView {
+    if (this.parentsOf(id).length === 0) return { path: this.layout.diffDir(id), needsMount: false };
+    return { path: this.layout.mntDir(id), needsMount: true };
   }
 
   private parentsOf(id: string): string[] {
@@ -280,9 +249,10 @@ export class AufsDriver implements Driver {
     return lstatSync(join(this.writableMarks, id), { throwIfNoEntry: false }) !== undefined;
   }
 
-  private async mountLayer(id: string, parents: string[], mountLabel: string | undefined): Promise<void> {
+  protected async mountUnion(id: string, opts: MountOptions): Promise<void> {
     const target = this.layout.mntDir(id);
-    mkdirSync(target, { recursive: true, mode: MODE.layerDir }); // Docker made it at create; a removed one comes back
+    const parents = this.parentsOf(id);
+    const mountLabel = opts.mountLabel;
     if (this.mechanism === 'kernel') {
       const plan = planAufsMount(
         this.layout.diffDir(id),
@@ -307,7 +277,7 @@ export class AufsDriver implements Driver {
     }
   }
 
-  private async unmountLayer(id: string): Promise<void> {
+  protected async unmountUnion(id: string): Promise<void> {
     const target = this.layout.mntDir(id);
     const mounted = this.unionMount(id);
     if (mounted?.fsType === FUSE_FSTYPE) {
@@ -435,7 +405,7 @@ export class AufsDriver implements Driver {
    * Straight into diff/<id> with `.wh.` entries kept (aufs format). A hardlink to a file of an
    * ancestor is resolved through the ancestors' diff dirs (the file is copied up first).
    */
-  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
+  override async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
     if (!this.isParent(id, parent)) {
       throw new UnionctlError(
         'USAGE',
@@ -445,23 +415,19 @@ export class AufsDriver implements Driver {
         },
       );
     }
-    if (this.unionMount(id) !== undefined) {
-      throw new UnionctlError('IN_USE', `aufs layer ${id} is mounted; a diff cannot be applied to it now`, {
-        hint: `unmount it first (unionctl umount ${id})`,
-      });
-    }
+    this.assertApplicable(id);
     const lowerDirs = this.parentsOf(id).map((p) => this.layout.diffDir(p));
     return applyLayer(tar, this.layout.diffDir(id), { ...opts, whiteoutFormat: 'aufs', lowerDirs });
   }
 
   /** diff/<id> is already the layer tar's content (`.wh..wh.*` bookkeeping skipped, the opaque marker kept). */
-  async diff(id: string, parent?: string): Promise<Readable> {
+  override async diff(id: string, parent?: string): Promise<Readable> {
     if (!this.isParent(id, parent)) return this.naive.diff(id, parent);
     this.normaliseIfQuiet(id);
     return exportLayerDir(this.layout.diffDir(id), 'aufs');
   }
 
-  async changes(id: string, parent?: string): Promise<Change[]> {
+  override async changes(id: string, parent?: string): Promise<Change[]> {
     if (!this.isParent(id, parent)) return this.naive.changes(id, parent);
     return changesFromLayerDir(
       this.layout.diffDir(id),
@@ -470,23 +436,20 @@ export class AufsDriver implements Driver {
     );
   }
 
-  async diffSize(id: string, parent?: string): Promise<number> {
+  override async diffSize(id: string, parent?: string): Promise<number> {
     if (!this.isParent(id, parent)) return this.naive.diffSize(id, parent);
     return directorySize(this.layout.diffDir(id));
   }
 
   /** A writable layer left from an older mount may still carry fuse-overlayfs xattrs; never touch a mounted one. */
   private normaliseIfQuiet(id: string): void {
-    if (this.mechanism === 'fuse' && this.isWritable(id) && this.unionMount(id) === undefined) normaliseAufsBranch(this.layout.diffDir(id));
+    if (this.mechanism === 'fuse' && this.isWritable(id) && !this.mounts.isMounted(id)) normaliseAufsBranch(this.layout.diffDir(id));
   }
 
   // ---- cleanup -----------------------------------------------------------------------------
 
-  /** Unmounts every union under mnt/ (waiting for the FUSE processes), forgets the counts. */
+  /** Unmounts every union under mnt/ (waiting for the FUSE processes) and drops every reference. */
   async cleanup(): Promise<void> {
-    for (const id of this.layout.layerIds()) {
-      if (this.unionMount(id) !== undefined) await this.unmountLayer(id);
-    }
-    for (const id of this.refs.ids()) this.refs.forget(id);
+    await this.mounts.resetAll(this.layout.layerIds().filter((id) => this.mounts.isMounted(id)));
   }
 }

@@ -13,23 +13,11 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { applyLayer } from '../../archive/apply.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type {
-  ApplyDiffOpts,
-  ApplyResult,
-  Branch,
-  Change,
-  CreateOpts,
-  Driver,
-  DriverCapabilities,
-  DriverInit,
-  GetOpts,
-} from '../../graph/driver.js';
-import { NaiveDiff } from '../../graph/naive-diff.js';
-import { MountRefs } from '../../graph/refcount.js';
-import { findMount, mount, statfs, umount2 } from '../../sys/index.js';
+import type { Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } from '../../graph/driver.js';
+import { GraphDriver } from '../../graph/graph-driver.js';
+import type { LayerView, MountOptions } from '../../graph/mounts.js';
+import { mount, statfs, umount2 } from '../../sys/index.js';
 import { BASE, DeviceSet, RESERVED_IDS } from './deviceset.js';
 import { tableOf } from './dmsetup.js';
 import { DM_OPTION_KEYS, parseDmOptions, parseLayerSize } from './options.js';
@@ -48,22 +36,17 @@ export function humanSize(bytes: number): string {
   return `${Number(v.toPrecision(4))} ${units[i]}`;
 }
 
-export class DevmapperDriver implements Driver {
-  readonly name = 'devicemapper';
-  readonly home: string;
+export class DevmapperDriver extends GraphDriver {
   readonly devices: DeviceSet;
   private readonly mntDir: string;
   private readonly parentsDir: string;
-  private readonly refs: MountRefs;
-  private readonly naive: NaiveDiff;
 
-  private constructor(home: string, stateDir: string, devices: DeviceSet) {
-    this.home = home;
+  private constructor(init: DriverInit, devices: DeviceSet) {
+    // mnt/<id> stays after an unmount (its rootfs/ and id file are inside the device's filesystem).
+    super('devicemapper', init, { mountPointMode: 0o755, removeMountPoint: false });
     this.devices = devices;
-    this.mntDir = join(home, 'mnt');
-    this.parentsDir = join(stateDir, 'parents');
-    this.refs = new MountRefs(join(stateDir, 'refs'));
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
+    this.mntDir = join(init.home, 'mnt');
+    this.parentsDir = join(init.stateDir, 'parents');
     mkdirSync(this.mntDir, { recursive: true, mode: 0o700 });
     mkdirSync(this.parentsDir, { recursive: true, mode: 0o700 });
   }
@@ -71,9 +54,8 @@ export class DevmapperDriver implements Driver {
   static async open(init: DriverInit): Promise<DevmapperDriver> {
     const options = parseDmOptions(init.options);
     mkdirSync(init.home, { recursive: true, mode: 0o700 });
-    const stateDir = join(init.root, 'driver-state', 'devicemapper');
-    const devices = await DeviceSet.open(init.home, stateDir, options);
-    return new DevmapperDriver(init.home, stateDir, devices);
+    const devices = await DeviceSet.open(init.home, init.stateDir, options);
+    return new DevmapperDriver(init, devices);
   }
 
   capabilities(): DriverCapabilities {
@@ -139,51 +121,41 @@ export class DevmapperDriver implements Driver {
     });
   }
 
-  /** Deactivates the device and deletes the thin id; refuses while the layer is mounted. */
-  async remove(id: string): Promise<void> {
+  /** Deactivates the device and deletes the thin id; refuses while the layer is in use. */
+  async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     this.checkId(id);
-    await this.devices.locked(async () => {
-      if (this.refs.count(id) > 0 && this.isMounted(id)) {
-        throw new UnionctlError('IN_USE', `devicemapper layer ${id} is mounted at ${this.mountPoint(id)}`, {
-          hint: `unmount it first (unionctl umount ${id})`,
-        });
-      }
-      if (this.isMounted(id)) umount2(this.mountPoint(id));
-      this.refs.forget(id);
-      await this.devices.deleteDevice(id);
-      rmSync(this.mountPoint(id), { recursive: true, force: true });
-      rmSync(join(this.parentsDir, id), { force: true });
-    });
+    await this.mounts.whileUnused(
+      id,
+      () =>
+        this.devices.locked(async () => {
+          await this.devices.deleteDevice(id);
+          rmSync(this.mountPointOf(id), { recursive: true, force: true });
+          rmSync(join(this.parentsDir, id), { force: true });
+        }),
+      opts,
+    );
   }
 
-  // ---- get / put -----------------------------------------------------------------------------
+  // ---- the view and its mount ----------------------------------------------------------------
 
-  private mountPoint(id: string): string {
+  protected mountPointOf(id: string): string {
     return join(this.mntDir, id);
   }
 
-  private isMounted(id: string): boolean {
-    return findMount(this.mountPoint(id)) !== undefined;
-  }
-
-  /** Activates and mounts the layer's device at mnt/<id> (once across processes), returns mnt/<id>/rootfs. */
-  async get(id: string, opts: GetOpts = {}): Promise<string> {
+  /** Always a mount: a layer's files are only reachable through its activated device, at mnt/<id>/rootfs. */
+  protected viewOf(id: string): LayerView {
     this.checkId(id);
-    if (this.devices.info(id) === undefined)
-      throw new UnionctlError('NOT_FOUND', `devicemapper layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
-    const mnt = this.mountPoint(id);
-    await this.refs.acquire(
-      id,
-      () => this.isMounted(id),
-      () => this.devices.locked(() => this.mountLayer(id, opts.mountLabel)),
-    );
-    return join(mnt, 'rootfs');
+    if (this.devices.info(id) === undefined) throw this.notFound(id);
+    return { path: join(this.mountPointOf(id), 'rootfs'), needsMount: true };
   }
 
-  private async mountLayer(id: string, mountLabel: string | undefined): Promise<void> {
+  protected mountUnion(id: string, opts: MountOptions): Promise<void> {
+    return this.devices.locked(() => this.mountDevice(id, opts.mountLabel));
+  }
+
+  private async mountDevice(id: string, mountLabel: string | undefined): Promise<void> {
     const dev = await this.devices.activate(id);
-    const mnt = this.mountPoint(id);
-    mkdirSync(mnt, { recursive: true, mode: 0o755 });
+    const mnt = this.mountPointOf(id);
     const label = mountLabel ? `context="${mountLabel}"` : '';
     const data = [this.devices.mountOptions(), label].filter(Boolean).join(',');
     try {
@@ -199,18 +171,11 @@ export class DevmapperDriver implements Driver {
     if (!existsSync(idFile) || readFileSync(idFile, 'utf8') !== id) writeFileSync(idFile, id, { mode: 0o600 });
   }
 
-  async put(id: string): Promise<void> {
-    this.checkId(id);
-    await this.refs.release(
-      id,
-      () => this.isMounted(id),
-      () => this.devices.locked(() => this.unmountLayer(id)),
-    );
-  }
-
-  private async unmountLayer(id: string): Promise<void> {
-    umount2(this.mountPoint(id));
-    await this.devices.deactivate(id);
+  protected unmountUnion(id: string): Promise<void> {
+    return this.devices.locked(async () => {
+      umount2(this.mountPointOf(id));
+      await this.devices.deactivate(id);
+    });
   }
 
   // ---- queries -------------------------------------------------------------------------------
@@ -306,38 +271,14 @@ export class DevmapperDriver implements Driver {
     return out;
   }
 
-  // ---- diffs ---------------------------------------------------------------------------------
+  // ---- cleanup -------------------------------------------------------------------------------
 
-  /** The device holds the parent's whole tree, so deletions and opaque dirs are applied for real. */
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
-    const root = await this.get(id);
-    try {
-      return await applyLayer(tar, root, { ...opts, whiteoutFormat: 'plain' });
-    } finally {
-      await this.put(id);
-    }
-  }
-
-  diff(id: string, parent?: string): Promise<Readable> {
-    return this.naive.diff(id, parent);
-  }
-
-  changes(id: string, parent?: string): Promise<Change[]> {
-    return this.naive.changes(id, parent);
-  }
-
-  diffSize(id: string, parent?: string): Promise<number> {
-    return this.naive.diffSize(id, parent);
-  }
-
-  /** Unmounts and deactivates every layer, then removes the pool and detaches its loop devices. */
+  /** Unmounts and deactivates every layer, drops every reference, then removes the pool and detaches its loop devices. */
   async cleanup(): Promise<void> {
+    const layers = this.devices.layerHashes();
+    await this.mounts.resetAll(layers.filter((id) => this.mounts.isMounted(id)));
     await this.devices.locked(async () => {
-      for (const id of this.devices.layerHashes()) {
-        if (this.isMounted(id)) umount2(this.mountPoint(id));
-        this.refs.forget(id);
-        await this.devices.deactivate(id);
-      }
+      for (const id of layers) await this.devices.deactivate(id);
       await this.devices.deactivate(BASE);
       await this.devices.releasePool();
     });

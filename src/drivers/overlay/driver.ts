@@ -13,25 +13,15 @@
  * - Other applies (a base layer, a child of a writable layer) go through the layer's view, as
  *   Docker's naive ApplyDiff does. Diffs and changes are always naive (two views compared).
  */
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
-import { assertValidId, UnionctlError } from '../../errors.js';
-import type {
-  ApplyDiffOpts,
-  ApplyResult,
-  Branch,
-  Change,
-  CreateOpts,
-  Driver,
-  DriverCapabilities,
-  DriverInit,
-  GetOpts,
-} from '../../graph/driver.js';
-import { NaiveDiff } from '../../graph/naive-diff.js';
-import { MountRefs } from '../../graph/refcount.js';
+import { assertValidId, isValidId, UnionctlError } from '../../errors.js';
+import type { ApplyDiffOpts, ApplyResult, Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } from '../../graph/driver.js';
+import { GraphDriver } from '../../graph/graph-driver.js';
+import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import {
   backingFs,
@@ -57,35 +47,20 @@ export const OVERLAY_OPTION_KEYS: string[] = [];
 /** Modes Docker (≥ 20.10.9) uses. */
 const MODE = { home: 0o710, layer: 0o710, root: 0o755, work: 0o700, merged: 0o700 };
 
-/** rmdir, tolerating a mount point that is already gone. */
-function removeMountPoint(dir: string): void {
-  try {
-    rmdirSync(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-}
-
-export class OverlayDriver implements Driver {
-  readonly name = 'overlay';
-  readonly home: string;
+export class OverlayDriver extends GraphDriver {
   private readonly layout: OverlayLayout;
-  private readonly refs: MountRefs;
   /** Writable layers are marked here (Docker's overlay does not tell them apart; branches() does). */
   private readonly writableMarks: string;
-  private readonly naive: NaiveDiff;
   private readonly mountSettings: MountSettings;
   private readonly backing: string;
   private readonly dType: boolean;
 
   private constructor(init: DriverInit) {
-    this.home = init.home;
+    // Docker's put removes merged/, as overlay2's does.
+    super('overlay', init, { mountPointMode: MODE.merged, removeMountPoint: true });
     this.layout = new OverlayLayout(init.home);
-    const state = join(init.root, 'driver-state', 'overlay');
-    this.refs = new MountRefs(join(state, 'refs'));
-    this.writableMarks = join(state, 'rw');
+    this.writableMarks = join(init.stateDir, 'rw');
     mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
     const dir = existingDirFor(init.home);
     this.backing = backingFs(dir);
     this.dType = supportsDType(dir);
@@ -188,97 +163,51 @@ export class OverlayDriver implements Driver {
     this.layout.writeLowerId(id, lowerId);
   }
 
-  async remove(id: string): Promise<void> {
+  async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
     if (!this.existsSync(id)) return;
-    if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
-      throw new UnionctlError('IN_USE', `overlay layer ${id} is in use (mounted or held by get)`, {
-        hint: `unmount it first (put / unionctl umount ${id})`,
-      });
-    }
-    rmSync(this.layout.layerDir(id), { recursive: true, force: true });
-    rmSync(join(this.writableMarks, id), { force: true });
-    this.refs.forget(id);
+    await this.mounts.whileUnused(
+      id,
+      () => {
+        rmSync(this.layout.layerDir(id), { recursive: true, force: true });
+        rmSync(join(this.writableMarks, id), { force: true });
+      },
+      opts,
+    );
   }
 
-  // ---- get / put ---------------------------------------------------------------------------
+  // ---- the view and its mount ------------------------------------------------------------
 
-  async get(id: string, opts: GetOpts = {}): Promise<string> {
-    this.assertExists(id);
-    if (this.layout.hasRoot(id)) {
-      // Nothing to mount; still counted so remove() can refuse a layer in use.
-      await this.refs.acquire(
-        id,
-        () => true,
-        () => {},
-      );
-      return this.layout.rootDir(id);
-    }
-    await this.refs.acquire(
-      id,
-      () => this.isUnionMounted(id),
-      () => this.mountLayer(id, opts.mountLabel),
-    );
+  protected mountPointOf(id: string): string {
     return this.layout.mergedDir(id);
   }
 
-  async put(id: string): Promise<void> {
+  /** An image layer is its own root/ (nothing to mount); any other layer is the union at merged/. */
+  protected viewOf(id: string): LayerView {
     this.assertExists(id);
-    if (this.layout.hasRoot(id)) {
-      await this.refs.release(
-        id,
-        () => true,
-        () => {},
-      );
-      return;
-    }
-    await this.refs.release(
-      id,
-      () => this.isUnionMounted(id),
-      () => this.unmountLayer(id),
-    );
+    if (this.layout.hasRoot(id)) return { path: this.layout.rootDir(id), needsMount: false };
+    return { path: this.layout.mergedDir(id), needsMount: true };
   }
 
-  private mountLayer(id: string, mountLabel: string | undefined): void {
+  protected mountUnion(id: string, opts: MountOptions): void {
     const lowerId = this.layout.readLowerId(id);
     if (!this.layout.hasRoot(lowerId)) {
       throw new UnionctlError('CORRUPT', `overlay layer ${id}: its lower layer ${lowerId} has no root/`, {
         hint: 'the lower layer was removed or never applied; the layer cannot be mounted',
       });
     }
-    const merged = this.layout.mergedDir(id);
-    try {
-      mkdirWithMode(merged, MODE.merged);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    try {
-      mountUnion(
-        this.home,
-        merged,
-        { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) },
-        { ...this.mountSettings, mountLabel },
-      );
-    } catch (e) {
-      rmdirSync(merged);
-      throw e;
-    }
+    const paths = { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) };
+    mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.mountSettings, mountLabel: opts.mountLabel });
   }
 
-  /** Lazy unmount and rmdir of merged/, as Docker's Put. */
-  private unmountLayer(id: string): void {
-    const merged = this.layout.mergedDir(id);
-    umount2(merged, MNT_DETACH);
-    removeMountPoint(merged);
+  /** Lazy unmount, as Docker's Put (the lifecycle then removes merged/). */
+  protected unmountUnion(id: string): void {
+    umount2(this.layout.mergedDir(id), MNT_DETACH);
   }
 
   private unionMount(id: string) {
     const m = findMount(this.layout.mergedDir(id));
     return m?.fsType === 'overlay' ? m : undefined;
-  }
-
-  private isUnionMounted(id: string): boolean {
-    return this.unionMount(id) !== undefined;
   }
 
   // ---- queries -----------------------------------------------------------------------------
@@ -372,8 +301,8 @@ export class OverlayDriver implements Driver {
 
   // ---- diffs -------------------------------------------------------------------------------
 
-  async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
-    this.assertExists(id);
+  override async applyDiff(id: string, parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
+    this.assertApplicable(id);
     if (parent !== undefined && !this.layout.hasRoot(id) && this.layout.hasRoot(parent)) return this.applyAsFarm(id, parent, tar, opts);
     // Docker's ErrApplyDiffFallback: a base layer (root/ itself) or a child of a writable layer
     // (through the mounted union, where overlayfs turns deletions into its own whiteouts).
@@ -391,11 +320,6 @@ export class OverlayDriver implements Driver {
     tar: Readable | string,
     opts: { onProgress?: (bytes: number) => void },
   ): Promise<ApplyResult> {
-    if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
-      throw new UnionctlError('IN_USE', `overlay layer ${id} is mounted; a diff cannot be applied to it now`, {
-        hint: `unmount it first (unionctl umount ${id})`,
-      });
-    }
     const dir = this.layout.layerDir(id);
     const tmpRoot = mkdtempSync(join(dir, TMP_ROOT_PREFIX));
     let result: ApplyResult;
@@ -412,35 +336,11 @@ export class OverlayDriver implements Driver {
     return result;
   }
 
-  diff(id: string, parent?: string): Promise<Readable> {
-    this.assertExists(id);
-    return this.naive.diff(id, parent);
-  }
-
-  changes(id: string, parent?: string): Promise<Change[]> {
-    this.assertExists(id);
-    return this.naive.changes(id, parent);
-  }
-
-  diffSize(id: string, parent?: string): Promise<number> {
-    this.assertExists(id);
-    return this.naive.diffSize(id, parent);
-  }
-
   // ---- cleanup -----------------------------------------------------------------------------
 
-  /** Unmounts every merged/ below the home, removes those mount points, forgets the counts. */
+  /** Unmounts every merged/ below the home (removing those mount points) and drops every reference. */
   async cleanup(): Promise<void> {
-    for (const id of readdirSync(this.home)) {
-      const merged = join(this.home, id, MERGED);
-      if (findMount(merged) === undefined) continue;
-      try {
-        umount2(merged, MNT_DETACH);
-      } catch (e) {
-        if (findMount(merged) !== undefined) throw e;
-      }
-      removeMountPoint(merged);
-    }
-    for (const id of this.refs.ids()) this.refs.forget(id);
+    const layers = readdirSync(this.home).filter((id) => isValidId(id) && this.mounts.isMounted(id));
+    await this.mounts.resetAll(layers);
   }
 }

@@ -3,28 +3,27 @@
  * overlayfs. Every layer's files live in its own diff/; a layer with parents is mounted as a union
  * of its diff/ (upperdir) over its ancestors' diff/ dirs (lowerdirs, nearest first).
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { exportLayerDir } from '../../archive/export.js';
 import { directorySize } from '../../archive/size.js';
-import { assertValidId, UnionctlError } from '../../errors.js';
+import { assertValidId, isValidId, UnionctlError } from '../../errors.js';
 import type {
   ApplyDiffOpts,
   ApplyResult,
   Branch,
   Change,
   CreateOpts,
-  Driver,
   DriverCapabilities,
   DriverInit,
-  GetOpts,
+  RemoveOpts,
 } from '../../graph/driver.js';
+import { GraphDriver } from '../../graph/graph-driver.js';
 import { withFileLock } from '../../graph/lock.js';
-import { NaiveDiff } from '../../graph/naive-diff.js';
-import { MountRefs } from '../../graph/refcount.js';
-import { findMount, mkdirWithMode, MNT_DETACH, readMountInfo, statfs, umount2, writeFileAtomic } from '../../sys/index.js';
+import type { LayerView, MountOptions } from '../../graph/mounts.js';
+import { findMount, mkdirWithMode, MNT_DETACH, readMountInfo, umount2, writeFileAtomic } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
@@ -54,28 +53,23 @@ function readFileIfExists(path: string): string | undefined {
   }
 }
 
-export class Overlay2Driver implements Driver {
-  readonly name = 'overlay2';
-  readonly home: string;
+export class Overlay2Driver extends GraphDriver {
   private readonly root: string;
   private readonly layout: Overlay2Layout;
-  /** <root>/driver-state/overlay2: mount reference counts (refs/) and the quota lock. */
+  /** <root>/driver-state/overlay2: mount references and locks (graph/mounts.ts) and the quota lock. */
   private readonly stateDir: string;
-  private readonly refs: MountRefs;
-  private readonly naive: NaiveDiff;
   private readonly options: DriverOptions;
   private readonly features: Overlay2Features;
 
   private constructor(init: DriverInit, options: DriverOptions, features: Overlay2Features) {
-    this.home = init.home;
+    // Docker's put removes merged/: that also takes the mount out of other mount namespaces that
+    // inherited it (Docker relies on this to avoid EBUSY on the next mount).
+    super('overlay2', init, { mountPointMode: MODE.merged, removeMountPoint: true });
     this.root = init.root;
     this.options = options;
     this.features = features;
     this.layout = new Overlay2Layout(init.home);
-    // Our own state lives outside the home (which stays exactly Docker's), apart from the store's.
-    this.stateDir = join(init.root, 'driver-state', 'overlay2');
-    this.refs = new MountRefs(join(this.stateDir, 'refs'));
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
+    this.stateDir = init.stateDir;
   }
 
   /** Checks options and kernel, creates <home> and <home>/l. */
@@ -180,15 +174,17 @@ export class Overlay2Driver implements Driver {
     }
   }
 
-  async remove(id: string): Promise<void> {
+  async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
     if (!this.existsSync(id)) return;
-    if (this.isUnionMounted(id) || this.refs.count(id) > 0) {
-      throw new UnionctlError('IN_USE', `overlay2 layer ${id} is mounted`, { hint: `unmount it first (put / unionctl umount ${id})` });
-    }
-    this.removeLinkOf(id);
-    rmSync(this.layout.layerDir(id), { recursive: true, force: true });
-    this.refs.forget(id);
+    await this.mounts.whileUnused(
+      id,
+      () => {
+        this.removeLinkOf(id);
+        rmSync(this.layout.layerDir(id), { recursive: true, force: true });
+      },
+      opts,
+    );
   }
 
   /**
@@ -212,86 +208,31 @@ export class Overlay2Driver implements Driver {
     }
   }
 
-  // ---- get / put ---------------------------------------------------------------------------
+  // ---- the view and its mount ------------------------------------------------------------
 
-  /**
-   * A layer without a parent is never mounted: its diff/ is the whole tree (still counted, so it
-   * cannot be removed while in use). Otherwise the union is mounted at merged/ by the first get
-   * of any process (a mount an earlier process left is adopted) and shared by the others.
-   */
-  async get(id: string, opts: GetOpts = {}): Promise<string> {
-    this.assertExists(id);
-    const lowers = this.layout.readLowerEntries(id);
-    if (lowers === undefined) {
-      // Nothing to mount: MountRefs wants "always mounted" so the count just goes up and down.
-      await this.refs.acquire(
-        id,
-        () => true,
-        () => {},
-      );
-      return this.layout.diffDir(id);
-    }
-    const merged = this.layout.mergedDir(id);
-    await this.refs.acquire(
-      id,
-      () => this.isUnionMounted(id),
-      () => this.mountLayer(id, lowers, opts.mountLabel),
-    );
-    return merged;
+  protected mountPointOf(id: string): string {
+    return this.layout.mergedDir(id);
   }
 
-  async put(id: string): Promise<void> {
+  /** A layer without a parent is never mounted: its diff/ is the whole tree. Others: the union at merged/. */
+  protected viewOf(id: string): LayerView {
     this.assertExists(id);
-    if (this.layout.readLowerEntries(id) === undefined) {
-      await this.refs.release(
-        id,
-        () => true,
-        () => {},
-      );
-      return;
-    }
-    await this.refs.release(
-      id,
-      () => this.isUnionMounted(id),
-      () => this.unmountLayer(id),
-    );
+    if (this.layout.readLowerEntries(id) === undefined) return { path: this.layout.diffDir(id), needsMount: false };
+    return { path: this.layout.mergedDir(id), needsMount: true };
   }
 
-  private mountLayer(id: string, lowers: string[], mountLabel: string | undefined): void {
-    const merged = this.layout.mergedDir(id);
-    try {
-      mkdirWithMode(merged, MODE.merged);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
+  protected mountUnion(id: string, opts: MountOptions): void {
+    const lowers = this.layout.readLowerEntries(id) ?? [];
     // A committed layer has children built on it: it mounts read-only, its own diff as the top lower.
     const paths: UnionPaths = this.layout.isCommitted(id)
       ? { lowers: [join(id, 'diff'), ...lowers] }
       : { lowers, upper: join(id, 'diff'), work: join(id, 'work') };
-    try {
-      mountUnion(this.home, merged, paths, { ...this.features, mountLabel });
-    } catch (e) {
-      rmdirSync(merged, { recursive: false });
-      throw e;
-    }
+    mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.features, mountLabel: opts.mountLabel });
   }
 
-  /**
-   * Lazy unmount, then remove merged/: removing the mount point also takes the mount out of other
-   * mount namespaces that inherited it (Docker relies on this to avoid EBUSY on the next mount).
-   */
-  private unmountLayer(id: string): void {
-    const merged = this.layout.mergedDir(id);
-    umount2(merged, MNT_DETACH);
-    this.removeMountPoint(merged);
-  }
-
-  private removeMountPoint(dir: string): void {
-    try {
-      rmdirSync(dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+  /** Lazy unmount, as Docker's put (the lifecycle then removes merged/). */
+  protected unmountUnion(id: string): void {
+    umount2(this.layout.mergedDir(id), MNT_DETACH);
   }
 
   /** The overlay mounted at the layer's merged dir, if any. */
@@ -299,19 +240,6 @@ export class Overlay2Driver implements Driver {
     const merged = this.layout.mergedDir(id);
     const m = findMount(merged);
     return m?.fsType === 'overlay' ? m : undefined;
-  }
-
-  /**
-   * Is the union mounted at merged/? Asked on every get and put, so answered with three syscalls
-   * rather than a read of /proc/self/mountinfo (which grows with every mount on the machine):
-   * merged/ is a mount point when its device differs from its layer dir's, and the union when the
-   * filesystem there is overlay.
-   */
-  private isUnionMounted(id: string): boolean {
-    const merged = this.layout.mergedDir(id);
-    const here = lstatSync(merged, { throwIfNoEntry: false });
-    if (here === undefined || here.dev === lstatSync(this.layout.layerDir(id)).dev) return false;
-    return statfs(merged).typeName === 'overlayfs';
   }
 
   // ---- queries -----------------------------------------------------------------------------
@@ -331,7 +259,7 @@ export class Overlay2Driver implements Driver {
 
   private assertExists(id: string): void {
     assertValidId(id);
-    if (!this.existsSync(id)) throw new UnionctlError('NOT_FOUND', `overlay2 layer ${id} does not exist in ${this.home}`);
+    if (!this.existsSync(id)) throw this.notFound(id);
   }
 
   /** Docker's names and order (23.0), then ours. */
@@ -369,8 +297,13 @@ export class Overlay2Driver implements Driver {
 
   // ---- diffs -------------------------------------------------------------------------------
 
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
-    this.assertExists(id);
+  override async applyDiff(
+    id: string,
+    _parent: string | undefined,
+    tar: Readable | string,
+    opts: ApplyDiffOpts = {},
+  ): Promise<ApplyResult> {
+    this.assertApplicable(id);
     const diff = this.layout.diffDir(id);
     const lowerDirs = this.layout.lowerDiffDirs(id);
     // Whiteouts become char 0/0 devices and opaque xattrs in diff/; hardlinks may point at files
@@ -387,19 +320,19 @@ export class Overlay2Driver implements Driver {
     return this.features.nativeDiff && this.layout.ancestorIds(id)[0] === parent;
   }
 
-  async diff(id: string, parent?: string): Promise<Readable> {
+  override async diff(id: string, parent?: string): Promise<Readable> {
     this.assertExists(id);
     if (this.nativeDiffValid(id, parent)) return exportLayerDir(this.layout.diffDir(id), 'overlay');
     return this.naive.diff(id, parent);
   }
 
   /** Always naive: walking the upper dir gets opaque dirs wrong (Docker learned this the hard way). */
-  async changes(id: string, parent?: string): Promise<Change[]> {
+  override async changes(id: string, parent?: string): Promise<Change[]> {
     this.assertExists(id);
     return this.naive.changes(id, parent);
   }
 
-  async diffSize(id: string, parent?: string): Promise<number> {
+  override async diffSize(id: string, parent?: string): Promise<number> {
     this.assertExists(id);
     if (this.nativeDiffValid(id, parent)) return directorySize(this.layout.diffDir(id));
     return this.naive.diffSize(id, parent);
@@ -407,21 +340,24 @@ export class Overlay2Driver implements Driver {
 
   // ---- cleanup -----------------------------------------------------------------------------
 
-  /** Unmounts every mount below the home (deepest first), removes the merged dirs, forgets the counts. */
+  /**
+   * Unmounts every layer's union and drops every reference, then anything else still mounted below
+   * the home (deepest first: something mounted by hand must not keep the store busy).
+   */
   async cleanup(): Promise<void> {
-    const prefix = `${this.home}/`;
-    const mountPoints = readMountInfo()
-      .map((m) => m.mountPoint)
-      .filter((mp) => mp.startsWith(prefix))
-      .sort((a, b) => b.length - a.length);
-    for (const mp of new Set(mountPoints)) {
+    const below = () =>
+      readMountInfo()
+        .map((m) => m.mountPoint)
+        .filter((mp) => mp.startsWith(`${this.home}/`));
+    const mergedOf = /\/([^/]+)\/merged$/;
+    const mountedLayers = below().flatMap((mp) => mergedOf.exec(mp.slice(this.home.length))?.[1] ?? []);
+    await this.mounts.resetAll(mountedLayers.filter(isValidId));
+    for (const mp of [...new Set(below())].sort((a, b) => b.length - a.length)) {
       try {
         umount2(mp, MNT_DETACH);
       } catch (e) {
         if (findMount(mp) !== undefined) throw e; // still there: report it; gone meanwhile: fine
       }
-      if (mp.endsWith('/merged')) this.removeMountPoint(mp);
     }
-    for (const id of this.refs.ids()) this.refs.forget(id);
   }
 }

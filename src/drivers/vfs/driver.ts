@@ -2,77 +2,46 @@
  * vfs: the simplest driver and the reference for the others. Docker's layout, `<home>/dir/<id>/`
  * holding the layer's whole tree: a new layer starts as a copy of its parent (reflinked where the
  * filesystem can, so it costs no data blocks), and a layer tar is applied with real deletions.
- * Nothing is ever mounted, and every layer is its own merged view.
- *
- * In use / removal: get() takes a shared flock on the layer directory for as long as this process
- * holds a reference, and remove() needs the exclusive lock, so a layer cannot be deleted under a
- * reader in another process (`unionctl diff` in one shell, `unionctl rm` in another); the kernel
- * drops the lock if the reader dies, so a crash never pins a layer. References that must outlive
- * the process (`unionctl mount` … `unionctl umount`) are counted by the LayerStore, above the driver.
+ * Nothing is ever mounted: every layer is its own merged view. References (get/put, in use) are
+ * the shared mount lifecycle's, as for every driver; diffs are the shared naive ones.
  *
  * Writable layers: vfs dirs are plain directories, so "writable" only tells branches() what to
  * report; it is kept as an empty marker file <home>/rw/<id> (Docker's vfs has no such file and
  * ignores it).
  */
-import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type {
-  ApplyDiffOpts,
-  ApplyResult,
-  Branch,
-  Change,
-  CreateOpts,
-  Driver,
-  DriverCapabilities,
-  DriverInit,
-  GetOpts,
-} from '../../graph/driver.js';
-import { NaiveDiff } from '../../graph/naive-diff.js';
+import type { Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } from '../../graph/driver.js';
+import { GraphDriver } from '../../graph/graph-driver.js';
+import type { LayerView } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { backingFs, flock, LOCK_EX, LOCK_NB, LOCK_SH, reflinkSupported } from '../../sys/index.js';
+import { backingFs, reflinkSupported } from '../../sys/index.js';
 
 /** Driver-wide options vfs understands: none (Docker's vfs.size needs quota support we do not offer). */
 export const VFS_OPTION_KEYS: string[] = [];
 /** Per-layer options createReadWrite understands: none, for the same reason. */
 const VFS_LAYER_OPTION_KEYS: string[] = [];
 
-/** This process's references to one layer, and the fd that holds the shared lock for them. */
-interface Held {
-  count: number;
-  fd: number;
-}
-
-function isWouldBlock(e: unknown): boolean {
-  const errno = (e as { errno?: unknown }).errno;
-  return errno === 'EAGAIN' || errno === 'EWOULDBLOCK';
-}
-
 function isMissing(e: unknown): boolean {
   return (e as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
-export class VfsDriver implements Driver {
-  readonly name = 'vfs';
-  readonly home: string;
+export class VfsDriver extends GraphDriver {
   private readonly layersDir: string;
   private readonly writableMarks: string;
   private readonly copyMode: 'reflink' | 'copy';
-  private readonly held = new Map<string, Held>();
-  private readonly naive: NaiveDiff;
 
   constructor(init: DriverInit) {
     parseStorageOpts(init.options, VFS_OPTION_KEYS, 'vfs driver');
-    this.home = init.home;
+    // Nothing is mounted: a layer's "mount point" is its own directory, which is never a mount.
+    super('vfs', init, { mountPointMode: 0o755, removeMountPoint: false });
     this.layersDir = join(init.home, 'dir');
     this.writableMarks = join(init.home, 'rw');
     mkdirSync(this.layersDir, { recursive: true, mode: 0o700 });
     mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
     this.copyMode = reflinkSupported(this.layersDir) ? 'reflink' : 'copy';
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id) });
   }
 
   capabilities(): DriverCapabilities {
@@ -129,96 +98,36 @@ export class VfsDriver implements Driver {
     }
   }
 
-  /**
-   * Deletes the layer's tree. Tolerates a half-made or already removed layer (crash recovery
-   * relies on that). Refuses while any process holds a reference from get().
-   */
-  async remove(id: string): Promise<void> {
+  /** Deletes the layer's tree (a half-made or already removed one too) unless it is in use. */
+  async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     const dir = this.layerDir(id);
-    if ((this.held.get(id)?.count ?? 0) > 0) throw this.inUse(id, `this process (pid ${process.pid}) still uses it`);
-    let fd: number;
-    try {
-      fd = openSync(dir, 'r');
-    } catch (e) {
-      if (!isMissing(e)) throw e;
-      rmSync(join(this.writableMarks, id), { force: true });
-      return;
-    }
-    try {
-      try {
-        flock(fd, LOCK_EX | LOCK_NB);
-      } catch (e) {
-        if (isWouldBlock(e)) throw this.inUse(id, 'another process is reading it');
-        throw e;
-      }
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(join(this.writableMarks, id), { force: true });
-    } finally {
-      closeSync(fd);
-    }
+    await this.mounts.whileUnused(
+      id,
+      () => {
+        rmSync(dir, { recursive: true, force: true });
+        rmSync(join(this.writableMarks, id), { force: true });
+      },
+      opts,
+    );
   }
 
-  private inUse(id: string, why: string): UnionctlError {
-    return new UnionctlError('IN_USE', `vfs layer ${id} is in use: ${why}`, {
-      hint: 'wait for the diff/mount using it to finish, then retry',
-    });
+  // ---- views (nothing is mounted) ------------------------------------------------------------
+
+  protected mountPointOf(id: string): string {
+    return this.layerDir(id);
   }
 
-  // ---- get / put -----------------------------------------------------------------------------
-
-  /** The layer's directory; takes a reference (nothing to mount). mountLabel has no meaning here. */
-  async get(id: string, _opts: GetOpts = {}): Promise<string> {
-    const dir = this.layerDir(id);
-    const held = this.held.get(id);
-    if (held !== undefined) {
-      held.count += 1;
-      return dir;
-    }
-    let fd: number;
-    try {
-      fd = openSync(dir, 'r');
-    } catch (e) {
-      if (isMissing(e)) throw new UnionctlError('NOT_FOUND', `vfs layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
-      throw e;
-    }
-    try {
-      flock(fd, LOCK_SH | LOCK_NB);
-    } catch (e) {
-      closeSync(fd);
-      if (isWouldBlock(e)) throw this.inUse(id, 'another process is removing it');
-      throw e;
-    }
-    // A remove may have finished between our open and our lock: then fd is a deleted directory.
-    if (!this.isSameDir(fd, dir)) {
-      closeSync(fd);
-      throw new UnionctlError('NOT_FOUND', `vfs layer ${id} does not exist (it was just removed)`, {
-        hint: 'check the id with unionctl ls',
-      });
-    }
-    this.held.set(id, { count: 1, fd });
-    return dir;
+  protected viewOf(id: string): LayerView {
+    this.assertExists(id);
+    return { path: this.layerDir(id), needsMount: false };
   }
 
-  private isSameDir(fd: number, dir: string): boolean {
-    try {
-      const opened = fstatSync(fd);
-      const now = lstatSync(dir);
-      return opened.ino === now.ino && opened.dev === now.dev;
-    } catch (e) {
-      if (isMissing(e)) return false;
-      throw e;
-    }
+  protected mountUnion(id: string): never {
+    throw new Error(`vfs layer ${id}: nothing to mount (a bug: viewOf says no mount is needed)`);
   }
 
-  /** Releases one get; the last one drops the shared lock. A put without a get does nothing. */
-  async put(id: string): Promise<void> {
-    assertValidId(id);
-    const held = this.held.get(id);
-    if (held === undefined) return;
-    held.count -= 1;
-    if (held.count > 0) return;
-    this.held.delete(id);
-    closeSync(held.fd); // closing the last fd of the open file drops its flock
+  protected unmountUnion(): void {
+    /* never mounted */
   }
 
   // ---- queries -------------------------------------------------------------------------------
@@ -245,11 +154,6 @@ export class VfsDriver implements Driver {
     }
   }
 
-  /** Ids of every layer directory, for the store's orphan sweep. */
-  async layerIds(): Promise<string[]> {
-    return readdirSync(this.layersDir).sort();
-  }
-
   async status(): Promise<Array<[string, string]>> {
     return [
       ['Backing Filesystem', backingFs(this.layersDir)],
@@ -270,34 +174,11 @@ export class VfsDriver implements Driver {
   }
 
   private assertExists(id: string): void {
-    if (!this.existsSync(id))
-      throw new UnionctlError('NOT_FOUND', `vfs layer ${id} does not exist`, { hint: 'check the id with unionctl ls' });
+    if (!this.existsSync(id)) throw this.notFound(id);
   }
 
-  // ---- diffs ---------------------------------------------------------------------------------
-
-  /** The layer holds a full copy of its parent, so deletions are applied for real. */
-  async applyDiff(id: string, _parent: string | undefined, tar: Readable | string, opts: ApplyDiffOpts = {}): Promise<ApplyResult> {
-    this.assertExists(id);
-    return applyLayer(tar, this.layerDir(id), { ...opts, whiteoutFormat: 'plain' });
-  }
-
-  /** vfs layers are two plain directories: the naive diff compares them directly, nothing is mounted. */
-  diff(id: string, parent?: string): Promise<Readable> {
-    return this.naive.diff(id, parent);
-  }
-
-  changes(id: string, parent?: string): Promise<Change[]> {
-    return this.naive.changes(id, parent);
-  }
-
-  diffSize(id: string, parent?: string): Promise<number> {
-    return this.naive.diffSize(id, parent);
-  }
-
-  /** Nothing is mounted; drops this process's references (and with them the shared locks). */
+  /** Nothing is mounted; drops every reference. */
   async cleanup(): Promise<void> {
-    for (const held of this.held.values()) closeSync(held.fd);
-    this.held.clear();
+    await this.mounts.resetAll();
   }
 }

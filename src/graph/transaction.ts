@@ -1,0 +1,233 @@
+/**
+ * Transactions over the store's metadata files: all of a transaction's writes happen, or none.
+ *
+ * A transaction runs under the store lock (store.lock, a flock: one transaction at a time across
+ * every process). Its body reads files (seeing its own pending writes) and queues writes and
+ * deletions; nothing reaches the disk until the body has returned. Then:
+ * - no change: nothing is written;
+ * - one change: it is applied directly (a file replaced atomically, or deleted);
+ * - several: a journal holding all of them is written first (atomically, durably), then each
+ *   change is applied, then the journal is deleted. A crash between leaves the journal; the next
+ *   transaction (of any process) replays it before it starts — the changes are whole files and
+ *   deletions, so replaying twice is harmless.
+ * A body that throws leaves the disk as it was. Work that must not happen under the lock (deleting
+ * a layer's files, mounting) is handed to afterCommit() and runs once the lock is released.
+ *
+ * Paths are relative to the store root and must stay inside it.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { dirname, join, normalize } from 'node:path';
+import { UnionctlError } from '../errors.js';
+import { fsyncDir, writeFileAtomic } from '../sys/index.js';
+import { withFileLock } from './lock.js';
+
+const JOURNAL_DIR = 'journal';
+
+/** One queued change: new content for a file, or (content null) its deletion. */
+interface Change {
+  path: string;
+  content: string | null;
+  /** fsync before the transaction counts as done (the default; layer records turned complete opt out, see store.ts). */
+  durable: boolean;
+}
+
+interface JournalFile {
+  changes: Change[];
+}
+
+export interface WriteOptions {
+  /** Default true. */
+  durable?: boolean;
+}
+
+/** The handle a transaction body gets. Every method throws once the transaction has ended. */
+export class FileTransaction {
+  private readonly changes = new Map<string, Change>();
+  private readonly after: Array<() => Promise<void>> = [];
+  private open = true;
+
+  constructor(readonly root: string) {}
+
+  /** The file's content as this transaction sees it (its own pending writes first); undefined when absent. */
+  read(path: string): string | undefined {
+    this.assertOpen();
+    const pending = this.changes.get(checkedPath(path));
+    if (pending !== undefined) return pending.content ?? undefined;
+    try {
+      return readFileSync(join(this.root, path), 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Names in directory `dir` as this transaction sees them (pending writes added, pending deletions left out), sorted. */
+  list(dir: string): string[] {
+    this.assertOpen();
+    const names = new Set<string>();
+    try {
+      for (const n of readdirSync(join(this.root, checkedPath(dir)))) names.add(n);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    for (const c of this.changes.values()) {
+      if (dirname(c.path) !== normalize(dir)) continue;
+      const name = c.path.slice(c.path.lastIndexOf('/') + 1);
+      if (c.content === null) names.delete(name);
+      else names.add(name);
+    }
+    return [...names].sort();
+  }
+
+  write(path: string, content: string, opts: WriteOptions = {}): void {
+    this.assertOpen();
+    const p = checkedPath(path);
+    this.changes.set(p, { path: p, content, durable: opts.durable ?? true });
+  }
+
+  delete(path: string): void {
+    this.assertOpen();
+    const p = checkedPath(path);
+    this.changes.set(p, { path: p, content: null, durable: true });
+  }
+
+  /** Runs `fn` after the commit, outside the lock, in the order registered (not at all when the body throws). */
+  afterCommit(fn: () => Promise<void>): void {
+    this.assertOpen();
+    this.after.push(fn);
+  }
+
+  private assertOpen(): void {
+    if (!this.open) {
+      throw new UnionctlError('USAGE', 'this store transaction has ended; its handle cannot be used any more', {
+        hint: 'do the work inside the transaction body, or start a new transaction (this is a bug in the caller)',
+      });
+    }
+  }
+
+  /** @internal Writes the queued changes (see the module doc) and closes the handle. */
+  commit(): Array<() => Promise<void>> {
+    this.open = false;
+    const changes = [...this.changes.values()];
+    if (changes.length === 1) applyChange(this.root, changes[0]!);
+    else if (changes.length > 1) commitJournaled(this.root, changes);
+    return this.after;
+  }
+
+  /** @internal Drops the queued changes and closes the handle. */
+  abandon(): void {
+    this.open = false;
+  }
+}
+
+/**
+ * Runs `body` as one transaction under the lock file `lockPath`, replaying any journal a crashed
+ * transaction left first. Returns what `body` returns, after the after-commit work has run.
+ */
+export async function runTransaction<T>(root: string, lockPath: string, body: (tx: FileTransaction) => Promise<T>): Promise<T> {
+  let result!: T;
+  let after: Array<() => Promise<void>> = [];
+  await withFileLock(lockPath, async () => {
+    replayJournals(root);
+    const tx = new FileTransaction(root);
+    try {
+      result = await body(tx);
+    } catch (e) {
+      tx.abandon();
+      throw e;
+    }
+    after = tx.commit();
+  });
+  for (const fn of after) await fn();
+  return result;
+}
+
+/** Finishes every transaction a crashed process left half-applied. Call holding the lock. */
+export function replayJournals(root: string): void {
+  const dir = join(root, JOURNAL_DIR);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  for (const name of names.sort()) {
+    const path = join(dir, name);
+    if (name.startsWith('.')) {
+      rmSync(path, { force: true }); // a journal whose write never finished: its transaction never happened
+      continue;
+    }
+    const journal = parseJournal(readFileSync(path, 'utf8'), path);
+    for (const change of journal.changes) applyChange(root, change);
+    rmSync(path, { force: true });
+  }
+  fsyncDir(dir);
+}
+
+function commitJournaled(root: string, changes: Change[]): void {
+  const dir = join(root, JOURNAL_DIR);
+  const journal = join(dir, `${Date.now().toString(36)}-${randomBytes(6).toString('hex')}.json`);
+  writeFileAtomic(journal, JSON.stringify({ changes } satisfies JournalFile), { durable: true, makeDir: true });
+  for (const change of changes) applyChange(root, change);
+  rmSync(journal);
+  // The dir goes when empty (always, but after a crash), so a store root holds only what it needs.
+  // Transactions hold the store lock, so no other process is writing a journal meanwhile.
+  // The fsync makes the journal's deletion durable: replayed after later transactions, it would undo them.
+  fsyncDir(removeEmptyDir(dir) ? root : dir);
+}
+
+/** rmdir; false (and nothing done) when the dir is not empty. */
+function removeEmptyDir(dir: string): boolean {
+  try {
+    rmdirSync(dir);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOTEMPTY' || (e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+}
+
+function applyChange(root: string, change: Change): void {
+  const path = join(root, change.path);
+  if (change.content !== null) {
+    writeFileAtomic(path, change.content, { durable: change.durable, makeDir: true });
+    return;
+  }
+  rmSync(path, { force: true });
+  try {
+    fsyncDir(dirname(path));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}
+
+function checkedPath(path: string): string {
+  const p = normalize(path);
+  if (p.startsWith('/') || p === '..' || p.startsWith('../') || p === '.') {
+    throw new UnionctlError('USAGE', `store transaction path ${JSON.stringify(path)} is not inside the store`);
+  }
+  return p;
+}
+
+function parseJournal(text: string, path: string): JournalFile {
+  const corrupt = () =>
+    new UnionctlError('CORRUPT', `store journal ${path} is damaged`, {
+      hint: 'the store cannot finish the transaction it records; restore the store from a backup, or remove the file and check the store',
+    });
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw corrupt();
+  }
+  const changes = (value as Partial<JournalFile> | null)?.changes;
+  if (!Array.isArray(changes)) throw corrupt();
+  for (const c of changes as Partial<Change>[]) {
+    if (typeof c?.path !== 'string' || (c.content !== null && typeof c.content !== 'string') || typeof c.durable !== 'boolean')
+      throw corrupt();
+    checkedPath(c.path);
+  }
+  return value as JournalFile;
+}

@@ -1,0 +1,59 @@
+/**
+ * Who a process is, in a form that survives the process: its pid, when it started and the boot it
+ * ran in. A pid alone is not an identity — pids are reused — but pid + start time + boot id is.
+ * The store records one for every operation in progress and every in-process reference, so a later
+ * process can tell "still running" from "died and left this behind".
+ */
+import { readFileSync } from 'node:fs';
+
+/** The process that owns a record or a reference. */
+export interface ProcessIdentity {
+  pid: number;
+  /** Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. */
+  start: string;
+  /** The kernel's random id of the boot the process ran in. */
+  boot: string;
+}
+
+let cachedBootId: string | undefined;
+let cachedSelf: ProcessIdentity | undefined;
+
+/** The kernel's random id for this boot; changes at every reboot. */
+export function bootId(): string {
+  cachedBootId ??= readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  return cachedBootId;
+}
+
+/** Start time of a running process (clock ticks since boot), or undefined when there is no such process. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may contain spaces: count after the last ")".
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** This process. */
+export function currentProcess(): ProcessIdentity {
+  cachedSelf ??= { pid: process.pid, start: processStartTime(process.pid) ?? '', boot: bootId() };
+  return cachedSelf;
+}
+
+/** Is that process still running (same pid, same start time, this boot)? */
+export function processAlive(p: ProcessIdentity | undefined): boolean {
+  if (p === undefined || p.boot !== bootId()) return false;
+  if (p.pid === process.pid) return p.start === currentProcess().start;
+  return processStartTime(p.pid) === p.start;
+}
+
+/** "1234 (unionctl diff …)": a pid with its command line, for messages; best effort. */
+export function describeProcess(pid: number): string {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    return argv.length > 0 ? `${pid} (${argv.join(' ').slice(0, 200)})` : String(pid);
+  } catch {
+    return String(pid);
+  }
+}
