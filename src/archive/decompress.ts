@@ -117,7 +117,7 @@ export interface SelfHashingInput extends AsyncIterable<Buffer> {
 class HashedFileStream implements SelfHashingInput {
   readonly streamDigest: StreamDigest;
   constructor(private readonly file: FileHandle) {
-    this.streamDigest = new StreamDigest(undefined, fstatSync(file.fd).size);
+    this.streamDigest = new StreamDigest({ expectedBytes: fstatSync(file.fd).size });
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Buffer, void, undefined> {
