@@ -9,7 +9,7 @@
  * stays bounded whatever the stream size; if the worker falls behind, the producer waits for ring
  * space. Bytes get there either by update(chunk) (a copy: a memcpy is ~10x cheaper than sha256) or
  * without any copy, by reading the input straight into the ring: reserve() a view, fill it,
- * commit() it (openLayerInput does this for uncompressed files).
+ * commit() it (openLayerStream does this for uncompressed files).
  *
  * The worker only starts once the stream is larger than START_THRESHOLD (small layers are not
  * worth a thread; the head is hashed on the main thread meanwhile and again by the worker from

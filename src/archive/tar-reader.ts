@@ -16,11 +16,15 @@
  * The digest covers all bytes of the stream, including whatever follows the end-of-archive blocks
  * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id, so after the
  * end marker the reader keeps reading to EOF. Hashing is done by a StreamDigest (on a second core
- * when one is free); an input that already hashes itself (openLayerInput's file reader) lends us
- * its digest instead.
+ * when one is free); an input that already hashes itself (openLayerStream's file reader) passes
+ * its digest in the `digest` option instead.
+ *
+ * Chunks: body pieces are views of the input chunks, typed like them. Over leased input
+ * (AsyncIterable<LeasedChunk>, from openLayerStream) the pieces are LeasedChunks too, valid only
+ * until the stream has been read on (see LeasedChunk); over plain Buffers they are Buffers that
+ * live as long as the caller's chunks do.
  */
 import { TarFormatError, UnionctlError } from '../errors.js';
-import type { SelfHashingInput } from './decompress.js';
 import { StreamDigest } from './stream-digest.js';
 import {
   BLOCK_SIZE,
@@ -33,12 +37,16 @@ import {
   UNSUPPORTED_TYPES,
   type HeaderBlock,
 } from './tar-header.js';
-import type { TarEntryType, TarHeader, Timespec } from './types.js';
+import type { LeasedChunk, TarEntryType, TarHeader, Timespec } from './types.js';
 
-export interface TarEntry {
+/** `Chunk` is the type of the input's chunks: Buffer, or LeasedChunk over lent input. */
+export interface TarEntry<Chunk extends Buffer = Buffer> {
   header: TarHeader;
-  /** The entry's content (regular files only; empty otherwise). Read it before asking for the next entry, or it is skipped. */
-  body: AsyncIterable<Buffer>;
+  /**
+   * The entry's content (regular files only; empty otherwise), as views of the input chunks.
+   * Read it before asking for the next entry, or it is skipped.
+   */
+  body: AsyncIterable<Chunk>;
 }
 
 export interface TarStreamDigest {
@@ -49,7 +57,7 @@ export interface TarStreamDigest {
 }
 
 /** The entries of a tar stream, with the digest of the stream alongside. */
-export interface TarReader extends AsyncGenerator<TarEntry, void, undefined> {
+export interface TarReader<Chunk extends Buffer = Buffer> extends AsyncGenerator<TarEntry<Chunk>, void, undefined> {
   readonly digest: TarStreamDigest;
 }
 
@@ -58,8 +66,13 @@ export interface ReadTarOptions {
   onBytes?: (total: number) => void;
   /** Sees every byte that is not entry content (tar-split, see TarTap). */
   tap?: TarTap;
-  /** false: do not hash the stream (digest.diffId() then throws). For indexing an archive whose digest nobody needs. */
-  digest?: boolean;
+  /**
+   * How the stream's digest is had: true (the default) hashes here; false does not hash
+   * (digest.diffId() then throws: for indexing an archive whose digest nobody needs); a
+   * StreamDigest is one that the producer of the input already feeds every byte to (openLayerStream's
+   * file reader hashes as it reads): the reader does not hash again, it finishes that one at EOF.
+   */
+  digest?: boolean | StreamDigest;
 }
 
 /**
@@ -67,10 +80,10 @@ export interface ReadTarOptions {
  * the stream is the concatenation, in call order, of every raw() piece and, at each content()
  * call, `header.size` bytes of that entry's content. raw() covers header blocks, pax and GNU
  * records, content padding, the end-of-archive blocks and whatever follows them.
- * Both are called synchronously; `bytes` is a view into the input: copy what you keep.
+ * Both are called synchronously; `bytes` is lent (a view into the input): copy what you keep.
  */
 export interface TarTap {
-  raw(bytes: Buffer): void;
+  raw(bytes: LeasedChunk): void;
   /** The content of this entry (header.size bytes, > 0) starts at stream offset `offset`. */
   content(header: TarHeader, offset: number): void;
   /** Every entry, content or not, before it is handed out (optional). */
@@ -82,20 +95,21 @@ const MAX_METADATA_RECORD = 1 << 20;
 const EMPTY = Buffer.alloc(0);
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
+/** The chunk type of entry bodies: the input's (Buffer for an input typed `any`, such as a Readable). */
+type BodyChunk<Chunk extends Buffer> = unknown extends Chunk ? Buffer : Chunk;
+
 /**
  * Reads a tar stream. The result is an async generator of entries that also carries `.digest`
  * (complete once the generator is done). Leaving the loop early releases the input.
  */
-export function readTar(input: AsyncIterable<Buffer | Uint8Array>, opts: ReadTarOptions = {}): TarReader {
-  const source = new ByteSource(
-    input[Symbol.asyncIterator](),
-    opts.onBytes,
-    (input as Partial<SelfHashingInput>).streamDigest,
-    opts.digest !== false,
-  );
+export function readTar<Chunk extends Buffer = Buffer>(
+  input: AsyncIterable<Chunk | Uint8Array>,
+  opts: ReadTarOptions = {},
+): TarReader<BodyChunk<Chunk>> {
+  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, opts.digest ?? true);
   source.tap = opts.tap;
-  const entries = parseEntries(source);
-  return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader;
+  const entries = parseEntries<BodyChunk<Chunk>>(source);
+  return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader<BodyChunk<Chunk>>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -110,7 +124,7 @@ class ByteSource {
   private total = 0;
   private ended = false;
   private readonly hash: StreamDigest;
-  /** The input hashes itself (openLayerInput's file reader): its digest is ours. */
+  /** Bytes are not hashed here: the input hashes itself (a StreamDigest given as the digest option), or digest: false. */
   private readonly inputHashes: boolean;
   /** Sees the non-content bytes (tar-split); undefined on the hot path. */
   tap: TarTap | undefined;
@@ -124,14 +138,16 @@ class ByteSource {
     bytes: () => this.total,
   };
 
+  private readonly hashing: boolean;
+
   constructor(
     private readonly input: AsyncIterator<Buffer | Uint8Array>,
     private readonly onBytes: ((total: number) => void) | undefined,
-    inputDigest: StreamDigest | undefined,
-    private readonly hashing = true,
+    digest: boolean | StreamDigest,
   ) {
-    this.hash = inputDigest ?? new StreamDigest();
-    this.inputHashes = inputDigest !== undefined || !hashing;
+    this.hashing = digest !== false;
+    this.hash = typeof digest === 'boolean' ? new StreamDigest() : digest;
+    this.inputHashes = typeof digest !== 'boolean' || !digest;
   }
 
   /** Stream offset of the next unread byte. */
@@ -214,13 +230,18 @@ class ByteSource {
   async rawBytes(n: number): Promise<number> {
     if (this.tap === undefined) return this.skip(n);
     const bytes = await this.read(n);
-    if (bytes.length > 0) this.tap.raw(bytes);
+    if (bytes.length > 0) this.lendRaw(bytes);
     return bytes.length;
+  }
+
+  /** Shows bytes that are not entry content to the tap, if any: lent for the call. */
+  lendRaw(bytes: Buffer): void {
+    this.tap?.raw(bytes as LeasedChunk);
   }
 
   /** Consumes the rest of the current chunk (after the end of the archive), showing it to the tap. */
   private tapRest(): void {
-    if (this.tap !== undefined && this.pos < this.chunk.length) this.tap.raw(this.chunk.subarray(this.pos));
+    if (this.tap !== undefined && this.pos < this.chunk.length) this.lendRaw(this.chunk.subarray(this.pos));
     this.pos = this.chunk.length;
   }
 
@@ -244,8 +265,8 @@ class ByteSource {
 // Entry bodies
 // ---------------------------------------------------------------------------------------------
 
-/** One entry's content: an async iterator over the source, bounded by the entry size. */
-class EntryBody implements AsyncIterableIterator<Buffer> {
+/** One entry's content: an async iterator over the source, bounded by the entry size. Pieces are typed like the input's chunks. */
+class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
   private remaining: number;
   private stale = false;
 
@@ -261,17 +282,17 @@ class EntryBody implements AsyncIterableIterator<Buffer> {
     return this;
   }
 
-  async next(): Promise<IteratorResult<Buffer, undefined>> {
+  async next(): Promise<IteratorResult<Chunk, undefined>> {
     if (this.stale) throw new Error(`the body of tar entry ${JSON.stringify(this.entry)} was read after the next entry was requested`);
     if (this.remaining === 0) return { done: true, value: undefined };
     const piece = await this.source.next(this.remaining);
     if (piece.length === 0) throw truncated(this.source, this.entry, `${this.remaining} of its ${this.size} content bytes are missing`);
     this.remaining -= piece.length;
-    return { done: false, value: piece };
+    return { done: false, value: piece as Chunk };
   }
 
   /** Leaving a `for await` early is fine: the rest is skipped with the next entry. */
-  async return(): Promise<IteratorResult<Buffer, undefined>> {
+  async return(): Promise<IteratorResult<Chunk, undefined>> {
     return { done: true, value: undefined };
   }
 
@@ -302,9 +323,9 @@ function truncated(source: ByteSource, entry: string | undefined, detail: string
 // The entry loop
 // ---------------------------------------------------------------------------------------------
 
-async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void, undefined> {
+async function* parseEntries<Chunk extends Buffer>(source: ByteSource): AsyncGenerator<TarEntry<Chunk>, void, undefined> {
   const pending = new PendingMetadata();
-  let body: EntryBody | undefined;
+  let body: EntryBody<Chunk> | undefined;
   try {
     for (;;) {
       if (body !== undefined) await body.finish();
@@ -318,7 +339,7 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
       }
       if (block.length < BLOCK_SIZE)
         throw truncated(source, undefined, `the stream ends inside a header (${block.length} of ${BLOCK_SIZE} bytes)`);
-      source.tap?.raw(block);
+      source.lendRaw(block);
       if (block.equals(ZERO_BLOCK)) {
         pending.assertEmpty(offset, 'the end-of-archive marker follows');
         await readEndOfArchive(source);
@@ -334,7 +355,7 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
         source.tap.entry?.(header);
         if (header.size > 0) source.tap.content(header, source.offset);
       }
-      body = new EntryBody(source, header.size, header.path);
+      body = new EntryBody<Chunk>(source, header.size, header.path);
       yield { header, body };
     }
     await source.drain();
@@ -353,7 +374,7 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
 async function readEndOfArchive(source: ByteSource): Promise<void> {
   const offset = source.offset;
   const second = await source.read(BLOCK_SIZE);
-  if (second.length > 0) source.tap?.raw(second);
+  if (second.length > 0) source.lendRaw(second);
   if (second.length === BLOCK_SIZE && !second.equals(ZERO_BLOCK)) {
     throw new TarFormatError('a single zero block is followed by more data (a zero block ends the archive only in pairs)', { offset });
   }
@@ -388,7 +409,7 @@ async function readMetadataRecord(source: ByteSource, raw: HeaderBlock, pending:
   }
   const data = await source.read(raw.size);
   if (data.length < raw.size) throw truncated(source, raw.name, `the '${kind}' record has ${data.length} of ${raw.size} bytes`);
-  source.tap?.raw(data);
+  source.lendRaw(data);
   const pad = blockPadding(raw.size);
   if ((await source.rawBytes(pad)) < pad) throw truncated(source, raw.name, `the '${kind}' record is not padded to a block`);
   if (kind === 'L') pending.longName = decodeLongName(data, raw.offset);

@@ -53,7 +53,7 @@ export interface ArchiveFiles {
 }
 
 const READ_CHUNK = 1024 * 1024;
-/** 16 chunks: twice what the tar engine's own file reader keeps valid (see decompress.ts openLayerInput). */
+/** 16 chunks: twice what the tar engine's own file reader keeps valid (see decompress.ts openLayerStream). */
 const RING_BYTES = 16 * READ_CHUNK;
 
 /**

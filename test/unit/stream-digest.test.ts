@@ -1,12 +1,15 @@
 /**
- * The fast digest path (the shared ring, the hashing thread, the main-thread head, reserve/commit)
- * checked against the plain reference: node:crypto's createHash over the same bytes, for sizes at
+ * The fast digest path (the shared ring, the hashing thread, the main-thread head, reserve/commit,
+ * the layer file reader that reads into the ring) checked against the plain reference: node:crypto's createHash over the same bytes, for sizes at
  * every boundary the fast path has (a block, the wake-up step, the worker start, the ring size)
  * and for every algorithm node offers among sha256, sha512, sha1 and md5.
  */
 import assert from 'node:assert/strict';
 import { createHash, getHashes, randomFillSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { openLayerStream } from '../../src/archive/decompress.js';
 import { RING_BYTES, START_THRESHOLD, StreamDigest, WAKE_EVERY_BYTES, type StreamDigestOptions } from '../../src/archive/stream-digest.js';
 
 const MiB = 1024 * 1024;
@@ -28,6 +31,7 @@ const SIZES = [
   3 * RING_BYTES + 12_345,
 ];
 const DATA = randomFillSync(Buffer.allocUnsafe(Math.max(...SIZES)));
+DATA[0] = 0x61; // no compression magic: the layer file reader takes it as a plain tar
 const ALGORITHMS = ['sha256', 'sha512', 'sha1', 'md5'].filter((a) => getHashes().includes(a));
 
 /** A small deterministic PRNG (xorshift32), so a failing chunking can be replayed. */
@@ -115,6 +119,32 @@ describe('StreamDigest against createHash', () => {
       const bytes = DATA.subarray(0, size);
       const want = reference('sha256', bytes);
       for (const mode of MODES) assert.equal(await mode.feed(mode.opts, bytes, round + 1), want, `${size} bytes, ${mode.name}`);
+    }
+  });
+
+  it('matches for the layer file reader, which reads straight into the ring (with and without the hashing thread)', async () => {
+    const dir = mkdtempSync('/tmp/unionctl-test-digest-');
+    try {
+      for (const thread of ['1', '0']) {
+        process.env.UNIONCTL_DIGEST_THREAD = thread;
+        try {
+          for (const size of [0, 1, 511, 512, START_THRESHOLD + 1, RING_BYTES - 1, RING_BYTES + 1, 3 * RING_BYTES + 12_345]) {
+            const bytes = DATA.subarray(0, size);
+            const path = join(dir, `${size}.bin`);
+            writeFileSync(path, bytes);
+            const { chunks, digest } = await openLayerStream(path);
+            let read = 0;
+            for await (const chunk of chunks) read += chunk.length;
+            assert.equal(read, size);
+            assert.equal(await digest!.finish(), reference('sha256', bytes), `${size} bytes, digest thread ${thread}`);
+            rmSync(path);
+          }
+        } finally {
+          delete process.env.UNIONCTL_DIGEST_THREAD;
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
