@@ -79,7 +79,7 @@ export { Overlay2Driver, overlay2Entry } from './drivers/overlay2/index.js';
 export { NaiveDiff } from './graph/naive-diff.js';
 
 // Archive: tar in, tar out, change detection
-export type { TarHeader, TarEntryType, Timespec, InodeMetadata } from './archive/types.js';
+export type { TarHeader, TarEntryType, Timespec, InodeMetadata, LeasedChunk } from './archive/types.js';
 export { readTar } from './archive/tar-reader.js';
 export type { TarReader, TarEntry, TarStreamDigest, ReadTarOptions, TarTap } from './archive/tar-reader.js';
 export { TarWriter } from './archive/tar-writer.js';

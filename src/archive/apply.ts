@@ -42,10 +42,10 @@ import {
 import type { Readable } from 'node:stream';
 import { SysCallError, UnionctlError, UnsafeEntryError } from '../errors.js';
 import { lchown, lgetxattr, lsetxattr, mknod, processUmask, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
-import { decompressedStream, openLayerInput } from './decompress.js';
+import { openLayerStream } from './decompress.js';
 import { applyMetadata, applyTimes, applyXattrs, readMetadata, type InodeKind } from './metadata.js';
 import { readTar, type TarEntry, type TarTap } from './tar-reader.js';
-import type { ApplyResult, TarHeader, Timespec, WhiteoutFormat } from './types.js';
+import type { ApplyResult, LeasedChunk, TarHeader, Timespec, WhiteoutFormat } from './types.js';
 
 export interface ApplyLayerOptions {
   whiteoutFormat: WhiteoutFormat;
@@ -84,8 +84,9 @@ function whiteOutLowerRootIfOpaque(dest: string, lowerDirs: string[]): void {
 
 /**
  * Extracts a layer tar into `dest` (an existing directory). `input` is a stream, or a file path
- * ('-' for stdin), which is the fastest way in (see openLayerInput). On error it throws; the
- * caller removes the half layer.
+ * ('-' for stdin), which is the fastest way in (see openLayerStream). The chunks of a stream are
+ * taken as lent (see LeasedChunk): each is written out before the next 8 MiB are asked for. On
+ * error it throws; the caller removes the half layer.
  */
 export async function applyLayer(
   input: Readable | AsyncIterable<Buffer> | string,
@@ -93,8 +94,8 @@ export async function applyLayer(
   opts: ApplyLayerOptions,
 ): Promise<ApplyResult> {
   const applier = new LayerApplier(dest, opts);
-  const { stream } = typeof input === 'string' ? await openLayerInput(input) : await decompressedStream(input);
-  const tar = readTar(stream, { onBytes: opts.onProgress, tap: opts.tap });
+  const layer = await openLayerStream(input);
+  const tar = readTar(layer.chunks, { onBytes: opts.onProgress, tap: opts.tap, digest: layer.digest });
   try {
     for await (const entry of tar) await applier.apply(entry);
     applier.finish();
@@ -242,7 +243,7 @@ class LayerApplier {
     return rel === '' ? this.dest : `${this.dest}/${rel}`;
   }
 
-  async apply(entry: TarEntry): Promise<void> {
+  async apply(entry: TarEntry<LeasedChunk>): Promise<void> {
     this.entries++;
     const name = entry.header.path;
     try {
@@ -273,7 +274,7 @@ class LayerApplier {
   // ---- whiteouts ------------------------------------------------------------------------------
 
   /** Handles aufs bookkeeping, `.wh.` and opaque entries. Returns true when the entry must not be written as it is. */
-  private async applyWhiteoutName(rel: string, entry: TarEntry): Promise<boolean> {
+  private async applyWhiteoutName(rel: string, entry: TarEntry<LeasedChunk>): Promise<boolean> {
     if (isAufsMetadata(rel)) {
       await this.keepPlink(rel, entry);
       return true;
@@ -330,7 +331,7 @@ class LayerApplier {
    * `.wh..wh.plnk/` may be the target of hardlinks later in the tar (layers made by Docker's aufs
    * driver): it is kept in a scratch dir until the end of the apply.
    */
-  private async keepPlink(rel: string, entry: TarEntry): Promise<void> {
+  private async keepPlink(rel: string, entry: TarEntry<LeasedChunk>): Promise<void> {
     const parts = rel.split('/');
     if (parts.length !== 2 || parts[0] !== AUFS_PLINK_DIR || entry.header.type !== 'file') return;
     if (this.plinkDir === undefined) {
@@ -347,7 +348,7 @@ class LayerApplier {
 
   // ---- entries --------------------------------------------------------------------------------
 
-  private async writeEntry(rel: string, entry: TarEntry): Promise<void> {
+  private async writeEntry(rel: string, entry: TarEntry<LeasedChunk>): Promise<void> {
     const h = entry.header;
     if (rel === '') {
       if (h.type !== 'dir') throw new UnsafeEntryError(h.path, `a ${h.type} cannot replace the layer root`);
@@ -382,7 +383,7 @@ class LayerApplier {
     return h.uid === this.euid && h.gid === this.egid && parent.gid === this.egid;
   }
 
-  private async writeFile(rel: string, entry: TarEntry, parent: DirInfo): Promise<void> {
+  private async writeFile(rel: string, entry: TarEntry<LeasedChunk>, parent: DirInfo): Promise<void> {
     const h = entry.header;
     const path = this.abs(rel);
     const atime = accessTime(h);

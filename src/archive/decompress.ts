@@ -14,6 +14,7 @@ import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
 import { UnionctlError } from '../errors.js';
 import { StreamDigest } from './stream-digest.js';
+import type { LeasedChunk } from './types.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
@@ -70,33 +71,60 @@ export async function decompressedStream(
   return { compression: 'none', stream: raw };
 }
 
+/** An opened layer: its uncompressed bytes, lent (see LeasedChunk), and the digest that already hashes them, if any. */
+export interface LayerStream {
+  compression: Compression;
+  chunks: AsyncIterable<LeasedChunk>;
+  /**
+   * Fed every byte of `chunks` as they are read (the uncompressed-file reader hashes into its ring):
+   * pass it to readTar's `digest` option instead of hashing again. undefined: nobody hashes them yet.
+   */
+  digest: StreamDigest | undefined;
+}
+
 /**
- * Opens a layer tarball: `-` is stdin, anything else a file path; then sniffs and decompresses.
- * The file is closed when the returned stream is read to its end or abandoned (`return()`).
+ * Opens a layer for the archive engine: a file path, `-` (stdin) or a stream; then sniffs and
+ * decompresses. The file is closed when the chunks are read to their end or abandoned (`return()`).
  *
  * An uncompressed file is the hot path (`docker save` layers, the benchmark): it is read straight
  * into the ring buffer of a StreamDigest, which hashes it (on a second core when one is free) while
- * the tar reader parses the same bytes — no copy and no allocation per chunk. The stream then
- * carries that digest as `streamDigest` (readTar uses it instead of hashing again), and its chunks
- * are views into the ring: valid until about 8 MiB more have been read, which is all readTar and
- * applyLayer need. Compressed files go through decompressedStream.
+ * the tar reader parses the same bytes — no copy and no allocation per chunk. The chunks are then
+ * views into the ring, valid until about RING_BYTES (8 MiB) more have been read, which is all
+ * readTar and applyLayer need; `digest` is that StreamDigest. Chunks of a stream are lent too:
+ * whoever made it may reuse its buffers (an image archive's member reader does).
+ *
+ * Not exported by the public API (index.ts), which has openLayerInput: chunks the caller keeps.
+ */
+export async function openLayerStream(source: string | Readable | AsyncIterable<Buffer | Uint8Array>): Promise<LayerStream> {
+  if (typeof source === 'string' && source !== '-') {
+    const file = await openLayerFile(source);
+    try {
+      const head = Buffer.alloc(SNIFF_BYTES);
+      const { bytesRead } = await file.read(head, 0, SNIFF_BYTES, 0);
+      if (sniffCompression(head.subarray(0, bytesRead)) === 'none') {
+        const digest = new StreamDigest({ expectedBytes: fstatSync(file.fd).size });
+        return { compression: 'none', chunks: ringFileChunks(file, digest), digest };
+      }
+      return lent(await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK, start: 0 })));
+    } catch (e) {
+      await file.close();
+      throw e;
+    }
+  }
+  return lent(await decompressedStream(source === '-' ? process.stdin : source));
+}
+
+/**
+ * Opens a layer tarball: `-` is stdin, anything else a file path (or a stream); then sniffs and
+ * decompresses. The file is closed when the returned stream is read to its end or abandoned
+ * (`return()`). Every chunk is a Buffer of its own, the caller's to keep (the engine's own,
+ * faster way in, whose chunks are lent, is openLayerStream).
  */
 export async function openLayerInput(source: string | Readable): Promise<{ compression: Compression; stream: AsyncIterable<Buffer> }> {
   if (typeof source !== 'string') return decompressedStream(source);
   if (source === '-') return decompressedStream(process.stdin);
-  let file: FileHandle;
+  const file = await openLayerFile(source);
   try {
-    file = await open(source, 'r');
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT')
-      throw new UnionctlError('NOT_FOUND', `layer tarball ${source} does not exist`, { hint: 'check the path', cause: e });
-    throw new UnionctlError('USAGE', `cannot read layer tarball ${source}: ${err.message}`, { cause: e });
-  }
-  try {
-    const head = Buffer.alloc(SNIFF_BYTES);
-    const { bytesRead } = await file.read(head, 0, SNIFF_BYTES, 0);
-    if (sniffCompression(head.subarray(0, bytesRead)) === 'none') return { compression: 'none', stream: new HashedFileStream(file) };
     return await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK, start: 0 }));
   } catch (e) {
     await file.close();
@@ -104,35 +132,40 @@ export async function openLayerInput(source: string | Readable): Promise<{ compr
   }
 }
 
-/** An input that hashes itself while it is read (see openLayerInput): readTar takes its digest instead of hashing again. */
-export interface SelfHashingInput extends AsyncIterable<Buffer> {
-  readonly streamDigest: StreamDigest;
+async function openLayerFile(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, 'r');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT')
+      throw new UnionctlError('NOT_FOUND', `layer tarball ${path} does not exist`, { hint: 'check the path', cause: e });
+    throw new UnionctlError('USAGE', `cannot read layer tarball ${path}: ${err.message}`, { cause: e });
+  }
+}
+
+/** The chunks of a decompressed stream, typed as lent: their producer may reuse the buffers. */
+function lent(opened: { compression: Compression; stream: AsyncIterable<Buffer> }): LayerStream {
+  return { compression: opened.compression, chunks: opened.stream as AsyncIterable<LeasedChunk>, digest: undefined };
 }
 
 /**
- * An uncompressed file read into a StreamDigest's ring. The reads are synchronous: a 1 MiB read
- * from the page cache costs ~0.2 ms, less than the thread-pool round trip of an async read on a
- * machine whose cores are busy with the apply and the digest (measured: 20-30 ms less per 250 MB).
+ * An uncompressed file read into a StreamDigest's ring: every chunk is a view into the ring. The
+ * reads are synchronous: a 1 MiB read from the page cache costs ~0.2 ms, less than the thread-pool
+ * round trip of an async read on a machine whose cores are busy with the apply and the digest
+ * (measured: 20-30 ms less per 250 MB).
  */
-class HashedFileStream implements SelfHashingInput {
-  readonly streamDigest: StreamDigest;
-  constructor(private readonly file: FileHandle) {
-    this.streamDigest = new StreamDigest(undefined, fstatSync(file.fd).size);
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<Buffer, void, undefined> {
-    try {
-      for (;;) {
-        const reserved = this.streamDigest.reserve(FILE_CHUNK);
-        const view = reserved instanceof Promise ? await reserved : reserved;
-        const bytesRead = readSync(this.file.fd, view, 0, view.length, null);
-        this.streamDigest.commit(bytesRead);
-        if (bytesRead === 0) return;
-        yield Buffer.from(view.buffer, view.byteOffset, bytesRead);
-      }
-    } finally {
-      await this.file.close();
+async function* ringFileChunks(file: FileHandle, digest: StreamDigest): AsyncGenerator<LeasedChunk, void, undefined> {
+  try {
+    for (;;) {
+      const reserved = digest.reserve(FILE_CHUNK);
+      const view = reserved instanceof Promise ? await reserved : reserved;
+      const bytesRead = readSync(file.fd, view, 0, view.length, null);
+      digest.commit(bytesRead);
+      if (bytesRead === 0) return;
+      yield Buffer.from(view.buffer, view.byteOffset, bytesRead) as LeasedChunk;
     }
+  } finally {
+    await file.close();
   }
 }
 

@@ -1,5 +1,6 @@
 /**
- * sha256 of a byte stream, for a layer's diff_id — on a worker thread when a core is free.
+ * sha256 (or another node:crypto hash) of a byte stream, for a layer's diff_id — on a worker
+ * thread (digest-worker.ts) when a core is free.
  *
  * Why: at ~1.8 GB/s, hashing a layer costs about a third of an apply's CPU time, and on the main
  * thread it sits squarely on the critical path. On an idle second core it runs alongside.
@@ -8,7 +9,7 @@
  * stays bounded whatever the stream size; if the worker falls behind, the producer waits for ring
  * space. Bytes get there either by update(chunk) (a copy: a memcpy is ~10x cheaper than sha256) or
  * without any copy, by reading the input straight into the ring: reserve() a view, fill it,
- * commit() it (openLayerInput does this for uncompressed files).
+ * commit() it (openLayerStream does this for uncompressed files).
  *
  * The worker only starts once the stream is larger than START_THRESHOLD (small layers are not
  * worth a thread; the head is hashed on the main thread meanwhile and again by the worker from
@@ -19,50 +20,17 @@
 import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { CONSUMED, CTL_SLOTS, DONE, SEQ, SLEEPS, WRITTEN, type DigestWorkerData } from './digest-ring.js';
 
-const RING_BYTES = 8 * 1024 * 1024;
-const START_THRESHOLD = 4 * 1024 * 1024;
+/** The ring: bytes handed out by reserve() stay valid until about this much more has been committed. */
+export const RING_BYTES = 8 * 1024 * 1024;
+/** A stream of unknown size goes to the worker once it is larger than this. */
+export const START_THRESHOLD = 4 * 1024 * 1024;
 /** The worker is woken once this much is waiting for it (and whenever the producer must wait). */
-const WAKE_EVERY_BYTES = 2 * 1024 * 1024;
+export const WAKE_EVERY_BYTES = 2 * 1024 * 1024;
 
-/** Slots of the shared control array (BigInt64, so the byte counters never wrap). */
-const WRITTEN = 0; // bytes the producer has put into the ring, in total
-const CONSUMED = 1; // bytes the worker has hashed, in total
-const DONE = 2; // 1 once the producer has written everything
-const SEQ = 3; // bumped by the producer on every write and at the end: what the worker sleeps on
-const SLEEPS = 4; // 1 while the worker is (about to be) asleep: only then does the producer notify
-const CTL_SLOTS = 5;
-
-/** Runs in the worker: hash what the ring holds until the producer says it is done. */
-const WORKER_SOURCE = `
-const { workerData, parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const data = new Uint8Array(workerData.data);
-const ctl = new BigInt64Array(workerData.ctl);
-const size = data.length;
-const hash = createHash('sha256');
-let consumed = 0n;
-for (;;) {
-  const seq = Atomics.load(ctl, ${SEQ});
-  const written = Atomics.load(ctl, ${WRITTEN});
-  if (written === consumed) {
-    if (Atomics.load(ctl, ${DONE}) === 1n) break;
-    // Say we sleep, then look once more: a producer that missed the flag has bumped seq by now
-    // (the wait returns at once) or its bytes are seen on the next round.
-    Atomics.store(ctl, ${SLEEPS}, 1n);
-    if (Atomics.load(ctl, ${WRITTEN}) === consumed && Atomics.load(ctl, ${DONE}) === 0n) Atomics.wait(ctl, ${SEQ}, seq);
-    Atomics.store(ctl, ${SLEEPS}, 0n);
-    continue;
-  }
-  const pos = Number(consumed % BigInt(size));
-  const n = Math.min(Number(written - consumed), size - pos);
-  hash.update(data.subarray(pos, pos + n));
-  consumed += BigInt(n);
-  Atomics.store(ctl, ${CONSUMED}, consumed);
-  Atomics.notify(ctl, ${CONSUMED});
-}
-parentPort.postMessage(hash.digest('hex'));
-`;
+/** The hashing thread's code: its own module, compiled next to this one. */
+const WORKER_URL = new URL('./digest-worker.js', import.meta.url);
 
 /** Atomics.waitAsync (Node 16+; not in TypeScript's ES2022 lib). */
 const waitAsync = (Atomics as unknown as { waitAsync(a: BigInt64Array, index: number, value: bigint): { value: string | Promise<string> } })
@@ -78,12 +46,26 @@ function idleCoreAvailable(): boolean {
   return availableParallelism() >= 2;
 }
 
+export interface StreamDigestOptions {
+  /** A node:crypto hash name; default "sha256" (what a diff_id is). */
+  algorithm?: string;
+  /** Hash on a worker thread; default: when a second core is there (UNIONCTL_DIGEST_THREAD=1 / =0 forces it). */
+  useWorker?: boolean;
+  /**
+   * The stream's size when known (a file). A stream known to be large skips the main-thread
+   * hashing of its head and goes to the worker from the first byte.
+   */
+  expectedBytes?: number;
+}
+
 export class StreamDigest {
+  private readonly algorithm: string;
+  private readonly useWorker: boolean;
   /** Main-thread hash: everything, when no worker is used; the head of the stream until one starts. */
-  private local: Hash | undefined = createHash('sha256');
+  private local: Hash | undefined;
   /** Until the worker starts, bytes are hashed locally *and* kept in the ring (the worker restarts from byte 0). */
-  private ring: Uint8Array | undefined;
-  private ctl: BigInt64Array | undefined;
+  private ring: Uint8Array<SharedArrayBuffer> | undefined;
+  private ctl: BigInt64Array<SharedArrayBuffer> | undefined;
   private written = 0;
   /** Ring offset and length of the last reserve(). */
   private reserved = { pos: 0, length: 0 };
@@ -94,17 +76,13 @@ export class StreamDigest {
   private result: Promise<string> | undefined;
   private hex: string | undefined;
 
-  /**
-   * `expectedBytes`: the stream's size when known (a file). A stream known to be large skips the
-   * main-thread hashing of its head and goes to the worker from the first byte.
-   */
-  constructor(
-    private readonly useWorker = idleCoreAvailable(),
-    expectedBytes?: number,
-  ) {
+  constructor(opts: StreamDigestOptions = {}) {
+    this.algorithm = opts.algorithm ?? 'sha256';
+    this.useWorker = opts.useWorker ?? idleCoreAvailable();
+    this.local = createHash(this.algorithm); // also checks that the algorithm exists
     // A thread takes ~20 ms to boot; started now, it is ready by the time the ring has filled up,
     // and it hashes from the first byte (no main-thread hash of the head).
-    if (useWorker && expectedBytes !== undefined && expectedBytes > START_THRESHOLD) {
+    if (this.useWorker && opts.expectedBytes !== undefined && opts.expectedBytes > START_THRESHOLD) {
       this.local = undefined;
       this.ring = new Uint8Array(new SharedArrayBuffer(RING_BYTES));
       this.ctl = new BigInt64Array(new SharedArrayBuffer(CTL_SLOTS * 8));
@@ -247,7 +225,12 @@ export class StreamDigest {
 
   private startWorker(): void {
     if (this.worker !== undefined) return;
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { data: this.ring!.buffer, ctl: this.ctl!.buffer } });
+    const workerData: DigestWorkerData = {
+      data: this.ring!.buffer,
+      ctl: this.ctl!.buffer,
+      algorithm: this.algorithm,
+    };
+    const worker = new Worker(WORKER_URL, { workerData });
     worker.on('error', (e) => {
       this.failure = e;
       Atomics.notify(this.ctl!, CONSUMED); // unblock a producer waiting for space: its next update throws

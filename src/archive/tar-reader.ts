@@ -16,19 +16,37 @@
  * The digest covers all bytes of the stream, including whatever follows the end-of-archive blocks
  * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id, so after the
  * end marker the reader keeps reading to EOF. Hashing is done by a StreamDigest (on a second core
- * when one is free); an input that already hashes itself (openLayerInput's file reader) lends us
- * its digest instead.
+ * when one is free); an input that already hashes itself (openLayerStream's file reader) passes
+ * its digest in the `digest` option instead.
+ *
+ * Chunks: body pieces are views of the input chunks, typed like them. Over leased input
+ * (AsyncIterable<LeasedChunk>, from openLayerStream) the pieces are LeasedChunks too, valid only
+ * until the stream has been read on (see LeasedChunk); over plain Buffers they are Buffers that
+ * live as long as the caller's chunks do.
  */
-import { isUtf8 } from 'node:buffer';
 import { TarFormatError, UnionctlError } from '../errors.js';
-import type { SelfHashingInput } from './decompress.js';
 import { StreamDigest } from './stream-digest.js';
-import type { TarEntryType, TarHeader, Timespec } from './types.js';
+import {
+  BLOCK_SIZE,
+  blockPadding,
+  decodeHeader,
+  decodeLongName,
+  ENTRY_TYPES,
+  headerError,
+  parsePaxRecords,
+  UNSUPPORTED_TYPES,
+  type HeaderBlock,
+} from './tar-header.js';
+import type { LeasedChunk, TarEntryType, TarHeader, Timespec } from './types.js';
 
-export interface TarEntry {
+/** `Chunk` is the type of the input's chunks: Buffer, or LeasedChunk over lent input. */
+export interface TarEntry<Chunk extends Buffer = Buffer> {
   header: TarHeader;
-  /** The entry's content (regular files only; empty otherwise). Read it before asking for the next entry, or it is skipped. */
-  body: AsyncIterable<Buffer>;
+  /**
+   * The entry's content (regular files only; empty otherwise), as views of the input chunks.
+   * Read it before asking for the next entry, or it is skipped.
+   */
+  body: AsyncIterable<Chunk>;
 }
 
 export interface TarStreamDigest {
@@ -39,7 +57,7 @@ export interface TarStreamDigest {
 }
 
 /** The entries of a tar stream, with the digest of the stream alongside. */
-export interface TarReader extends AsyncGenerator<TarEntry, void, undefined> {
+export interface TarReader<Chunk extends Buffer = Buffer> extends AsyncGenerator<TarEntry<Chunk>, void, undefined> {
   readonly digest: TarStreamDigest;
 }
 
@@ -48,8 +66,13 @@ export interface ReadTarOptions {
   onBytes?: (total: number) => void;
   /** Sees every byte that is not entry content (tar-split, see TarTap). */
   tap?: TarTap;
-  /** false: do not hash the stream (digest.diffId() then throws). For indexing an archive whose digest nobody needs. */
-  digest?: boolean;
+  /**
+   * How the stream's digest is had: true (the default) hashes here; false does not hash
+   * (digest.diffId() then throws: for indexing an archive whose digest nobody needs); a
+   * StreamDigest is one that the producer of the input already feeds every byte to (openLayerStream's
+   * file reader hashes as it reads): the reader does not hash again, it finishes that one at EOF.
+   */
+  digest?: boolean | StreamDigest;
 }
 
 /**
@@ -57,36 +80,36 @@ export interface ReadTarOptions {
  * the stream is the concatenation, in call order, of every raw() piece and, at each content()
  * call, `header.size` bytes of that entry's content. raw() covers header blocks, pax and GNU
  * records, content padding, the end-of-archive blocks and whatever follows them.
- * Both are called synchronously; `bytes` is a view into the input: copy what you keep.
+ * Both are called synchronously; `bytes` is lent (a view into the input): copy what you keep.
  */
 export interface TarTap {
-  raw(bytes: Buffer): void;
+  raw(bytes: LeasedChunk): void;
   /** The content of this entry (header.size bytes, > 0) starts at stream offset `offset`. */
   content(header: TarHeader, offset: number): void;
   /** Every entry, content or not, before it is handed out (optional). */
   entry?(header: TarHeader): void;
 }
 
-export const BLOCK_SIZE = 512;
 /** Largest pax / GNU long-name record we accept (Go's archive/tar uses the same limit). */
 const MAX_METADATA_RECORD = 1 << 20;
 const EMPTY = Buffer.alloc(0);
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
+/** The chunk type of entry bodies: the input's (Buffer for an input typed `any`, such as a Readable). */
+type BodyChunk<Chunk extends Buffer> = unknown extends Chunk ? Buffer : Chunk;
+
 /**
  * Reads a tar stream. The result is an async generator of entries that also carries `.digest`
  * (complete once the generator is done). Leaving the loop early releases the input.
  */
-export function readTar(input: AsyncIterable<Buffer | Uint8Array>, opts: ReadTarOptions = {}): TarReader {
-  const source = new ByteSource(
-    input[Symbol.asyncIterator](),
-    opts.onBytes,
-    (input as Partial<SelfHashingInput>).streamDigest,
-    opts.digest !== false,
-  );
+export function readTar<Chunk extends Buffer = Buffer>(
+  input: AsyncIterable<Chunk | Uint8Array>,
+  opts: ReadTarOptions = {},
+): TarReader<BodyChunk<Chunk>> {
+  const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, opts.digest ?? true);
   source.tap = opts.tap;
-  const entries = parseEntries(source);
-  return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader;
+  const entries = parseEntries<BodyChunk<Chunk>>(source);
+  return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader<BodyChunk<Chunk>>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,7 +124,7 @@ class ByteSource {
   private total = 0;
   private ended = false;
   private readonly hash: StreamDigest;
-  /** The input hashes itself (openLayerInput's file reader): its digest is ours. */
+  /** Bytes are not hashed here: the input hashes itself (a StreamDigest given as the digest option), or digest: false. */
   private readonly inputHashes: boolean;
   /** Sees the non-content bytes (tar-split); undefined on the hot path. */
   tap: TarTap | undefined;
@@ -115,14 +138,16 @@ class ByteSource {
     bytes: () => this.total,
   };
 
+  private readonly hashing: boolean;
+
   constructor(
     private readonly input: AsyncIterator<Buffer | Uint8Array>,
     private readonly onBytes: ((total: number) => void) | undefined,
-    inputDigest: StreamDigest | undefined,
-    private readonly hashing = true,
+    digest: boolean | StreamDigest,
   ) {
-    this.hash = inputDigest ?? new StreamDigest();
-    this.inputHashes = inputDigest !== undefined || !hashing;
+    this.hashing = digest !== false;
+    this.hash = typeof digest === 'boolean' ? new StreamDigest() : digest;
+    this.inputHashes = typeof digest !== 'boolean' || !digest;
   }
 
   /** Stream offset of the next unread byte. */
@@ -205,13 +230,18 @@ class ByteSource {
   async rawBytes(n: number): Promise<number> {
     if (this.tap === undefined) return this.skip(n);
     const bytes = await this.read(n);
-    if (bytes.length > 0) this.tap.raw(bytes);
+    if (bytes.length > 0) this.lendRaw(bytes);
     return bytes.length;
+  }
+
+  /** Shows bytes that are not entry content to the tap, if any: lent for the call. */
+  lendRaw(bytes: Buffer): void {
+    this.tap?.raw(bytes as LeasedChunk);
   }
 
   /** Consumes the rest of the current chunk (after the end of the archive), showing it to the tap. */
   private tapRest(): void {
-    if (this.tap !== undefined && this.pos < this.chunk.length) this.tap.raw(this.chunk.subarray(this.pos));
+    if (this.tap !== undefined && this.pos < this.chunk.length) this.lendRaw(this.chunk.subarray(this.pos));
     this.pos = this.chunk.length;
   }
 
@@ -235,10 +265,8 @@ class ByteSource {
 // Entry bodies
 // ---------------------------------------------------------------------------------------------
 
-const padding = (size: number) => (BLOCK_SIZE - (size % BLOCK_SIZE)) % BLOCK_SIZE;
-
-/** One entry's content: an async iterator over the source, bounded by the entry size. */
-class EntryBody implements AsyncIterableIterator<Buffer> {
+/** One entry's content: an async iterator over the source, bounded by the entry size. Pieces are typed like the input's chunks. */
+class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
   private remaining: number;
   private stale = false;
 
@@ -254,17 +282,17 @@ class EntryBody implements AsyncIterableIterator<Buffer> {
     return this;
   }
 
-  async next(): Promise<IteratorResult<Buffer, undefined>> {
+  async next(): Promise<IteratorResult<Chunk, undefined>> {
     if (this.stale) throw new Error(`the body of tar entry ${JSON.stringify(this.entry)} was read after the next entry was requested`);
     if (this.remaining === 0) return { done: true, value: undefined };
     const piece = await this.source.next(this.remaining);
     if (piece.length === 0) throw truncated(this.source, this.entry, `${this.remaining} of its ${this.size} content bytes are missing`);
     this.remaining -= piece.length;
-    return { done: false, value: piece };
+    return { done: false, value: piece as Chunk };
   }
 
   /** Leaving a `for await` early is fine: the rest is skipped with the next entry. */
-  async return(): Promise<IteratorResult<Buffer, undefined>> {
+  async return(): Promise<IteratorResult<Chunk, undefined>> {
     return { done: true, value: undefined };
   }
 
@@ -276,7 +304,7 @@ class EntryBody implements AsyncIterableIterator<Buffer> {
   async finish(): Promise<void> {
     this.stale = true;
     const rest = this.remaining;
-    const pad = padding(this.size);
+    const pad = blockPadding(this.size);
     this.remaining = 0;
     if (this.source.tap === undefined) {
       if ((await this.source.skip(rest + pad)) < rest + pad) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
@@ -295,9 +323,9 @@ function truncated(source: ByteSource, entry: string | undefined, detail: string
 // The entry loop
 // ---------------------------------------------------------------------------------------------
 
-async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void, undefined> {
+async function* parseEntries<Chunk extends Buffer>(source: ByteSource): AsyncGenerator<TarEntry<Chunk>, void, undefined> {
   const pending = new PendingMetadata();
-  let body: EntryBody | undefined;
+  let body: EntryBody<Chunk> | undefined;
   try {
     for (;;) {
       if (body !== undefined) await body.finish();
@@ -309,14 +337,15 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
         pending.assertEmpty(offset, 'the stream ends');
         break;
       }
-      if (block.length < BLOCK_SIZE) throw truncated(source, undefined, `the stream ends inside a header (${block.length} of 512 bytes)`);
-      source.tap?.raw(block);
+      if (block.length < BLOCK_SIZE)
+        throw truncated(source, undefined, `the stream ends inside a header (${block.length} of ${BLOCK_SIZE} bytes)`);
+      source.lendRaw(block);
       if (block.equals(ZERO_BLOCK)) {
         pending.assertEmpty(offset, 'the end-of-archive marker follows');
         await readEndOfArchive(source);
         break;
       }
-      const raw = parseHeaderBlock(block, offset);
+      const raw = decodeHeader(block, offset);
       if (await readMetadataRecord(source, raw, pending)) continue;
       const header = pending.resolve(raw);
       // Like Go's archive/tar (and so Docker): links, dirs, devices and FIFOs carry no data blocks,
@@ -326,7 +355,7 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
         source.tap.entry?.(header);
         if (header.size > 0) source.tap.content(header, source.offset);
       }
-      body = new EntryBody(source, header.size, header.path);
+      body = new EntryBody<Chunk>(source, header.size, header.path);
       yield { header, body };
     }
     await source.drain();
@@ -345,235 +374,29 @@ async function* parseEntries(source: ByteSource): AsyncGenerator<TarEntry, void,
 async function readEndOfArchive(source: ByteSource): Promise<void> {
   const offset = source.offset;
   const second = await source.read(BLOCK_SIZE);
-  if (second.length > 0) source.tap?.raw(second);
+  if (second.length > 0) source.lendRaw(second);
   if (second.length === BLOCK_SIZE && !second.equals(ZERO_BLOCK)) {
     throw new TarFormatError('a single zero block is followed by more data (a zero block ends the archive only in pairs)', { offset });
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Header blocks
+// Header blocks (the format itself is tar-header.ts)
 // ---------------------------------------------------------------------------------------------
 
-/** The fields of one 512-byte header block, before pax / long-name records are folded in. */
-interface RawHeader {
-  offset: number;
-  typeflag: string;
-  name: string;
-  linkname: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  atime?: number;
-  uname: string;
-  gname: string;
-  devmajor: number;
-  devminor: number;
-}
-
-type Dialect = 'ustar' | 'star' | 'gnu' | 'v7';
-
 const HEADER_ONLY_TYPES: ReadonlySet<TarEntryType> = new Set(['hardlink', 'symlink', 'char', 'block', 'dir', 'fifo']);
-
-const ENTRY_TYPES: Readonly<Record<string, TarEntryType>> = {
-  '0': 'file',
-  '\0': 'file',
-  '7': 'file', // contiguous file: a regular file everywhere that matters
-  '1': 'hardlink',
-  '2': 'symlink',
-  '3': 'char',
-  '4': 'block',
-  '5': 'dir',
-  '6': 'fifo',
-};
-
-/** Typeflags we know but cannot extract, for a useful error. */
-const UNSUPPORTED_TYPES: Readonly<Record<string, string>> = {
-  S: 'GNU sparse file',
-  D: 'GNU incremental dump directory',
-  M: 'GNU multi-volume continuation',
-  N: 'old GNU long-name record',
-  A: 'Solaris ACL',
-  E: 'Solaris extended attribute',
-  I: 'inode-only entry',
-  X: 'old Solaris extended header',
-};
-
-function headerError(message: string, offset: number, entry?: string): TarFormatError {
-  return new TarFormatError(message, { entry, offset });
-}
-
-/** The fields of one header block as they are (no pax / long-name folding), checksum verified. */
-export interface TarHeaderBlock {
-  typeflag: string;
-  name: string;
-  size: number;
-}
-
-/**
- * Parses one 512-byte header block (TarFormatError on a bad checksum or number): for tools that
- * seek through a tar file instead of streaming it, such as the index of an image archive.
- */
-export function parseTarHeaderBlock(block: Buffer, offset: number): TarHeaderBlock {
-  const raw = parseHeaderBlock(block, offset);
-  return { typeflag: raw.typeflag, name: raw.name, size: raw.size };
-}
-
-function parseHeaderBlock(block: Buffer, offset: number): RawHeader {
-  verifyChecksum(block, offset);
-  const dialect = dialectOf(block);
-  const name = fieldString(block, 0, 100, offset);
-  const field = (start: number, len: number, what: string) => parseNumber(block, start, len, what, offset, name);
-  let prefix = '';
-  let atime: number | undefined;
-  if (dialect === 'ustar') prefix = fieldString(block, 345, 155, offset);
-  else if (dialect === 'star') prefix = fieldString(block, 345, 131, offset);
-  else if (dialect === 'gnu') ({ prefix, atime } = gnuTimesOrPrefix(block, offset));
-  const hasOwnerNames = dialect !== 'v7';
-  return {
-    offset,
-    typeflag: String.fromCharCode(block[156]),
-    name: prefix === '' ? name : `${prefix}/${name}`,
-    linkname: fieldString(block, 157, 100, offset),
-    mode: field(100, 8, 'mode'),
-    uid: field(108, 8, 'uid'),
-    gid: field(116, 8, 'gid'),
-    size: field(124, 12, 'size'),
-    mtime: field(136, 12, 'mtime'),
-    atime,
-    uname: hasOwnerNames ? fieldString(block, 265, 32, offset) : '',
-    gname: hasOwnerNames ? fieldString(block, 297, 32, offset) : '',
-    devmajor: hasOwnerNames ? field(329, 8, 'devmajor') : 0,
-    devminor: hasOwnerNames ? field(337, 8, 'devminor') : 0,
-  };
-}
-
-function dialectOf(block: Buffer): Dialect {
-  // "ustar\0" (POSIX; star adds "tar\0" at the end of the block), "ustar  \0" (old GNU), or none (v7).
-  if (block[257] !== 0x75 || block.toString('latin1', 257, 262) !== 'ustar') return 'v7';
-  if (block[262] === 0) return block.toString('latin1', 508, 512) === 'tar\0' ? 'star' : 'ustar';
-  if (block[262] === 0x20 && block[263] === 0x20 && block[264] === 0) return 'gnu';
-  return 'v7';
-}
-
-/**
- * Old GNU headers keep atime/ctime where ustar has its prefix. Go's archive/tar before 1.8 wrote
- * GNU magic with a ustar prefix, so (like Go) when those fields are not numbers they are a prefix.
- */
-function gnuTimesOrPrefix(block: Buffer, offset: number): { prefix: string; atime?: number } {
-  try {
-    const atime = parseNumber(block, 345, 12, 'atime', offset);
-    parseNumber(block, 357, 12, 'ctime', offset);
-    return { prefix: '', atime: atime === 0 ? undefined : atime };
-  } catch {
-    const prefix = fieldString(block, 345, 155, offset);
-    return { prefix: /^[\x20-\x7e]*$/.test(prefix) ? prefix : '' };
-  }
-}
-
-/** The stored checksum must equal the unsigned or the signed (historic bug) byte sum, with the field itself as spaces. */
-function verifyChecksum(block: Buffer, offset: number): void {
-  let unsigned = 8 * 0x20; // the checksum field counts as eight spaces
-  for (let i = 0; i < 148; i++) unsigned += block[i];
-  for (let i = 156; i < BLOCK_SIZE; i++) unsigned += block[i];
-  let stored: number;
-  try {
-    stored = parseOctal(block, 148, 8);
-  } catch {
-    stored = -1;
-  }
-  if (stored === unsigned) return;
-  let highBytes = 0;
-  for (let i = 0; i < BLOCK_SIZE; i++) if ((i < 148 || i >= 156) && block[i] >= 0x80) highBytes++;
-  if (stored === unsigned - 256 * highBytes) return;
-  const name = fieldText(block, 0, 100);
-  throw headerError(
-    `header checksum mismatch (stored ${stored < 0 ? 'unreadable' : stored}, computed ${unsigned}): not a tar archive or a corrupt header`,
-    offset,
-    name || undefined,
-  );
-}
-
-/** A NUL-terminated text field, decoded as UTF-8 (the names in the wild are; pax says so). */
-function fieldString(block: Buffer, start: number, len: number, offset: number): string {
-  const text = fieldText(block, start, len);
-  if (text.includes('\ufffd')) assertUtf8(block.subarray(start, fieldEnd(block, start, len)), offset);
-  return text;
-}
-
-function fieldEnd(block: Buffer, start: number, len: number): number {
-  const nul = block.indexOf(0, start);
-  return nul === -1 || nul > start + len ? start + len : nul;
-}
-
-function fieldText(block: Buffer, start: number, len: number): string {
-  return block.toString('utf8', start, fieldEnd(block, start, len));
-}
-
-function assertUtf8(bytes: Buffer, offset: number): void {
-  if (isUtf8(bytes)) return;
-  throw new UnionctlError(
-    'UNSUPPORTED',
-    `tar entry at offset ${offset} has a name that is not valid UTF-8 (${JSON.stringify(bytes.toString('latin1'))})`,
-    {
-      hint: 'unionctl only handles UTF-8 file names; rename the file in the source tree',
-    },
-  );
-}
-
-/** Octal ASCII (optionally space/NUL padded), or GNU base-256 when the high bit of the first byte is set. */
-function parseNumber(block: Buffer, start: number, len: number, what: string, offset: number, entry?: string): number {
-  try {
-    return block[start] & 0x80 ? parseBase256(block, start, len) : parseOctal(block, start, len);
-  } catch (e) {
-    throw headerError(
-      `bad ${what} field ${JSON.stringify(block.toString('latin1', start, start + len))}: ${(e as Error).message}`,
-      offset,
-      entry || undefined,
-    );
-  }
-}
-
-function parseOctal(block: Buffer, start: number, len: number): number {
-  let i = start;
-  let end = start + len;
-  while (i < end && (block[i] === 0x20 || block[i] === 0)) i++;
-  while (end > i && (block[end - 1] === 0x20 || block[end - 1] === 0)) end--;
-  let value = 0;
-  for (; i < end; i++) {
-    const digit = block[i] - 0x30;
-    if (digit < 0 || digit > 7) throw new Error('not an octal number');
-    value = value * 8 + digit;
-  }
-  return value;
-}
-
-/** Big-endian two's complement after the marker bit; negative numbers have the sign bit 0x40 set. */
-function parseBase256(block: Buffer, start: number, len: number): number {
-  const invert = block[start] & 0x40 ? 0xff : 0;
-  let value = 0;
-  for (let i = 0; i < len; i++) {
-    let byte = block[start + i] ^ invert;
-    if (i === 0) byte &= 0x7f;
-    value = value * 256 + byte;
-    if (value > Number.MAX_SAFE_INTEGER) throw new Error('base-256 number too large');
-  }
-  return invert ? -value - 1 : value;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Metadata records: pax x/g, GNU L/K, GNU V
 // ---------------------------------------------------------------------------------------------
 
 /** Returns true when the header was a metadata record (consumed here), false for a real entry. */
-async function readMetadataRecord(source: ByteSource, raw: RawHeader, pending: PendingMetadata): Promise<boolean> {
+async function readMetadataRecord(source: ByteSource, raw: HeaderBlock, pending: PendingMetadata): Promise<boolean> {
   const kind = raw.typeflag;
   if (kind !== 'x' && kind !== 'g' && kind !== 'L' && kind !== 'K' && kind !== 'V') return false;
   if (kind === 'V') {
     // A GNU volume label names the archive, not a file.
-    if ((await source.rawBytes(raw.size + padding(raw.size))) < raw.size + padding(raw.size))
+    if ((await source.rawBytes(raw.size + blockPadding(raw.size))) < raw.size + blockPadding(raw.size))
       throw truncated(source, raw.name, 'in a volume label');
     return true;
   }
@@ -586,47 +409,14 @@ async function readMetadataRecord(source: ByteSource, raw: RawHeader, pending: P
   }
   const data = await source.read(raw.size);
   if (data.length < raw.size) throw truncated(source, raw.name, `the '${kind}' record has ${data.length} of ${raw.size} bytes`);
-  source.tap?.raw(data);
-  const pad = padding(raw.size);
+  source.lendRaw(data);
+  const pad = blockPadding(raw.size);
   if ((await source.rawBytes(pad)) < pad) throw truncated(source, raw.name, `the '${kind}' record is not padded to a block`);
-  if (kind === 'L') pending.longName = nulTerminated(data, raw.offset);
-  else if (kind === 'K') pending.longLink = nulTerminated(data, raw.offset);
+  if (kind === 'L') pending.longName = decodeLongName(data, raw.offset);
+  else if (kind === 'K') pending.longLink = decodeLongName(data, raw.offset);
   else if (kind === 'x') pending.mergeLocal(parsePaxRecords(data, raw.offset));
   else pending.mergeGlobal(parsePaxRecords(data, raw.offset));
   return true;
-}
-
-function nulTerminated(data: Buffer, offset: number): string {
-  const nul = data.indexOf(0);
-  const bytes = nul === -1 ? data : data.subarray(0, nul);
-  const text = bytes.toString('utf8');
-  if (text.includes('\ufffd')) assertUtf8(bytes, offset);
-  return text;
-}
-
-/**
- * Pax records, binary-safe: "<len> <key>=<value>\n" where <len> counts the whole record. Values
- * stay Buffers (copied out of the input chunk) because SCHILY.xattr values are raw bytes.
- */
-export function parsePaxRecords(data: Buffer, offset = 0): Map<string, Buffer> {
-  const records = new Map<string, Buffer>();
-  let pos = 0;
-  while (pos < data.length) {
-    if (data[pos] === 0) break; // some writers pad the record block with NULs
-    const space = data.indexOf(0x20, pos);
-    const digits = space === -1 ? '' : data.toString('latin1', pos, space);
-    if (!/^[1-9][0-9]*$/.test(digits)) throw headerError(`bad pax record length at byte ${pos} of the pax header`, offset);
-    const length = Number(digits);
-    const end = pos + length;
-    if (end > data.length || data[end - 1] !== 0x0a || end <= space + 1)
-      throw headerError(`pax record at byte ${pos} overruns its header or lacks its newline`, offset);
-    const equals = data.indexOf(0x3d, space + 1);
-    if (equals === -1 || equals >= end) throw headerError(`pax record at byte ${pos} has no '='`, offset);
-    const key = data.toString('utf8', space + 1, equals);
-    records.set(key, Buffer.from(data.subarray(equals + 1, end - 1)));
-    pos = end;
-  }
-  return records;
 }
 
 /** Pax / long-name records waiting for the entry they describe, plus the global pax records. */
@@ -661,7 +451,7 @@ class PendingMetadata {
   }
 
   /** Folds pending records into the raw header and clears them. */
-  resolve(raw: RawHeader): TarHeader {
+  resolve(raw: HeaderBlock): TarHeader {
     const pax = this.global.size === 0 ? this.local : new Map([...this.global, ...this.local]);
     const header = this.buildHeader(raw, pax);
     if (!this.empty) this.local = new Map();
@@ -671,7 +461,7 @@ class PendingMetadata {
     return header;
   }
 
-  private buildHeader(raw: RawHeader, pax: Map<string, Buffer>): TarHeader {
+  private buildHeader(raw: HeaderBlock, pax: Map<string, Buffer>): TarHeader {
     let type: TarEntryType | undefined = ENTRY_TYPES[raw.typeflag];
     const path = paxString(pax, 'path') ?? this.longName ?? raw.name;
     if (type === undefined) throw unsupportedType(raw, path);
@@ -701,7 +491,7 @@ class PendingMetadata {
   }
 }
 
-function unsupportedType(raw: RawHeader, path: string): UnionctlError {
+function unsupportedType(raw: HeaderBlock, path: string): UnionctlError {
   const flag = raw.typeflag;
   const printable = /^[\x20-\x7e]$/.test(flag) ? `'${flag}'` : `0x${flag.charCodeAt(0).toString(16)}`;
   const what = UNSUPPORTED_TYPES[flag] ?? 'unknown entry type';
@@ -720,7 +510,7 @@ function paxString(pax: Map<string, Buffer>, key: string): string | undefined {
   return value === undefined || value.length === 0 ? undefined : value.toString('utf8');
 }
 
-function paxInteger(pax: Map<string, Buffer>, key: string, raw: RawHeader): number | undefined {
+function paxInteger(pax: Map<string, Buffer>, key: string, raw: HeaderBlock): number | undefined {
   const text = paxString(pax, key);
   if (text === undefined) return undefined;
   if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(Number(text)))
@@ -729,7 +519,7 @@ function paxInteger(pax: Map<string, Buffer>, key: string, raw: RawHeader): numb
 }
 
 /** "<seconds>[.<fraction>]", possibly negative; fractions beyond nanoseconds are cut. */
-function paxTime(pax: Map<string, Buffer>, key: string, raw: RawHeader): Timespec | undefined {
+function paxTime(pax: Map<string, Buffer>, key: string, raw: HeaderBlock): Timespec | undefined {
   const text = paxString(pax, key);
   if (text === undefined) return undefined;
   const m = /^(-?)([0-9]+)(?:\.([0-9]*))?$/.exec(text);
@@ -745,7 +535,7 @@ function paxTime(pax: Map<string, Buffer>, key: string, raw: RawHeader): Timespe
  * SCHILY.xattr.<name>=<raw bytes> (GNU tar, Go, Docker) and LIBARCHIVE.xattr.<url-encoded name>=
  * <base64> (bsdtar). Sparse-file pax records mean the body is not the file content: refuse.
  */
-function paxXattrs(pax: Map<string, Buffer>, raw: RawHeader): Map<string, Buffer> {
+function paxXattrs(pax: Map<string, Buffer>, raw: HeaderBlock): Map<string, Buffer> {
   const xattrs = new Map<string, Buffer>();
   for (const [key, value] of pax) {
     if (key.startsWith('SCHILY.xattr.')) {
@@ -765,7 +555,7 @@ function paxXattrs(pax: Map<string, Buffer>, raw: RawHeader): Map<string, Buffer
   return xattrs;
 }
 
-function decodeLibarchiveName(key: string, raw: RawHeader): string {
+function decodeLibarchiveName(key: string, raw: HeaderBlock): string {
   try {
     return decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length));
   } catch {

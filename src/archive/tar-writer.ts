@@ -12,9 +12,19 @@
 import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { UnionctlError } from '../errors.js';
-import type { TarEntryType, TarHeader } from './types.js';
+import {
+  BLOCK_SIZE,
+  blockPadding,
+  encodeHeader as encodeUstarBlock,
+  encodePaxRecords,
+  fitsOctal,
+  fitsText,
+  TYPEFLAGS,
+  ustarName,
+  type UstarFields,
+} from './tar-header.js';
+import type { TarHeader } from './types.js';
 
-const BLOCK = 512;
 /** Small writes are coalesced into chunks of this size before they reach the stream. */
 const BATCH_SIZE = 64 * 1024;
 /** Large file contents are read and pushed in chunks of this size. */
@@ -22,74 +32,9 @@ const FILE_CHUNK = 1024 * 1024;
 /** O_NOATIME keeps an export from touching atimes; only the owner or root may use it. */
 const NO_ATIME = process.getuid?.() === 0 ? (fsConstants.O_NOATIME ?? 0) : 0;
 
-const TYPE_FLAGS: Record<TarEntryType, string> = {
-  file: '0',
-  hardlink: '1',
-  symlink: '2',
-  char: '3',
-  block: '4',
-  dir: '5',
-  fifo: '6',
-};
-
-/** Byte offsets and widths of the ustar header fields. */
-const FIELD = {
-  name: [0, 100],
-  mode: [100, 8],
-  uid: [108, 8],
-  gid: [116, 8],
-  size: [124, 12],
-  mtime: [136, 12],
-  chksum: [148, 8],
-  typeflag: [156, 1],
-  linkname: [157, 100],
-  magic: [257, 6],
-  version: [263, 2],
-  uname: [265, 32],
-  gname: [297, 32],
-  devmajor: [329, 8],
-  devminor: [337, 8],
-  prefix: [345, 155],
-} as const satisfies Record<string, readonly [number, number]>;
-
-type FieldName = keyof typeof FIELD;
-
 // ---------------------------------------------------------------------------------------------
-// Header encoding
+// Header encoding (the block format itself is tar-header.ts)
 // ---------------------------------------------------------------------------------------------
-
-/** Largest value an octal field of `width` bytes holds (width-1 digits and a NUL). */
-function octalMax(width: number): number {
-  return 8 ** (width - 1) - 1;
-}
-
-function fitsOctal(value: number, width: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= octalMax(width);
-}
-
-function isAscii(s: string): boolean {
-  // eslint-disable-next-line no-control-regex
-  return /^[\x00-\x7f]*$/.test(s);
-}
-
-/**
- * Splits a long ASCII name into ustar's prefix and name at a '/', the way every ustar reader
- * joins them back (`prefix + '/' + name`). Returns undefined when no split fits.
- */
-function splitUstarPath(path: string): { prefix: string; name: string } | undefined {
-  if (path.length <= 100 || !isAscii(path)) return undefined;
-  // The '/' between prefix and name is not stored, so it may sit at index 155 at most.
-  // A trailing '/' (directories) must stay in the name part.
-  const searchEnd = Math.min(path.length - 2, 155);
-  for (let i = searchEnd; i > 0; i--) {
-    if (path[i] !== '/') continue;
-    const prefix = path.slice(0, i);
-    const name = path.slice(i + 1);
-    if (name.length > 100) return undefined; // moving left only makes the name longer
-    return { prefix, name };
-  }
-  return undefined;
-}
 
 /** The name as stored in the archive: directories end with '/'. */
 function archiveName(h: TarHeader): string {
@@ -97,43 +42,10 @@ function archiveName(h: TarHeader): string {
   return h.path;
 }
 
-/** One PAX record: "<len> <key>=<value>\n", where <len> counts the whole record, itself included. */
-function paxRecord(key: string, value: Buffer): Buffer {
-  const keyBytes = Buffer.from(key, 'utf8');
-  const rest = keyBytes.length + value.length + 3; // ' ', '=', '\n'
-  let len = rest + String(rest).length;
-  if (String(len).length !== String(rest).length) len = rest + String(len).length;
-  const head = Buffer.from(`${len} ${key}=`, 'utf8');
-  return Buffer.concat([head, value, Buffer.from('\n')]);
-}
-
 /** Replaces what ustar's ASCII fields cannot hold, for the best-effort fallback name. */
 function toAscii(s: string): string {
   // eslint-disable-next-line no-control-regex
   return s.replace(/[^\x00-\x7f]/g, '?');
-}
-
-function writeString(block: Buffer, field: FieldName, value: string): void {
-  const [offset, width] = FIELD[field];
-  block.write(value.slice(0, width), offset, width, 'latin1');
-}
-
-/** Zero-padded octal with a terminating NUL, as Go and GNU tar write it. */
-function writeOctal(block: Buffer, field: FieldName, value: number): void {
-  const [offset, width] = FIELD[field];
-  const digits = value.toString(8).padStart(width - 1, '0');
-  block.write(digits, offset, width - 1, 'latin1');
-  block[offset + width - 1] = 0;
-}
-
-function writeChecksum(block: Buffer): void {
-  const [offset] = FIELD.chksum;
-  block.fill(0x20, offset, offset + 8); // the checksum is computed with its own field as spaces
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += block[i];
-  block.write(sum.toString(8).padStart(6, '0'), offset, 6, 'latin1');
-  block[offset + 6] = 0;
-  block[offset + 7] = 0x20;
 }
 
 function checkHeader(h: TarHeader): void {
@@ -149,7 +61,8 @@ function checkHeader(h: TarHeader): void {
     if (!Number.isSafeInteger(v) || v < 0) throw bad(`${what} ${v} is not a non-negative integer`);
   }
   if (h.type !== 'file' && h.size !== 0) throw bad(`a ${h.type} entry cannot carry ${h.size} content bytes`);
-  if (!fitsOctal(h.devmajor, 8) || !fitsOctal(h.devminor, 8)) throw bad(`device ${h.devmajor}:${h.devminor} does not fit a ustar header`);
+  if (!fitsOctal('devmajor', h.devmajor) || !fitsOctal('devminor', h.devminor))
+    throw bad(`device ${h.devmajor}:${h.devminor} does not fit a ustar header`);
   for (const name of h.xattrs.keys()) {
     if (name.length === 0 || name.includes('\0') || name.includes('=')) throw bad(`xattr name ${JSON.stringify(name)} cannot be stored`);
   }
@@ -159,86 +72,55 @@ function checkHeader(h: TarHeader): void {
 function paxRecordsFor(h: TarHeader, name: string, mtimeSec: number): Map<string, Buffer> {
   const records = new Map<string, Buffer>();
   const utf8 = (s: string) => Buffer.from(s, 'utf8');
-  if (!isAscii(name) || (name.length > 100 && splitUstarPath(name) === undefined)) records.set('path', utf8(name));
-  if (!isAscii(h.linkname) || h.linkname.length > 100) records.set('linkpath', utf8(h.linkname));
-  if (!fitsOctal(h.uid, 8)) records.set('uid', utf8(String(h.uid)));
-  if (!fitsOctal(h.gid, 8)) records.set('gid', utf8(String(h.gid)));
-  if (!fitsOctal(h.size, 12)) records.set('size', utf8(String(h.size)));
-  if (!fitsOctal(mtimeSec, 12)) records.set('mtime', utf8(String(mtimeSec)));
+  if (ustarName(name) === undefined) records.set('path', utf8(name));
+  if (!fitsText('linkname', h.linkname)) records.set('linkpath', utf8(h.linkname));
+  if (!fitsOctal('uid', h.uid)) records.set('uid', utf8(String(h.uid)));
+  if (!fitsOctal('gid', h.gid)) records.set('gid', utf8(String(h.gid)));
+  if (!fitsOctal('size', h.size)) records.set('size', utf8(String(h.size)));
+  if (!fitsOctal('mtime', mtimeSec)) records.set('mtime', utf8(String(mtimeSec)));
   for (const [key, value] of [
     ['uname', h.uname ?? ''],
     ['gname', h.gname ?? ''],
   ] as const) {
-    if (!isAscii(value) || value.length > 31) records.set(key, utf8(value));
+    if (!fitsText(key, value)) records.set(key, utf8(value));
   }
   for (const [xname, value] of h.xattrs) records.set(`SCHILY.xattr.${xname}`, value);
   return new Map([...records].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-interface UstarFields {
-  name: string;
-  prefix: string;
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  linkname: string;
-  uname: string;
-  gname: string;
-  devmajor: number;
-  devminor: number;
-}
-
+/** A ustar block; a number that does not fit was put in a PAX record, and its field gets 0, as Go writes it. */
 function ustarBlock(f: UstarFields): Buffer {
-  const block = Buffer.alloc(BLOCK);
-  writeString(block, 'name', f.name);
-  writeOctal(block, 'mode', f.mode);
-  // A value that does not fit was put in a PAX record; the field gets 0, as Go writes it.
-  writeOctal(block, 'uid', fitsOctal(f.uid, 8) ? f.uid : 0);
-  writeOctal(block, 'gid', fitsOctal(f.gid, 8) ? f.gid : 0);
-  writeOctal(block, 'size', fitsOctal(f.size, 12) ? f.size : 0);
-  writeOctal(block, 'mtime', fitsOctal(f.mtime, 12) ? f.mtime : 0);
-  writeString(block, 'typeflag', f.type);
-  writeString(block, 'linkname', f.linkname);
-  block.write('ustar\0', FIELD.magic[0], 6, 'latin1');
-  block.write('00', FIELD.version[0], 2, 'latin1');
-  writeString(block, 'uname', f.uname);
-  writeString(block, 'gname', f.gname);
-  writeOctal(block, 'devmajor', f.devmajor);
-  writeOctal(block, 'devminor', f.devminor);
-  writeString(block, 'prefix', f.prefix);
-  writeChecksum(block);
-  return block;
-}
-
-function paddingFor(size: number): number {
-  return (BLOCK - (size % BLOCK)) % BLOCK;
+  return encodeUstarBlock({
+    ...f,
+    uid: fitsOctal('uid', f.uid) ? f.uid : 0,
+    gid: fitsOctal('gid', f.gid) ? f.gid : 0,
+    size: fitsOctal('size', f.size) ? f.size : 0,
+    mtime: fitsOctal('mtime', f.mtime) ? f.mtime : 0,
+  });
 }
 
 /** The 'x' header and its record data for the entry named `name`, padded to whole blocks. */
 function paxHeaderBlocks(name: string, mtime: number, records: Map<string, Buffer>): Buffer {
-  const data = Buffer.concat([...records].map(([key, value]) => paxRecord(key, value)));
+  const data = encodePaxRecords(records);
   // Go names the extended header "<dir>/PaxHeaders.0/<base>"; readers ignore it.
   const slash = name.replace(/\/+$/, '').lastIndexOf('/');
-  const paxName = toAscii(`${name.slice(0, slash + 1)}PaxHeaders.0/${name.slice(slash + 1)}`).slice(0, 100);
+  const paxName = toAscii(`${name.slice(0, slash + 1)}PaxHeaders.0/${name.slice(slash + 1)}`); // cut to the name field
   const header = ustarBlock({
     name: paxName,
     prefix: '',
-    type: 'x',
+    typeflag: 'x',
     mode: 0o644,
     uid: 0,
     gid: 0,
     size: data.length,
-    mtime: fitsOctal(mtime, 12) ? mtime : 0,
+    mtime,
     linkname: '',
     uname: '',
     gname: '',
     devmajor: 0,
     devminor: 0,
   });
-  return Buffer.concat([header, data, Buffer.alloc(paddingFor(data.length))]);
+  return Buffer.concat([header, data, Buffer.alloc(blockPadding(data.length))]);
 }
 
 /**
@@ -250,11 +132,11 @@ export function encodeHeader(h: TarHeader): Buffer {
   const name = archiveName(h);
   const mtime = h.mtime.sec; // whole seconds: the nanoseconds are dropped, as Docker does
   const records = paxRecordsFor(h, name, mtime);
-  const split = records.has('path') ? undefined : splitUstarPath(name);
+  const split = records.has('path') ? undefined : ustarName(name);
   const ustar = ustarBlock({
     name: split?.name ?? toAscii(name),
     prefix: split?.prefix ?? '',
-    type: TYPE_FLAGS[h.type],
+    typeflag: TYPEFLAGS[h.type],
     mode: h.mode,
     uid: h.uid,
     gid: h.gid,
@@ -351,7 +233,7 @@ export class TarWriter {
   /** Writes the end-of-archive marker (two zero blocks) and ends the stream. */
   finish(): Promise<void> {
     return this.serialize(async () => {
-      this.appendZeros(2 * BLOCK);
+      this.appendZeros(2 * BLOCK_SIZE);
       await this.flush();
       this.finished = true;
       this.stream.push(null);
@@ -384,7 +266,7 @@ export class TarWriter {
   }
 
   private async endEntry(size: number): Promise<void> {
-    this.appendZeros(paddingFor(size));
+    this.appendZeros(blockPadding(size));
     this.midEntry = false;
     await this.maybeFlush();
   }
@@ -414,7 +296,7 @@ export class TarWriter {
   }
 
   private async maybeFlush(): Promise<void> {
-    if (this.batchUsed >= BATCH_SIZE - BLOCK * 4) await this.flush();
+    if (this.batchUsed >= BATCH_SIZE - BLOCK_SIZE * 4) await this.flush();
   }
 
   /** Copies a small piece into the batch (the batch grows if a header is bigger than it). */

@@ -29,6 +29,23 @@ export interface TarHeader {
   xattrs: Map<string, Buffer>;
 }
 
+declare const leased: unique symbol;
+
+/**
+ * A chunk the archive engine lends rather than gives: a view into a buffer that is reused once
+ * the stream has been read on. The digest ring behind openLayerStream's file reader is rewritten
+ * about RING_BYTES (8 MiB, stream-digest.ts) further on; an image archive's member reader reuses
+ * its ring 16 MiB on. So whoever holds one reads it before pulling that much more, or copies it
+ * (`Buffer.from(chunk)`): the tar reader and applyLayer hold a chunk only while they parse or
+ * write it, which is what keeps the hot import path free of copies.
+ *
+ * The brand is for the type checker only (at run time it is a plain Buffer): a function that
+ * receives one says so in its signature. Stream data of the public API (index.ts) is never lent:
+ * openLayerInput gives Buffers of their own and readTar gives views of the caller's own chunks;
+ * only a TarTap's raw() is lent bytes, for the duration of the call.
+ */
+export type LeasedChunk = Buffer & { readonly [leased]: true };
+
 /** Metadata to put on an inode (used by apply and by tree copies). */
 export interface InodeMetadata {
   mode: number;

@@ -27,7 +27,7 @@ import { join, relative, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressedStream, sniffCompression } from '../archive/decompress.js';
-import { parsePaxRecords, parseTarHeaderBlock } from '../archive/tar-reader.js';
+import { decodeHeader, parsePaxRecords } from '../archive/tar-header.js';
 import { TarFormatError, UnionctlError } from '../errors.js';
 
 /** Members of an image archive, by their name in it ("manifest.json", "blobs/sha256/<hex>"). */
@@ -53,7 +53,7 @@ export interface ArchiveFiles {
 }
 
 const READ_CHUNK = 1024 * 1024;
-/** 16 chunks: twice what the tar engine's own file reader keeps valid (see decompress.ts openLayerInput). */
+/** 16 chunks: twice what the tar engine's own file reader keeps valid (see decompress.ts openLayerStream). */
 const RING_BYTES = 16 * READ_CHUNK;
 
 /**
@@ -175,7 +175,7 @@ const FILE_TYPES = new Set(['0', '\0', '7']);
 /** A first block that is not a tar header at all: say so plainly, not as a checksum error. */
 function assertLooksLikeTar(block: Buffer, description: string): void {
   try {
-    parseTarHeaderBlock(block, 0);
+    decodeHeader(block, 0);
   } catch {
     throw new UnionctlError('USAGE', `${description} is not an image archive (not a tar file, nor a gzip or zstd compressed one)`, {
       hint: 'give a docker save or OCI image archive, or an OCI image layout directory',
@@ -203,7 +203,7 @@ function indexTar(path: string, description: string): Map<string, Member> {
       if (n < 512) throw new TarFormatError(`truncated archive: the file ends inside a header (${n} of 512 bytes)`, { offset: pos });
       if (block.every((b) => b === 0)) break;
       if (pos === 0) assertLooksLikeTar(block, description);
-      const h = parseTarHeaderBlock(block, pos);
+      const h = decodeHeader(block, pos);
       const isFile = FILE_TYPES.has(h.typeflag);
       // A pax size overrides the header's for the file it describes; dirs, links, devices have no data.
       const size = isFile ? (pending.size ?? h.size) : CONTENT_TYPES.has(h.typeflag) ? h.size : 0;

@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { decompressedStream, openLayerInput, sniffCompression } from '../../src/archive/decompress.js';
-import { readTar } from '../../src/archive/tar-reader.js';
+import { decompressedStream, openLayerInput, openLayerStream, sniffCompression } from '../../src/archive/decompress.js';
+import { RING_BYTES } from '../../src/archive/stream-digest.js';
+import { readTar, type TarReader } from '../../src/archive/tar-reader.js';
+import type { LeasedChunk } from '../../src/archive/types.js';
 import { UnionctlError } from '../../src/errors.js';
 import { buildTar, chunked } from '../helpers/tarbuild.js';
 
@@ -105,7 +107,7 @@ describe('decompressedStream: the sample image', () => {
     assert.deepEqual(digests.sort(), DIFF_IDS.map((d) => `sha256:${d}`).sort());
   });
 
-  it('openLayerInput reads files of every compression', async () => {
+  it('openLayerInput and openLayerStream read files of every compression', async () => {
     const files = ['1-base.tar', '2-app.tar.gz', '3-extras.tar.zst', '4-changes.tar'];
     for (const [i, file] of files.entries()) {
       const { compression, stream } = await openLayerInput(fixture(`layers/${file}`));
@@ -115,15 +117,47 @@ describe('decompressedStream: the sample image', () => {
         /* skip */
       }
       assert.equal(tar.digest.diffId(), `sha256:${DIFF_IDS[i]}`);
+      const layer = await openLayerStream(fixture(`layers/${file}`));
+      assert.equal(layer.compression, compression);
+      assert.equal(layer.digest !== undefined, compression === 'none', 'only an uncompressed file hashes itself');
+      const lent = readTar(layer.chunks, { digest: layer.digest });
+      for await (const _ of lent) {
+        /* skip */
+      }
+      assert.equal(lent.digest.diffId(), `sha256:${DIFF_IDS[i]}`);
     }
-    await assert.rejects(
-      openLayerInput(fixture('layers/no-such-file.tar')),
-      (e: unknown) => e instanceof UnionctlError && e.code === 'NOT_FOUND',
-    );
+    for (const open of [openLayerInput, openLayerStream]) {
+      await assert.rejects(open(fixture('layers/no-such-file.tar')), (e: unknown) => e instanceof UnionctlError && e.code === 'NOT_FOUND');
+    }
   });
 });
 
-describe('openLayerInput: large uncompressed files (read into the digest ring)', () => {
+describe('openLayerInput: chunks the caller keeps', () => {
+  it('hands out chunks that stay intact after the whole file has been read', async () => {
+    const dir = mkdtempSync('/tmp/unionctl-test-owned-');
+    try {
+      // More than the digest ring holds, with position-dependent bytes: a rewritten chunk shows.
+      const data = Buffer.alloc(3 * RING_BYTES + 4096);
+      for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+      const path = join(dir, 'blob.tar');
+      writeFileSync(path, data);
+      const { compression, stream } = await openLayerInput(path);
+      assert.equal(compression, 'none');
+      const kept: Buffer[] = [];
+      for await (const chunk of stream) kept.push(chunk);
+      assert.ok(Buffer.concat(kept).equals(data), 'every chunk kept its bytes');
+      // Entry bodies over it are views of those chunks: kept whole too.
+      writeFileSync(path, buildTar([{ name: 'big', content: data }]));
+      const pieces: Buffer[] = [];
+      for await (const { body } of readTar((await openLayerInput(path)).stream)) for await (const piece of body) pieces.push(piece);
+      assert.ok(Buffer.concat(pieces).equals(data), 'every body piece kept its bytes');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('openLayerStream: large uncompressed files (read into the digest ring)', () => {
   it('hashes and hands out every byte intact across ring wrap-arounds, with and without the hashing thread', async () => {
     const dir = mkdtempSync('/tmp/unionctl-test-bigtar-');
     try {
@@ -139,9 +173,10 @@ describe('openLayerInput: large uncompressed files (read into the digest ring)',
       for (const thread of ['1', '0']) {
         process.env.UNIONCTL_DIGEST_THREAD = thread;
         try {
-          const { compression, stream } = await openLayerInput(tarPath);
+          const { compression, chunks, digest } = await openLayerStream(tarPath);
           assert.equal(compression, 'none');
-          const tar = readTar(stream);
+          assert.ok(digest !== undefined, 'the file reader hashes what it reads');
+          const tar: TarReader<LeasedChunk> = readTar(chunks, { digest }); // the lease shows in the body's type
           const bodies: string[] = [];
           for await (const { body } of tar) {
             const hash = createHash('sha256');
@@ -152,7 +187,8 @@ describe('openLayerInput: large uncompressed files (read into the digest ring)',
           assert.equal(tar.digest.diffId(), fileDigest, `diffId, digest thread ${thread}`);
           // A reader abandoned half-way closes the file (and stops the hashing thread).
           const fds = readdirSync('/proc/self/fd').length;
-          const early = readTar((await openLayerInput(tarPath)).stream);
+          const layer = await openLayerStream(tarPath);
+          const early = readTar(layer.chunks, { digest: layer.digest });
           for await (const { body } of early) {
             for await (const _ of body) break;
             break;
