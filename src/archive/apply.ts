@@ -36,12 +36,14 @@ import {
   symlinkSync,
   unlinkSync,
   writeSync,
+  type BigIntStats,
   type Stats,
 } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { SysCallError, UnionctlError, UnsafeEntryError } from '../errors.js';
 import { lchown, lgetxattr, mknod, processUmask, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import { decompressedStream, openLayerInput } from './decompress.js';
+import { LayerStack } from './layer-stack.js';
 import { applyMetadata, applyTimes, applyXattrs, readMetadata, type InodeKind } from './metadata.js';
 import { readTar, type TarEntry, type TarTap } from './tar-reader.js';
 import type { ApplyResult, TarHeader, Timespec, WhiteoutFormat } from './types.js';
@@ -173,8 +175,6 @@ interface DirInfo {
   plainCreate: boolean;
 }
 
-type LowerHit = { kind: 'found'; path: string; st: Stats } | { kind: 'absent' } | { kind: 'hidden' };
-
 const CREATE_FILE = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
 class LayerApplier {
@@ -182,6 +182,8 @@ class LayerApplier {
   contentBytes = 0;
   readonly converter: WhiteoutConverter;
   private readonly dest: string;
+  /** The lower layers' merged view, when there are lower layers. */
+  private readonly lowers: LayerStack | undefined;
   /** Verified real directories (relative names); the invariant: a name is here only if its parent is. */
   private readonly knownDirs = new Map<string, DirInfo>();
   /** Directory times to set at the end, when nothing will be added to them any more. */
@@ -206,6 +208,8 @@ class LayerApplier {
     this.dest = dest.length > 1 ? dest.replace(/\/+$/, '') : dest;
     this.converter = whiteoutConverter(opts.whiteoutFormat);
     this.written = this.converter.fullTree ? new Set() : undefined;
+    this.lowers =
+      opts.lowerDirs !== undefined && opts.lowerDirs.length > 0 ? new LayerStack(opts.lowerDirs, opts.whiteoutFormat) : undefined;
     let st: Stats;
     try {
       st = statSync(this.dest);
@@ -479,7 +483,7 @@ class LayerApplier {
   private linkSource(targetRel: string, h: TarHeader): string {
     const here = this.lookupInLayer(targetRel, h);
     if (here === 'present') return this.abs(targetRel);
-    if (here === 'absent' && this.opts.lowerDirs !== undefined && this.opts.lowerDirs.length > 0 && !this.hiddenHere(targetRel)) {
+    if (here === 'absent' && this.lowers !== undefined && !this.hiddenHere(targetRel)) {
       const found = this.findInLowers(targetRel, h.path);
       if (found !== undefined) {
         this.ensureDir(parentOf(targetRel), h.path);
@@ -543,56 +547,26 @@ class LayerApplier {
   }
 
   /**
-   * The nearest lower layer that shows the name, honouring whiteouts and opaque dirs of the layers
-   * in between. `entry` names the tar entry for errors: a symlink on the way to a hardlink target
-   * is refused; when looking for a directory, it just means there is none.
+   * What the lower layers' merged view shows at `rel`, if it is a directory (`wantDir`) or not.
+   * `entry` names the tar entry for errors: a symlink on the way to a hardlink target is refused;
+   * when looking for a directory, it just means there is none.
    */
-  private findInLowers(rel: string, entry: string, wantDir = false): { path: string; st: Stats } | undefined {
-    for (const lower of this.opts.lowerDirs ?? []) {
-      const hit = this.lookupInLower(lower, rel, entry, wantDir);
-      if (hit.kind === 'found') return hit;
-      if (hit.kind === 'hidden') return undefined;
+  private findInLowers(rel: string, entry: string, wantDir = false): { path: string; st: BigIntStats } | undefined {
+    const hit = this.lowers?.lookup(rel);
+    if (hit === undefined) return undefined;
+    if (hit.kind === 'hidden' && hit.st?.isSymbolicLink() && !wantDir) {
+      throw new UnsafeEntryError(entry, `its hardlink target goes through a symlink in a lower layer (${hit.at})`);
     }
-    return undefined;
-  }
-
-  private lookupInLower(lower: string, rel: string, entry: string, wantDir: boolean): LowerHit {
-    const parts = rel.split('/');
-    let dir = lower;
-    let opaqueAbove = false;
-    for (let i = 0; i < parts.length; i++) {
-      if (this.converter.hasWhiteoutMarker(dir, parts[i])) return { kind: 'hidden' };
-      const path = `${dir}/${parts[i]}`;
-      let st: Stats;
-      try {
-        st = lstatSync(path);
-      } catch (e) {
-        if (isMissing(e)) return opaqueAbove ? { kind: 'hidden' } : { kind: 'absent' };
-        throw e;
-      }
-      const last = i === parts.length - 1;
-      if (this.converter.isWhiteout(st)) return { kind: 'hidden' };
-      if (last) return st.isDirectory() === wantDir ? { kind: 'found', path, st } : { kind: 'hidden' };
-      if (st.isSymbolicLink() && !wantDir) {
-        throw new UnsafeEntryError(
-          entry,
-          `its hardlink target goes through a symlink in a lower layer (${parts.slice(0, i + 1).join('/')})`,
-        );
-      }
-      if (!st.isDirectory()) return { kind: 'hidden' };
-      if (this.converter.isOpaque(path, false)) opaqueAbove = true;
-      dir = path;
-    }
-    return { kind: 'absent' };
+    return hit.kind === 'found' && hit.st.isDirectory() === wantDir ? hit : undefined;
   }
 
   /**
    * Copies a lower layer's file into this layer (like an overlayfs copy-up), with its metadata.
    * Its parent dirs were made by ensureDir, which takes their metadata from below too.
    */
-  private copyUp(rel: string, found: { path: string; st: Stats }): void {
+  private copyUp(rel: string, found: { path: string; st: BigIntStats }): void {
     const dest = this.abs(rel);
-    const meta = readMetadata(found.path);
+    const meta = readMetadata(found.path, found.st);
     let kind: InodeKind = 'file';
     if (found.st.isFile()) copyFileSync(found.path, dest, fsConstants.COPYFILE_EXCL);
     else if (found.st.isSymbolicLink()) {
@@ -600,7 +574,7 @@ class LayerApplier {
       kind = 'symlink';
     } else {
       const type = found.st.isCharacterDevice() ? S_IFCHR : found.st.isBlockDevice() ? S_IFBLK : S_IFIFO;
-      mknod(dest, type | 0o600, major(found.st.rdev), minor(found.st.rdev));
+      mknod(dest, type | 0o600, major(Number(found.st.rdev)), minor(Number(found.st.rdev)));
       kind = 'other';
     }
     applyMetadata(dest, { ...meta, xattrs: withoutOverlayXattrs(meta.xattrs) }, kind);
@@ -613,12 +587,12 @@ class LayerApplier {
    */
   private makeImplicitDir(rel: string, path: string, entry: string): void {
     mkdirSync(path, 0o755);
-    const below = this.opts.lowerDirs?.length ? this.findInLowers(rel, entry, true) : undefined;
+    const below = this.findInLowers(rel, entry, true);
     if (below === undefined) {
       if ((lstatSync(path).mode & 0o7777) !== 0o755) chmodSync(path, 0o755); // the umask or a default ACL had a say
       return;
     }
-    const meta = readMetadata(below.path);
+    const meta = readMetadata(below.path, below.st);
     applyMetadata(path, { ...meta, xattrs: withoutOverlayXattrs(meta.xattrs) }, 'dir');
     this.dirTimes.set(rel, { atime: meta.atime ?? meta.mtime, mtime: meta.mtime });
   }

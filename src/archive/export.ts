@@ -26,6 +26,7 @@ import {
   statDifferent,
 } from './changes.js';
 import { mtimeSeconds } from './metadata.js';
+import { LayerStack } from './layer-stack.js';
 import { TarWriter } from './tar-writer.js';
 import type { Change, TarEntryType, TarHeader, WhiteoutFormat } from './types.js';
 import {
@@ -249,80 +250,11 @@ export function exportLayerDir(dir: string, format: WhiteoutFormat): Readable {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Looks a path up in a stack of layer directories in a whiteout format, nearest first: what the
- * union of those layers shows at that path. Good enough for change lists: whiteouts and opaque
- * markers of the path's own directory are honoured, those of directories further up are not.
+ * Walks one directory of the upper layer (`rel` absolute in the layer, "/" for its root) against
+ * the lower layers' view; returns whether it appended anything.
  */
-class LowerLayers {
-  constructor(
-    private readonly dirs: string[],
-    private readonly converter: WhiteoutConverter,
-  ) {}
-
-  /** The stat of what the lower layers show at `path`, or undefined. */
-  lookup(path: string): BigIntStats | undefined {
-    const { parent, name } = splitPath(path);
-    for (const layer of this.dirs) {
-      if (this.converter.hasWhiteoutMarker(layer + parent, name)) return undefined;
-      const st = lstatIfExists(layer + path);
-      if (st !== undefined) return this.converter.isWhiteout(st) ? undefined : st;
-      if (this.isOpaque(layer, parent)) return undefined;
-    }
-    return undefined;
-  }
-
-  /** The names the lower layers show in directory `path`. */
-  children(path: string): Set<string> {
-    const names = new Set<string>();
-    const hidden = new Set<string>();
-    for (const layer of this.dirs) {
-      const dir = layer + path;
-      const st = lstatIfExists(dir);
-      if (st !== undefined && !isDirStat(st)) break; // a non-directory here hides the layers below
-      if (st !== undefined) {
-        const own = this.visibleNames(dir, hidden);
-        for (const name of own) names.add(name);
-        if (this.isOpaque(layer, path)) break;
-      } else {
-        const { parent, name } = splitPath(path);
-        if (this.converter.hasWhiteoutMarker(layer + parent, name)) break;
-      }
-    }
-    return names;
-  }
-
-  /** The real names in one layer's directory; its whiteouts are added to `hidden` for layers below. */
-  private visibleNames(dir: string, hidden: Set<string>): string[] {
-    const visible: string[] = [];
-    const whiteouts: string[] = [];
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const name = entry.name;
-      const marker = this.converter.markerKind(name);
-      if (marker !== undefined) {
-        if (marker === 'whiteout') whiteouts.push(whitedOutName(name));
-      } else if (entry.isCharacterDevice() && this.converter.isWhiteout(lstatSync(`${dir}/${name}`, { bigint: true }))) {
-        whiteouts.push(name);
-      } else if (!hidden.has(name)) {
-        visible.push(name);
-      }
-    }
-    for (const name of whiteouts) hidden.add(name);
-    return visible;
-  }
-
-  private isOpaque(layer: string, dir: string): boolean {
-    const st = lstatIfExists(layer + dir);
-    return st !== undefined && isDirStat(st) && this.converter.isOpaque(layer + dir, false);
-  }
-}
-
-function splitPath(path: string): { parent: string; name: string } {
-  const slash = path.lastIndexOf('/');
-  return { parent: slash === 0 ? '/' : path.slice(0, slash), name: path.slice(slash + 1) };
-}
-
-/** Walks one directory of the upper layer; returns whether it appended anything. */
-function layerDirChanges(upper: string, rel: string, converter: WhiteoutConverter, lowers: LowerLayers, out: Change[]): boolean {
+function layerDirChanges(upper: string, rel: string, lowers: LayerStack, out: Change[]): boolean {
+  const converter = lowers.converter;
   const before = out.length;
   const present = new Set<string>();
   for (const name of readdirSync(upper + rel)) {
@@ -339,29 +271,22 @@ function layerDirChanges(upper: string, rel: string, converter: WhiteoutConverte
       continue;
     }
     present.add(name);
-    entryChanges(upper, path, st, converter, lowers, out);
+    entryChanges(upper, path, st, lowers, out);
   }
-  if (rel !== '/' && converter.isOpaque(upper + rel, false)) {
+  if (converter.isOpaque(upper + rel, rel === '/')) {
     // Nothing of the lower layers shows through an opaque directory: what they had and this layer
     // does not have again is deleted.
-    for (const name of lowers.children(rel)) if (!present.has(name)) out.push({ path: childPath(rel, name), kind: 'D' });
+    for (const name of lowers.children(rel.slice(1))) if (!present.has(name)) out.push({ path: childPath(rel, name), kind: 'D' });
   }
   return out.length > before;
 }
 
 /** One entry of the upper layer: A when the lower layers do not show it, else C (see below). */
-function entryChanges(
-  upper: string,
-  path: string,
-  st: BigIntStats,
-  converter: WhiteoutConverter,
-  lowers: LowerLayers,
-  out: Change[],
-): void {
-  const lowerSt = lowers.lookup(path);
-  if (lowerSt === undefined) {
+function entryChanges(upper: string, path: string, st: BigIntStats, lowers: LayerStack, out: Change[]): void {
+  const below = lowers.lookup(path.slice(1));
+  if (below.kind !== 'found') {
     out.push({ path, kind: 'A' });
-    if (isDirStat(st)) layerDirChanges(upper, path, converter, lowers, out);
+    if (isDirStat(st)) layerDirChanges(upper, path, lowers, out);
     return;
   }
   if (!isDirStat(st)) {
@@ -371,25 +296,26 @@ function entryChanges(
   }
   // A directory is copied up whenever something below it changes: it is a change itself only when
   // its own stat changed, or (as in changesBetween) when it contains changes.
-  const own = statDifferent(lowerSt, st);
+  const own = statDifferent(below.st, st);
   if (own) out.push({ path, kind: 'C' });
-  const inner = layerDirChanges(upper, path, converter, lowers, out);
+  const inner = layerDirChanges(upper, path, lowers, out);
   if (!own && inner) out.push({ path, kind: 'C' }); // the list is sorted at the end
 }
 
 /**
  * The changes a layer directory in a whiteout format makes on top of its lower layers (nearest
- * first), sorted by path bytes: `.wh.X` (aufs) or a char device 0/0 X (overlay) → D of X; a path
- * the lower layers do not show → A; else C (directories only when their own stat changed or they
- * contain changes); the lower entries hidden by an opaque directory → D.
- * A 'plain' layer directory is a complete tree, so it is compared with its parent's tree
- * (`lowerDirs[0]`) as changesBetween does.
+ * first), sorted by path bytes: a whiteout of X in the format (aufs `.wh.X`, overlay a char device
+ * 0/0 X) → D of X; a path the lower layers' view (LayerStack) does not show → A; else C
+ * (directories only when their own stat changed or they contain changes); what the view shows in
+ * a directory the layer made opaque and the layer does not have again → D.
+ * A full-tree ('plain') layer directory is compared with its parent's tree (`lowerDirs[0]`) as
+ * changesBetween does.
  */
 export async function changesFromLayerDir(dir: string, format: WhiteoutFormat, lowerDirs: string[]): Promise<Change[]> {
   assertDirectory(dir);
-  const converter = whiteoutConverter(format);
-  if (converter.fullTree) return changesBetween(dir, lowerDirs[0]);
+  const lowers = new LayerStack(lowerDirs, format);
+  if (lowers.converter.fullTree) return changesBetween(dir, lowerDirs[0]);
   const out: Change[] = [];
-  layerDirChanges(dir, '/', converter, new LowerLayers(lowerDirs, converter), out);
+  layerDirChanges(dir, '/', lowers, out);
   return sortChanges(out);
 }

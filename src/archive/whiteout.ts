@@ -150,12 +150,51 @@ export interface WhiteoutConverter {
   opaqueToTar(dir: string, tarPath: string, st: BigIntStats): TarHeader | undefined;
 }
 
-/** overlay, overlay2: char device 0/0 for a deletion, trusted.overlay.opaque=y on an opaque dir. */
-class OverlayConverter implements WhiteoutConverter {
-  readonly format = 'overlay';
-  readonly fullTree = false;
+/**
+ * The plain format, and what the others change of it: a complete tree with no markers on disk
+ * (devicemapper, vfs, overlay v1 image layers). Deletions and opaque dirs are carried out for real.
+ */
+class PlainConverter implements WhiteoutConverter {
+  readonly format: WhiteoutFormat = 'plain';
+  readonly fullTree: boolean = true;
 
-  fromTar(kind: 'whiteout' | 'opaque', path: string, h: TarHeader, chown: boolean): boolean {
+  fromTar(_kind: 'whiteout' | 'opaque', _path: string, _h: TarHeader, _chown: boolean): boolean {
+    return false;
+  }
+
+  finishApply(_dest: string, _lowerDirs: readonly string[]): void {}
+
+  markerKind(_name: string): MarkerKind | undefined {
+    return undefined;
+  }
+
+  isWhiteout(_st: Stats | BigIntStats): boolean {
+    return false;
+  }
+
+  hasWhiteoutMarker(_dir: string, _name: string): boolean {
+    return false;
+  }
+
+  isOpaque(_dir: string, _root: boolean): boolean {
+    return false;
+  }
+
+  whiteoutToTar(_tarPath: string, _st: BigIntStats): TarHeader | undefined {
+    return undefined;
+  }
+
+  opaqueToTar(_dir: string, _tarPath: string, _st: BigIntStats): TarHeader | undefined {
+    return undefined;
+  }
+}
+
+/** overlay, overlay2: char device 0/0 for a deletion, trusted.overlay.opaque=y on an opaque dir. */
+class OverlayConverter extends PlainConverter {
+  override readonly format = 'overlay';
+  override readonly fullTree = false;
+
+  override fromTar(kind: 'whiteout' | 'opaque', path: string, h: TarHeader, chown: boolean): boolean {
     if (kind === 'opaque') {
       lsetxattr(path, OVERLAY_OPAQUE_XATTR, OPAQUE_VALUE);
     } else {
@@ -171,7 +210,7 @@ class OverlayConverter implements WhiteoutConverter {
    * (`.wh..wh..opq` at the top) also gets a 0/0 whiteout for every top-level name of the layers
    * below that it does not write itself; the xattr stays, as Docker leaves it.
    */
-  finishApply(dest: string, lowerDirs: readonly string[]): void {
+  override finishApply(dest: string, lowerDirs: readonly string[]): void {
     if (lowerDirs.length === 0 || !hasOpaqueXattr(dest)) return;
     const lowerNames = new Set(lowerDirs.flatMap((d) => readdirSync(d)));
     for (const name of lowerNames) {
@@ -180,30 +219,22 @@ class OverlayConverter implements WhiteoutConverter {
     }
   }
 
-  markerKind(): undefined {
-    return undefined;
-  }
-
-  isWhiteout(st: Stats | BigIntStats): boolean {
+  override isWhiteout(st: Stats | BigIntStats): boolean {
     return isOverlayWhiteout(st);
   }
 
-  hasWhiteoutMarker(): boolean {
-    return false;
-  }
-
-  isOpaque(dir: string, root: boolean): boolean {
+  override isOpaque(dir: string, root: boolean): boolean {
     return !root && hasOpaqueXattr(dir);
   }
 
   /** A char device 0/0 → `.wh.<name>`, mode 0600 with the device's owner and mtime. */
-  whiteoutToTar(tarPath: string, st: BigIntStats): TarHeader | undefined {
+  override whiteoutToTar(tarPath: string, st: BigIntStats): TarHeader | undefined {
     if (!isOverlayWhiteout(st)) return undefined;
     return markerHeader(whiteoutPath(tarPath), { mode: 0o600, uid: Number(st.uid), gid: Number(st.gid), mtime: mtimeSeconds(st) });
   }
 
   /** Docker writes the marker right after the directory, with the directory's owner and permission bits and a zero mtime. */
-  opaqueToTar(dir: string, tarPath: string, st: BigIntStats): TarHeader | undefined {
+  override opaqueToTar(dir: string, tarPath: string, st: BigIntStats): TarHeader | undefined {
     if (!hasOpaqueXattr(dir)) return undefined;
     return markerHeader(`${tarPath}/${WHITEOUT_OPAQUE}`, {
       mode: Number(st.mode & 0o777n),
@@ -220,74 +251,24 @@ function hasOpaqueXattr(dir: string): boolean {
 }
 
 /** aufs: the tar's `.wh.` files are the format; they are kept, exported and read as they are. */
-class AufsConverter implements WhiteoutConverter {
-  readonly format = 'aufs';
-  readonly fullTree = false;
+class AufsConverter extends PlainConverter {
+  override readonly format = 'aufs';
+  override readonly fullTree = false;
 
-  fromTar(): boolean {
+  override fromTar(): boolean {
     return true;
   }
 
-  finishApply(): void {}
-
-  markerKind(name: string): MarkerKind | undefined {
+  override markerKind(name: string): MarkerKind | undefined {
     return markerKind(name);
   }
 
-  isWhiteout(): boolean {
-    return false;
-  }
-
-  hasWhiteoutMarker(dir: string, name: string): boolean {
+  override hasWhiteoutMarker(dir: string, name: string): boolean {
     return exists(`${dir}/${WHITEOUT_PREFIX}${name}`);
   }
 
-  isOpaque(dir: string): boolean {
+  override isOpaque(dir: string): boolean {
     return exists(`${dir}/${WHITEOUT_OPAQUE}`);
-  }
-
-  whiteoutToTar(): undefined {
-    return undefined;
-  }
-
-  opaqueToTar(): undefined {
-    return undefined;
-  }
-}
-
-/** devicemapper, vfs, overlay (v1) image layers: a complete tree, no markers on disk. */
-class PlainConverter implements WhiteoutConverter {
-  readonly format = 'plain';
-  readonly fullTree = true;
-
-  fromTar(): boolean {
-    return false;
-  }
-
-  finishApply(): void {}
-
-  markerKind(): undefined {
-    return undefined;
-  }
-
-  isWhiteout(): boolean {
-    return false;
-  }
-
-  hasWhiteoutMarker(): boolean {
-    return false;
-  }
-
-  isOpaque(): boolean {
-    return false;
-  }
-
-  whiteoutToTar(): undefined {
-    return undefined;
-  }
-
-  opaqueToTar(): undefined {
-    return undefined;
   }
 }
 
