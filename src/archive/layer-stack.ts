@@ -17,8 +17,7 @@
  * The layers must not change while a LayerStack is in use: it remembers the directories it has
  * resolved.
  */
-import type { BigIntStats } from 'node:fs';
-import { readdirSync, lstatSync } from 'node:fs';
+import { lstatSync, readdirSync, type BigIntStats } from 'node:fs';
 import { isDirStat, lstatIfExists } from './changes.js';
 import type { WhiteoutFormat } from './types.js';
 import { whiteoutConverter, whitedOutName, type WhiteoutConverter } from './whiteout.js';
@@ -66,12 +65,8 @@ export class LayerStack {
     this.layers = this.converter.fullTree ? roots.slice(0, 1) : roots;
   }
 
-  get depth(): number {
-    return this.layers.length;
-  }
-
   /** The absolute path of `rel` in layer `k`. */
-  pathIn(k: number, rel: string): string {
+  private pathIn(k: number, rel: string): string {
     return rel === '' ? this.layers[k] : `${this.layers[k]}/${rel}`;
   }
 
