@@ -85,7 +85,8 @@ export type { TarReader, TarEntry, TarStreamDigest, ReadTarOptions, TarTap } fro
 export { TarWriter } from './archive/tar-writer.js';
 export { sniffCompression, decompressedStream, openLayerInput } from './archive/decompress.js';
 export type { Compression } from './archive/decompress.js';
-export { applyLayer, WHITEOUT_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE } from './archive/apply.js';
+export { applyLayer } from './archive/apply.js';
+export { WHITEOUT_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE } from './archive/whiteout.js';
 export type { ApplyLayerOptions } from './archive/apply.js';
 export { exportChanges, exportLayerDir, changesFromLayerDir } from './archive/export.js';
 export type { ExportChangesOptions } from './archive/export.js';

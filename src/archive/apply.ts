@@ -9,9 +9,8 @@
  *   "a link replaced by a file" cannot change the other name of the old inode;
  * - names are cleaned and must stay inside; a parent that is a symlink is refused (we never write
  *   through a symlink), and so are symlinks / hardlinks whose target leaves the layer;
- * - `.wh.<name>` / `.wh..wh..opq` become char 0/0 devices + trusted.overlay.opaque ('overlay'),
- *   stay as files ('aufs'), or are carried out for real ('plain'); other `.wh..wh.*` names are aufs
- *   bookkeeping and never materialised.
+ * - `.wh.<name>` / `.wh..wh..opq` go to disk through the format's WhiteoutConverter (whiteout.ts);
+ *   other `.wh..wh.*` names are aufs bookkeeping and never materialised.
  *
  * Hot path: one entry costs open(O_EXCL) + write + futimes + close for a typical file. Known-good
  * directories are cached (and forgotten when an entry replaces or removes them), chown / chmod are
@@ -37,15 +36,27 @@ import {
   symlinkSync,
   unlinkSync,
   writeSync,
+  type BigIntStats,
   type Stats,
 } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { SysCallError, UnionctlError, UnsafeEntryError } from '../errors.js';
-import { lchown, lgetxattr, lsetxattr, mknod, processUmask, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
+import { lchown, lgetxattr, mknod, processUmask, S_IFBLK, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import { openLayerStream } from './decompress.js';
+import { LayerStack } from './layer-stack.js';
 import { applyMetadata, applyTimes, applyXattrs, readMetadata, type InodeKind } from './metadata.js';
 import { readTar, type TarEntry, type TarTap } from './tar-reader.js';
 import type { ApplyResult, LeasedChunk, TarHeader, Timespec, WhiteoutFormat } from './types.js';
+import {
+  AUFS_PLINK_DIR,
+  isBookkeepingPath,
+  markerKind,
+  OVERLAY_XATTR_PREFIX,
+  WHITEOUT_PREFIX,
+  whiteoutConverter,
+  whitedOutName,
+  type WhiteoutConverter,
+} from './whiteout.js';
 
 export interface ApplyLayerOptions {
   whiteoutFormat: WhiteoutFormat;
@@ -59,28 +70,7 @@ export interface ApplyLayerOptions {
   onWarning?: (message: string) => void;
 }
 
-export const WHITEOUT_PREFIX = '.wh.';
-export const WHITEOUT_META_PREFIX = '.wh..wh.';
-export const WHITEOUT_OPAQUE = '.wh..wh..opq';
-/** aufs keeps the other names of hardlinked files here; old aufs-made layers link to it. */
-const AUFS_PLINK_DIR = '.wh..wh.plnk';
 const ACL_DEFAULT = 'system.posix_acl_default';
-const OVERLAY_OPAQUE = 'trusted.overlay.opaque';
-
-/**
- * overlayfs ignores trusted.overlay.opaque on a layer's root dir (the root of the union is built
- * from every layer's root, opaque or not). So a layer whose tar made the root opaque
- * (`.wh..wh..opq` at the top) also gets a 0/0 whiteout for every top-level name of the layers
- * below that it does not write itself; the xattr stays, as Docker leaves it.
- */
-function whiteOutLowerRootIfOpaque(dest: string, lowerDirs: string[]): void {
-  if (lowerDirs.length === 0 || lgetxattr(dest, OVERLAY_OPAQUE)?.toString() !== 'y') return;
-  const lowerNames = new Set(lowerDirs.flatMap((d) => readdirSync(d)));
-  for (const name of lowerNames) {
-    const path = `${dest}/${name}`;
-    if (lstatSync(path, { throwIfNoEntry: false }) === undefined) mknod(path, S_IFCHR, 0, 0);
-  }
-}
 
 /**
  * Extracts a layer tar into `dest` (an existing directory). `input` is a stream, or a file path
@@ -102,7 +92,7 @@ export async function applyLayer(
   } finally {
     applier.cleanup();
   }
-  if (opts.whiteoutFormat === 'overlay') whiteOutLowerRootIfOpaque(dest, opts.lowerDirs ?? []);
+  applier.converter.finishApply(dest, opts.lowerDirs ?? []);
   return { size: applier.contentBytes, diffId: tar.digest.diffId(), entries: applier.entries };
 }
 
@@ -150,13 +140,6 @@ const baseOf = (rel: string) => rel.slice(rel.lastIndexOf('/') + 1);
 const joinRel = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
 const depthOf = (rel: string) => (rel === '' ? 0 : rel.split('/').length);
 
-/** A path component that is aufs bookkeeping (`.wh..wh.plnk`, `.wh..wh.orph`, …) but not the opaque marker. */
-function isAufsMetadata(rel: string): boolean {
-  if (!rel.includes(WHITEOUT_META_PREFIX)) return false;
-  const parts = rel.split('/');
-  return parts.some((p, i) => p.startsWith(WHITEOUT_META_PREFIX) && !(p === WHITEOUT_OPAQUE && i === parts.length - 1));
-}
-
 /** Docker: atime is the header's, but never before mtime (a plain ustar header has none). */
 function accessTime(h: TarHeader): Timespec {
   const a = h.atime;
@@ -193,15 +176,15 @@ interface DirInfo {
   plainCreate: boolean;
 }
 
-type LowerHit = { kind: 'found'; path: string; st: Stats } | { kind: 'absent' } | { kind: 'hidden' };
-
 const CREATE_FILE = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
 class LayerApplier {
   entries = 0;
   contentBytes = 0;
+  readonly converter: WhiteoutConverter;
   private readonly dest: string;
-  private readonly format: WhiteoutFormat;
+  /** The lower layers' merged view, when there are lower layers. */
+  private readonly lowers: LayerStack | undefined;
   /** Verified real directories (relative names); the invariant: a name is here only if its parent is. */
   private readonly knownDirs = new Map<string, DirInfo>();
   /** Directory times to set at the end, when nothing will be added to them any more. */
@@ -224,8 +207,10 @@ class LayerApplier {
     private readonly opts: ApplyLayerOptions,
   ) {
     this.dest = dest.length > 1 ? dest.replace(/\/+$/, '') : dest;
-    this.format = opts.whiteoutFormat;
-    this.written = this.format === 'plain' ? new Set() : undefined;
+    this.converter = whiteoutConverter(opts.whiteoutFormat);
+    this.written = this.converter.fullTree ? new Set() : undefined;
+    this.lowers =
+      opts.lowerDirs !== undefined && opts.lowerDirs.length > 0 ? new LayerStack(opts.lowerDirs, opts.whiteoutFormat) : undefined;
     let st: Stats;
     try {
       st = statSync(this.dest);
@@ -275,23 +260,19 @@ class LayerApplier {
 
   /** Handles aufs bookkeeping, `.wh.` and opaque entries. Returns true when the entry must not be written as it is. */
   private async applyWhiteoutName(rel: string, entry: TarEntry<LeasedChunk>): Promise<boolean> {
-    if (isAufsMetadata(rel)) {
+    if (isBookkeepingPath(rel)) {
       await this.keepPlink(rel, entry);
       return true;
     }
-    const base = baseOf(rel);
-    if (base === WHITEOUT_OPAQUE) {
-      this.applyOpaque(parentOf(rel), entry.header);
-      return this.format !== 'aufs';
-    }
-    if (!base.startsWith(WHITEOUT_PREFIX)) return false;
-    this.applyWhiteout(rel, entry.header);
-    return this.format !== 'aufs';
+    const kind = markerKind(baseOf(rel));
+    if (kind === 'opaque') return !this.applyOpaque(parentOf(rel), entry.header);
+    if (kind === 'whiteout') return !this.applyWhiteout(rel, entry.header);
+    return false;
   }
 
-  /** `dir/.wh.<name>`: <name> is deleted in this layer. */
-  private applyWhiteout(rel: string, h: TarHeader): void {
-    const name = baseOf(rel).slice(WHITEOUT_PREFIX.length);
+  /** `dir/.wh.<name>`: <name> is deleted in this layer. Returns whether the entry is kept as it is. */
+  private applyWhiteout(rel: string, h: TarHeader): boolean {
+    const name = whitedOutName(baseOf(rel));
     if (name === '' || name === '.' || name === '..') {
       throw new UnsafeEntryError(h.path, `a whiteout must name a file in its directory, not ${JSON.stringify(name)}`);
     }
@@ -300,22 +281,18 @@ class LayerApplier {
     this.markWritten(parentOf(rel)); // the dir is part of this layer, as it is in an overlay upper dir
     this.removePath(target);
     this.whitedOut.add(target);
-    if (this.format === 'overlay') {
-      // overlayfs: a 0/0 character device hides the name in the lower layers.
-      const path = this.abs(target);
-      mknod(path, S_IFCHR, 0, 0);
-      if (!this.ownerIsRight(h, parent)) lchown(path, h.uid, h.gid);
-    }
+    return this.converter.fromTar('whiteout', this.abs(target), h, !this.ownerIsRight(h, parent));
   }
 
-  /** `dir/.wh..wh..opq`: nothing of dir from the lower layers shows, only what this layer puts there. */
-  private applyOpaque(dirRel: string, h: TarHeader): void {
+  /** `dir/.wh..wh..opq`: nothing of dir from the lower layers shows, only what this layer puts there. Returns whether the entry is kept. */
+  private applyOpaque(dirRel: string, h: TarHeader): boolean {
     this.ensureDir(dirRel, h.path);
     this.markWritten(dirRel);
     this.opaqueDirs.add(dirRel);
-    if (this.format === 'overlay') lsetxattr(this.abs(dirRel), OVERLAY_OPAQUE, Buffer.from('y'));
+    const keep = this.converter.fromTar('opaque', this.abs(dirRel), h, false);
     // Whatever its position in the tar, the marker acts first: keep what this tar wrote, drop the rest.
-    else if (this.format === 'plain') this.clearOpaqueDir(dirRel);
+    if (this.converter.fullTree) this.clearOpaqueDir(dirRel);
+    return keep;
   }
 
   private clearOpaqueDir(dirRel: string): void {
@@ -507,7 +484,7 @@ class LayerApplier {
   private linkSource(targetRel: string, h: TarHeader): string {
     const here = this.lookupInLayer(targetRel, h);
     if (here === 'present') return this.abs(targetRel);
-    if (here === 'absent' && this.opts.lowerDirs !== undefined && this.opts.lowerDirs.length > 0 && !this.hiddenHere(targetRel)) {
+    if (here === 'absent' && this.lowers !== undefined && !this.hiddenHere(targetRel)) {
       const found = this.findInLowers(targetRel, h.path);
       if (found !== undefined) {
         this.ensureDir(parentOf(targetRel), h.path);
@@ -558,7 +535,7 @@ class LayerApplier {
         'BAD_TAR',
         `tar entry ${JSON.stringify(h.path)} is a hardlink to the directory ${JSON.stringify(h.linkname)}`,
       );
-    if (this.format === 'overlay' && isOverlayWhiteout(st)) return 'shadowed';
+    if (this.converter.isWhiteout(st)) return 'shadowed';
     return 'present';
   }
 
@@ -571,62 +548,26 @@ class LayerApplier {
   }
 
   /**
-   * The nearest lower layer that shows the name, honouring whiteouts and opaque dirs of the layers
-   * in between. `entry` names the tar entry for errors: a symlink on the way to a hardlink target
-   * is refused; when looking for a directory, it just means there is none.
+   * What the lower layers' merged view shows at `rel`, if it is a directory (`wantDir`) or not.
+   * `entry` names the tar entry for errors: a symlink on the way to a hardlink target is refused;
+   * when looking for a directory, it just means there is none.
    */
-  private findInLowers(rel: string, entry: string, wantDir = false): { path: string; st: Stats } | undefined {
-    for (const lower of this.opts.lowerDirs ?? []) {
-      const hit = this.lookupInLower(lower, rel, entry, wantDir);
-      if (hit.kind === 'found') return hit;
-      if (hit.kind === 'hidden') return undefined;
+  private findInLowers(rel: string, entry: string, wantDir = false): { path: string; st: BigIntStats } | undefined {
+    const hit = this.lowers?.lookup(rel);
+    if (hit === undefined) return undefined;
+    if (hit.kind === 'hidden' && hit.st?.isSymbolicLink() && !wantDir) {
+      throw new UnsafeEntryError(entry, `its hardlink target goes through a symlink in a lower layer (${hit.at})`);
     }
-    return undefined;
-  }
-
-  private lookupInLower(lower: string, rel: string, entry: string, wantDir: boolean): LowerHit {
-    const parts = rel.split('/');
-    let dir = lower;
-    let opaqueAbove = false;
-    for (let i = 0; i < parts.length; i++) {
-      if (this.format === 'aufs' && exists(`${dir}/${WHITEOUT_PREFIX}${parts[i]}`)) return { kind: 'hidden' };
-      const path = `${dir}/${parts[i]}`;
-      let st: Stats;
-      try {
-        st = lstatSync(path);
-      } catch (e) {
-        if (isMissing(e)) return opaqueAbove ? { kind: 'hidden' } : { kind: 'absent' };
-        throw e;
-      }
-      const last = i === parts.length - 1;
-      if (this.format === 'overlay' && isOverlayWhiteout(st)) return { kind: 'hidden' };
-      if (last) return st.isDirectory() === wantDir ? { kind: 'found', path, st } : { kind: 'hidden' };
-      if (st.isSymbolicLink() && !wantDir) {
-        throw new UnsafeEntryError(
-          entry,
-          `its hardlink target goes through a symlink in a lower layer (${parts.slice(0, i + 1).join('/')})`,
-        );
-      }
-      if (!st.isDirectory()) return { kind: 'hidden' };
-      if (this.isOpaqueInLower(path)) opaqueAbove = true;
-      dir = path;
-    }
-    return { kind: 'absent' };
-  }
-
-  private isOpaqueInLower(dir: string): boolean {
-    if (this.format === 'overlay') return lgetxattr(dir, OVERLAY_OPAQUE)?.toString() === 'y';
-    if (this.format === 'aufs') return exists(`${dir}/${WHITEOUT_OPAQUE}`);
-    return false;
+    return hit.kind === 'found' && hit.st.isDirectory() === wantDir ? hit : undefined;
   }
 
   /**
    * Copies a lower layer's file into this layer (like an overlayfs copy-up), with its metadata.
    * Its parent dirs were made by ensureDir, which takes their metadata from below too.
    */
-  private copyUp(rel: string, found: { path: string; st: Stats }): void {
+  private copyUp(rel: string, found: { path: string; st: BigIntStats }): void {
     const dest = this.abs(rel);
-    const meta = readMetadata(found.path);
+    const meta = readMetadata(found.path, found.st);
     let kind: InodeKind = 'file';
     if (found.st.isFile()) copyFileSync(found.path, dest, fsConstants.COPYFILE_EXCL);
     else if (found.st.isSymbolicLink()) {
@@ -634,7 +575,7 @@ class LayerApplier {
       kind = 'symlink';
     } else {
       const type = found.st.isCharacterDevice() ? S_IFCHR : found.st.isBlockDevice() ? S_IFBLK : S_IFIFO;
-      mknod(dest, type | 0o600, major(found.st.rdev), minor(found.st.rdev));
+      mknod(dest, type | 0o600, major(Number(found.st.rdev)), minor(Number(found.st.rdev)));
       kind = 'other';
     }
     applyMetadata(dest, { ...meta, xattrs: withoutOverlayXattrs(meta.xattrs) }, kind);
@@ -647,12 +588,12 @@ class LayerApplier {
    */
   private makeImplicitDir(rel: string, path: string, entry: string): void {
     mkdirSync(path, 0o755);
-    const below = this.opts.lowerDirs?.length ? this.findInLowers(rel, entry, true) : undefined;
+    const below = this.findInLowers(rel, entry, true);
     if (below === undefined) {
       if ((lstatSync(path).mode & 0o7777) !== 0o755) chmodSync(path, 0o755); // the umask or a default ACL had a say
       return;
     }
-    const meta = readMetadata(below.path);
+    const meta = readMetadata(below.path, below.st);
     applyMetadata(path, { ...meta, xattrs: withoutOverlayXattrs(meta.xattrs) }, 'dir');
     this.dirTimes.set(rel, { atime: meta.atime ?? meta.mtime, mtime: meta.mtime });
   }
@@ -756,15 +697,6 @@ function writeFully(fd: number, chunk: Buffer): void {
   while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done);
 }
 
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function hasDefaultAcl(path: string): boolean {
   try {
     return lgetxattr(path, ACL_DEFAULT) !== undefined;
@@ -773,15 +705,10 @@ function hasDefaultAcl(path: string): boolean {
   }
 }
 
-/** overlayfs's whiteout: a character device 0/0. */
-function isOverlayWhiteout(st: Stats): boolean {
-  return st.isCharacterDevice() && st.rdev === 0;
-}
-
 /** A copied-up inode must not carry the lower layer's overlay bookkeeping (opaque, redirect, …). */
 function withoutOverlayXattrs(xattrs: Map<string, Buffer> | undefined): Map<string, Buffer> | undefined {
   if (xattrs === undefined) return undefined;
-  return new Map([...xattrs].filter(([name]) => !name.startsWith('trusted.overlay.')));
+  return new Map([...xattrs].filter(([name]) => !name.startsWith(OVERLAY_XATTR_PREFIX)));
 }
 
 /** glibc's major()/minor() for a 64-bit dev_t held in a double (exact below 2^53). */

@@ -17,16 +17,14 @@
  */
 import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { UnionctlError } from '../errors.js';
-import { lgetxattr, llistxattr } from '../sys/index.js';
+import { getXattrIfSupported } from './metadata.js';
 import type { Change } from './types.js';
+import { isMetaName } from './whiteout.js';
 
 const S_IFMT = 0o170000n;
 const S_IFDIR = 0o040000n;
 const S_IFLNK = 0o120000n;
 const NS_PER_SEC = 1_000_000_000n;
-
-/** Prefix of aufs's own bookkeeping names (.wh..wh.plnk, .wh..wh.orph, .wh..wh.aufs). */
-export const AUFS_META_PREFIX = '.wh..wh.';
 
 /**
  * Orders strings by their UTF-8 bytes (what Docker's Go string comparison and `sort` in the C
@@ -74,10 +72,10 @@ export function lstatIfExists(path: string): BigIntStats | undefined {
   }
 }
 
-/** The names in a directory, aufs bookkeeping names left out; [] when it vanished. */
+/** The names in a directory, aufs bookkeeping names (and an opaque marker) left out; [] when it vanished. */
 function listNames(dir: string): string[] {
   try {
-    return readdirSync(dir).filter((name) => !name.startsWith(AUFS_META_PREFIX));
+    return readdirSync(dir).filter((name) => !isMetaName(name));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;
@@ -102,21 +100,6 @@ export function statDifferent(oldSt: BigIntStats, newSt: BigIntStats): boolean {
   if (oldSt.mode !== newSt.mode || oldSt.uid !== newSt.uid || oldSt.gid !== newSt.gid || oldSt.rdev !== newSt.rdev) return true;
   if (isDirStat(newSt)) return false;
   return oldSt.size !== newSt.size || !sameMtime(oldSt, newSt);
-}
-
-/**
- * The xattr's value; undefined when the inode lacks it, vanished, or its filesystem has no xattrs.
- * Listing first is faster for the usual inode without xattrs: a failed lgetxattr (ENODATA) costs
- * an error object, the listing does not.
- */
-export function getXattrIfSupported(path: string, name: string): Buffer | undefined {
-  try {
-    return llistxattr(path).includes(name) ? lgetxattr(path, name) : undefined;
-  } catch (e) {
-    const errno = (e as { errno?: unknown }).errno;
-    if (errno === 'ENOTSUP' || errno === 'EOPNOTSUPP' || errno === 'ENOENT') return undefined;
-    throw e;
-  }
 }
 
 function sameBuffer(a: Buffer | undefined, b: Buffer | undefined): boolean {

@@ -16,19 +16,27 @@ import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from 'node:fs'
 import type { Readable } from 'node:stream';
 import { lgetxattr, llistxattr } from '../sys/index.js';
 import {
-  AUFS_META_PREFIX,
   assertDirectory,
   changesBetween,
   childPath,
   compareBytes,
-  getXattrIfSupported,
   isDirStat,
   lstatIfExists,
   sortChanges,
   statDifferent,
 } from './changes.js';
+import { mtimeSeconds } from './metadata.js';
+import { LayerStack } from './layer-stack.js';
 import { TarWriter } from './tar-writer.js';
 import type { Change, TarEntryType, TarHeader, WhiteoutFormat } from './types.js';
+import {
+  isUnionBookkeepingXattr,
+  markerHeader,
+  whiteoutConverter,
+  whiteoutPath,
+  whitedOutName,
+  type WhiteoutConverter,
+} from './whiteout.js';
 
 const S_IFMT = 0o170000n;
 const TYPE_BY_MODE = new Map<bigint, TarEntryType>([
@@ -39,10 +47,6 @@ const TYPE_BY_MODE = new Map<bigint, TarEntryType>([
   [0o060000n, 'block'],
   [0o010000n, 'fifo'],
 ]);
-
-export const WHITEOUT_PREFIX = '.wh.';
-export const OPAQUE_MARKER = '.wh..wh..opq';
-const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 
 // ---------------------------------------------------------------------------------------------
 // Entries from inodes
@@ -60,14 +64,6 @@ function deviceNumbers(rdev: bigint): { major: number; minor: number } {
   return { major: Number(major), minor: Number(minor) };
 }
 
-/** mtime truncated to whole seconds (floor, also before 1970). */
-function mtimeSeconds(st: BigIntStats): number {
-  const ns = st.mtimeNs;
-  let sec = ns / 1_000_000_000n;
-  if (ns < 0n && ns % 1_000_000_000n !== 0n) sec -= 1n;
-  return Number(sec);
-}
-
 /**
  * Which xattrs leave the machine in an exported layer:
  * - trusted.overlay.* is overlayfs's own bookkeeping (opaque, redirect, origin, metacopy): it is
@@ -78,7 +74,7 @@ function mtimeSeconds(st: BigIntStats): number {
  *   runtime labels the container's files itself.
  */
 function isExportedXattr(name: string): boolean {
-  return !name.startsWith('trusted.overlay.') && !name.startsWith('user.fuseoverlayfs.') && name !== 'security.selinux';
+  return !isUnionBookkeepingXattr(name) && name !== 'security.selinux';
 }
 
 /**
@@ -123,23 +119,6 @@ function headerFromInode(diskPath: string, name: string, st: BigIntStats, type: 
     devmajor: device.major,
     devminor: device.minor,
     xattrs: read.xattrs ? exportedXattrs(diskPath) : new Map(),
-  };
-}
-
-/** An empty regular file header: the shape of every `.wh.` entry. */
-function markerHeader(name: string, fields: { mode: number; uid: number; gid: number; mtime: number }): TarHeader {
-  return {
-    path: name,
-    type: 'file',
-    mode: fields.mode,
-    uid: fields.uid,
-    gid: fields.gid,
-    size: 0,
-    mtime: { sec: fields.mtime, nsec: 0 },
-    linkname: '',
-    devmajor: 0,
-    devminor: 0,
-    xattrs: new Map(),
   };
 }
 
@@ -191,12 +170,6 @@ export interface ExportChangesOptions {
   whiteoutMtime?: number;
 }
 
-/** `/a/b` → `a/.wh.b` */
-function whiteoutName(path: string): string {
-  const slash = path.lastIndexOf('/');
-  return `${path.slice(1, slash + 1)}${WHITEOUT_PREFIX}${path.slice(slash + 1)}`;
-}
-
 /**
  * The tar of `changes` taken from the tree `root` (Docker's ExportChanges): entries sorted by path
  * bytes; A and C entries as they are in `root` (the change list already holds the directories
@@ -214,7 +187,7 @@ export function exportChanges(root: string, changes: Change[], opts: ExportChang
     for (const change of sorted) {
       if (change.path === '/' || change.path === '') continue;
       if (change.kind === 'D') {
-        await writer.addEntry(markerHeader(whiteoutName(change.path), { mode: 0, uid: 0, gid: 0, mtime: whiteoutMtime }));
+        await writer.addEntry(markerHeader(whiteoutPath(change.path.slice(1)), { mode: 0, uid: 0, gid: 0, mtime: whiteoutMtime }));
         continue;
       }
       const diskPath = root + change.path;
@@ -230,66 +203,45 @@ export function exportChanges(root: string, changes: Change[], opts: ExportChang
 // Native export of a layer directory
 // ---------------------------------------------------------------------------------------------
 
-/** overlayfs marks a deletion with a character device 0/0 of the deleted name. */
-function isOverlayWhiteout(st: BigIntStats): boolean {
-  return (st.mode & S_IFMT) === 0o020000n && st.rdev === 0n;
-}
-
-function isOverlayOpaque(dir: string): boolean {
-  const value = getXattrIfSupported(dir, OVERLAY_OPAQUE_XATTR);
-  return value !== undefined && value.length === 1 && value[0] === 0x79; // 'y'
-}
-
-/** aufs's own files (.wh..wh.plnk/, .wh..wh.orph/, .wh..wh.aufs): never part of a layer's content. */
-function isAufsBookkeeping(name: string): boolean {
-  return name.startsWith(AUFS_META_PREFIX) && name !== OPAQUE_MARKER;
-}
-
 function sortedNames(dir: string): string[] {
   return readdirSync(dir).sort(compareBytes);
 }
 
-async function exportDirEntries(dir: string, prefix: string, format: WhiteoutFormat, archiver: InodeArchiver): Promise<void> {
+async function exportDirEntries(dir: string, prefix: string, converter: WhiteoutConverter, archiver: InodeArchiver): Promise<void> {
   for (const name of sortedNames(dir)) {
-    if (format === 'aufs' && isAufsBookkeeping(name)) continue;
+    if (converter.markerKind(name) === 'bookkeeping') continue; // aufs's own files, never part of a layer's content
     const diskPath = `${dir}/${name}`;
     const archiveName = prefix + name;
     const st = lstatSync(diskPath, { bigint: true });
     // overlayfs (kernel >= 5.8) creates whiteouts as hardlinks of one shared 0/0 device, so they
     // are converted before the hardlink detection could turn them into links to each other.
-    if (format === 'overlay' && isOverlayWhiteout(st)) {
-      const fields = { mode: 0o600, uid: Number(st.uid), gid: Number(st.gid), mtime: mtimeSeconds(st) };
-      await archiver.writer.addEntry(markerHeader(prefix + WHITEOUT_PREFIX + name, fields));
+    const whiteout = converter.whiteoutToTar(archiveName, st);
+    if (whiteout !== undefined) {
+      await archiver.writer.addEntry(whiteout);
       continue;
     }
     await archiver.add(diskPath, archiveName, st);
     if (!isDirStat(st)) continue;
-    if (format === 'overlay' && isOverlayOpaque(diskPath)) {
-      // Docker writes the marker right after the directory, with the directory's owner and
-      // permission bits and a zero mtime.
-      const fields = { mode: Number(st.mode & 0o777n), uid: Number(st.uid), gid: Number(st.gid), mtime: 0 };
-      await archiver.writer.addEntry(markerHeader(`${archiveName}/${OPAQUE_MARKER}`, fields));
-    }
-    await exportDirEntries(diskPath, `${archiveName}/`, format, archiver);
+    const opaque = converter.opaqueToTar(diskPath, archiveName, st);
+    if (opaque !== undefined) await archiver.writer.addEntry(opaque);
+    await exportDirEntries(diskPath, `${archiveName}/`, converter, archiver);
   }
 }
 
 /**
  * The tar of a layer directory in a driver's whiteout format, as an OCI layer (Docker's native
  * diff): depth first, names sorted by bytes, a directory before its children, the root itself not
- * included.
- * - 'overlay': a char device 0/0 becomes `.wh.<name>` (mode 0600, the device's owner and mtime);
- *   a directory with trusted.overlay.opaque=y is followed by `<dir>/.wh..wh..opq`;
- *   trusted.overlay.* xattrs are never exported.
- * - 'aufs': `.wh.` files are exported as they are, aufs bookkeeping (`.wh..wh.plnk`, …) is
- *   skipped, `.wh..wh..opq` is exported.
- * - 'plain': everything as it is.
+ * included. The format's converter turns its whiteouts and opaque dirs into `.wh.` entries
+ * (overlay: a char device 0/0 becomes `.wh.<name>`, an opaque dir is followed by
+ * `<dir>/.wh..wh..opq`; aufs: the marker files are exported as they are, bookkeeping is skipped;
+ * plain: everything as it is); trusted.overlay.* xattrs are never exported.
  */
 export function exportLayerDir(dir: string, format: WhiteoutFormat): Readable {
   assertDirectory(dir);
   const writer = new TarWriter();
   const archiver = new InodeArchiver(writer);
-  startProducing(writer, () => exportDirEntries(dir.replace(/\/+$/, '') || '/', '', format, archiver));
+  const converter = whiteoutConverter(format);
+  startProducing(writer, () => exportDirEntries(dir.replace(/\/+$/, '') || '/', '', converter, archiver));
   return writer.stream;
 }
 
@@ -298,123 +250,43 @@ export function exportLayerDir(dir: string, format: WhiteoutFormat): Readable {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Looks a path up in a stack of layer directories in a whiteout format, nearest first: what the
- * union of those layers shows at that path. Good enough for change lists: whiteouts and opaque
- * markers of the path's own directory are honoured, those of directories further up are not.
+ * Walks one directory of the upper layer (`rel` absolute in the layer, "/" for its root) against
+ * the lower layers' view; returns whether it appended anything.
  */
-class LowerLayers {
-  constructor(
-    private readonly dirs: string[],
-    private readonly format: WhiteoutFormat,
-  ) {}
-
-  /** The stat of what the lower layers show at `path`, or undefined. */
-  lookup(path: string): BigIntStats | undefined {
-    const { parent, name } = splitPath(path);
-    for (const layer of this.dirs) {
-      if (this.format === 'aufs' && lstatIfExists(layer + childPath(parent, WHITEOUT_PREFIX + name))) return undefined;
-      const st = lstatIfExists(layer + path);
-      if (st !== undefined) return this.format === 'overlay' && isOverlayWhiteout(st) ? undefined : st;
-      if (this.isOpaque(layer, parent)) return undefined;
-    }
-    return undefined;
-  }
-
-  /** The names the lower layers show in directory `path`. */
-  children(path: string): Set<string> {
-    const names = new Set<string>();
-    const hidden = new Set<string>();
-    for (const layer of this.dirs) {
-      const dir = layer + path;
-      const st = lstatIfExists(dir);
-      if (st !== undefined && !isDirStat(st)) break; // a non-directory here hides the layers below
-      if (st !== undefined) {
-        const own = this.visibleNames(dir, hidden);
-        for (const name of own) names.add(name);
-        if (this.isOpaque(layer, path)) break;
-      } else if (this.format === 'aufs') {
-        const { parent, name } = splitPath(path);
-        if (lstatIfExists(layer + childPath(parent, WHITEOUT_PREFIX + name))) break;
-      }
-    }
-    return names;
-  }
-
-  /** The real names in one layer's directory; its whiteouts are added to `hidden` for layers below. */
-  private visibleNames(dir: string, hidden: Set<string>): string[] {
-    const visible: string[] = [];
-    const whiteouts: string[] = [];
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const name = entry.name;
-      if (this.format === 'aufs' && name.startsWith(WHITEOUT_PREFIX)) {
-        if (!name.startsWith(AUFS_META_PREFIX)) whiteouts.push(name.slice(WHITEOUT_PREFIX.length));
-      } else if (
-        this.format === 'overlay' &&
-        entry.isCharacterDevice() &&
-        isOverlayWhiteout(lstatSync(`${dir}/${name}`, { bigint: true }))
-      ) {
-        whiteouts.push(name);
-      } else if (!hidden.has(name)) {
-        visible.push(name);
-      }
-    }
-    for (const name of whiteouts) hidden.add(name);
-    return visible;
-  }
-
-  private isOpaque(layer: string, dir: string): boolean {
-    if (this.format === 'aufs') return lstatIfExists(layer + childPath(dir, OPAQUE_MARKER)) !== undefined;
-    if (this.format === 'overlay') {
-      const st = lstatIfExists(layer + dir);
-      return st !== undefined && isDirStat(st) && isOverlayOpaque(layer + dir);
-    }
-    return false;
-  }
-}
-
-function splitPath(path: string): { parent: string; name: string } {
-  const slash = path.lastIndexOf('/');
-  return { parent: slash === 0 ? '/' : path.slice(0, slash), name: path.slice(slash + 1) };
-}
-
-/** Walks one directory of the upper layer; returns whether it appended anything. */
-function layerDirChanges(upper: string, rel: string, format: WhiteoutFormat, lowers: LowerLayers, out: Change[]): boolean {
+function layerDirChanges(upper: string, rel: string, lowers: LayerStack, out: Change[]): boolean {
+  const converter = lowers.converter;
   const before = out.length;
   const present = new Set<string>();
   for (const name of readdirSync(upper + rel)) {
-    if (format === 'aufs' && name.startsWith(WHITEOUT_PREFIX)) {
-      if (!name.startsWith(AUFS_META_PREFIX)) out.push({ path: childPath(rel, name.slice(WHITEOUT_PREFIX.length)), kind: 'D' });
+    const marker = converter.markerKind(name);
+    if (marker !== undefined) {
+      if (marker === 'whiteout') out.push({ path: childPath(rel, whitedOutName(name)), kind: 'D' });
       continue; // bookkeeping and the opaque marker are not entries; the marker is read below
     }
     const path = childPath(rel, name);
     const st = lstatIfExists(upper + path);
     if (st === undefined) continue;
-    if (format === 'overlay' && isOverlayWhiteout(st)) {
+    if (converter.isWhiteout(st)) {
       out.push({ path, kind: 'D' });
       continue;
     }
     present.add(name);
-    entryChanges(upper, path, st, format, lowers, out);
+    entryChanges(upper, path, st, lowers, out);
   }
-  if (rel !== '/' && isOpaqueInUpper(upper, rel, format)) {
+  if (converter.isOpaque(upper + rel, rel === '/')) {
     // Nothing of the lower layers shows through an opaque directory: what they had and this layer
     // does not have again is deleted.
-    for (const name of lowers.children(rel)) if (!present.has(name)) out.push({ path: childPath(rel, name), kind: 'D' });
+    for (const name of lowers.children(rel.slice(1))) if (!present.has(name)) out.push({ path: childPath(rel, name), kind: 'D' });
   }
   return out.length > before;
 }
 
-function isOpaqueInUpper(upper: string, dir: string, format: WhiteoutFormat): boolean {
-  if (format === 'aufs') return lstatIfExists(upper + childPath(dir, OPAQUE_MARKER)) !== undefined;
-  return format === 'overlay' && isOverlayOpaque(upper + dir);
-}
-
 /** One entry of the upper layer: A when the lower layers do not show it, else C (see below). */
-function entryChanges(upper: string, path: string, st: BigIntStats, format: WhiteoutFormat, lowers: LowerLayers, out: Change[]): void {
-  const lowerSt = lowers.lookup(path);
-  if (lowerSt === undefined) {
+function entryChanges(upper: string, path: string, st: BigIntStats, lowers: LayerStack, out: Change[]): void {
+  const below = lowers.lookup(path.slice(1));
+  if (below.kind !== 'found') {
     out.push({ path, kind: 'A' });
-    if (isDirStat(st)) layerDirChanges(upper, path, format, lowers, out);
+    if (isDirStat(st)) layerDirChanges(upper, path, lowers, out);
     return;
   }
   if (!isDirStat(st)) {
@@ -424,24 +296,26 @@ function entryChanges(upper: string, path: string, st: BigIntStats, format: Whit
   }
   // A directory is copied up whenever something below it changes: it is a change itself only when
   // its own stat changed, or (as in changesBetween) when it contains changes.
-  const own = statDifferent(lowerSt, st);
+  const own = statDifferent(below.st, st);
   if (own) out.push({ path, kind: 'C' });
-  const inner = layerDirChanges(upper, path, format, lowers, out);
+  const inner = layerDirChanges(upper, path, lowers, out);
   if (!own && inner) out.push({ path, kind: 'C' }); // the list is sorted at the end
 }
 
 /**
  * The changes a layer directory in a whiteout format makes on top of its lower layers (nearest
- * first), sorted by path bytes: `.wh.X` (aufs) or a char device 0/0 X (overlay) → D of X; a path
- * the lower layers do not show → A; else C (directories only when their own stat changed or they
- * contain changes); the lower entries hidden by an opaque directory → D.
- * A 'plain' layer directory is a complete tree, so it is compared with its parent's tree
- * (`lowerDirs[0]`) as changesBetween does.
+ * first), sorted by path bytes: a whiteout of X in the format (aufs `.wh.X`, overlay a char device
+ * 0/0 X) → D of X; a path the lower layers' view (LayerStack) does not show → A; else C
+ * (directories only when their own stat changed or they contain changes); what the view shows in
+ * a directory the layer made opaque and the layer does not have again → D.
+ * A full-tree ('plain') layer directory is compared with its parent's tree (`lowerDirs[0]`) as
+ * changesBetween does.
  */
 export async function changesFromLayerDir(dir: string, format: WhiteoutFormat, lowerDirs: string[]): Promise<Change[]> {
   assertDirectory(dir);
-  if (format === 'plain') return changesBetween(dir, lowerDirs[0]);
+  const lowers = new LayerStack(lowerDirs, format);
+  if (lowers.converter.fullTree) return changesBetween(dir, lowerDirs[0]);
   const out: Change[] = [];
-  layerDirChanges(dir, '/', format, new LowerLayers(lowerDirs, format), out);
+  layerDirChanges(dir, '/', lowers, out);
   return sortChanges(out);
 }

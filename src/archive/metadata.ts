@@ -75,6 +75,29 @@ export function readXattrs(path: string): Map<string, Buffer> {
   return xattrs;
 }
 
+/**
+ * The xattr's value; undefined when the inode lacks it, vanished, or its filesystem has no xattrs.
+ * Listing first is faster for the usual inode without xattrs: a failed lgetxattr (ENODATA) costs
+ * an error object, the listing does not.
+ */
+export function getXattrIfSupported(path: string, name: string): Buffer | undefined {
+  try {
+    return llistxattr(path).includes(name) ? lgetxattr(path, name) : undefined;
+  } catch (e) {
+    const errno = (e as { errno?: unknown }).errno;
+    if (errno === 'ENOTSUP' || errno === 'EOPNOTSUPP' || errno === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/** mtime truncated to whole seconds (floor, also before 1970): what a tar header holds. */
+export function mtimeSeconds(st: BigIntStats): number {
+  const ns = st.mtimeNs;
+  let sec = ns / 1_000_000_000n;
+  if (ns < 0n && ns % 1_000_000_000n !== 0n) sec -= 1n;
+  return Number(sec);
+}
+
 /** A Stats' time as seconds + nanoseconds; exact with BigIntStats, millisecond-exact otherwise. */
 function statTime(st: Stats | BigIntStats, which: 'mtime' | 'atime'): Timespec {
   if (isBigIntStats(st)) {

@@ -20,6 +20,7 @@ import { createGzip } from 'node:zlib';
 import { layerRelativePath, rebuildTarStream, type TarSplitRecord } from '../archive/tar-split.js';
 import { TarWriter } from '../archive/tar-writer.js';
 import type { TarHeader } from '../archive/types.js';
+import { WHITEOUT_OPAQUE, whiteoutPath } from '../archive/whiteout.js';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
 import { MEDIA, sha256Digest, type LayerCompression } from './manifest.js';
@@ -239,7 +240,7 @@ async function fileNotInTar(store: LayerStore, id: string, record: TarSplitRecor
     named.add(path);
     for (let i = path.indexOf('/'); i !== -1; i = path.indexOf('/', i + 1)) implied.add(path.slice(0, i));
   }
-  const rootOpaque = named.has('.wh..wh..opq');
+  const rootOpaque = named.has(WHITEOUT_OPAQUE);
   const stack = [''];
   while (stack.length > 0) {
     const dir = stack.pop()!;
@@ -248,11 +249,7 @@ async function fileNotInTar(store: LayerStore, id: string, record: TarSplitRecor
       if (entry.isDirectory()) stack.push(path);
       if (named.has(path) || implied.has(path)) continue;
       // A whiteout: the tar said ".wh.<name>" (or made the root opaque: apply then whites out the lower top-level names).
-      if (
-        entry.isCharacterDevice() &&
-        (named.has(dir === '' ? `.wh.${entry.name}` : `${dir}/.wh.${entry.name}`) || (rootOpaque && dir === ''))
-      )
-        continue;
+      if (entry.isCharacterDevice() && (named.has(whiteoutPath(path)) || (rootOpaque && dir === ''))) continue;
       return `/${path} was added`;
     }
   }

@@ -236,6 +236,65 @@ describe('changesFromLayerDir', () => {
     });
   }
 
+  /**
+   * The lower file of each case is hidden from the view by an ancestor the middle layer made
+   * opaque (a/), whited out (w) or replaced with a file (n), so what the upper layer writes there
+   * is an addition, and an opaque dir of the upper layer (o/p, under the middle layer's opaque o/)
+   * deletes nothing of the lowest layer.
+   */
+  function buildHidingLayers(dir: string, format: 'overlay' | 'aufs'): { upper: string; lowers: string[] } {
+    const [lower, mid, upper] = ['lower', 'mid', 'upper'].map((n) => join(dir, n));
+    for (const d of ['a/b', 'w/x', 'n', 'o/p']) mkdirSync(join(lower, d), { recursive: true });
+    for (const f of ['a/b/f', 'w/x/f', 'n/f', 'o/p/old']) writeFileSync(join(lower, f), 'lower');
+    for (const d of ['a', 'o']) mkdirSync(join(mid, d), { recursive: true });
+    writeFileSync(join(mid, 'a/mine'), 'mid');
+    writeFileSync(join(mid, 'n'), 'n is a file');
+    for (const d of ['a', 'o']) {
+      if (format === 'overlay') lsetxattr(join(mid, d), 'trusted.overlay.opaque', Buffer.from('y'));
+      else writeFileSync(join(mid, d, '.wh..wh..opq'), '');
+    }
+    if (format === 'overlay') whiteoutDevice(join(mid, 'w'));
+    else writeFileSync(join(mid, '.wh.w'), '');
+    for (const d of ['a/b', 'w/x', 'n', 'o/p']) mkdirSync(join(upper, d), { recursive: true });
+    for (const f of ['a/b/f', 'w/x/f', 'n/f', 'o/p/new']) writeFileSync(join(upper, f), 'upper');
+    if (format === 'overlay') lsetxattr(join(upper, 'o/p'), 'trusted.overlay.opaque', Buffer.from('y'));
+    else writeFileSync(join(upper, 'o/p/.wh..wh..opq'), '');
+    return { upper, lowers: [mid, lower] };
+  }
+
+  for (const format of ['overlay', 'aufs'] as const) {
+    it(`${format}: honours opaque, whited-out and non-directory ancestors in the lower layers`, async (t) => {
+      const dir = await withScratchFs(t, { size: '16m' });
+      const { upper, lowers } = buildHidingLayers(dir, format);
+      assert.deepEqual(show(await changesFromLayerDir(upper, format, lowers)), [
+        'C /a', // the middle layer's dir, holding changes
+        'A /a/b', // the middle layer made a/ opaque: lower's a/b does not show
+        'A /a/b/f', // … nor a/b/f below it (the old lookup said C)
+        'C /n', // a dir where the middle layer has a file
+        'A /n/f', // lower's n/f is under that file (the old lookup said C)
+        'C /o',
+        'A /o/p',
+        'A /o/p/new', // and no D of /o/p/old: the middle layer's opaque o/ hides it
+        'A /w', // whited out in the middle layer
+        'A /w/x', // … so lower's w/x and w/x/f do not show (the old lookup said C)
+        'A /w/x/f',
+      ]);
+    });
+  }
+
+  it('aufs: a root-opaque layer deletes what the lower layers show at the top', async (t) => {
+    const dir = await withScratchFs(t, { size: '16m' });
+    const [lower, upper] = ['lower', 'upper'].map((n) => join(dir, n));
+    mkdirSync(join(lower, 'etc'), { recursive: true });
+    writeFileSync(join(lower, 'etc/passwd'), '');
+    writeFileSync(join(lower, 'gone'), '');
+    writeFileSync(join(lower, 'kept'), '');
+    mkdirSync(upper);
+    writeFileSync(join(upper, '.wh..wh..opq'), '');
+    writeFileSync(join(upper, 'kept'), 'again');
+    assert.deepEqual(show(await changesFromLayerDir(upper, 'aufs', [lower])), ['D /etc', 'D /gone', 'C /kept']);
+  });
+
   it('lists everything as added without lower layers', async (t) => {
     const dir = await withScratchFs(t, { size: '16m' });
     mkdirSync(join(dir, 'a'));

@@ -11,11 +11,8 @@
  *   by hand): replaced by the `.wh.<name>` file aufs uses.
  */
 import { closeSync, lstatSync, openSync, readdirSync, unlinkSync, type Stats } from 'node:fs';
+import { isOverlayWhiteout, isUnionBookkeepingXattr, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, whiteoutPath } from '../../archive/whiteout.js';
 import { lgetxattr, llistxattr, lremovexattr } from '../../sys/index.js';
-
-const OPAQUE_XATTR = 'trusted.overlay.opaque';
-const OPAQUE_MARKER = '.wh..wh..opq';
-const WHITEOUT_PREFIX = '.wh.';
 
 /** What a normalisation changed, for tests and logs. */
 export interface NormaliseReport {
@@ -25,14 +22,6 @@ export interface NormaliseReport {
   whiteouts: string[];
   /** Inodes that lost bookkeeping xattrs. */
   xattrsRemoved: number;
-}
-
-function isBookkeepingXattr(name: string): boolean {
-  return name.startsWith('trusted.overlay.') || name.startsWith('user.fuseoverlayfs.');
-}
-
-function isOverlayWhiteout(st: Stats): boolean {
-  return st.isCharacterDevice() && st.rdev === 0;
 }
 
 /** An empty file, created only if missing (O_EXCL), mode 0600 like a `.wh.` tar entry. */
@@ -48,15 +37,14 @@ export function normaliseAufsBranch(branch: string): NormaliseReport {
   const report: NormaliseReport = { opaqueDirs: [], whiteouts: [], xattrsRemoved: 0 };
   const visit = (path: string, rel: string, st: Stats) => {
     if (isOverlayWhiteout(st)) {
-      const slash = path.lastIndexOf('/');
       unlinkSync(path);
-      touchMarker(`${path.slice(0, slash)}/${WHITEOUT_PREFIX}${path.slice(slash + 1)}`);
+      touchMarker(whiteoutPath(path));
       report.whiteouts.push(rel);
       return;
     }
-    const names = llistxattr(path).filter(isBookkeepingXattr);
-    if (st.isDirectory() && names.includes(OPAQUE_XATTR) && lgetxattr(path, OPAQUE_XATTR)?.toString() === 'y') {
-      touchMarker(`${path}/${OPAQUE_MARKER}`);
+    const names = llistxattr(path).filter(isUnionBookkeepingXattr);
+    if (st.isDirectory() && names.includes(OVERLAY_OPAQUE_XATTR) && lgetxattr(path, OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
+      touchMarker(`${path}/${WHITEOUT_OPAQUE}`);
       report.opaqueDirs.push(rel);
     }
     for (const name of names) lremovexattr(path, name);
