@@ -6,6 +6,7 @@
  * Every figure of a run is taken on one freshly made filesystem (ext4 on a loop device by default),
  * with the subjects of a cell interleaved run by run: compare ratios within a run.
  */
+import type { BenchSuite } from '../src/cli/bench-command.js';
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -71,6 +72,9 @@ export interface BenchOutcome {
 const VM_ONLY: Record<string, string> = {
   devicemapper: 'needs device-mapper, which this kernel lacks: it is benchmarked inside the VM harness (scripts/vm), not here',
 };
+
+/** What `unionctl bench` loads (src/cli/bench-command.ts): typed with the CLI's interface. */
+export const suite: BenchSuite = { runBench };
 
 export const DEFAULT_RESULTS = 'bench/results/latest.json';
 export const DEFAULT_QUICK_RESULTS = 'bench/results/quick/latest.json';

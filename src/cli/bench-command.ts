@@ -2,12 +2,34 @@
  * `unionctl bench`: the storage benchmark suite (bench/runner.ts) from the CLI. The runner lives in
  * bench/, outside the library, and is loaded only when this command runs: the other commands do not
  * pay for it, and an install without bench/ says so instead of failing to start.
+ *
+ * The runner is a plugin, loaded by path at run time: the library (src/) imports nothing from
+ * bench/. What the CLI needs of it is the BenchSuite interface below, which bench/runner.ts
+ * implements (its `suite` export is typed with it, so the two cannot drift apart).
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { UnionctlError } from '../errors.js';
 import { out, println } from './output.js';
+
+/** What `unionctl bench` asks of bench/runner.js (its export `suite`). */
+export interface BenchSuite {
+  runBench(opts: {
+    drivers?: string[];
+    workloads?: string[];
+    installPeers?: boolean;
+    quick?: boolean;
+    fs?: string;
+    json?: string;
+    runs?: number;
+    say?: (line: string) => void;
+  }): Promise<{
+    targets: Array<{ target: string; measured: string; met: boolean | undefined }>;
+    report: { skipped: readonly unknown[] };
+    files: string[];
+  }>;
+}
 
 interface BenchCliOptions {
   drivers?: string;
@@ -56,8 +78,8 @@ async function benchCommand(fileArg: string | undefined, opts: BenchCliOptions, 
   if (runs !== undefined && (!Number.isInteger(runs) || runs < 1)) {
     throw new UnionctlError('BAD_OPTION', `--runs must be a whole number ≥ 1, not ${JSON.stringify(opts.runs)}`, { hint: 'e.g. --runs 3' });
   }
-  const { runBench } = (await import(runner)) as typeof import('../../bench/runner.js');
-  const outcome = await runBench({
+  const { suite } = (await import(runner)) as { suite: BenchSuite };
+  const outcome = await suite.runBench({
     drivers: list(opts.drivers),
     workloads: list(opts.workloads),
     installPeers: opts.peers === true,
