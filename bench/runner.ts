@@ -6,7 +6,7 @@
  * Every figure of a run is taken on one freshly made filesystem (ext4 on a loop device by default),
  * with the subjects of a cell interleaved run by run: compare ratios within a run.
  */
-import type { BenchSuite } from '../src/cli/bench-command.js';
+import type { BenchRunOptions, BenchSuite } from '../src/cli/bench-command.js';
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -46,21 +46,8 @@ import {
   type WorkloadName,
 } from './workloads.js';
 
-export interface BenchOptions {
-  /** Driver names; default every registered driver. */
-  drivers?: string[];
-  /** Workload names; default all. */
-  workloads?: string[];
-  /** apt-get install missing peers first. */
-  installPeers?: boolean;
-  quick?: boolean;
-  fs?: string;
-  /** Where latest.json goes (the .md and plots go next to it). */
-  json?: string;
-  /** Timed runs per cell (default 5, 2 with quick). */
-  runs?: number;
-  say?: (line: string) => void;
-}
+/** What a run is asked to do (the CLI's type: `unionctl bench` passes its flags as they are). */
+export type BenchOptions = BenchRunOptions;
 
 export interface BenchOutcome {
   report: BenchReport;

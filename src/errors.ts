@@ -1,13 +1,14 @@
 /**
- * Typed errors. Every error unionctl raises on purpose is a UnionctlError: it names the thing that
- * failed (`subject`) and, where there is one, what the user can do about it (`hint`). The CLI prints
+ * Typed errors. Every error unionctl raises on purpose is a UnionctlError: a `code` callers can
+ * branch on, a message that names the thing that failed, and, where there is one, what the user
+ * can do about it (`hint`). The CLI prints
  * `unionctl: <message>` (plus the hint) without a stack trace and exits non-zero.
  */
 export type ErrorCode =
   | 'INVALID_ID' // an id that is not [A-Za-z0-9][A-Za-z0-9_.-]*
   | 'NOT_FOUND' // a layer, parent, file or image that does not exist
   | 'EXISTS' // a layer id already taken
-  | 'IN_USE' // a layer still mounted
+  | 'IN_USE' // a layer still mounted or referenced, or held by an image or a running load
   | 'HAS_CHILDREN' // a layer other layers are built on
   | 'BAD_TAR' // a tar stream that cannot be parsed (checksum, truncation, bad number)
   | 'UNSAFE_ENTRY' // a tar entry that would write, change or read outside the layer

@@ -13,18 +13,26 @@ import { Command, Option } from 'commander';
 import { UnionctlError } from '../errors.js';
 import { out, println } from './output.js';
 
+/** What a benchmark run is asked to do. */
+export interface BenchRunOptions {
+  /** Driver names; default every registered driver. */
+  drivers?: string[];
+  /** Workload names; default all. */
+  workloads?: string[];
+  /** apt-get install missing peers first. */
+  installPeers?: boolean;
+  quick?: boolean;
+  fs?: string;
+  /** Where latest.json goes (the .md and plots go next to it). */
+  json?: string;
+  /** Timed runs per cell (default 5, 2 with quick). */
+  runs?: number;
+  say?: (line: string) => void;
+}
+
 /** What `unionctl bench` asks of bench/runner.js (its export `suite`). */
 export interface BenchSuite {
-  runBench(opts: {
-    drivers?: string[];
-    workloads?: string[];
-    installPeers?: boolean;
-    quick?: boolean;
-    fs?: string;
-    json?: string;
-    runs?: number;
-    say?: (line: string) => void;
-  }): Promise<{
+  runBench(opts: BenchRunOptions): Promise<{
     targets: Array<{ target: string; measured: string; met: boolean | undefined }>;
     report: { skipped: readonly unknown[] };
     files: string[];

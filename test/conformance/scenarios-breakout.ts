@@ -89,8 +89,8 @@ export function breakoutScenarios(fx: () => DriverFixture): void {
       await fx().driver.remove(probe);
     });
 
-    // Lock and refcount files may appear or change; the store's records and layers may not.
-    const storeSnapshot = () => snapshot(fx().root, ['store.lock', 'driver-state', 'mounts', ...fx().storeStateFiles]);
+    // Lock and mount-reference files may appear or change; the store's records and layers may not.
+    const storeSnapshot = () => snapshot(fx().root, ['store.lock', 'driver-state', ...fx().storeStateFiles]);
 
     // Test names are registered before the victim exists: list the shapes with placeholder paths
     // for their names, and build the real ones inside each test.

@@ -22,7 +22,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { UnionctlError } from '../../src/errors.js';
-import { openStore, type LayerRecord, type LayerStore } from '../../src/index.js';
+import { openStore, type LayerRecord, type LayerStore, type StoreTx } from '../../src/index.js';
 import { makeScratch, withScratchFs } from '../helpers/scratch.js';
 
 const repo = process.env.UNIONCTL_REPO ?? process.cwd();
@@ -462,6 +462,31 @@ t.close()`,
 
   it('unmount of a layer that is not mounted is a usage error', async () => {
     await assertRefusedUnchanged(root, () => store.unmount(layers[0].id), 'USAGE', /not mounted/);
+  });
+
+  it('transactions: siblings started inside one never overlap it or each other; a handle is dead after its body', async () => {
+    let inside = 0;
+    let maxInside = 0;
+    const body = async (tx: StoreTx) => {
+      inside += 1;
+      maxInside = Math.max(maxInside, inside);
+      tx.records(); // uses the handle while inside
+      await new Promise((r) => setTimeout(r, 3));
+      inside -= 1;
+    };
+    let siblings!: Promise<unknown>;
+    let leaked!: StoreTx;
+    await store.transaction(async (tx) => {
+      leaked = tx;
+      await body(tx);
+      // What the old reentrant store lock let through: Promise.all of transactions started inside one.
+      siblings = Promise.all([store.transaction(body), store.transaction(body), store.transaction(body)]);
+      await body(tx);
+    });
+    await siblings;
+    assert.equal(maxInside, 1, 'two transactions were inside at once');
+    assert.throws(() => leaked.records(), { code: 'USAGE' });
+    assert.throws(() => leaked.writeDocument('x', 'y'), { code: 'USAGE' });
   });
 
   it('a closed store refuses further calls', async () => {

@@ -4,8 +4,8 @@
  * its parent's whole filesystem and shares the unchanged blocks with it. A layer's files are only
  * reachable while its device is active and mounted: get activates the device, mounts it at
  * <home>/mnt/<id> and returns <home>/mnt/<id>/rootfs (the fs root also holds an `id` file and
- * ext4's lost+found, which must not show in the layer); put unmounts and deactivates at refcount
- * zero. Deletions in a layer tar are real deletions (whiteout format 'plain').
+ * ext4's lost+found, which must not show in the layer); put unmounts and deactivates when the last
+ * reference is given back (the mount lifecycle, graph/mounts.ts). Deletions in a layer tar are real deletions (whiteout format 'plain').
  *
  * The pool and device bookkeeping (ids, transactions, crash rollback) is deviceset.ts; our own
  * state that Docker's format has no place for — the mount reference counts and each layer's parent
