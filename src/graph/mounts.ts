@@ -385,7 +385,13 @@ function parseRefFile(text: string, path: string): RefFile {
   } catch {
     throw corrupt('is not valid JSON');
   }
-  const v = value as Partial<RefFile>;
+  const v = value as Partial<RefFile> & { count?: unknown };
+  // Written by unionctl before the per-process references: {"count": N, "boot": "…"}, every get
+  // of any process counted alike. Read as that many persistent references, so a layer mounted
+  // before an upgrade stays in use until it is unmounted (or cleaned up).
+  if (typeof v === 'object' && v !== null && v.holders === undefined && isCount(v.count) && typeof v.boot === 'string') {
+    return { boot: v.boot, persistent: v.count, holders: [] };
+  }
   if (typeof v !== 'object' || v === null || typeof v.boot !== 'string' || !isCount(v.persistent) || !Array.isArray(v.holders)) {
     throw corrupt('does not hold {boot, persistent, holders}');
   }

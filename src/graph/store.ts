@@ -34,7 +34,7 @@
  * keep a layer from being removed, and a recovery step run when a store is opened.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
@@ -259,9 +259,39 @@ export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
   const stateDir = join(root, 'driver-state', entry.name);
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const driver = await entry.create({ home: join(root, entry.name), root, stateDir, options });
+  removeLegacyMountCounts(root);
   const store = new LayerStore(root, driver);
   await store.recover();
   return store;
+}
+
+/**
+ * <root>/mounts/: the store's own mount counts before the mount lifecycle counted them (the
+ * driver's reference files, read as persistent references, carry the same counts). Only files of
+ * that format ({"count", "boot"}) and its lock are deleted; anything else there stays.
+ */
+function removeLegacyMountCounts(root: string): void {
+  const dir = join(root, 'mounts');
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const file = join(dir, name);
+    try {
+      const v = name === '.lock' ? {} : (JSON.parse(readFileSync(file, 'utf8')) as { count?: unknown; boot?: unknown });
+      if (name === '.lock' || (typeof v.count === 'number' && typeof v.boot === 'string')) rmSync(file);
+    } catch {
+      /* not ours: left alone */
+    }
+  }
+  try {
+    rmdirSync(dir);
+  } catch {
+    /* not empty: something else is in there */
+  }
 }
 
 // ---- the transaction handle --------------------------------------------------------------------

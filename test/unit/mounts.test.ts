@@ -11,6 +11,7 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UnionctlError } from '../../src/errors.js';
 import { MountLifecycle, type Mounter } from '../../src/graph/mounts.js';
+import { bootId } from '../../src/sys/index.js';
 
 const mountsModule = new URL('../../src/graph/mounts.js', import.meta.url).href;
 const dir = mkdtempSync(join(tmpdir(), 'unionctl-mounts-test-'));
@@ -284,6 +285,17 @@ describe('MountLifecycle', () => {
     mkdirSync(join(f.stateDir, 'refs'), { recursive: true });
     writeFileSync(join(f.stateDir, 'refs', id), JSON.stringify({ boot: 'another-boot', persistent: 3, holders: [] }));
     assert.equal(f.lifecycle.references(id).total, 0);
+  });
+
+  it('reads a reference file of the earlier format ({count, boot}) as that many persistent references', async () => {
+    const f = fakeLifecycle();
+    const id = makeLayer(f, 'a');
+    writeFileSync(f.marker(id), '');
+    writeFileSync(join(f.stateDir, 'refs', id), JSON.stringify({ count: 2, boot: bootId() }));
+    assert.deepEqual(f.lifecycle.references(id), { persistent: 2, processes: [], total: 2, mounted: true });
+    await f.lifecycle.put(id, { persistent: true });
+    await f.lifecycle.put(id, { persistent: true });
+    assert.equal(existsSync(f.marker(id)), false);
   });
 
   it('says CORRUPT, naming the file, for a damaged reference file', async () => {

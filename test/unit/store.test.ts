@@ -510,6 +510,21 @@ describe('openStore on a fresh root', () => {
     assert.ok(!existsSync(root));
   });
 
+  it('drops the mount counts of the earlier layout (<root>/mounts/), leaving anything else there', async (t) => {
+    const scratch = await withScratchFs(t);
+    const root = join(scratch, 'old');
+    await (await openStore({ root, driver: 'vfs' })).close();
+    mkdirSync(join(root, 'mounts'));
+    writeFileSync(join(root, 'mounts', '.lock'), '');
+    writeFileSync(join(root, 'mounts', 'layer1'), JSON.stringify({ count: 1, boot: 'b' }));
+    await (await openStore({ root, driver: 'vfs' })).close();
+    assert.equal(existsSync(join(root, 'mounts')), false);
+    mkdirSync(join(root, 'mounts'));
+    writeFileSync(join(root, 'mounts', 'notes.txt'), 'mine');
+    await (await openStore({ root, driver: 'vfs' })).close();
+    assert.deepEqual(readdirSync(join(root, 'mounts')), ['notes.txt']);
+  });
+
   it('creates the store layout', async (t) => {
     const scratch = await withScratchFs(t);
     const root = join(scratch, 'new');
