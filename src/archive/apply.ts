@@ -309,8 +309,8 @@ class LayerApplier {
    * driver): it is kept in a scratch dir until the end of the apply.
    */
   private async keepPlink(rel: string, entry: TarEntry<LeasedChunk>): Promise<void> {
-    const parts = rel.split('/');
-    if (parts.length !== 2 || parts[0] !== AUFS_PLINK_DIR || entry.header.type !== 'file') return;
+    const [top, name, ...deeper] = rel.split('/');
+    if (top !== AUFS_PLINK_DIR || name === undefined || deeper.length > 0 || entry.header.type !== 'file') return;
     if (this.plinkDir === undefined) {
       const dir = `.unionctl-plnk-${process.pid}-${Date.now().toString(36)}`;
       mkdirSync(this.abs(dir), 0o700);
@@ -318,9 +318,9 @@ class LayerApplier {
       this.markWritten(dir);
       this.plinkDir = dir;
     }
-    const scratch = joinRel(this.plinkDir, parts[1]);
+    const scratch = joinRel(this.plinkDir, name);
     await this.writeFile(scratch, entry, this.knownDirs.get(this.plinkDir)!);
-    this.plinks.set(parts[1], this.abs(scratch));
+    this.plinks.set(name, this.abs(scratch));
   }
 
   // ---- entries --------------------------------------------------------------------------------
@@ -509,7 +509,7 @@ class LayerApplier {
     const parts = targetRel.split('/');
     let dir = '';
     for (let i = 0; i < parts.length - 1; i++) {
-      dir = joinRel(dir, parts[i]);
+      dir = joinRel(dir, parts[i]!);
       if (this.knownDirs.has(dir)) continue;
       let st: Stats;
       try {

@@ -31,7 +31,7 @@ export function sniffCompression(head: Buffer): Compression | 'xz' | 'bzip2' {
   if (starts(0x1f, 0x8b)) return 'gzip';
   if (starts(0x28, 0xb5, 0x2f, 0xfd)) return 'zstd';
   // A zstd stream may begin with a skippable frame: magic 0x184D2A50..5F, little-endian.
-  if (head.length >= 4 && (head[0] & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18) return 'zstd';
+  if (head.length >= 4 && (head[0]! & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18) return 'zstd';
   if (starts(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00)) return 'xz';
   if (starts(0x42, 0x5a, 0x68)) return 'bzip2'; // "BZh"
   return 'none';
@@ -272,7 +272,7 @@ class ZstdBlockSplitter {
     let pos = 0;
     while (pos < chunk.length) {
       const take = Math.min(this.need, chunk.length - pos);
-      if (this.collects()) for (let i = 0; i < take; i++) this.acc.push(chunk[pos + i]);
+      if (this.collects()) for (let i = 0; i < take; i++) this.acc.push(chunk[pos + i]!);
       pos += take;
       this.need -= take;
       if (this.need > 0) break;
@@ -289,28 +289,40 @@ class ZstdBlockSplitter {
     return this.phase === 'magic' || this.phase === 'skip-size' || this.phase === 'frame-header' || this.phase === 'block-header';
   }
 
+  /**
+   * The little-endian number in acc[at .. at + bytes). A phase only advances once its `need`
+   * bytes are all collected, so every byte read here is in acc.
+   */
+  private le(at: number, bytes: number): number {
+    let value = 0;
+    for (let i = bytes - 1; i >= 0; i--) value = value * 256 + this.acc[at + i]!;
+    return value;
+  }
+
   /** The current phase is complete: move on. Returns true at the end of a block. */
   private advance(): boolean {
-    const acc = this.acc;
     switch (this.phase) {
       case 'magic': {
-        const magic = (acc[0] | (acc[1] << 8) | (acc[2] << 16) | (acc[3] << 24)) >>> 0;
+        const magic = this.le(0, 4);
         if ((magic & 0xfffffff0) === 0x184d2a50) return this.enter('skip-size', 4);
         if (magic !== ZSTD_MAGIC) throw corrupt('zstd', new Error(`bad frame magic 0x${magic.toString(16)}`));
         return this.enter('frame-header', 1, true);
       }
       case 'skip-size': {
-        const size = (acc[4] | (acc[5] << 8) | (acc[6] << 16) | (acc[7] << 24)) >>> 0;
+        const size = this.le(4, 4); // after the magic, which skip-size keeps
         return size === 0 ? this.enter('magic', 4) : this.enter('skip-data', size);
       }
       case 'skip-data':
         return this.enter('magic', 4);
       case 'frame-header': {
-        const fhd = acc[4];
-        if (acc.length === 5) {
+        if (this.acc.length === 5) {
+          const fhd = this.le(4, 1); // the frame header descriptor, after the magic
           const singleSegment = (fhd >> 5) & 1;
-          const fcsBytes = [singleSegment, 2, 4, 8][fhd >> 6];
-          const dictBytes = [0, 1, 2, 4][fhd & 3];
+          // Frame_Content_Size_Flag 0..3 → 0 (1 if single segment), 2, 4, 8 bytes; Dictionary_ID_Flag 0..3 → 0, 1, 2, 4 bytes.
+          const fcsFlag = fhd >> 6;
+          const fcsBytes = fcsFlag === 0 ? singleSegment : 1 << fcsFlag;
+          const dictFlag = fhd & 3;
+          const dictBytes = dictFlag === 3 ? 4 : dictFlag;
           this.checksum = ((fhd >> 2) & 1) === 1;
           const rest = (singleSegment ? 0 : 1) + dictBytes + fcsBytes;
           if (rest > 0) return this.enter('frame-header', rest, true);
@@ -318,7 +330,7 @@ class ZstdBlockSplitter {
         return this.enter('block-header', 3);
       }
       case 'block-header': {
-        const header = acc[0] | (acc[1] << 8) | (acc[2] << 16);
+        const header = this.le(0, 3);
         this.lastBlock = (header & 1) === 1;
         const type = (header >> 1) & 3;
         const size = header >>> 3;

@@ -65,16 +65,18 @@ export class LayerStack {
     this.layers = this.converter.fullTree ? roots.slice(0, 1) : roots;
   }
 
-  /** The absolute path of `rel` in layer `k`. */
+  /** The absolute path of `rel` in layer `k` (an index of `layers`, as every DirView holds). */
   private pathIn(k: number, rel: string): string {
-    return rel === '' ? this.layers[k] : `${this.layers[k]}/${rel}`;
+    const root = this.layers[k]!;
+    return rel === '' ? root : `${root}/${rel}`;
   }
 
   /** What the merged view shows at `rel`. */
   lookup(rel: string): UnionEntry {
     if (rel === '') {
-      if (this.layers.length === 0) return ABSENT;
-      return { kind: 'found', layer: 0, path: this.layers[0], st: lstatSync(this.layers[0], { bigint: true }) };
+      const top = this.layers[0];
+      if (top === undefined) return ABSENT;
+      return { kind: 'found', layer: 0, path: top, st: lstatSync(top, { bigint: true }) };
     }
     const parentRel = parentOf(rel);
     const name = baseOf(rel);
@@ -126,9 +128,9 @@ export class LayerStack {
 
   private root(): DirView {
     const layers: number[] = [];
-    for (let k = 0; k < this.layers.length; k++) {
+    for (const [k, root] of this.layers.entries()) {
       layers.push(k);
-      if (this.converter.isOpaque(this.layers[k], true)) return { layers, cut: { kind: 'hidden', layer: k, by: 'opaque', at: '' } };
+      if (this.converter.isOpaque(root, true)) return { layers, cut: { kind: 'hidden', layer: k, by: 'opaque', at: '' } };
     }
     return { layers, cut: undefined };
   }

@@ -11,6 +11,9 @@
  * Dialects told apart by the magic: POSIX ustar ("ustar\0" "00"), star (ustar magic and "tar\0"
  * at the end of the block, a shorter prefix), old GNU ("ustar " " \0", atime and ctime where ustar
  * has its prefix) and v7 (no magic, no owner names or device numbers). The encoder writes ustar.
+ *
+ * A block is always a whole BLOCK_SIZE bytes (the readers refuse a short one before decoding it),
+ * so the field offsets of the table below are read without bounds checks.
  */
 import { isUtf8 } from 'node:buffer';
 import { TarFormatError, UnionctlError } from '../errors.js';
@@ -242,14 +245,14 @@ export function encodeNumber(block: Buffer, field: NumberField, value: number): 
     block[offset + i] = negative ? byte ^ 0xff : byte;
     magnitude >>= 8n;
   }
-  block[offset] |= 0x80;
+  block[offset]! |= 0x80;
 }
 
 /** Octal ASCII (optionally space/NUL padded), or GNU base-256 when the high bit of the first byte is set. */
 export function decodeNumber(block: Buffer, field: NumberField, offset: number, entry?: string): number {
   const { offset: start, length } = FIELDS[field];
   try {
-    return block[start] & 0x80 ? parseBase256(block, start, length) : parseOctal(block, start, length);
+    return block[start]! & 0x80 ? parseBase256(block, start, length) : parseOctal(block, start, length);
   } catch (e) {
     throw headerError(
       `bad ${field} field ${JSON.stringify(block.toString('latin1', start, start + length))}: ${(e as Error).message}`,
@@ -266,7 +269,7 @@ function parseOctal(block: Buffer, start: number, len: number): number {
   while (end > i && (block[end - 1] === 0x20 || block[end - 1] === 0)) end--;
   let value = 0;
   for (; i < end; i++) {
-    const digit = block[i] - 0x30;
+    const digit = block[i]! - 0x30;
     if (digit < 0 || digit > 7) throw new Error('not an octal number');
     value = value * 8 + digit;
   }
@@ -275,10 +278,10 @@ function parseOctal(block: Buffer, start: number, len: number): number {
 
 /** Big-endian two's complement after the marker bit; negative numbers have the sign bit 0x40 set. */
 function parseBase256(block: Buffer, start: number, len: number): number {
-  const invert = block[start] & 0x40 ? 0xff : 0;
+  const invert = block[start]! & 0x40 ? 0xff : 0;
   let value = 0;
   for (let i = 0; i < len; i++) {
-    let byte = block[start + i] ^ invert;
+    let byte = block[start + i]! ^ invert;
     if (i === 0) byte &= 0x7f;
     value = value * 256 + byte;
     if (value > Number.MAX_SAFE_INTEGER) throw new Error('base-256 number too large');
@@ -300,8 +303,9 @@ export function computeChecksum(block: Buffer): { unsigned: number; signed: numb
   let highBytes = 0;
   for (let i = 0; i < BLOCK_SIZE; i++) {
     if (i === offset) i += length;
-    unsigned += block[i];
-    if (block[i] >= 0x80) highBytes++;
+    const byte = block[i]!;
+    unsigned += byte;
+    if (byte >= 0x80) highBytes++;
   }
   return { unsigned, signed: unsigned - 256 * highBytes };
 }
@@ -385,7 +389,7 @@ export function decodeHeader(block: Buffer, offset: number): HeaderBlock {
   return {
     offset,
     dialect,
-    typeflag: String.fromCharCode(block[FIELDS.typeflag.offset]),
+    typeflag: String.fromCharCode(block[FIELDS.typeflag.offset]!),
     name: prefix === '' ? name : `${prefix}/${name}`,
     linkname: readText(block, 'linkname', offset),
     mode: num('mode'),

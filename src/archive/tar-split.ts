@@ -165,7 +165,7 @@ export function parseTarSplit(data: Buffer, what: string): TarSplitRecord {
   };
   while (pos < data.length) {
     need(5);
-    const kind = data[pos];
+    const kind = data[pos]!; // need(5) checked it
     const length = data.readUInt32BE(pos + 1);
     pos += 5;
     need(length);

@@ -46,7 +46,7 @@ function packageVersion(): string {
 
 /** Commander's messages look like "error: unknown option '--x'\n(Did you mean --y?)". */
 function reportUsageError(e: CommanderError): number {
-  const [first, ...rest] = e.message.replace(/^error: /, '').split('\n');
+  const [first = '', ...rest] = e.message.replace(/^error: /, '').split('\n');
   const suggestion = rest
     .join(' ')
     .trim()

@@ -61,7 +61,8 @@ export function printTable(header: string[], rows: Array<Array<string | Cell>>):
   const render = (row: Cell[]): string =>
     row
       .map((cell, i) => {
-        const padded = i === row.length - 1 ? cell.text : cell.text.padEnd(widths[i]);
+        // A row with more cells than the header: the extra ones have no column width to pad to.
+        const padded = i === row.length - 1 ? cell.text : cell.text.padEnd(widths[i] ?? 0);
         return cell.style ? cell.style(padded) : padded;
       })
       .join('  ');

@@ -160,7 +160,7 @@ function readDockerImages(archive: ArchiveFiles): ImageToLoad[] {
       layers: layers.map((member, j) => {
         if (!archive.has(member))
           throw bad(archive, `manifest.json names ${member} (layer ${j + 1} of ${label}), which is not in the archive`);
-        return { index: j + 1, member, diffId: config.diffIds[j] };
+        return { index: j + 1, member, diffId: config.diffIds[j]! }; // as many diff IDs as layers: checked above
       }),
     };
   });
@@ -293,7 +293,8 @@ function readOciManifest(archive: ArchiveFiles, d: Descriptor, name: string | un
       );
     }
     const blob = blobMember(archive, ld, what);
-    return { index: j + 1, member: blob.member, blobDigest: blob.digest, compression, mediaType, diffId: config.diffIds[j] };
+    // As many diff IDs as layers: checked above.
+    return { index: j + 1, member: blob.member, blobDigest: blob.digest, compression, mediaType, diffId: config.diffIds[j]! };
   });
   return { id, names, config: config.text, label, layers };
 }

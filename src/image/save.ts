@@ -282,7 +282,7 @@ async function addText(tar: TarWriter, path: string, text: string): Promise<void
 /** The config to write: as loaded, unless a layer's diff ID changed on re-export. */
 function configFor(record: ImageRecord, blobs: Map<string, Blob>): string {
   const diffIds = record.layers.map((l) => blobs.get(l.id)!.diffId);
-  if (diffIds.every((d, i) => d === record.layers[i].diffId)) return record.config;
+  if (diffIds.every((d, i) => d === record.layers[i]!.diffId)) return record.config;
   const config = JSON.parse(record.config) as { rootfs?: { diff_ids?: string[] } };
   config.rootfs = { ...(config.rootfs ?? {}), diff_ids: diffIds };
   return JSON.stringify(config);
@@ -317,7 +317,7 @@ async function writeDockerArchive(tar: TarWriter, images: ImageToSave[], blobs: 
       await addText(tar, `${hexOf(configId)}.json`, config);
     }
     manifest.push({ Config: `${hexOf(configId)}.json`, RepoTags: image.names.length > 0 ? image.names : null, Layers: layers });
-    const top = layers.length > 0 ? layers[layers.length - 1].split('/')[0] : '';
+    const top = layers.at(-1)?.split('/')[0] ?? '';
     for (const name of image.names) {
       const at = name.lastIndexOf(':');
       (repositories[name.slice(0, at)] ??= {})[name.slice(at + 1)] = top;

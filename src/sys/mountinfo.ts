@@ -5,6 +5,7 @@
  */
 import { lstatSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { UnionctlError } from '../errors.js';
 
 export interface MountInfo {
   id: number;
@@ -30,30 +31,49 @@ export function unescapeOctal(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
+const MOUNT_ID = /^\d+$/;
+const MAJOR_MINOR = /^(\d+):(\d+)$/;
+
+/**
+ * Lines of /proc/<pid>/mountinfo: "<id> <parent> <major>:<minor> <root> <mount point> <options>
+ * [optional fields…] - <fs type> <source> <super options>". A line that is not one is refused
+ * (CORRUPT) rather than skipped: a mount left out of the table could be taken for unmounted.
+ */
 export function parseMountInfo(text: string): MountInfo[] {
   const mounts: MountInfo[] = [];
   for (const line of text.split('\n')) {
     if (!line) continue;
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const pre = line.slice(0, sep).split(' ');
-    const post = line.slice(sep + 3).split(' ');
-    const [major, minor] = pre[2].split(':').map(Number);
-    mounts.push({
-      id: Number(pre[0]),
-      parentId: Number(pre[1]),
-      major,
-      minor,
-      root: unescapeOctal(pre[3]),
-      mountPoint: unescapeOctal(pre[4]),
-      mountOptions: pre[5].split(','),
-      optionalFields: pre.slice(6),
-      fsType: post[0],
-      source: unescapeOctal(post[1] ?? ''),
-      superOptions: splitSuperOptions(post.slice(2).join(' ')),
-    });
+    const mount = parseMountLine(line);
+    if (mount === undefined) {
+      throw new UnionctlError('CORRUPT', `mountinfo line ${JSON.stringify(line)} is not in the kernel's format`, {
+        hint: 'give the text of /proc/<pid>/mountinfo as the kernel prints it',
+      });
+    }
+    mounts.push(mount);
   }
   return mounts;
+}
+
+function parseMountLine(line: string): MountInfo | undefined {
+  const sep = line.indexOf(' - ');
+  if (sep < 0) return undefined;
+  const pre = line.slice(0, sep).split(' ');
+  const post = line.slice(sep + 3).split(' ');
+  const device = MAJOR_MINOR.exec(pre[2] ?? '');
+  if (pre.length < 6 || device === null || !MOUNT_ID.test(pre[0]!) || !MOUNT_ID.test(pre[1]!) || !post[0]) return undefined;
+  return {
+    id: Number(pre[0]),
+    parentId: Number(pre[1]),
+    major: Number(device[1]),
+    minor: Number(device[2]),
+    root: unescapeOctal(pre[3]!),
+    mountPoint: unescapeOctal(pre[4]!),
+    mountOptions: pre[5]!.split(','),
+    optionalFields: pre.slice(6),
+    fsType: post[0],
+    source: unescapeOctal(post[1] ?? ''),
+    superOptions: splitSuperOptions(post.slice(2).join(' ')),
+  };
 }
 
 /** Super options are comma-separated; a ',' inside a value is shown octal-escaped (\054). */
@@ -142,7 +162,7 @@ export function parseOverlayOptions(superOptions: string[]): OverlayOptions {
 /** `a:b\\:c::d1::d2` → lowerdirs a and b:c, datadirs d1 and d2 (data layers are separated by '::'). */
 function addLowerdirList(out: OverlayOptions, list: string): void {
   const unescapeColons = (p: string) => p.replace(/\\:/g, ':');
-  const [layers, ...data] = list.split(/(?<!\\)::/);
+  const [layers = '', ...data] = list.split(/(?<!\\)::/);
   if (layers !== '') out.lowerdirs.push(...layers.split(/(?<!\\):/).map(unescapeColons));
   out.datadirs.push(...data.map(unescapeColons));
 }

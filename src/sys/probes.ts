@@ -212,7 +212,7 @@ export function processUmask(): number {
   return memo('umask', () => {
     try {
       const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-      if (m !== null) return parseInt(m[1], 8);
+      if (m !== null) return parseInt(m[1]!, 8);
     } catch {
       /* fall through */
     }

@@ -457,16 +457,17 @@ const STATFS_WORDS = 15;
 export function statfs(path: string): StatFs {
   const w = new BigUint64Array(STATFS_WORDS);
   check(libc().statfs(path, w), 'statfs', path);
-  const type = Number(w[0] & 0xffffffffn); // magics are 32-bit; keep them unsigned
+  // Every index below is a word of the fixed-size struct.
+  const type = Number(w[0]! & 0xffffffffn); // magics are 32-bit; keep them unsigned
   return {
     type,
     typeName: fsTypeName(type),
     bsize: Number(w[1]),
-    blocks: w[2],
-    bfree: w[3],
-    bavail: w[4],
-    files: w[5],
-    ffree: w[6],
+    blocks: w[2]!,
+    bfree: w[3]!,
+    bavail: w[4]!,
+    files: w[5]!,
+    ffree: w[6]!,
     namelen: Number(w[8]),
     flags: Number(w[10]),
   };
@@ -497,7 +498,7 @@ function readFsxattr(fd: number): Uint32Array {
 
 /** The inode's quota project id (xfs/ext4 project quotas). */
 export function getProjectId(fd: number): number {
-  return readFsxattr(fd)[FSX_PROJID];
+  return readFsxattr(fd)[FSX_PROJID]!;
 }
 
 /**
@@ -507,7 +508,7 @@ export function getProjectId(fd: number): number {
 export function setProjectQuota(dirFd: number, projectId: number): void {
   const fsx = readFsxattr(dirFd);
   fsx[FSX_PROJID] = projectId;
-  fsx[FSX_XFLAGS] |= FS_XFLAG_PROJINHERIT;
+  fsx[FSX_XFLAGS]! |= FS_XFLAG_PROJINHERIT;
   check(libc().ioctl(dirFd, FS_IOC_FSSETXATTR, 'void *', fsx), 'ioctl(FS_IOC_FSSETXATTR)', undefined, `fd ${dirFd}, project ${projectId}`);
 }
 

@@ -73,6 +73,14 @@ describe('devicemapper status parsing', () => {
     const st = parsePoolStatus('0 2097152 thin-pool 7 95/16384 1216/16384 - rw no_discard_passdown error_if_no_space - 1024');
     assert.deepEqual(st, { transactionId: 7, metadataUsed: 95, metadataTotal: 16384, dataUsed: 1216, dataTotal: 16384, mode: 'rw' });
     assert.throws(() => parsePoolStatus('0 8 thin 0 -'), { code: 'CORRUPT' });
+    // A failed pool, and lines whose block counts are not <used>/<total>: refused, not NaN.
+    for (const line of [
+      '0 2097152 thin-pool Fail',
+      '0 2097152 thin-pool 7 95 1216/16384 - rw',
+      '0 2097152 thin-pool x 95/16384 1216/16384 - rw',
+      '',
+    ])
+      assert.throws(() => parsePoolStatus(line), { code: 'CORRUPT' });
   });
 
   it("formats sizes as Docker's units.HumanSize does", () => {

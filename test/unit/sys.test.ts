@@ -47,6 +47,16 @@ describe('sys: mountinfo and overlay option text', () => {
     });
   });
 
+  it('refuses a line that is not a mount record instead of guessing', () => {
+    for (const line of [
+      '36 35 98:0 /mnt',
+      '36 35 98:0 / /mnt rw - ',
+      'x 35 98:0 / /mnt rw - ext3 /dev/sda rw',
+      '36 35 98 / /mnt rw - ext3 /dev/sda rw',
+    ])
+      assert.throws(() => sys.parseMountInfo(`1 0 8:1 / / rw - ext4 /dev/sda rw\n${line}\n`), { code: 'CORRUPT' });
+  });
+
   it('findMount picks the top of a stack of mounts on one point', () => {
     const text = ['1 0 8:1 / / rw - ext4 /dev/sda rw', '2 1 0:5 / /m rw - tmpfs a rw', '3 2 0:6 / /m rw - tmpfs b rw', ''].join('\n');
     const mounts = sys.parseMountInfo(text);

@@ -155,7 +155,7 @@ export function findFuseProcess(target: string): FuseProcess | undefined {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
     const argv = cmdlineOf(pid);
-    if (argv === undefined || argv.length < 2 || basename(argv[0]) !== FUSE_BINARY) continue;
+    if (argv === undefined || argv.length < 2 || basename(argv[0]!) !== FUSE_BINARY) continue;
     if (argv[argv.length - 1] === target && !isZombie(pid)) return { pid, argv };
   }
   return undefined;
@@ -166,7 +166,7 @@ export function unionFromArgv(argv: string[]): { lowers: string[]; upper?: strin
   const out: { lowers: string[]; upper?: string } = { lowers: [] };
   for (let i = 1; i < argv.length - 1; i++) {
     if (argv[i] !== '-o') continue;
-    for (const opt of argv[i + 1].split(',')) {
+    for (const opt of argv[i + 1]!.split(',')) {
       if (opt.startsWith(LOWERDIR_KEY)) out.lowers.push(...opt.slice(LOWERDIR_KEY.length).split(':'));
       else if (opt.startsWith('upperdir=')) out.upper = opt.slice('upperdir='.length);
     }

@@ -81,7 +81,7 @@ export function planAufsMount(rw: string, ro: string[], settings: AufsMountSetti
       if (!fits(Buffer.byteLength(data), piece)) break;
       data += piece;
     }
-    if (data === '') throw tooLong(ro[index]);
+    if (data === '') throw tooLong(ro[index]!); // the loop stopped before adding its first branch
     plan.appends.push(withLabel(data, settings.mountLabel));
   }
   return plan;

@@ -86,13 +86,20 @@ export async function poolMessage(pool: string, message: string): Promise<void> 
   await dmsetup(['message', pool, '0', message]);
 }
 
+/** The first line of a command's output; '' when it printed nothing (a device without a table). */
+function firstLine(stdout: string): string {
+  const text = stdout.trim();
+  const end = text.indexOf('\n');
+  return end < 0 ? text : text.slice(0, end);
+}
+
 /** "0 <sectors> <target> <args…>" of the device's first target. */
 export async function tableOf(name: string): Promise<string> {
-  return (await dmsetup(['table', name])).trim().split('\n')[0];
+  return firstLine(await dmsetup(['table', name]));
 }
 
 export async function statusOf(name: string): Promise<string> {
-  return (await dmsetup(['status', name])).trim().split('\n')[0];
+  return firstLine(await dmsetup(['status', name]));
 }
 
 /** What `dmsetup status <pool>` says about a thin-pool. */
@@ -106,17 +113,28 @@ export interface PoolStatus {
   mode: string;
 }
 
+/** "<used>/<total>" blocks, both decimal. */
+const USED_OF_TOTAL = /^(\d+)\/(\d+)$/;
+
 /** Parses "0 <len> thin-pool <txid> <used>/<total meta> <used>/<total data> <held root> <mode> …". */
 export function parsePoolStatus(line: string): PoolStatus {
-  const f = line.trim().split(/\s+/);
-  if (f[2] !== 'thin-pool' || f.length < 8) {
+  const [, , target, txid, metaBlocks, dataBlocks, , mode] = line.trim().split(/\s+/);
+  const meta = USED_OF_TOTAL.exec(metaBlocks ?? '');
+  const data = USED_OF_TOTAL.exec(dataBlocks ?? '');
+  // A failed pool says just "0 <len> thin-pool Fail"; a short or garbled line is refused the same way.
+  if (target !== 'thin-pool' || txid === undefined || !/^\d+$/.test(txid) || meta === null || data === null || mode === undefined) {
     throw new UnionctlError('CORRUPT', `unexpected thin-pool status: ${JSON.stringify(line)}`, {
       hint: 'the pool may have failed: see dmesg',
     });
   }
-  const [mu, mt] = f[4].split('/').map(Number);
-  const [du, dt] = f[5].split('/').map(Number);
-  return { transactionId: Number(f[3]), metadataUsed: mu, metadataTotal: mt, dataUsed: du, dataTotal: dt, mode: f[7] };
+  return {
+    transactionId: Number(txid),
+    metadataUsed: Number(meta[1]),
+    metadataTotal: Number(meta[2]),
+    dataUsed: Number(data[1]),
+    dataTotal: Number(data[2]),
+    mode,
+  };
 }
 
 export async function poolStatus(pool: string): Promise<PoolStatus> {

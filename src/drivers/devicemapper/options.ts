@@ -57,7 +57,8 @@ export function parseSize(key: string, value: string): number {
   if (!m) {
     throw new UnionctlError('BAD_OPTION', `${key}=${value}: not a size`, { hint: `write a size such as 512M or 10G` });
   }
-  const bytes = Math.floor(Number(m[1]) * UNITS[m[2].toLowerCase()]);
+  // Both groups always participate (the unit one may be empty), and UNITS has every unit the pattern allows.
+  const bytes = Math.floor(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
   if (bytes <= 0)
     throw new UnionctlError('BAD_OPTION', `${key}=${value}: the size must be above 0`, { hint: 'write a size such as 512M or 10G' });
   return bytes;
@@ -79,7 +80,7 @@ export function parseDmOptions(raw: Record<string, string>): DmOptions {
   if (blockBytes % (64 * 1024) !== 0 || blockBytes > GiB) {
     throw badOption(
       'dm.blocksize',
-      o['dm.blocksize'],
+      o['dm.blocksize']!, // given: the default (64K) passes the check
       'the pool block size must be a multiple of 64K between 64K and 1G',
       'for example dm.blocksize=64K or 512K',
     );

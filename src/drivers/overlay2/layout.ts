@@ -125,7 +125,7 @@ export class Overlay2Layout {
     const m = /^\.\.\/([^/]+)\/diff$/.exec(target);
     if (m === null)
       throw new UnionctlError('CORRUPT', `overlay2 link ${LINK_DIR}/${linkId} points to ${JSON.stringify(target)}, not ../<id>/diff`);
-    return m[1];
+    return m[1]!;
   }
 
   /** The ancestors of a layer, nearest first, from its lower file. */
@@ -154,9 +154,10 @@ export class Overlay2Layout {
     const abs = resolve(this.home, dir);
     const rel = abs.startsWith(`${this.home}/`) ? abs.slice(this.home.length + 1) : undefined;
     if (rel === undefined) return undefined;
-    const parts = rel.split('/');
-    if (parts.length === 2 && parts[0] === LINK_DIR && isLinkId(parts[1])) return this.layerOfLink(parts[1]);
-    if (parts.length === 2 && parts[1] === 'diff' && parts[0] !== LINK_DIR) return parts[0];
+    const [top, sub, ...deeper] = rel.split('/');
+    if (top === undefined || sub === undefined || deeper.length > 0) return undefined;
+    if (top === LINK_DIR && isLinkId(sub)) return this.layerOfLink(sub);
+    if (sub === 'diff' && top !== LINK_DIR) return top;
     return undefined;
   }
 }

@@ -27,7 +27,7 @@ export function parseByteSize(value: string, key: string): number {
       hint: 'give a number of bytes with an optional unit, e.g. 10G, 512M, 100k',
     });
   }
-  return Math.floor(Number(m[1]) * UNITS[(m[2] ?? '').toLowerCase()]);
+  return Math.floor(Number(m[1]) * UNITS[(m[2] ?? '').toLowerCase()]!); // every unit the pattern allows is in UNITS
 }
 
 /** Keys are case-insensitive in Docker; unknown ones are refused. */
