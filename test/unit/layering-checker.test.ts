@@ -23,6 +23,13 @@ function violationsOf(files: Record<string, string>): string[] {
   return layeringViolations(buildImportGraph(tree(files))).map((v) => `${v.edge.from} → ${v.edge.to} ${v.rule}`);
 }
 
+/** The import edges of a made-up tree. */
+const edgesOf = (files: Record<string, string>): ImportEdge[] => buildImportGraph(tree(files)).edges;
+
+/** Each cycle as its modules joined by spaces. */
+const cycleNames = (edges: ImportEdge[], includeTypeOnly = false): string[] =>
+  findCycles(edges, { includeTypeOnly }).map((c) => c.modules.join(' '));
+
 const edge = (from: string, to: string, typeOnly = false): ImportEdge => ({ from, to, specifier: to, line: 1, kind: 'import', typeOnly });
 
 describe('parseImports', () => {
@@ -105,62 +112,59 @@ describe('the layering rule', () => {
     assert.match(v.why, /sys \(layer 0\) must not import graph \(layer 2\)/);
   });
 
-  it('reports a sibling edge between drivers and image, both ways', () => {
-    assert.deepEqual(
-      violationsOf({
+  /** Made-up trees and the violations each must give (`from → to rule`, in source order). */
+  const cases: { name: string; files: Record<string, string>; expected: string[] }[] = [
+    {
+      name: 'reports a sibling edge between drivers and image, both ways',
+      files: {
         'src/drivers/x/d.ts': "import '../../image/i.js';",
         'src/image/i.ts': "const m = () => import('../drivers/x/d.js');",
-      }),
-      ['src/drivers/x/d.ts → src/image/i.ts sibling', 'src/image/i.ts → src/drivers/x/d.ts sibling'],
-    );
-  });
-
-  it('keeps drivers apart: only drivers/overlayfs is shared, and it imports no driver', () => {
-    assert.deepEqual(
-      violationsOf({
+      },
+      expected: ['src/drivers/x/d.ts → src/image/i.ts sibling', 'src/image/i.ts → src/drivers/x/d.ts sibling'],
+    },
+    {
+      name: 'keeps drivers apart: only drivers/overlayfs is shared, and it imports no driver',
+      files: {
         'src/drivers/index.ts': "import './a/a.js';",
         'src/drivers/a/a.ts': "import '../b/b.js'; import '../overlayfs/s.js';",
         'src/drivers/b/b.ts': "import '../index.js';",
         'src/drivers/overlayfs/s.ts': "import '../a/a.js';",
-      }),
-      [
+      },
+      expected: [
         'src/drivers/a/a.ts → src/drivers/b/b.ts driver-package',
         'src/drivers/b/b.ts → src/drivers/index.ts driver-package',
         'src/drivers/overlayfs/s.ts → src/drivers/a/a.ts driver-package',
       ],
-    );
-  });
-
-  it('keeps errors.ts a leaf, index.ts for cli only, and src/ to itself', () => {
-    assert.deepEqual(
-      violationsOf({
+    },
+    {
+      name: 'keeps errors.ts a leaf, index.ts for cli only, and src/ to itself',
+      files: {
         'src/errors.ts': "import './sys/a.js';",
         'src/sys/a.ts': "import '../index.js';",
         'src/cli/c.ts': "import '../index.js'; const r = new URL('../../bench/runner.js', import.meta.url);",
         'src/index.ts': '',
-      }),
-      [
+      },
+      expected: [
         'src/errors.ts → src/sys/a.ts errors-leaf',
         'src/sys/a.ts → src/index.ts composition-root',
         'src/cli/c.ts → bench/runner.ts outside-src',
       ],
-    );
-  });
-
-  it('reports modules in unknown folders and imports of missing files', () => {
-    assert.deepEqual(
-      violationsOf({
+    },
+    {
+      name: 'reports modules in unknown folders and imports of missing files',
+      files: {
         'src/util/u.ts': "import '../sys/a.js';",
         'src/sys/a.ts': "import '../util/u.js';",
         'src/graph/g.ts': "import './missing.js';",
-      }),
-      [
+      },
+      expected: [
         'src/util/u.ts → src/sys/a.ts unplaced',
         'src/sys/a.ts → src/util/u.ts unplaced',
         'src/graph/g.ts → src/graph/missing.js unresolved',
       ],
-    );
-  });
+    },
+  ];
+  for (const c of cases) it(c.name, () => assert.deepEqual(violationsOf(c.files), c.expected));
 
   it('resolves .js to the .ts source, and a folder import to its index.ts', () => {
     const { edges, unresolved } = buildImportGraph(
@@ -181,14 +185,12 @@ describe('the layering rule', () => {
 
 describe('cycle detection', () => {
   it('finds a cycle and names it by its modules, with one closed path', () => {
-    const { edges } = buildImportGraph(
-      tree({
-        'src/graph/a.ts': "import './b.js';",
-        'src/graph/b.ts': "import './c.js';",
-        'src/graph/c.ts': "import './a.js'; import './d.js';",
-        'src/graph/d.ts': '',
-      }),
-    );
+    const edges = edgesOf({
+      'src/graph/a.ts': "import './b.js';",
+      'src/graph/b.ts': "import './c.js';",
+      'src/graph/c.ts': "import './a.js'; import './d.js';",
+      'src/graph/d.ts': '',
+    });
     const cycles = findCycles(edges);
     assert.equal(cycles.length, 1);
     assert.deepEqual(cycles[0].modules, ['src/graph/a.ts', 'src/graph/b.ts', 'src/graph/c.ts']);
@@ -196,45 +198,46 @@ describe('cycle detection', () => {
     assert.match(describeCycle(cycles[0]), /src\/graph\/c\.ts:1 → src\/graph\/a\.ts \(import '\.\/a\.js'\)/);
   });
 
-  it('finds two separate cycles, a module importing itself, and a cycle through a dynamic import', () => {
-    const { edges } = buildImportGraph(
-      tree({
+  /** Made-up trees and their cycles: over runtime imports, and counting type-only ones too. */
+  const cases: { name: string; files: Record<string, string>; runtime: string[]; withTypes: string[] }[] = [
+    {
+      name: 'finds two separate cycles, a module importing itself, and a cycle through a dynamic import',
+      files: {
         'src/sys/a.ts': "import './b.js';",
         'src/sys/b.ts': "export * from './a.js';",
         'src/sys/self.ts': "import './self.js';",
         'src/graph/x.ts': "import '../image/y.js';",
         'src/image/y.ts': "export const f = () => import('../graph/x.js');",
-      }),
-    );
-    assert.deepEqual(
-      findCycles(edges).map((c) => c.modules.join(' ')),
-      ['src/graph/x.ts src/image/y.ts', 'src/sys/a.ts src/sys/b.ts', 'src/sys/self.ts'],
-    );
-  });
-
-  it('leaves out type-only imports, unless asked to count them', () => {
-    const { edges } = buildImportGraph(
-      tree({
+      },
+      runtime: ['src/graph/x.ts src/image/y.ts', 'src/sys/a.ts src/sys/b.ts', 'src/sys/self.ts'],
+      withTypes: ['src/graph/x.ts src/image/y.ts', 'src/sys/a.ts src/sys/b.ts', 'src/sys/self.ts'],
+    },
+    {
+      name: 'leaves out type-only imports, unless asked to count them',
+      files: {
         'src/graph/driver.ts': "import type { Entry } from './registry.js';\nexport interface Driver { e?: Entry }",
         'src/graph/registry.ts': "import { type Driver } from './driver.js';\nexport interface Entry { d?: Driver }",
         'src/graph/p.ts': "import { q } from './q.js';",
         'src/graph/q.ts': "let t: typeof import('./p.js') | undefined; export const q = t;",
-      }),
-    );
-    assert.deepEqual(findCycles(edges), []);
-    assert.deepEqual(
-      findCycles(edges, { includeTypeOnly: true }).map((c) => c.modules.join(' ')),
-      ['src/graph/driver.ts src/graph/registry.ts', 'src/graph/p.ts src/graph/q.ts'],
-    );
-  });
-
-  it('counts an import without `type` as runtime even when only types are used', () => {
-    const { edges } = buildImportGraph(
-      tree({
+      },
+      runtime: [],
+      withTypes: ['src/graph/driver.ts src/graph/registry.ts', 'src/graph/p.ts src/graph/q.ts'],
+    },
+    {
+      name: 'counts an import without `type` as runtime even when only types are used',
+      files: {
         'src/graph/a.ts': "import { B } from './b.js';\nexport interface A { b: B }",
         'src/graph/b.ts': "import { A } from './a.js';\nexport interface B { a: A }",
-      }),
-    );
-    assert.equal(findCycles(edges).length, 1);
-  });
+      },
+      runtime: ['src/graph/a.ts src/graph/b.ts'],
+      withTypes: ['src/graph/a.ts src/graph/b.ts'],
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const edges = edgesOf(c.files);
+      assert.deepEqual(cycleNames(edges), c.runtime);
+      assert.deepEqual(cycleNames(edges, true), c.withTypes);
+    });
+  }
 });
