@@ -3,10 +3,11 @@
  * root read-only over 9p, the project read-write) from a host-side test, and reading the TAP
  * summary the guest's node test runner printed.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { toolsMissing } from './requires.js';
 
 /** The compiled tree the tests belong to (dist/, or a private build dir). */
 export const DIST = fileURLToPath(new URL('../..', import.meta.url));
@@ -15,13 +16,7 @@ export const PROJECT = existsSync(join(DIST, '..', 'package.json')) ? join(DIST,
 
 /** Why the VM cannot run here, or undefined when it can. */
 export function vmMissing(extraCommands: string[] = []): string | undefined {
-  const commands = ['qemu-system-x86_64', 'busybox', ...extraCommands];
-  try {
-    execFileSync('sh', ['-c', commands.map((c) => `command -v ${c}`).join(' && ')], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return `${commands.join(', ')}: not all installed (scripts/setup-system.sh installs them)`;
-  }
+  return toolsMissing(['qemu-system-x86_64', 'busybox', ...extraCommands]);
 }
 
 export interface TapSummary {
