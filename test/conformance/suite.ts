@@ -50,7 +50,7 @@ export function runDriverConformance(driverName: string, opts: ConformanceOption
     });
 
     graphScenarios(fx, opts);
-    mountScenarios(fx);
+    mountScenarios(fx, opts);
     contentScenarios(fx);
     breakoutScenarios(fx);
 
