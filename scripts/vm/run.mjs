@@ -2,7 +2,7 @@
 // Runs one command inside a throw-away qemu VM with Debian's kernel (device-mapper, dm-thin-pool,
 // loop, ext4, xfs as modules) and passes its output and exit status through:
 //
-//   npm run vm -- [--timeout SEC] [--mem MB] [--share DIR]... [--] <command…>
+//   npm run vm -- [--timeout SEC] [--idle SEC] [--max-wall SEC] [--mem MB] [--share DIR]... [--] <command…>
 //   node scripts/vm/run.mjs uname -a
 //
 // The guest sees the host's root read-only over 9p (so it runs the host's node, dmsetup, mkfs),
@@ -13,12 +13,19 @@
 //
 // Only software emulation works on these machines (/dev/kvm is a PVM host that cannot run a stock
 // kernel), so the VM is `-accel tcg -smp 1` (smp 2 is twice as slow on 2 host cores). A guest that
-// hangs is killed at --timeout (default 900 s, env UNIONCTL_VM_TIMEOUT) and the run fails with 124.
+// hangs is killed and the run fails with 124; the limits (budget.mjs) are counted so that a busy
+// host slows the guest down without killing it:
+//   --timeout SEC   CPU seconds qemu may use (the guest's work; env UNIONCTL_VM_TIMEOUT);
+//   --idle SEC      wall seconds with no console output and (almost) no qemu CPU;
+//   --max-wall SEC  wall seconds in all.
+// Each one not given comes from a calibration of the host (budget.mjs) for a command that takes
+// QUIET_SECONDS.command on a quiet machine.
 // Exit status: the command's, 124 on timeout, 125 when the VM itself failed.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import { calibrate, describeLimits, QUIET_SECONDS, vmLimits, watchGuest } from './budget.mjs';
 import { ensureInitramfs } from './initramfs.mjs';
 import { ensureKernel } from './kernel.mjs';
 
@@ -32,12 +39,15 @@ const PROJECT = realpathSync(new URL('../..', import.meta.url).pathname);
 const PASS_ENV = ['TERM', 'NODE_OPTIONS', 'CI', 'NO_COLOR', 'FORCE_COLOR'];
 
 function usage(message) {
-  process.stderr.write(`vm: ${message}\nusage: npm run vm -- [--timeout SEC] [--mem MB] [--share DIR]... [--] <command…>\n`);
+  process.stderr.write(
+    `vm: ${message}\nusage: npm run vm -- [--timeout SEC] [--idle SEC] [--max-wall SEC] [--mem MB] [--share DIR]... [--] <command…>\n`,
+  );
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { timeoutSec: Number(process.env.UNIONCTL_VM_TIMEOUT ?? 900), memMb: 2048, shares: [], command: [] };
+  const env = process.env.UNIONCTL_VM_TIMEOUT;
+  const opts = { timeoutSec: env === undefined ? undefined : Number(env), memMb: 2048, shares: [], command: [] };
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i];
@@ -46,13 +56,21 @@ function parseArgs(argv) {
       break;
     }
     if (a === '--timeout') opts.timeoutSec = Number(argv[++i]);
+    else if (a === '--idle') opts.idleSec = Number(argv[++i]);
+    else if (a === '--max-wall') opts.wallSec = Number(argv[++i]);
     else if (a === '--mem') opts.memMb = Number(argv[++i]);
     else if (a === '--share') opts.shares.push(argv[++i]);
     else break;
   }
   opts.command = argv.slice(i);
   if (opts.command.length === 0) usage('no command given');
-  if (!(opts.timeoutSec > 0)) usage('--timeout needs a positive number of seconds');
+  for (const [flag, v] of [
+    ['--timeout', opts.timeoutSec],
+    ['--idle', opts.idleSec],
+    ['--max-wall', opts.wallSec],
+  ]) {
+    if (v !== undefined && !(v > 0)) usage(`${flag} needs a positive number of seconds`);
+  }
   if (!(opts.memMb >= 256)) usage('--mem needs at least 256 (MB)');
   return opts;
 }
@@ -86,13 +104,29 @@ function commandScript(command, cwd) {
 }
 
 /**
+ * The limits of one run: those given, the rest from a calibration of the host (budget.mjs) for a
+ * command that takes QUIET_SECONDS.command on a quiet machine.
+ */
+function limitsFor({ timeoutSec, idleSec, wallSec }, log) {
+  if (timeoutSec !== undefined && idleSec !== undefined && wallSec !== undefined) return { workSec: timeoutSec, idleSec, wallSec };
+  const cal = calibrate();
+  const derived = vmLimits(QUIET_SECONDS.command, cal);
+  const limits = { workSec: timeoutSec ?? derived.workSec, idleSec: idleSec ?? derived.idleSec, wallSec: wallSec ?? derived.wallSec };
+  if (process.env.UNIONCTL_VM_VERBOSE) log(describeLimits(cal, limits));
+  return limits;
+}
+
+/**
  * Boots the VM, runs `command`, streams the guest's console to `out` (a writable stream) and
- * resolves to { status, timedOut, seconds }.
+ * resolves to { status, timedOut, seconds, cpuSeconds }. Limits: `timeoutSec` (qemu CPU seconds),
+ * `idleSec`, `wallSec` (see the top of this file); those not given come from budget.mjs.
  */
 export async function runInVm(
   command,
   {
-    timeoutSec = 900,
+    timeoutSec,
+    idleSec,
+    wallSec,
     memMb = 2048,
     shares = [],
     cwd = process.cwd(),
@@ -100,6 +134,7 @@ export async function runInVm(
     log = (m) => process.stderr.write(`${m}\n`),
   } = {},
 ) {
+  const limits = limitsFor({ timeoutSec, idleSec, wallSec }, log);
   const kernel = ensureKernel({ log });
   const initrd = ensureInitramfs(kernel);
   const shareDirs = [PROJECT, ...shares.map((s) => realpathSync(resolve(s)))];
@@ -144,15 +179,18 @@ export async function runInVm(
     ];
     const started = Date.now();
     const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let timedOut;
+    const watch = watchGuest(qemu.pid, limits, (reason) => {
+      timedOut ??= reason;
+      qemu.kill('SIGKILL');
+    });
     // The serial line turns \n into \r\n; hand the host plain lines.
-    qemu.stdout.on('data', (chunk) => out.write(chunk.toString('latin1').replace(/\r\n/g, '\n').replace(/\r/g, ''), 'latin1'));
+    qemu.stdout.on('data', (chunk) => {
+      watch.output();
+      out.write(chunk.toString('latin1').replace(/\r\n/g, '\n').replace(/\r/g, ''), 'latin1');
+    });
     let qemuErr = '';
     qemu.stderr.on('data', (chunk) => (qemuErr += chunk));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      qemu.kill('SIGKILL');
-    }, timeoutSec * 1000);
     // If this process is told to stop (a test runner's timeout, Ctrl-C), the guest goes with it.
     const stopGuest = (signal) => {
       qemu.kill('SIGKILL');
@@ -162,22 +200,23 @@ export async function runInVm(
     process.once('SIGTERM', stopGuest);
     process.once('SIGINT', stopGuest);
     const exit = await new Promise((res) => qemu.on('close', (code, signal) => res({ code, signal })));
-    clearTimeout(timer);
+    watch.stop();
     process.off('SIGTERM', stopGuest);
     process.off('SIGINT', stopGuest);
     const seconds = (Date.now() - started) / 1000;
-    if (timedOut) {
-      log(`vm: the guest did not finish within ${timeoutSec} s and was killed`);
-      return { status: 124, timedOut: true, seconds };
+    const cpuSeconds = watch.usage();
+    if (timedOut !== undefined) {
+      log(`vm: ${timedOut} and was killed (after ${seconds.toFixed(0)} s, ${cpuSeconds.toFixed(0)} s of CPU)`);
+      return { status: 124, timedOut: true, seconds, cpuSeconds };
     }
     let statusText;
     try {
       statusText = readFileSync(join(runDir, 'status'), 'utf8').trim();
     } catch {
       log(`vm: the guest ended without an exit status (qemu exit ${exit.code ?? exit.signal})${qemuErr ? `:\n${qemuErr.trim()}` : ''}`);
-      return { status: 125, timedOut: false, seconds };
+      return { status: 125, timedOut: false, seconds, cpuSeconds };
     }
-    return { status: Number(statusText), timedOut: false, seconds };
+    return { status: Number(statusText), timedOut: false, seconds, cpuSeconds };
   } finally {
     rmSync(runDir, { recursive: true, force: true });
   }
@@ -186,8 +225,10 @@ export async function runInVm(
 if (import.meta.url === `file://${process.argv[1]}`) {
   const opts = parseArgs(process.argv.slice(2));
   try {
-    const { status, seconds } = await runInVm(opts.command, opts);
-    if (process.env.UNIONCTL_VM_VERBOSE) process.stderr.write(`vm: exit ${status} after ${seconds.toFixed(1)} s\n`);
+    const { status, seconds, cpuSeconds } = await runInVm(opts.command, opts);
+    if (process.env.UNIONCTL_VM_VERBOSE) {
+      process.stderr.write(`vm: exit ${status} after ${seconds.toFixed(1)} s (${cpuSeconds.toFixed(1)} s of qemu CPU)\n`);
+    }
     process.exit(status);
   } catch (e) {
     process.stderr.write(`${e.message}\n`);

@@ -45,6 +45,8 @@ export interface ConformanceOptions extends FixtureOptions {
   deepChain?: number;
   /** Further chain lengths to read through after deepChain, e.g. 210 for overlay2's new mount API. */
   deeperChains?: number[];
+  /** Writable siblings of one parent mounted and unmounted all at once (default 12). */
+  siblings?: number;
   /**
    * Build the chain up to the driver's maxDepth and check that one more layer is refused, when
    * maxDepth is at most this (default 600; vfs has no limit, so it is skipped there).

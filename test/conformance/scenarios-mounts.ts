@@ -14,7 +14,7 @@ import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { listMounts, mountsBelow } from '../helpers/mounts.js';
-import type { DriverFixture } from './fixture.js';
+import type { ConformanceOptions, DriverFixture } from './fixture.js';
 import { text } from './inspect.js';
 import { file } from './tars.js';
 
@@ -50,7 +50,7 @@ async function inSecondProcess(
   return JSON.parse(stdout) as { path: string; mounts: number; content: string };
 }
 
-export function mountScenarios(fx: () => DriverFixture): void {
+export function mountScenarios(fx: () => DriverFixture, opts: ConformanceOptions = {}): void {
   describe('mounts (containerd snapshotter suite)', () => {
     /** A parent with one file and a writable child on it: the child is what gets mounted. */
     const parentAndChild = async () => {
@@ -151,7 +151,7 @@ export function mountScenarios(fx: () => DriverFixture): void {
     it('survives concurrent get/put on many siblings of one parent', async () => {
       const parent = await fx().layer(undefined, [file('from-parent', 'parent data')]);
       const children: string[] = [];
-      for (let i = 0; i < 12; i++) {
+      for (let i = 0; i < (opts.siblings ?? 12); i++) {
         const c = fx().id('sibling');
         await fx().driver.createReadWrite(c, parent);
         children.push(c);

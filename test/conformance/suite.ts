@@ -80,7 +80,7 @@ export function runDriverConformance(entry: DriverEntry, opts: ConformanceOption
       });
     });
     onFreshRoot('graph', (fx) => graphScenarios(fx, opts));
-    onFreshRoot('mounts', mountScenarios);
+    onFreshRoot('mounts', (fx) => mountScenarios(fx, opts));
     onFreshRoot('contract', contractScenarios);
     onFreshRoot('content', contentScenarios);
     onFreshRoot('breakout', breakoutScenarios);

@@ -15,6 +15,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMountedAt, unmountAllBelow } from './mounts.js';
+import { rootMissing } from './requires.js';
+
+/**
+ * Why no scratch filesystem can be made here (mounting needs root), or undefined: the `{ skip }`
+ * of every test or suite that calls makeScratch, withScratchFs or makeXfsScratch.
+ */
+export const scratchMissing = rootMissing('mounts a tmpfs scratch filesystem');
 
 export interface Scratch {
   /** The mount point: an empty, writable filesystem. */
@@ -68,6 +75,7 @@ function makeDisposer(undo: Array<() => void>, leakCheckDir: string | undefined,
 
 /** A fresh tmpfs at /tmp/unionctl-test-XXXXXX. */
 export function makeScratch(opts: ScratchOptions = {}): Scratch {
+  if (scratchMissing !== undefined) throw new Error(`makeScratch: ${scratchMissing}; give the test { skip: scratchMissing }`);
   const dir = mkdtempSync(PREFIX);
   const undo: Array<() => void> = [() => rmSync(dir, { recursive: true, force: true })];
   const dispose = makeDisposer(undo, dir, opts.failOnLeaks ?? true);

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { sha256File, writeImageArchive } from '../../bench/image-archive.js';
 import { prng, seededBytes, type SyntheticShape } from '../../bench/synthetic-layer.js';
 import { buildDeepChain, buildSyntheticLayer, buildWhiteoutLayers, deepFileOf, pickDistinct } from '../../bench/workloads.js';
-import { withScratchFs } from '../helpers/scratch.js';
+import { scratchMissing, withScratchFs } from '../helpers/scratch.js';
 
 const SHAPE: SyntheticShape = { smallFiles: 60, largeFiles: 2, largeMean: 200_000, dirs: 20, symlinks: 5, hardlinks: 3, xattrs: 4 };
 const list = (tar: string) => execFileSync('tar', ['-tvf', tar, '--numeric-owner']).toString().trim().split('\n');
@@ -27,7 +27,7 @@ describe('bench workloads', () => {
     assert.deepEqual(a, pickDistinct(xs, 20, prng(1)));
   });
 
-  it('a synthetic layer packs to the same tar for the same seed, another for another seed', async (t) => {
+  it('a synthetic layer packs to the same tar for the same seed, another for another seed', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t);
     for (const d of ['a', 'b', 'c']) mkdirSync(join(dir, d));
     const a = buildSyntheticLayer(join(dir, 'a'), 'layer', SHAPE, 42);
@@ -47,7 +47,7 @@ describe('bench workloads', () => {
     assert.ok(xattrs.length >= 1 && xattrs.length <= SHAPE.xattrs!, `${xattrs.length} files with xattrs`);
   });
 
-  it('the whiteout upper layer deletes base files and makes dirs opaque, the same way every time', async (t) => {
+  it('the whiteout upper layer deletes base files and makes dirs opaque, the same way every time', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t);
     const sizes = { base: { ...SHAPE, smallFiles: 200, dirs: 30 }, deletions: 25, replacedDirs: 3, filesPerReplacedDir: 2 };
     mkdirSync(join(dir, 'a'));
@@ -65,14 +65,14 @@ describe('bench workloads', () => {
     for (const o of opaque) assert.ok(base.has(o.replace('/.wh..wh..opq', '')), `${o} is in a dir of the base`);
   });
 
-  it('the deep chain puts one file in each layer', async (t) => {
+  it('the deep chain puts one file in each layer', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t);
     const chain = buildDeepChain(dir, 3);
     assert.equal(chain.length, 3);
     chain.forEach((layer, i) => assert.ok(names(layer.path).includes(`./${deepFileOf(i + 1)}`), names(layer.path).join(' ')));
   });
 
-  it('the image archive is docker-save format and byte-identical for the same layers', async (t) => {
+  it('the image archive is docker-save format and byte-identical for the same layers', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t);
     const layers = buildDeepChain(dir, 2);
     const a = await writeImageArchive(join(dir, 'a.tar'), layers);

@@ -23,7 +23,7 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { UnionctlError } from '../../src/errors.js';
 import { openStore, type LayerRecord, type LayerStore, type StoreTx } from '../../src/index.js';
-import { makeScratch, withScratchFs } from '../helpers/scratch.js';
+import { makeScratch, scratchMissing, withScratchFs } from '../helpers/scratch.js';
 
 const repo = process.env.UNIONCTL_REPO ?? process.cwd();
 const storeModule = new URL('../../src/index.js', import.meta.url).href;
@@ -120,7 +120,7 @@ async function collect(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-describe('LayerStore with vfs and the sample image', () => {
+describe('LayerStore with vfs and the sample image', { skip: scratchMissing }, () => {
   let scratch: string;
   let root: string;
   let layerTars: string[];
@@ -496,7 +496,7 @@ t.close()`,
   });
 });
 
-describe('openStore on a fresh root', () => {
+describe('openStore on a fresh root', { skip: scratchMissing }, () => {
   it('refuses unknown drivers and options without creating anything', async (t) => {
     const scratch = await withScratchFs(t);
     const root = join(scratch, 'never');

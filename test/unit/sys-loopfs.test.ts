@@ -11,15 +11,10 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync,
 import { dirname, join } from 'node:path';
 import * as sys from '../../src/sys/index.js';
 import { SysCallError } from '../../src/errors.js';
+import { rootMissing, toolsMissing } from '../helpers/requires.js';
 
-function hasTool(name: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Why a loop-mounted `mkfs` filesystem cannot be made here. */
+const loopFsMissing = (mkfs: string) => rootMissing('loop-mounts a filesystem image') ?? toolsMissing([mkfs]);
 
 /** Makes an image with `mkfs`, loop-mounts it, and returns the mount point; cleaned up after the suite. */
 function loopMount(mkfs: string[], sizeMiB: number, fsType: string): { mnt: string; cleanup: () => void } {
@@ -43,7 +38,7 @@ function loopMount(mkfs: string[], sizeMiB: number, fsType: string): { mnt: stri
   return { mnt, cleanup };
 }
 
-describe('sys: a filesystem without d_type (ext2 -O ^filetype)', { skip: !hasTool('mkfs.ext2') && 'mkfs.ext2 not installed' }, () => {
+describe('sys: a filesystem without d_type (ext2 -O ^filetype)', { skip: loopFsMissing('mkfs.ext2') }, () => {
   let fs: ReturnType<typeof loopMount>;
   before(() => {
     fs = loopMount(['mkfs.ext2', '-q', '-O', '^filetype'], 8, 'ext2');
@@ -74,7 +69,7 @@ describe('sys: a filesystem without d_type (ext2 -O ^filetype)', { skip: !hasToo
   });
 });
 
-describe('sys: xfs (reflink, project ids)', { skip: !hasTool('mkfs.xfs') && 'mkfs.xfs not installed' }, () => {
+describe('sys: xfs (reflink, project ids)', { skip: loopFsMissing('mkfs.xfs') }, () => {
   let fs: ReturnType<typeof loopMount>;
   before(() => {
     fs = loopMount(['mkfs.xfs', '-q', '-m', 'reflink=1'], 300, 'xfs'); // 300 MiB: the smallest xfs mkfs makes

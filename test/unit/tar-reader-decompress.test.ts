@@ -12,6 +12,7 @@ import { readTar, type TarReader } from '../../src/archive/tar-reader.js';
 import type { LeasedChunk } from '../../src/archive/types.js';
 import { UnionctlError } from '../../src/errors.js';
 import { buildTar, chunked } from '../helpers/tarbuild.js';
+import { toolsMissing } from '../helpers/requires.js';
 
 const repo = process.env.UNIONCTL_REPO ?? process.cwd();
 const fixture = (name: string) => join(repo, 'fixtures', name);
@@ -218,7 +219,7 @@ describe('decompressedStream: edge cases', () => {
     assert.deepEqual(await collect(stream), tar);
   });
 
-  it('reads multi-frame zstd with a skippable frame in front', async () => {
+  it('reads multi-frame zstd with a skippable frame in front', { skip: toolsMissing(['zstd']) }, async () => {
     const frame = (data: Buffer) => execFileSync('zstd', ['-q', '-c', '-19'], { input: data });
     const skippable = Buffer.concat([Buffer.from([0x5a, 0x2a, 0x4d, 0x18, 4, 0, 0, 0]), Buffer.from('skip')]);
     const data = Buffer.concat([skippable, frame(tar.subarray(0, 5000)), frame(tar.subarray(5000))]);
@@ -227,7 +228,7 @@ describe('decompressedStream: edge cases', () => {
     assert.deepEqual(await collect(stream), tar);
   });
 
-  it('decodes highly compressed zstd in bounded pieces (one block at a time)', async () => {
+  it('decodes highly compressed zstd in bounded pieces (one block at a time)', { skip: toolsMissing(['zstd']) }, async () => {
     const zeros = Buffer.alloc(64 * 1024 * 1024);
     const data = execFileSync('zstd', ['-q', '-c', '-3'], { input: zeros, maxBuffer: 1 << 30 });
     assert.ok(data.length < 100_000, 'the zeros compress to almost nothing');
@@ -242,7 +243,7 @@ describe('decompressedStream: edge cases', () => {
     assert.ok(largest <= 128 * 1024, `largest piece ${largest} bytes`);
   });
 
-  it('refuses xz and bzip2, naming the format', async () => {
+  it('refuses xz and bzip2, naming the format', { skip: toolsMissing(['xz', 'bzip2']) }, async () => {
     for (const [tool, name] of [
       ['xz', 'xz'],
       ['bzip2', 'bzip2'],
@@ -271,7 +272,7 @@ describe('decompressedStream: edge cases', () => {
     }
   });
 
-  it('reports corrupt or truncated zstd as BAD_TAR', async () => {
+  it('reports corrupt or truncated zstd as BAD_TAR', { skip: toolsMissing(['zstd']) }, async () => {
     const zst = execFileSync('zstd', ['-q', '-c'], { input: tar });
     const corrupt = Buffer.from(zst);
     corrupt[4] = 0xff; // reserved bits in the frame header descriptor

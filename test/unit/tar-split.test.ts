@@ -25,7 +25,7 @@ import {
 } from '../../src/archive/tar-split.js';
 import { UnionctlError } from '../../src/errors.js';
 import { openStore } from '../../src/index.js';
-import { withScratchFs } from '../helpers/scratch.js';
+import { scratchMissing, withScratchFs } from '../helpers/scratch.js';
 import { buildTar, chunked, END_OF_ARCHIVE, gnuLongRecord, paxHeader, tarEntry, tarHeader } from '../helpers/tarbuild.js';
 
 const sha256 = (data: Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
@@ -157,7 +157,7 @@ describe('tar-split: record and rebuild', () => {
   });
 });
 
-describe('tar reader tap', () => {
+describe('tar reader tap', { skip: scratchMissing }, () => {
   it('applyLayer hands its tap to its own reader only; digest: false skips hashing', async (t) => {
     const tar = buildTar([{ name: 'f', content: 'x' }]);
     const seen: string[] = [];
@@ -174,7 +174,7 @@ describe('tar reader tap', () => {
 });
 
 for (const driver of ['vfs', 'overlay2']) {
-  describe(`tar-split through the store (${driver})`, () => {
+  describe(`tar-split through the store (${driver})`, { skip: scratchMissing }, () => {
     it('an imported layer keeps a record and rebuilds to its diff ID; removal deletes the record', async (t) => {
       const root = join(await withScratchFs(t), 'root');
       const store = await openStore({ root, driver });

@@ -15,7 +15,7 @@ import * as nodeTar from 'tar';
 import { TarWriter, encodeHeader } from '../../src/archive/tar-writer.js';
 import type { TarEntryType, TarHeader } from '../../src/archive/types.js';
 import { lgetxattr } from '../../src/sys/index.js';
-import { withScratchFs } from '../helpers/scratch.js';
+import { scratchMissing, withScratchFs } from '../helpers/scratch.js';
 
 function header(path: string, type: TarEntryType, fields: Partial<TarHeader> = {}): TarHeader {
   return {
@@ -175,7 +175,7 @@ describe('encodeHeader', () => {
 });
 
 describe('TarWriter', () => {
-  it('writes an archive GNU tar lists as written', async (t) => {
+  it('writes an archive GNU tar lists as written', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t, { size: '64m' });
     const file = join(dir, 'out.tar');
     writeFileSync(file, await writeTar(sampleEntries()));
@@ -197,7 +197,7 @@ describe('TarWriter', () => {
     assert.equal(lines.length, sampleEntries().length);
   });
 
-  it('extracts with GNU tar to the same contents, modes, owners, times and binary xattrs', async (t) => {
+  it('extracts with GNU tar to the same contents, modes, owners, times and binary xattrs', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t, { size: '64m' });
     const file = join(dir, 'out.tar');
     writeFileSync(file, await writeTar(sampleEntries()));
@@ -222,7 +222,7 @@ describe('TarWriter', () => {
     assert.deepEqual(lgetxattr(join(into, 'dir/xattrs'), 'trusted.t'), Buffer.from('T'));
   });
 
-  it('is read back by node-tar', async (t) => {
+  it('is read back by node-tar', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t, { size: '64m' });
     const file = join(dir, 'out.tar');
     writeFileSync(file, await writeTar(sampleEntries()));
@@ -261,7 +261,7 @@ describe('TarWriter', () => {
     assert.equal(seen.find((h) => h.path === 'dir/longlink')!.linkname, LONG_TARGET);
   });
 
-  it('streams a file from disk with addFile and pads it to whole blocks', async (t) => {
+  it('streams a file from disk with addFile and pads it to whole blocks', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t, { size: '64m' });
     const content = Buffer.alloc(3 * 1024 * 1024 + 17);
     for (let i = 0; i < content.length; i++) content[i] = (i * 7) & 0xff;
@@ -285,7 +285,7 @@ describe('TarWriter', () => {
     assert.equal(readFileSync(join(dir, 'x', 'small'), 'utf8'), 'small');
   });
 
-  it('refuses a body of the wrong length up front, and breaks the stream on one found too late', async (t) => {
+  it('refuses a body of the wrong length up front, and breaks the stream on one found too late', { skip: scratchMissing }, async (t) => {
     const dir = await withScratchFs(t, { size: '16m' });
     const writer = new TarWriter();
     const bytes = collect(writer.stream);
