@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { LayerStack, type UnionEntry } from '../../src/archive/layer-stack.js';
 import { lsetxattr, mknod } from '../../src/sys/index.js';
-import { withScratchFs } from '../helpers/scratch.js';
+import { scratchMissing, withScratchFs } from '../helpers/scratch.js';
 
 /** A compact form of a lookup: "found 2", "whiteout 0", "hidden 1 opaque a", "absent". */
 function show(e: UnionEntry): string {
@@ -54,7 +54,7 @@ function build(dir: string, format: 'overlay' | 'aufs'): string[] {
   return [top, mid, bottom];
 }
 
-describe('LayerStack', () => {
+describe('LayerStack', { skip: scratchMissing }, () => {
   for (const format of ['overlay', 'aufs'] as const) {
     it(`${format}: resolves a path from the topmost layer that shows it`, async (t) => {
       const stack = new LayerStack(build(await withScratchFs(t, { size: '16m' }), format), format);

@@ -20,7 +20,7 @@ import {
   whitedOutName,
 } from '../../src/archive/whiteout.js';
 import { lsetxattr, mknod, utimensat } from '../../src/sys/index.js';
-import { withScratchFs } from '../helpers/scratch.js';
+import { scratchMissing, withScratchFs } from '../helpers/scratch.js';
 
 const S_IFCHR = 0o020000;
 
@@ -81,7 +81,7 @@ describe('whiteout names in a layer tar', () => {
   });
 });
 
-describe('the overlay converter', () => {
+describe('the overlay converter', { skip: scratchMissing }, () => {
   const overlay = whiteoutConverter('overlay');
 
   it('writes a whiteout as a char device 0/0, chowned on request, and an opaque dir as the xattr', async (t) => {
@@ -160,7 +160,7 @@ describe('the overlay converter', () => {
   });
 });
 
-describe('the aufs converter', () => {
+describe('the aufs converter', { skip: scratchMissing }, () => {
   const aufs = whiteoutConverter('aufs');
 
   it('keeps the tar markers as they are and writes nothing else', async (t) => {
@@ -200,7 +200,7 @@ describe('the aufs converter', () => {
   });
 });
 
-describe('the plain converter', () => {
+describe('the plain converter', { skip: scratchMissing }, () => {
   const plain = whiteoutConverter('plain');
 
   it('is a full tree with no markers on disk', async (t) => {
