@@ -8,6 +8,7 @@ import { UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
 import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
+import { nonEmpty } from './args.js';
 import { addImageCommands } from './image-commands.js';
 import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';
 import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
@@ -259,8 +260,12 @@ export function buildProgram(version: string): Command {
   const program = new Command('unionctl')
     .description('Layer store and union-filesystem mounts (vfs, overlay2, ...), Docker graphdriver compatible')
     .version(version, '-V, --version', 'print the version')
-    .addOption(new Option('--root <dir>', 'store root').env('UNIONCTL_ROOT').default(DEFAULT_ROOT))
-    .addOption(new Option('--driver <name>', 'storage driver (default: the one the store uses, else the best this kernel supports)'))
+    .addOption(new Option('--root <dir>', 'store root').env('UNIONCTL_ROOT').default(DEFAULT_ROOT).argParser(nonEmpty('the store root')))
+    .addOption(
+      new Option('--driver <name>', 'storage driver (default: the one the store uses, else the best this kernel supports)').argParser(
+        nonEmpty('the driver name'),
+      ),
+    )
     .addOption(new Option('--storage-opt <key=value>', 'driver option, Docker names (repeatable)').argParser(collect))
     .option('--json', 'machine-readable output')
     .exitOverride()
@@ -272,16 +277,16 @@ export function buildProgram(version: string): Command {
   program
     .command('import')
     .description('create a layer from a layer tarball (tar, tar.gz or tar.zst; - reads stdin); prints its id')
-    .argument('<file>', 'layer tarball, or - for stdin')
-    .option('--parent <id>', 'layer to build on')
-    .option('--id <id>', 'id for the new layer (default: generated)')
+    .argument('<file>', 'layer tarball, or - for stdin', nonEmpty('the input file'))
+    .option('--parent <id>', 'layer to build on', nonEmpty('the parent layer id'))
+    .option('--id <id>', 'id for the new layer (default: generated)', nonEmpty('the layer id'))
     .action(importCommand);
 
   program
     .command('create')
     .description('create an empty layer; prints its id')
-    .option('--parent <id>', 'layer to build on')
-    .option('--id <id>', 'id for the new layer (default: generated)')
+    .option('--parent <id>', 'layer to build on', nonEmpty('the parent layer id'))
+    .option('--id <id>', 'id for the new layer (default: generated)', nonEmpty('the layer id'))
     .option('--rw', 'writable (container) layer instead of an image layer')
     .addOption(
       new Option('--layer-opt <key=value>', 'per-layer storage option, e.g. size=10G (writable layers only; repeatable)').argParser(
@@ -295,7 +300,7 @@ export function buildProgram(version: string): Command {
     .description("mount a layer's or an image's merged view; prints the path on the last line")
     .argument('<id>', 'layer id, or image name or id')
     .option('--rw', 'writable view (an image layer gets a new writable layer on top)')
-    .option('--mount-label <label>', 'SELinux context for the mount')
+    .option('--mount-label <label>', 'SELinux context for the mount', nonEmpty('the mount label'))
     .action(mountCommand);
 
   program.command('umount').alias('unmount').description('release a mount made by mount').argument('<id>', 'layer').action(umountCommand);
@@ -322,15 +327,15 @@ export function buildProgram(version: string): Command {
     .command('diff')
     .description("the layer's changes as an OCI layer tar")
     .argument('<id>', 'layer')
-    .option('--parent <id>', 'compare against this layer instead of the parent')
-    .option('-o, --output <file>', 'write the tar to FILE instead of stdout')
+    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
+    .option('-o, --output <file>', 'write the tar to FILE instead of stdout', nonEmpty('the output file'))
     .action(diffCommand);
 
   program
     .command('changes')
     .description('list added (A), changed (C) and deleted (D) paths')
     .argument('<id>', 'layer')
-    .option('--parent <id>', 'compare against this layer instead of the parent')
+    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
     .option('--patch', 'add unified diffs of changed text files')
     .action(changesCommand);
 
@@ -338,7 +343,7 @@ export function buildProgram(version: string): Command {
     .command('size')
     .description("bytes of the layer's changes")
     .argument('<id>', 'layer')
-    .option('--parent <id>', 'compare against this layer instead of the parent')
+    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
     .action(sizeCommand);
 
   program

@@ -16,6 +16,7 @@ import {
   type LoadProgress,
   type SaveFormat,
 } from '../image/index.js';
+import { nonEmpty } from './args.js';
 import { eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
 import { startProgress } from './progress.js';
 
@@ -124,8 +125,8 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
   program
     .command('load')
     .description('load images from a docker save or OCI archive, or an OCI layout directory (- reads stdin)')
-    .argument('<file>', 'archive, OCI layout directory, or - for stdin')
-    .option('--image <name>', 'load only this image of a multi-image archive')
+    .argument('<file>', 'archive, OCI layout directory, or - for stdin', nonEmpty('the image archive'))
+    .option('--image <name>', 'load only this image of a multi-image archive', nonEmpty('the image name'))
     .action((file: string, opts: { image?: string }, cmd: Command) => loadCommand(withStore, file, opts, cmd));
 
   program
@@ -143,7 +144,7 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
     .command('save')
     .description('write images to an archive that docker load, podman load and skopeo read')
     .argument('<image...>', 'names or ids')
-    .requiredOption('-o, --output <file>', 'archive to write')
+    .requiredOption('-o, --output <file>', 'archive to write', nonEmpty('the output file'))
     .addOption(new Option('--format <format>', 'archive layout').choices(['docker', 'oci']).default('docker'))
     .addOption(new Option('--compress <kind>', 'layer compression').choices(['none', 'gzip', 'zstd']).default('none'))
     .action((refs: string[], opts: SaveCliOptions, cmd: Command) => saveCommand(withStore, refs, opts, cmd));
