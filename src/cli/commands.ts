@@ -8,9 +8,10 @@ import { UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
 import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
+import { writeOutputFile } from '../sys/user-file.js';
 import { nonEmpty } from './args.js';
 import { addImageCommands } from './image-commands.js';
-import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';
+import { inputFileSize, isPlainTar } from './files.js';
 import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
@@ -211,9 +212,12 @@ async function diffCommand(id: string, opts: DiffOptions, cmd: Command): Promise
     });
   }
   await withStore(cmd, async (store) => {
-    const tar = await store.diff(id, { parent: opts.parent });
-    if (opts.output !== undefined) await writeFileAtomically(tar, opts.output);
-    else await pipeline(tar, process.stdout, { end: false });
+    const output = opts.output;
+    if (output === undefined) return pipeline(await store.diff(id, { parent: opts.parent }), process.stdout, { end: false });
+    // The output path is checked (and its temp file made) before the diff starts.
+    await writeOutputFile(output, async (file) => pipeline(await store.diff(id, { parent: opts.parent }), file), {
+      notAFileHint: `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout (unionctl diff ${id} > ${output})`,
+    });
   });
 }
 

@@ -8,8 +8,10 @@
  * One store on a private tmpfs, vfs driver (nothing is mounted), holding one small image.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
@@ -68,7 +70,8 @@ before(() => {
   root = join(scratch, 'root');
   const image = writeOciLayout(join(scratch, 'image'), {
     name: 'sample:1',
-    layers: [{ tar: makeLayerTar(scratch, 'base', { 'etc/hostname': 'sample\n', 'usr/share/doc/readme': 'hello\n' }) }],
+    // 256 KiB that does not compress: more than the small filesystem of the full-disk tests holds.
+    layers: [{ tar: makeLayerTar(scratch, 'base', { 'etc/hostname': 'sample\n', 'usr/share/noise.bin': randomBytes(256 << 10) }) }],
   });
   ok(cli(['load', image]));
   const images = JSON.parse(ok(cli(['--json', 'images']))) as Array<{ layers: Array<{ id: string }> }>;
@@ -96,5 +99,133 @@ describe('empty path options are usage errors', () => {
     refused(cli(['import', '']), 2, /argument 'file'.*the input file must not be empty/);
     refused(cli(['load', '']), 2, /argument 'file'.*the image archive must not be empty/);
     refused(cli(['load', '--image', '', join(scratch, 'image')]), 2, /--image .*must not be empty/);
+  });
+});
+
+/** `diff -o PATH` and `save -o PATH`: the two commands that write an output file. */
+const WRITERS: Array<{ name: string; args: (path: string) => string[] }> = [
+  { name: 'diff', args: (path) => ['diff', layer, '-o', path] },
+  { name: 'save', args: (path) => ['save', 'sample:1', '-o', path] },
+];
+
+/** Type letter and device number of what is at `path`, without following it. */
+function identity(path: string): string {
+  const st = lstatSync(path);
+  const kind = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFIFO() ? 'p' : st.isSocket() ? 's' : 'c';
+  return `${kind} ${st.rdev} ${st.ino}`;
+}
+
+/** A tar that `tar -t` reads. */
+function assertTar(path: string): void {
+  execFileSync('tar', ['-tf', path], { stdio: 'ignore' });
+}
+
+describe('-o PATH: only a regular file is written, through a temp file beside it', () => {
+  for (const w of WRITERS) {
+    describe(w.name, () => {
+      const dir = () => join(scratch, `out-${w.name}`);
+      before(() => mkdirSync(dir()));
+
+      it('a device node, a FIFO, a socket or a directory at PATH is refused and left as it was', () => {
+        const things: Record<string, RegExp> = {
+          full: /is a character device, not a regular file/,
+          fifo: /is a FIFO/,
+          sock: /is a socket/,
+          subdir: /is a directory/,
+        };
+        execFileSync('mknod', [join(dir(), 'full'), 'c', '1', '7']); // a /dev/full of our own
+        execFileSync('mkfifo', [join(dir(), 'fifo')]);
+        execFileSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', join(dir(), 'sock')]);
+        mkdirSync(join(dir(), 'subdir'));
+        const before = readdirSync(dir()).sort();
+        for (const [name, why] of Object.entries(things)) {
+          const path = join(dir(), name);
+          const was = identity(path);
+          const line = refused(cli(w.args(path)), 1, why);
+          assert.ok(line.includes(JSON.stringify(path)), `the message names ${path}: ${line}`);
+          assert.equal(identity(path), was, `${name} is what it was`);
+        }
+        assert.deepEqual(readdirSync(dir()).sort(), before, 'no temp file left beside them');
+        assert.deepEqual(readdirSync(join(dir(), 'subdir')), [], 'nothing written into the directory');
+      });
+
+      it('a symbolic link at PATH is neither followed nor replaced', () => {
+        const target = join(scratch, `precious-${w.name}`);
+        writeFileSync(target, 'keep me\n');
+        const link = join(dir(), 'link.tar');
+        symlinkSync(target, link);
+        const dangling = join(dir(), 'dangling.tar');
+        symlinkSync(join(scratch, `not-there-${w.name}`), dangling);
+        refused(cli(w.args(link)), 1, /output file .*link\.tar.* is a symbolic link/);
+        refused(cli(w.args(dangling)), 1, /is a symbolic link/);
+        assert.equal(readlinkSync(link), target);
+        assert.equal(readFileSync(target, 'utf8'), 'keep me\n', 'the target is untouched');
+        assert.ok(!existsSync(join(scratch, `not-there-${w.name}`)), "a dangling link's target is not created");
+      });
+
+      it('a missing directory is an error; it is not created', () => {
+        const missing = join(dir(), 'no-such-dir');
+        refused(cli(w.args(join(missing, 'x.tar'))), 1, /output directory .*no-such-dir.* does not exist/);
+        assert.ok(!existsSync(missing));
+      });
+
+      it('a regular file at PATH is replaced by a new file (mode 0644 minus the umask) once complete', () => {
+        const path = join(dir(), 'existing.tar');
+        writeFileSync(path, 'old content\n', { mode: 0o600 });
+        const hardLink = join(dir(), 'existing-link');
+        linkSync(path, hardLink);
+        const oldInode = lstatSync(path).ino;
+        ok(cli(w.args(path)));
+        assertTar(path);
+        const st = lstatSync(path);
+        assert.notEqual(st.ino, oldInode, 'renamed into place, not written into the old file');
+        assert.equal(st.mode & 0o777, 0o644 & ~process.umask());
+        assert.equal(readFileSync(hardLink, 'utf8'), 'old content\n', 'the old file (another name of it) is untouched');
+        assert.deepEqual(
+          readdirSync(dir()).filter((n) => n.startsWith('.')),
+          [],
+          'no temp file left',
+        );
+      });
+
+      it('a full disk: one error naming PATH, PATH as it was, no temp file', (t) => {
+        const small = makeScratch({ size: '128k' });
+        t.after(() => small.dispose());
+        const path = join(small.dir, 'out.tar');
+        writeFileSync(path, 'old content\n');
+        const r = cli(w.args(path));
+        refused(r, 1, /output file .*out\.tar.*(ENOSPC|no space left)/i);
+        assert.match(r.stderr, /hint: free space/);
+        assert.equal(readFileSync(path, 'utf8'), 'old content\n');
+        assert.deepEqual(readdirSync(small.dir), ['out.tar'], 'no temp file or staging dir left');
+      });
+    });
+  }
+
+  it('save stopped by SIGINT or SIGTERM while writing: no temp file, PATH as it was', async (t) => {
+    const image = writeOciLayout(join(scratch, 'big-image'), {
+      name: 'big:1',
+      layers: [{ tar: makeLayerTar(scratch, 'big', { 'big.bin': randomBytes(24 << 20) }) }],
+    });
+    ok(cli(['load', image]));
+    t.after(() => ok(cli(['rmi', 'big:1'])));
+    const dir = join(scratch, 'out-interrupted');
+    mkdirSync(dir);
+    const path = join(dir, 'big.tar');
+    writeFileSync(path, 'old content\n');
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const child = spawn(process.execPath, [MAIN, '--root', root, '--driver', 'vfs', 'save', 'big:1', '-o', path, '--compress', 'gzip'], {
+        stdio: 'ignore',
+      });
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, sig) => resolve(sig)));
+      // Wait until it has made its temp files beside PATH, then stop it.
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline && child.exitCode === null && readdirSync(dir).length < 3) await sleep(5);
+      assert.ok(readdirSync(dir).length >= 3, `save was writing when stopped: ${readdirSync(dir).join(' ')}`);
+      child.kill(signal);
+      assert.equal(await exited, signal, `killed by ${signal}, as without the clean-up`);
+      assert.deepEqual(readdirSync(dir), ['big.tar'], `${signal}: temp file and staging dir removed`);
+      assert.equal(readFileSync(path, 'utf8'), 'old content\n');
+    }
   });
 });
