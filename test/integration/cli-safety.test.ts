@@ -10,12 +10,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
-import { makeLayerTar, MAIN, writeOciLayout, type Result } from './images-helpers.js';
+import { listing, makeLayerTar, MAIN, SAMPLE_DOCKER, untar, writeOciLayout, type Result } from './images-helpers.js';
 
 let scratchFs: Scratch;
 let scratch = '';
@@ -227,5 +228,89 @@ describe('-o PATH: only a regular file is written, through a temp file beside it
       assert.deepEqual(readdirSync(dir), ['big.tar'], `${signal}: temp file and staging dir removed`);
       assert.equal(readFileSync(path, 'utf8'), 'old content\n');
     }
+  });
+});
+
+describe('load DIR reads nothing outside the directory', () => {
+  const SECRET = 'top-secret-content-of-an-outside-file';
+  let n = 0;
+  /** A copy of the test image's OCI layout, and a directory beside it (outside it). */
+  function layoutCopy(): { dir: string; outside: string; blob: (i: number) => string } {
+    const dir = join(scratch, `layout-${n}`);
+    const outside = join(scratch, `outside-${n++}`);
+    cpSync(join(scratch, 'image'), dir, { recursive: true });
+    mkdirSync(outside);
+    const blobs = () => readdirSync(join(dir, 'blobs', 'sha256')).sort();
+    return { dir, outside, blob: (i) => join(dir, 'blobs', 'sha256', blobs()[i]!) };
+  }
+
+  /** load DIR is refused with UNSAFE_ENTRY naming `member`; the store unchanged; no outside content printed. */
+  function refusesLoad(dir: string, member: RegExp): void {
+    const before = listing(root);
+    const r = cli(['load', dir]);
+    const line = refused(r, 1, /leads outside the directory/);
+    assert.match(line, member);
+    assert.ok(!r.stderr.includes(SECRET), 'nothing of the outside file is printed');
+    assert.deepEqual(listing(root), before, 'the store is unchanged');
+  }
+
+  it('a symlinked blobs/ directory leading outside is refused', () => {
+    const { dir, outside } = layoutCopy();
+    renameSync(join(dir, 'blobs'), join(outside, 'blobs'));
+    symlinkSync(join(outside, 'blobs'), join(dir, 'blobs'));
+    refusesLoad(dir, /"blobs\/sha256\/[0-9a-f]{64}"/);
+  });
+
+  it('a blob that is a symlink to a file outside is refused (even with the right content)', () => {
+    const { dir, outside, blob } = layoutCopy();
+    for (let i = 0; i < 3; i++) {
+      const b = blob(i);
+      const moved = join(outside, `blob-${i}`);
+      renameSync(b, moved);
+      symlinkSync(moved, b);
+    }
+    refusesLoad(dir, /blobs\/sha256\/[0-9a-f]{64}/);
+  });
+
+  it("index.json or a docker save's manifest.json linked to an outside file: refused, its content never printed", () => {
+    const oci = layoutCopy();
+    writeFileSync(join(oci.outside, 'passwd'), `${SECRET}\n`);
+    rmSync(join(oci.dir, 'index.json'));
+    symlinkSync(join(oci.outside, 'passwd'), join(oci.dir, 'index.json'));
+    refusesLoad(oci.dir, /"index\.json"/);
+
+    const docker = untar(SAMPLE_DOCKER, join(scratch, 'docker-dir'));
+    writeFileSync(join(scratch, 'docker-outside.json'), `${SECRET}\n`);
+    rmSync(join(docker, 'manifest.json'));
+    symlinkSync('../docker-outside.json', join(docker, 'manifest.json'));
+    refusesLoad(docker, /"manifest\.json"/);
+  });
+
+  it('JSON that does not parse: the error names the file, it does not quote its content', () => {
+    const { dir } = layoutCopy();
+    writeFileSync(join(dir, 'index.json'), `${SECRET} {`);
+    const r = cli(['load', dir]);
+    refused(r, 1, /index\.json.* is not valid JSON/);
+    assert.ok(!r.stderr.includes(SECRET.slice(0, 10)), show(r));
+  });
+
+  it('symlinks that stay inside (docker save links a repeated layer.tar to the first) are followed', () => {
+    const docker = untar(SAMPLE_DOCKER, join(scratch, 'docker-dir-links'));
+    const manifest = JSON.parse(readFileSync(join(docker, 'manifest.json'), 'utf8')) as Array<{ Layers: string[] }>;
+    const top = manifest[0]!.Layers.at(-1)!; // "<hex>/layer.tar"
+    mkdirSync(join(docker, 'shared'));
+    renameSync(join(docker, top), join(docker, 'shared', 'layer.tar'));
+    symlinkSync('../shared/layer.tar', join(docker, top));
+    ok(cli(['load', docker]));
+    ok(cli(['rmi', 'sample-app:1']));
+  });
+
+  it('a FIFO in place of a member is not opened (no hang) and counts as missing', () => {
+    const { dir } = layoutCopy();
+    rmSync(join(dir, 'index.json'));
+    execFileSync('mkfifo', [join(dir, 'index.json')]);
+    const r = spawnSync(process.execPath, [MAIN, '--root', root, '--driver', 'vfs', 'load', dir], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.signal, null, 'it did not hang');
+    refused({ status: r.status, stdout: r.stdout, stderr: r.stderr }, 1, /not an image archive/);
   });
 });
