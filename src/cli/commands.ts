@@ -12,7 +12,7 @@ import { writeOutputFile } from '../sys/user-file.js';
 import { nonEmpty } from './args.js';
 import { addImageCommands } from './image-commands.js';
 import { inputFileSize, isPlainTar } from './files.js';
-import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
+import { branchModeStyle, changeStyle, escapeControls, humanBytes, out, printJson, println, printTable, shownName } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
@@ -51,9 +51,9 @@ async function infoCommand(_opts: unknown, cmd: Command): Promise<void> {
     if (g.json) return printJson(info);
     const label = (s: string) => out.bold(s.padEnd(16));
     println(`${label('Driver:')}${info.driver}`);
-    println(`${label('Root:')}${info.root}`);
+    println(`${label('Root:')}${shownName(info.root)}`);
     println(out.bold('Status:'));
-    for (const [key, value] of info.status) println(`  ${key}: ${value}`);
+    for (const [key, value] of info.status) println(`  ${escapeControls(key)}: ${escapeControls(value)}`);
     println(out.bold('Limits:'));
     println(`  Max depth: ${info.capabilities.maxDepth}`);
     println(`  Whiteout format: ${info.capabilities.whiteoutFormat}`);
@@ -175,7 +175,7 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
     // layer: say which, since umount needs it.
     // The path stays the last line so scripts can take `| tail -n 1`.
     if (mounted.id !== id) println(`layer ${mounted.id}`);
-    println(mounted.path);
+    println(shownName(mounted.path));
   });
 }
 
@@ -238,7 +238,7 @@ async function changesCommand(id: string, opts: ChangesOptions, cmd: Command): P
       const list = changes.map((c) => ({ path: c.path, kind: c.kind }));
       return printJson(opts.patch ? { changes: list, patches } : list);
     }
-    for (const c of changes) println(changeStyle(c.kind)(`${c.kind} ${c.path}`));
+    for (const c of changes) println(changeStyle(c.kind)(`${c.kind} ${shownName(c.path)}`));
     for (const p of patches) {
       println();
       process.stdout.write(colourPatch(p.endsWith('\n') ? p : `${p}\n`));

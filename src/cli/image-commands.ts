@@ -17,7 +17,7 @@ import {
   type SaveFormat,
 } from '../image/index.js';
 import { nonEmpty } from './args.js';
-import { eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
+import { humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
 import { startProgress } from './progress.js';
 
 type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
@@ -65,7 +65,7 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
     for (const i of images) {
       const reused = i.layers.filter((l) => l.reused).length;
       const what = `${i.layers.length} layer${i.layers.length === 1 ? '' : 's'}${reused > 0 ? `, ${reused} already present` : ''}`;
-      println(`Loaded image: ${i.names.length > 0 ? i.names.join(', ') : i.id} (${shortId(i.id)}, ${what})`);
+      println(`Loaded image: ${i.names.length > 0 ? i.names.map(shownName).join(', ') : i.id} (${shortId(i.id)}, ${what})`);
     }
   });
 }
@@ -94,9 +94,9 @@ async function rmiCommand(withStore: WithStore, refs: string[], _opts: unknown, 
       const r = await removeImage(store, ref);
       results.push(r);
       if (g.json) continue;
-      for (const n of r.untagged) println(`Untagged: ${n}`);
-      if (r.deleted !== undefined) println(`Deleted: ${r.deleted}`);
-      for (const l of r.layers) println(out.dim(`Deleted layer: ${l}`));
+      for (const n of r.untagged) println(`Untagged: ${shownName(n)}`);
+      if (r.deleted !== undefined) println(`Deleted: ${shownName(r.deleted)}`);
+      for (const l of r.layers) println(out.dim(`Deleted layer: ${shownName(l)}`));
     }
     if (g.json) printJson(results);
   });
@@ -113,10 +113,11 @@ async function saveCommand(withStore: WithStore, refs: string[], opts: SaveCliOp
     const saved = await saveImages(store, refs, opts.output, {
       format: opts.format,
       compress: opts.compress,
-      onWarning: (m) => eprintln(`unionctl: warning: ${m}`),
+      onWarning: printWarning,
     });
     if (g.json) return printJson({ output: opts.output, images: saved });
-    for (const s of saved) println(`Saved ${s.names.join(', ') || s.id} (${shortId(s.savedId)}) to ${opts.output}`);
+    for (const s of saved)
+      println(`Saved ${s.names.map(shownName).join(', ') || s.id} (${shortId(s.savedId)}) to ${shownName(opts.output)}`);
   });
 }
 

@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
+import { buildTar } from '../helpers/tarbuild.js';
 import { listing, makeLayerTar, MAIN, SAMPLE_DOCKER, untar, writeOciLayout, type Result } from './images-helpers.js';
 
 let scratchFs: Scratch;
@@ -312,5 +313,76 @@ describe('load DIR reads nothing outside the directory', () => {
     const r = spawnSync(process.execPath, [MAIN, '--root', root, '--driver', 'vfs', 'load', dir], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.signal, null, 'it did not hang');
     refused({ status: r.status, stdout: r.stdout, stderr: r.stderr }, 1, /not an image archive/);
+  });
+});
+
+describe('control characters in names, paths and messages are printed escaped', () => {
+  const ESC_NAME = 'evil\x1b]0;pwned\x07\x1b[2J\u202eboo';
+  const TAG = `${ESC_NAME}:1`;
+  /** Anything a terminal would act on: C0 controls but newline, DEL, C1, bidi overrides. */
+  const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
+  function assertEscaped(r: Result): void {
+    assert.doesNotMatch(r.stdout, RAW_CONTROL, `stdout has a raw control character:\n${JSON.stringify(r.stdout)}`);
+    assert.doesNotMatch(r.stderr, RAW_CONTROL, `stderr has a raw control character:\n${JSON.stringify(r.stderr)}`);
+  }
+
+  it('an image tag with escape sequences: load, images and rmi show it escaped; --json has it exactly', () => {
+    const image = writeOciLayout(join(scratch, 'evil-image'), {
+      name: TAG,
+      layers: [{ tar: makeLayerTar(scratch, 'evil', { 'etc/motd': 'hi\n' }) }],
+    });
+    const loaded = cli(['load', image]);
+    ok(loaded);
+    assertEscaped(loaded);
+    assert.match(loaded.stdout, /Loaded image: "evil\\x1b\]0;pwned\\x07\\x1b\[2J\\u202eboo:1"/);
+    const table = cli(['images']);
+    ok(table);
+    assertEscaped(table);
+    assert.ok(table.stdout.includes('"evil\\x1b]0;pwned\\x07\\x1b[2J\\u202eboo:1"'), table.stdout);
+    const json = JSON.parse(ok(cli(['--json', 'images']))) as Array<{ names: string[] }>;
+    assert.ok(
+      json.some((i) => i.names.includes(TAG)),
+      'the JSON has the exact name',
+    );
+    const rmi = cli(['rmi', TAG]);
+    ok(rmi);
+    assertEscaped(rmi);
+    assert.match(rmi.stdout, /^Untagged: "evil\\x1b/m);
+  });
+
+  it('error messages: a name from an argument or from commander is escaped, on one line', () => {
+    const missing = cli(['rmi', `nope\x1b[31m\nred`]);
+    assertEscaped(missing);
+    refused(missing, 1, /image nope\\x1b\[31m\\nred.* does not exist/);
+    const unknown = cli([`frob\x1b[2J`]);
+    assertEscaped(unknown);
+    refused(unknown, 2, /unknown command 'frob\\x1b\[2J'/);
+  });
+
+  it('file names in a layer: changes and the --patch content are escaped, changes --json is exact', () => {
+    const evil = `etc/${ESC_NAME}`;
+    const base = buildTar([
+      { name: 'etc/', type: 'dir', mode: 0o755 },
+      { name: evil, content: 'x\n' },
+      { name: 'etc/note.txt', content: 'before\n' },
+    ]);
+    const top = buildTar([{ name: 'etc/note.txt', content: 'after \x1b[2J\x1b]0;pwned\x07\n' }]);
+    const baseId = ok(cli(['import', '--id', 'evil-base', '-'], { input: base })).trim();
+    ok(cli(['import', '--id', 'evil-top', '--parent', baseId, '-'], { input: top }));
+    const changes = cli(['changes', baseId]);
+    ok(changes);
+    assertEscaped(changes);
+    assert.match(changes.stdout, /^A "\/etc\/evil\\x1b\]0;pwned\\x07\\x1b\[2J\\u202eboo"$/m);
+    const list = JSON.parse(ok(cli(['--json', 'changes', baseId]))) as Array<{ path: string }>;
+    assert.ok(
+      list.some((c) => c.path === `/${evil}`),
+      'the JSON has the exact path',
+    );
+    const patch = cli(['changes', '--patch', 'evil-top']);
+    ok(patch);
+    assertEscaped(patch);
+    assert.match(patch.stdout, /^\+after \\x1b\[2J\\x1b\]0;pwned\\x07$/m);
+    ok(cli(['rm', 'evil-top', 'evil-base']));
   });
 });
