@@ -4,15 +4,26 @@
  */
 import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
-import { UnionctlError } from '../errors.js';
+import { isUnionctlError, UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
 import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { writeOutputFile } from '../sys/user-file.js';
 import { nonEmpty } from './args.js';
 import { addImageCommands } from './image-commands.js';
-import { inputFileSize, isPlainTar } from './files.js';
-import { branchModeStyle, changeStyle, escapeControls, humanBytes, out, printJson, println, printTable, shownName } from './output.js';
+import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
+import {
+  branchModeStyle,
+  changeStyle,
+  escapeControls,
+  humanBytes,
+  out,
+  printJson,
+  println,
+  printTable,
+  printWarning,
+  shownName,
+} from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
@@ -110,8 +121,11 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
   } else {
     // Progress counts uncompressed tar bytes: a percentage of the file size only fits a plain tar.
     total = inputFileSize(file);
-    if (total !== undefined && !isPlainTar(file)) total = undefined;
+    if (total !== undefined && total > 0 && !isPlainTar(file)) total = undefined;
   }
+  // 0 bytes is no tar at all: whether the tar engine refuses it or makes an empty layer of it, say so.
+  const input = file === '-' ? 'the input on stdin' : `input file ${JSON.stringify(file)}`;
+  const empty = file === '-' ? await stdinIsEmpty() : total === 0;
   await withStore(cmd, async (store, g) => {
     const progress = startProgress('importing', total);
     let layer: LayerRecord;
@@ -119,9 +133,19 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
       // Counting bytes costs a stream stage: only ask for it when there is a bar to draw.
       const onProgress = progress.active ? (bytes: number) => progress.update(bytes) : undefined;
       layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress });
+    } catch (e) {
+      // The engine's own words for "no tar here" are about headers and blocks: name the cause instead.
+      if (empty && isUnionctlError(e) && (e.code === 'BAD_TAR' || e.code === 'USAGE')) {
+        throw new UnionctlError(e.code, `${input} is empty (0 bytes): it is not a layer tarball`, {
+          hint: 'check what should have written it; an empty layer is made with unionctl create',
+          cause: e,
+        });
+      }
+      throw e;
     } finally {
       progress.done();
     }
+    if (empty) printWarning(`${input} was empty (0 bytes): imported as an empty layer`);
     if (g.json) return printJson({ id: layer.id, parent: layer.parent ?? null, diffId: layer.diffId ?? null, size: layer.size });
     println(layer.id);
   });

@@ -36,3 +36,33 @@ export function isPlainTar(path: string): boolean {
     closeSync(fd);
   }
 }
+
+/**
+ * Whether stdin ends before its first byte. What was read is put back (unshift), so the import
+ * reads the whole input as if nobody had looked.
+ */
+export function stdinIsEmpty(): Promise<boolean> {
+  const stdin = process.stdin;
+  return new Promise((resolve, reject) => {
+    const done = (empty: boolean, chunk?: Buffer) => {
+      stdin.off('readable', onReadable);
+      stdin.off('end', onEnd);
+      stdin.off('error', onError);
+      if (chunk !== undefined) stdin.unshift(chunk);
+      resolve(empty);
+    };
+    const onReadable = () => {
+      const chunk = stdin.read() as Buffer | null;
+      if (chunk !== null) done(false, chunk);
+    };
+    const onEnd = () => done(true);
+    const onError = (e: Error) => {
+      stdin.off('readable', onReadable);
+      stdin.off('end', onEnd);
+      reject(e);
+    };
+    stdin.on('readable', onReadable);
+    stdin.once('end', onEnd);
+    stdin.once('error', onError);
+  });
+}

@@ -197,6 +197,11 @@ function indexTar(path: string, description: string): Map<string, Member> {
   const fd = openSync(path, 'r');
   try {
     const fileSize = fstatSync(fd).size;
+    if (fileSize === 0) {
+      throw new UnionctlError('USAGE', `${description} is empty (0 bytes)`, {
+        hint: 'give a docker save or OCI image archive, or an OCI image layout directory',
+      });
+    }
     const block = Buffer.alloc(512);
     let pos = 0;
     let pending: { path?: string; size?: number } = {};

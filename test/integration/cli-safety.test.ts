@@ -386,3 +386,37 @@ describe('control characters in names, paths and messages are printed escaped', 
     ok(cli(['rm', 'evil-top', 'evil-base']));
   });
 });
+
+describe('empty input', () => {
+  /**
+   * Whether the tar engine refuses 0 bytes or makes an empty layer of them, the CLI says so in one
+   * line: the error, or a warning beside the new layer's id.
+   */
+  function saysEmpty(r: Result, what: RegExp): void {
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    if (r.status === 0) {
+      assert.equal(lines.length, 1, show(r));
+      assert.match(lines[0]!, /^unionctl: warning: /, show(r));
+      assert.match(lines[0]!, what, show(r));
+      assert.match(lines[0]!, /empty \(0 bytes\)/, show(r));
+      ok(cli(['rm', r.stdout.trim()]));
+    } else {
+      refused(r, 1, /empty \(0 bytes\)/);
+      assert.match(lines[0]!, what, show(r));
+    }
+  }
+
+  it('import of 0 bytes from stdin or from an empty file: one clear line', () => {
+    saysEmpty(cli(['import', '-'], { input: Buffer.alloc(0) }), /stdin/);
+    const empty = join(scratch, 'empty.tar');
+    writeFileSync(empty, '');
+    saysEmpty(cli(['import', empty]), /empty\.tar/);
+  });
+
+  it('load of 0 bytes from stdin or from an empty file: refused, saying it is empty', () => {
+    const empty = join(scratch, 'empty-archive.tar');
+    writeFileSync(empty, '');
+    refused(cli(['load', empty]), 1, /image archive .*empty-archive\.tar is empty \(0 bytes\)/);
+    refused(cli(['load', '-'], { input: Buffer.alloc(0) }), 1, /archive from stdin is empty \(0 bytes\)/);
+  });
+});
