@@ -32,7 +32,7 @@ import { pipeline } from 'node:stream/promises';
 import { decompressedStream, sniffCompression } from '../archive/decompress.js';
 import { decodeHeader, parsePaxRecords } from '../archive/tar-header.js';
 import { TarFormatError, UnionctlError } from '../errors.js';
-import { fileError } from '../sys/user-file.js';
+import { fileError, isErrnoError } from '../sys/user-file.js';
 
 /** Members of an image archive, by their name in it ("manifest.json", "blobs/sha256/<hex>"). */
 export interface ArchiveFiles {
@@ -392,17 +392,39 @@ class DirectoryFiles implements ArchiveFiles {
 
 // ---- opening ---------------------------------------------------------------------------------
 
-/** Copies a stream (decompressing gzip/zstd) into a temp file under `tmpRoot`. */
-async function spool(input: Readable, tmpRoot: string): Promise<{ dir: string; path: string }> {
-  mkdirSync(tmpRoot, { recursive: true });
-  // The pid in the name lets the next openStore remove the spool of a load that was killed.
-  const dir = mkdtempSync(join(tmpRoot, `load-${process.pid}-`));
+/** A typed error of the decompression, with the archive named first. */
+function inArchive(e: UnionctlError, description: string): UnionctlError {
+  if (e.message.startsWith(description)) return e;
+  return new UnionctlError(e.code, `${description}: ${e.message}`, { hint: 'the archive is damaged or truncated', cause: e });
+}
+
+/**
+ * Copies a stream (decompressing gzip/zstd) into a temp file under `tmpRoot`. A full disk there,
+ * or any other error of the spool file, is a typed error naming the archive and the spool file.
+ */
+async function spool(input: Readable, tmpRoot: string, description: string): Promise<{ dir: string; path: string }> {
+  const spaceHint = `free space on the filesystem of ${tmpRoot} (where the store root is), then load again`;
+  let dir: string;
+  try {
+    mkdirSync(tmpRoot, { recursive: true });
+    // The pid in the name lets the next openStore remove the spool of a load that was killed.
+    dir = mkdtempSync(join(tmpRoot, `load-${process.pid}-`));
+  } catch (e) {
+    throw fileError(e, `${description}: cannot make a spool directory in`, tmpRoot, { spaceHint });
+  }
   const path = join(dir, 'archive.tar');
+  const file = createWriteStream(path, { flags: 'wx', mode: 0o600 });
+  let writeFailure: unknown;
+  file.once('error', (e) => (writeFailure ??= e));
   try {
     const { stream } = await decompressedStream(input);
-    await pipeline(Readable.from(stream), createWriteStream(path));
+    await pipeline(Readable.from(stream), file);
   } catch (e) {
+    file.destroy();
     rmSync(dir, { recursive: true, force: true });
+    if (writeFailure !== undefined) throw fileError(writeFailure, `${description}: cannot spool it to`, path, { spaceHint });
+    if (e instanceof UnionctlError) throw inArchive(e, description);
+    if (isErrnoError(e)) throw new UnionctlError('SYSCALL', `${description}: ${e.message}`, { cause: e });
     throw e;
   }
   return { dir, path };
@@ -425,7 +447,7 @@ function headOf(path: string): Buffer {
  */
 export async function openArchive(input: string, tmpRoot: string): Promise<ArchiveFiles> {
   if (input === '-') {
-    const { dir, path } = await spool(process.stdin, tmpRoot);
+    const { dir, path } = await spool(process.stdin, tmpRoot, 'archive from stdin');
     return openTarFile(path, 'archive from stdin', dir);
   }
   let st: Stats;
@@ -444,7 +466,7 @@ export async function openArchive(input: string, tmpRoot: string): Promise<Archi
       hint: 'decompress it first, or use gzip/zstd',
     });
   }
-  const { dir, path } = await spool(createReadStream(input, { highWaterMark: READ_CHUNK }), tmpRoot);
+  const { dir, path } = await spool(createReadStream(input, { highWaterMark: READ_CHUNK }), tmpRoot, `image archive ${input}`);
   return openTarFile(path, `image archive ${input}`, dir);
 }
 

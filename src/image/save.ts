@@ -24,7 +24,7 @@ import type { TarHeader } from '../archive/types.js';
 import { WHITEOUT_OPAQUE, whiteoutPath } from '../archive/whiteout.js';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
-import { fileError, removeIfInterrupted, writeOutputFile } from '../sys/user-file.js';
+import { fileError, isErrnoError, removeIfInterrupted, writeOutputFile } from '../sys/user-file.js';
 import { MEDIA, sha256Digest, type LayerCompression } from './manifest.js';
 import { diskDocuments, normalizeName, requireImage, type ImageRecord } from './records.js';
 
@@ -90,7 +90,7 @@ export async function saveImages(store: LayerStore, refs: string[], output: stri
         blobs = await writeLayerBlobs(store, images, tmpDir, compress, warn, opts.onLayer);
       } catch (e) {
         // A full disk (or any fs error) while staging the blobs beside the output: about the output's filesystem.
-        if (e instanceof UnionctlError || !/^E[A-Z0-9]+$/.test(String((e as NodeJS.ErrnoException).code))) throw e;
+        if (!isErrnoError(e)) throw e;
         throw fileError(e, 'output file', output, {
           spaceHint: `free space in ${dirname(output)} (the layers are staged there), then save again`,
         });

@@ -42,6 +42,11 @@ function errnoOf(e: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
+/** A system error from Node (its code an errno name: ENOSPC, EIO), not one of ours nor one of Node's ERR_* errors. */
+export function isErrnoError(e: unknown): e is NodeJS.ErrnoException {
+  return !(e instanceof UnionctlError) && /^E[A-Z0-9]+$/.test(errnoOf(e) ?? '');
+}
+
 /**
  * A Node fs error about `path` as a typed error that names the file: "<what> "<path>": …".
  * `spaceHint` replaces the hint for a full disk or quota (ENOSPC, EDQUOT).

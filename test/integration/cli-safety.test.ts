@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,7 +18,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 import { buildTar } from '../helpers/tarbuild.js';
-import { listing, makeLayerTar, MAIN, SAMPLE_DOCKER, untar, writeOciLayout, type Result } from './images-helpers.js';
+import { listing, makeLayerTar, MAIN, SAMPLE_DOCKER, tarDir, untar, writeOciLayout, type Result } from './images-helpers.js';
 
 let scratchFs: Scratch;
 let scratch = '';
@@ -418,5 +419,30 @@ describe('empty input', () => {
     writeFileSync(empty, '');
     refused(cli(['load', empty]), 1, /image archive .*empty-archive\.tar is empty \(0 bytes\)/);
     refused(cli(['load', '-'], { input: Buffer.alloc(0) }), 1, /archive from stdin is empty \(0 bytes\)/);
+  });
+});
+
+describe('a full disk while spooling a compressed archive', () => {
+  it('is one error naming the archive and the spool file, saying to free space; the store unchanged', (t) => {
+    const small = makeScratch({ size: '4m' });
+    t.after(() => small.dispose());
+    const smallRoot = join(small.dir, 'root');
+    const g = ['--root', smallRoot, '--driver', 'vfs'];
+    ok(run([...g, 'images']));
+    // 16 MiB of zeros: a few KiB gzipped, four times the filesystem once spooled (decompressed).
+    const layout = writeOciLayout(join(scratch, 'zeros-image'), {
+      name: 'zeros:1',
+      layers: [{ tar: makeLayerTar(scratch, 'zeros', { 'zeros.bin': Buffer.alloc(16 << 20) }) }],
+    });
+    const archive = join(scratch, 'zeros.tar.gz');
+    writeFileSync(archive, gzipSync(readFileSync(tarDir(layout, join(scratch, 'zeros.tar')))));
+    const before = listing(smallRoot);
+    for (const input of [archive, '-']) {
+      const r = run([...g, 'load', input], input === '-' ? { input: readFileSync(archive) } : {});
+      const line = refused(r, 1, /cannot spool it to .*archive\.tar.*(ENOSPC|no space left)/i);
+      assert.match(line, input === '-' ? /^unionctl: archive from stdin: / : /^unionctl: image archive .*zeros\.tar\.gz: /);
+      assert.match(r.stderr, /hint: free space on the filesystem of .*\/tmp/);
+      assert.deepEqual(listing(smallRoot), before, 'no spool file left, the store unchanged');
+    }
   });
 });
