@@ -13,3 +13,9 @@ export function nonEmpty(what: string): (value: string) => string {
     return value;
   };
 }
+
+/** nonEmpty for a variadic argument (`<id...>`): commander hands it each value and what it returned so far. */
+export function nonEmptyEach(what: string): (value: string, previous: string[] | undefined) => string[] {
+  const one = nonEmpty(what);
+  return (value, previous) => [...(previous ?? []), one(value)];
+}

@@ -9,7 +9,7 @@ import type { Change } from '../graph/driver.js';
 import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { writeOutputFile } from '../sys/user-file.js';
-import { nonEmpty } from './args.js';
+import { nonEmpty, nonEmptyEach } from './args.js';
 import { addImageCommands } from './image-commands.js';
 import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
 import {
@@ -326,17 +326,22 @@ export function buildProgram(version: string): Command {
   program
     .command('mount')
     .description("mount a layer's or an image's merged view; prints the path on the last line")
-    .argument('<id>', 'layer id, or image name or id')
+    .argument('<id>', 'layer id, or image name or id', nonEmpty('the layer or image'))
     .option('--rw', 'writable view (an image layer gets a new writable layer on top)')
     .option('--mount-label <label>', 'SELinux context for the mount', nonEmpty('the mount label'))
     .action(mountCommand);
 
-  program.command('umount').alias('unmount').description('release a mount made by mount').argument('<id>', 'layer').action(umountCommand);
+  program
+    .command('umount')
+    .alias('unmount')
+    .description('release a mount made by mount')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
+    .action(umountCommand);
 
   program
     .command('rm')
     .description('remove layers, in the order given; stops at the first failure')
-    .argument('<id...>', 'layers')
+    .argument('<id...>', 'layers', nonEmptyEach('a layer id'))
     .action(rmCommand);
 
   program.command('ls').description('list layers').action(lsCommand);
@@ -348,13 +353,13 @@ export function buildProgram(version: string): Command {
   program
     .command('branches')
     .description("the union's branches, top first, as the kernel reports them")
-    .argument('<id>', 'layer')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
     .action(branchesCommand);
 
   program
     .command('diff')
     .description("the layer's changes as an OCI layer tar")
-    .argument('<id>', 'layer')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
     .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
     .option('-o, --output <file>', 'write the tar to FILE instead of stdout', nonEmpty('the output file'))
     .action(diffCommand);
@@ -362,7 +367,7 @@ export function buildProgram(version: string): Command {
   program
     .command('changes')
     .description('list added (A), changed (C) and deleted (D) paths')
-    .argument('<id>', 'layer')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
     .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
     .option('--patch', 'add unified diffs of changed text files')
     .action(changesCommand);
@@ -370,7 +375,7 @@ export function buildProgram(version: string): Command {
   program
     .command('size')
     .description("bytes of the layer's changes")
-    .argument('<id>', 'layer')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
     .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
     .action(sizeCommand);
 

@@ -16,7 +16,7 @@ import {
   type LoadProgress,
   type SaveFormat,
 } from '../image/index.js';
-import { nonEmpty } from './args.js';
+import { nonEmpty, nonEmptyEach } from './args.js';
 import { humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
 import { startProgress } from './progress.js';
 
@@ -138,13 +138,13 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
   program
     .command('rmi')
     .description('remove images (a name of several: only that name), and the layers no other image uses')
-    .argument('<image...>', 'names or ids')
+    .argument('<image...>', 'names or ids', nonEmptyEach('an image name or id'))
     .action((refs: string[], opts: unknown, cmd: Command) => rmiCommand(withStore, refs, opts, cmd));
 
   program
     .command('save')
     .description('write images to an archive that docker load, podman load and skopeo read')
-    .argument('<image...>', 'names or ids')
+    .argument('<image...>', 'names or ids', nonEmptyEach('an image name or id'))
     .requiredOption('-o, --output <file>', 'archive to write', nonEmpty('the output file'))
     .addOption(new Option('--format <format>', 'archive layout').choices(['docker', 'oci']).default('docker'))
     .addOption(new Option('--compress <kind>', 'layer compression').choices(['none', 'gzip', 'zstd']).default('none'))

@@ -49,7 +49,7 @@ function reportUsageError(e: CommanderError): number {
   // An argParser's refusal reads "option '--root <dir>' argument '' is invalid. the store root …".
   const [first = '', ...rest] = e.message
     .replace(/^error: /, '')
-    .replace(/ is invalid\. /, ' is invalid: ')
+    .replace(/( is invalid(?: for argument '[^']*')?)\. /, '$1: ')
     .split('\n');
   const suggestion = rest
     .join(' ')

@@ -93,7 +93,7 @@ describe('empty path options are usage errors', () => {
     assert.deepEqual(readdirSync(cwd), [], 'no store made in the current directory');
   });
 
-  it("-o '', --parent '', --id '', an empty file argument: refused naming the option", () => {
+  it("-o '', --parent '', --id '', an empty file, id or image argument: refused naming it", () => {
     refused(cli(['diff', layer, '-o', '']), 2, /--output .*the output file must not be empty/);
     refused(cli(['save', 'sample:1', '-o', '']), 2, /--output .*the output file must not be empty/);
     refused(cli(['diff', '--parent', '', layer]), 2, /--parent .*must not be empty/);
@@ -102,6 +102,9 @@ describe('empty path options are usage errors', () => {
     refused(cli(['import', '']), 2, /argument 'file'.*the input file must not be empty/);
     refused(cli(['load', '']), 2, /argument 'file'.*the image archive must not be empty/);
     refused(cli(['load', '--image', '', join(scratch, 'image')]), 2, /--image .*must not be empty/);
+    refused(cli(['rmi', 'sample:1', '']), 2, /argument 'image': an image name or id must not be empty/);
+    refused(cli(['mount', '']), 2, /argument 'id': the layer or image must not be empty/);
+    refused(cli(['rm', '']), 2, /argument 'id': a layer id must not be empty/);
   });
 });
 
