@@ -4,13 +4,26 @@
  */
 import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
-import { UnionctlError } from '../errors.js';
+import { isUnionctlError, UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
 import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
+import { writeOutputFile } from '../sys/user-file.js';
+import { nonEmpty, nonEmptyEach } from './args.js';
 import { addImageCommands } from './image-commands.js';
-import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';
-import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
+import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
+import {
+  branchModeStyle,
+  changeStyle,
+  escapeControls,
+  humanBytes,
+  out,
+  printJson,
+  println,
+  printTable,
+  printWarning,
+  shownName,
+} from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
@@ -49,9 +62,9 @@ async function infoCommand(_opts: unknown, cmd: Command): Promise<void> {
     if (g.json) return printJson(info);
     const label = (s: string) => out.bold(s.padEnd(16));
     println(`${label('Driver:')}${info.driver}`);
-    println(`${label('Root:')}${info.root}`);
+    println(`${label('Root:')}${shownName(info.root)}`);
     println(out.bold('Status:'));
-    for (const [key, value] of info.status) println(`  ${key}: ${value}`);
+    for (const [key, value] of info.status) println(`  ${escapeControls(key)}: ${escapeControls(value)}`);
     println(out.bold('Limits:'));
     println(`  Max depth: ${info.capabilities.maxDepth}`);
     println(`  Whiteout format: ${info.capabilities.whiteoutFormat}`);
@@ -108,8 +121,11 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
   } else {
     // Progress counts uncompressed tar bytes: a percentage of the file size only fits a plain tar.
     total = inputFileSize(file);
-    if (total !== undefined && !isPlainTar(file)) total = undefined;
+    if (total !== undefined && total > 0 && !isPlainTar(file)) total = undefined;
   }
+  // 0 bytes is no tar at all: whether the tar engine refuses it or makes an empty layer of it, say so.
+  const input = file === '-' ? 'the input on stdin' : `input file ${JSON.stringify(file)}`;
+  const empty = file === '-' ? await stdinIsEmpty() : total === 0;
   await withStore(cmd, async (store, g) => {
     const progress = startProgress('importing', total);
     let layer: LayerRecord;
@@ -117,9 +133,19 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
       // Counting bytes costs a stream stage: only ask for it when there is a bar to draw.
       const onProgress = progress.active ? (bytes: number) => progress.update(bytes) : undefined;
       layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress });
+    } catch (e) {
+      // The engine's own words for "no tar here" are about headers and blocks: name the cause instead.
+      if (empty && isUnionctlError(e) && (e.code === 'BAD_TAR' || e.code === 'USAGE')) {
+        throw new UnionctlError(e.code, `${input} is empty (0 bytes): it is not a layer tarball`, {
+          hint: 'check what should have written it; an empty layer is made with unionctl create',
+          cause: e,
+        });
+      }
+      throw e;
     } finally {
       progress.done();
     }
+    if (empty) printWarning(`${input} was empty (0 bytes): imported as an empty layer`);
     if (g.json) return printJson({ id: layer.id, parent: layer.parent ?? null, diffId: layer.diffId ?? null, size: layer.size });
     println(layer.id);
   });
@@ -173,7 +199,7 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
     // layer: say which, since umount needs it.
     // The path stays the last line so scripts can take `| tail -n 1`.
     if (mounted.id !== id) println(`layer ${mounted.id}`);
-    println(mounted.path);
+    println(shownName(mounted.path));
   });
 }
 
@@ -210,9 +236,12 @@ async function diffCommand(id: string, opts: DiffOptions, cmd: Command): Promise
     });
   }
   await withStore(cmd, async (store) => {
-    const tar = await store.diff(id, { parent: opts.parent });
-    if (opts.output !== undefined) await writeFileAtomically(tar, opts.output);
-    else await pipeline(tar, process.stdout, { end: false });
+    const output = opts.output;
+    if (output === undefined) return pipeline(await store.diff(id, { parent: opts.parent }), process.stdout, { end: false });
+    // The output path is checked (and its temp file made) before the diff starts.
+    await writeOutputFile(output, async (file) => pipeline(await store.diff(id, { parent: opts.parent }), file), {
+      notAFileHint: `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout (unionctl diff ${id} > ${output})`,
+    });
   });
 }
 
@@ -233,7 +262,7 @@ async function changesCommand(id: string, opts: ChangesOptions, cmd: Command): P
       const list = changes.map((c) => ({ path: c.path, kind: c.kind }));
       return printJson(opts.patch ? { changes: list, patches } : list);
     }
-    for (const c of changes) println(changeStyle(c.kind)(`${c.kind} ${c.path}`));
+    for (const c of changes) println(changeStyle(c.kind)(`${c.kind} ${shownName(c.path)}`));
     for (const p of patches) {
       println();
       process.stdout.write(colourPatch(p.endsWith('\n') ? p : `${p}\n`));
@@ -259,8 +288,12 @@ export function buildProgram(version: string): Command {
   const program = new Command('unionctl')
     .description('Layer store and union-filesystem mounts (vfs, overlay2, ...), Docker graphdriver compatible')
     .version(version, '-V, --version', 'print the version')
-    .addOption(new Option('--root <dir>', 'store root').env('UNIONCTL_ROOT').default(DEFAULT_ROOT))
-    .addOption(new Option('--driver <name>', 'storage driver (default: the one the store uses, else the best this kernel supports)'))
+    .addOption(new Option('--root <dir>', 'store root').env('UNIONCTL_ROOT').default(DEFAULT_ROOT).argParser(nonEmpty('the store root')))
+    .addOption(
+      new Option('--driver <name>', 'storage driver (default: the one the store uses, else the best this kernel supports)').argParser(
+        nonEmpty('the driver name'),
+      ),
+    )
     .addOption(new Option('--storage-opt <key=value>', 'driver option, Docker names (repeatable)').argParser(collect))
     .option('--json', 'machine-readable output')
     .exitOverride()
@@ -272,16 +305,16 @@ export function buildProgram(version: string): Command {
   program
     .command('import')
     .description('create a layer from a layer tarball (tar, tar.gz or tar.zst; - reads stdin); prints its id')
-    .argument('<file>', 'layer tarball, or - for stdin')
-    .option('--parent <id>', 'layer to build on')
-    .option('--id <id>', 'id for the new layer (default: generated)')
+    .argument('<file>', 'layer tarball, or - for stdin', nonEmpty('the input file'))
+    .option('--parent <id>', 'layer to build on', nonEmpty('the parent layer id'))
+    .option('--id <id>', 'id for the new layer (default: generated)', nonEmpty('the layer id'))
     .action(importCommand);
 
   program
     .command('create')
     .description('create an empty layer; prints its id')
-    .option('--parent <id>', 'layer to build on')
-    .option('--id <id>', 'id for the new layer (default: generated)')
+    .option('--parent <id>', 'layer to build on', nonEmpty('the parent layer id'))
+    .option('--id <id>', 'id for the new layer (default: generated)', nonEmpty('the layer id'))
     .option('--rw', 'writable (container) layer instead of an image layer')
     .addOption(
       new Option('--layer-opt <key=value>', 'per-layer storage option, e.g. size=10G (writable layers only; repeatable)').argParser(
@@ -293,17 +326,22 @@ export function buildProgram(version: string): Command {
   program
     .command('mount')
     .description("mount a layer's or an image's merged view; prints the path on the last line")
-    .argument('<id>', 'layer id, or image name or id')
+    .argument('<id>', 'layer id, or image name or id', nonEmpty('the layer or image'))
     .option('--rw', 'writable view (an image layer gets a new writable layer on top)')
-    .option('--mount-label <label>', 'SELinux context for the mount')
+    .option('--mount-label <label>', 'SELinux context for the mount', nonEmpty('the mount label'))
     .action(mountCommand);
 
-  program.command('umount').alias('unmount').description('release a mount made by mount').argument('<id>', 'layer').action(umountCommand);
+  program
+    .command('umount')
+    .alias('unmount')
+    .description('release a mount made by mount')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
+    .action(umountCommand);
 
   program
     .command('rm')
     .description('remove layers, in the order given; stops at the first failure')
-    .argument('<id...>', 'layers')
+    .argument('<id...>', 'layers', nonEmptyEach('a layer id'))
     .action(rmCommand);
 
   program.command('ls').description('list layers').action(lsCommand);
@@ -315,30 +353,30 @@ export function buildProgram(version: string): Command {
   program
     .command('branches')
     .description("the union's branches, top first, as the kernel reports them")
-    .argument('<id>', 'layer')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
     .action(branchesCommand);
 
   program
     .command('diff')
     .description("the layer's changes as an OCI layer tar")
-    .argument('<id>', 'layer')
-    .option('--parent <id>', 'compare against this layer instead of the parent')
-    .option('-o, --output <file>', 'write the tar to FILE instead of stdout')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
+    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
+    .option('-o, --output <file>', 'write the tar to FILE instead of stdout', nonEmpty('the output file'))
     .action(diffCommand);
 
   program
     .command('changes')
     .description('list added (A), changed (C) and deleted (D) paths')
-    .argument('<id>', 'layer')
-    .option('--parent <id>', 'compare against this layer instead of the parent')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
+    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
     .option('--patch', 'add unified diffs of changed text files')
     .action(changesCommand);
 
   program
     .command('size')
     .description("bytes of the layer's changes")
-    .argument('<id>', 'layer')
-    .option('--parent <id>', 'compare against this layer instead of the parent')
+    .argument('<id>', 'layer', nonEmpty('the layer id'))
+    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
     .action(sizeCommand);
 
   program

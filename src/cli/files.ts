@@ -1,29 +1,11 @@
 /**
- * The CLI's own file handling: checking an input file before the store is touched, and writing an
- * output file so that it either appears complete or not at all.
+ * The CLI's checks of an input file before the store is touched. Output files (-o) are written by
+ * writeOutputFile (src/sys/user-file.ts), which save uses too.
  */
-import { closeSync, createWriteStream, fsyncSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { sniffCompression } from '../archive/decompress.js';
 import { UnionctlError } from '../errors.js';
-
-/** Turns a Node fs error about `path` into a typed error that names the file. */
-function fileError(e: unknown, what: string, path: string): UnionctlError {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') {
-    return new UnionctlError('NOT_FOUND', `${what} ${JSON.stringify(path)} does not exist`, {
-      hint: 'check the path',
-      cause: e,
-    });
-  }
-  if (code === 'EACCES' || code === 'EPERM') {
-    return new UnionctlError('SYSCALL', `${what} ${JSON.stringify(path)}: permission denied (${code})`, { cause: e });
-  }
-  const detail = e instanceof Error ? e.message : String(e);
-  return new UnionctlError('SYSCALL', `${what} ${JSON.stringify(path)}: ${detail}`, { cause: e });
-}
+import { fileError } from '../sys/user-file.js';
 
 /**
  * Checks that a layer tarball given on the command line is a readable regular file (or a FIFO /
@@ -44,42 +26,6 @@ export function inputFileSize(path: string): number | undefined {
   return st.isFile() ? st.size : undefined;
 }
 
-/**
- * Streams `data` into `dest` through a temporary file in the same directory, then renames it into
- * place: a reader never sees half a tarball, and a failed write leaves no file behind.
- */
-export async function writeFileAtomically(data: Readable, dest: string): Promise<void> {
-  const dir = dirname(dest);
-  const tmp = join(dir, `.${basename(dest)}.${process.pid}.${Date.now().toString(36)}.tmp`);
-  try {
-    // 'wx': never follow or clobber something that happens to sit at the temp name.
-    const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644 });
-    let fileFailed = false;
-    file.once('error', () => (fileFailed = true));
-    try {
-      await pipeline(data, file);
-    } catch (e) {
-      if (!fileFailed) throw e; // the layer's tar stream failed: report the library's error as is
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw fileError(e, 'output directory', dir);
-      throw fileError(e, 'output file', dest);
-    }
-    const fd = openSync(tmp, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    try {
-      renameSync(tmp, dest);
-    } catch (e) {
-      throw fileError(e, 'output file', dest);
-    }
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
 /** The file does not start with a gzip/zstd/xz/bzip2 magic number. */
 export function isPlainTar(path: string): boolean {
   const head = Buffer.alloc(6);
@@ -89,4 +35,34 @@ export function isPlainTar(path: string): boolean {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Whether stdin ends before its first byte. What was read is put back (unshift), so the import
+ * reads the whole input as if nobody had looked.
+ */
+export function stdinIsEmpty(): Promise<boolean> {
+  const stdin = process.stdin;
+  return new Promise((resolve, reject) => {
+    const done = (empty: boolean, chunk?: Buffer) => {
+      stdin.off('readable', onReadable);
+      stdin.off('end', onEnd);
+      stdin.off('error', onError);
+      if (chunk !== undefined) stdin.unshift(chunk);
+      resolve(empty);
+    };
+    const onReadable = () => {
+      const chunk = stdin.read() as Buffer | null;
+      if (chunk !== null) done(false, chunk);
+    };
+    const onEnd = () => done(true);
+    const onError = (e: Error) => {
+      stdin.off('readable', onReadable);
+      stdin.off('end', onEnd);
+      reject(e);
+    };
+    stdin.on('readable', onReadable);
+    stdin.once('end', onEnd);
+    stdin.once('error', onError);
+  });
 }

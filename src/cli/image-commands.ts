@@ -16,7 +16,8 @@ import {
   type LoadProgress,
   type SaveFormat,
 } from '../image/index.js';
-import { eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
+import { nonEmpty, nonEmptyEach } from './args.js';
+import { humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
 import { startProgress } from './progress.js';
 
 type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
@@ -64,7 +65,7 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
     for (const i of images) {
       const reused = i.layers.filter((l) => l.reused).length;
       const what = `${i.layers.length} layer${i.layers.length === 1 ? '' : 's'}${reused > 0 ? `, ${reused} already present` : ''}`;
-      println(`Loaded image: ${i.names.length > 0 ? i.names.join(', ') : i.id} (${shortId(i.id)}, ${what})`);
+      println(`Loaded image: ${i.names.length > 0 ? i.names.map(shownName).join(', ') : i.id} (${shortId(i.id)}, ${what})`);
     }
   });
 }
@@ -93,9 +94,9 @@ async function rmiCommand(withStore: WithStore, refs: string[], _opts: unknown, 
       const r = await removeImage(store, ref);
       results.push(r);
       if (g.json) continue;
-      for (const n of r.untagged) println(`Untagged: ${n}`);
-      if (r.deleted !== undefined) println(`Deleted: ${r.deleted}`);
-      for (const l of r.layers) println(out.dim(`Deleted layer: ${l}`));
+      for (const n of r.untagged) println(`Untagged: ${shownName(n)}`);
+      if (r.deleted !== undefined) println(`Deleted: ${shownName(r.deleted)}`);
+      for (const l of r.layers) println(out.dim(`Deleted layer: ${shownName(l)}`));
     }
     if (g.json) printJson(results);
   });
@@ -112,10 +113,11 @@ async function saveCommand(withStore: WithStore, refs: string[], opts: SaveCliOp
     const saved = await saveImages(store, refs, opts.output, {
       format: opts.format,
       compress: opts.compress,
-      onWarning: (m) => eprintln(`unionctl: warning: ${m}`),
+      onWarning: printWarning,
     });
     if (g.json) return printJson({ output: opts.output, images: saved });
-    for (const s of saved) println(`Saved ${s.names.join(', ') || s.id} (${shortId(s.savedId)}) to ${opts.output}`);
+    for (const s of saved)
+      println(`Saved ${s.names.map(shownName).join(', ') || s.id} (${shortId(s.savedId)}) to ${shownName(opts.output)}`);
   });
 }
 
@@ -124,8 +126,8 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
   program
     .command('load')
     .description('load images from a docker save or OCI archive, or an OCI layout directory (- reads stdin)')
-    .argument('<file>', 'archive, OCI layout directory, or - for stdin')
-    .option('--image <name>', 'load only this image of a multi-image archive')
+    .argument('<file>', 'archive, OCI layout directory, or - for stdin', nonEmpty('the image archive'))
+    .option('--image <name>', 'load only this image of a multi-image archive', nonEmpty('the image name'))
     .action((file: string, opts: { image?: string }, cmd: Command) => loadCommand(withStore, file, opts, cmd));
 
   program
@@ -136,14 +138,14 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
   program
     .command('rmi')
     .description('remove images (a name of several: only that name), and the layers no other image uses')
-    .argument('<image...>', 'names or ids')
+    .argument('<image...>', 'names or ids', nonEmptyEach('an image name or id'))
     .action((refs: string[], opts: unknown, cmd: Command) => rmiCommand(withStore, refs, opts, cmd));
 
   program
     .command('save')
     .description('write images to an archive that docker load, podman load and skopeo read')
-    .argument('<image...>', 'names or ids')
-    .requiredOption('-o, --output <file>', 'archive to write')
+    .argument('<image...>', 'names or ids', nonEmptyEach('an image name or id'))
+    .requiredOption('-o, --output <file>', 'archive to write', nonEmpty('the output file'))
     .addOption(new Option('--format <format>', 'archive layout').choices(['docker', 'oci']).default('docker'))
     .addOption(new Option('--compress <kind>', 'layer compression').choices(['none', 'gzip', 'zstd']).default('none'))
     .action((refs: string[], opts: SaveCliOptions, cmd: Command) => saveCommand(withStore, refs, opts, cmd));

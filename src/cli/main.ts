@@ -46,7 +46,11 @@ function packageVersion(): string {
 
 /** Commander's messages look like "error: unknown option '--x'\n(Did you mean --y?)". */
 function reportUsageError(e: CommanderError): number {
-  const [first = '', ...rest] = e.message.replace(/^error: /, '').split('\n');
+  // An argParser's refusal reads "option '--root <dir>' argument '' is invalid. the store root …".
+  const [first = '', ...rest] = e.message
+    .replace(/^error: /, '')
+    .replace(/( is invalid(?: for argument '[^']*')?)\. /, '$1: ')
+    .split('\n');
   const suggestion = rest
     .join(' ')
     .trim()

@@ -19,6 +19,45 @@ export const out: ChalkInstance = new Chalk({ level: colourLevel(supportsColor) 
 /** Colours for text written to stderr (errors, hints, the progress bar). */
 export const err: ChalkInstance = new Chalk({ level: colourLevel(supportsColorStderr) });
 
+// ---- control characters -------------------------------------------------------------------
+
+/*
+ * Characters a terminal acts on instead of showing them: the C0 controls (ESC starts an escape
+ * sequence; newline and tab would break a one-line message or a table), DEL, the C1 controls (0x9b
+ * is a CSI by itself on some terminals), and the Unicode controls that reorder or break what is
+ * shown (bidirectional overrides and isolates, line and paragraph separators). Names, paths and
+ * tags come from stores and archives that anybody may have written, so none of them reaches the
+ * terminal raw. --json output is left exact: JSON.stringify already escapes the C0 controls.
+ */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+// eslint-disable-next-line no-control-regex
+const CONTROL_BUT_TAB = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const NAMED_ESCAPES: Readonly<Record<string, string>> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+function escapeChar(c: string): string {
+  const code = c.charCodeAt(0);
+  return NAMED_ESCAPES[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`);
+}
+
+/** `text` with every control character written as an escape (\x1b, \n, \u202e); nothing else changes. For messages. */
+export function escapeControls(text: string, opts: { keepTabs?: boolean } = {}): string {
+  return text.replace(opts.keepTabs ? CONTROL_BUT_TAB : CONTROL, escapeChar);
+}
+
+/**
+ * A name, tag or path from a store or an input, as shown in a table or a line: unchanged when it
+ * has no control characters; otherwise in double quotes, with the controls escaped and \ and "
+ * backslashed, so what is shown cannot be mistaken for another name (git quotes paths the same way).
+ * A name that itself starts with " is quoted too.
+ */
+export function shownName(text: string): string {
+  if (text.replace(CONTROL, '') === text && !text.startsWith('"')) return text;
+  return `"${text.replace(/[\\"]/g, '\\$&').replace(CONTROL, escapeChar)}"`;
+}
+
+// ---- printing -------------------------------------------------------------------------------
+
 export function println(line = ''): void {
   process.stdout.write(`${line}\n`);
 }
@@ -56,7 +95,10 @@ export interface Cell {
  * text, colour is applied after padding so escape codes do not skew the alignment.
  */
 export function printTable(header: string[], rows: Array<Array<string | Cell>>): void {
-  const cells: Cell[][] = rows.map((row) => row.map((c) => (typeof c === 'string' ? { text: c } : c)));
+  // Cells hold names and paths from the store: shown quoted and escaped when they have control characters.
+  const cells: Cell[][] = rows.map((row) =>
+    row.map((c) => (typeof c === 'string' ? { text: shownName(c) } : { ...c, text: shownName(c.text) })),
+  );
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((row) => row[i]?.text.length ?? 0)));
   const render = (row: Cell[]): string =>
     row
@@ -89,8 +131,16 @@ export function branchModeStyle(mode: string): (s: string) => string {
   return out.dim;
 }
 
-/** The error line(s) every failure ends in: `unionctl: <message>` and an optional hint line. */
+/**
+ * The error line(s) every failure ends in: `unionctl: <message>` and an optional hint line. Control
+ * characters in them (a name from an archive, an argument) are escaped: the message stays one line.
+ */
 export function printError(message: string, hint?: string): void {
-  eprintln(`${err.red.bold('unionctl:')} ${message}`);
-  if (hint) eprintln(`  ${err.dim('hint:')} ${hint}`);
+  eprintln(`${err.red.bold('unionctl:')} ${escapeControls(message)}`);
+  if (hint) eprintln(`  ${err.dim('hint:')} ${escapeControls(hint)}`);
+}
+
+/** A warning line on stderr: `unionctl: warning: <message>`, control characters escaped. */
+export function printWarning(message: string): void {
+  eprintln(`unionctl: warning: ${escapeControls(message)}`);
 }

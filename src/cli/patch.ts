@@ -7,7 +7,7 @@ import { closeSync, lstatSync, openSync, readFileSync, readSync, type Stats } fr
 import { join } from 'node:path';
 import type { Change } from '../graph/driver.js';
 import type { LayerStore } from '../graph/store.js';
-import { out } from './output.js';
+import { escapeControls, out } from './output.js';
 
 /** Files above this size get a note instead of a patch (diffing them is slow and unreadable). */
 const MAX_PATCH_BYTES = 1024 * 1024;
@@ -74,11 +74,15 @@ function looksBinary(file: string): boolean {
   }
 }
 
-/** Colours a unified diff line by line, the way `git diff` does. */
+/**
+ * Colours a unified diff line by line, the way `git diff` does. The lines hold the files' content
+ * and names: control characters but tabs are escaped (\x1b, \r), so a file cannot drive the terminal.
+ */
 export function colourPatch(patch: string): string {
   return patch
     .split('\n')
-    .map((line) => {
+    .map((raw) => {
+      const line = escapeControls(raw, { keepTabs: true });
       if (line.startsWith('+++') || line.startsWith('---')) return out.bold(line);
       if (line.startsWith('@@')) return out.cyan(line);
       if (line.startsWith('+')) return out.green(line);

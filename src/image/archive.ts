@@ -10,6 +10,7 @@
  */
 import {
   closeSync,
+  constants,
   createReadStream,
   createWriteStream,
   fstatSync,
@@ -18,17 +19,20 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  readlinkSync,
   readSync,
+  realpathSync,
   rmSync,
   statSync,
   type Stats,
 } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressedStream, sniffCompression } from '../archive/decompress.js';
 import { decodeHeader, parsePaxRecords } from '../archive/tar-header.js';
 import { TarFormatError, UnionctlError } from '../errors.js';
+import { fileError, isErrnoError } from '../sys/user-file.js';
 
 /** Members of an image archive, by their name in it ("manifest.json", "blobs/sha256/<hex>"). */
 export interface ArchiveFiles {
@@ -193,6 +197,11 @@ function indexTar(path: string, description: string): Map<string, Member> {
   const fd = openSync(path, 'r');
   try {
     const fileSize = fstatSync(fd).size;
+    if (fileSize === 0) {
+      throw new UnionctlError('USAGE', `${description} is empty (0 bytes)`, {
+        hint: 'give a docker save or OCI image archive, or an OCI image layout directory',
+      });
+    }
     const block = Buffer.alloc(512);
     let pos = 0;
     let pending: { path?: string; size?: number } = {};
@@ -244,72 +253,178 @@ function indexTar(path: string, description: string): Map<string, Member> {
 
 // ---- an OCI layout directory -----------------------------------------------------------------
 
+/** A member of a directory, open: reads go through the fd's own path, /proc/self/fd/N, which is that very file. */
+interface OpenMember {
+  fd: number;
+  size: number;
+}
+
+/**
+ * An OCI layout directory, or an unpacked docker save. Nothing outside it is ever read: a member
+ * is resolved (symbolic links inside the directory are followed: docker save links a repeated
+ * layer.tar to the first copy), refused unless where it leads is inside the directory, opened
+ * without following a link at its last component and checked once more by the path the kernel
+ * gives the open file. Every later read goes through that fd (its /proc/self/fd path), so a
+ * link swapped in meanwhile changes nothing. A member that is not a regular file (a FIFO, a device,
+ * a directory) is never opened and counts as missing.
+ */
 class DirectoryFiles implements ArchiveFiles {
   readonly description: string;
-  constructor(private readonly dir: string) {
+  /** realpath of the directory. */
+  private readonly real: string;
+  private readonly members = new Map<string, OpenMember | undefined>();
+
+  constructor(dir: string) {
     this.description = `image directory ${dir}`;
+    this.real = realpathSync(dir);
   }
 
-  private pathOf(name: string): string {
-    const full = resolve(this.dir, cleanName(name));
-    if (relative(this.dir, full).startsWith('..'))
-      throw new UnionctlError('UNSAFE_ENTRY', `${this.description}: ${name} points outside the directory`);
-    return full;
+  private inside(path: string): boolean {
+    return path.startsWith(`${this.real}/`);
   }
 
-  private stat(name: string): Stats | undefined {
+  /** `where`: the path the member resolves to, or undefined when that is not known (it changed while it was opened). */
+  private outside(name: string, where: string | undefined): UnionctlError {
+    const to = where === undefined ? '' : ` (it resolves to ${JSON.stringify(where)})`;
+    return new UnionctlError(
+      'UNSAFE_ENTRY',
+      `${this.description}: ${JSON.stringify(name)} leads outside the directory${to}; refusing to read it`,
+      {
+        hint: 'a load reads only files inside the directory (symbolic links may point only within it): copy the file in instead of linking to it',
+      },
+    );
+  }
+
+  private member(name: string): OpenMember | undefined {
+    const clean = cleanName(name);
+    if (this.members.has(clean)) return this.members.get(clean);
+    if (clean.split('/').includes('..')) throw this.outside(name, resolve(this.real, clean));
+    if (clean === '') return undefined; // the directory itself
+    const m = this.openMember(name, join(this.real, clean));
+    this.members.set(clean, m);
+    return m;
+  }
+
+  private openMember(name: string, path: string): OpenMember | undefined {
+    let real: string;
     try {
-      const st = lstatSync(this.pathOf(name));
-      return st.isFile() ? st : undefined;
+      real = realpathSync(path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      if (code === 'ELOOP')
+        throw new UnionctlError('UNSAFE_ENTRY', `${this.description}: ${JSON.stringify(name)} is a loop of symbolic links`, {
+          hint: 'the directory is damaged',
+        });
+      throw fileError(e, `${this.description}: member`, name);
+    }
+    if (!this.inside(real)) throw this.outside(name, real);
+    let st: Stats;
+    try {
+      st = lstatSync(real);
     } catch {
-      return undefined;
+      return undefined; // gone meanwhile
+    }
+    if (!st.isFile()) return undefined;
+    let fd: number;
+    try {
+      fd = openSync(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (e) {
+      // ELOOP: a symbolic link was put there since; ENOENT: the file went.
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw this.outside(name, undefined);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw fileError(e, `${this.description}: member`, name);
+    }
+    try {
+      const opened = fstatSync(fd);
+      // A directory above was swapped for a link between the checks and the open: the fd says where it is.
+      const where = readlinkSync(`/proc/self/fd/${fd}`);
+      if (!this.inside(where)) throw this.outside(name, where);
+      if (!opened.isFile()) {
+        closeSync(fd);
+        return undefined;
+      }
+      return { fd, size: opened.size };
+    } catch (e) {
+      closeSync(fd);
+      throw e;
     }
   }
 
+  private existing(name: string): OpenMember & { path: string } {
+    const m = this.member(name);
+    if (m === undefined) throw new UnionctlError('NOT_FOUND', `${this.description} has no file ${name}`);
+    return { ...m, path: `/proc/self/fd/${m.fd}` };
+  }
+
   has(name: string): boolean {
-    return this.stat(name) !== undefined;
+    return this.member(name) !== undefined;
   }
 
   size(name: string): number {
-    const st = this.stat(name);
-    if (st === undefined) throw new UnionctlError('NOT_FOUND', `${this.description} has no file ${name}`);
-    return st.size;
+    return this.existing(name).size;
   }
 
   open(name: string): Readable {
-    return createReadStream(this.pathOf(name), { highWaterMark: READ_CHUNK });
+    return createReadStream(this.existing(name).path, { highWaterMark: READ_CHUNK });
   }
 
   chunks(name: string): AsyncIterable<Buffer> {
-    return ringChunks(this.pathOf(name), 0, this.size(name));
+    const m = this.existing(name);
+    return ringChunks(m.path, 0, m.size);
   }
 
   filePath(name: string): string | undefined {
-    return this.has(name) ? this.pathOf(name) : undefined;
+    return this.has(name) ? this.existing(name).path : undefined;
   }
 
   read(name: string, limit = SMALL_MEMBER_LIMIT): Buffer {
-    const size = this.size(name);
-    if (size > limit) throw tooLarge(this.description, name, size, limit);
-    return readFileSync(this.pathOf(name));
+    const m = this.existing(name);
+    if (m.size > limit) throw tooLarge(this.description, name, m.size, limit);
+    return readFileSync(m.path);
   }
 
-  close(): void {}
+  close(): void {
+    for (const m of this.members.values()) if (m !== undefined) closeSync(m.fd);
+    this.members.clear();
+  }
 }
 
 // ---- opening ---------------------------------------------------------------------------------
 
-/** Copies a stream (decompressing gzip/zstd) into a temp file under `tmpRoot`. */
-async function spool(input: Readable, tmpRoot: string): Promise<{ dir: string; path: string }> {
-  mkdirSync(tmpRoot, { recursive: true });
-  // The pid in the name lets the next openStore remove the spool of a load that was killed.
-  const dir = mkdtempSync(join(tmpRoot, `load-${process.pid}-`));
+/** A typed error of the decompression, with the archive named first. */
+function inArchive(e: UnionctlError, description: string): UnionctlError {
+  if (e.message.startsWith(description)) return e;
+  return new UnionctlError(e.code, `${description}: ${e.message}`, { hint: 'the archive is damaged or truncated', cause: e });
+}
+
+/**
+ * Copies a stream (decompressing gzip/zstd) into a temp file under `tmpRoot`. A full disk there,
+ * or any other error of the spool file, is a typed error naming the archive and the spool file.
+ */
+async function spool(input: Readable, tmpRoot: string, description: string): Promise<{ dir: string; path: string }> {
+  const spaceHint = `free space on the filesystem of ${tmpRoot} (where the store root is), then load again`;
+  let dir: string;
+  try {
+    mkdirSync(tmpRoot, { recursive: true });
+    // The pid in the name lets the next openStore remove the spool of a load that was killed.
+    dir = mkdtempSync(join(tmpRoot, `load-${process.pid}-`));
+  } catch (e) {
+    throw fileError(e, `${description}: cannot make a spool directory in`, tmpRoot, { spaceHint });
+  }
   const path = join(dir, 'archive.tar');
+  const file = createWriteStream(path, { flags: 'wx', mode: 0o600 });
+  let writeFailure: unknown;
+  file.once('error', (e) => (writeFailure ??= e));
   try {
     const { stream } = await decompressedStream(input);
-    await pipeline(Readable.from(stream), createWriteStream(path));
+    await pipeline(Readable.from(stream), file);
   } catch (e) {
+    file.destroy();
     rmSync(dir, { recursive: true, force: true });
+    if (writeFailure !== undefined) throw fileError(writeFailure, `${description}: cannot spool it to`, path, { spaceHint });
+    if (e instanceof UnionctlError) throw inArchive(e, description);
+    if (isErrnoError(e)) throw new UnionctlError('SYSCALL', `${description}: ${e.message}`, { cause: e });
     throw e;
   }
   return { dir, path };
@@ -332,7 +447,7 @@ function headOf(path: string): Buffer {
  */
 export async function openArchive(input: string, tmpRoot: string): Promise<ArchiveFiles> {
   if (input === '-') {
-    const { dir, path } = await spool(process.stdin, tmpRoot);
+    const { dir, path } = await spool(process.stdin, tmpRoot, 'archive from stdin');
     return openTarFile(path, 'archive from stdin', dir);
   }
   let st: Stats;
@@ -351,7 +466,7 @@ export async function openArchive(input: string, tmpRoot: string): Promise<Archi
       hint: 'decompress it first, or use gzip/zstd',
     });
   }
-  const { dir, path } = await spool(createReadStream(input, { highWaterMark: READ_CHUNK }), tmpRoot);
+  const { dir, path } = await spool(createReadStream(input, { highWaterMark: READ_CHUNK }), tmpRoot, `image archive ${input}`);
   return openTarFile(path, `image archive ${input}`, dir);
 }
 

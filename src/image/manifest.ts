@@ -76,9 +76,22 @@ function bad(archive: ArchiveFiles, what: string, hint = 'the archive is damaged
   return new UnionctlError('CORRUPT', `${archive.description}: ${what}`, { hint });
 }
 
-/** JSON.parse's message, on one line (it quotes the text, newlines included). */
+/**
+ * What is wrong with the JSON, without any of its text: JSON.parse's message quotes a piece of it
+ * ("Unexpected token 'r', "root:x:0:0:…" is not valid JSON"), and messages name files, they do not
+ * print them.
+ */
 function jsonError(e: unknown): string {
-  return (e as Error).message.replace(/\s+/g, ' ');
+  const message = (e as Error).message;
+  if (/end of JSON input/i.test(message)) return 'it ends in the middle of a value';
+  const position = /at position (\d+)/.exec(message)?.[1];
+  return position === undefined ? 'a syntax error' : `a syntax error at character ${position}`;
+}
+
+/** A value from the archive's JSON, for a message: as JSON, cut to a length that fits a line. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
 function parseJson(archive: ArchiveFiles, member: string, what: string): unknown {
@@ -144,7 +157,7 @@ function readDockerImages(archive: ArchiveFiles): ImageToLoad[] {
     const configMember = raw.Config;
     const label0 = names.length > 0 ? `image ${names[0]}` : `image ${i + 1} of manifest.json`;
     if (!archive.has(configMember))
-      throw bad(archive, `manifest.json names the config ${configMember} of ${label0}, which is not in the archive`);
+      throw bad(archive, `manifest.json names the config ${shown(configMember)} of ${label0}, which is not in the archive`);
     const config = readConfig(archive, configMember, label0);
     const id = sha256Digest(config.text);
     const label = labelOf(names, id);
@@ -159,7 +172,7 @@ function readDockerImages(archive: ArchiveFiles): ImageToLoad[] {
       label,
       layers: layers.map((member, j) => {
         if (!archive.has(member))
-          throw bad(archive, `manifest.json names ${member} (layer ${j + 1} of ${label}), which is not in the archive`);
+          throw bad(archive, `manifest.json names ${shown(member)} (layer ${j + 1} of ${label}), which is not in the archive`);
         return { index: j + 1, member, diffId: config.diffIds[j]! }; // as many diff IDs as layers: checked above
       }),
     };
@@ -178,7 +191,7 @@ interface Descriptor {
 
 function blobMember(archive: ArchiveFiles, d: Descriptor, what: string): { member: string; digest: string } {
   if (typeof d.digest !== 'string' || !DIGEST.test(d.digest))
-    throw bad(archive, `${what} has a missing or unsupported digest ${JSON.stringify(d.digest)}`);
+    throw bad(archive, `${what} has a missing or unsupported digest ${shown(d.digest)}`);
   const member = `blobs/sha256/${d.digest.slice('sha256:'.length)}`;
   if (!archive.has(member)) throw bad(archive, `${what} names blob ${d.digest}, which is not in the archive`);
   if (typeof d.size === 'number' && archive.size(member) !== d.size) {
@@ -209,13 +222,21 @@ function nameFromAnnotations(d: Descriptor): string | undefined {
 function manifestsOf(archive: ArchiveFiles, d: Descriptor, what: string, depth = 0): Descriptor[] {
   if (typeof d.mediaType === 'string' && MANIFEST_TYPES.has(d.mediaType)) return [d];
   if (typeof d.mediaType !== 'string' || !INDEX_TYPES.has(d.mediaType)) {
-    throw new UnionctlError('UNSUPPORTED', `${archive.description}: ${what} has the unknown media type ${JSON.stringify(d.mediaType)}`, {
+    throw new UnionctlError('UNSUPPORTED', `${archive.description}: ${what} has the unknown media type ${shown(d.mediaType)}`, {
       hint: 'unionctl loads OCI and Docker v2 image manifests and indexes',
     });
   }
   if (depth > 4) throw bad(archive, `${what}: image indexes nested too deep`);
-  const index = JSON.parse(readVerifiedBlob(archive, d, what).text) as { manifests?: Descriptor[] };
-  const children = Array.isArray(index.manifests) ? index.manifests : [];
+  let index: { manifests?: Descriptor[] } | null;
+  try {
+    index = JSON.parse(readVerifiedBlob(archive, d, what).text) as typeof index;
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    throw bad(archive, `${what}: the image index is not valid JSON: ${jsonError(e)}`);
+  }
+  const children = (Array.isArray(index?.manifests) ? index.manifests : []).filter(
+    (c: unknown): c is Descriptor => typeof c === 'object' && c !== null,
+  );
   const arch = process.arch === 'x64' ? 'amd64' : process.arch;
   const forUs = children.filter((c) => (c.platform?.os ?? 'linux') === 'linux' && (c.platform?.architecture ?? arch) === arch);
   const chosen = forUs.length > 0 ? forUs.slice(0, 1) : children.slice(0, 1);
@@ -223,7 +244,7 @@ function manifestsOf(archive: ArchiveFiles, d: Descriptor, what: string, depth =
     manifestsOf(
       archive,
       { ...c, annotations: { ...(d.annotations ?? {}), ...(c.annotations ?? {}) } },
-      `${what} → ${String(c.digest)}`,
+      `${what} → ${shown(c.digest)}`,
       depth + 1,
     ),
   );
@@ -251,22 +272,29 @@ function readOciImages(archive: ArchiveFiles): ImageToLoad[] {
 }
 
 function readOciManifest(archive: ArchiveFiles, d: Descriptor, name: string | undefined): ImageToLoad {
-  const what0 = `the manifest ${String(d.digest)}${name ? ` of ${name}` : ''}`;
+  const what0 = `the manifest ${shown(d.digest)}${name ? ` of ${name}` : ''}`;
   const manifestText = readVerifiedBlob(archive, d, what0).text;
-  let manifest: { config?: Descriptor; layers?: Descriptor[] };
+  let manifest: { config?: Descriptor; layers?: Descriptor[] } | null;
   try {
     manifest = JSON.parse(manifestText) as typeof manifest;
   } catch (e) {
     throw bad(archive, `${what0} is not valid JSON: ${jsonError(e)}`);
   }
-  if (typeof manifest.config !== 'object' || manifest.config === null || !Array.isArray(manifest.layers))
+  if (
+    typeof manifest !== 'object' ||
+    manifest === null ||
+    typeof manifest.config !== 'object' ||
+    manifest.config === null ||
+    !Array.isArray(manifest.layers) ||
+    !manifest.layers.every((l: unknown) => typeof l === 'object' && l !== null)
+  )
     throw bad(archive, `${what0} lacks config or layers`);
   const names = name === undefined ? [] : [name];
   const label0 = name !== undefined ? `image ${name}` : `image with manifest ${String(d.digest).slice(0, 19)}`;
   if (typeof manifest.config.mediaType !== 'string' || !CONFIG_TYPES.has(manifest.config.mediaType)) {
     throw new UnionctlError(
       'UNSUPPORTED',
-      `${archive.description}: the config of ${label0} has the unknown media type ${JSON.stringify(manifest.config.mediaType)}`,
+      `${archive.description}: the config of ${label0} has the unknown media type ${shown(manifest.config.mediaType)}`,
       {
         hint: 'unionctl loads container images (OCI or Docker image configs), not other OCI artifacts',
       },
@@ -286,7 +314,7 @@ function readOciManifest(archive: ArchiveFiles, d: Descriptor, name: string | un
     if (compression === undefined) {
       throw new UnionctlError(
         'UNSUPPORTED',
-        `${archive.description}: ${what} (${String(ld.digest)}) has the unknown media type ${JSON.stringify(ld.mediaType)}`,
+        `${archive.description}: ${what} (${shown(ld.digest)}) has the unknown media type ${shown(ld.mediaType)}`,
         {
           hint: 'layers must be tar, tar+gzip or tar+zstd (OCI or Docker media types)',
         },

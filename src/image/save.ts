@@ -7,13 +7,14 @@
  * rewritten config (a new image id), with a warning.
  *
  * Layer blobs are written (and compressed: gzip with zlib, zstd with the `zstd` program) to a temp
- * dir next to the output first, since the archive's headers need their sizes and digests; the
- * archive is then written to OUTPUT.tmp-… and renamed over OUTPUT.
+ * dir next to the output first, since the archive's headers need their sizes and digests. The
+ * archive itself is an output file (src/sys/user-file.ts): written to a temp file beside OUTPUT and
+ * renamed over it when complete; OUTPUT must be missing or a regular file, its directory must exist.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, createWriteStream, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { closeSync, createReadStream, createWriteStream, mkdirSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
@@ -23,6 +24,7 @@ import type { TarHeader } from '../archive/types.js';
 import { WHITEOUT_OPAQUE, whiteoutPath } from '../archive/whiteout.js';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
+import { fileError, isErrnoError, removeIfInterrupted, writeOutputFile } from '../sys/user-file.js';
 import { MEDIA, sha256Digest, type LayerCompression } from './manifest.js';
 import { diskDocuments, normalizeName, requireImage, type ImageRecord } from './records.js';
 
@@ -71,31 +73,46 @@ export async function saveImages(store: LayerStore, refs: string[], output: stri
   if (refs.length === 0) throw new UnionctlError('USAGE', 'no image to save', { hint: 'name at least one image' });
   const images = pickImages(store, refs);
 
-  const outPath = resolve(output);
-  const tmpDir = join(dirname(outPath), `.${randomBytes(6).toString('hex')}.unionctl-save`);
-  mkdirSync(tmpDir, { recursive: true });
-  try {
-    const warn = opts.onWarning ?? ((m: string) => process.emitWarning(`unionctl: ${m}`));
-    const blobs = await writeLayerBlobs(store, images, tmpDir, compress, warn, opts.onLayer);
-    const tar = new TarWriter();
-    const partial = `${outPath}.tmp-${randomBytes(4).toString('hex')}`;
-    const written = pipeline(tar.stream, createWriteStream(partial, { mode: 0o644 }));
-    let saved: SavedImage[];
+  const warn = opts.onWarning ?? ((m: string) => process.emitWarning(`unionctl: ${m}`));
+  // PATH is checked and its temp file made before any work: a bad -o fails at once.
+  return writeOutputFile(output, async (file) => {
+    // The layer blobs are staged beside the output (on the filesystem that must hold them anyway).
+    const tmpDir = join(dirname(output), `.${randomBytes(6).toString('hex')}.unionctl-save`);
     try {
-      saved = format === 'docker' ? await writeDockerArchive(tar, images, blobs) : await writeOciArchive(tar, images, blobs, compress);
-      await tar.finish();
-      await written;
+      mkdirSync(tmpDir, { mode: 0o700 });
     } catch (e) {
-      tar.stream.destroy();
-      await written.catch(() => {});
-      rmSync(partial, { force: true });
-      throw e;
+      throw fileError(e, 'temp directory', tmpDir);
     }
-    renameSync(partial, outPath);
-    return saved;
-  } finally {
-    rmSync(tmpDir, { recursive: true, force: true });
-  }
+    const forget = removeIfInterrupted(tmpDir);
+    try {
+      let blobs: Map<string, Blob>;
+      try {
+        blobs = await writeLayerBlobs(store, images, tmpDir, compress, warn, opts.onLayer);
+      } catch (e) {
+        // A full disk (or any fs error) while staging the blobs beside the output: about the output's filesystem.
+        if (!isErrnoError(e)) throw e;
+        throw fileError(e, 'output file', output, {
+          spaceHint: `free space in ${dirname(output)} (the layers are staged there), then save again`,
+        });
+      }
+      const tar = new TarWriter();
+      const written = pipeline(tar.stream, file);
+      try {
+        const saved =
+          format === 'docker' ? await writeDockerArchive(tar, images, blobs) : await writeOciArchive(tar, images, blobs, compress);
+        await tar.finish();
+        await written;
+        return saved;
+      } catch (e) {
+        tar.stream.destroy();
+        await written.catch(() => {});
+        throw e;
+      }
+    } finally {
+      rmSync(tmpDir, { recursive: true, force: true });
+      forget();
+    }
+  });
 }
 
 function pickImages(store: LayerStore, refs: string[]): ImageToSave[] {
