@@ -10,7 +10,7 @@ import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { addImageCommands } from './image-commands.js';
 import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';
-import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
+import { branchModeStyle, changeStyle, DamagedFiles, eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
@@ -30,10 +30,18 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+/**
+ * What the store says on its own (what crash recovery rolled back or finished, what it could not
+ * do): one line each on stderr, so it never mixes with a command's output.
+ */
+function storeLog(level: 'info' | 'warn', message: string): void {
+  eprintln(level === 'info' ? `unionctl: ${message}` : `unionctl: warning: ${message}`);
+}
+
 /** Opens the store the global options name, runs `fn` on it and always closes it again. */
 async function withStore(cmd: Command, fn: (store: LayerStore, g: GlobalOptions) => Promise<void>): Promise<void> {
   const g = cmd.optsWithGlobals<GlobalOptions>();
-  const store = await openStore({ root: g.root, driver: g.driver, storageOpt: g.storageOpt ?? [] });
+  const store = await openStore({ root: g.root, driver: g.driver, storageOpt: g.storageOpt ?? [], log: storeLog });
   try {
     await fn(store, g);
   } finally {
@@ -73,8 +81,12 @@ function formatCreated(created: LayerRecord['created']): string {
 
 async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const layers = await store.list();
-    if (g.json) return printJson(layers);
+    const damaged = new DamagedFiles();
+    const layers = await store.list({ onDamaged: damaged.onDamaged });
+    if (g.json) {
+      printJson(layers);
+      return damaged.throwIfAny();
+    }
     printTable(
       ['ID', 'PARENT', 'KIND', 'SIZE', 'CREATED', 'DIFF ID'],
       layers.map((l) => [
@@ -86,6 +98,7 @@ async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
         { text: shortDigest(l.diffId), style: out.dim },
       ]),
     );
+    damaged.throwIfAny();
   });
 }
 

@@ -16,7 +16,7 @@ import {
   type LoadProgress,
   type SaveFormat,
 } from '../image/index.js';
-import { eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
+import { DamagedFiles, eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
 import { startProgress } from './progress.js';
 
 type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
@@ -71,8 +71,12 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
 
 async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const images = await listImages(store);
-    if (g.json) return printJson(images);
+    const damaged = new DamagedFiles();
+    const images = await listImages(store, { onDamaged: damaged.onDamaged });
+    if (g.json) {
+      printJson(images);
+      return damaged.throwIfAny();
+    }
     const rows = images.flatMap((i) =>
       (i.names.length > 0 ? i.names : ['<none>']).map((n) => [
         n,
@@ -83,6 +87,7 @@ async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command)
       ]),
     );
     printTable(['NAME', 'IMAGE ID', 'LAYERS', 'SIZE', 'LOADED'], rows);
+    damaged.throwIfAny();
   });
 }
 

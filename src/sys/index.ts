@@ -3,3 +3,4 @@ export * from './mountinfo.js';
 export * from './probes.js';
 export * from './atomic-file.js';
 export * from './process.js';
+export * from './store-files.js';

@@ -24,6 +24,7 @@ import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import {
+  assertDirsInside,
   backingFs,
   findMount,
   inUserNamespace,
@@ -33,8 +34,10 @@ import {
   overlayModuleParams,
   pageSize,
   parseOverlayOptions,
+  removeStoreTree,
   supportsDType,
   umount2,
+  UMOUNT_NOFOLLOW,
 } from '../../sys/index.js';
 import { mountUnion, type MountSettings } from '../overlayfs/mount.js';
 import { overlayUnsupportedReason } from '../overlayfs/support.js';
@@ -156,6 +159,7 @@ export class OverlayDriver extends GraphDriver {
    */
   private async createOnWritableLayer(id: string, parent: string): Promise<void> {
     const lowerId = this.layout.readLowerId(parent);
+    assertDirsInside(this.home, [join(parent, UPPER)], 'no-symlinks', 'overlay upper dir');
     const parentUpper = this.layout.upperDir(parent);
     mkdirWithMode(this.layout.upperDir(id), lstatSync(parentUpper).mode & 0o7777);
     mkdirWithMode(this.layout.workDir(id), MODE.work);
@@ -163,13 +167,14 @@ export class OverlayDriver extends GraphDriver {
     this.layout.writeLowerId(id, lowerId);
   }
 
+  /** Deletes what is at the layer's paths, never what they point to (a symlinked layer dir or work/ is unlinked). */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
-    if (!this.existsSync(id)) return;
+    if (lstatSync(this.layout.layerDir(id), { throwIfNoEntry: false }) === undefined) return;
     await this.mounts.whileUnused(
       id,
       () => {
-        rmSync(this.layout.layerDir(id), { recursive: true, force: true });
+        removeStoreTree(this.home, id, 'overlay layer dir');
         rmSync(join(this.writableMarks, id), { force: true });
       },
       opts,
@@ -185,8 +190,16 @@ export class OverlayDriver extends GraphDriver {
   /** An image layer is its own root/ (nothing to mount); any other layer is the union at merged/. */
   protected viewOf(id: string): LayerView {
     this.assertExists(id);
-    if (this.layout.hasRoot(id)) return { path: this.layout.rootDir(id), needsMount: false };
+    if (this.layout.hasRoot(id)) {
+      this.assertRootInside(id);
+      return { path: this.layout.rootDir(id), needsMount: false };
+    }
     return { path: this.layout.mergedDir(id), needsMount: true };
+  }
+
+  /** CORRUPT unless the image layer's root/ is a real directory of the home (it is read, and applied into). */
+  private assertRootInside(id: string): void {
+    assertDirsInside(this.home, [join(id, ROOT)], 'no-symlinks', 'overlay root dir');
   }
 
   protected mountUnion(id: string, opts: MountOptions): void {
@@ -200,9 +213,10 @@ export class OverlayDriver extends GraphDriver {
     mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.mountSettings, mountLabel: opts.mountLabel });
   }
 
-  /** Lazy unmount, as Docker's Put (the lifecycle then removes merged/). */
+  /** Lazy unmount, as Docker's Put (the lifecycle then removes merged/); never through a symlink. */
   protected unmountUnion(id: string): void {
-    umount2(this.layout.mergedDir(id), MNT_DETACH);
+    assertDirsInside(this.home, [join(id, MERGED)], 'no-symlinks', 'mount point');
+    umount2(this.layout.mergedDir(id), MNT_DETACH | UMOUNT_NOFOLLOW);
   }
 
   private unionMount(id: string) {
@@ -321,6 +335,7 @@ export class OverlayDriver extends GraphDriver {
     opts: { onProgress?: (bytes: number) => void },
   ): Promise<ApplyResult> {
     const dir = this.layout.layerDir(id);
+    this.assertRootInside(parent);
     const tmpRoot = mkdtempSync(join(dir, TMP_ROOT_PREFIX));
     let result: ApplyResult;
     try {
@@ -331,7 +346,7 @@ export class OverlayDriver extends GraphDriver {
       rmSync(tmpRoot, { recursive: true, force: true });
       throw e;
     }
-    for (const name of [UPPER, WORK, MERGED]) rmSync(join(dir, name), { recursive: true, force: true });
+    for (const name of [UPPER, WORK, MERGED]) removeStoreTree(this.home, join(id, name), `overlay ${name} dir`);
     rmSync(this.layout.lowerIdFile(id), { force: true });
     return result;
   }

@@ -9,7 +9,7 @@
  * report; it is kept as an empty marker file <home>/rw/<id> (Docker's vfs has no such file and
  * ignores it).
  */
-import { lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
@@ -17,12 +17,18 @@ import type { Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } f
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { backingFs, reflinkSupported } from '../../sys/index.js';
+import { assertDirsInside, backingFs, ensureStoreDir, reflinkSupported, removeStoreTree } from '../../sys/index.js';
 
 /** Driver-wide options vfs understands: none (Docker's vfs.size needs quota support we do not offer). */
 export const VFS_OPTION_KEYS: string[] = [];
 /** Per-layer options createReadWrite understands: none, for the same reason. */
 const VFS_LAYER_OPTION_KEYS: string[] = [];
+
+/**
+ * Docker's vfs modes (≥ 20.10.9, the CVE-2021-41091 fix): home and dir/ 0710, set again on every
+ * open (an older store's 0755 home let any user reach, and run, a layer's setuid binaries).
+ */
+const MODE = { home: 0o710, layers: 0o710, marks: 0o700, layer: 0o755 };
 
 function isMissing(e: unknown): boolean {
   return (e as NodeJS.ErrnoException).code === 'ENOENT';
@@ -39,8 +45,11 @@ export class VfsDriver extends GraphDriver {
     super('vfs', init, { mountPointMode: 0o755, removeMountPoint: false });
     this.layersDir = join(init.home, 'dir');
     this.writableMarks = join(init.home, 'rw');
-    mkdirSync(this.layersDir, { recursive: true, mode: 0o700 });
-    mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
+    mkdirSync(init.home, { recursive: true, mode: MODE.home });
+    chmodSync(init.home, MODE.home);
+    ensureStoreDir(this.layersDir, MODE.layers, 'vfs layer directory');
+    chmodSync(this.layersDir, MODE.layers);
+    ensureStoreDir(this.writableMarks, MODE.marks, 'vfs writable-marks directory');
     this.copyMode = reflinkSupported(this.layersDir) ? 'reflink' : 'copy';
   }
 
@@ -82,7 +91,7 @@ export class VfsDriver extends GraphDriver {
     const dir = this.layerDir(id);
     if (this.existsSync(id)) throw new UnionctlError('EXISTS', `vfs layer ${id} already exists`, { hint: 'choose another id' });
     if (parent === undefined) {
-      mkdirSync(dir, { mode: 0o755 });
+      mkdirSync(dir, { mode: MODE.layer });
       return;
     }
     if (!this.existsSync(parent)) {
@@ -90,6 +99,7 @@ export class VfsDriver extends GraphDriver {
         hint: 'create or import the parent first',
       });
     }
+    this.assertInside(parent);
     try {
       await copyTree(this.layerDir(parent), dir, { mode: this.copyMode });
     } catch (e) {
@@ -98,17 +108,22 @@ export class VfsDriver extends GraphDriver {
     }
   }
 
-  /** Deletes the layer's tree (a half-made or already removed one too) unless it is in use. */
+  /** Deletes the layer's tree (a half-made or already removed one too) unless it is in use; a symlink there is unlinked, not followed. */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
-    const dir = this.layerDir(id);
+    assertValidId(id);
     await this.mounts.whileUnused(
       id,
       () => {
-        rmSync(dir, { recursive: true, force: true });
+        removeStoreTree(this.home, join('dir', id), 'vfs layer dir');
         rmSync(join(this.writableMarks, id), { force: true });
       },
       opts,
     );
+  }
+
+  /** CORRUPT unless dir/<id> is a real directory of the home (it is read, written and applied into). */
+  private assertInside(id: string): void {
+    assertDirsInside(this.home, [join('dir', id)], 'no-symlinks', 'vfs layer dir');
   }
 
   // ---- views (nothing is mounted) ------------------------------------------------------------
@@ -119,6 +134,7 @@ export class VfsDriver extends GraphDriver {
 
   protected viewOf(id: string): LayerView {
     this.assertExists(id);
+    this.assertInside(id);
     return { path: this.layerDir(id), needsMount: false };
   }
 
