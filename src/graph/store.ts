@@ -266,7 +266,7 @@ function parentOfDamaged(rawText: (id: string) => string | undefined, id: string
     const v = JSON.parse(rawText(id) ?? '') as { parent?: unknown } | null;
     if (typeof v !== 'object' || v === null || Array.isArray(v)) return null;
     if (v.parent === undefined) return undefined;
-    return typeof v.parent === 'string' ? v.parent : null;
+    return isValidId(v.parent) ? v.parent : null;
   } catch {
     return null;
   }

@@ -29,6 +29,7 @@ import { pipeline } from 'node:stream/promises';
 import { decompressedStream, sniffCompression } from '../archive/decompress.js';
 import { decodeHeader, parsePaxRecords } from '../archive/tar-header.js';
 import { TarFormatError, UnionctlError } from '../errors.js';
+import { storeDirExists } from '../sys/index.js';
 
 /** Members of an image archive, by their name in it ("manifest.json", "blobs/sha256/<hex>"). */
 export interface ArchiveFiles {
@@ -301,7 +302,8 @@ class DirectoryFiles implements ArchiveFiles {
 
 /** Copies a stream (decompressing gzip/zstd) into a temp file under `tmpRoot`. */
 async function spool(input: Readable, tmpRoot: string): Promise<{ dir: string; path: string }> {
-  mkdirSync(tmpRoot, { recursive: true });
+  // <root>/tmp: never a symlink (the archive would be spooled outside the store).
+  if (!storeDirExists(tmpRoot, 'load spool directory')) mkdirSync(tmpRoot, { recursive: true, mode: 0o700 });
   // The pid in the name lets the next openStore remove the spool of a load that was killed.
   const dir = mkdtempSync(join(tmpRoot, `load-${process.pid}-`));
   const path = join(dir, 'archive.tar');

@@ -15,7 +15,7 @@
  *   (normalise.ts): fuse-overlayfs (with FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT=1) already writes `.wh.`
  *   files and `.wh..wh..opq` markers; what aufs does not know are its bookkeeping xattrs.
  */
-import { chmodSync, lstatSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -48,6 +48,7 @@ import {
   removeStoreTree,
   umount2,
   UMOUNT_NOFOLLOW,
+  writeFileAtomic,
   type MountInfo,
 } from '../../sys/index.js';
 import {
@@ -157,7 +158,7 @@ export class AufsDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     this.refuseLayerOptions(opts);
     this.createLayer(id, parent);
-    writeFileSync(join(this.writableMarks, id), '');
+    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
   }
 
   private refuseLayerOptions(opts: CreateOpts): void {

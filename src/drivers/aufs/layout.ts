@@ -8,10 +8,10 @@
  * A layer exists when layers/<id> does (Docker's Exists). Removal renames diff/<id> and mnt/<id>
  * to `<id>-removing` before deleting them, so a crash leaves only names the next open cleans up.
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertValidId, corruptError, isValidId, UnionctlError } from '../../errors.js';
-import { assertNoMountsInside, readStoreFile, removeStoreTree, storeDirExists } from '../../sys/index.js';
+import { assertNoMountsInside, readStoreFile, removeStoreTree, storeDirExists, writeFileAtomic } from '../../sys/index.js';
 
 export const DIFF = 'diff';
 export const LAYERS = 'layers';
@@ -83,7 +83,7 @@ export class AufsLayout {
 
   /** layers/<id>: one id per line, each followed by "\n" (Docker's fmt.Fprintln). */
   writeLayersFile(id: string, ancestors: string[]): void {
-    writeFileSync(this.layersFile(id), ancestors.map((a) => `${a}\n`).join(''), { mode: MODE.layersFile });
+    writeFileAtomic(this.layersFile(id), ancestors.map((a) => `${a}\n`).join(''), { mode: MODE.layersFile });
   }
 
   /** Ids of every layer: the regular files in layers/ (Docker's loadIds, which Status counts as "Dirs"). */

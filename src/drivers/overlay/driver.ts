@@ -13,7 +13,7 @@
  * - Other applies (a base layer, a child of a writable layer) go through the layer's view, as
  *   Docker's naive ApplyDiff does. Diffs and changes are always naive (two views compared).
  */
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -26,6 +26,7 @@ import { parseStorageOpts } from '../../graph/registry.js';
 import {
   assertDirsInside,
   backingFs,
+  ensureStoreDir,
   findMount,
   inUserNamespace,
   existingDirFor,
@@ -35,9 +36,11 @@ import {
   pageSize,
   parseOverlayOptions,
   removeStoreTree,
+  storeDirExists,
   supportsDType,
   umount2,
   UMOUNT_NOFOLLOW,
+  writeFileAtomic,
 } from '../../sys/index.js';
 import { mountUnion, type MountSettings } from '../overlayfs/mount.js';
 import { overlayUnsupportedReason } from '../overlayfs/support.js';
@@ -63,7 +66,7 @@ export class OverlayDriver extends GraphDriver {
     super('overlay', init, { mountPointMode: MODE.merged, removeMountPoint: true });
     this.layout = new OverlayLayout(init.home);
     this.writableMarks = join(init.stateDir, 'rw');
-    mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
+    ensureStoreDir(this.writableMarks, 0o700, 'overlay driver state directory');
     const dir = existingDirFor(init.home);
     this.backing = backingFs(dir);
     this.dType = supportsDType(dir);
@@ -106,7 +109,7 @@ export class OverlayDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     this.refuseLayerOptions(opts);
     await this.createLayer(id, parent);
-    writeFileSync(join(this.writableMarks, id), '');
+    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
   }
 
   private refuseLayerOptions(opts: CreateOpts): void {
@@ -231,8 +234,9 @@ export class OverlayDriver extends GraphDriver {
     return this.existsSync(id);
   }
 
+  /** The layer dir is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */
   private existsSync(id: string): boolean {
-    return isDir(this.layout.layerDir(id));
+    return storeDirExists(this.layout.layerDir(id), 'overlay layer dir');
   }
 
   private assertExists(id: string): void {

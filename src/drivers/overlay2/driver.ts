@@ -277,12 +277,9 @@ export class Overlay2Driver extends GraphDriver {
     return this.existsSync(id);
   }
 
+  /** The layer dir is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */
   private existsSync(id: string): boolean {
-    try {
-      return lstatSync(this.layout.layerDir(id)).isDirectory();
-    } catch {
-      return false;
-    }
+    return storeDirExists(this.layout.layerDir(id), 'overlay2 layer dir');
   }
 
   private assertExists(id: string): void {

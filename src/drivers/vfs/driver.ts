@@ -9,7 +9,7 @@
  * report; it is kept as an empty marker file <home>/rw/<id> (Docker's vfs has no such file and
  * ignores it).
  */
-import { chmodSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
@@ -17,7 +17,15 @@ import type { Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } f
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { assertDirsInside, backingFs, ensureStoreDir, reflinkSupported, removeStoreTree } from '../../sys/index.js';
+import {
+  assertDirsInside,
+  backingFs,
+  ensureStoreDir,
+  reflinkSupported,
+  removeStoreTree,
+  storeDirExists,
+  writeFileAtomic,
+} from '../../sys/index.js';
 
 /** Driver-wide options vfs understands: none (Docker's vfs.size needs quota support we do not offer). */
 export const VFS_OPTION_KEYS: string[] = [];
@@ -29,10 +37,6 @@ const VFS_LAYER_OPTION_KEYS: string[] = [];
  * open (an older store's 0755 home let any user reach, and run, a layer's setuid binaries).
  */
 const MODE = { home: 0o710, layers: 0o710, marks: 0o700, layer: 0o755 };
-
-function isMissing(e: unknown): boolean {
-  return (e as NodeJS.ErrnoException).code === 'ENOENT';
-}
 
 export class VfsDriver extends GraphDriver {
   private readonly layersDir: string;
@@ -83,7 +87,7 @@ export class VfsDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     parseStorageOpts(opts.storageOpt, VFS_LAYER_OPTION_KEYS, 'vfs layer');
     await this.makeLayer(id, parent);
-    writeFileSync(join(this.writableMarks, id), '');
+    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
   }
 
   /** A copy of the parent's tree, or an empty 0755 directory for a base layer. */
@@ -148,13 +152,9 @@ export class VfsDriver extends GraphDriver {
 
   // ---- queries -------------------------------------------------------------------------------
 
+  /** dir/<id> is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */
   private existsSync(id: string): boolean {
-    try {
-      return lstatSync(this.layerDir(id)).isDirectory();
-    } catch (e) {
-      if (isMissing(e)) return false;
-      throw e;
-    }
+    return storeDirExists(this.layerDir(id), 'vfs layer dir');
   }
 
   async exists(id: string): Promise<boolean> {
