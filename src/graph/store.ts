@@ -10,6 +10,7 @@
  *   images/             image records and load journals (src/image/records.ts, through transactions)
  *   journal/            transactions being committed (transaction.ts)
  *   store.lock          the transaction lock (flock), between processes
+ *   store.json          {"driver": …}: the driver the store was made with (kept while it has no layers)
  *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks
  *   <driver>/           the driver's home, exactly as Docker's driver of that name lays it out
  *
@@ -28,7 +29,13 @@
  * process left: a "creating" record whose owner is gone is rolled back (driver.remove with force,
  * which tolerates half-made layers, then the record), a "removing" one is completed.
  * A layer directory without a record is never swept: it cannot come from this store, and might be
- * someone else's data (a Docker home the store was pointed at).
+ * someone else's data (a Docker home the store was pointed at). What recovery did is said through
+ * StoreOptions.log, one line each; the library says nothing unless asked.
+ *
+ * Damage. Every file is read without following a symlink and checked (sys/store-files.ts,
+ * parseRecord): a damaged one is CORRUPT naming it, pointing to `unionctl check`. Listings can go
+ * on without a damaged record (list's onDamaged); changes cannot when the damage might matter (a
+ * removal whose layer a damaged record might be built on).
  *
  * Extensions (image records, src/image/) plug in with registerStoreExtension: a guard that can
  * keep a layer from being removed, and a recovery step run when a store is opened.

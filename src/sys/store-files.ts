@@ -71,17 +71,26 @@ function problemOf(fd: number, base: string, rel: string, rule: PathRule): strin
   if (fd >= 0) {
     const errno = checkAt(fd, rel, rule);
     if (errno !== 'ENOSYS') return errno;
-    openat2Works = false;
   }
   return checkWithoutOpenat2(base, rel, rule);
 }
 
+/** openat2 tries before a path whose '..' it keeps answering EAGAIN for is checked the slow way. */
+const EAGAIN_TRIES = 8;
+
 function checkAt(fd: number, rel: string, rule: PathRule): string | undefined {
   const resolve = rule === 'no-symlinks' ? RESOLVE.NO_SYMLINKS | RESOLVE.BENEATH : RESOLVE.BENEATH | RESOLVE.NO_MAGICLINKS;
-  return openat2DirCheck(fd, rel, resolve);
+  // With BENEATH, a '..' (overlay2's l/ links are ../<id>/diff) is answered EAGAIN while any rename
+  // or mount happens anywhere on the machine: the kernel cannot tell then that it stays inside.
+  for (let i = 0; i < EAGAIN_TRIES; i++) {
+    const errno = openat2DirCheck(fd, rel, resolve);
+    if (errno === 'ENOSYS') openat2Works = false;
+    if (errno !== 'EAGAIN') return errno;
+  }
+  return 'ENOSYS'; // the caller falls back to lstat and realpath
 }
 
-/** The same rules with lstat and realpath, for kernels without openat2 (< 5.6). */
+/** The same rules with lstat and realpath, for kernels without openat2 (< 5.6) and for a path openat2 keeps answering EAGAIN for. */
 function checkWithoutOpenat2(base: string, rel: string, rule: PathRule): string | undefined {
   const path = join(base, rel);
   if (rule === 'no-symlinks') {

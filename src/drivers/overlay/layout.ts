@@ -11,7 +11,7 @@
 import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertValidId, corruptError, isValidId } from '../../errors.js';
-import { readStoreFile, writeFileAtomic } from '../../sys/index.js';
+import { readStoreFile, storeDirExists, writeFileAtomic } from '../../sys/index.js';
 
 export const ROOT = 'root';
 export const UPPER = 'upper';
@@ -57,9 +57,9 @@ export class OverlayLayout {
     return join(this.layerDir(id), LOWER_ID);
   }
 
-  /** An image layer: its whole tree is in root/, nothing is mounted for it. */
+  /** An image layer: its whole tree is in root/, nothing is mounted for it. CORRUPT when root/ is there but is not a real directory. */
   hasRoot(id: string): boolean {
-    return isDir(this.rootDir(id));
+    return storeDirExists(this.rootDir(id), 'overlay root dir');
   }
 
   /**
