@@ -56,7 +56,7 @@ import {
   type ProcessIdentity,
 } from '../sys/index.js';
 import type { ApplyResult, Branch, Change, Driver, DriverCapabilities, References } from './driver.js';
-import { lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
+import { driverNames, lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
 import { runTransaction, type FileTransaction } from './transaction.js';
 
 export const DEFAULT_STORE_ROOT = '/var/lib/unionctl';
@@ -372,10 +372,14 @@ function chooseDriver(root: string, requested: string | undefined): DriverEntry 
 
 /** Docker's post-CVE-2021-41091 modes: nobody but root may traverse the store root. */
 const ROOT_MODE = 0o700;
+/** What a store root holds besides the driver homes. */
+const STORE_ENTRIES = new Set([LAYERDB, 'store.lock', STORE_SETTINGS, 'driver-state', 'journal', 'images', 'tmp', 'mounts']);
 
 /**
  * Makes the store root (0700, also when it existed with a wider mode: Docker's daemon root is
- * chmodded the same way) and its layerdb/ and driver-state/<driver>/, none of them a symlink.
+ * chmodded the same way — but only a directory that holds nothing but a store: `--root /tmp` by
+ * mistake must not take /tmp away from everyone; the driver homes, 0710, still keep other users
+ * out of the layers there) and its layerdb/ and driver-state/<driver>/, none of them a symlink.
  */
 function prepareRoot(root: string, driver: string): string {
   ensureRootDir(root);
@@ -394,7 +398,11 @@ function ensureRootDir(root: string): void {
     st = statSync(root);
   }
   if (!st.isDirectory()) throw new UnionctlError('USAGE', `the store root ${root} is not a directory`, { hint: 'give another --root' });
-  if ((st.mode & 0o7777) !== ROOT_MODE) chmodSync(root, ROOT_MODE);
+  if ((st.mode & 0o7777) === ROOT_MODE) return;
+  const drivers = new Set(driverNames());
+  const leftover = atomicTempPrefix(join(root, STORE_SETTINGS)); // a store.json write that crashed
+  const onlyStore = readdirSync(root).every((n) => STORE_ENTRIES.has(n) || drivers.has(n) || n.startsWith(leftover));
+  if (onlyStore) chmodSync(root, ROOT_MODE);
 }
 
 /**

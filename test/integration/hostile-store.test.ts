@@ -461,6 +461,23 @@ describe("permissions: Docker's post-CVE-2021-41091 layout", () => {
   }
 });
 
+describe('the store root is chmodded only when it holds nothing but a store', () => {
+  it('a --root that holds other things keeps its mode (it might be /tmp by mistake); its driver home still keeps nobody out', async (t) => {
+    const scratch = await withScratchFs(t);
+    const root = join(scratch, 'shared');
+    mkdirSync(root, { mode: 0o1777 });
+    chmodSync(root, 0o1777);
+    writeFileSync(join(root, 'someone-elses-file'), 'x');
+    const tar = writeTar(scratch, 'suid.tar', [{ name: 'sutrue', content: readFileSync('/bin/true'), mode: 0o4755, uid: 0, gid: 0 }]);
+    ok(unionctl(root, ['--driver', 'vfs', 'import', tar, '--id', 'suid']));
+    ok(unionctl(root, ['ls']));
+    assert.equal(statSync(root).mode & 0o7777, 0o1777, 'a directory that is not only a store was chmodded');
+    assert.equal(statSync(join(root, 'vfs')).mode & 0o7777, 0o710);
+    const run = asNobody([join(root, 'vfs', 'dir', 'suid', 'sutrue')]);
+    assert.match(run.stderr, /Permission denied/, run.stderr);
+  });
+});
+
 // ---- 5. damaged records ------------------------------------------------------------------------
 
 describe('records are validated on read', () => {
