@@ -56,6 +56,16 @@ export function assertDirsInside(base: string, rels: readonly string[], rule: Pa
   });
 }
 
+/**
+ * What is wrong with `rel` under `rule`, as an errno name (ELOOP: a symlink on the way where none
+ * may be; EXDEV: it leads out of `base`; ENOENT, ENOTDIR), or undefined when it is fine. With
+ * `openat2: false`, the lstat/realpath way used where openat2 cannot answer (the tests compare the two).
+ */
+export function pathProblem(base: string, rel: string, rule: PathRule, opts: { openat2?: boolean } = {}): string | undefined {
+  if (opts.openat2 === false) return checkWithoutOpenat2(base, rel, rule);
+  return withBase(base, (fd) => problemOf(fd, base, rel, rule));
+}
+
 /** Runs fn with `base` open as a directory fd for openat2 (-1 when this kernel has no openat2). */
 function withBase<T>(base: string, fn: (fd: number) => T): T {
   const fd = openat2Works ? openSync(base, fs.O_RDONLY | fs.O_DIRECTORY) : -1;
@@ -101,6 +111,10 @@ function checkWithoutOpenat2(base: string, rel: string, rule: PathRule): string 
       if (!st.isDirectory()) return 'ENOTDIR';
     }
     return undefined;
+  }
+  // As openat2's BENEATH: an absolute symlink on the way is refused even when it points inside.
+  for (const component of componentsBelow(base, rel)) {
+    if (lstatSync(component, { throwIfNoEntry: false })?.isSymbolicLink() && readlinkOrQuestion(component).startsWith('/')) return 'EXDEV';
   }
   let real: string;
   try {
