@@ -76,6 +76,28 @@ export class TarFormatError extends UnionctlError {
   }
 }
 
+/** The command that examines a store and says how to repair it: every CORRUPT hint points to it. */
+export const CHECK_COMMAND = 'unionctl check';
+
+/**
+ * CORRUPT: on-disk state that does not match the store's format (a damaged record, a symlink where
+ * the layout has none). `message` names the file; `repair` says what can be done by hand.
+ */
+export function corruptError(message: string, opts: { repair?: string; cause?: unknown } = {}): UnionctlError {
+  return new UnionctlError('CORRUPT', message, {
+    hint: `run ${CHECK_COMMAND} to see what is damaged and how to repair it${opts.repair ? `; ${opts.repair}` : ''}`,
+    cause: opts.cause,
+  });
+}
+
+/** One error for the damaged files a listing left out: the error itself when there is one, else one CORRUPT naming them all. */
+export function damagedFilesError(errors: readonly UnionctlError[]): UnionctlError {
+  if (errors.length === 1) return errors[0]!;
+  return corruptError(`${errors.length} files of the store are damaged: ${errors.map((e) => e.message).join('; ')}`, {
+    repair: 'restore them from a backup',
+  });
+}
+
 const LAYER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** A safe layer id: 1–128 characters of [A-Za-z0-9_.-], starting with a letter or digit (it becomes a directory name). */

@@ -15,6 +15,8 @@ import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
 import {
   branchModeStyle,
   changeStyle,
+  DamagedFiles,
+  eprintln,
   escapeControls,
   humanBytes,
   out,
@@ -43,10 +45,18 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+/**
+ * What the store says on its own (what crash recovery rolled back or finished, what it could not
+ * do): one line each on stderr, so it never mixes with a command's output.
+ */
+function storeLog(level: 'info' | 'warn', message: string): void {
+  eprintln(level === 'info' ? `unionctl: ${message}` : `unionctl: warning: ${message}`);
+}
+
 /** Opens the store the global options name, runs `fn` on it and always closes it again. */
 async function withStore(cmd: Command, fn: (store: LayerStore, g: GlobalOptions) => Promise<void>): Promise<void> {
   const g = cmd.optsWithGlobals<GlobalOptions>();
-  const store = await openStore({ root: g.root, driver: g.driver, storageOpt: g.storageOpt ?? [] });
+  const store = await openStore({ root: g.root, driver: g.driver, storageOpt: g.storageOpt ?? [], log: storeLog });
   try {
     await fn(store, g);
   } finally {
@@ -86,8 +96,12 @@ function formatCreated(created: LayerRecord['created']): string {
 
 async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const layers = await store.list();
-    if (g.json) return printJson(layers);
+    const damaged = new DamagedFiles();
+    const layers = await store.list({ onDamaged: damaged.onDamaged });
+    if (g.json) {
+      printJson(layers);
+      return damaged.throwIfAny();
+    }
     printTable(
       ['ID', 'PARENT', 'KIND', 'SIZE', 'CREATED', 'DIFF ID'],
       layers.map((l) => [
@@ -99,6 +113,7 @@ async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
         { text: shortDigest(l.diffId), style: out.dim },
       ]),
     );
+    damaged.throwIfAny();
   });
 }
 

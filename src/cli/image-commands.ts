@@ -17,7 +17,7 @@ import {
   type SaveFormat,
 } from '../image/index.js';
 import { nonEmpty, nonEmptyEach } from './args.js';
-import { humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
+import { DamagedFiles, humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
 import { startProgress } from './progress.js';
 
 type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
@@ -72,8 +72,12 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
 
 async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const images = await listImages(store);
-    if (g.json) return printJson(images);
+    const damaged = new DamagedFiles();
+    const images = await listImages(store, { onDamaged: damaged.onDamaged });
+    if (g.json) {
+      printJson(images);
+      return damaged.throwIfAny();
+    }
     const rows = images.flatMap((i) =>
       (i.names.length > 0 ? i.names : ['<none>']).map((n) => [
         n,
@@ -84,6 +88,7 @@ async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command)
       ]),
     );
     printTable(['NAME', 'IMAGE ID', 'LAYERS', 'SIZE', 'LOADED'], rows);
+    damaged.throwIfAny();
   });
 }
 

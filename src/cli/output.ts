@@ -3,6 +3,7 @@
  * Command code decides *what* to print; this file decides *how*.
  */
 import { Chalk, supportsColor, supportsColorStderr, type ChalkInstance } from 'chalk';
+import { damagedFilesError, type UnionctlError } from '../errors.js';
 
 /**
  * Colour level for one output stream. chalk already turns colour off when the stream is not a TTY
@@ -143,4 +144,19 @@ export function printError(message: string, hint?: string): void {
 /** A warning line on stderr: `unionctl: warning: <message>`, control characters escaped. */
 export function printWarning(message: string): void {
   eprintln(`unionctl: warning: ${escapeControls(message)}`);
+}
+
+/**
+ * For listings (ls, images): damaged records are left out of the listing, which is printed, and
+ * the command then fails naming them (exit 1) — as ls(1) lists what it can read and fails on the rest.
+ */
+export class DamagedFiles {
+  private readonly errors: UnionctlError[] = [];
+  readonly onDamaged = (e: UnionctlError): void => {
+    this.errors.push(e);
+  };
+  /** Throws one CORRUPT naming every damaged file seen, if any. */
+  throwIfAny(): void {
+    if (this.errors.length > 0) throw damagedFilesError(this.errors);
+  }
 }

@@ -15,10 +15,10 @@
  * flock on the deleted inode notices (the path names another inode, or none) and starts over on
  * the new file, so two processes never both "hold" one path.
  */
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { UnionctlError } from '../errors.js';
+import { corruptError, UnionctlError } from '../errors.js';
 import { describeProcess, flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../sys/index.js';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
@@ -99,14 +99,28 @@ async function waitForTurn(key: string, deadline: number): Promise<() => void> {
   }
 }
 
+/** Lock files are opened for append, created 0600, never through a symlink (nor blocking on a FIFO planted there). */
+const LOCK_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
 function openLockFile(key: string): number {
+  let fd: number;
   try {
-    return openSync(key, 'a', 0o600);
+    fd = openSync(key, LOCK_FLAGS, 0o600);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR')
+      throw corruptError(`lock file ${key} is a directory`, { repair: 'remove that directory (rmdir) if it is empty' });
+    if (code === 'ELOOP') throw corruptError(`lock file ${key} is a symbolic link`, { repair: 'remove the link (rm, not rm -r)' });
+    if (code === 'ENXIO') throw corruptError(`lock file ${key} is not a regular file`, { repair: 'remove it' });
+    if (code !== 'ENOENT') throw e;
     mkdirSync(dirname(key), { recursive: true, mode: 0o700 });
-    return openSync(key, 'a', 0o600);
+    fd = openSync(key, LOCK_FLAGS, 0o600);
   }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw corruptError(`lock file ${key} is not a regular file`, { repair: 'remove it' });
+  }
+  return fd;
 }
 
 function isWouldBlock(e: unknown): boolean {
@@ -117,7 +131,7 @@ function isWouldBlock(e: unknown): boolean {
 /** The locked fd still names the file at `key` (it was not deleted, or replaced, meanwhile). */
 function stillAtPath(fd: number, key: string): boolean {
   const held = fstatSync(fd);
-  const now = statSync(key, { throwIfNoEntry: false });
+  const now = lstatSync(key, { throwIfNoEntry: false });
   return now !== undefined && now.ino === held.ino && now.dev === held.dev;
 }
 

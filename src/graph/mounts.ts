@@ -29,16 +29,18 @@
  * its reference was written first, so a persistent get leaves a counted mount, an in-process one a
  * mount that the next get adopts and `cleanup` removes.
  */
-import { lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertValidId, UnionctlError } from '../errors.js';
+import { assertValidId, corruptError, UnionctlError } from '../errors.js';
 import {
   bootId,
   currentProcess,
   describeProcess,
+  ensureStoreDir,
   hasMountAt,
   mkdirWithMode,
   processAlive,
+  readStoreFile,
   writeFileAtomic,
   type ProcessIdentity,
 } from '../sys/index.js';
@@ -128,7 +130,8 @@ export class MountLifecycle {
   ) {
     this.refsDir = join(stateDir, 'refs');
     this.locksDir = join(stateDir, 'locks');
-    for (const dir of [this.refsDir, this.locksDir]) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    for (const dir of [this.refsDir, this.locksDir]) ensureStoreDir(dir, 0o700, `${driverName} driver state directory`);
   }
 
   /**
@@ -274,8 +277,9 @@ export class MountLifecycle {
       return true;
     }
     if (!st.isDirectory()) {
-      throw new UnionctlError('CORRUPT', `the mount point of ${this.driverName} layer ${id}, ${dir}, is not a directory`, {
-        hint: 'the store was changed by hand; remove that entry and mount again',
+      const what = st.isSymbolicLink() ? 'a symbolic link, which the layout never has there' : 'not a directory';
+      throw corruptError(`the mount point of ${this.driverName} layer ${id}, ${dir}, is ${what}`, {
+        repair: 'nothing was mounted; remove that entry (rm, not rm -r) and mount again',
       });
     }
     return false;
@@ -298,13 +302,8 @@ export class MountLifecycle {
 
   /** The file's references with the dead holders left out (empty when there is no file, or it is from another boot). */
   private read(id: string): RefFile {
-    let text: string;
-    try {
-      text = readFileSync(this.refFile(id), 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return NO_REFS();
-      throw e;
-    }
+    const text = readStoreFile(this.refFile(id), 'mount reference file');
+    if (text === undefined) return NO_REFS();
     const refs = parseRefFile(text, this.refFile(id));
     if (refs.boot !== bootId()) return NO_REFS();
     return { ...refs, holders: refs.holders.filter((h) => processAlive(h)) };
@@ -376,8 +375,8 @@ function describeUse(refs: References): string {
 /** The file's content, checked: a damaged file is CORRUPT naming it, never an internal error. */
 function parseRefFile(text: string, path: string): RefFile {
   const corrupt = (why: string) =>
-    new UnionctlError('CORRUPT', `mount reference file ${path} ${why}`, {
-      hint: 'make sure the layer is not mounted (unionctl cleanup), then delete the file',
+    corruptError(`mount reference file ${path} ${why}`, {
+      repair: 'make sure the layer is not mounted (unionctl cleanup), then delete the file',
     });
   let value: unknown;
   try {

@@ -10,6 +10,7 @@
  *   images/             image records and load journals (src/image/records.ts, through transactions)
  *   journal/            transactions being committed (transaction.ts)
  *   store.lock          the transaction lock (flock), between processes
+ *   store.json          {"driver": …}: the driver the store was made with (kept while it has no layers)
  *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks
  *   <driver>/           the driver's home, exactly as Docker's driver of that name lays it out
  *
@@ -28,20 +29,34 @@
  * process left: a "creating" record whose owner is gone is rolled back (driver.remove with force,
  * which tolerates half-made layers, then the record), a "removing" one is completed.
  * A layer directory without a record is never swept: it cannot come from this store, and might be
- * someone else's data (a Docker home the store was pointed at).
+ * someone else's data (a Docker home the store was pointed at). What recovery did is said through
+ * StoreOptions.log, one line each; the library says nothing unless asked.
+ *
+ * Damage. Every file is read without following a symlink and checked (sys/store-files.ts,
+ * parseRecord): a damaged one is CORRUPT naming it, pointing to `unionctl check`. Listings can go
+ * on without a damaged record (list's onDamaged); changes cannot when the damage might matter (a
+ * removal whose layer a damaged record might be built on).
  *
  * Extensions (image records, src/image/) plug in with registerStoreExtension: a guard that can
  * keep a layer from being removed, and a recovery step run when a store is opened.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
-import { assertValidId, UnionctlError } from '../errors.js';
-import { atomicTempPrefix, currentProcess, processAlive, type ProcessIdentity } from '../sys/index.js';
+import { assertValidId, corruptError, damagedFilesError, isValidId, UnionctlError } from '../errors.js';
+import {
+  atomicTempPrefix,
+  currentProcess,
+  ensureStoreDir,
+  processAlive,
+  readStoreFile,
+  storeDirExists,
+  type ProcessIdentity,
+} from '../sys/index.js';
 import type { ApplyResult, Branch, Change, Driver, DriverCapabilities, References } from './driver.js';
-import { lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
+import { driverNames, lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
 import { runTransaction, type FileTransaction } from './transaction.js';
 
 export const DEFAULT_STORE_ROOT = '/var/lib/unionctl';
@@ -53,7 +68,20 @@ export interface StoreOptions {
   driver?: string;
   /** Driver-wide storage options, "key=value" items or a map, Docker's keys. */
   storageOpt?: string[] | Record<string, string>;
+  /**
+   * Where the store says what it did on its own: 'info' — what crash recovery rolled back or
+   * finished (one line each); 'warn' — what it could not do. Default: info is dropped (the library
+   * stays quiet unless asked), warnings go to process.emitWarning. The CLI prints both on stderr.
+   */
+  log?: StoreLogger;
 }
+
+export type StoreLogLevel = 'info' | 'warn';
+export type StoreLogger = (level: StoreLogLevel, message: string) => void;
+
+const defaultLogger: StoreLogger = (level, message) => {
+  if (level === 'warn') process.emitWarning(`unionctl: ${message}`);
+};
 
 export interface LayerRecord {
   id: string;
@@ -80,6 +108,11 @@ export interface ImportOptions {
    * that does not match what an image promised) rolls the layer back like any failed import.
    */
   verify?: (result: ApplyResult) => void | Promise<void>;
+}
+
+export interface ListOptions {
+  /** Told about each damaged record file (a CORRUPT error naming it); the listing then goes on without it instead of failing. */
+  onDamaged?: (error: UnionctlError) => void;
 }
 
 export interface CreateLayerOptions {
@@ -158,32 +191,92 @@ const LAYERDB = 'layerdb';
 const recordPath = (id: string) => `${LAYERDB}/${id}.json`;
 const tarSplitRelPath = (id: string) => `${LAYERDB}/${id}.tar-split.gz`;
 
-/** A record file's content, checked: a damaged one is CORRUPT naming the file, never an internal error. */
+const RECORD_STATES: readonly string[] = ['creating', 'complete', 'removing'];
+
+/** A record file's content, checked: a damaged one is CORRUPT naming the file and the field, never an internal error. */
 function parseRecord(text: string, file: string, id: string): StoredRecord {
   const corrupt = (why: string) =>
-    new UnionctlError('CORRUPT', `layer record ${file} ${why}`, {
-      hint: 'restore the file from a backup, or remove the layer record and its driver directory by hand',
+    corruptError(`layer record ${file} ${why}`, {
+      repair: "restore the file from a backup, or remove the record and the layer's driver directory by hand",
     });
-  let rec: Partial<StoredRecord>;
+  let rec: unknown;
   try {
-    rec = JSON.parse(text) as Partial<StoredRecord>;
+    rec = JSON.parse(text);
   } catch {
     throw corrupt('is not valid JSON');
   }
-  if (typeof rec !== 'object' || rec === null) throw corrupt('is not a JSON object');
-  if (rec.id !== id) throw corrupt(`is for layer ${JSON.stringify(rec.id)}`);
-  const optionalStrings = [rec.parent, rec.diffId, rec.chainId].every((v) => v === undefined || typeof v === 'string');
-  if (
-    !optionalStrings ||
-    typeof rec.size !== 'number' ||
-    typeof rec.created !== 'string' ||
-    typeof rec.driver !== 'string' ||
-    typeof rec.writable !== 'boolean' ||
-    !['creating', 'complete', 'removing'].includes(rec.state as string)
-  ) {
-    throw corrupt('does not hold a layer record ({id, size, created, driver, writable, state, …})');
+  if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw corrupt('is not a JSON object');
+  const r = rec as Record<string, unknown>;
+  if (r.id !== id) throw corrupt(`is for layer ${JSON.stringify(r.id)}, not ${id}`);
+  const problem = recordProblem(r);
+  if (problem !== undefined) throw corrupt(`has ${problem}`);
+  return r as unknown as StoredRecord;
+}
+
+/** What is wrong with a parsed record ("\"created\": null, not an ISO 8601 time"), or undefined. */
+function recordProblem(r: Record<string, unknown>): string | undefined {
+  const field = (k: string) => (r[k] === undefined ? `no "${k}"` : `"${k}": ${JSON.stringify(r[k]).slice(0, 60)}`);
+  for (const k of ['parent', 'diffId', 'chainId']) if (r[k] !== undefined && typeof r[k] !== 'string') return `${field(k)}, not a string`;
+  if (r.parent !== undefined && !isValidId(r.parent)) return `${field('parent')}, not a layer id`;
+  if (typeof r.size !== 'number' || !Number.isFinite(r.size) || r.size < 0) return `${field('size')}, not a byte count`;
+  if (typeof r.created !== 'string' || Number.isNaN(Date.parse(r.created))) return `${field('created')}, not an ISO 8601 time`;
+  if (typeof r.driver !== 'string') return `${field('driver')}, not a driver name`;
+  if (typeof r.writable !== 'boolean') return `${field('writable')}, not true or false`;
+  if (typeof r.state !== 'string' || !RECORD_STATES.includes(r.state)) return `${field('state')}, not one of ${RECORD_STATES.join(', ')}`;
+  if (r.owner !== undefined && !isProcessIdentity(r.owner)) return `${field('owner')}, not {pid, start, boot}`;
+  return undefined;
+}
+
+function isProcessIdentity(v: unknown): v is ProcessIdentity {
+  const p = v as Partial<ProcessIdentity> | null;
+  return typeof p === 'object' && p !== null && Number.isSafeInteger(p.pid) && typeof p.start === 'string' && typeof p.boot === 'string';
+}
+
+/** A record file that did not parse: the error naming it, and what can still be told of its parent. */
+interface DamagedRecord {
+  id: string;
+  error: UnionctlError;
+  /** Its "parent" when the file is JSON that still says (a string, or none: undefined); null when it cannot be told. */
+  parent: string | undefined | null;
+}
+
+/** The records of a listing, and the files that are damaged (a listing can go on without them). */
+interface RecordScan {
+  records: StoredRecord[];
+  damaged: DamagedRecord[];
+}
+
+/** Parses every `<id>.json` of `names` with `read`, keeping the damaged ones apart. */
+function scanRecords(
+  names: readonly string[],
+  read: (id: string) => StoredRecord | undefined,
+  rawText: (id: string) => string | undefined,
+): RecordScan {
+  const scan: RecordScan = { records: [], damaged: [] };
+  for (const f of names) {
+    if (!f.endsWith('.json') || f.startsWith('.')) continue;
+    const id = f.slice(0, -'.json'.length);
+    if (!isValidId(id)) continue; // not a record name this store writes
+    try {
+      const rec = read(id);
+      if (rec !== undefined) scan.records.push(rec);
+    } catch (e) {
+      if ((e as UnionctlError).code !== 'CORRUPT') throw e;
+      scan.damaged.push({ id, error: e as UnionctlError, parent: parentOfDamaged(rawText, id) });
+    }
   }
-  return rec as StoredRecord;
+  return scan;
+}
+
+function parentOfDamaged(rawText: (id: string) => string | undefined, id: string): string | undefined | null {
+  try {
+    const v = JSON.parse(rawText(id) ?? '') as { parent?: unknown } | null;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return null;
+    if (v.parent === undefined) return undefined;
+    return isValidId(v.parent) ? v.parent : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -215,17 +308,12 @@ function openInput(input: string | Readable): string | Readable {
 /** Driver names the records under root were made with (read-only: opening must not write before the checks). */
 function recordedDrivers(root: string): Set<string> {
   const names = new Set<string>();
-  let files: string[];
-  try {
-    files = readdirSync(join(root, LAYERDB));
-  } catch (e) {
-    if (isMissing(e)) return names;
-    throw e;
-  }
-  for (const f of files) {
+  const dir = join(root, LAYERDB);
+  if (!storeDirExists(dir, 'layer record directory')) return names;
+  for (const f of readdirSync(dir)) {
     if (!f.endsWith('.json') || f.startsWith('.')) continue;
     try {
-      const driver = (JSON.parse(readFileSync(join(root, LAYERDB, f), 'utf8')) as Partial<StoredRecord>).driver;
+      const driver = (JSON.parse(readStoreFile(join(dir, f), 'layer record') ?? '') as Partial<StoredRecord>).driver;
       if (typeof driver === 'string') names.add(driver);
     } catch {
       /* a damaged record is reported by list(); it does not decide the driver */
@@ -234,16 +322,87 @@ function recordedDrivers(root: string): Set<string> {
   return names;
 }
 
-/** The driver asked for, else the one the store's records use, else auto-selection. */
+/** <root>/store.json: the store's own settings, today the driver it was made with. */
+const STORE_SETTINGS = 'store.json';
+
+interface StoreSettings {
+  driver: string;
+}
+
+function readStoreSettings(root: string): StoreSettings | undefined {
+  const file = join(root, STORE_SETTINGS);
+  const text = readStoreFile(file, 'store settings file');
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  const driver = (value as Partial<StoreSettings> | null | undefined)?.driver;
+  if (typeof driver !== 'string' || driver === '') {
+    throw corruptError(`store settings file ${file} does not hold {"driver": "<name>"}`, {
+      repair: 'write the driver the store was made with into it, or remove it (the driver is then taken from the layers)',
+    });
+  }
+  return { driver };
+}
+
+/**
+ * The driver asked for; else the one store.json names (the driver the store was made with, even
+ * while it has no layers); else the one its layer records use; else auto-selection.
+ */
 function chooseDriver(root: string, requested: string | undefined): DriverEntry {
   if (requested !== undefined) lookupDriver(requested); // unknown names first: BAD_OPTION listing the known ones
+  const settings = readStoreSettings(root);
   const used = [...recordedDrivers(root)];
   if (requested !== undefined && used.length > 0 && !used.includes(requested)) {
     throw new UnionctlError('BAD_OPTION', `the store at ${root} holds layers of storage driver ${used.join(', ')}, not ${requested}`, {
       hint: `use --driver ${used[0]}, or another --root for ${requested}`,
     });
   }
-  return selectDriver(root, requested ?? used[0]);
+  if (requested === undefined && settings !== undefined && used.length > 0 && !used.includes(settings.driver)) {
+    throw corruptError(
+      `store settings file ${join(root, STORE_SETTINGS)} names storage driver ${settings.driver}, but the store's layers are ${used.join(', ')}'s`,
+      { repair: `name the driver: --driver ${used[0]} (which rewrites the file)` },
+    );
+  }
+  return selectDriver(root, requested ?? settings?.driver ?? used[0]);
+}
+
+/** Docker's post-CVE-2021-41091 modes: nobody but root may traverse the store root. */
+const ROOT_MODE = 0o700;
+/** What a store root holds besides the driver homes. */
+const STORE_ENTRIES = new Set([LAYERDB, 'store.lock', STORE_SETTINGS, 'driver-state', 'journal', 'images', 'tmp', 'mounts']);
+
+/**
+ * Makes the store root (0700, also when it existed with a wider mode: Docker's daemon root is
+ * chmodded the same way — but only a directory that holds nothing but a store: `--root /tmp` by
+ * mistake must not take /tmp away from everyone; the driver homes, 0710, still keep other users
+ * out of the layers there) and its layerdb/ and driver-state/<driver>/, none of them a symlink.
+ */
+function prepareRoot(root: string, driver: string): string {
+  ensureRootDir(root);
+  ensureStoreDir(join(root, LAYERDB), 0o700, 'layer record directory');
+  ensureStoreDir(join(root, 'driver-state'), 0o700, 'driver state directory');
+  const stateDir = join(root, 'driver-state', driver);
+  ensureStoreDir(stateDir, 0o700, 'driver state directory');
+  storeDirExists(join(root, driver), `${driver} driver home`); // the driver makes it; it must not be a symlink
+  return stateDir;
+}
+
+function ensureRootDir(root: string): void {
+  let st = statSync(root, { throwIfNoEntry: false }); // the root itself may be a symlink: the user named it
+  if (st === undefined) {
+    mkdirSync(root, { recursive: true, mode: ROOT_MODE });
+    st = statSync(root);
+  }
+  if (!st.isDirectory()) throw new UnionctlError('USAGE', `the store root ${root} is not a directory`, { hint: 'give another --root' });
+  if ((st.mode & 0o7777) === ROOT_MODE) return;
+  const drivers = new Set(driverNames());
+  const leftover = atomicTempPrefix(join(root, STORE_SETTINGS)); // a store.json write that crashed
+  const onlyStore = readdirSync(root).every((n) => STORE_ENTRIES.has(n) || drivers.has(n) || n.startsWith(leftover));
+  if (onlyStore) chmodSync(root, ROOT_MODE);
 }
 
 /**
@@ -254,13 +413,15 @@ export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
   const root = resolve(opts.root ?? DEFAULT_STORE_ROOT);
   const entry = chooseDriver(root, opts.driver);
   const options = parseStorageOpts(opts.storageOpt, entry.optionKeys, `${entry.name} driver`);
-  mkdirSync(root, { recursive: true, mode: 0o700 });
-  mkdirSync(join(root, LAYERDB), { recursive: true, mode: 0o700 });
-  const stateDir = join(root, 'driver-state', entry.name);
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const stateDir = prepareRoot(root, entry.name);
   const driver = await entry.create({ home: join(root, entry.name), root, stateDir, options });
   removeLegacyMountCounts(root);
-  const store = new LayerStore(root, driver);
+  const store = new LayerStore(root, driver, opts.log ?? defaultLogger);
+  if (readStoreSettings(root)?.driver !== entry.name) {
+    await store.transaction(async (tx) =>
+      tx.writeDocument(STORE_SETTINGS, `${JSON.stringify({ driver: entry.name } satisfies StoreSettings)}\n`),
+    );
+  }
   await store.recover();
   return store;
 }
@@ -274,14 +435,16 @@ function removeLegacyMountCounts(root: string): void {
   const dir = join(root, 'mounts');
   let names: string[];
   try {
+    if (!storeDirExists(dir, 'legacy mount count directory')) return;
     names = readdirSync(dir);
   } catch {
-    return;
+    return; // a symlink there is not followed: left alone
   }
   for (const name of names) {
     const file = join(dir, name);
     try {
-      const v = name === '.lock' ? {} : (JSON.parse(readFileSync(file, 'utf8')) as { count?: unknown; boot?: unknown });
+      const v =
+        name === '.lock' ? {} : (JSON.parse(readStoreFile(file, 'legacy mount count') ?? '') as { count?: unknown; boot?: unknown });
       if (name === '.lock' || (typeof v.count === 'number' && typeof v.boot === 'string')) rmSync(file);
     } catch {
       /* not ours: left alone */
@@ -314,15 +477,18 @@ export class StoreTx {
     return text === undefined ? undefined : parseRecord(text, join(this.store.root, recordPath(id)), id);
   }
 
-  /** Every record, whatever its state. */
+  /** Every intact record, whatever its state (damaged record files are left out: see scanRecords). */
   records(): StoredRecord[] {
-    const out: StoredRecord[] = [];
-    for (const f of this.files.list(LAYERDB)) {
-      if (!f.endsWith('.json') || f.startsWith('.')) continue;
-      const rec = this.record(f.slice(0, -'.json'.length));
-      if (rec !== undefined) out.push(rec);
-    }
-    return out;
+    return this.scanRecords().records;
+  }
+
+  /** Every record, and apart from them the record files that are damaged. */
+  scanRecords(): RecordScan {
+    return scanRecords(
+      this.files.list(LAYERDB),
+      (id) => this.record(id),
+      (id) => this.files.read(recordPath(id)),
+    );
   }
 
   /** The complete layer `id` (NOT_FOUND when there is none, or it is still being created or removed). */
@@ -330,12 +496,19 @@ export class StoreTx {
     return requireComplete(id, this.record(id), what);
   }
 
-  /** Ids of the layers built on `id` (those being removed do not count), sorted. */
+  /**
+   * Ids of the layers built on `id` (those being removed do not count), sorted. A damaged record
+   * counts as a child when it still names `id` as its parent; one that cannot say what its parent
+   * is makes this CORRUPT (it might be a child): a removal must not guess.
+   */
   children(id: string): string[] {
-    return this.records()
-      .filter((r) => r.parent === id && r.state !== 'removing')
-      .map((r) => r.id)
-      .sort();
+    const { records, damaged } = this.scanRecords();
+    const unknown = damaged.find((d) => d.parent === null);
+    if (unknown !== undefined) throw unknown.error;
+    return [
+      ...records.filter((r) => r.parent === id && r.state !== 'removing').map((r) => r.id),
+      ...damaged.filter((d) => d.parent === id).map((d) => d.id),
+    ].sort();
   }
 
   /**
@@ -383,7 +556,9 @@ export class StoreTx {
     }
     this.store.assertUnused(id);
     this.putRecord({ ...rec, state: 'removing' });
-    this.afterCommit(() => this.store.finishRemoval(rec, opts.onInUse));
+    this.afterCommit(async () => {
+      await this.store.finishRemoval(rec, opts.onInUse);
+    });
   }
 
   /** A document of an extension (path relative to the root): its content as this transaction sees it. */
@@ -428,12 +603,19 @@ export class LayerStore {
   readonly root: string;
   readonly driver: Driver;
   private readonly lockPath: string;
+  private readonly log: StoreLogger;
   private closed = false;
 
-  constructor(root: string, driver: Driver) {
+  constructor(root: string, driver: Driver, log: StoreLogger = defaultLogger) {
     this.root = root;
     this.driver = driver;
     this.lockPath = join(root, 'store.lock');
+    this.log = log;
+  }
+
+  /** Says what the store did on its own (recovery) through the logger it was opened with (StoreOptions.log). */
+  report(level: StoreLogLevel, message: string): void {
+    this.log(level, message);
   }
 
   /**
@@ -444,31 +626,28 @@ export class LayerStore {
    */
   transaction<T>(body: (tx: StoreTx) => Promise<T>): Promise<T> {
     this.assertOpen();
-    return runTransaction(this.root, this.lockPath, (files) => body(new StoreTx(this, files)));
+    return runTransaction(this.root, this.lockPath, (files) => body(new StoreTx(this, files)), {
+      onReplay: (j) => this.report('info', `finished an interrupted transaction (${j.changes} changes journaled in ${j.file})`),
+    });
   }
 
   // ---- records, read without the lock ----------------------------------------------------------
 
   private readRecord(id: string): StoredRecord | undefined {
     const file = join(this.root, recordPath(id));
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (e) {
-      if (isMissing(e)) return undefined;
-      throw e;
-    }
-    return parseRecord(text, file, id);
+    const text = readStoreFile(file, 'layer record');
+    return text === undefined ? undefined : parseRecord(text, file, id);
   }
 
-  private readAllRecords(): StoredRecord[] {
-    const records: StoredRecord[] = [];
-    for (const f of readdirSync(join(this.root, LAYERDB))) {
-      if (!f.endsWith('.json') || f.startsWith('.')) continue;
-      const rec = this.readRecord(f.slice(0, -'.json'.length));
-      if (rec !== undefined) records.push(rec);
-    }
-    return records;
+  /** Every record, the damaged record files apart. */
+  private readAllRecords(): RecordScan {
+    const dir = join(this.root, LAYERDB);
+    const names = storeDirExists(dir, 'layer record directory') ? readdirSync(dir) : [];
+    return scanRecords(
+      names,
+      (id) => this.readRecord(id),
+      (id) => readStoreFile(join(this.root, recordPath(id)), 'layer record'),
+    );
   }
 
   private completeRecord(id: string, what = 'layer'): StoredRecord {
@@ -499,31 +678,36 @@ export class LayerStore {
     );
     for (const rec of stale) {
       try {
-        if (rec.state === 'removing') await this.finishRemoval(rec, 'finish-later');
-        else await this.rollBackCreation(rec.id);
+        if (rec.state === 'removing') {
+          if (await this.finishRemoval(rec, 'finish-later')) this.report('info', `finished the interrupted removal of layer ${rec.id}`);
+        } else {
+          await this.rollBackCreation(rec.id);
+          this.report('info', `rolled back the interrupted creation of layer ${rec.id} (its process ${rec.owner?.pid ?? '?'} is gone)`);
+        }
       } catch (e) {
         const what = rec.state === 'removing' ? 'removal' : 'creation';
-        process.emitWarning(`unionctl: could not clean up the interrupted ${what} of layer ${rec.id}: ${(e as Error).message}`);
+        this.report('warn', `could not clean up the interrupted ${what} of layer ${rec.id}: ${(e as Error).message}`);
       }
     }
     for (const ext of extensions) await ext.recover?.(this);
   }
 
   /**
-   * After a "removing" record was committed: deletes the layer's storage, then its record. When a
-   * reader holds the layer (IN_USE), 'restore' makes the record complete again and rethrows;
-   * 'finish-later' leaves it for the next openStore.
+   * After a "removing" record was committed: deletes the layer's storage, then its record (true).
+   * When a reader holds the layer (IN_USE), 'restore' makes the record complete again and
+   * rethrows; 'finish-later' leaves it for the next openStore (false).
    */
-  async finishRemoval(rec: StoredRecord, onInUse: 'restore' | 'finish-later'): Promise<void> {
+  async finishRemoval(rec: StoredRecord, onInUse: 'restore' | 'finish-later'): Promise<boolean> {
     try {
       await this.driver.remove(rec.id);
     } catch (e) {
       if ((e as UnionctlError).code !== 'IN_USE') throw e; // may have deleted part: stays "removing", finished on the next open
-      if (onInUse === 'finish-later') return;
+      if (onInUse === 'finish-later') return false;
       await this.transaction(async (tx) => tx.putRecord({ ...rec, state: 'complete' }));
       throw e;
     }
     await this.transaction(async (tx) => tx.deleteRecord(rec.id));
+    return true;
   }
 
   /** Removes a layer that is being created (nobody else knows it: force) and its record. */
@@ -555,10 +739,17 @@ export class LayerStore {
     return { driver: this.driver.name, root: this.root, status: await this.driver.status(), capabilities: this.driver.capabilities() };
   }
 
-  /** Complete layers, oldest first. */
-  async list(): Promise<LayerRecord[]> {
+  /**
+   * Complete layers, oldest first. A damaged record file makes this CORRUPT (naming the file), unless
+   * `onDamaged` is given: then it is told each damaged record and the listing goes on without them
+   * (the CLI's `ls` lists the rest and then fails naming them).
+   */
+  async list(opts: ListOptions = {}): Promise<LayerRecord[]> {
     this.assertOpen();
-    return this.readAllRecords()
+    const { records, damaged } = this.readAllRecords();
+    if (damaged.length > 0 && opts.onDamaged === undefined) throw damagedFilesError(damaged.map((d) => d.error));
+    for (const d of damaged) opts.onDamaged?.(d.error);
+    return records
       .filter((r) => r.state === 'complete')
       .sort(byAge)
       .map(publicRecord);
@@ -569,11 +760,11 @@ export class LayerStore {
     return publicRecord(this.completeRecord(id));
   }
 
-  /** The complete image layer with this chain ID (for reuse by an image load), if any. */
+  /** The complete image layer with this chain ID (for reuse by an image load), if any. Damaged records are never reused. */
   async layerByChainId(chainId: string): Promise<LayerRecord | undefined> {
     this.assertOpen();
     const found = this.readAllRecords()
-      .filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId)
+      .records.filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId)
       .sort(byAge);
     return found.length === 0 ? undefined : publicRecord(found[0]!);
   }
@@ -661,7 +852,10 @@ export class LayerStore {
       return await this.completeCreate(id, fields);
     } catch (e) {
       try {
-        await this.rollBackCreation(id);
+        // EXISTS: the driver found storage under the id that it did not make (a race with a
+        // directory made by hand) and touched nothing: only the record is ours to take back.
+        if ((e as UnionctlError).code === 'EXISTS') await this.transaction(async (tx) => tx.deleteRecord(id));
+        else await this.rollBackCreation(id);
       } catch (cleanupError) {
         throw new UnionctlError(
           'CORRUPT',

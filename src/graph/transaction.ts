@@ -16,10 +16,10 @@
  * Paths are relative to the store root and must stay inside it.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, normalize } from 'node:path';
-import { UnionctlError } from '../errors.js';
-import { fsyncDir, writeFileAtomic } from '../sys/index.js';
+import { corruptError, UnionctlError } from '../errors.js';
+import { fsyncDir, readStoreFile, storeDirExists, writeFileAtomic } from '../sys/index.js';
 import { withFileLock } from './lock.js';
 
 const JOURNAL_DIR = 'journal';
@@ -54,23 +54,15 @@ export class FileTransaction {
     this.assertOpen();
     const pending = this.changes.get(checkedPath(path));
     if (pending !== undefined) return pending.content ?? undefined;
-    try {
-      return readFileSync(join(this.root, path), 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
+    return readStoreFile(join(this.root, path), 'store file');
   }
 
   /** Names in directory `dir` as this transaction sees them (pending writes added, pending deletions left out), sorted. */
   list(dir: string): string[] {
     this.assertOpen();
     const names = new Set<string>();
-    try {
-      for (const n of readdirSync(join(this.root, checkedPath(dir)))) names.add(n);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+    const path = join(this.root, checkedPath(dir));
+    if (storeDirExists(path, 'store directory')) for (const n of readdirSync(path)) names.add(n);
     for (const c of this.changes.values()) {
       if (dirname(c.path) !== normalize(dir)) continue;
       const name = c.path.slice(c.path.lastIndexOf('/') + 1);
@@ -110,6 +102,7 @@ export class FileTransaction {
   commit(): Array<() => Promise<void>> {
     this.open = false;
     const changes = [...this.changes.values()];
+    assertRealTopDirs(this.root, changes);
     if (changes.length === 1) applyChange(this.root, changes[0]!);
     else if (changes.length > 1) commitJournaled(this.root, changes);
     return this.after;
@@ -121,15 +114,31 @@ export class FileTransaction {
   }
 }
 
+/** What a replayed journal did, for the store's log ("finished an interrupted transaction …"). */
+export interface ReplayedJournal {
+  file: string;
+  changes: number;
+}
+
+export interface TransactionOptions {
+  /** Told about each journal a crashed transaction left and this one finished first. */
+  onReplay?: (journal: ReplayedJournal) => void;
+}
+
 /**
  * Runs `body` as one transaction under the lock file `lockPath`, replaying any journal a crashed
  * transaction left first. Returns what `body` returns, after the after-commit work has run.
  */
-export async function runTransaction<T>(root: string, lockPath: string, body: (tx: FileTransaction) => Promise<T>): Promise<T> {
+export async function runTransaction<T>(
+  root: string,
+  lockPath: string,
+  body: (tx: FileTransaction) => Promise<T>,
+  opts: TransactionOptions = {},
+): Promise<T> {
   let result!: T;
   let after: Array<() => Promise<void>> = [];
   await withFileLock(lockPath, async () => {
-    replayJournals(root);
+    for (const replayed of replayJournals(root)) opts.onReplay?.(replayed);
     const tx = new FileTransaction(root);
     try {
       result = await body(tx);
@@ -143,27 +152,34 @@ export async function runTransaction<T>(root: string, lockPath: string, body: (t
   return result;
 }
 
-/** Finishes every transaction a crashed process left half-applied. Call holding the lock. */
-export function replayJournals(root: string): void {
+/** Finishes every transaction a crashed process left half-applied and says which. Call holding the lock. */
+export function replayJournals(root: string): ReplayedJournal[] {
   const dir = join(root, JOURNAL_DIR);
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
-  }
-  for (const name of names.sort()) {
+  if (!storeDirExists(dir, 'store journal directory')) return [];
+  const replayed: ReplayedJournal[] = [];
+  for (const name of readdirSync(dir).sort()) {
     const path = join(dir, name);
     if (name.startsWith('.')) {
       rmSync(path, { force: true }); // a journal whose write never finished: its transaction never happened
       continue;
     }
-    const journal = parseJournal(readFileSync(path, 'utf8'), path);
+    const journal = parseJournal(readStoreFile(path, 'store journal') ?? '', path);
+    assertRealTopDirs(root, journal.changes);
     for (const change of journal.changes) applyChange(root, change);
     rmSync(path, { force: true });
+    replayed.push({ file: path, changes: journal.changes.length });
   }
   fsyncDir(dir);
+  return replayed;
+}
+
+/**
+ * The store's top-level directories a transaction writes into (layerdb/, images/, …) must be real
+ * directories, or missing: one replaced by a symlink would carry the writes out of the store.
+ */
+function assertRealTopDirs(root: string, changes: readonly Change[]): void {
+  const tops = new Set(changes.filter((c) => c.path.includes('/')).map((c) => c.path.slice(0, c.path.indexOf('/'))));
+  for (const top of tops) storeDirExists(join(root, top), 'store directory');
 }
 
 function commitJournaled(root: string, changes: Change[]): void {
@@ -212,22 +228,26 @@ function checkedPath(path: string): string {
 }
 
 function parseJournal(text: string, path: string): JournalFile {
-  const corrupt = () =>
-    new UnionctlError('CORRUPT', `store journal ${path} is damaged`, {
-      hint: 'the store cannot finish the transaction it records; restore the store from a backup, or remove the file and check the store',
+  const corrupt = (why: string) =>
+    corruptError(`store journal ${path} is damaged (${why}): the transaction it records cannot be finished`, {
+      repair: 'restore the store from a backup, or remove the file (the transaction is then lost)',
     });
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
-    throw corrupt();
+    throw corrupt('not valid JSON');
   }
   const changes = (value as Partial<JournalFile> | null)?.changes;
-  if (!Array.isArray(changes)) throw corrupt();
+  if (!Array.isArray(changes)) throw corrupt('no list of changes');
   for (const c of changes as Partial<Change>[]) {
     if (typeof c?.path !== 'string' || (c.content !== null && typeof c.content !== 'string') || typeof c.durable !== 'boolean')
-      throw corrupt();
-    checkedPath(c.path);
+      throw corrupt('a change that is not {path, content, durable}');
+    try {
+      checkedPath(c.path);
+    } catch {
+      throw corrupt(`a change of ${JSON.stringify(c.path)}, which is not inside the store`);
+    }
   }
   return value as JournalFile;
 }

@@ -32,6 +32,7 @@ import { pipeline } from 'node:stream/promises';
 import { decompressedStream, sniffCompression } from '../archive/decompress.js';
 import { decodeHeader, parsePaxRecords } from '../archive/tar-header.js';
 import { TarFormatError, UnionctlError } from '../errors.js';
+import { storeDirExists } from '../sys/store-files.js';
 import { fileError, isErrnoError } from '../sys/user-file.js';
 
 /** Members of an image archive, by their name in it ("manifest.json", "blobs/sha256/<hex>"). */
@@ -406,7 +407,8 @@ async function spool(input: Readable, tmpRoot: string, description: string): Pro
   const spaceHint = `free space on the filesystem of ${tmpRoot} (where the store root is), then load again`;
   let dir: string;
   try {
-    mkdirSync(tmpRoot, { recursive: true });
+    // <root>/tmp: never a symlink (the archive would be spooled outside the store).
+    if (!storeDirExists(tmpRoot, 'load spool directory')) mkdirSync(tmpRoot, { recursive: true, mode: 0o700 });
     // The pid in the name lets the next openStore remove the spool of a load that was killed.
     dir = mkdtempSync(join(tmpRoot, `load-${process.pid}-`));
   } catch (e) {

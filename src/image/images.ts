@@ -24,9 +24,18 @@ export interface ImageSummary {
   loaded: string;
 }
 
-export async function listImages(store: LayerStore): Promise<ImageSummary[]> {
-  const layers = new Map((await store.list()).map((l) => [l.id, l]));
-  return readImageRecords(diskDocuments(store)).map((r) => ({
+export interface ListImagesOptions {
+  /**
+   * Told about each damaged image or layer record (a CORRUPT error naming the file); the listing
+   * then goes on without it. Without it, a damaged record makes the listing CORRUPT.
+   */
+  onDamaged?: (error: UnionctlError) => void;
+}
+
+export async function listImages(store: LayerStore, opts: ListImagesOptions = {}): Promise<ImageSummary[]> {
+  const onDamaged = opts.onDamaged;
+  const layers = new Map((await store.list(onDamaged === undefined ? {} : { onDamaged })).map((l) => [l.id, l]));
+  return readImageRecords(diskDocuments(store), onDamaged).map((r) => ({
     id: r.id,
     names: r.names,
     layers: r.layers,

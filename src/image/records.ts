@@ -15,11 +15,11 @@
  * journal names are kept (another load's rollback, an `rm`, an `rmi` leave them alone).
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { UnionctlError } from '../errors.js';
+import { corruptError, UnionctlError } from '../errors.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
-import { currentProcess, processAlive, type ProcessIdentity } from '../sys/index.js';
+import { currentProcess, processAlive, readStoreFile, removeStoreTree, storeDirExists, type ProcessIdentity } from '../sys/index.js';
 
 export interface ImageLayerRef {
   /** The layer's id in the store. */
@@ -64,21 +64,10 @@ export interface DocumentReader {
 /** The store's documents as they are on disk now, read without a lock (every file is replaced atomically). */
 export function diskDocuments(store: LayerStore): DocumentReader {
   return {
-    readDocument: (path) => {
-      try {
-        return readFileSync(join(store.root, path), 'utf8');
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw e;
-      }
-    },
+    readDocument: (path) => readStoreFile(join(store.root, path), 'store file'),
     listDocuments: (dir) => {
-      try {
-        return readdirSync(join(store.root, dir)).sort();
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-        throw e;
-      }
+      const path = join(store.root, dir);
+      return storeDirExists(path, 'store directory') ? readdirSync(path).sort() : [];
     },
   };
 }
@@ -91,21 +80,31 @@ const recordFile = (id: string) => `${IMAGES}/${hexOf(id)}.json`;
 
 // ---- image records ---------------------------------------------------------------------------
 
-/** Every image record, sorted by load time. CORRUPT naming the file for a damaged one. */
-export function readImageRecords(docs: DocumentReader): ImageRecord[] {
+/**
+ * Every image record, sorted by load time. A damaged one is CORRUPT naming the file — unless
+ * `onDamaged` is given (a listing): then it is told, and the others are returned. Anything that
+ * decides what to delete (rmi, the remove guard) reads without it: an image record that cannot be
+ * read might hold the very layers about to go.
+ */
+export function readImageRecords(docs: DocumentReader, onDamaged?: (error: UnionctlError) => void): ImageRecord[] {
   const records: ImageRecord[] = [];
   for (const f of docs.listDocuments(IMAGES)) {
     if (f.startsWith('.') || !f.endsWith('.json')) continue;
-    const text = docs.readDocument(`${IMAGES}/${f}`);
-    if (text !== undefined) records.push(parseImageRecord(text, `${IMAGES}/${f}`));
+    try {
+      const text = docs.readDocument(`${IMAGES}/${f}`);
+      if (text !== undefined) records.push(parseImageRecord(text, `${IMAGES}/${f}`));
+    } catch (e) {
+      if (onDamaged === undefined || (e as UnionctlError).code !== 'CORRUPT') throw e;
+      onDamaged(e as UnionctlError);
+    }
   }
   return records.sort((a, b) => a.loaded.localeCompare(b.loaded) || a.id.localeCompare(b.id));
 }
 
 function parseImageRecord(text: string, file: string): ImageRecord {
   const corrupt = () =>
-    new UnionctlError('CORRUPT', `image record ${file} is not a valid image record`, {
-      hint: 'remove the file (the image is then forgotten; rm its layers by hand)',
+    corruptError(`image record ${file} is not a valid image record`, {
+      repair: 'remove the file (the image is then forgotten; rm its layers by hand)',
     });
   let rec: Partial<ImageRecord>;
   try {
@@ -113,6 +112,7 @@ function parseImageRecord(text: string, file: string): ImageRecord {
   } catch {
     throw corrupt();
   }
+  if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw corrupt();
   const layersOk =
     Array.isArray(rec.layers) &&
     rec.layers.every(
@@ -272,22 +272,21 @@ export function removeDirIfEmpty(dir: string): void {
   }
 }
 
-/** Spool dirs (<root>/tmp/load-<pid>-…) of loads whose process is gone. */
+/** Spool dirs (<root>/tmp/load-<pid>-…) of loads whose process is gone. A tmp/ that is not a real directory is left alone. */
 function removeDeadSpools(store: LayerStore): void {
   const tmp = join(store.root, 'tmp');
-  let names: string[];
-  try {
-    names = readdirSync(tmp);
-  } catch {
-    return;
-  }
-  for (const name of names) {
+  if (lstatSync(tmp, { throwIfNoEntry: false })?.isDirectory() !== true) return;
+  for (const name of readdirSync(tmp)) {
     const pid = /^load-(\d+)-/.exec(name)?.[1];
     if (pid === undefined || Number(pid) === process.pid) continue;
     try {
       process.kill(Number(pid), 0);
     } catch {
-      rmSync(join(tmp, name), { recursive: true, force: true });
+      try {
+        removeStoreTree(store.root, join('tmp', name), 'load spool dir');
+      } catch (e) {
+        store.report('warn', `could not remove the spool dir of a dead load: ${(e as Error).message}`);
+      }
     }
   }
   removeDirIfEmpty(tmp);
@@ -301,8 +300,14 @@ async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
     try {
       await rollBackLoad(store, journal.created, name);
     } catch (e) {
-      process.emitWarning(`unionctl: could not roll back the interrupted image load ${name}: ${(e as Error).message}`);
+      store.report('warn', `could not roll back the interrupted image load ${name}: ${(e as Error).message}`);
+      continue;
     }
+    const removed =
+      journal.created.length === 0
+        ? 'it had created no layer'
+        : `removed the layers it created that nothing else uses (${journal.created.join(', ')})`;
+    store.report('info', `rolled back the interrupted image load ${name} of process ${journal.owner.pid}: ${removed}`);
   }
   // Torn journals (never parsed) of dead loads held nothing: drop them with the empty dir.
   for (const f of diskDocuments(store).listDocuments(IMAGES)) {

@@ -4,7 +4,7 @@
  * writes its metadata files (atomicwriter), and every driver and the store keep theirs this way.
  * Also: directories made with an exact mode, whatever the umask (Docker's on-disk modes).
  */
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { processUmask } from './probes.js';
 
@@ -25,7 +25,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: A
   // processes apart, and a crash's leftover is `.<name>.<pid>.tmp` (atomicTempPrefix finds it).
   const tmp = join(dirname(path), `${atomicTempPrefix(path)}${process.pid}.tmp`);
   if (opts.makeDir) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const fd = openSync(tmp, 'w', opts.mode ?? 0o600);
+  const fd = openTemp(tmp, opts.mode ?? 0o600);
   try {
     try {
       writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
@@ -39,6 +39,21 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: A
     throw e;
   }
   if (opts.durable) fsyncDir(dirname(path));
+}
+
+/**
+ * A new temp file, never an existing one: a leftover of a crashed writer with the same pid is
+ * unlinked first, and a symlink planted at the name is unlinked, not written through.
+ */
+function openTemp(tmp: string, mode: number): number {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  try {
+    return openSync(tmp, flags, mode);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    rmSync(tmp, { force: true });
+    return openSync(tmp, flags, mode);
+  }
 }
 
 /** The name every temp file of writeFileAtomic(path) starts with, for cleaning up after a crash. */

@@ -4,3 +4,4 @@ export * from './probes.js';
 export * from './atomic-file.js';
 export * from './process.js';
 export * from './user-file.js';
+export * from './store-files.js';

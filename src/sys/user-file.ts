@@ -52,6 +52,7 @@ export function isErrnoError(e: unknown): e is NodeJS.ErrnoException {
  * `spaceHint` replaces the hint for a full disk or quota (ENOSPC, EDQUOT).
  */
 export function fileError(e: unknown, what: string, path: string, opts: { spaceHint?: string } = {}): UnionctlError {
+  if (e instanceof UnionctlError) return e; // already typed (e.g. a damaged store directory)
   const code = errnoOf(e);
   const named = `${what} ${JSON.stringify(path)}`;
   switch (code) {

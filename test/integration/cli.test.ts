@@ -11,12 +11,11 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { CLI_MAIN as MAIN, runCli, showResult, type CliResult } from '../helpers/cli.js';
 import { mountsUnder as mountEntriesUnder } from '../helpers/mounts.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const REPO = process.env.UNIONCTL_REPO ?? process.cwd();
 const SAMPLE = join(REPO, 'fixtures', 'sample-docker.tar');
 const EXPECTED_TREE = readFileSync(join(REPO, 'fixtures', 'sample-expected.txt'), 'utf8');
@@ -35,38 +34,10 @@ let scratchFs: Scratch | undefined;
 let scratch = ''; // tmpfs mount point (scratchFs.dir)
 let layerTars: string[] = []; // the sample's layer.tar files, bottom first
 
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs the CLI. Colour is left to the CLI's own detection (stdout/stderr are pipes here), so
- * FORCE_COLOR, which node's test runner may set, is removed unless a test sets it.
- */
-function unionctl(args: string[], opts: { input?: Buffer; env?: Record<string, string | undefined> } = {}): Result {
-  const env: Record<string, string | undefined> = {
-    ...process.env,
-    FORCE_COLOR: undefined,
-    NO_COLOR: undefined,
-    UNIONCTL_DEBUG: undefined,
-    ...opts.env,
-  };
-  for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
-  const r = spawnSync(process.execPath, [MAIN, ...args], {
-    input: opts.input,
-    env: env as NodeJS.ProcessEnv,
-    encoding: 'utf8',
-    maxBuffer: 64 << 20,
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function show(r: Result): string {
-  return `exit ${r.status}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
-}
+type Result = CliResult;
+/** Runs the CLI (test/helpers/cli.ts). */
+const unionctl = runCli;
+const show = showResult;
 
 /** Runs a command that must succeed and returns its stdout. */
 function ok(r: Result): string {

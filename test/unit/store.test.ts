@@ -530,7 +530,9 @@ describe('openStore on a fresh root', { skip: scratchMissing }, () => {
     const root = join(scratch, 'new');
     const store = await openStore({ root, driver: 'vfs' });
     await store.close();
-    assert.deepEqual(readdirSync(root).sort(), ['driver-state', 'layerdb', 'store.lock', 'vfs']);
+    assert.deepEqual(readdirSync(root).sort(), ['driver-state', 'layerdb', 'store.json', 'store.lock', 'vfs']);
+    // The driver the store was made with, so that a store without layers keeps it.
+    assert.deepEqual(JSON.parse(readFileSync(join(root, 'store.json'), 'utf8')), { driver: 'vfs' });
     // The mount lifecycle's references and locks live outside the driver's Docker-identical home.
     assert.deepEqual(readdirSync(join(root, 'driver-state')), ['vfs']);
     assert.deepEqual(readdirSync(join(root, 'vfs')).sort(), ['dir', 'rw']);

@@ -15,7 +15,7 @@
  *   (normalise.ts): fuse-overlayfs (with FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT=1) already writes `.wh.`
  *   files and `.wh..wh..opq` markers; what aufs does not know are its bookkeeping xattrs.
  */
-import { chmodSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -36,7 +36,21 @@ import type {
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { backingFs, existingDirFor, findMount, hasFilesystem, mount, pageSize, umount2, type MountInfo } from '../../sys/index.js';
+import {
+  assertDirsInside,
+  backingFs,
+  ensureStoreDir,
+  existingDirFor,
+  findMount,
+  hasFilesystem,
+  mount,
+  pageSize,
+  removeStoreTree,
+  umount2,
+  UMOUNT_NOFOLLOW,
+  writeFileAtomic,
+  type MountInfo,
+} from '../../sys/index.js';
 import {
   findFuseProcess,
   FUSE_FSTYPE,
@@ -56,7 +70,7 @@ import {
   probeDirperm1,
   readSysfsBranches,
 } from './kernel.js';
-import { AufsLayout, MODE, REMOVING_SUFFIX } from './layout.js';
+import { AufsLayout, DIFF, MNT, MODE, REMOVING_SUFFIX } from './layout.js';
 import { normaliseAufsBranch } from './normalise.js';
 
 /** Docker's aufs knows no storage options. */
@@ -108,8 +122,8 @@ export class AufsDriver extends GraphDriver {
     this.layout = new AufsLayout(init.home);
     this.writableMarks = join(init.stateDir, 'rw');
     this.workRoot = join(init.stateDir, 'work');
-    mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
-    mkdirSync(this.workRoot, { recursive: true, mode: 0o700 });
+    ensureStoreDir(this.writableMarks, 0o700, 'aufs driver state directory');
+    ensureStoreDir(this.workRoot, 0o700, 'aufs driver state directory');
     this.dirperm1 = mechanism === 'kernel' && probeDirperm1(mount, (t) => umount2(t));
     // maxDepth counts ancestors. Kernel: 127 branches = the layer's own + 126. FUSE: a read-only
     // image mount lists the layer itself among the lowers, so one branch less than the FUSE limit.
@@ -144,7 +158,7 @@ export class AufsDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     this.refuseLayerOptions(opts);
     this.createLayer(id, parent);
-    writeFileSync(join(this.writableMarks, id), '');
+    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
   }
 
   private refuseLayerOptions(opts: CreateOpts): void {
@@ -155,7 +169,11 @@ export class AufsDriver extends GraphDriver {
     }
   }
 
-  /** Docker's Create: mnt/<id>, diff/<id> (0755), then layers/<id> (which makes the layer exist). */
+  /**
+   * Docker's Create: mnt/<id>, diff/<id> (0755), then layers/<id> (which makes the layer exist).
+   * EXISTS when any of the three is there already — and then nothing is deleted: only what this
+   * call made is taken back when it fails (a directory someone else made under the id stays).
+   */
   private createLayer(id: string, parent: string | undefined): void {
     assertValidId(id);
     if (id.endsWith(REMOVING_SUFFIX)) {
@@ -168,17 +186,22 @@ export class AufsDriver extends GraphDriver {
     }
     if (this.layout.exists(id)) throw new UnionctlError('EXISTS', `aufs layer ${id} already exists`, { hint: 'choose another id' });
     const ancestors = parent === undefined ? [] : this.ancestorsFor(id, parent);
+    const made: string[] = [];
     try {
       for (const dir of [this.layout.mntDir(id), this.layout.diffDir(id)]) {
         mkdirSync(dir, { mode: MODE.layerDir });
+        made.push(dir);
         chmodSync(dir, MODE.layerDir);
       }
       this.layout.writeLayersFile(id, ancestors);
     } catch (e) {
       rmSync(this.layout.layersFile(id), { force: true });
-      for (const dir of [this.layout.mntDir(id), this.layout.diffDir(id)]) rmSync(dir, { recursive: true, force: true });
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST')
-        throw new UnionctlError('EXISTS', `aufs layer ${id} already has directories in ${this.home}`, { hint: 'choose another id' });
+      for (const dir of made) rmdirSync(dir); // empty: this call made them a moment ago
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new UnionctlError('EXISTS', `aufs layer ${id} already has directories in ${this.home} that it did not make`, {
+          hint: 'choose another id; those directories were left as they are',
+        });
+      }
       throw e;
     }
   }
@@ -208,24 +231,25 @@ export class AufsDriver extends GraphDriver {
     return ancestors;
   }
 
+  /**
+   * Whatever of the layer is there (a killed create may have left only mnt/<id>) is deleted, never
+   * through a symlink or across a mount. The store calls this only for ids whose record it holds:
+   * directories under an id nobody recorded are never removed (create refuses them with EXISTS).
+   */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
-    if (!this.layout.exists(id) && !this.dirExists(this.layout.diffDir(id))) return;
+    if (!this.layout.hasAnyPart(id)) return;
     await this.mounts.whileUnused(
       id,
       () => {
         rmSync(this.layout.layersFile(id), { force: true });
-        this.layout.atomicRemove(this.layout.diffDir(id));
-        this.layout.atomicRemove(this.layout.mntDir(id));
+        this.layout.atomicRemove(DIFF, id);
+        this.layout.atomicRemove(MNT, id);
         rmSync(join(this.writableMarks, id), { force: true });
-        rmSync(this.workDirOf(id), { recursive: true, force: true });
+        removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir');
       },
       opts,
     );
-  }
-
-  private dirExists(path: string): boolean {
-    return lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
   }
 
   // ---- the view and its mount ------------------------------------------------------------
@@ -236,8 +260,20 @@ export class AufsDriver extends GraphDriver {
 
   /** A layer without parents is its own diff/<id> (nothing to mount, as Docker does); others: the union at mnt/<id>. */
   protected viewOf(id: string): LayerView {
-    if (this.parentsOf(id).length === 0) return { path: this.layout.diffDir(id), needsMount: false };
+    const parents = this.parentsOf(id);
+    this.assertBranchesInside([id]);
+    if (parents.length === 0) return { path: this.layout.diffDir(id), needsMount: false };
     return { path: this.layout.mntDir(id), needsMount: true };
+  }
+
+  /** CORRUPT unless diff/<id> of every layer given is a real directory of the home (no symlink on the way). */
+  private assertBranchesInside(ids: readonly string[]): void {
+    assertDirsInside(
+      this.home,
+      ids.map((i) => join(DIFF, i)),
+      'no-symlinks',
+      'aufs diff dir',
+    );
   }
 
   private parentsOf(id: string): string[] {
@@ -253,6 +289,9 @@ export class AufsDriver extends GraphDriver {
     const target = this.layout.mntDir(id);
     const parents = this.parentsOf(id);
     const mountLabel = opts.mountLabel;
+    // Every branch and the mount point: the kernel (or fuse-overlayfs) follows symlinks in all of them.
+    this.assertBranchesInside([id, ...parents]);
+    assertDirsInside(this.home, [join(MNT, id)], 'no-symlinks', 'mount point');
     if (this.mechanism === 'kernel') {
       const plan = planAufsMount(
         this.layout.diffDir(id),
@@ -264,7 +303,7 @@ export class AufsDriver extends GraphDriver {
     }
     if (this.isWritable(id)) {
       const work = this.workDirOf(id);
-      rmSync(work, { recursive: true, force: true }); // a crashed mount may have left files in it
+      removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir'); // a crashed mount may have left files in it
       mkdirSync(work, { mode: 0o700 });
       try {
         await mountFuse(this.layout.diffRoot(), target, { lowers: parents, upper: this.layout.diffDir(id), work, mountLabel });
@@ -279,18 +318,25 @@ export class AufsDriver extends GraphDriver {
 
   protected async unmountUnion(id: string): Promise<void> {
     const target = this.layout.mntDir(id);
+    assertDirsInside(this.home, [join(MNT, id)], 'no-symlinks', 'mount point');
     const mounted = this.unionMount(id);
     if (mounted?.fsType === FUSE_FSTYPE) {
       const proc = findFuseProcess(target);
       const upper = proc === undefined ? undefined : unionFromArgv(proc.argv).upper;
       await unmountFuse(target);
-      rmSync(this.workDirOf(id), { recursive: true, force: true });
+      removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir');
       // The branch is quiet now: bring it back to pure aufs format (only ever the layer's own dir).
-      if (upper === this.layout.diffDir(id) || this.isWritable(id)) normaliseAufsBranch(this.layout.diffDir(id));
+      if (upper === this.layout.diffDir(id) || this.isWritable(id)) this.normalise(id);
     } else if (mounted !== undefined) {
       flushPseudoLinks(target);
-      umount2(target);
+      umount2(target, UMOUNT_NOFOLLOW);
     }
+  }
+
+  /** normaliseAufsBranch on diff/<id>, once it is known to be the layer's own directory. */
+  private normalise(id: string): void {
+    this.assertBranchesInside([id]);
+    normaliseAufsBranch(this.layout.diffDir(id));
   }
 
   /** fuse-overlayfs's workdir for the layer: emptied before a mount, removed after the unmount. */
@@ -306,9 +352,10 @@ export class AufsDriver extends GraphDriver {
 
   // ---- queries -----------------------------------------------------------------------------
 
+  /** True for a complete layer and for any part of one (Driver.exists: half-made storage counts). */
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
-    return this.layout.exists(id);
+    return this.layout.hasAnyPart(id);
   }
 
   /** Docker's four pairs, then the mount mechanism and its limit. */
@@ -416,34 +463,40 @@ export class AufsDriver extends GraphDriver {
       );
     }
     this.assertApplicable(id);
-    const lowerDirs = this.parentsOf(id).map((p) => this.layout.diffDir(p));
+    const parents = this.parentsOf(id);
+    this.assertBranchesInside(parents);
+    const lowerDirs = parents.map((p) => this.layout.diffDir(p));
     return applyLayer(tar, this.layout.diffDir(id), { ...opts, whiteoutFormat: 'aufs', lowerDirs });
   }
 
   /** diff/<id> is already the layer tar's content (`.wh..wh.*` bookkeeping skipped, the opaque marker kept). */
   override async diff(id: string, parent?: string): Promise<Readable> {
     if (!this.isParent(id, parent)) return this.naive.diff(id, parent);
+    this.assertBranchesInside([id]);
     this.normaliseIfQuiet(id);
     return exportLayerDir(this.layout.diffDir(id), 'aufs');
   }
 
   override async changes(id: string, parent?: string): Promise<Change[]> {
     if (!this.isParent(id, parent)) return this.naive.changes(id, parent);
+    const parents = this.parentsOf(id);
+    this.assertBranchesInside([id, ...parents]);
     return changesFromLayerDir(
       this.layout.diffDir(id),
       'aufs',
-      this.parentsOf(id).map((p) => this.layout.diffDir(p)),
+      parents.map((p) => this.layout.diffDir(p)),
     );
   }
 
   override async diffSize(id: string, parent?: string): Promise<number> {
     if (!this.isParent(id, parent)) return this.naive.diffSize(id, parent);
+    this.assertBranchesInside([id]);
     return directorySize(this.layout.diffDir(id));
   }
 
   /** A writable layer left from an older mount may still carry fuse-overlayfs xattrs; never touch a mounted one. */
   private normaliseIfQuiet(id: string): void {
-    if (this.mechanism === 'fuse' && this.isWritable(id) && !this.mounts.isMounted(id)) normaliseAufsBranch(this.layout.diffDir(id));
+    if (this.mechanism === 'fuse' && this.isWritable(id) && !this.mounts.isMounted(id)) this.normalise(id);
   }
 
   // ---- cleanup -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { promisify } from 'node:util';
 import { UnionctlError } from '../../errors.js';
-import { findMount, MNT_DETACH, umount2 } from '../../sys/index.js';
+import { findMount, MNT_DETACH, umount2, UMOUNT_NOFOLLOW } from '../../sys/index.js';
 
 const run = promisify(execFile);
 
@@ -217,14 +217,14 @@ export async function unmountFuse(target: string, timeoutMs = 10_000): Promise<v
 async function unmountRetryingBusy(target: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      umount2(target, 0);
+      umount2(target, UMOUNT_NOFOLLOW);
       return;
     } catch (e) {
       const errno = (e as { errno?: string }).errno;
       if (errno === 'EINVAL' && findMount(target) === undefined) return; // already gone
       if (errno !== 'EBUSY') throw e;
       if (attempt >= 20) {
-        umount2(target, MNT_DETACH);
+        umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW);
         return;
       }
       await sleep(50);

@@ -13,7 +13,7 @@
  * - Other applies (a base layer, a child of a writable layer) go through the layer's view, as
  *   Docker's naive ApplyDiff does. Diffs and changes are always naive (two views compared).
  */
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -24,7 +24,9 @@ import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import {
+  assertDirsInside,
   backingFs,
+  ensureStoreDir,
   findMount,
   inUserNamespace,
   existingDirFor,
@@ -33,8 +35,12 @@ import {
   overlayModuleParams,
   pageSize,
   parseOverlayOptions,
+  removeStoreTree,
+  storeDirExists,
   supportsDType,
   umount2,
+  UMOUNT_NOFOLLOW,
+  writeFileAtomic,
 } from '../../sys/index.js';
 import { mountUnion, type MountSettings } from '../overlayfs/mount.js';
 import { overlayUnsupportedReason } from '../overlayfs/support.js';
@@ -60,7 +66,7 @@ export class OverlayDriver extends GraphDriver {
     super('overlay', init, { mountPointMode: MODE.merged, removeMountPoint: true });
     this.layout = new OverlayLayout(init.home);
     this.writableMarks = join(init.stateDir, 'rw');
-    mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
+    ensureStoreDir(this.writableMarks, 0o700, 'overlay driver state directory');
     const dir = existingDirFor(init.home);
     this.backing = backingFs(dir);
     this.dType = supportsDType(dir);
@@ -103,7 +109,7 @@ export class OverlayDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     this.refuseLayerOptions(opts);
     await this.createLayer(id, parent);
-    writeFileSync(join(this.writableMarks, id), '');
+    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
   }
 
   private refuseLayerOptions(opts: CreateOpts): void {
@@ -156,6 +162,7 @@ export class OverlayDriver extends GraphDriver {
    */
   private async createOnWritableLayer(id: string, parent: string): Promise<void> {
     const lowerId = this.layout.readLowerId(parent);
+    assertDirsInside(this.home, [join(parent, UPPER)], 'no-symlinks', 'overlay upper dir');
     const parentUpper = this.layout.upperDir(parent);
     mkdirWithMode(this.layout.upperDir(id), lstatSync(parentUpper).mode & 0o7777);
     mkdirWithMode(this.layout.workDir(id), MODE.work);
@@ -163,13 +170,14 @@ export class OverlayDriver extends GraphDriver {
     this.layout.writeLowerId(id, lowerId);
   }
 
+  /** Deletes what is at the layer's paths, never what they point to (a symlinked layer dir or work/ is unlinked). */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
-    if (!this.existsSync(id)) return;
+    if (lstatSync(this.layout.layerDir(id), { throwIfNoEntry: false }) === undefined) return;
     await this.mounts.whileUnused(
       id,
       () => {
-        rmSync(this.layout.layerDir(id), { recursive: true, force: true });
+        removeStoreTree(this.home, id, 'overlay layer dir');
         rmSync(join(this.writableMarks, id), { force: true });
       },
       opts,
@@ -185,8 +193,16 @@ export class OverlayDriver extends GraphDriver {
   /** An image layer is its own root/ (nothing to mount); any other layer is the union at merged/. */
   protected viewOf(id: string): LayerView {
     this.assertExists(id);
-    if (this.layout.hasRoot(id)) return { path: this.layout.rootDir(id), needsMount: false };
+    if (this.layout.hasRoot(id)) {
+      this.assertRootInside(id);
+      return { path: this.layout.rootDir(id), needsMount: false };
+    }
     return { path: this.layout.mergedDir(id), needsMount: true };
+  }
+
+  /** CORRUPT unless the image layer's root/ is a real directory of the home (it is read, and applied into). */
+  private assertRootInside(id: string): void {
+    assertDirsInside(this.home, [join(id, ROOT)], 'no-symlinks', 'overlay root dir');
   }
 
   protected mountUnion(id: string, opts: MountOptions): void {
@@ -200,9 +216,10 @@ export class OverlayDriver extends GraphDriver {
     mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.mountSettings, mountLabel: opts.mountLabel });
   }
 
-  /** Lazy unmount, as Docker's Put (the lifecycle then removes merged/). */
+  /** Lazy unmount, as Docker's Put (the lifecycle then removes merged/); never through a symlink. */
   protected unmountUnion(id: string): void {
-    umount2(this.layout.mergedDir(id), MNT_DETACH);
+    assertDirsInside(this.home, [join(id, MERGED)], 'no-symlinks', 'mount point');
+    umount2(this.layout.mergedDir(id), MNT_DETACH | UMOUNT_NOFOLLOW);
   }
 
   private unionMount(id: string) {
@@ -217,8 +234,9 @@ export class OverlayDriver extends GraphDriver {
     return this.existsSync(id);
   }
 
+  /** The layer dir is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */
   private existsSync(id: string): boolean {
-    return isDir(this.layout.layerDir(id));
+    return storeDirExists(this.layout.layerDir(id), 'overlay layer dir');
   }
 
   private assertExists(id: string): void {
@@ -321,6 +339,7 @@ export class OverlayDriver extends GraphDriver {
     opts: { onProgress?: (bytes: number) => void },
   ): Promise<ApplyResult> {
     const dir = this.layout.layerDir(id);
+    this.assertRootInside(parent);
     const tmpRoot = mkdtempSync(join(dir, TMP_ROOT_PREFIX));
     let result: ApplyResult;
     try {
@@ -331,7 +350,7 @@ export class OverlayDriver extends GraphDriver {
       rmSync(tmpRoot, { recursive: true, force: true });
       throw e;
     }
-    for (const name of [UPPER, WORK, MERGED]) rmSync(join(dir, name), { recursive: true, force: true });
+    for (const name of [UPPER, WORK, MERGED]) removeStoreTree(this.home, join(id, name), `overlay ${name} dir`);
     rmSync(this.layout.lowerIdFile(id), { force: true });
     return result;
   }

@@ -8,10 +8,10 @@
  *   whose `root/` is its single lowerdir. A layer on such a layer copies its `lower-id` and the
  *   content of its `upper/`.
  */
-import { lstatSync, readFileSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertValidId, UnionctlError } from '../../errors.js';
-import { writeFileAtomic } from '../../sys/index.js';
+import { assertValidId, corruptError, isValidId } from '../../errors.js';
+import { readStoreFile, storeDirExists, writeFileAtomic } from '../../sys/index.js';
 
 export const ROOT = 'root';
 export const UPPER = 'upper';
@@ -57,27 +57,26 @@ export class OverlayLayout {
     return join(this.layerDir(id), LOWER_ID);
   }
 
-  /** An image layer: its whole tree is in root/, nothing is mounted for it. */
+  /** An image layer: its whole tree is in root/, nothing is mounted for it. CORRUPT when root/ is there but is not a real directory. */
   hasRoot(id: string): boolean {
-    return isDir(this.rootDir(id));
+    return storeDirExists(this.rootDir(id), 'overlay root dir');
   }
 
-  /** The image layer whose root/ is this layer's lowerdir (Docker writes the id without a newline). */
+  /**
+   * The image layer whose root/ is this layer's lowerdir (Docker writes the id without a newline).
+   * The id goes into the mount data: anything but a layer id (a comma, an '=', a '/', '..') is
+   * CORRUPT naming the file.
+   */
   readLowerId(id: string): string {
-    let text: string;
-    try {
-      text = readFileSync(this.lowerIdFile(id), 'utf8');
-    } catch (e) {
-      throw new UnionctlError('CORRUPT', `overlay layer ${id} has neither root/ nor a readable lower-id (${(e as Error).message})`, {
-        hint: 'the layer was not created completely; remove it and create it again',
+    const file = this.lowerIdFile(id);
+    const text = readStoreFile(file, 'overlay lower-id file');
+    if (text === undefined) {
+      throw corruptError(`overlay layer ${id} has neither root/ nor a lower-id file ${file}`, {
+        repair: 'the layer was not created completely; remove it and create it again',
       });
     }
     const lower = text.trim();
-    try {
-      assertValidId(lower);
-    } catch {
-      throw new UnionctlError('CORRUPT', `overlay layer ${id}: lower-id holds ${JSON.stringify(text)}, not a layer id`);
-    }
+    if (!isValidId(lower)) throw corruptError(`overlay lower-id file ${file} holds ${JSON.stringify(text.slice(0, 80))}, not a layer id`);
     return lower;
   }
 

@@ -3,7 +3,7 @@
  * overlayfs. Every layer's files live in its own diff/; a layer with parents is mounted as a union
  * of its diff/ (upperdir) over its ancestors' diff/ dirs (lowerdirs, nearest first).
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -23,7 +23,19 @@ import type {
 import { GraphDriver } from '../../graph/graph-driver.js';
 import { withFileLock } from '../../graph/lock.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
-import { findMount, mkdirWithMode, MNT_DETACH, readMountInfo, umount2, writeFileAtomic } from '../../sys/index.js';
+import {
+  assertDirsInside,
+  findMount,
+  mkdirWithMode,
+  MNT_DETACH,
+  readMountInfo,
+  readStoreFile,
+  removeStoreTree,
+  storeDirExists,
+  umount2,
+  UMOUNT_NOFOLLOW,
+  writeFileAtomic,
+} from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
@@ -43,15 +55,6 @@ const MODE = {
   lower: 0o644,
   committed: 0o600,
 };
-
-function readFileIfExists(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
-}
 
 export class Overlay2Driver extends GraphDriver {
   private readonly root: string;
@@ -83,7 +86,7 @@ export class Overlay2Driver extends GraphDriver {
     }
     mkdirSync(init.home, { recursive: true });
     chmodSync(init.home, MODE.home);
-    mkdirSync(join(init.home, LINK_DIR), { recursive: true });
+    if (!storeDirExists(join(init.home, LINK_DIR), 'overlay2 link directory')) mkdirSync(join(init.home, LINK_DIR));
     chmodSync(join(init.home, LINK_DIR), MODE.links);
     if (options.defaultSize > 0) assertQuotaSupported(init.home, init.root);
     return new Overlay2Driver(init, options, features);
@@ -174,14 +177,15 @@ export class Overlay2Driver extends GraphDriver {
     }
   }
 
+  /** Deletes what is at the layer's paths, never what they point to: a symlinked layer dir or work/ is unlinked, not followed. */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
-    if (!this.existsSync(id)) return;
+    if (lstatSync(this.layout.layerDir(id), { throwIfNoEntry: false }) === undefined) return;
     await this.mounts.whileUnused(
       id,
       () => {
         this.removeLinkOf(id);
-        rmSync(this.layout.layerDir(id), { recursive: true, force: true });
+        removeStoreTree(this.home, id, 'overlay2 layer dir');
       },
       opts,
     );
@@ -189,12 +193,17 @@ export class Overlay2Driver extends GraphDriver {
 
   /**
    * Removes l/<LID> when it is this layer's link (a corrupt link file must not delete another
-   * layer's). Without a readable link file (a create that crashed before writing it) the links
-   * dir is searched for a link to ../<id>/diff instead.
+   * layer's). Without a readable link file (a create that crashed before writing it, a layer dir
+   * that is not a real directory) the links dir is searched for a link to ../<id>/diff instead.
    */
   private removeLinkOf(id: string): void {
     const target = join('..', id, 'diff');
-    const linkId = readFileIfExists(this.layout.linkFile(id));
+    let linkId: string | undefined;
+    try {
+      linkId = this.existsSync(id) ? readStoreFile(this.layout.linkFile(id), 'overlay2 link file') : undefined;
+    } catch {
+      linkId = undefined; // damaged: search instead
+    }
     const candidates = linkId !== undefined && isLinkId(linkId) ? [linkId] : readdirSync(this.layout.linksDir());
     for (const candidate of candidates) {
       const path = this.layout.linkPath(candidate);
@@ -216,9 +225,27 @@ export class Overlay2Driver extends GraphDriver {
 
   /** A layer without a parent is never mounted: its diff/ is the whole tree. Others: the union at merged/. */
   protected viewOf(id: string): LayerView {
-    this.assertExists(id);
+    this.assertLayerDirs(id);
     if (this.layout.readLowerEntries(id) === undefined) return { path: this.layout.diffDir(id), needsMount: false };
     return { path: this.layout.mergedDir(id), needsMount: true };
+  }
+
+  /** NOT_FOUND without a layer dir; CORRUPT when the layer dir or its diff/ is not a real directory inside the home. */
+  private assertLayerDirs(id: string): void {
+    this.assertExists(id);
+    assertDirsInside(this.home, [join(id, 'diff')], 'no-symlinks', 'overlay2 diff dir');
+  }
+
+  /** The ancestors' diff dirs (what an apply reads hardlinked and copied-up files from), each checked like the layer's own. */
+  private checkedLowerDiffDirs(id: string): string[] {
+    const ancestors = this.layout.ancestorIds(id);
+    assertDirsInside(
+      this.home,
+      ancestors.map((a) => join(a, 'diff')),
+      'no-symlinks',
+      'overlay2 diff dir',
+    );
+    return ancestors.map((a) => this.layout.diffDir(a));
   }
 
   protected mountUnion(id: string, opts: MountOptions): void {
@@ -230,9 +257,10 @@ export class Overlay2Driver extends GraphDriver {
     mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.features, mountLabel: opts.mountLabel });
   }
 
-  /** Lazy unmount, as Docker's put (the lifecycle then removes merged/). */
+  /** Lazy unmount, as Docker's put (the lifecycle then removes merged/); never through a symlink. */
   protected unmountUnion(id: string): void {
-    umount2(this.layout.mergedDir(id), MNT_DETACH);
+    assertDirsInside(this.home, [join(id, 'merged')], 'no-symlinks', 'mount point');
+    umount2(this.layout.mergedDir(id), MNT_DETACH | UMOUNT_NOFOLLOW);
   }
 
   /** The overlay mounted at the layer's merged dir, if any. */
@@ -249,12 +277,9 @@ export class Overlay2Driver extends GraphDriver {
     return this.existsSync(id);
   }
 
+  /** The layer dir is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */
   private existsSync(id: string): boolean {
-    try {
-      return lstatSync(this.layout.layerDir(id)).isDirectory();
-    } catch {
-      return false;
-    }
+    return storeDirExists(this.layout.layerDir(id), 'overlay2 layer dir');
   }
 
   private assertExists(id: string): void {
@@ -305,7 +330,7 @@ export class Overlay2Driver extends GraphDriver {
   ): Promise<ApplyResult> {
     this.assertApplicable(id);
     const diff = this.layout.diffDir(id);
-    const lowerDirs = this.layout.lowerDiffDirs(id);
+    const lowerDirs = this.checkedLowerDiffDirs(id);
     // Whiteouts become char 0/0 devices and opaque xattrs in diff/; hardlinks may point at files
     // of the ancestors, which apply copies up from their diff dirs.
     return applyLayer(tar, diff, { ...opts, whiteoutFormat: 'overlay', lowerDirs });
@@ -321,7 +346,7 @@ export class Overlay2Driver extends GraphDriver {
   }
 
   override async diff(id: string, parent?: string): Promise<Readable> {
-    this.assertExists(id);
+    this.assertLayerDirs(id);
     if (this.nativeDiffValid(id, parent)) return exportLayerDir(this.layout.diffDir(id), 'overlay');
     return this.naive.diff(id, parent);
   }
@@ -333,7 +358,7 @@ export class Overlay2Driver extends GraphDriver {
   }
 
   override async diffSize(id: string, parent?: string): Promise<number> {
-    this.assertExists(id);
+    this.assertLayerDirs(id);
     if (this.nativeDiffValid(id, parent)) return directorySize(this.layout.diffDir(id));
     return this.naive.diffSize(id, parent);
   }
@@ -354,7 +379,7 @@ export class Overlay2Driver extends GraphDriver {
     await this.mounts.resetAll(mountedLayers.filter(isValidId));
     for (const mp of [...new Set(below())].sort((a, b) => b.length - a.length)) {
       try {
-        umount2(mp, MNT_DETACH);
+        umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW);
       } catch (e) {
         if (findMount(mp) !== undefined) throw e; // still there: report it; gone meanwhile: fine
       }

@@ -13,9 +13,10 @@
  * < 4096 (Docker's own reasoning).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { UnionctlError } from '../../errors.js';
+import { corruptError, isValidId } from '../../errors.js';
+import { readStoreFile } from '../../sys/index.js';
 
 export const LINK_DIR = 'l';
 export const LINK_ID_LENGTH = 26;
@@ -46,6 +47,16 @@ export function newLinkId(): string {
 
 export function isLinkId(s: string): boolean {
   return LINK_ID.test(s);
+}
+
+/** Why a lower entry that is not l/<LID> would be dangerous in mount data, for the message. */
+function lowerEntryDanger(entry: string): string {
+  if (entry.includes(',')) return ' (a comma would add mount options)';
+  if (entry.includes('=')) return " (an '=' would set a mount option)";
+  if (entry.includes('\\')) return ' (a backslash escapes the next character in overlay mount data)';
+  if (entry.split('/').includes('..')) return " ('..' would lead out of the store)";
+  if (entry.startsWith('/')) return ' (an absolute path names a directory outside the store)';
+  return '';
 }
 
 export class Overlay2Layout {
@@ -80,32 +91,42 @@ export class Overlay2Layout {
     return join(this.home, LINK_DIR, linkId);
   }
 
-  /** The layer's LID from its link file. */
+  /** The layer's LID from its link file (exactly 26 characters of base32, as Docker writes it). */
   readLinkId(id: string): string {
-    let lid: string;
-    try {
-      lid = readFileSync(this.linkFile(id), 'utf8');
-    } catch (e) {
-      throw new UnionctlError('CORRUPT', `overlay2 layer ${id} has no link file (${(e as Error).message})`, {
-        hint: `the layer directory ${this.layerDir(id)} is incomplete; remove the layer and recreate it`,
+    const file = this.linkFile(id);
+    const lid = readStoreFile(file, 'overlay2 link file');
+    if (lid === undefined) {
+      throw corruptError(`overlay2 layer ${id} has no link file ${file}`, {
+        repair: `the layer directory ${this.layerDir(id)} is incomplete; remove the layer and recreate it`,
       });
     }
-    if (!isLinkId(lid)) {
-      throw new UnionctlError('CORRUPT', `overlay2 layer ${id}: link file holds ${JSON.stringify(lid)}, not a 26-character link id`);
-    }
+    if (!isLinkId(lid))
+      throw corruptError(`overlay2 link file ${file} holds ${JSON.stringify(lid.slice(0, 80))}, not a 26-character link id`);
     return lid;
   }
 
-  /** The lower file's entries ("l/<LID>", nearest first), or undefined for a layer without a parent. */
+  /**
+   * The lower file's entries ("l/<LID>", nearest first), or undefined for a layer without a
+   * parent. Every entry must be exactly Docker's `l/<26 characters of base32>`: the file's text
+   * goes into the mount data, so anything else (a comma or `=` adding mount options, a `\`
+   * escape, `..`, an absolute path) is CORRUPT naming the file, never mounted.
+   */
   readLowerEntries(id: string): string[] | undefined {
-    let text: string;
-    try {
-      text = readFileSync(this.lowerFile(id), 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
+    const file = this.lowerFile(id);
+    const text = readStoreFile(file, 'overlay2 lower file');
+    if (text === undefined) return undefined;
+    if (text === '') return [];
+    const entries = text.split(':');
+    for (const entry of entries) {
+      if (isLinkId(entry.startsWith(`${LINK_DIR}/`) ? entry.slice(LINK_DIR.length + 1) : '')) continue;
+      throw corruptError(
+        `overlay2 lower file ${file} has the entry ${JSON.stringify(entry.slice(0, 80))}, not l/<26-character link id>${lowerEntryDanger(entry)}`,
+        {
+          repair: 'nothing was mounted; restore the file (the parent\'s l/ link, then its own lower entries, joined by ":")',
+        },
+      );
     }
-    return text === '' ? [] : text.split(':');
+    return entries;
   }
 
   isCommitted(id: string): boolean {
@@ -114,23 +135,27 @@ export class Overlay2Layout {
 
   /** Which layer a `l/<LID>` link belongs to: its target is ../<id>/diff. */
   layerOfLink(linkId: string): string {
+    const path = this.linkPath(linkId);
     let target: string;
     try {
-      target = readlinkSync(this.linkPath(linkId));
+      target = readlinkSync(path);
     } catch (e) {
-      throw new UnionctlError('CORRUPT', `overlay2 link ${LINK_DIR}/${linkId} is missing (${(e as Error).message})`, {
-        hint: 'a lower layer was removed underneath its children; the store needs repair',
-      });
+      throw corruptError(
+        `overlay2 link ${path} is missing or not a symbolic link (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        {
+          repair: 'a lower layer was removed underneath its children, or the link was replaced',
+        },
+      );
     }
     const m = /^\.\.\/([^/]+)\/diff$/.exec(target);
-    if (m === null)
-      throw new UnionctlError('CORRUPT', `overlay2 link ${LINK_DIR}/${linkId} points to ${JSON.stringify(target)}, not ../<id>/diff`);
-    return m[1]!;
+    if (m === null || !isValidId(m[1]))
+      throw corruptError(`overlay2 link ${path} points to ${JSON.stringify(target)}, not ../<layer id>/diff`);
+    return m[1];
   }
 
   /** The ancestors of a layer, nearest first, from its lower file. */
   ancestorIds(id: string): string[] {
-    return (this.readLowerEntries(id) ?? []).map((entry) => this.layerOfLink(this.linkIdOfEntry(id, entry)));
+    return (this.readLowerEntries(id) ?? []).map((entry) => this.layerOfLink(this.linkIdOfEntry(entry)));
   }
 
   /** Absolute diff dirs of the ancestors, nearest first (what metadata's LowerDir lists). */
@@ -138,11 +163,9 @@ export class Overlay2Layout {
     return this.ancestorIds(id).map((a) => this.diffDir(a));
   }
 
-  private linkIdOfEntry(id: string, entry: string): string {
-    const lid = entry.startsWith(`${LINK_DIR}/`) ? entry.slice(LINK_DIR.length + 1) : '';
-    if (!isLinkId(lid))
-      throw new UnionctlError('CORRUPT', `overlay2 layer ${id}: lower file entry ${JSON.stringify(entry)} is not l/<link id>`);
-    return lid;
+  /** The LID of a lower entry readLowerEntries has checked. */
+  private linkIdOfEntry(entry: string): string {
+    return entry.slice(LINK_DIR.length + 1);
   }
 
   /**

@@ -8,9 +8,20 @@
  *    call per layer, for chains whose relative form does not fit a page either (≈140+ layers) —
  *    this also lifts Docker's 128-layer cap to the kernel's 500.
  */
-import { AT_FDCWD, closeFd, FSCONFIG, fsconfig, fsmount, fsopen, mount, MOVE_MOUNT_F_EMPTY_PATH, moveMount } from '../../sys/index.js';
+import {
+  assertDirsInside,
+  AT_FDCWD,
+  closeFd,
+  FSCONFIG,
+  fsconfig,
+  fsmount,
+  fsopen,
+  mount,
+  MOVE_MOUNT_F_EMPTY_PATH,
+  moveMount,
+} from '../../sys/index.js';
 import { UnionctlError } from '../../errors.js';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 
 /** The branches of one union, as paths relative to the overlay2 home ("l/<LID>", "<id>/diff"). */
 export interface UnionPaths {
@@ -75,6 +86,7 @@ export function chooseMountMethod(home: string, paths: UnionPaths, settings: Mou
  * Errors name the target and the method, with the kernel's errno.
  */
 export function mountUnion(home: string, target: string, paths: UnionPaths, settings: MountSettings): MountMethod {
+  assertUnionInside(home, target, paths);
   const method = chooseMountMethod(home, paths, settings);
   try {
     if (method === 'absolute') mount('overlay', target, 'overlay', 0, overlayMountData(paths, settings, home));
@@ -91,6 +103,32 @@ export function mountUnion(home: string, target: string, paths: UnionPaths, sett
     );
   }
   return method;
+}
+
+/**
+ * The kernel follows symlinks in every path of the mount data and in the target: each must stay
+ * inside the home before it is handed over, or a damaged layer (its work/ a symlink to some other
+ * directory, which overlayfs would empty) makes the mount write outside the store. The layout's
+ * only symlinks are overlay2's `l/<LID>` links, which may be followed as long as they stay inside
+ * the home; nothing else may be a symlink. CORRUPT names the first path that does not fit.
+ */
+export function assertUnionInside(home: string, target: string, paths: UnionPaths): void {
+  const mountPoint = relative(home, target);
+  const own = [paths.upper, paths.work, mountPoint].filter((p): p is string => p !== undefined);
+  const role = (p: string) => (p === mountPoint ? 'mount point' : p === paths.upper ? 'overlay upper dir' : 'overlay work dir');
+  assertDirsInside(home, own, 'no-symlinks', role);
+  assertDirsInside(
+    home,
+    paths.lowers.filter((p) => !p.startsWith('l/')),
+    'no-symlinks',
+    'overlay lower dir',
+  );
+  assertDirsInside(
+    home,
+    paths.lowers.filter((p) => p.startsWith('l/')),
+    'beneath',
+    'overlay lower dir',
+  );
 }
 
 /**

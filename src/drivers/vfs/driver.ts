@@ -9,7 +9,7 @@
  * report; it is kept as an empty marker file <home>/rw/<id> (Docker's vfs has no such file and
  * ignores it).
  */
-import { lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
@@ -17,16 +17,26 @@ import type { Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } f
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
-import { backingFs, reflinkSupported } from '../../sys/index.js';
+import {
+  assertDirsInside,
+  backingFs,
+  ensureStoreDir,
+  reflinkSupported,
+  removeStoreTree,
+  storeDirExists,
+  writeFileAtomic,
+} from '../../sys/index.js';
 
 /** Driver-wide options vfs understands: none (Docker's vfs.size needs quota support we do not offer). */
 export const VFS_OPTION_KEYS: string[] = [];
 /** Per-layer options createReadWrite understands: none, for the same reason. */
 const VFS_LAYER_OPTION_KEYS: string[] = [];
 
-function isMissing(e: unknown): boolean {
-  return (e as NodeJS.ErrnoException).code === 'ENOENT';
-}
+/**
+ * Docker's vfs modes (≥ 20.10.9, the CVE-2021-41091 fix): home and dir/ 0710, set again on every
+ * open (an older store's 0755 home let any user reach, and run, a layer's setuid binaries).
+ */
+const MODE = { home: 0o710, layers: 0o710, marks: 0o700, layer: 0o755 };
 
 export class VfsDriver extends GraphDriver {
   private readonly layersDir: string;
@@ -39,8 +49,11 @@ export class VfsDriver extends GraphDriver {
     super('vfs', init, { mountPointMode: 0o755, removeMountPoint: false });
     this.layersDir = join(init.home, 'dir');
     this.writableMarks = join(init.home, 'rw');
-    mkdirSync(this.layersDir, { recursive: true, mode: 0o700 });
-    mkdirSync(this.writableMarks, { recursive: true, mode: 0o700 });
+    mkdirSync(init.home, { recursive: true, mode: MODE.home });
+    chmodSync(init.home, MODE.home);
+    ensureStoreDir(this.layersDir, MODE.layers, 'vfs layer directory');
+    chmodSync(this.layersDir, MODE.layers);
+    ensureStoreDir(this.writableMarks, MODE.marks, 'vfs writable-marks directory');
     this.copyMode = reflinkSupported(this.layersDir) ? 'reflink' : 'copy';
   }
 
@@ -74,7 +87,7 @@ export class VfsDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     parseStorageOpts(opts.storageOpt, VFS_LAYER_OPTION_KEYS, 'vfs layer');
     await this.makeLayer(id, parent);
-    writeFileSync(join(this.writableMarks, id), '');
+    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
   }
 
   /** A copy of the parent's tree, or an empty 0755 directory for a base layer. */
@@ -82,7 +95,7 @@ export class VfsDriver extends GraphDriver {
     const dir = this.layerDir(id);
     if (this.existsSync(id)) throw new UnionctlError('EXISTS', `vfs layer ${id} already exists`, { hint: 'choose another id' });
     if (parent === undefined) {
-      mkdirSync(dir, { mode: 0o755 });
+      mkdirSync(dir, { mode: MODE.layer });
       return;
     }
     if (!this.existsSync(parent)) {
@@ -90,6 +103,7 @@ export class VfsDriver extends GraphDriver {
         hint: 'create or import the parent first',
       });
     }
+    this.assertInside(parent);
     try {
       await copyTree(this.layerDir(parent), dir, { mode: this.copyMode });
     } catch (e) {
@@ -98,17 +112,22 @@ export class VfsDriver extends GraphDriver {
     }
   }
 
-  /** Deletes the layer's tree (a half-made or already removed one too) unless it is in use. */
+  /** Deletes the layer's tree (a half-made or already removed one too) unless it is in use; a symlink there is unlinked, not followed. */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
-    const dir = this.layerDir(id);
+    assertValidId(id);
     await this.mounts.whileUnused(
       id,
       () => {
-        rmSync(dir, { recursive: true, force: true });
+        removeStoreTree(this.home, join('dir', id), 'vfs layer dir');
         rmSync(join(this.writableMarks, id), { force: true });
       },
       opts,
     );
+  }
+
+  /** CORRUPT unless dir/<id> is a real directory of the home (it is read, written and applied into). */
+  private assertInside(id: string): void {
+    assertDirsInside(this.home, [join('dir', id)], 'no-symlinks', 'vfs layer dir');
   }
 
   // ---- views (nothing is mounted) ------------------------------------------------------------
@@ -119,6 +138,7 @@ export class VfsDriver extends GraphDriver {
 
   protected viewOf(id: string): LayerView {
     this.assertExists(id);
+    this.assertInside(id);
     return { path: this.layerDir(id), needsMount: false };
   }
 
@@ -132,13 +152,9 @@ export class VfsDriver extends GraphDriver {
 
   // ---- queries -------------------------------------------------------------------------------
 
+  /** dir/<id> is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */
   private existsSync(id: string): boolean {
-    try {
-      return lstatSync(this.layerDir(id)).isDirectory();
-    } catch (e) {
-      if (isMissing(e)) return false;
-      throw e;
-    }
+    return storeDirExists(this.layerDir(id), 'vfs layer dir');
   }
 
   async exists(id: string): Promise<boolean> {
