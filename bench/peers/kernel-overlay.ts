@@ -7,7 +7,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { probeOverlay2 } from '../../src/drivers/overlay2/features.js';
-import { mountUnion, type UnionPaths } from '../../src/drivers/overlayfs/mount.js';
+import { mountOverlay, type UnionPaths } from '../../src/drivers/overlayfs/mount.js';
 import { umount2 } from '../../src/sys/index.js';
 import { sh } from '../measure.js';
 
@@ -33,7 +33,7 @@ export function bareOverlayMounter(home: string): (target: string, paths: UnionP
   const settings = probeOverlay2(home);
   return (target, paths) => {
     mkdirSync(target, { recursive: true });
-    return mountUnion(home, target, paths, settings);
+    return mountOverlay(home, target, paths, settings);
   };
 }
 

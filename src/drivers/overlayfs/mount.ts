@@ -82,11 +82,20 @@ export function chooseMountMethod(home: string, paths: UnionPaths, settings: Mou
 }
 
 /**
- * Mounts the union at `target` (an existing empty dir) and returns the method used.
+ * Mounts the union at `target` (an existing empty dir inside `home`) and returns the method used,
+ * after assertUnionInside: CORRUPT when a path of the union or the target leads outside the home.
  * Errors name the target and the method, with the kernel's errno.
  */
 export function mountUnion(home: string, target: string, paths: UnionPaths, settings: MountSettings): MountMethod {
   assertUnionInside(home, target, paths);
+  return mountOverlay(home, target, paths, settings);
+}
+
+/**
+ * The mount itself, without mountUnion's checks of the paths: for a caller that owns every
+ * directory involved (the benchmark's bare-mount floor, whose target is outside any store).
+ */
+export function mountOverlay(home: string, target: string, paths: UnionPaths, settings: MountSettings): MountMethod {
   const method = chooseMountMethod(home, paths, settings);
   try {
     if (method === 'absolute') mount('overlay', target, 'overlay', 0, overlayMountData(paths, settings, home));
