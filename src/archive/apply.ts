@@ -88,6 +88,10 @@ export async function applyLayer(
   const tar = readTar(layer.chunks, { onBytes: opts.onProgress, tap: opts.tap, digest: layer.digest });
   try {
     for await (const entry of tar) await applier.apply(entry);
+    // Docker applies an empty input as an empty layer (moby pkg/archive DecompressStream: "the
+    // layer.tar file will be empty (zero bytes) … just create an empty layer", moby issue 18170),
+    // and so do we, but not without a word: an empty file is more often a failed download.
+    if (tar.digest.bytes() === 0) applier.warn('the input is empty (0 bytes), not a layer tar; applied as an empty layer, as Docker does');
     applier.finish();
   } finally {
     applier.cleanup();
@@ -245,9 +249,12 @@ class LayerApplier {
     const dirs = [...this.dirTimes].map(([rel, t]) => ({ rel, t, depth: depthOf(rel) })).sort((a, b) => b.depth - a.depth);
     for (const { rel, t } of dirs) applyTimes(this.abs(rel), t.mtime, t.atime);
     if (this.unsupportedXattrs.size > 0) {
-      const message = `the filesystem under ${this.dest} refused these xattrs, which were skipped: ${[...this.unsupportedXattrs].join(', ')}`;
-      (this.opts.onWarning ?? ((m: string) => process.emitWarning(m)))(message);
+      this.warn(`the filesystem under ${this.dest} refused these xattrs, which were skipped: ${[...this.unsupportedXattrs].join(', ')}`);
     }
+  }
+
+  warn(message: string): void {
+    (this.opts.onWarning ?? ((m: string) => process.emitWarning(m)))(message);
   }
 
   /** Removes the aufs pseudo-link scratch dir (its files stay reachable through their links). */

@@ -99,13 +99,17 @@ export async function openLayerStream(source: string | Readable | AsyncIterable<
   if (typeof source === 'string' && source !== '-') {
     const file = await openLayerFile(source);
     try {
+      // A pipe, FIFO or device (`import <(zcat …)`, /dev/stdin) cannot be read at an offset: read
+      // it as a stream. The head of a regular file is read in place (pread), the fd stays at 0.
+      const st = fstatSync(file.fd);
+      if (!st.isFile()) return lent(await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK })));
       const head = Buffer.alloc(SNIFF_BYTES);
       const { bytesRead } = await file.read(head, 0, SNIFF_BYTES, 0);
       if (sniffCompression(head.subarray(0, bytesRead)) === 'none') {
-        const digest = new StreamDigest({ expectedBytes: fstatSync(file.fd).size });
+        const digest = new StreamDigest({ expectedBytes: st.size });
         return { compression: 'none', chunks: ringFileChunks(file, digest), digest };
       }
-      return lent(await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK, start: 0 })));
+      return lent(await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK })));
     } catch (e) {
       await file.close();
       throw e;
@@ -125,7 +129,8 @@ export async function openLayerInput(source: string | Readable): Promise<{ compr
   if (source === '-') return decompressedStream(process.stdin);
   const file = await openLayerFile(source);
   try {
-    return await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK, start: 0 }));
+    // No `start`: a fresh fd reads from 0, and a pipe or FIFO cannot be read at an offset.
+    return await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK }));
   } catch (e) {
     await file.close();
     throw e;

@@ -14,10 +14,15 @@
  * A body that its consumer does not read is skipped when the next entry is requested.
  *
  * The digest covers all bytes of the stream, including whatever follows the end-of-archive blocks
- * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id, so after the
- * end marker the reader keeps reading to EOF. Hashing is done by a StreamDigest (on a second core
- * when one is free); an input that already hashes itself (openLayerStream's file reader) passes
- * its digest in the `digest` option instead.
+ * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id (its
+ * tar-split and containerd's apply read the rest of the stream to EOF, "Read any trailing data"),
+ * so after the end marker the reader keeps reading, hashing as it goes, in bounded memory. But not
+ * forever: past MAX_TRAILING_BYTES (16 MiB; the `maxTrailingBytes` option) of data after the end
+ * marker the stream is refused (BAD_TAR) — no tar writer pads that much (GNU tar's largest
+ * practical record, -b 2048, is 1 MiB), and an endless input such as /dev/zero (whose first two
+ * zero blocks end an empty archive) would otherwise be read forever. Hashing is done by a
+ * StreamDigest (on a second core when one is free); an input that already hashes itself
+ * (openLayerStream's file reader) passes its digest in the `digest` option instead.
  *
  * Chunks: body pieces are views of the input chunks, typed like them. Over leased input
  * (AsyncIterable<LeasedChunk>, from openLayerStream) the pieces are LeasedChunks too, valid only
@@ -76,7 +81,15 @@ export interface ReadTarOptions {
    * file reader hashes as it reads): the reader does not hash again, it finishes that one at EOF.
    */
   digest?: boolean | StreamDigest;
+  /**
+   * Most bytes read (and hashed) after the end-of-archive blocks before the stream is refused as
+   * not a tar (BAD_TAR). Default MAX_TRAILING_BYTES; Infinity reads to EOF whatever comes.
+   */
+  maxTrailingBytes?: number;
 }
+
+/** Data after the end-of-archive blocks that is still read and hashed: see the module comment. */
+export const MAX_TRAILING_BYTES = 16 * 1024 * 1024;
 
 /**
  * A tap on the reader, for rebuilding the exact stream later (the idea of Docker's tar-split):
@@ -111,6 +124,7 @@ export function readTar<Chunk extends Buffer = Buffer>(
 ): TarReader<BodyChunk<Chunk>> {
   const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, opts.digest ?? true);
   source.tap = opts.tap;
+  source.maxTrailingBytes = opts.maxTrailingBytes ?? MAX_TRAILING_BYTES;
   const entries = parseEntries<BodyChunk<Chunk>>(source);
   return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader<BodyChunk<Chunk>>;
 }
@@ -131,6 +145,7 @@ class ByteSource {
   private readonly inputHashes: boolean;
   /** Sees the non-content bytes (tar-split); undefined on the hot path. */
   tap: TarTap | undefined;
+  maxTrailingBytes = MAX_TRAILING_BYTES;
 
   readonly digest: TarStreamDigest = {
     diffId: () => {
@@ -222,10 +237,22 @@ class ByteSource {
     return skipped;
   }
 
-  /** Reads (and hashes) everything up to EOF, then computes the digest. */
+  /**
+   * After the end of the archive: reads (and hashes) everything up to EOF, a chunk at a time, then
+   * computes the digest. More than maxTrailingBytes of it is refused.
+   */
   async drain(): Promise<void> {
+    const end = this.offset;
     this.tapRest();
-    while (await this.pull()) this.tapRest();
+    while (await this.pull()) {
+      if (this.chunkStart + this.chunk.length - end > this.maxTrailingBytes) {
+        throw new TarFormatError(
+          `more than ${mebibytes(this.maxTrailingBytes)} of data follow the end-of-archive blocks: not a layer tar, or an endless input such as /dev/zero`,
+          { offset: end },
+        );
+      }
+      this.tapRest();
+    }
     if (this.hashing) await this.hash.finish();
   }
 
@@ -317,6 +344,8 @@ class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
       throw truncated(this.source, this.entry, 'the stream ends inside the entry');
   }
 }
+
+const mebibytes = (n: number) => (n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MiB` : `${n} bytes`);
 
 function truncated(source: ByteSource, entry: string | undefined, detail: string): TarFormatError {
   return new TarFormatError(`truncated archive: ${detail}`, { entry, offset: source.offset });

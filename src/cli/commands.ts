@@ -10,7 +10,7 @@ import { openStore, type LayerRecord, type LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { addImageCommands } from './image-commands.js';
 import { inputFileSize, isPlainTar, writeFileAtomically } from './files.js';
-import { branchModeStyle, changeStyle, humanBytes, out, printJson, println, printTable } from './output.js';
+import { branchModeStyle, changeStyle, eprintln, humanBytes, out, printJson, println, printTable } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
@@ -116,7 +116,8 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
     try {
       // Counting bytes costs a stream stage: only ask for it when there is a bar to draw.
       const onProgress = progress.active ? (bytes: number) => progress.update(bytes) : undefined;
-      layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress });
+      const onWarning = (m: string) => eprintln(`unionctl: warning: ${m}`);
+      layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress, onWarning });
     } finally {
       progress.done();
     }

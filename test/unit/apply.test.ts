@@ -635,3 +635,46 @@ describe('applyLayer: the sample image', () => {
     assert.equal(treelist(dest), readFileSync(join(REPO, 'fixtures/sample-expected.txt'), 'utf8'));
   });
 });
+
+describe('applyLayer: inputs that are not quite a layer', () => {
+  it('applies an empty input (0 bytes) as an empty layer, as Docker does, but says so', async () => {
+    for (const input of [chunked(Buffer.alloc(0)), join(scratch.dir, 'empty.tar')]) {
+      if (typeof input === 'string') writeFileSync(input, '');
+      const dest = freshDir('empty');
+      const warnings: string[] = [];
+      const result = await applyLayer(input, dest, { whiteoutFormat: 'plain', onWarning: (m) => warnings.push(m) });
+      assert.deepEqual(readdirSync(dest), []);
+      assert.equal(result.diffId, 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+      assert.deepEqual(warnings, ['the input is empty (0 bytes), not a layer tar; applied as an empty layer, as Docker does']);
+    }
+  });
+
+  it('applies an archive of zero blocks only as an empty layer, without a warning', async () => {
+    const dest = freshDir('zeros');
+    const warnings: string[] = [];
+    const result = await applyLayer(chunked(Buffer.alloc(10240)), dest, { whiteoutFormat: 'plain', onWarning: (m) => warnings.push(m) });
+    assert.deepEqual([readdirSync(dest), warnings, result.entries], [[], [], 0]);
+  });
+
+  it('ends /dev/zero with a typed error after the documented 16 MiB of trailing data', { timeout: 60_000 }, async () => {
+    const dest = freshDir('dev-zero');
+    await assert.rejects(
+      applyLayer('/dev/zero', dest, { whiteoutFormat: 'plain' }),
+      (e: unknown) =>
+        e instanceof UnionctlError && e.code === 'BAD_TAR' && /more than 16 MiB of data follow the end-of-archive blocks/.test(e.message),
+    );
+  });
+
+  it('reads a layer from a FIFO path (a pipe cannot be read at an offset)', { timeout: 60_000 }, async () => {
+    const fifo = join(scratch.dir, 'layer.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const dest = freshDir('fifo');
+    const data = buildTar([{ name: 'via-fifo', content: 'piped' }]);
+    const { createWriteStream } = await import('node:fs');
+    const writer = createWriteStream(fifo);
+    writer.end(data);
+    const result = await applyLayer(fifo, dest, { whiteoutFormat: 'plain' });
+    assert.equal(readFileSync(join(dest, 'via-fifo'), 'utf8'), 'piped');
+    assert.equal(result.entries, 1);
+  });
+});

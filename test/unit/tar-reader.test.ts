@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { TarFormatError, UnionctlError } from '../../src/errors.js';
-import { readTar, type TarEntry } from '../../src/archive/tar-reader.js';
+import { MAX_TRAILING_BYTES, readTar, type TarEntry } from '../../src/archive/tar-reader.js';
 import type { TarHeader } from '../../src/archive/types.js';
 import {
   buildTar,
@@ -573,6 +573,50 @@ describe('readTar: digest', () => {
     assert.equal(diffId, sha256(data));
     assert.equal(bytes, data.length);
   });
+
+  it('reads an archive of zero blocks only as an empty archive, hashing them all (Docker: two zero blocks end it)', async () => {
+    const data = Buffer.alloc(10240);
+    const { entries, diffId, bytes } = await readAll(data, 3000);
+    assert.deepEqual([entries.length, diffId, bytes], [0, sha256(data), 10240]);
+  });
+
+  it('reads and hashes up to maxTrailingBytes after the end blocks, and refuses more, naming the end offset', async () => {
+    const tar = buildTar([{ name: 'a', content: 'abc' }]);
+    const within = Buffer.concat([tar, Buffer.alloc(4096, 7)]);
+    const tr = readTar(chunked(within, 1000), { maxTrailingBytes: 4096 });
+    for await (const _entry of tr);
+    assert.equal(tr.digest.diffId(), sha256(within));
+    const beyond = Buffer.concat([tar, Buffer.alloc(4097, 7)]);
+    await assert.rejects(
+      (async () => {
+        for await (const _entry of readTar(chunked(beyond, 1000), { maxTrailingBytes: 4096 }));
+      })(),
+      (e: unknown) =>
+        e instanceof TarFormatError && /offset 2048.*more than 4096 bytes of data follow the end-of-archive blocks/.test(e.message),
+    );
+  });
+
+  it(
+    'ends an endless input (like /dev/zero) after MAX_TRAILING_BYTES, having read that much and no more',
+    { timeout: 60_000 },
+    async () => {
+      let read = 0;
+      const chunk = Buffer.alloc(1 << 20);
+      async function* endlessZeros(): AsyncGenerator<Buffer> {
+        for (;;) {
+          read += chunk.length;
+          yield chunk;
+        }
+      }
+      await assert.rejects(
+        (async () => {
+          for await (const _entry of readTar(endlessZeros()));
+        })(),
+        (e: unknown) => e instanceof TarFormatError && /offset 1024.*more than 16 MiB of data follow/.test(e.message),
+      );
+      assert.ok(read <= MAX_TRAILING_BYTES + 2 * chunk.length, `${read} bytes read`);
+    },
+  );
 
   it('hashes a large stream exactly (through the hashing thread when it is used)', async () => {
     const content = Buffer.alloc(40 * 1024 * 1024);
