@@ -636,6 +636,52 @@ describe('applyLayer: the sample image', () => {
   });
 });
 
+describe('applyLayer: overlay xattrs in a layer tar', () => {
+  it('drops trusted.overlay.*, user.overlay.* and user.fuseoverlayfs.* on every entry kind, keeps the rest, and says so', async () => {
+    const bookkeeping = {
+      'SCHILY.xattr.trusted.overlay.redirect': '/elsewhere',
+      'SCHILY.xattr.trusted.overlay.opaque': 'y',
+      'SCHILY.xattr.user.overlay.metacopy': '',
+      'SCHILY.xattr.user.fuseoverlayfs.origin': 'x',
+      'LIBARCHIVE.xattr.trusted.overlay.origin': Buffer.from('o').toString('base64'),
+    };
+    for (const format of ['overlay', 'plain', 'aufs'] as const) {
+      const dest = freshDir(`overlay-xattrs-${format}`);
+      const warnings: string[] = [];
+      await apply(
+        dest,
+        [
+          { name: 'dir/', type: 'dir', pax: { ...bookkeeping, 'SCHILY.xattr.user.keep': 'kept' } },
+          { name: 'dir/file', content: 'x', pax: bookkeeping },
+          { name: 'dir/fifo', type: 'fifo', pax: bookkeeping },
+        ],
+        format,
+        { onWarning: (m) => warnings.push(m) },
+      );
+      for (const path of ['dir', 'dir/file', 'dir/fifo']) {
+        for (const name of [
+          'trusted.overlay.redirect',
+          'trusted.overlay.opaque',
+          'user.overlay.metacopy',
+          'user.fuseoverlayfs.origin',
+          'trusted.overlay.origin',
+        ]) {
+          assert.equal(lgetxattr(join(dest, path), name), undefined, `${format}: ${name} on ${path}`);
+        }
+      }
+      assert.equal(lgetxattr(join(dest, 'dir'), 'user.keep')?.toString(), 'kept');
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(warnings[0]!, /overlay filesystem xattrs, which were dropped.*trusted\.overlay\.redirect on "dir\/"/);
+    }
+  });
+
+  it('still makes a dir opaque from its .wh..wh..opq entry (the one way a layer says so)', async () => {
+    const dest = freshDir('opaque-marker');
+    await apply(dest, [{ name: 'd/', type: 'dir' }, { name: 'd/.wh..wh..opq' }], 'overlay');
+    assert.equal(lgetxattr(join(dest, 'd'), 'trusted.overlay.opaque')?.toString(), 'y');
+  });
+});
+
 describe('applyLayer: inputs that are not quite a layer', () => {
   it('applies an empty input (0 bytes) as an empty layer, as Docker does, but says so', async () => {
     for (const input of [chunked(Buffer.alloc(0)), join(scratch.dir, 'empty.tar')]) {
