@@ -10,19 +10,17 @@
  * prints the seed and case, and UNIONCTL_FUZZ_SEED=<seed> UNIONCTL_FUZZ_CASE=<i> runs just it.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { openStore, UnionctlError, type LayerStore } from '../../src/index.js';
 import { snapshot } from '../conformance/inspect.js';
 import { tarStream } from '../conformance/tars.js';
+import { runCli } from '../helpers/cli.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 import { buildTar } from '../helpers/tarbuild.js';
 import { fuzzCase, fuzzSettings, PARENT_LAYER, reproduce, type FuzzCase } from '../helpers/tarfuzz.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const { seed, cases, only } = fuzzSettings();
 const INDICES = only !== undefined ? [only] : [...Array(cases).keys()];
 const DRIVERS = ['vfs', 'overlay2'] as const;
@@ -129,30 +127,6 @@ for (const driver of DRIVERS) {
   });
 }
 
-interface CliResult {
-  status: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], input?: Buffer): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, UNIONCTL_DEBUG: undefined },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
-    child.stdin.on('error', () => {}); // a refusal may come before all of stdin is read
-    child.stdin.end(input);
-  });
-}
-
 describe('fuzzed layer tars through the CLI (unionctl import)', () => {
   let scratch: Scratch;
   const roots = new Map<string, string>();
@@ -172,7 +146,7 @@ describe('fuzzed layer tars through the CLI (unionctl import)', () => {
         ['import', '--id', 'first-child', '--parent', 'parent', parentTar],
         ['rm', 'first-child'],
       ]) {
-        const r = await cli(['--root', root, '--driver', driver, ...args]);
+        const r = await runCli(['--root', root, '--driver', driver, ...args]);
         assert.equal(r.status, 0, r.stderr);
       }
       initial.set(driver, snapshot(root, VOLATILE));
@@ -194,7 +168,7 @@ describe('fuzzed layer tars through the CLI (unionctl import)', () => {
         const file = join(inputs, `${index}.tar`);
         if (!viaStdin) writeFileSync(file, c.bytes);
         const args = ['--root', root, '--driver', driver, 'import', '--id', `cli-${index}`, ...(c.parent ? ['--parent', 'parent'] : [])];
-        const r = await cli([...args, viaStdin ? '-' : file], viaStdin ? c.bytes : undefined);
+        const r = await runCli([...args, viaStdin ? '-' : file], viaStdin ? c.bytes : undefined);
         const problem =
           r.status === 70 || /internal error/.test(r.stderr)
             ? 'an internal error (exit 70)'
