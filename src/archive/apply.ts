@@ -50,8 +50,8 @@ import type { ApplyResult, LeasedChunk, TarHeader, Timespec, WhiteoutFormat } fr
 import {
   AUFS_PLINK_DIR,
   isBookkeepingPath,
+  isUnionBookkeepingXattr,
   markerKind,
-  OVERLAY_XATTR_PREFIX,
   WHITEOUT_PREFIX,
   whiteoutConverter,
   whitedOutName,
@@ -88,6 +88,10 @@ export async function applyLayer(
   const tar = readTar(layer.chunks, { onBytes: opts.onProgress, tap: opts.tap, digest: layer.digest });
   try {
     for await (const entry of tar) await applier.apply(entry);
+    // Docker applies an empty input as an empty layer (moby pkg/archive DecompressStream: "the
+    // layer.tar file will be empty (zero bytes) … just create an empty layer", moby issue 18170),
+    // and so do we, but not without a word: an empty file is more often a failed download.
+    if (tar.digest.bytes() === 0) applier.warn('the input is empty (0 bytes), not a layer tar; applied as an empty layer, as Docker does');
     applier.finish();
   } finally {
     applier.cleanup();
@@ -198,6 +202,8 @@ class LayerApplier {
   private readonly plinks = new Map<string, string>();
   private plinkDir: string | undefined;
   private readonly unsupportedXattrs = new Set<string>();
+  /** Union bookkeeping xattrs the tar carried and the apply dropped ("name on entry"). */
+  private readonly droppedXattrs: string[] = [];
   private readonly euid: number;
   private readonly egid: number;
   private readonly umask: number;
@@ -245,9 +251,19 @@ class LayerApplier {
     const dirs = [...this.dirTimes].map(([rel, t]) => ({ rel, t, depth: depthOf(rel) })).sort((a, b) => b.depth - a.depth);
     for (const { rel, t } of dirs) applyTimes(this.abs(rel), t.mtime, t.atime);
     if (this.unsupportedXattrs.size > 0) {
-      const message = `the filesystem under ${this.dest} refused these xattrs, which were skipped: ${[...this.unsupportedXattrs].join(', ')}`;
-      (this.opts.onWarning ?? ((m: string) => process.emitWarning(m)))(message);
+      this.warn(`the filesystem under ${this.dest} refused these xattrs, which were skipped: ${[...this.unsupportedXattrs].join(', ')}`);
     }
+    if (this.droppedXattrs.length > 0) {
+      const shown = this.droppedXattrs.slice(0, 10).join(', ');
+      const more = this.droppedXattrs.length > 10 ? ` and ${this.droppedXattrs.length - 10} more` : '';
+      this.warn(
+        `the layer tar carried overlay filesystem xattrs, which were dropped (a layer deletes or makes opaque only with .wh. entries): ${shown}${more}`,
+      );
+    }
+  }
+
+  warn(message: string): void {
+    (this.opts.onWarning ?? ((m: string) => process.emitWarning(m)))(message);
   }
 
   /** Removes the aufs pseudo-link scratch dir (its files stay reachable through their links). */
@@ -673,8 +689,22 @@ class LayerApplier {
 
   // ---- metadata helpers ------------------------------------------------------------------------
 
+  /**
+   * The entry's xattrs, but never overlayfs's own (trusted.overlay.*, user.overlay.*, and
+   * fuse-overlayfs's): set by a tar, a redirect would make a directory show another directory of
+   * a lower layer, a metacopy or origin a file another file's data. They are dropped (and
+   * reported): opaque comes from `.wh..wh..opq` only, which the converter turns into the format's
+   * own marker.
+   */
   private setXattrs(path: string, h: TarHeader): void {
-    applyXattrs(path, h.xattrs, (name) => this.unsupportedXattrs.add(name));
+    let xattrs = h.xattrs;
+    for (const name of xattrs.keys()) {
+      if (!isUnionBookkeepingXattr(name)) continue;
+      xattrs = new Map([...h.xattrs].filter(([n]) => !isUnionBookkeepingXattr(n)));
+      for (const n of h.xattrs.keys()) if (isUnionBookkeepingXattr(n)) this.droppedXattrs.push(`${n} on ${JSON.stringify(h.path)}`);
+      break;
+    }
+    applyXattrs(path, xattrs, (name) => this.unsupportedXattrs.add(name));
   }
 
   private setTimesNoFollow(path: string, h: TarHeader): void {
@@ -708,7 +738,7 @@ function hasDefaultAcl(path: string): boolean {
 /** A copied-up inode must not carry the lower layer's overlay bookkeeping (opaque, redirect, …). */
 function withoutOverlayXattrs(xattrs: Map<string, Buffer> | undefined): Map<string, Buffer> | undefined {
   if (xattrs === undefined) return undefined;
-  return new Map([...xattrs].filter(([name]) => !name.startsWith(OVERLAY_XATTR_PREFIX)));
+  return new Map([...xattrs].filter(([name]) => !isUnionBookkeepingXattr(name)));
 }
 
 /** glibc's major()/minor() for a 64-bit dev_t held in a double (exact below 2^53). */

@@ -14,6 +14,7 @@ import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
 import { UnionctlError } from '../errors.js';
 import { StreamDigest } from './stream-digest.js';
+import { Xxh64 } from './xxhash64.js';
 import type { LeasedChunk } from './types.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
@@ -43,6 +44,8 @@ export function sniffCompression(head: Buffer): Compression | 'xz' | 'bzip2' {
  */
 export async function decompressedStream(
   input: Readable | AsyncIterable<Buffer | Uint8Array>,
+  /** What the input is (a file path), named in decompression errors. */
+  label?: string,
 ): Promise<{ compression: Compression; stream: AsyncIterable<Buffer> }> {
   const source = input[Symbol.asyncIterator]() as AsyncIterator<Buffer | Uint8Array>;
   const head: Buffer[] = [];
@@ -66,8 +69,8 @@ export async function decompressedStream(
     });
   }
   const raw = replay(head, ended ? undefined : source);
-  if (format === 'gzip') return { compression: 'gzip', stream: gunzip(raw) };
-  if (format === 'zstd') return { compression: 'zstd', stream: unzstd(raw) };
+  if (format === 'gzip') return { compression: 'gzip', stream: gunzip(raw, label) };
+  if (format === 'zstd') return { compression: 'zstd', stream: unzstd(raw, label) };
   return { compression: 'none', stream: raw };
 }
 
@@ -99,13 +102,17 @@ export async function openLayerStream(source: string | Readable | AsyncIterable<
   if (typeof source === 'string' && source !== '-') {
     const file = await openLayerFile(source);
     try {
+      // A pipe, FIFO or device (`import <(zcat …)`, /dev/stdin) cannot be read at an offset: read
+      // it as a stream. The head of a regular file is read in place (pread), the fd stays at 0.
+      const st = fstatSync(file.fd);
+      if (!st.isFile()) return lent(await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK }), source));
       const head = Buffer.alloc(SNIFF_BYTES);
       const { bytesRead } = await file.read(head, 0, SNIFF_BYTES, 0);
       if (sniffCompression(head.subarray(0, bytesRead)) === 'none') {
-        const digest = new StreamDigest({ expectedBytes: fstatSync(file.fd).size });
+        const digest = new StreamDigest({ expectedBytes: st.size });
         return { compression: 'none', chunks: ringFileChunks(file, digest), digest };
       }
-      return lent(await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK, start: 0 })));
+      return lent(await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK }), source));
     } catch (e) {
       await file.close();
       throw e;
@@ -125,7 +132,8 @@ export async function openLayerInput(source: string | Readable): Promise<{ compr
   if (source === '-') return decompressedStream(process.stdin);
   const file = await openLayerFile(source);
   try {
-    return await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK, start: 0 }));
+    // No `start`: a fresh fd reads from 0, and a pipe or FIFO cannot be read at an offset.
+    return await decompressedStream(file.createReadStream({ highWaterMark: FILE_CHUNK }), source);
   } catch (e) {
     await file.close();
     throw e;
@@ -192,8 +200,10 @@ async function* replay(head: Buffer[], rest: AsyncIterator<Buffer | Uint8Array> 
   }
 }
 
-function corrupt(format: string, err: unknown): UnionctlError {
-  return new UnionctlError('BAD_TAR', `corrupt ${format} stream: ${(err as Error).message}`, {
+/** A decompressor's failure; `label` (the layer file, when there is one) is named in the message. */
+function corrupt(format: string, err: unknown, label?: string): UnionctlError {
+  const where = label === undefined ? '' : ` in ${label}`;
+  return new UnionctlError('BAD_TAR', `corrupt ${format} stream${where}: ${(err as Error).message}`, {
     hint: `the layer file is damaged or truncated; check it with ${format === 'gzip' ? 'gzip -t' : 'zstd -t'}`,
     cause: err,
   });
@@ -205,7 +215,7 @@ function isZlibError(err: unknown): boolean {
   return typeof code === 'string' && code.startsWith('Z_');
 }
 
-async function* gunzip(raw: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
+async function* gunzip(raw: AsyncIterable<Buffer>, label: string | undefined): AsyncGenerator<Buffer, void, undefined> {
   const input = Readable.from(raw, { objectMode: false });
   // gunzip handles concatenated members (pigz, multi-member gzip) by itself.
   const inflater = createGunzip({ chunkSize: GUNZIP_CHUNK });
@@ -215,7 +225,7 @@ async function* gunzip(raw: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void,
   try {
     for await (const chunk of inflater) yield chunk as Buffer;
   } catch (e) {
-    throw isZlibError(e) ? corrupt('gzip', e) : e;
+    throw isZlibError(e) ? corrupt('gzip', e, label) : e;
   } finally {
     inflater.destroy();
     input.destroy();
@@ -228,46 +238,115 @@ async function* gunzip(raw: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void,
  * input chunk could decode to gigabytes at once. The splitter below cuts the input at block
  * boundaries (it reads just the frame and block headers) and we yield after each block: at most
  * one block (128 KiB) of output is held at a time.
+ *
+ * Each frame gets a decoder of its own, so its output is known to be its own: when the frame
+ * header sets the Content_Checksum_Flag, the frame ends with the low 4 bytes of the XXH64 of its
+ * content (RFC 8878 §3.1.1), which fzstd skips unchecked; we hash the content as it is decoded
+ * and compare. A frame whose content does not hash to its checksum is a corrupt stream (BAD_TAR),
+ * like a gzip member whose CRC does not match. Skippable frames are never decoded.
  */
-async function* unzstd(raw: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
-  let ready: Buffer[] = [];
-  const decoder = new Decompress((data) => ready.push(asBuffer(data)));
-  const splitter = new ZstdBlockSplitter();
-  const decode = (piece: Uint8Array, final: boolean): Buffer[] => {
-    try {
-      decoder.push(piece, final);
-    } catch (e) {
-      throw corrupt('zstd', e);
-    }
-    const out = ready;
-    ready = [];
-    return out;
-  };
+async function* unzstd(raw: AsyncIterable<Buffer>, label: string | undefined): AsyncGenerator<Buffer, void, undefined> {
+  const splitter = new ZstdBlockSplitter(label);
+  let frame: ZstdFrame | undefined;
+  let frames = 0;
   for await (const chunk of raw) {
-    for (const unit of splitter.split(chunk)) yield* decode(unit, false);
+    for (const unit of splitter.split(chunk)) {
+      if (unit.kind === 'skippable') continue;
+      if (frame === undefined) frame = new ZstdFrame(++frames, label);
+      yield* frame.push(unit.bytes, false);
+      if (unit.end === undefined) continue;
+      yield* frame.push(EMPTY_BYTES, true);
+      frame.verify(unit.end.checksum);
+      frame = undefined;
+    }
   }
-  yield* decode(new Uint8Array(0), true);
+  if (!splitter.atFrameBoundary) throw corrupt('zstd', new Error(`the stream ends inside frame ${frames + (frame ? 0 : 1)}`), label);
+}
+
+const EMPTY_BYTES = new Uint8Array(0);
+
+/** One zstd frame being decoded: its decoder, and the hash of its content when the frame carries a checksum. */
+class ZstdFrame {
+  private ready: Buffer[] = [];
+  private readonly hash = new Xxh64();
+  private readonly decoder = new Decompress((data) => {
+    if (data.length === 0) return;
+    this.hash.update(data);
+    this.ready.push(asBuffer(data));
+  });
+
+  constructor(
+    /** 1-based, for errors. */
+    private readonly index: number,
+    private readonly label: string | undefined,
+  ) {}
+
+  /** Decodes `piece` (with `final`, the frame is complete); returns the output it made. */
+  push(piece: Uint8Array, final: boolean): Buffer[] {
+    try {
+      this.decoder.push(piece, final);
+    } catch (e) {
+      throw corrupt('zstd', e, this.label);
+    }
+    const out = this.ready;
+    this.ready = [];
+    return out;
+  }
+
+  /** The frame is decoded: its content must hash to the checksum it carries (if it carries one). */
+  verify(checksum: number | undefined): void {
+    if (checksum === undefined) return;
+    const computed = this.hash.digestLow32();
+    if (computed === checksum) return;
+    const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
+    throw corrupt(
+      'zstd',
+      new Error(`frame ${this.index}: content checksum mismatch (the frame says ${hex(checksum)}, its content hashes to ${hex(computed)})`),
+      this.label,
+    );
+  }
 }
 
 const ZSTD_MAGIC = 0xfd2fb528;
 const ZSTD_BLOCK_MAX = 128 * 1024;
 
+/** A piece of a zstd stream: part of a frame to decode, or of a skippable frame; `end` when it completes its frame. */
+interface ZstdUnit {
+  kind: 'frame' | 'skippable';
+  bytes: Buffer;
+  /** The piece ends its frame; `checksum`: the content checksum the frame ends with, if it has one. */
+  end?: { checksum: number | undefined };
+}
+
 /**
  * Walks the zstd framing (RFC 8878 §3.1): frame header, blocks (3-byte header + content),
  * optional checksum, skippable frames. split() returns the chunk cut so that every piece but
- * the last ends exactly at the end of a block.
+ * the last ends exactly at the end of a block or of a frame, each piece labelled with the kind of
+ * frame it belongs to; the last piece of a frame says so and carries the frame's checksum.
  */
 class ZstdBlockSplitter {
   private phase: 'magic' | 'skip-size' | 'skip-data' | 'frame-header' | 'block-header' | 'block' | 'checksum' = 'magic';
   /** Bytes still to come in the current phase. */
   private need = 4;
-  /** Header bytes collected so far (magic, frame header, block header; at most 18). */
+  /** Header bytes collected so far (magic, frame header, block header, checksum; at most 18). */
   private acc: number[] = [];
   private lastBlock = false;
   private checksum = false;
+  /** The frame being read is a skippable one (known once its magic is complete). */
+  private skippable = false;
+  /** Bytes of a magic number split across chunks, held until the magic says what kind of frame they start. */
+  private heldMagic: Buffer | undefined;
 
-  split(chunk: Buffer): Buffer[] {
-    const units: Buffer[] = [];
+  /** `label`: what the stream is, for errors. */
+  constructor(private readonly label: string | undefined) {}
+
+  /** Between frames: a stream may end here. */
+  get atFrameBoundary(): boolean {
+    return this.phase === 'magic' && this.acc.length === 0;
+  }
+
+  split(chunk: Buffer): ZstdUnit[] {
+    const units: ZstdUnit[] = [];
     let start = 0;
     let pos = 0;
     while (pos < chunk.length) {
@@ -276,17 +355,38 @@ class ZstdBlockSplitter {
       pos += take;
       this.need -= take;
       if (this.need > 0) break;
-      if (this.advance()) {
-        units.push(chunk.subarray(start, pos));
+      const wasMagic = this.phase === 'magic';
+      const cut = this.advance();
+      if (wasMagic && this.heldMagic !== undefined) {
+        // The magic is complete: the bytes of it that came with the last chunk belong to this frame.
+        units.push({ kind: this.skippable ? 'skippable' : 'frame', bytes: this.heldMagic });
+        this.heldMagic = undefined;
+      }
+      if (cut !== 'none') {
+        const unit: ZstdUnit = { kind: this.skippable ? 'skippable' : 'frame', bytes: chunk.subarray(start, pos) };
+        if (cut !== 'block') unit.end = { checksum: cut === 'frame' ? undefined : cut };
+        units.push(unit);
         start = pos;
+        if (cut !== 'block') this.skippable = false;
       }
     }
-    if (start < chunk.length) units.push(chunk.subarray(start));
+    if (start < chunk.length) {
+      const rest = chunk.subarray(start);
+      // Mid-magic: the kind of frame is not known yet, and the bytes are kept for when it is.
+      if (this.phase === 'magic') this.heldMagic = Buffer.concat(this.heldMagic === undefined ? [rest] : [this.heldMagic, rest]);
+      else units.push({ kind: this.skippable ? 'skippable' : 'frame', bytes: rest });
+    }
     return units;
   }
 
   private collects(): boolean {
-    return this.phase === 'magic' || this.phase === 'skip-size' || this.phase === 'frame-header' || this.phase === 'block-header';
+    return (
+      this.phase === 'magic' ||
+      this.phase === 'skip-size' ||
+      this.phase === 'frame-header' ||
+      this.phase === 'block-header' ||
+      this.phase === 'checksum'
+    );
   }
 
   /**
@@ -299,21 +399,31 @@ class ZstdBlockSplitter {
     return value;
   }
 
-  /** The current phase is complete: move on. Returns true at the end of a block. */
-  private advance(): boolean {
+  /**
+   * The current phase is complete: move on. Returns where the bytes so far are cut: 'none', at
+   * the end of a 'block', at the end of a 'frame' without checksum, or (a number) at the end of a
+   * frame, whose checksum that is.
+   */
+  private advance(): 'none' | 'block' | 'frame' | number {
     switch (this.phase) {
       case 'magic': {
         const magic = this.le(0, 4);
-        if ((magic & 0xfffffff0) === 0x184d2a50) return this.enter('skip-size', 4);
-        if (magic !== ZSTD_MAGIC) throw corrupt('zstd', new Error(`bad frame magic 0x${magic.toString(16)}`));
+        if ((magic & 0xfffffff0) === 0x184d2a50) {
+          this.skippable = true;
+          return this.enter('skip-size', 4);
+        }
+        if (magic !== ZSTD_MAGIC) throw corrupt('zstd', new Error(`bad frame magic 0x${magic.toString(16)}`), this.label);
         return this.enter('frame-header', 1, true);
       }
       case 'skip-size': {
         const size = this.le(4, 4); // after the magic, which skip-size keeps
-        return size === 0 ? this.enter('magic', 4) : this.enter('skip-data', size);
+        if (size > 0) return this.enter('skip-data', size);
+        this.enter('magic', 4);
+        return 'frame';
       }
       case 'skip-data':
-        return this.enter('magic', 4);
+        this.enter('magic', 4);
+        return 'frame';
       case 'frame-header': {
         if (this.acc.length === 5) {
           const fhd = this.le(4, 1); // the frame header descriptor, after the magic
@@ -334,31 +444,37 @@ class ZstdBlockSplitter {
         this.lastBlock = (header & 1) === 1;
         const type = (header >> 1) & 3;
         const size = header >>> 3;
-        if (type === 3) throw corrupt('zstd', new Error('reserved block type'));
-        if (size > ZSTD_BLOCK_MAX) throw corrupt('zstd', new Error(`block of ${size} bytes exceeds the 128 KiB maximum`));
+        if (type === 3) throw corrupt('zstd', new Error('reserved block type'), this.label);
+        if (size > ZSTD_BLOCK_MAX) throw corrupt('zstd', new Error(`block of ${size} bytes exceeds the 128 KiB maximum`), this.label);
         const contentBytes = type === 1 ? 1 : size; // RLE: one byte repeated `size` times
         if (contentBytes === 0) return this.endBlock();
         return this.enter('block', contentBytes);
       }
       case 'block':
         return this.endBlock();
-      case 'checksum':
-        return this.enter('magic', 4);
+      case 'checksum': {
+        const checksum = this.le(0, 4);
+        this.enter('magic', 4);
+        return checksum;
+      }
     }
   }
 
-  private endBlock(): boolean {
+  private endBlock(): 'block' | 'frame' {
     if (!this.lastBlock) this.enter('block-header', 3);
     else if (this.checksum) this.enter('checksum', 4);
-    else this.enter('magic', 4);
-    return true;
+    else {
+      this.enter('magic', 4);
+      return 'frame';
+    }
+    return 'block';
   }
 
   /** Starts a phase; `keep` continues collecting into the same header buffer. */
-  private enter(phase: ZstdBlockSplitter['phase'], need: number, keep = false): boolean {
+  private enter(phase: ZstdBlockSplitter['phase'], need: number, keep = false): 'none' {
     if (!keep && phase !== 'skip-size') this.acc = [];
     this.phase = phase;
     this.need = need;
-    return false;
+    return 'none';
   }
 }

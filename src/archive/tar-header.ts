@@ -276,7 +276,10 @@ function parseOctal(block: Buffer, start: number, len: number): number {
   return value;
 }
 
-/** Big-endian two's complement after the marker bit; negative numbers have the sign bit 0x40 set. */
+/**
+ * Big-endian two's complement after the marker bit; negative numbers have the sign bit 0x40 set.
+ * The result must be a safe integer (|n| < 2^53): a field past that is refused, not rounded.
+ */
 function parseBase256(block: Buffer, start: number, len: number): number {
   const invert = block[start]! & 0x40 ? 0xff : 0;
   let value = 0;
@@ -286,7 +289,37 @@ function parseBase256(block: Buffer, start: number, len: number): number {
     value = value * 256 + byte;
     if (value > Number.MAX_SAFE_INTEGER) throw new Error('base-256 number too large');
   }
+  if (invert && value === Number.MAX_SAFE_INTEGER) throw new Error('base-256 number too large');
   return invert ? -value - 1 : value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ranges: what a number means on Linux
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Largest owner id a layer may carry: uid_t and gid_t are 32 bits, and 2^32 - 1 is (uid_t)-1,
+ * which chown(2) reads as "leave unchanged", so it cannot be applied either.
+ */
+export const MAX_OWNER_ID = 0xfffffffe;
+/** Largest mode field: seven octal digits (what the 8-byte field holds), file-type bits included (old GNU tar writes them). */
+export const MAX_MODE = 0o7777777;
+/** Largest device major / minor number: each half of a dev_t is 32 bits. */
+export const MAX_DEVICE_NUMBER = 0xffffffff;
+
+/**
+ * A uid or gid (from the header block or a pax record) that Linux can apply, else BAD_TAR naming
+ * the entry. `value` is a safe integer already (decodeNumber / the pax parser make sure of that).
+ */
+export function checkOwnerId(field: 'uid' | 'gid', value: number, offset: number, entry: string): number {
+  if (value >= 0 && value <= MAX_OWNER_ID) return value;
+  throw headerError(`${field} ${value} is out of range (0 to ${MAX_OWNER_ID})`, offset, entry);
+}
+
+/** A device number of a char or block entry, else BAD_TAR naming the entry. */
+export function checkDeviceNumber(field: 'devmajor' | 'devminor', value: number, offset: number, entry: string): number {
+  if (value >= 0 && value <= MAX_DEVICE_NUMBER) return value;
+  throw headerError(`${field} ${value} is out of range (0 to ${MAX_DEVICE_NUMBER})`, offset, entry);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,8 +405,11 @@ export function dialectOf(block: Buffer): Dialect {
 }
 
 /**
- * Decodes one header block, checksum verified: TarFormatError on a bad checksum or number,
- * UNSUPPORTED on a name that is not UTF-8. `offset` is the block's stream offset, for errors.
+ * Decodes one header block, checksum verified: TarFormatError on a bad checksum or number, a
+ * negative size or a mode past seven octal digits; UNSUPPORTED on a name that is not UTF-8.
+ * `offset` is the block's stream offset, for errors. A text field ends at its first NUL (POSIX;
+ * Go's archive/tar, GNU tar and libarchive read them so): what follows the NUL is not part of the
+ * name, so no name read from a header block can hold a NUL byte.
  */
 export function decodeHeader(block: Buffer, offset: number): HeaderBlock {
   verifyChecksum(block, offset);
@@ -386,16 +422,22 @@ export function decodeHeader(block: Buffer, offset: number): HeaderBlock {
   else if (dialect === 'star') prefix = readText(block, 'starPrefix', offset);
   else if (dialect === 'gnu') ({ prefix, atime } = gnuTimesOrPrefix(block, offset));
   const hasOwnerNames = dialect !== 'v7';
+  const fullName = prefix === '' ? name : `${prefix}/${name}`;
+  const mode = num('mode');
+  if (mode < 0 || mode > MAX_MODE)
+    throw headerError(`mode ${mode} is out of range (0 to 0o${MAX_MODE.toString(8)})`, offset, fullName || undefined);
+  const size = num('size');
+  if (size < 0) throw headerError(`negative size ${size}`, offset, fullName || undefined);
   return {
     offset,
     dialect,
     typeflag: String.fromCharCode(block[FIELDS.typeflag.offset]!),
-    name: prefix === '' ? name : `${prefix}/${name}`,
+    name: fullName,
     linkname: readText(block, 'linkname', offset),
-    mode: num('mode'),
+    mode,
     uid: num('uid'),
     gid: num('gid'),
-    size: num('size'),
+    size,
     mtime: num('mtime'),
     atime,
     uname: hasOwnerNames ? readText(block, 'uname', offset) : '',
@@ -481,8 +523,14 @@ export function encodePaxRecords(records: Map<string, Buffer>): Buffer {
 
 /**
  * Pax records, binary-safe: "<len> <key>=<value>\n" where <len> counts the whole record. Values
- * stay Buffers (copied out of `data`) because SCHILY.xattr values are raw bytes. A later record
- * of the same key wins. `offset` is the header's stream offset, for errors.
+ * stay Buffers (copied out of `data`) because SCHILY.xattr values are raw bytes. `offset` is the
+ * header's stream offset, for errors (TarFormatError): a length that is not a decimal number, a
+ * record that overruns the header data or does not end in a newline where its length says, a
+ * record without '=', an empty key, or a key holding a NUL byte or bytes that are not UTF-8 (Go's
+ * archive/tar refuses the same keys).
+ *
+ * Duplicate keys: the later record wins, as in Go's archive/tar (so Docker and containerd) and GNU
+ * tar: a layer reads here as it reads there.
  */
 export function parsePaxRecords(data: Buffer, offset = 0): Map<string, Buffer> {
   const records = new Map<string, Buffer>();
@@ -499,15 +547,37 @@ export function parsePaxRecords(data: Buffer, offset = 0): Map<string, Buffer> {
     const equals = data.indexOf(0x3d, space + 1);
     if (equals === -1 || equals >= end) throw headerError(`pax record at byte ${pos} has no '='`, offset);
     const key = data.toString('utf8', space + 1, equals);
+    if (key === '') throw headerError(`pax record at byte ${pos} has an empty key`, offset);
+    if (key.includes('\0')) throw headerError(`pax record at byte ${pos} has a NUL byte in its key ${JSON.stringify(key)}`, offset);
+    if (key.includes('\ufffd') && !isUtf8(data.subarray(space + 1, equals)))
+      throw headerError(
+        `pax record at byte ${pos} has a key that is not UTF-8 (${JSON.stringify(data.toString('latin1', space + 1, equals))})`,
+        offset,
+      );
     records.set(key, Buffer.from(data.subarray(equals + 1, end - 1)));
     pos = end;
   }
   return records;
 }
 
-/** The name a GNU 'L' / 'K' record carries: its data up to the first NUL, as UTF-8. */
+/**
+ * The name a GNU 'L' / 'K' record carries: its data up to the terminating NUL, as UTF-8. Every
+ * writer stores the name and one NUL (the record's size counts it); a NUL followed by more
+ * non-NUL bytes inside the record is a name with a NUL byte in it, which no file can have:
+ * TarFormatError naming the record's offset.
+ */
 export function decodeLongName(data: Buffer, offset: number): string {
   const nul = data.indexOf(0);
+  if (nul !== -1) {
+    for (let i = nul + 1; i < data.length; i++) {
+      if (data[i] !== 0) {
+        throw headerError(
+          `a GNU long-name record holds a NUL byte inside the name (${JSON.stringify(data.toString('utf8', 0, Math.min(data.length, 200)))})`,
+          offset,
+        );
+      }
+    }
+  }
   const bytes = nul === -1 ? data : data.subarray(0, nul);
   const text = bytes.toString('utf8');
   if (text.includes('\ufffd')) assertUtf8(bytes, offset);

@@ -14,10 +14,15 @@
  * A body that its consumer does not read is skipped when the next entry is requested.
  *
  * The digest covers all bytes of the stream, including whatever follows the end-of-archive blocks
- * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id, so after the
- * end marker the reader keeps reading to EOF. Hashing is done by a StreamDigest (on a second core
- * when one is free); an input that already hashes itself (openLayerStream's file reader) passes
- * its digest in the `digest` option instead.
+ * (GNU tar pads to 10 KiB records): that is what Docker hashes for a layer's diff_id (its
+ * tar-split and containerd's apply read the rest of the stream to EOF, "Read any trailing data"),
+ * so after the end marker the reader keeps reading, hashing as it goes, in bounded memory. But not
+ * forever: past MAX_TRAILING_BYTES (16 MiB; the `maxTrailingBytes` option) of data after the end
+ * marker the stream is refused (BAD_TAR) — no tar writer pads that much (GNU tar's largest
+ * practical record, -b 2048, is 1 MiB), and an endless input such as /dev/zero (whose first two
+ * zero blocks end an empty archive) would otherwise be read forever. Hashing is done by a
+ * StreamDigest (on a second core when one is free); an input that already hashes itself
+ * (openLayerStream's file reader) passes its digest in the `digest` option instead.
  *
  * Chunks: body pieces are views of the input chunks, typed like them. Over leased input
  * (AsyncIterable<LeasedChunk>, from openLayerStream) the pieces are LeasedChunks too, valid only
@@ -27,8 +32,11 @@
 import { TarFormatError, UnionctlError } from '../errors.js';
 import { StreamDigest } from './stream-digest.js';
 import {
+  assertUtf8,
   BLOCK_SIZE,
   blockPadding,
+  checkDeviceNumber,
+  checkOwnerId,
   decodeHeader,
   decodeLongName,
   ENTRY_TYPES,
@@ -73,7 +81,15 @@ export interface ReadTarOptions {
    * file reader hashes as it reads): the reader does not hash again, it finishes that one at EOF.
    */
   digest?: boolean | StreamDigest;
+  /**
+   * Most bytes read (and hashed) after the end-of-archive blocks before the stream is refused as
+   * not a tar (BAD_TAR). Default MAX_TRAILING_BYTES; Infinity reads to EOF whatever comes.
+   */
+  maxTrailingBytes?: number;
 }
+
+/** Data after the end-of-archive blocks that is still read and hashed: see the module comment. */
+export const MAX_TRAILING_BYTES = 16 * 1024 * 1024;
 
 /**
  * A tap on the reader, for rebuilding the exact stream later (the idea of Docker's tar-split):
@@ -108,6 +124,7 @@ export function readTar<Chunk extends Buffer = Buffer>(
 ): TarReader<BodyChunk<Chunk>> {
   const source = new ByteSource(input[Symbol.asyncIterator](), opts.onBytes, opts.digest ?? true);
   source.tap = opts.tap;
+  source.maxTrailingBytes = opts.maxTrailingBytes ?? MAX_TRAILING_BYTES;
   const entries = parseEntries<BodyChunk<Chunk>>(source);
   return Object.defineProperty(entries, 'digest', { value: source.digest, enumerable: true }) as TarReader<BodyChunk<Chunk>>;
 }
@@ -128,6 +145,7 @@ class ByteSource {
   private readonly inputHashes: boolean;
   /** Sees the non-content bytes (tar-split); undefined on the hot path. */
   tap: TarTap | undefined;
+  maxTrailingBytes = MAX_TRAILING_BYTES;
 
   readonly digest: TarStreamDigest = {
     diffId: () => {
@@ -219,10 +237,22 @@ class ByteSource {
     return skipped;
   }
 
-  /** Reads (and hashes) everything up to EOF, then computes the digest. */
+  /**
+   * After the end of the archive: reads (and hashes) everything up to EOF, a chunk at a time, then
+   * computes the digest. More than maxTrailingBytes of it is refused.
+   */
   async drain(): Promise<void> {
+    const end = this.offset;
     this.tapRest();
-    while (await this.pull()) this.tapRest();
+    while (await this.pull()) {
+      if (this.chunkStart + this.chunk.length - end > this.maxTrailingBytes) {
+        throw new TarFormatError(
+          `more than ${mebibytes(this.maxTrailingBytes)} of data follow the end-of-archive blocks: not a layer tar, or an endless input such as /dev/zero`,
+          { offset: end },
+        );
+      }
+      this.tapRest();
+    }
     if (this.hashing) await this.hash.finish();
   }
 
@@ -315,6 +345,8 @@ class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
   }
 }
 
+const mebibytes = (n: number) => (n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MiB` : `${n} bytes`);
+
 function truncated(source: ByteSource, entry: string | undefined, detail: string): TarFormatError {
   return new TarFormatError(`truncated archive: ${detail}`, { entry, offset: source.offset });
 }
@@ -369,12 +401,16 @@ async function* parseEntries<Chunk extends Buffer>(source: ByteSource): AsyncGen
 /**
  * After a first zero block: a second one ends the archive (the normal case), so does EOF (a
  * common truncation of the marker). A non-zero block after a single zero block is what Go's
- * archive/tar calls a broken header, and so do we.
+ * archive/tar calls a broken header, and so do we; a second block cut short is a truncated
+ * archive there too.
  */
 async function readEndOfArchive(source: ByteSource): Promise<void> {
   const offset = source.offset;
   const second = await source.read(BLOCK_SIZE);
   if (second.length > 0) source.lendRaw(second);
+  if (second.length > 0 && second.length < BLOCK_SIZE) {
+    throw truncated(source, undefined, `the stream ends inside the second end-of-archive block (${second.length} of ${BLOCK_SIZE} bytes)`);
+  }
   if (second.length === BLOCK_SIZE && !second.equals(ZERO_BLOCK)) {
     throw new TarFormatError('a single zero block is followed by more data (a zero block ends the archive only in pairs)', { offset });
   }
@@ -428,8 +464,12 @@ class PendingMetadata {
   /** No local pax record is waiting. */
   private empty = true;
 
+  /**
+   * A second local pax header before the same entry replaces the first one, as in Go's
+   * archive/tar (Docker, containerd): the entry reads as it does there.
+   */
   mergeLocal(records: Map<string, Buffer>): void {
-    for (const [k, v] of records) this.local.set(k, v);
+    this.local = records;
     this.empty = false;
   }
 
@@ -463,30 +503,30 @@ class PendingMetadata {
 
   private buildHeader(raw: HeaderBlock, pax: Map<string, Buffer>): TarHeader {
     let type: TarEntryType | undefined = ENTRY_TYPES[raw.typeflag];
-    const path = paxString(pax, 'path') ?? this.longName ?? raw.name;
+    const path = paxName(pax, 'path', raw) ?? this.longName ?? raw.name;
     if (type === undefined) throw unsupportedType(raw, path);
     // Old (pre-POSIX) archives mark directories by a trailing slash on a '\0' entry.
     if (raw.typeflag === '\0' && path.endsWith('/')) type = 'dir';
+    const device = type === 'char' || type === 'block';
     const header: TarHeader = {
       path,
       type,
       mode: raw.mode & 0o7777,
-      uid: paxInteger(pax, 'uid', raw) ?? raw.uid,
-      gid: paxInteger(pax, 'gid', raw) ?? raw.gid,
-      size: paxInteger(pax, 'size', raw) ?? raw.size,
-      mtime: paxTime(pax, 'mtime', raw) ?? { sec: raw.mtime, nsec: 0 },
-      linkname: paxString(pax, 'linkpath') ?? this.longLink ?? raw.linkname,
-      devmajor: raw.devmajor,
-      devminor: raw.devminor,
-      xattrs: paxXattrs(pax, raw),
+      uid: checkOwnerId('uid', paxInteger(pax, 'uid', raw, path) ?? raw.uid, raw.offset, path),
+      gid: checkOwnerId('gid', paxInteger(pax, 'gid', raw, path) ?? raw.gid, raw.offset, path),
+      size: paxInteger(pax, 'size', raw, path) ?? raw.size,
+      mtime: paxTime(pax, 'mtime', raw, path) ?? { sec: raw.mtime, nsec: 0 },
+      linkname: paxName(pax, 'linkpath', raw) ?? this.longLink ?? raw.linkname,
+      devmajor: device ? checkDeviceNumber('devmajor', raw.devmajor, raw.offset, path) : raw.devmajor,
+      devminor: device ? checkDeviceNumber('devminor', raw.devminor, raw.offset, path) : raw.devminor,
+      xattrs: paxXattrs(pax, raw, path),
     };
-    const atime = paxTime(pax, 'atime', raw) ?? (raw.atime === undefined ? undefined : { sec: raw.atime, nsec: 0 });
+    const atime = paxTime(pax, 'atime', raw, path) ?? (raw.atime === undefined ? undefined : { sec: raw.atime, nsec: 0 });
     if (atime !== undefined) header.atime = atime;
-    const uname = paxString(pax, 'uname') ?? raw.uname;
-    const gname = paxString(pax, 'gname') ?? raw.gname;
+    const uname = paxName(pax, 'uname', raw) ?? raw.uname;
+    const gname = paxName(pax, 'gname', raw) ?? raw.gname;
     if (uname !== '') header.uname = uname;
     if (gname !== '') header.gname = gname;
-    if (header.uid < 0 || header.gid < 0 || header.size < 0) throw headerError('negative uid, gid or size', raw.offset, path);
     return header;
   }
 }
@@ -510,20 +550,35 @@ function paxString(pax: Map<string, Buffer>, key: string): string | undefined {
   return value === undefined || value.length === 0 ? undefined : value.toString('utf8');
 }
 
-function paxInteger(pax: Map<string, Buffer>, key: string, raw: HeaderBlock): number | undefined {
+/**
+ * A name a pax record carries (path, linkpath, uname, gname): refused with a NUL byte in it (no
+ * file name can hold one; Go's archive/tar refuses the same), UNSUPPORTED when not UTF-8.
+ */
+function paxName(pax: Map<string, Buffer>, key: string, raw: HeaderBlock): string | undefined {
+  const value = pax.get(key);
+  if (value === undefined || value.length === 0) return undefined;
+  const text = value.toString('utf8');
+  if (value.includes(0)) throw headerError(`the pax ${key} ${JSON.stringify(text)} holds a NUL byte`, raw.offset, raw.name || undefined);
+  if (text.includes('\ufffd')) assertUtf8(value, raw.offset);
+  return text;
+}
+
+/** A decimal count (uid, gid, size): digits only, a safe integer; BAD_TAR naming the entry otherwise. */
+function paxInteger(pax: Map<string, Buffer>, key: string, raw: HeaderBlock, entry: string): number | undefined {
   const text = paxString(pax, key);
   if (text === undefined) return undefined;
   if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(Number(text)))
-    throw headerError(`bad pax ${key} ${JSON.stringify(text)}`, raw.offset, raw.name);
+    throw headerError(`bad pax ${key} ${JSON.stringify(text)} (not a number from 0 to 2^53)`, raw.offset, entry);
   return Number(text);
 }
 
-/** "<seconds>[.<fraction>]", possibly negative; fractions beyond nanoseconds are cut. */
-function paxTime(pax: Map<string, Buffer>, key: string, raw: HeaderBlock): Timespec | undefined {
+/** "<seconds>[.<fraction>]", possibly negative, whole seconds a safe integer; fractions beyond nanoseconds are cut. */
+function paxTime(pax: Map<string, Buffer>, key: string, raw: HeaderBlock, entry: string): Timespec | undefined {
   const text = paxString(pax, key);
   if (text === undefined) return undefined;
   const m = /^(-?)([0-9]+)(?:\.([0-9]*))?$/.exec(text);
-  if (m === null || !Number.isSafeInteger(Number(m[2]))) throw headerError(`bad pax ${key} ${JSON.stringify(text)}`, raw.offset, raw.name);
+  if (m === null || !Number.isSafeInteger(Number(m[2])))
+    throw headerError(`bad pax ${key} ${JSON.stringify(text)} (not a time in seconds within ±2^53)`, raw.offset, entry);
   const whole = Number(m[2]);
   const nsec = Number((m[3] ?? '').padEnd(9, '0').slice(0, 9));
   if (m[1] !== '-') return { sec: whole, nsec };
@@ -535,17 +590,17 @@ function paxTime(pax: Map<string, Buffer>, key: string, raw: HeaderBlock): Times
  * SCHILY.xattr.<name>=<raw bytes> (GNU tar, Go, Docker) and LIBARCHIVE.xattr.<url-encoded name>=
  * <base64> (bsdtar). Sparse-file pax records mean the body is not the file content: refuse.
  */
-function paxXattrs(pax: Map<string, Buffer>, raw: HeaderBlock): Map<string, Buffer> {
+function paxXattrs(pax: Map<string, Buffer>, raw: HeaderBlock, entry: string): Map<string, Buffer> {
   const xattrs = new Map<string, Buffer>();
   for (const [key, value] of pax) {
     if (key.startsWith('SCHILY.xattr.')) {
-      xattrs.set(key.slice('SCHILY.xattr.'.length), value);
+      xattrs.set(xattrName(key.slice('SCHILY.xattr.'.length), key, raw, entry), value);
     } else if (key.startsWith('LIBARCHIVE.xattr.')) {
-      xattrs.set(decodeLibarchiveName(key, raw), Buffer.from(value.toString('latin1'), 'base64'));
+      xattrs.set(xattrName(decodeLibarchiveName(key, raw), key, raw, entry), Buffer.from(value.toString('latin1'), 'base64'));
     } else if (key.startsWith('GNU.sparse.')) {
       throw new UnionctlError(
         'UNSUPPORTED',
-        `tar entry ${JSON.stringify(raw.name)} (offset ${raw.offset}) is a GNU sparse file, which unionctl cannot extract`,
+        `tar entry ${JSON.stringify(entry)} (offset ${raw.offset}) is a GNU sparse file, which unionctl cannot extract`,
         {
           hint: 'repack the layer without --sparse',
         },
@@ -553,6 +608,12 @@ function paxXattrs(pax: Map<string, Buffer>, raw: HeaderBlock): Map<string, Buff
     }
   }
   return xattrs;
+}
+
+/** An xattr name from a pax key: not empty, no NUL byte (the key's own NULs are refused already; a URL-decoded one may hold %00). */
+function xattrName(name: string, key: string, raw: HeaderBlock, entry: string): string {
+  if (name === '' || name.includes('\0')) throw headerError(`bad xattr name in pax key ${JSON.stringify(key)}`, raw.offset, entry);
+  return name;
 }
 
 function decodeLibarchiveName(key: string, raw: HeaderBlock): string {

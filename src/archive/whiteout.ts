@@ -32,6 +32,8 @@ export const WHITEOUT_OPAQUE = '.wh..wh..opq';
 export const AUFS_PLINK_DIR = '.wh..wh.plnk';
 /** overlayfs's own xattrs (opaque, redirect, origin, metacopy, …). */
 export const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
+/** The same, for an overlay mounted with userxattr (in a user namespace). */
+export const OVERLAY_USER_XATTR_PREFIX = 'user.overlay.';
 export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** fuse-overlayfs's own xattrs in an upper dir it wrote (origin of a copied-up file, …). */
 export const FUSE_OVERLAYFS_XATTR_PREFIX = 'user.fuseoverlayfs.';
@@ -71,9 +73,16 @@ export function isBookkeepingPath(rel: string): boolean {
   return parts.some((p, i) => isMetaName(p) && !(p === WHITEOUT_OPAQUE && i === parts.length - 1));
 }
 
-/** overlayfs's and fuse-overlayfs's own xattrs: meaningless outside the union that wrote them. */
+/**
+ * overlayfs's (trusted.overlay.*, or user.overlay.* under userxattr) and fuse-overlayfs's own
+ * xattrs: meaningless outside the union that wrote them, and dangerous inside one — a directory
+ * with overlay.redirect shows another directory of the layers below, overlay.metacopy /
+ * overlay.origin make a file's data come from elsewhere. Never exported, never applied from a tar.
+ */
 export function isUnionBookkeepingXattr(name: string): boolean {
-  return name.startsWith(OVERLAY_XATTR_PREFIX) || name.startsWith(FUSE_OVERLAYFS_XATTR_PREFIX);
+  return (
+    name.startsWith(OVERLAY_XATTR_PREFIX) || name.startsWith(OVERLAY_USER_XATTR_PREFIX) || name.startsWith(FUSE_OVERLAYFS_XATTR_PREFIX)
+  );
 }
 
 /** An empty regular file header: the shape of every `.wh.` entry. */

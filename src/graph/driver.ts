@@ -21,6 +21,8 @@ export interface ApplyDiffOpts {
   onProgress?: (bytes: number) => void;
   /** Sees every byte of the stream that is not file content (the store's tar-split recorder). */
   tap?: TarTap;
+  /** What the apply skipped or took as it is and the user may want to know (default: process.emitWarning). */
+  onWarning?: (message: string) => void;
 }
 
 export interface CreateOpts {

@@ -103,6 +103,8 @@ export interface ImportOptions {
   parent?: string;
   /** Called as the input is read, with the uncompressed tar bytes read so far. */
   onProgress?: (bytesRead: number) => void;
+  /** What the apply skipped or took as it is (an empty input, xattrs dropped or refused); default process.emitWarning. */
+  onWarning?: (message: string) => void;
   /**
    * Runs once the tar is applied, before the layer is complete: a throw (a diff ID or blob digest
    * that does not match what an image promised) rolls the layer back like any failed import.
@@ -903,7 +905,11 @@ export class LayerStore {
       await this.driver.create(id, opts.parent);
       // The tar-split tap sees the stream as the driver's apply reads it, whichever driver it is.
       const recorder = new TarSplitRecorder();
-      const result = await this.driver.applyDiff(id, opts.parent, tar, { onProgress: opts.onProgress, tap: recorder });
+      const result = await this.driver.applyDiff(id, opts.parent, tar, {
+        onProgress: opts.onProgress,
+        onWarning: opts.onWarning,
+        tap: recorder,
+      });
       await opts.verify?.(result);
       if (recorder.active) await writeTarSplit(this.tarSplitPath(id), recorder.encoded());
       const parentChain = parentRec?.chainId;

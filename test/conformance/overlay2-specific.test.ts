@@ -154,6 +154,50 @@ describe('overlay2 specifics', () => {
     assert.equal(await driver.diffSize(rw, base), 'v2'.length + 'fresh'.length);
   });
 
+  it("drops the overlay xattrs a layer tar carries: a redirect cannot make a directory show a lower layer's other directory", async () => {
+    const base = await fx.layer(undefined, [
+      dir('secret/'),
+      file('secret/key', 'private'),
+      dir('public/'),
+      file('public/readme', 'hello'),
+      file('data', 'base data'),
+    ]);
+    const overlayXattrs = {
+      'trusted.overlay.redirect': Buffer.from('/secret'),
+      'trusted.overlay.opaque': Buffer.from('y'),
+      'user.overlay.redirect': Buffer.from('/secret'),
+      'user.fuseoverlayfs.opaque': Buffer.from('y'),
+    };
+    const evil = await fx.layer(base, [
+      dir('public/', { xattrs: overlayXattrs }),
+      dir('fresh/', { xattrs: { 'trusted.overlay.redirect': Buffer.from('/secret'), 'user.kept': Buffer.from('v') } }),
+      file('data', 'evil data', { xattrs: { 'trusted.overlay.metacopy': Buffer.alloc(0), 'trusted.overlay.origin': Buffer.from('x') } }),
+    ]);
+    const diffDir = join(home, evil, 'diff');
+    for (const [path, name] of [
+      ['public', 'trusted.overlay.redirect'],
+      ['public', 'trusted.overlay.opaque'],
+      ['public', 'user.overlay.redirect'],
+      ['public', 'user.fuseoverlayfs.opaque'],
+      ['fresh', 'trusted.overlay.redirect'],
+      ['data', 'trusted.overlay.metacopy'],
+      ['data', 'trusted.overlay.origin'],
+    ] as const) {
+      assert.equal(xattrOf(join(diffDir, path), name), undefined, `${name} on ${path} is not applied`);
+    }
+    assert.deepEqual(xattrOf(join(diffDir, 'fresh'), 'user.kept'), Buffer.from('v'), 'other xattrs are');
+    const child = fx.id('rw');
+    await driver.createReadWrite(child, evil);
+    for (const id of [evil, child]) {
+      await fx.view(id, (p) => {
+        assert.deepEqual(readdirSync(join(p, 'public')), ['readme'], `${id}: public/ shows its own files, not secret/`);
+        assert.deepEqual(readdirSync(join(p, 'fresh')), [], `${id}: a new dir shows nothing of secret/`);
+        assert.equal(text(join(p, 'data')), 'evil data');
+      });
+    }
+    await driver.remove(child);
+  });
+
   describe('branches from the kernel, for every way of mounting', () => {
     const chain: string[] = [];
     // Kernels before 6.8 have no lowerdir+ (the new mount API's way past one page of options) and

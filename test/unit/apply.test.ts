@@ -39,9 +39,15 @@ before(() => {
 });
 after(() => scratch?.dispose());
 
+/** The scratch tmpfs (made in before(), for suites that run). */
+function scratchDir(): string {
+  assert.ok(scratch, 'the scratch tmpfs is made before the suites run');
+  return scratch.dir;
+}
+
 /** A fresh empty directory on the scratch tmpfs. */
 function freshDir(name = 'dest'): string {
-  const dir = join(scratch!.dir, `${counter++}-${name}`);
+  const dir = join(scratchDir(), `${counter++}-${name}`);
   mkdirSync(dir);
   return dir;
 }
@@ -634,5 +640,94 @@ describe('applyLayer: the sample image', { skip: scratchMissing }, () => {
       await applyLayer(createReadStream(join(REPO, 'fixtures/layers', file)), dest, { whiteoutFormat: 'plain' });
     }
     assert.equal(treelist(dest), readFileSync(join(REPO, 'fixtures/sample-expected.txt'), 'utf8'));
+  });
+});
+
+describe('applyLayer: overlay xattrs in a layer tar', { skip: scratchMissing }, () => {
+  it('drops trusted.overlay.*, user.overlay.* and user.fuseoverlayfs.* on every entry kind, keeps the rest, and says so', async () => {
+    const bookkeeping = {
+      'SCHILY.xattr.trusted.overlay.redirect': '/elsewhere',
+      'SCHILY.xattr.trusted.overlay.opaque': 'y',
+      'SCHILY.xattr.user.overlay.metacopy': '',
+      'SCHILY.xattr.user.fuseoverlayfs.origin': 'x',
+      'LIBARCHIVE.xattr.trusted.overlay.origin': Buffer.from('o').toString('base64'),
+    };
+    for (const format of ['overlay', 'plain', 'aufs'] as const) {
+      const dest = freshDir(`overlay-xattrs-${format}`);
+      const warnings: string[] = [];
+      await apply(
+        dest,
+        [
+          { name: 'dir/', type: 'dir', pax: { ...bookkeeping, 'SCHILY.xattr.user.keep': 'kept' } },
+          { name: 'dir/file', content: 'x', pax: bookkeeping },
+          { name: 'dir/fifo', type: 'fifo', pax: bookkeeping },
+        ],
+        format,
+        { onWarning: (m) => warnings.push(m) },
+      );
+      for (const path of ['dir', 'dir/file', 'dir/fifo']) {
+        for (const name of [
+          'trusted.overlay.redirect',
+          'trusted.overlay.opaque',
+          'user.overlay.metacopy',
+          'user.fuseoverlayfs.origin',
+          'trusted.overlay.origin',
+        ]) {
+          assert.equal(lgetxattr(join(dest, path), name), undefined, `${format}: ${name} on ${path}`);
+        }
+      }
+      assert.equal(lgetxattr(join(dest, 'dir'), 'user.keep')?.toString(), 'kept');
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(warnings[0]!, /overlay filesystem xattrs, which were dropped.*trusted\.overlay\.redirect on "dir\/"/);
+    }
+  });
+
+  it('still makes a dir opaque from its .wh..wh..opq entry (the one way a layer says so)', async () => {
+    const dest = freshDir('opaque-marker');
+    await apply(dest, [{ name: 'd/', type: 'dir' }, { name: 'd/.wh..wh..opq' }], 'overlay');
+    assert.equal(lgetxattr(join(dest, 'd'), 'trusted.overlay.opaque')?.toString(), 'y');
+  });
+});
+
+describe('applyLayer: inputs that are not quite a layer', { skip: scratchMissing }, () => {
+  it('applies an empty input (0 bytes) as an empty layer, as Docker does, but says so', async () => {
+    for (const input of [chunked(Buffer.alloc(0)), join(scratchDir(), 'empty.tar')]) {
+      if (typeof input === 'string') writeFileSync(input, '');
+      const dest = freshDir('empty');
+      const warnings: string[] = [];
+      const result = await applyLayer(input, dest, { whiteoutFormat: 'plain', onWarning: (m) => warnings.push(m) });
+      assert.deepEqual(readdirSync(dest), []);
+      assert.equal(result.diffId, 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+      assert.deepEqual(warnings, ['the input is empty (0 bytes), not a layer tar; applied as an empty layer, as Docker does']);
+    }
+  });
+
+  it('applies an archive of zero blocks only as an empty layer, without a warning', async () => {
+    const dest = freshDir('zeros');
+    const warnings: string[] = [];
+    const result = await applyLayer(chunked(Buffer.alloc(10240)), dest, { whiteoutFormat: 'plain', onWarning: (m) => warnings.push(m) });
+    assert.deepEqual([readdirSync(dest), warnings, result.entries], [[], [], 0]);
+  });
+
+  it('ends /dev/zero with a typed error after the documented 16 MiB of trailing data', { timeout: 60_000 }, async () => {
+    const dest = freshDir('dev-zero');
+    await assert.rejects(
+      applyLayer('/dev/zero', dest, { whiteoutFormat: 'plain' }),
+      (e: unknown) =>
+        e instanceof UnionctlError && e.code === 'BAD_TAR' && /more than 16 MiB of data follow the end-of-archive blocks/.test(e.message),
+    );
+  });
+
+  it('reads a layer from a FIFO path (a pipe cannot be read at an offset)', { timeout: 60_000 }, async () => {
+    const fifo = join(scratchDir(), 'layer.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const dest = freshDir('fifo');
+    const data = buildTar([{ name: 'via-fifo', content: 'piped' }]);
+    const { createWriteStream } = await import('node:fs');
+    const writer = createWriteStream(fifo);
+    writer.end(data);
+    const result = await applyLayer(fifo, dest, { whiteoutFormat: 'plain' });
+    assert.equal(readFileSync(join(dest, 'via-fifo'), 'utf8'), 'piped');
+    assert.equal(result.entries, 1);
   });
 });

@@ -207,6 +207,30 @@ describe('tar header: encode and decode', () => {
     assert.equal(decodeHeader(star, 0).name, 'short/s');
   });
 
+  it('refuses a negative size and a mode beyond seven octal digits, naming the entry', () => {
+    const negative = encodeHeader({ ...FULL, prefix: '', name: 'neg' });
+    encodeNumber(negative, 'size', -1);
+    writeChecksum(negative);
+    expectTarError(() => decodeHeader(negative, 1536), /entry "neg", offset 1536.*negative size -1/);
+    for (const mode of [-1, 0o10000000, 2 ** 40]) {
+      const block = encodeHeader({ ...FULL, prefix: '', name: 'm' });
+      encodeNumber(block, 'mode', mode);
+      writeChecksum(block);
+      expectTarError(() => decodeHeader(block, 0), new RegExp(`entry "m".*mode ${mode} is out of range`));
+    }
+    const typeBits = encodeHeader({ ...FULL, prefix: '', name: 'old-gnu', mode: 0o100644 }); // S_IFREG in the field, as old GNU tar wrote it
+    assert.equal(decodeHeader(typeBits, 0).mode, 0o100644);
+  });
+
+  it('ends a name at its first NUL: the bytes after it are not part of the name', () => {
+    const block = encodeHeader({ ...FULL, prefix: '', name: 'a' });
+    block.write('a\0hidden', FIELDS.name.offset, 'latin1');
+    block.write('t\0junk', FIELDS.linkname.offset, 'latin1');
+    writeChecksum(block);
+    const h = decodeHeader(block, 0);
+    assert.deepEqual([h.name, h.linkname], ['a', 't']);
+  });
+
   it('refuses a name that is not UTF-8 (UNSUPPORTED, not a format error)', () => {
     const block = encodeHeader({ ...FULL, prefix: '', name: 'caf\xe9' }); // latin1 é alone is not UTF-8
     assert.throws(
@@ -330,12 +354,21 @@ describe('tar header: long names', () => {
   });
 
   it('reads GNU long-name records up to their NUL, refusing bytes that are not UTF-8', () => {
-    assert.equal(decodeLongName(Buffer.from('\u00e9t\u00e9/'.repeat(80) + '\0junk'), 0), '\u00e9t\u00e9/'.repeat(80));
+    assert.equal(decodeLongName(Buffer.from('\u00e9t\u00e9/'.repeat(80) + '\0'), 0), '\u00e9t\u00e9/'.repeat(80));
+    assert.equal(decodeLongName(Buffer.from('padded\0\0\0'), 0), 'padded');
     assert.equal(decodeLongName(Buffer.from('no-nul'), 0), 'no-nul');
     assert.throws(
       () => decodeLongName(Buffer.from([0x61, 0xff, 0]), 3072),
       (e: unknown) => e instanceof UnionctlError && e.code === 'UNSUPPORTED' && /offset 3072/.test(e.message),
     );
+  });
+
+  it('refuses a NUL byte inside a long name (a NUL followed by more of the name), naming the offset', () => {
+    expectTarError(
+      () => decodeLongName(Buffer.from('dir/a\0b\0'), 2048),
+      /offset 2048.*GNU long-name record holds a NUL byte inside the name/,
+    );
+    expectTarError(() => decodeLongName(Buffer.from('\0evil'), 0), /NUL byte inside the name/);
   });
 });
 
@@ -367,9 +400,29 @@ describe('tar header: pax records', () => {
     assert.equal(encodePaxRecord('\u65e5', Buffer.from('v')).toString('utf8'), '8 \u65e5=v\n');
   });
 
-  it('lets a later record of a key win', () => {
+  it('lets a later record of a key win (as Go archive/tar and GNU tar do)', () => {
     const data = Buffer.concat([encodePaxRecord('uid', Buffer.from('1')), encodePaxRecord('uid', Buffer.from('2'))]);
     assert.equal(parsePaxRecords(data).get('uid')!.toString(), '2');
+    const paths = Buffer.concat([encodePaxRecord('path', Buffer.from('first')), encodePaxRecord('path', Buffer.from('second'))]);
+    assert.equal(parsePaxRecords(paths).get('path')!.toString(), 'second');
+  });
+
+  it('refuses an empty key, a NUL byte in a key and a key that is not UTF-8, naming the header offset', () => {
+    expectTarError(() => parsePaxRecords(encodePaxRecord('', Buffer.from('x')), 512), /offset 512.*pax record at byte 0 has an empty key/);
+    const ok = encodePaxRecord('a', Buffer.from('b'));
+    const nul = encodePaxRecord('SCHILY.xattr.user.a\0b', Buffer.from('v'));
+    expectTarError(() => parsePaxRecords(Buffer.concat([ok, nul]), 0), /pax record at byte 6 has a NUL byte in its key/);
+    const latin1 = Buffer.concat([Buffer.from('13 '), Buffer.from([0x6b, 0xe9, 0x79]), Buffer.from('=value\n')]);
+    expectTarError(() => parsePaxRecords(latin1, 0), /has a key that is not UTF-8/);
+  });
+
+  it('refuses a record whose length disagrees with its content', () => {
+    const record = encodePaxRecord('path', Buffer.from('some/file')); // "18 path=some/file\n"
+    const text = record.toString('latin1');
+    for (const length of [5, 10, 17, 19, 40, 10 ** 20]) {
+      const lying = Buffer.from(text.replace(/^\d+/, String(length)), 'latin1');
+      expectTarError(() => parsePaxRecords(lying, 0), /pax record at byte 0/);
+    }
   });
 
   it('refuses malformed records, naming the header offset', () => {

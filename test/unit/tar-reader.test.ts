@@ -5,9 +5,20 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { TarFormatError, UnionctlError } from '../../src/errors.js';
-import { readTar, type TarEntry } from '../../src/archive/tar-reader.js';
+import { MAX_TRAILING_BYTES, readTar, type TarEntry } from '../../src/archive/tar-reader.js';
 import type { TarHeader } from '../../src/archive/types.js';
-import { buildTar, chunked, END_OF_ARCHIVE, gnuLongRecord, paxHeader, tarEntry, tarHeader } from '../helpers/tarbuild.js';
+import {
+  buildTar,
+  chunked,
+  END_OF_ARCHIVE,
+  gnuLongRecord,
+  padToBlock as padTo512,
+  paxHeader,
+  paxRecord,
+  tarEntry,
+  tarHeader,
+  type TarSpec,
+} from '../helpers/tarbuild.js';
 
 interface ReadEntry {
   header: TarHeader;
@@ -382,6 +393,179 @@ describe('readTar: integrity', () => {
   });
 });
 
+describe('readTar: malformed input is a typed error naming the entry or offset', () => {
+  it('refuses a NUL byte in a pax path, linkpath, uname or gname', async () => {
+    for (const key of ['path', 'linkpath', 'uname', 'gname']) {
+      const data = buildTar([{ name: 'victim', type: 'symlink', linkname: 't', pax: { [key]: 'a\0b' } }]);
+      await expectTarError(data, new RegExp(`entry "victim", offset 1024.*pax ${key} "a\\\\u0000b" holds a NUL byte`));
+    }
+  });
+
+  it('refuses a NUL byte inside a GNU long name or long link', async () => {
+    await expectTarError(buildTar([gnuLongRecord('a\0b', 'L'), { name: 'x', format: 'gnu' }]), /offset 0.*NUL byte inside the name/);
+    await expectTarError(
+      buildTar([gnuLongRecord('t\0u', 'K'), { name: 'l', type: 'symlink', linkname: 't', format: 'gnu' }]),
+      /NUL byte inside the name/,
+    );
+  });
+
+  it('refuses a NUL byte in an xattr name (a NUL in the key, or %00 in a LIBARCHIVE name) and an empty one', async () => {
+    await expectTarError(buildTar([{ name: 'f', pax: { 'SCHILY.xattr.user.a\0b': 'v' } }]), /NUL byte in its key/);
+    await expectTarError(buildTar([{ name: 'f', pax: { 'LIBARCHIVE.xattr.user.a%00b': 'dg==' } }]), /entry "f".*bad xattr name/);
+    await expectTarError(buildTar([{ name: 'f', pax: { 'SCHILY.xattr.': 'v' } }]), /entry "f".*bad xattr name/);
+  });
+
+  it('refuses a pax path that is not UTF-8 (UNSUPPORTED), as it does a header name', async () => {
+    const data = buildTar([{ name: 'f', pax: { path: Buffer.from([0x63, 0x61, 0x66, 0xe9]) } }]);
+    await expectTarError(data, /not valid UTF-8/, UnionctlError);
+  });
+
+  it('refuses uid and gid past what Linux can apply, from pax records and base-256 fields', async () => {
+    const cases: Array<[TarSpec, RegExp]> = [
+      [{ name: 'a', pax: { uid: '99999999999999' } }, /entry "a", offset 1024.*uid 99999999999999 is out of range/],
+      [{ name: 'a', pax: { gid: '4294967296' } }, /gid 4294967296 is out of range/],
+      [{ name: 'a', pax: { uid: '4294967295' } }, /uid 4294967295 is out of range/], // (uid_t)-1: "no change" to chown
+      [{ name: 'a', pax: { uid: '-1' } }, /bad pax uid "-1"/],
+      [{ name: 'a', pax: { uid: '1e3' } }, /bad pax uid "1e3"/],
+      [{ name: 'a', pax: { uid: '90071992547409930' } }, /bad pax uid/],
+      [{ name: 'a', uid: 2 ** 40, base256: ['uid'], format: 'gnu' }, /entry "a", offset 0.*uid 1099511627776 is out of range/],
+      [{ name: 'a', gid: -5, base256: ['gid'], format: 'gnu' }, /gid -5 is out of range/],
+    ];
+    for (const [spec, pattern] of cases) await expectTarError(buildTar([spec]), pattern);
+    const { entries } = await readAll(buildTar([{ name: 'max', pax: { uid: '4294967294', gid: '0' } }]));
+    assert.equal(entries[0]!.header.uid, 4294967294);
+  });
+
+  it('refuses a global pax uid out of range at the entry it would apply to', async () => {
+    await expectTarError(
+      buildTar([paxHeader({ uid: '5000000000' }, 'g'), { name: 'later' }]),
+      /entry "later".*uid 5000000000 is out of range/,
+    );
+  });
+
+  it('refuses bad sizes: negative, beyond a safe integer, not a number', async () => {
+    await expectTarError(buildTar([{ name: 'a', content: 'x', pax: { size: '-1' } }]), /entry "a".*bad pax size "-1"/);
+    await expectTarError(buildTar([{ name: 'a', content: 'x', pax: { size: '9007199254740993' } }]), /bad pax size "9007199254740993"/);
+    await expectTarError(buildTar([{ name: 'a', content: 'x', pax: { size: ' 1' } }]), /bad pax size/);
+    await expectTarError(
+      buildTar([{ name: 'a', content: 'x', size: -1, base256: ['size'], format: 'gnu' }]),
+      /entry "a".*negative size -1/,
+    );
+    // A pax header whose own size field is negative (base-256) is refused before anything is read for it.
+    const pax = tarHeader({ name: 'PaxHeader', typeflag: 'x', size: -512, base256: ['size'], format: 'gnu' });
+    await expectTarError(Buffer.concat([pax, tarEntry({ name: 'a' }), END_OF_ARCHIVE]), /"PaxHeader".*negative size -512/);
+  });
+
+  it('refuses bad times: not a number, beyond a safe integer (pax and base-256)', async () => {
+    for (const mtime of ['abc', '', '1.2.3', '-', '99999999999999999', '0x10', '1e9']) {
+      if (mtime === '') continue; // an empty value means "no record": the header's mtime applies
+      await expectTarError(buildTar([{ name: 'a', pax: { mtime } }]), new RegExp(`entry "a".*bad pax mtime`));
+    }
+    await expectTarError(buildTar([{ name: 'a', pax: { atime: 'soon' } }]), /bad pax atime "soon"/);
+    const block = tarHeader({ name: 'far', format: 'gnu' });
+    block.fill(0xff, 136, 148); // mtime: base-256, all ones after the marker: below -2^53
+    block[136] = 0xff;
+    block.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const b of block) sum += b;
+    block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    assert.equal((await readAll(Buffer.concat([block, END_OF_ARCHIVE]))).entries[0]!.header.mtime.sec, -1); // -1 in base-256 is fine
+    const huge = tarHeader({ name: 'far', format: 'gnu' });
+    huge.fill(0, 136, 148);
+    huge[136] = 0x80;
+    huge[137] = 0x01; // 2^80: past a safe integer
+    huge.fill(0x20, 148, 156);
+    sum = 0;
+    for (const b of huge) sum += b;
+    huge.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    await expectTarError(Buffer.concat([huge, END_OF_ARCHIVE]), /entry "far".*bad mtime field.*too large/);
+  });
+
+  it('refuses device numbers that are no dev_t half, on char and block entries', async () => {
+    const block = tarHeader({ name: 'dev', type: 'char', format: 'gnu' });
+    // devmajor in base-256: 2^33
+    block.fill(0, 329, 337);
+    block[329] = 0x80;
+    block[332] = 0x02;
+    block.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const b of block) sum += b;
+    block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    await expectTarError(Buffer.concat([block, END_OF_ARCHIVE]), /entry "dev".*devmajor 8589934592 is out of range/);
+  });
+
+  it('lets the later of two records of a key win, as Go archive/tar (Docker, containerd) and GNU tar do', async () => {
+    const data = Buffer.concat([paxRecord('path', 'first'), paxRecord('uid', '1'), paxRecord('path', 'second'), paxRecord('uid', '2')]);
+    const tar = Buffer.concat([
+      tarHeader({ name: 'PaxHeader', typeflag: 'x', content: data }),
+      padTo512(data),
+      tarEntry({ name: 'plain' }),
+      END_OF_ARCHIVE,
+    ]);
+    const { entries } = await readAll(tar);
+    assert.deepEqual([entries[0]!.header.path, entries[0]!.header.uid], ['second', 2]);
+  });
+
+  it('lets a second pax header before one entry replace the first, as Go archive/tar does', async () => {
+    const data = buildTar([paxHeader({ path: 'from-first', uid: '7' }), paxHeader({ gid: '9' }), { name: 'plain', uid: 1 }]);
+    const { entries } = await readAll(data);
+    assert.deepEqual([entries[0]!.header.path, entries[0]!.header.uid, entries[0]!.header.gid], ['plain', 1, 9]);
+  });
+
+  it('refuses a pax header whose records are longer than its size says', async () => {
+    const records = Buffer.concat([paxRecord('path', 'p'.repeat(100)), paxRecord('uid', '5')]);
+    for (const size of [10, 50, records.length - 1]) {
+      const header = tarHeader({ name: 'PaxHeader', typeflag: 'x', size });
+      const tar = Buffer.concat([header, padTo512(records), tarEntry({ name: 'a' }), END_OF_ARCHIVE]);
+      await expectTarError(tar, /pax record at byte \d+ overruns its header or lacks its newline/);
+    }
+  });
+
+  it('refuses a pax record whose length field disagrees with its content', async () => {
+    const good = paxRecord('path', 'name-from-pax').toString('latin1');
+    for (const length of ['3', '17', '25', '26', '28', '99', '0', '01', '-5']) {
+      const data = Buffer.from(good.replace(/^\d+/, length), 'latin1');
+      const tar = Buffer.concat([
+        tarHeader({ name: 'PaxHeader', typeflag: 'x', content: data }),
+        padTo512(data),
+        tarEntry({ name: 'a' }),
+        END_OF_ARCHIVE,
+      ]);
+      await expectTarError(tar, /offset 0.*pax record/);
+    }
+  });
+
+  it('ends with a typed error or cleanly when cut at any byte', async () => {
+    const data = buildTar([
+      paxHeader({ 'SCHILY.xattr.user.k': 'v', mtime: '1700000000.5' }, 'g'),
+      { name: 'dir/', type: 'dir' },
+      { name: 'dir/file', content: 'x'.repeat(700), pax: { path: `dir/${'long'.repeat(40)}` } },
+      gnuLongRecord(`gnu/${'n'.repeat(120)}`),
+      { name: 'gnu-short', content: 'y', format: 'gnu' },
+      { name: 'link', type: 'symlink', linkname: 'dir/file' },
+    ]);
+    const whole = (await readAll(data)).entries.length;
+    let clean = 0;
+    for (let cut = 0; cut < data.length; cut++) {
+      try {
+        // No digest: a StreamDigest per run costs more than the parse, and this runs thousands of times.
+        const entries: TarHeader[] = [];
+        for await (const { header, body } of readTar(chunked(data.subarray(0, cut), [cut % 7 === 0 ? 512 : 97, 1000]), { digest: false })) {
+          for await (const _ of body);
+          entries.push(header);
+        }
+        clean++;
+        assert.equal(cut % 512, 0, `cut at ${cut}: accepted only at a block boundary`);
+        assert.ok(entries.length <= whole);
+      } catch (e) {
+        assert.ok(e instanceof TarFormatError, `cut at ${cut}: ${String(e)}`);
+        assert.match(e.message, /offset \d+/, `cut at ${cut}: the message names the offset`);
+      }
+    }
+    assert.ok(clean > 0 && clean < data.length / 512 + 1, `${clean} clean cuts`);
+  });
+});
+
 describe('readTar: digest', () => {
   it('hashes every byte of the stream, including what follows the end blocks', async () => {
     const data = Buffer.concat([buildTar([{ name: 'a', content: 'abc' }]), Buffer.alloc(8192), Buffer.from('trailing junk')]);
@@ -389,6 +573,50 @@ describe('readTar: digest', () => {
     assert.equal(diffId, sha256(data));
     assert.equal(bytes, data.length);
   });
+
+  it('reads an archive of zero blocks only as an empty archive, hashing them all (Docker: two zero blocks end it)', async () => {
+    const data = Buffer.alloc(10240);
+    const { entries, diffId, bytes } = await readAll(data, 3000);
+    assert.deepEqual([entries.length, diffId, bytes], [0, sha256(data), 10240]);
+  });
+
+  it('reads and hashes up to maxTrailingBytes after the end blocks, and refuses more, naming the end offset', async () => {
+    const tar = buildTar([{ name: 'a', content: 'abc' }]);
+    const within = Buffer.concat([tar, Buffer.alloc(4096, 7)]);
+    const tr = readTar(chunked(within, 1000), { maxTrailingBytes: 4096 });
+    for await (const _entry of tr);
+    assert.equal(tr.digest.diffId(), sha256(within));
+    const beyond = Buffer.concat([tar, Buffer.alloc(4097, 7)]);
+    await assert.rejects(
+      (async () => {
+        for await (const _entry of readTar(chunked(beyond, 1000), { maxTrailingBytes: 4096 }));
+      })(),
+      (e: unknown) =>
+        e instanceof TarFormatError && /offset 2048.*more than 4096 bytes of data follow the end-of-archive blocks/.test(e.message),
+    );
+  });
+
+  it(
+    'ends an endless input (like /dev/zero) after MAX_TRAILING_BYTES, having read that much and no more',
+    { timeout: 60_000 },
+    async () => {
+      let read = 0;
+      const chunk = Buffer.alloc(1 << 20);
+      async function* endlessZeros(): AsyncGenerator<Buffer> {
+        for (;;) {
+          read += chunk.length;
+          yield chunk;
+        }
+      }
+      await assert.rejects(
+        (async () => {
+          for await (const _entry of readTar(endlessZeros()));
+        })(),
+        (e: unknown) => e instanceof TarFormatError && /offset 1024.*more than 16 MiB of data follow/.test(e.message),
+      );
+      assert.ok(read <= MAX_TRAILING_BYTES + 2 * chunk.length, `${read} bytes read`);
+    },
+  );
 
   it('hashes a large stream exactly (through the hashing thread when it is used)', async () => {
     const content = Buffer.alloc(40 * 1024 * 1024);

@@ -72,6 +72,7 @@ describe('whiteout names in a layer tar', () => {
   it('knows the union bookkeeping xattrs', () => {
     assert.ok(isUnionBookkeepingXattr('trusted.overlay.opaque'));
     assert.ok(isUnionBookkeepingXattr('user.fuseoverlayfs.origin'));
+    assert.ok(isUnionBookkeepingXattr('user.overlay.redirect'), 'an overlay mounted with userxattr');
     assert.ok(!isUnionBookkeepingXattr('user.overlay'));
     assert.ok(!isUnionBookkeepingXattr('security.capability'));
   });
