@@ -1,7 +1,7 @@
 /**
  * Fuzzed layer tars (test/helpers/tarfuzz.ts: a corpus of valid tars, byte flips, truncations,
  * header-field and pax mutations, splices, trailing data, compression) imported into real stores
- * on a tmpfs — through store.importLayer for vfs and overlay2, and through the CLI
+ * on a tmpfs — through store.importLayer for vfs, overlay2, overlay and aufs, and through the CLI
  * (`unionctl import`). Every case must either apply cleanly (the layer mounts, reads and goes away
  * again) or be refused with a UnionctlError (exit code 1 from the CLI, never 70 "internal error"),
  * with the store exactly as it was and nothing outside it touched.
@@ -23,7 +23,7 @@ import { fuzzCase, fuzzSettings, PARENT_LAYER, reproduce, type FuzzCase } from '
 
 const { seed, cases, only } = fuzzSettings();
 const INDICES = only !== undefined ? [only] : [...Array(cases).keys()];
-const DRIVERS = ['vfs', 'overlay2'] as const;
+const DRIVERS = ['vfs', 'overlay2', 'overlay', 'aufs'] as const;
 /** Store files that change with any command (the lock, mount references). */
 const VOLATILE = ['store.lock', 'driver-state'];
 /** A BAD_TAR message names what is wrong and where. */
