@@ -163,7 +163,8 @@ export function replayJournals(root: string): void {
     for (const change of journal.changes) applyChange(root, change);
     rmSync(path, { force: true });
   }
-  fsyncDir(dir);
+  // As after a commit: the dir goes once it is empty, so a replay leaves the root as a commit would.
+  fsyncDir(removeEmptyDir(dir) ? root : dir);
 }
 
 function commitJournaled(root: string, changes: Change[]): void {
