@@ -39,6 +39,7 @@ import {
   hasMountAt,
   mkdirWithMode,
   processAlive,
+  removeDeadTempFiles,
   writeFileAtomic,
   type ProcessIdentity,
 } from '../sys/index.js';
@@ -129,6 +130,7 @@ export class MountLifecycle {
     this.refsDir = join(stateDir, 'refs');
     this.locksDir = join(stateDir, 'locks');
     for (const dir of [this.refsDir, this.locksDir]) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    removeDeadTempFiles(this.refsDir); // reference files whose writer was killed before its rename
   }
 
   /**

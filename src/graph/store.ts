@@ -39,7 +39,7 @@ import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
 import { assertValidId, UnionctlError } from '../errors.js';
-import { atomicTempPrefix, currentProcess, processAlive, type ProcessIdentity } from '../sys/index.js';
+import { atomicTempPrefix, currentProcess, processAlive, removeDeadTempFiles, type ProcessIdentity } from '../sys/index.js';
 import type { ApplyResult, Branch, Change, Driver, DriverCapabilities, References } from './driver.js';
 import { lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
 import { runTransaction, type FileTransaction } from './transaction.js';
@@ -489,11 +489,12 @@ export class LayerStore {
   // ---- crash recovery ------------------------------------------------------------------------
 
   /**
-   * Rolls back creations whose process died, completes interrupted removals, then runs the
-   * extensions' recovery (interrupted image loads). Run by openStore. One stuck layer does not make
+   * Removes the temp files of record writes that were killed, rolls back creations whose process
+   * died, completes interrupted removals, then runs the extensions' recovery (interrupted image loads). Run by openStore. One stuck layer does not make
    * the store unusable: it stays hidden, a warning says why, and the next open retries.
    */
   async recover(): Promise<void> {
+    removeDeadTempFiles(join(this.root, LAYERDB)); // records whose writer was killed before its rename
     const stale = await this.transaction(async (tx) =>
       tx.records().filter((r) => r.state === 'removing' || (r.state === 'creating' && !processAlive(r.owner))),
     );

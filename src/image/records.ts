@@ -19,7 +19,7 @@ import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
-import { currentProcess, processAlive, type ProcessIdentity } from '../sys/index.js';
+import { currentProcess, processAlive, removeDeadTempFiles, type ProcessIdentity } from '../sys/index.js';
 
 export interface ImageLayerRef {
   /** The layer's id in the store. */
@@ -293,7 +293,7 @@ function removeDeadSpools(store: LayerStore): void {
   removeDirIfEmpty(tmp);
 }
 
-/** Rolls back the loads whose process died: their layers go (unless something uses them), then their journals. */
+/** Rolls back the loads whose process died: their layers go (unless something uses them), then their journals and temp files. */
 async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
   removeDeadSpools(store);
   const dead = readJournals(diskDocuments(store)).filter(([, j]) => !processAlive(j.owner));
@@ -310,6 +310,7 @@ async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
       rmSync(join(store.root, IMAGES, f), { force: true });
     }
   }
+  removeDeadTempFiles(join(store.root, IMAGES)); // image records and journals whose writer was killed before its rename
   removeDirIfEmpty(join(store.root, IMAGES));
 }
 

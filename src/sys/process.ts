@@ -48,6 +48,21 @@ export function processAlive(p: ProcessIdentity | undefined): boolean {
   return processStartTime(p.pid) === p.start;
 }
 
+/**
+ * A process with this pid is running (or a zombie). For names that carry only a pid (temp files,
+ * spools, probe dirs): a pid reused by another process reads as running, so what such a name
+ * marks is kept a while longer, never removed too early.
+ */
+export function pidRunning(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
 /** "1234 (unionctl diff …)": a pid with its command line, for messages; best effort. */
 export function describeProcess(pid: number): string {
   try {
