@@ -3,7 +3,18 @@
  * overlayfs. Every layer's files live in its own diff/; a layer with parents is mounted as a union
  * of its diff/ (upperdir) over its ancestors' diff/ dirs (lowerdirs, nearest first).
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -51,6 +62,15 @@ function readFileIfExists(path: string): string | undefined {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
+}
+
+/**
+ * Creates the empty `committed` file if it is missing. Not through a temp file and a rename: an
+ * empty file cannot be seen half-written, and a temp file left by a kill would sit in a complete
+ * layer's dir, where nothing cleans it up.
+ */
+function markCommitted(path: string): void {
+  closeSync(openSync(path, 'a', MODE.committed));
 }
 
 export class Overlay2Driver extends GraphDriver {
@@ -131,7 +151,7 @@ export class Overlay2Driver extends GraphDriver {
       if (parent === undefined || lower === undefined) return;
       mkdirWithMode(this.layout.workDir(id), MODE.work);
       writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
-      writeFileAtomic(this.layout.committedFile(parent), '', { mode: MODE.committed });
+      markCommitted(this.layout.committedFile(parent));
     } catch (e) {
       if (linkId !== undefined) rmSync(this.layout.linkPath(linkId), { force: true });
       rmSync(dir, { recursive: true, force: true });
