@@ -128,9 +128,9 @@ export function snapshotStore(root: string, driver: DriverName): StoreSnapshot {
     }
   }
   const canon = (s: string) => {
-    let out = s.replace(/-rw-[0-9a-f]{6}\b/g, '-rw-XXXXXX');
+    let out = s;
     for (const [from, to] of names) out = out.split(from).join(to);
-    return out;
+    return out.replace(/-rw-[0-9a-f]{6}\b/g, '-rw-XXXXXX');
   };
 
   // Layer records.
@@ -232,7 +232,8 @@ export function snapshotStore(root: string, driver: DriverName): StoreSnapshot {
       const inContent = !relHome.startsWith('..') && layout.isContent(relHome);
       if (!inContent && (name.startsWith('.') || /\.tmp$|^tmp-|probe/.test(name)))
         problems.push(`${canon(rel)}: a temp file or probe was left`);
-      if (/^driver-state\/[^/]+\/(refs|locks)\//.test(rel)) continue; // the counts above; locks come and go
+      // The counts above; lock files come and go (a process killed while taking a lock leaves its file).
+      if (/^driver-state\/[^/]+\/(refs\/|locks\/|[^/]+\.lock$)/.test(rel)) continue;
       if (rel === 'store.lock') continue;
       if (/^(layerdb\/[^/]+\.json|images\/[^/.][^/]*\.json)$/.test(rel)) continue; // the records above
       const st = lstatSync(path);
