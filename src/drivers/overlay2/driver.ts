@@ -32,7 +32,7 @@ import type {
   RemoveOpts,
 } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
-import { withFileLock } from '../../graph/lock.js';
+import { removeHeldLockFile, withFileLock } from '../../graph/lock.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { findMount, mkdirWithMode, MNT_DETACH, readMountInfo, umount2, writeFileAtomic } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
@@ -150,8 +150,11 @@ export class Overlay2Driver extends GraphDriver {
       writeFileAtomic(this.layout.linkFile(id), linkId, { mode: MODE.link });
       if (parent === undefined || lower === undefined) return;
       mkdirWithMode(this.layout.workDir(id), MODE.work);
-      writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
-      markCommitted(this.layout.committedFile(parent));
+      // Together under the commit lock: a sibling being rolled back (uncommitIfUnused) sees this lower file or comes before the mark.
+      await this.withCommitLock(async () => {
+        writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
+        markCommitted(this.layout.committedFile(parent));
+      });
     } catch (e) {
       if (linkId !== undefined) rmSync(this.layout.linkPath(linkId), { force: true });
       rmSync(dir, { recursive: true, force: true });
@@ -197,6 +200,8 @@ export class Overlay2Driver extends GraphDriver {
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
     if (!this.existsSync(id)) return;
+    // A create being rolled back (force) takes back the committed mark it put on its parent.
+    const parentEntry = opts.force ? this.lowerEntriesIfReadable(id)?.[0] : undefined;
     await this.mounts.whileUnused(
       id,
       () => {
@@ -205,6 +210,60 @@ export class Overlay2Driver extends GraphDriver {
       },
       opts,
     );
+    if (parentEntry !== undefined) await this.uncommitIfUnused(parentEntry);
+  }
+
+  private lowerEntriesIfReadable(id: string): string[] | undefined {
+    try {
+      return this.layout.readLowerEntries(id);
+    } catch {
+      return undefined; // a half-made layer's lower file: nothing to take back
+    }
+  }
+
+  /**
+   * Deletes the committed mark of the layer linked as `entry` ("l/<LID>") when no layer's lower
+   * chain holds that link any more: the layer is then as it was before its first child was
+   * created (its own diff the upper dir of its mount). Only for rolling back a create: Docker keeps
+   * the mark after a child is removed, and so does remove() without force.
+   */
+  private async uncommitIfUnused(entry: string): Promise<void> {
+    const linkId = entry.slice(LINK_DIR.length + 1);
+    if (!entry.startsWith(`${LINK_DIR}/`) || !isLinkId(linkId)) return;
+    await this.withCommitLock(async () => {
+      let parent: string;
+      try {
+        parent = this.layout.layerOfLink(linkId);
+      } catch {
+        return; // the parent is gone too
+      }
+      for (const name of readdirSync(this.home)) {
+        if (name === LINK_DIR) continue;
+        let lower: string | undefined;
+        try {
+          lower = readFileIfExists(join(this.home, name, 'lower'));
+        } catch {
+          continue; // not a layer dir
+        }
+        if (lower?.split(':').includes(entry)) return;
+      }
+      rmSync(this.layout.committedFile(parent), { force: true });
+    });
+  }
+
+  /**
+   * Serialises marking a parent committed (with the child's lower file) and taking the mark back,
+   * between processes. The lock file is deleted while held, so it leaves no trace in the store.
+   */
+  private withCommitLock(fn: () => Promise<void>): Promise<void> {
+    const path = join(this.stateDir, 'commit.lock');
+    return withFileLock(path, async () => {
+      try {
+        await fn();
+      } finally {
+        removeHeldLockFile(path);
+      }
+    });
   }
 
   /**
