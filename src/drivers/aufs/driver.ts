@@ -210,7 +210,9 @@ export class AufsDriver extends GraphDriver {
 
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
-    if (!this.layout.exists(id) && !this.dirExists(this.layout.diffDir(id))) return;
+    // Anything of the layer still there: a removal killed after layers/<id> and diff/<id> went still has mnt/<id> (and the rest) to delete.
+    const traces = [this.layout.diffDir(id), this.layout.mntDir(id), join(this.writableMarks, id), this.workDirOf(id)];
+    if (!this.layout.exists(id) && !traces.some((p) => lstatSync(p, { throwIfNoEntry: false }) !== undefined)) return;
     await this.mounts.whileUnused(
       id,
       () => {
@@ -222,10 +224,6 @@ export class AufsDriver extends GraphDriver {
       },
       opts,
     );
-  }
-
-  private dirExists(path: string): boolean {
-    return lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
   }
 
   // ---- the view and its mount ------------------------------------------------------------
