@@ -31,7 +31,7 @@
  */
 import { lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertValidId, UnionctlError } from '../errors.js';
+import { assertValidId, isValidId, UnionctlError } from '../errors.js';
 import {
   bootId,
   currentProcess,
@@ -71,6 +71,12 @@ export interface Mounter {
    * its parent's) is right for every driver; unit tests give a fake.
    */
   isMounted?(id: string): boolean;
+  /**
+   * Removes what a mount of the layer keeps beside its mount point and an unmount deletes (aufs:
+   * the FUSE work dir), for a process killed in between. Called by prune(), under the layer's
+   * lock, while the union is not mounted.
+   */
+  tidyUnmounted?(id: string): void;
 }
 
 export interface MountOptions {
@@ -245,6 +251,33 @@ export class MountLifecycle {
     for (const id of new Set([...this.referencedIds(), ...alsoIds])) await this.reset(id);
   }
 
+  /**
+   * Drops what processes killed in a get, put or reset left (run when a store is opened): for
+   * every layer with a reference or lock file that nobody uses any more (no live reference, union
+   * not mounted), the reference and lock files, the mount point if it is empty and removed at zero,
+   * and what the driver tidies after an unmount. A union that is mounted stays as it is.
+   */
+  async prune(): Promise<void> {
+    let locks: string[] = [];
+    try {
+      locks = readdirSync(this.locksDir);
+    } catch {
+      /* no lock dir: nothing to prune there */
+    }
+    const ids = new Set([...this.referencedIds(), ...locks.filter((n) => isValidId(n))]);
+    for (const id of ids) {
+      await this.locked(id, async () => {
+        const refs = this.summarise(id, this.read(id));
+        if (refs.total > 0 || refs.mounted) return;
+        if (this.needsMount(id)) {
+          this.mounter.tidyUnmounted?.(id);
+          if (this.options.removeMountPoint) removeEmptyDirIfThere(this.mounter.mountPoint(id));
+        }
+        this.forget(id);
+      });
+    }
+  }
+
   /** Something is mounted on the layer's mount point (one way for every driver: its device differs from its parent's). */
   isMounted(id: string): boolean {
     return this.mounter.isMounted?.(id) ?? hasMountAt(this.mounter.mountPoint(id));
@@ -414,6 +447,16 @@ function parseRefFile(text: string, path: string): RefFile {
 
 function isCount(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 0;
+}
+
+/** rmdir, when the dir is there and empty (a mount point something was written into stays). */
+function removeEmptyDirIfThere(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+  }
 }
 
 function removeDirIfThere(dir: string): void {

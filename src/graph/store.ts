@@ -501,14 +501,15 @@ export class LayerStore {
   // ---- crash recovery ------------------------------------------------------------------------
 
   /**
-   * Removes the temp files of record writes that were killed, rolls back creations whose process
-   * died, completes interrupted removals and cleanups, then runs the extensions' recovery
+   * Removes the temp files of record writes that were killed and what killed mounts and unmounts
+   * left (the driver's recover), rolls back creations whose process died, completes interrupted removals and cleanups, then runs the extensions' recovery
    * (interrupted image loads). Run by openStore. One stuck layer does not make the store
    * unusable: it stays hidden, a warning says why, and the next open retries.
    */
   async recover(): Promise<void> {
     // Records (and the cleanup record) whose writer was killed before its rename.
     for (const dir of [LAYERDB, dirname(this.cleanupPath)]) removeDeadTempFiles(join(this.root, dir));
+    await this.driver.recover?.();
     const { stale, cleanup } = await this.transaction(async (tx) => ({
       stale: tx.records().filter((r) => r.state === 'removing' || (r.state === 'creating' && !processAlive(r.owner))),
       cleanup: tx.readDocument(this.cleanupPath),

@@ -291,6 +291,15 @@ export class AufsDriver extends GraphDriver {
     }
   }
 
+  /** An unmount killed before it removed the work dir or normalised the branch: both done now. */
+  protected override tidyUnmounted(id: string): void {
+    if (this.mechanism === 'kernel') return;
+    rmSync(this.workDirOf(id), { recursive: true, force: true });
+    if (this.isWritable(id) && lstatSync(this.layout.diffDir(id), { throwIfNoEntry: false })?.isDirectory()) {
+      normaliseAufsBranch(this.layout.diffDir(id));
+    }
+  }
+
   /** fuse-overlayfs's workdir for the layer: emptied before a mount, removed after the unmount. */
   private workDirOf(id: string): string {
     return join(this.workRoot, id);
