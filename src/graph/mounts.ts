@@ -266,15 +266,19 @@ export class MountLifecycle {
     }
     const ids = new Set([...this.referencedIds(), ...locks.filter((n) => isValidId(n))]);
     for (const id of ids) {
-      await this.locked(id, async () => {
-        const refs = this.summarise(id, this.read(id));
-        if (refs.total > 0 || refs.mounted) return;
-        if (this.needsMount(id)) {
-          this.mounter.tidyUnmounted?.(id);
-          if (this.options.removeMountPoint) removeEmptyDirIfThere(this.mounter.mountPoint(id));
-        }
-        this.forget(id);
-      });
+      try {
+        await this.locked(id, async () => {
+          const refs = this.summarise(id, this.read(id));
+          if (refs.total > 0 || refs.mounted) return;
+          if (this.needsMount(id)) {
+            this.mounter.tidyUnmounted?.(id);
+            if (this.options.removeMountPoint) removeEmptyDirIfThere(this.mounter.mountPoint(id));
+          }
+          this.forget(id);
+        });
+      } catch {
+        // A damaged reference file (CORRUPT) or a stuck lock: left for the operations on that layer to report.
+      }
     }
   }
 
