@@ -15,6 +15,8 @@
  *   UNIONCTL_CRASH=sample (default: the normal test run): a seeded sample of each case's points,
  *     UNIONCTL_CRASH_SAMPLE of them (default 4; at most one from before the store is touched)
  *   UNIONCTL_CRASH=full (`npm run test:crash`): every point
+ *   UNIONCTL_CRASH=store: every point from the first call that names a path in the store on, and
+ *     one point before it (the ones before are all alike: module loading, option parsing)
  *   UNIONCTL_CRASH_SEED (default 11), UNIONCTL_CRASH_OPS / _DRIVERS / _SYSCALLS (comma lists)
  *     narrow the sweep, UNIONCTL_CRASH_JOBS (default 2) kill runs side by side,
  *   UNIONCTL_CRASH_REPORT=FILE appends one JSON line per case (points, killed, before/after).
@@ -44,7 +46,7 @@ import { fuseProcessesUnder, snapshotStore, stateDiff, type DriverName, type Sto
 import { makeLayerTar, tarDir, writeOciLayout } from '../integration/images-helpers.js';
 
 const csv = (v: string | undefined) => (v === undefined || v === '' ? undefined : v.split(',').map((s) => s.trim()));
-const MODE = process.env.UNIONCTL_CRASH === 'full' ? 'full' : 'sample';
+const MODE = process.env.UNIONCTL_CRASH === 'full' || process.env.UNIONCTL_CRASH === 'store' ? process.env.UNIONCTL_CRASH : 'sample';
 const PER_CASE = Number(process.env.UNIONCTL_CRASH_SAMPLE ?? 4);
 const SEED = Number(process.env.UNIONCTL_CRASH_SEED ?? 11);
 const JOBS = Math.max(1, Number(process.env.UNIONCTL_CRASH_JOBS ?? 2));
@@ -260,7 +262,14 @@ describe(`crash consistency (${MODE} sweep)`, () => {
         assert.notDeepEqual(beforeState.state, afterState.state, 'the operation changed nothing');
 
         const all = killPoints(trace).filter((p) => ONLY_SYSCALLS === undefined || ONLY_SYSCALLS.includes(p.syscall));
-        const points = MODE === 'full' ? all : samplePoints(all, PER_CASE, prng(hashSeed(`${op.name}/${driver}`, SEED)));
+        const random = prng(hashSeed(`${op.name}/${driver}`, SEED));
+        const early = all.filter((p) => p.beforeStore);
+        const points =
+          MODE === 'full'
+            ? all
+            : MODE === 'store'
+              ? [...samplePoints(early, 1, random), ...all.filter((p) => !p.beforeStore)]
+              : samplePoints(all, PER_CASE, random);
 
         const outcomes = await pool(points, JOBS, async (point): Promise<Outcome> => {
           const failures: string[] = [];
@@ -298,6 +307,7 @@ describe(`crash consistency (${MODE} sweep)`, () => {
           driver,
           mode: MODE,
           points: all.length,
+          beforeStore: early.length,
           run: points.length,
           killed,
           before: rolledBack,
