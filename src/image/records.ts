@@ -19,7 +19,7 @@ import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
-import { currentProcess, processAlive, removeDeadTempFiles, type ProcessIdentity } from '../sys/index.js';
+import { currentProcess, processAlive, removeDeadTempFiles, removeEntriesOfDeadProcesses, type ProcessIdentity } from '../sys/index.js';
 
 export interface ImageLayerRef {
   /** The layer's id in the store. */
@@ -275,21 +275,7 @@ export function removeDirIfEmpty(dir: string): void {
 /** Spool dirs (<root>/tmp/load-<pid>-…) of loads whose process is gone. */
 function removeDeadSpools(store: LayerStore): void {
   const tmp = join(store.root, 'tmp');
-  let names: string[];
-  try {
-    names = readdirSync(tmp);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const pid = /^load-(\d+)-/.exec(name)?.[1];
-    if (pid === undefined || Number(pid) === process.pid) continue;
-    try {
-      process.kill(Number(pid), 0);
-    } catch {
-      rmSync(join(tmp, name), { recursive: true, force: true });
-    }
-  }
+  removeEntriesOfDeadProcesses(tmp, /^load-(\d+)-/);
   removeDirIfEmpty(tmp);
 }
 

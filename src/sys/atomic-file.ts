@@ -4,10 +4,10 @@
  * writes its metadata files (atomicwriter), and every driver and the store keep theirs this way.
  * Also: directories made with an exact mode, whatever the umask (Docker's on-disk modes).
  */
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { processUmask } from './probes.js';
-import { pidRunning } from './process.js';
+import { removeEntriesOfDeadProcesses } from './process.js';
 
 export interface AtomicWriteOptions {
   /** File mode (default 0600). */
@@ -53,20 +53,7 @@ export function atomicTempPrefix(path: string): string {
  * Safe without any lock: only the dead process could still have renamed them.
  */
 export function removeDeadTempFiles(dir: string): string[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  const removed: string[] = [];
-  for (const name of names) {
-    const pid = /^\..+\.(\d+)\.tmp$/.exec(name)?.[1];
-    if (pid === undefined || pidRunning(Number(pid))) continue;
-    rmSync(join(dir, name), { force: true });
-    removed.push(name);
-  }
-  return removed;
+  return removeEntriesOfDeadProcesses(dir, /^\..+\.(\d+)\.tmp$/);
 }
 
 /** mkdir with exactly `mode`: chmod again only when the umask took bits away. */

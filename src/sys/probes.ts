@@ -3,10 +3,10 @@
  * directory for the per-directory ones; clearProbeCache() forgets everything). Drivers ask these
  * before they pick a mount strategy, and `unionctl info` reports them.
  */
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { pidRunning } from './process.js';
+import { removeEntriesOfDeadProcesses } from './process.js';
 import { DT, FSCONFIG, SC_PAGESIZE, closeFd, ficlone, fsconfig, fsmount, fsopen, readdirTypes, statfs, sysconf } from './syscalls.js';
 import { readMountInfo } from './mountinfo.js';
 import type { MountInfo } from './mountinfo.js';
@@ -76,25 +76,12 @@ export function overlayModuleParams(): OverlayParams {
  * in that dir (every command of a driver probes its home when it opens the store), before it makes its own.
  */
 function withProbeDir<T>(dir: string, prefix: string, probe: (tmp: string) => T): T {
-  removeDeadProbeDirs(dir, prefix);
+  removeEntriesOfDeadProcesses(dir, new RegExp(`^${prefix.replace(/[.]/g, '\\.')}(\\d+)-`));
   const tmp = mkdtempSync(join(dir, `${prefix}${process.pid}-`));
   try {
     return probe(tmp);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
-function removeDeadProbeDirs(dir: string, prefix: string): void {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const pid = name.startsWith(prefix) ? /^(\d+)-/.exec(name.slice(prefix.length))?.[1] : undefined;
-    if (pid !== undefined && !pidRunning(Number(pid))) rmSync(join(dir, name), { recursive: true, force: true });
   }
 }
 

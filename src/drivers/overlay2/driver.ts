@@ -200,8 +200,8 @@ export class Overlay2Driver extends GraphDriver {
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
     if (!this.existsSync(id)) return;
-    // A create being rolled back (force) takes back the committed mark it put on its parent.
-    const parentEntry = opts.force ? this.lowerEntriesIfReadable(id)?.[0] : undefined;
+    // The parent's committed mark goes with its last child (a rolled-back create or load leaves the parent as it was).
+    const parentEntry = this.lowerEntriesIfReadable(id)?.[0];
     await this.mounts.whileUnused(
       id,
       () => {
@@ -224,8 +224,9 @@ export class Overlay2Driver extends GraphDriver {
   /**
    * Deletes the committed mark of the layer linked as `entry` ("l/<LID>") when no layer's lower
    * chain holds that link any more: the layer is then as it was before its first child was
-   * created (its own diff the upper dir of its mount). Only for rolling back a create: Docker keeps
-   * the mark after a child is removed, and so does remove() without force.
+   * created (its own diff the upper dir of its mount), so removing what a create, an import or a
+   * load made (a rollback, or rm/rmi) leaves the parent as it was before. (Docker keeps the mark;
+   * a layer without it and without children is just as valid a state to Docker's overlay2.)
    */
   private async uncommitIfUnused(entry: string): Promise<void> {
     const linkId = entry.slice(LINK_DIR.length + 1);
