@@ -17,6 +17,7 @@ declare -A NEED=(
   [setfattr]=attr            # xattr cross-checks in tests
   [fuse-overlayfs]=fuse-overlayfs  # the aufs driver's mount mechanism on kernels without aufs
   [fusermount3]=fuse3        # unmounting those FUSE mounts
+  [strace]=strace            # test/crash/: kills a command at the K-th call of a syscall (-e inject=…:signal=KILL)
   [dockerd]=docker.io        # Docker 20.10 stores for the interop tests (bench/peers/dockerd.ts)
   [podman]=podman            # image interop tests (test/integration/interop-*.test.ts) and the load benchmark
   [skopeo]=skopeo            # image interop tests: skopeo inspect/copy of archives unionctl save wrote

@@ -120,6 +120,11 @@ export interface Driver {
   put(id: string, opts?: PutOpts): Promise<void>;
   /** The live references to the layer, a snapshot (all zero for a layer nobody holds or that does not exist). */
   references(id: string): References;
+  /**
+   * Run when a store is opened: removes what a process killed while mounting or unmounting left
+   * (reference files that count nothing, empty mount points); mounted unions stay. Optional.
+   */
+  recover?(): Promise<void>;
   /** True when the driver has storage for `id`, complete or half-made. */
   exists(id: string): Promise<boolean>;
   /** Ordered [key, value] pairs as Docker names them, then the driver's own. */

@@ -42,6 +42,7 @@ export abstract class GraphDriver implements Driver {
         view: (id) => this.viewOf(id),
         mount: (id, opts) => this.mountUnion(id, opts),
         unmount: (id) => this.unmountUnion(id),
+        tidyUnmounted: (id) => this.tidyUnmounted(id),
       },
       lifecycle,
     );
@@ -69,6 +70,8 @@ export abstract class GraphDriver implements Driver {
   protected abstract mountUnion(id: string, opts: MountOptions): void | Promise<void>;
   /** Unmounts the union mounted on mountPointOf(id). */
   protected abstract unmountUnion(id: string): void | Promise<void>;
+  /** What unmountUnion deletes besides the mount, for an unmount that was killed (see Mounter.tidyUnmounted). Default: nothing. */
+  protected tidyUnmounted(_id: string): void {}
 
   // ---- shared ------------------------------------------------------------------------------
 
@@ -82,6 +85,11 @@ export abstract class GraphDriver implements Driver {
 
   references(id: string): References {
     return this.mounts.references(id);
+  }
+
+  /** Drops the reference files, lock files and empty mount points that killed processes left (MountLifecycle.prune). */
+  recover(): Promise<void> {
+    return this.mounts.prune();
   }
 
   /** Naive apply: through the layer's own view, with real deletions (whiteout format 'plain'). */

@@ -31,7 +31,7 @@
  */
 import { lstatSync, mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertValidId, corruptError, UnionctlError } from '../errors.js';
+import { assertValidId, corruptError, isValidId, UnionctlError } from '../errors.js';
 import {
   bootId,
   currentProcess,
@@ -41,6 +41,7 @@ import {
   mkdirWithMode,
   processAlive,
   readStoreFile,
+  removeDeadTempFiles,
   writeFileAtomic,
   type ProcessIdentity,
 } from '../sys/index.js';
@@ -72,6 +73,12 @@ export interface Mounter {
    * its parent's) is right for every driver; unit tests give a fake.
    */
   isMounted?(id: string): boolean;
+  /**
+   * Removes what a mount of the layer keeps beside its mount point and an unmount deletes (aufs:
+   * the FUSE work dir), for a process killed in between. Called by prune(), under the layer's
+   * lock, while the union is not mounted.
+   */
+  tidyUnmounted?(id: string): void;
 }
 
 export interface MountOptions {
@@ -132,6 +139,7 @@ export class MountLifecycle {
     this.locksDir = join(stateDir, 'locks');
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     for (const dir of [this.refsDir, this.locksDir]) ensureStoreDir(dir, 0o700, `${driverName} driver state directory`);
+    removeDeadTempFiles(this.refsDir); // reference files whose writer was killed before its rename
   }
 
   /**
@@ -244,6 +252,37 @@ export class MountLifecycle {
   /** reset() for every layer with references and every id given (mounted ones the driver found). */
   async resetAll(alsoIds: Iterable<string> = []): Promise<void> {
     for (const id of new Set([...this.referencedIds(), ...alsoIds])) await this.reset(id);
+  }
+
+  /**
+   * Drops what processes killed in a get, put or reset left (run when a store is opened): for
+   * every layer with a reference or lock file that nobody uses any more (no live reference, union
+   * not mounted), the reference and lock files, the mount point if it is empty and removed at zero,
+   * and what the driver tidies after an unmount. A union that is mounted stays as it is.
+   */
+  async prune(): Promise<void> {
+    let locks: string[] = [];
+    try {
+      locks = readdirSync(this.locksDir);
+    } catch {
+      /* no lock dir: nothing to prune there */
+    }
+    const ids = new Set([...this.referencedIds(), ...locks.filter((n) => isValidId(n))]);
+    for (const id of ids) {
+      try {
+        await this.locked(id, async () => {
+          const refs = this.summarise(id, this.read(id));
+          if (refs.total > 0 || refs.mounted) return;
+          if (this.needsMount(id)) {
+            this.mounter.tidyUnmounted?.(id);
+            if (this.options.removeMountPoint) removeEmptyDirIfThere(this.mounter.mountPoint(id));
+          }
+          this.forget(id);
+        });
+      } catch {
+        // A damaged reference file (CORRUPT) or a stuck lock: left for the operations on that layer to report.
+      }
+    }
   }
 
   /** Something is mounted on the layer's mount point (one way for every driver: its device differs from its parent's). */
@@ -411,6 +450,16 @@ function parseRefFile(text: string, path: string): RefFile {
 
 function isCount(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 0;
+}
+
+/** rmdir, when the dir is there and empty (a mount point something was written into stays). */
+function removeEmptyDirIfThere(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+  }
 }
 
 function removeDirIfThere(dir: string): void {

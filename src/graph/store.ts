@@ -11,7 +11,8 @@
  *   journal/            transactions being committed (transaction.ts)
  *   store.lock          the transaction lock (flock), between processes
  *   store.json          {"driver": …}: the driver the store was made with (kept while it has no layers)
- *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks
+ *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks (and
+ *                       `cleanup` while a cleanup runs)
  *   <driver>/           the driver's home, exactly as Docker's driver of that name lays it out
  *
  * Transactions. Every change to the records runs in `store.transaction(async (tx) => …)`: under
@@ -27,7 +28,8 @@
  * removal first marks the record "removing", then deletes the layer, then the record. So the
  * driver never holds a layer the records do not know about, and openStore finishes what a dead
  * process left: a "creating" record whose owner is gone is rolled back (driver.remove with force,
- * which tolerates half-made layers, then the record), a "removing" one is completed.
+ * which tolerates half-made layers, then the record), a "removing" one is completed, and so is
+ * a cleanup (recorded in driver-state/<driver>/cleanup while it runs).
  * A layer directory without a record is never swept: it cannot come from this store, and might be
  * someone else's data (a Docker home the store was pointed at). What recovery did is said through
  * StoreOptions.log, one line each; the library says nothing unless asked.
@@ -42,7 +44,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
 import { assertValidId, corruptError, damagedFilesError, isValidId, UnionctlError } from '../errors.js';
@@ -52,6 +54,7 @@ import {
   ensureStoreDir,
   processAlive,
   readStoreFile,
+  removeDeadTempFiles,
   storeDirExists,
   type ProcessIdentity,
 } from '../sys/index.js';
@@ -278,6 +281,16 @@ function parentOfDamaged(rawText: (id: string) => string | undefined, id: string
     return isValidId(v.parent) ? v.parent : null;
   } catch {
     return null;
+  }
+}
+
+/** The process a cleanup record names; undefined (a dead owner) when the record is damaged. */
+function parseOwner(text: string): ProcessIdentity | undefined {
+  try {
+    const o = JSON.parse(text) as unknown;
+    return isProcessIdentity(o) ? o : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -670,14 +683,19 @@ export class LayerStore {
   // ---- crash recovery ------------------------------------------------------------------------
 
   /**
-   * Rolls back creations whose process died, completes interrupted removals, then runs the
-   * extensions' recovery (interrupted image loads). Run by openStore. One stuck layer does not make
-   * the store unusable: it stays hidden, a warning says why, and the next open retries.
+   * Removes the temp files of record writes that were killed and what killed mounts and unmounts
+   * left (the driver's recover), rolls back creations whose process died, completes interrupted removals and cleanups, then runs the extensions' recovery
+   * (interrupted image loads). Run by openStore. One stuck layer does not make the store
+   * unusable: it stays hidden, a warning says why, and the next open retries.
    */
   async recover(): Promise<void> {
-    const stale = await this.transaction(async (tx) =>
-      tx.records().filter((r) => r.state === 'removing' || (r.state === 'creating' && !processAlive(r.owner))),
-    );
+    // Records (and the cleanup record) whose writer was killed before its rename.
+    for (const dir of [LAYERDB, dirname(this.cleanupPath)]) removeDeadTempFiles(join(this.root, dir));
+    await this.driver.recover?.();
+    const { stale, cleanup } = await this.transaction(async (tx) => ({
+      stale: tx.records().filter((r) => r.state === 'removing' || (r.state === 'creating' && !processAlive(r.owner))),
+      cleanup: tx.readDocument(this.cleanupPath),
+    }));
     for (const rec of stale) {
       try {
         if (rec.state === 'removing') {
@@ -689,6 +707,17 @@ export class LayerStore {
       } catch (e) {
         const what = rec.state === 'removing' ? 'removal' : 'creation';
         this.report('warn', `could not clean up the interrupted ${what} of layer ${rec.id}: ${(e as Error).message}`);
+      }
+    }
+    if (cleanup !== undefined && !processAlive(parseOwner(cleanup))) {
+      try {
+        await this.driver.cleanup();
+        await this.transaction(async (tx) => {
+          if (tx.readDocument(this.cleanupPath) === cleanup) tx.deleteDocument(this.cleanupPath);
+        });
+        this.report('info', 'finished an interrupted cleanup (its process is gone)');
+      } catch (e) {
+        this.report('warn', `could not finish an interrupted cleanup: ${(e as Error).message}`);
       }
     }
     for (const ext of extensions) await ext.recover?.(this);
@@ -1008,10 +1037,24 @@ export class LayerStore {
 
   // ---- cleanup, close ------------------------------------------------------------------------
 
-  /** Unmounts everything the driver mounted and drops every mount and reference. */
+  /**
+   * Unmounts everything the driver mounted and drops every mount and reference. Recorded first
+   * (driver-state/<driver>/cleanup, naming this process), so a cleanup killed half-way, with some
+   * layers still mounted, is finished by the next openStore.
+   */
   async cleanup(): Promise<void> {
     this.assertOpen();
+    const me = JSON.stringify(currentProcess());
+    await this.transaction(async (tx) => tx.writeDocument(this.cleanupPath, me));
     await this.driver.cleanup();
+    // Another cleanup that started meanwhile owns the record now, and ends it itself.
+    await this.transaction(async (tx) => {
+      if (tx.readDocument(this.cleanupPath) === me) tx.deleteDocument(this.cleanupPath);
+    });
+  }
+
+  private get cleanupPath(): string {
+    return `driver-state/${this.driver.name}/cleanup`;
   }
 
   /**

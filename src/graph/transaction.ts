@@ -169,7 +169,8 @@ export function replayJournals(root: string): ReplayedJournal[] {
     rmSync(path, { force: true });
     replayed.push({ file: path, changes: journal.changes.length });
   }
-  fsyncDir(dir);
+  // As after a commit: the dir goes once it is empty, so a replay leaves the root as a commit would.
+  fsyncDir(removeEmptyDir(dir) ? root : dir);
   return replayed;
 }
 

@@ -19,7 +19,16 @@ import { lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { corruptError, UnionctlError } from '../errors.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
-import { currentProcess, processAlive, readStoreFile, removeStoreTree, storeDirExists, type ProcessIdentity } from '../sys/index.js';
+import {
+  currentProcess,
+  pidRunning,
+  processAlive,
+  readStoreFile,
+  removeDeadTempFiles,
+  removeStoreTree,
+  storeDirExists,
+  type ProcessIdentity,
+} from '../sys/index.js';
 
 export interface ImageLayerRef {
   /** The layer's id in the store. */
@@ -278,21 +287,17 @@ function removeDeadSpools(store: LayerStore): void {
   if (lstatSync(tmp, { throwIfNoEntry: false })?.isDirectory() !== true) return;
   for (const name of readdirSync(tmp)) {
     const pid = /^load-(\d+)-/.exec(name)?.[1];
-    if (pid === undefined || Number(pid) === process.pid) continue;
+    if (pid === undefined || pidRunning(Number(pid))) continue;
     try {
-      process.kill(Number(pid), 0);
-    } catch {
-      try {
-        removeStoreTree(store.root, join('tmp', name), 'load spool dir');
-      } catch (e) {
-        store.report('warn', `could not remove the spool dir of a dead load: ${(e as Error).message}`);
-      }
+      removeStoreTree(store.root, join('tmp', name), 'load spool dir');
+    } catch (e) {
+      store.report('warn', `could not remove the spool dir of a dead load: ${(e as Error).message}`);
     }
   }
   removeDirIfEmpty(tmp);
 }
 
-/** Rolls back the loads whose process died: their layers go (unless something uses them), then their journals. */
+/** Rolls back the loads whose process died: their layers go (unless something uses them), then their journals and temp files. */
 async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
   removeDeadSpools(store);
   const dead = readJournals(diskDocuments(store)).filter(([, j]) => !processAlive(j.owner));
@@ -315,6 +320,7 @@ async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
       rmSync(join(store.root, IMAGES, f), { force: true });
     }
   }
+  removeDeadTempFiles(join(store.root, IMAGES)); // image records and journals whose writer was killed before its rename
   removeDirIfEmpty(join(store.root, IMAGES));
 }
 

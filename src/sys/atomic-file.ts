@@ -7,6 +7,7 @@
 import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { processUmask } from './probes.js';
+import { removeEntriesOfDeadProcesses } from './process.js';
 
 export interface AtomicWriteOptions {
   /** File mode (default 0600). */
@@ -59,6 +60,15 @@ function openTemp(tmp: string, mode: number): number {
 /** The name every temp file of writeFileAtomic(path) starts with, for cleaning up after a crash. */
 export function atomicTempPrefix(path: string): string {
   return `.${basename(path)}.`;
+}
+
+/**
+ * Deletes the temp files writeFileAtomic left in `dir` when its process was killed between
+ * writing and renaming (`.<name>.<pid>.tmp` of a pid that is not running). Returns their names.
+ * Safe without any lock: only the dead process could still have renamed them.
+ */
+export function removeDeadTempFiles(dir: string): string[] {
+  return removeEntriesOfDeadProcesses(dir, /^\..+\.(\d+)\.tmp$/);
 }
 
 /** mkdir with exactly `mode`: chmod again only when the umask took bits away. */

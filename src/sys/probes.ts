@@ -4,7 +4,9 @@
  * before they pick a mount strategy, and `unionctl info` reports them.
  */
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { removeEntriesOfDeadProcesses } from './process.js';
 import { DT, FSCONFIG, SC_PAGESIZE, closeFd, ficlone, fsconfig, fsmount, fsopen, readdirTypes, statfs, sysconf } from './syscalls.js';
 import { readMountInfo } from './mountinfo.js';
 import type { MountInfo } from './mountinfo.js';
@@ -68,9 +70,14 @@ export function overlayModuleParams(): OverlayParams {
   });
 }
 
-/** A temp dir inside `dir` for a probe, removed afterwards whatever happens. */
+/**
+ * A temp dir inside `dir` for a probe (`<prefix><pid>-XXXXXX`), removed afterwards whatever
+ * happens. One left by a process killed mid-probe is removed by the next probe of the same kind
+ * in that dir (every command of a driver probes its home when it opens the store), before it makes its own.
+ */
 function withProbeDir<T>(dir: string, prefix: string, probe: (tmp: string) => T): T {
-  const tmp = mkdtempSync(join(dir, prefix));
+  removeEntriesOfDeadProcesses(dir, new RegExp(`^${prefix.replace(/[.]/g, '\\.')}(\\d+)-`));
+  const tmp = mkdtempSync(join(dir, `${prefix}${process.pid}-`));
   try {
     return probe(tmp);
   } finally {
@@ -108,12 +115,13 @@ export function newMountApiSupported(): boolean {
 /**
  * Overlay accepts `lowerdir+` (one lower layer per fsconfig call, Linux ≥ 6.8): the way to mount
  * more layers than fit one page of mount data. Probed with a real, detached mount of two empty
- * dirs under /tmp; it is never attached anywhere and goes away with its fd.
+ * dirs made in `dir` (a driver gives its home: nothing is written outside the store); it is never
+ * attached anywhere and goes away with its fd.
  */
-export function overlayLowerdirPlusSupported(): boolean {
+export function overlayLowerdirPlusSupported(dir = tmpdir()): boolean {
   return memo('lowerdir+', () => {
     if (!newMountApiSupported()) return false;
-    return withProbeDir('/tmp', 'unionctl-probe-', (tmp) => {
+    return withProbeDir(dir, '.lowerdir-probe-', (tmp) => {
       for (const d of ['a', 'b']) mkdirSync(join(tmp, d));
       const fd = fsopen('overlay');
       try {

@@ -4,7 +4,8 @@
  * The store records one for every operation in progress and every in-process reference, so a later
  * process can tell "still running" from "died and left this behind".
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** The process that owns a record or a reference. */
 export interface ProcessIdentity {
@@ -46,6 +47,41 @@ export function processAlive(p: ProcessIdentity | undefined): boolean {
   if (p === undefined || p.boot !== bootId()) return false;
   if (p.pid === process.pid) return p.start === currentProcess().start;
   return processStartTime(p.pid) === p.start;
+}
+
+/**
+ * A process with this pid is running (or a zombie). For names that carry only a pid (temp files,
+ * spools, probe dirs): a pid reused by another process reads as running, so what such a name
+ * marks is kept a while longer, never removed too early.
+ */
+export function pidRunning(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/**
+ * Deletes the entries of `dir` (files or whole trees) whose name `pattern` matches with the pid of
+ * a process that is not running as its first group: what a killed process left under a name that
+ * carries its pid (temp files, probe dirs, spools). Returns their names; a missing dir has none.
+ */
+export function removeEntriesOfDeadProcesses(dir: string, pattern: RegExp): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed = names.filter((name) => {
+    const pid = pattern.exec(name)?.[1];
+    return pid !== undefined && !pidRunning(Number(pid));
+  });
+  for (const name of removed) rmSync(join(dir, name), { recursive: true, force: true });
+  return removed;
 }
 
 /** "1234 (unionctl diff …)": a pid with its command line, for messages; best effort. */

@@ -12,23 +12,13 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { listImages, loadImages, openStore, type LayerStore } from '../../src/index.js';
+import { prng } from '../helpers/faults.js';
 import { mountsBelow } from '../helpers/mounts.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 import { makeLayerTar, writeOciLayout } from './images-helpers.js';
 
 const run = promisify(execFile);
 const INDEX = fileURLToPath(new URL('../../src/index.js', import.meta.url));
-
-/** A small deterministic PRNG: the interleavings differ per task, the same every run. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
 
 /**
  * Every record complete with storage in the driver, every parent present, every driver layer known

@@ -316,6 +316,31 @@ describe('MountLifecycle', () => {
     }
   });
 
+  it('prune drops what a killed get or put left, and nothing that is in use', async () => {
+    const f = fakeLifecycle();
+    const [stale, mounted, flat, held, damaged] = ['stale', 'mounted', 'flat-dead', 'flat-held', 'damaged'].map((id) => makeLayer(f, id));
+    // stale: counted, its mount point made, never mounted (a get killed before its mount).
+    await f.lifecycle.get(stale!, { persistent: true });
+    await f.lifecycle.get(mounted!, { persistent: true });
+    rmSync(f.marker(stale!));
+    // flat-dead: only a reference of a process that is gone.
+    const refs = join(f.stateDir, 'refs');
+    writeFileSync(
+      join(refs, flat!),
+      JSON.stringify({ boot: bootId(), persistent: 0, holders: [{ pid: 999999999, start: '1', boot: bootId(), count: 1 }] }),
+    );
+    await f.lifecycle.get(held!, { persistent: true });
+    writeFileSync(join(refs, damaged!), '{');
+    writeFileSync(join(f.stateDir, 'locks', 'lock-only'), '');
+    await f.lifecycle.prune();
+    assert.equal(existsSync(f.mountPoint(stale!)), false, 'the empty mount point of the stale reference is removed');
+    assert.deepEqual(readdirSync(refs).sort(), [damaged, held, mounted].sort(), 'stale and dead references are dropped');
+    assert.equal(readdirSync(join(f.stateDir, 'locks')).includes('lock-only'), false);
+    assert.equal(f.lifecycle.references(mounted!).persistent, 1);
+    assert.equal(f.lifecycle.references(held!).persistent, 1);
+    assert.equal(f.calls.unmount, 0);
+  });
+
   it('refuses a mount point that is not a directory (CORRUPT), mounting nothing', async () => {
     const f = fakeLifecycle();
     const id = makeLayer(f, 'a');

@@ -401,7 +401,7 @@ describe(
         'probe temp dirs are removed',
       );
       assert.equal(
-        sys.readdirTypes('/tmp').some((e) => e.name.startsWith('unionctl-probe-')),
+        sys.readdirTypes('/tmp').some((e) => /^(unionctl-probe-|\.lowerdir-probe-)/.test(e.name)),
         false,
       );
     });

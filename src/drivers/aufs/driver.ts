@@ -238,7 +238,9 @@ export class AufsDriver extends GraphDriver {
    */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
-    if (!this.layout.hasAnyPart(id)) return;
+    // Anything of the layer still there: a removal killed after layers/<id> and diff/<id> went still has mnt/<id> (and the rest) to delete.
+    const traces = [join(this.writableMarks, id), this.workDirOf(id)];
+    if (!this.layout.hasAnyPart(id) && !traces.some((p) => lstatSync(p, { throwIfNoEntry: false }) !== undefined)) return;
     await this.mounts.whileUnused(
       id,
       () => {
@@ -337,6 +339,13 @@ export class AufsDriver extends GraphDriver {
   private normalise(id: string): void {
     this.assertBranchesInside([id]);
     normaliseAufsBranch(this.layout.diffDir(id));
+  }
+
+  /** An unmount killed before it removed the work dir or normalised the branch: both done now. */
+  protected override tidyUnmounted(id: string): void {
+    if (this.mechanism === 'kernel') return;
+    removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir');
+    if (this.isWritable(id) && lstatSync(this.layout.diffDir(id), { throwIfNoEntry: false })?.isDirectory()) this.normalise(id);
   }
 
   /** fuse-overlayfs's workdir for the layer: emptied before a mount, removed after the unmount. */

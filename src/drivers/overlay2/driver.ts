@@ -3,7 +3,7 @@
  * overlayfs. Every layer's files live in its own diff/; a layer with parents is mounted as a union
  * of its diff/ (upperdir) over its ancestors' diff/ dirs (lowerdirs, nearest first).
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -21,7 +21,7 @@ import type {
   RemoveOpts,
 } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
-import { withFileLock } from '../../graph/lock.js';
+import { removeHeldLockFile, withFileLock } from '../../graph/lock.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import {
   assertDirsInside,
@@ -55,6 +55,16 @@ const MODE = {
   lower: 0o644,
   committed: 0o600,
 };
+
+/**
+ * Creates the empty `committed` file if it is missing. Not through a temp file and a rename: an
+ * empty file cannot be seen half-written, and a temp file left by a kill would sit in a complete
+ * layer's dir, where nothing cleans it up.
+ */
+function markCommitted(path: string): void {
+  // O_NOFOLLOW: a damaged store's `committed` symlink must not create or open a file elsewhere.
+  closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, MODE.committed));
+}
 
 export class Overlay2Driver extends GraphDriver {
   private readonly root: string;
@@ -133,8 +143,11 @@ export class Overlay2Driver extends GraphDriver {
       writeFileAtomic(this.layout.linkFile(id), linkId, { mode: MODE.link });
       if (parent === undefined || lower === undefined) return;
       mkdirWithMode(this.layout.workDir(id), MODE.work);
-      writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
-      writeFileAtomic(this.layout.committedFile(parent), '', { mode: MODE.committed });
+      // Together under the commit lock: a sibling being rolled back (uncommitIfUnused) sees this lower file or comes before the mark.
+      await this.withCommitLock(async () => {
+        writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
+        markCommitted(this.layout.committedFile(parent));
+      });
     } catch (e) {
       if (linkId !== undefined) rmSync(this.layout.linkPath(linkId), { force: true });
       rmSync(dir, { recursive: true, force: true });
@@ -181,6 +194,8 @@ export class Overlay2Driver extends GraphDriver {
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
     if (lstatSync(this.layout.layerDir(id), { throwIfNoEntry: false }) === undefined) return;
+    // The parent's committed mark goes with its last child (a rolled-back create or load leaves the parent as it was).
+    const parentEntry = this.lowerEntriesIfReadable(id)?.[0];
     await this.mounts.whileUnused(
       id,
       () => {
@@ -189,6 +204,61 @@ export class Overlay2Driver extends GraphDriver {
       },
       opts,
     );
+    if (parentEntry !== undefined) await this.uncommitIfUnused(parentEntry);
+  }
+
+  private lowerEntriesIfReadable(id: string): string[] | undefined {
+    try {
+      return this.layout.readLowerEntries(id);
+    } catch {
+      return undefined; // a half-made layer's lower file: nothing to take back
+    }
+  }
+
+  /**
+   * Deletes the committed mark of the layer linked as `entry` ("l/<LID>") when no layer's lower
+   * chain holds that link any more: the layer is then as it was before its first child was
+   * created (its own diff the upper dir of its mount), so removing what a create, an import or a
+   * load made (a rollback, or rm/rmi) leaves the parent as it was before. (Docker keeps the mark;
+   * a layer without it and without children is just as valid a state to Docker's overlay2.)
+   */
+  private async uncommitIfUnused(entry: string): Promise<void> {
+    const linkId = entry.slice(LINK_DIR.length + 1);
+    if (!entry.startsWith(`${LINK_DIR}/`) || !isLinkId(linkId)) return;
+    await this.withCommitLock(async () => {
+      let parent: string;
+      try {
+        parent = this.layout.layerOfLink(linkId);
+      } catch {
+        return; // the parent is gone too
+      }
+      for (const name of readdirSync(this.home)) {
+        if (name === LINK_DIR) continue;
+        let lower: string | undefined;
+        try {
+          lower = readStoreFile(join(this.home, name, 'lower'), 'overlay2 lower file');
+        } catch {
+          continue; // not a layer dir, or a damaged one (its own operations report it)
+        }
+        if (lower?.split(':').includes(entry)) return;
+      }
+      rmSync(this.layout.committedFile(parent), { force: true });
+    });
+  }
+
+  /**
+   * Serialises marking a parent committed (with the child's lower file) and taking the mark back,
+   * between processes. The lock file is deleted while held, so it leaves no trace in the store.
+   */
+  private withCommitLock(fn: () => Promise<void>): Promise<void> {
+    const path = join(this.stateDir, 'commit.lock');
+    return withFileLock(path, async () => {
+      try {
+        await fn();
+      } finally {
+        removeHeldLockFile(path);
+      }
+    });
   }
 
   /**

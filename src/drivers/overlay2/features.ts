@@ -41,7 +41,7 @@ export function probeOverlay2(home: string): Overlay2Features {
   const params = overlayModuleParams();
   const userxattr = inUserNamespace();
   const metacopy = params.metacopy === true;
-  const newMountApi = newMountApiSupported() && overlayLowerdirPlusSupported();
+  const newMountApi = newMountApiSupported() && overlayLowerdirPlusSupported(dir);
   return {
     unsupportedReason,
     backingFs: backingFs(dir),
