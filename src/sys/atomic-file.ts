@@ -4,7 +4,7 @@
  * writes its metadata files (atomicwriter), and every driver and the store keep theirs this way.
  * Also: directories made with an exact mode, whatever the umask (Docker's on-disk modes).
  */
-import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fstatSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { processUmask } from './probes.js';
 import { removeEntriesOfDeadProcesses } from './process.js';
@@ -40,6 +40,32 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: A
     throw e;
   }
   if (opts.durable) fsyncDir(dirname(path));
+}
+
+/**
+ * An empty marker file at `path` (overlay2's `committed`, the writable marks): created in place,
+ * without a temp file — an empty file cannot be seen half-written, and a temp file a kill left
+ * would sit beside the mark where nothing looks for it. Never written through: a symlink or other
+ * non-regular entry at `path` is unlinked and the mark made anew; an existing mark is kept.
+ */
+export function writeEmptyMark(path: string, mode = 0o600): void {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+  for (let attempt = 0; ; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(path, flags, mode);
+    } catch (e) {
+      // ELOOP: a symlink; ENXIO: a FIFO without a reader. A directory (EISDIR) is left to throw.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (attempt > 0 || (code !== 'ELOOP' && code !== 'ENXIO')) throw e;
+      rmSync(path, { force: true });
+      continue;
+    }
+    const regular = fstatSync(fd).isFile();
+    closeSync(fd);
+    if (regular || attempt > 0) return;
+    rmSync(path, { force: true }); // a FIFO that had a reader, a device: not a mark
+  }
 }
 
 /**

@@ -6,11 +6,19 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { UnionctlError } from '../../src/errors.js';
-import { assertDirsInside, ensureStoreDir, pathProblem, readStoreFile, removeStoreTree, storeDirExists } from '../../src/sys/index.js';
+import {
+  assertDirsInside,
+  ensureStoreDir,
+  pathProblem,
+  readStoreFile,
+  removeStoreTree,
+  storeDirExists,
+  writeEmptyMark,
+} from '../../src/sys/index.js';
 import { withScratchFs } from '../helpers/scratch.js';
 
 /** A home with a layer dir, an l/ link to it, and the shapes a damaged store can have. */
@@ -123,5 +131,29 @@ describe('store path checks', () => {
     removeStoreTree(home, 'a', 'layer dir');
     assert.equal(existsSync(join(home, 'a')), false);
     assert.equal(readFileSync(join(outside, 'keep'), 'utf8'), 'k');
+  });
+
+  it('writeEmptyMark makes an empty mark in place: a symlink or FIFO there is replaced, not written through; a mark is kept', async (t) => {
+    const { home, outside } = makeHome(await withScratchFs(t));
+    const target = join(outside, 'target');
+    writeFileSync(target, 'keep');
+    symlinkSync(target, join(home, 'b', 'mark'));
+    symlinkSync(join(outside, 'new'), join(home, 'b', 'dangling'));
+    execFileSync('mkfifo', [join(home, 'b', 'fifo')]);
+    for (const name of ['mark', 'dangling', 'fifo', 'fresh']) {
+      writeEmptyMark(join(home, 'b', name), 0o600);
+      const st = lstatSync(join(home, 'b', name));
+      assert.ok(st.isFile() && st.size === 0 && (st.mode & 0o777) === 0o600, name);
+    }
+    assert.equal(readFileSync(target, 'utf8'), 'keep');
+    assert.equal(existsSync(join(outside, 'new')), false, 'a dangling symlink did not create its target');
+    writeFileSync(join(home, 'b', 'fresh'), 'x');
+    writeEmptyMark(join(home, 'b', 'fresh'));
+    assert.equal(readFileSync(join(home, 'b', 'fresh'), 'utf8'), 'x', 'an existing regular file is left as it is');
+    assert.deepEqual(
+      readdirSync(join(home, 'b')).filter((n) => n.startsWith('.')),
+      [],
+      'no temp file',
+    );
   });
 });

@@ -48,7 +48,7 @@ import {
   removeStoreTree,
   umount2,
   UMOUNT_NOFOLLOW,
-  writeFileAtomic,
+  writeEmptyMark,
   type MountInfo,
 } from '../../sys/index.js';
 import {
@@ -158,7 +158,7 @@ export class AufsDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     this.refuseLayerOptions(opts);
     this.createLayer(id, parent);
-    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
+    writeEmptyMark(join(this.writableMarks, id)); // never written through a symlink; no temp file to leave
   }
 
   private refuseLayerOptions(opts: CreateOpts): void {

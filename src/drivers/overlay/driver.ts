@@ -40,7 +40,7 @@ import {
   supportsDType,
   umount2,
   UMOUNT_NOFOLLOW,
-  writeFileAtomic,
+  writeEmptyMark,
 } from '../../sys/index.js';
 import { mountUnion, type MountSettings } from '../overlayfs/mount.js';
 import { overlayUnsupportedReason } from '../overlayfs/support.js';
@@ -109,7 +109,7 @@ export class OverlayDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     this.refuseLayerOptions(opts);
     await this.createLayer(id, parent);
-    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
+    writeEmptyMark(join(this.writableMarks, id)); // never written through a symlink; no temp file to leave
   }
 
   private refuseLayerOptions(opts: CreateOpts): void {

@@ -3,7 +3,7 @@
  * overlayfs. Every layer's files live in its own diff/; a layer with parents is mounted as a union
  * of its diff/ (upperdir) over its ancestors' diff/ dirs (lowerdirs, nearest first).
  */
-import { chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
@@ -34,6 +34,7 @@ import {
   storeDirExists,
   umount2,
   UMOUNT_NOFOLLOW,
+  writeEmptyMark,
   writeFileAtomic,
 } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
@@ -55,16 +56,6 @@ const MODE = {
   lower: 0o644,
   committed: 0o600,
 };
-
-/**
- * Creates the empty `committed` file if it is missing. Not through a temp file and a rename: an
- * empty file cannot be seen half-written, and a temp file left by a kill would sit in a complete
- * layer's dir, where nothing cleans it up.
- */
-function markCommitted(path: string): void {
-  // O_NOFOLLOW: a damaged store's `committed` symlink must not create or open a file elsewhere.
-  closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, MODE.committed));
-}
 
 export class Overlay2Driver extends GraphDriver {
   private readonly root: string;
@@ -146,7 +137,7 @@ export class Overlay2Driver extends GraphDriver {
       // Together under the commit lock: a sibling being rolled back (uncommitIfUnused) sees this lower file or comes before the mark.
       await this.withCommitLock(async () => {
         writeFileAtomic(this.layout.lowerFile(id), lower, { mode: MODE.lower });
-        markCommitted(this.layout.committedFile(parent));
+        writeEmptyMark(this.layout.committedFile(parent), MODE.committed);
       });
     } catch (e) {
       if (linkId !== undefined) rmSync(this.layout.linkPath(linkId), { force: true });

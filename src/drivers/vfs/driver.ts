@@ -24,7 +24,7 @@ import {
   reflinkSupported,
   removeStoreTree,
   storeDirExists,
-  writeFileAtomic,
+  writeEmptyMark,
 } from '../../sys/index.js';
 
 /** Driver-wide options vfs understands: none (Docker's vfs.size needs quota support we do not offer). */
@@ -87,7 +87,7 @@ export class VfsDriver extends GraphDriver {
   async createReadWrite(id: string, parent?: string, opts: CreateOpts = {}): Promise<void> {
     parseStorageOpts(opts.storageOpt, VFS_LAYER_OPTION_KEYS, 'vfs layer');
     await this.makeLayer(id, parent);
-    writeFileAtomic(join(this.writableMarks, id), ''); // replaces whatever is there, never writes through it
+    writeEmptyMark(join(this.writableMarks, id)); // never written through a symlink; no temp file to leave
   }
 
   /** A copy of the parent's tree, or an empty 0755 directory for a base layer. */
