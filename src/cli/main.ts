@@ -80,9 +80,24 @@ function report(e: unknown): number {
   return EXIT_INTERNAL;
 }
 
-/** Waits until everything written to `stream` has been handed to the OS, then exits. */
-async function exit(code: number): Promise<never> {
-  const flush = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => stream.write('', () => resolve()));
+let exiting: Promise<never> | undefined;
+
+/**
+ * Waits until everything written to stdout and stderr has been handed to the OS, then exits with
+ * `code`. The first call decides: a later one (the EPIPE that the flush itself raises on a closed
+ * stdout, an error while exiting) returns the same promise instead of starting over.
+ */
+function exit(code: number): Promise<never> {
+  exiting ??= flushThenExit(code);
+  return exiting;
+}
+
+async function flushThenExit(code: number): Promise<never> {
+  // A stream that failed (stdout after EPIPE) or was closed has nothing more to hand over.
+  const flush = (stream: NodeJS.WriteStream) =>
+    stream.destroyed || stream.errored !== null || stream.writableEnded
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => stream.write('', () => resolve()));
   await Promise.race([Promise.all([flush(process.stdout), flush(process.stderr)]), new Promise((r) => setTimeout(r, 2000))]);
   process.exit(code);
 }

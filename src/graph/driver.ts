@@ -118,6 +118,12 @@ export interface Driver {
    * (this process's, or persistent) to give back; nothing changes then.
    */
   put(id: string, opts?: PutOpts): Promise<void>;
+  /**
+   * Marks the layer as being read by this process without mounting it (the store holds a layer for
+   * the whole of a diff, changes or diffSize): IN_USE for remove, and for rm/rmi, until the returned
+   * release runs or the process dies. NOT_FOUND for a layer without storage.
+   */
+  hold(id: string): Promise<() => Promise<void>>;
   /** The live references to the layer, a snapshot (all zero for a layer nobody holds or that does not exist). */
   references(id: string): References;
   /**

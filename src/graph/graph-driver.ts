@@ -83,6 +83,10 @@ export abstract class GraphDriver implements Driver {
     return this.mounts.put(id, opts);
   }
 
+  hold(id: string): Promise<() => Promise<void>> {
+    return this.mounts.hold(id);
+  }
+
   references(id: string): References {
     return this.mounts.references(id);
   }

@@ -16,9 +16,10 @@
  *
  * On disk, under the driver's state dir (`<root>/driver-state/<driver>/`, outside the driver's
  * Docker-identical home):
- *   refs/<id>    {"boot": "<boot id>", "persistent": N, "holders": [{"pid", "start", "count"}]}
- *                replaced atomically; absent when there are no references. A file from an earlier
- *                boot counts nothing (a reboot unmounted everything).
+ *   refs/<id>    {"boot": "<boot id>", "persistent": N, "holders": [{"pid", "start", "count"}],
+ *                "readers": [{"pid", "start", "count"}]} replaced atomically; absent when there are
+ *                no references. A file from an earlier boot counts nothing (a reboot unmounted
+ *                everything). "readers" (optional) are holds without a mount (hold()).
  *   locks/<id>   the layer's flock: every get, put, removal and reset of one layer is serialised
  *                here, between processes; other layers are not held up.
  *
@@ -104,7 +105,9 @@ export interface References {
   persistent: number;
   /** Running processes that hold in-process references, and how many each. */
   processes: Array<{ pid: number; count: number }>;
-  /** persistent + every process's count. */
+  /** Running processes reading the layer's own directories without a mount (hold()), and how many reads each. */
+  readers: Array<{ pid: number; count: number }>;
+  /** persistent + every process's count + every reader's count. */
   total: number;
   /** The layer's union is mounted now (always false for a layer that needs no mount). */
   mounted: boolean;
@@ -119,6 +122,7 @@ interface RefFile {
   boot: string;
   persistent: number;
   holders: Holder[];
+  readers?: Holder[];
 }
 
 const NO_REFS = (): RefFile => ({ boot: bootId(), persistent: 0, holders: [] });
@@ -160,8 +164,8 @@ export class MountLifecycle {
         this.write(id, addReference(refs, opts)); // counted already, or adopted
         return view.path;
       }
-      // Not mounted: whatever the file counts belongs to a mount that is gone (a crash, a umount by hand).
-      refs = NO_REFS();
+      // Not mounted: whatever the file counts belongs to a mount that is gone (a crash, a umount by hand); readers need no mount.
+      refs = refs.readers === undefined ? NO_REFS() : { ...NO_REFS(), readers: refs.readers };
       this.write(id, addReference(refs, opts));
       try {
         await this.mountOnce(id, opts);
@@ -192,6 +196,29 @@ export class MountLifecycle {
       if (totalOf(left) === 0 && this.isMounted(id)) await this.unmountOnce(id);
       this.write(id, left);
     });
+  }
+
+  /**
+   * Marks the layer as read by this process without mounting anything (a native diff reading its
+   * diff directory): the layer is IN_USE for removals until the returned release is called (once;
+   * later calls do nothing) or this process dies. NOT_FOUND when the layer has no storage.
+   */
+  async hold(id: string): Promise<() => Promise<void>> {
+    assertValidId(id);
+    await this.locked(id, async () => {
+      this.mounter.view(id); // NOT_FOUND
+      const refs = this.read(id);
+      this.write(id, { ...refs, readers: withOneMore(refs.readers ?? []) });
+    });
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      await this.locked(id, async () => {
+        const refs = this.read(id);
+        this.write(id, { ...refs, readers: withOneLess(refs.readers ?? []) ?? [] });
+      });
+    };
   }
 
   /** The layer's live references, read without the lock (a snapshot). */
@@ -345,12 +372,14 @@ export class MountLifecycle {
     if (text === undefined) return NO_REFS();
     const refs = parseRefFile(text, this.refFile(id));
     if (refs.boot !== bootId()) return NO_REFS();
-    return { ...refs, holders: refs.holders.filter((h) => processAlive(h)) };
+    const readers = refs.readers?.filter((h) => processAlive(h));
+    return { ...refs, holders: refs.holders.filter((h) => processAlive(h)), ...(readers === undefined ? {} : { readers }) };
   }
 
   /** Writes the references; with none left, deletes the file and the lock file (a layer nobody holds leaves no trace). Under the lock. */
   private write(id: string, refs: RefFile): void {
-    if (totalOf(refs) === 0) {
+    if (refs.readers?.length === 0) delete refs.readers;
+    if (totalOf(refs) === 0 && refs.readers === undefined) {
       this.forget(id);
       return;
     }
@@ -362,10 +391,12 @@ export class MountLifecycle {
     const mounted = needsMount && this.isMounted(id);
     // A union that needs a mount and has none has no live references, whatever the file says.
     const live = !needsMount || mounted ? refs : NO_REFS();
+    const readers = (refs.readers ?? []).map((h) => ({ pid: h.pid, count: h.count }));
     return {
       persistent: live.persistent,
       processes: live.holders.map((h) => ({ pid: h.pid, count: h.count })),
-      total: totalOf(live),
+      readers,
+      total: totalOf(live) + readers.reduce((n, r) => n + r.count, 0),
       mounted,
     };
   }
@@ -387,26 +418,37 @@ function totalOf(refs: RefFile): number {
 
 function addReference(refs: RefFile, opts: ReferenceOptions): RefFile {
   if (opts.persistent) return { ...refs, persistent: refs.persistent + 1 };
-  const me = currentProcess();
-  const mine = refs.holders.find((h) => h.pid === me.pid && h.start === me.start);
-  const others = refs.holders.filter((h) => h !== mine);
-  return { ...refs, holders: [...others, { ...me, count: (mine?.count ?? 0) + 1 }] };
+  return { ...refs, holders: withOneMore(refs.holders) };
 }
 
 /** The references after giving one back; undefined when there is none of that kind. */
 function removeReference(refs: RefFile, opts: ReferenceOptions): RefFile | undefined {
   if (opts.persistent) return refs.persistent > 0 ? { ...refs, persistent: refs.persistent - 1 } : undefined;
+  const holders = withOneLess(refs.holders);
+  return holders === undefined ? undefined : { ...refs, holders };
+}
+
+/** `holders` with this process's count one higher (an entry added for it if it had none). */
+function withOneMore(holders: Holder[]): Holder[] {
   const me = currentProcess();
-  const mine = refs.holders.find((h) => h.pid === me.pid && h.start === me.start);
+  const mine = holders.find((h) => h.pid === me.pid && h.start === me.start);
+  return [...holders.filter((h) => h !== mine), { ...me, count: (mine?.count ?? 0) + 1 }];
+}
+
+/** `holders` with this process's count one lower (its entry gone at zero); undefined when it holds nothing. */
+function withOneLess(holders: Holder[]): Holder[] | undefined {
+  const me = currentProcess();
+  const mine = holders.find((h) => h.pid === me.pid && h.start === me.start);
   if (mine === undefined) return undefined;
-  const others = refs.holders.filter((h) => h !== mine);
-  return { ...refs, holders: mine.count > 1 ? [...others, { ...mine, count: mine.count - 1 }] : others };
+  const others = holders.filter((h) => h !== mine);
+  return mine.count > 1 ? [...others, { ...mine, count: mine.count - 1 }] : others;
 }
 
 function describeUse(refs: References): string {
   const parts: string[] = [];
   if (refs.persistent > 0) parts.push(`mounted by unionctl mount (${refs.persistent} mount${refs.persistent === 1 ? '' : 's'})`);
   for (const p of refs.processes) parts.push(`held by process ${describeProcess(p.pid)}`);
+  for (const p of refs.readers) parts.push(`read by process ${describeProcess(p.pid)}`);
   if (parts.length === 0 && refs.mounted) parts.push('its union is mounted (by no counted reference: unionctl cleanup unmounts it)');
   return parts.join('; ');
 }
@@ -433,7 +475,8 @@ function parseRefFile(text: string, path: string): RefFile {
   if (typeof v !== 'object' || v === null || typeof v.boot !== 'string' || !isCount(v.persistent) || !Array.isArray(v.holders)) {
     throw corrupt('does not hold {boot, persistent, holders}');
   }
-  for (const h of v.holders as Partial<Holder>[]) {
+  if (v.readers !== undefined && !Array.isArray(v.readers)) throw corrupt('has "readers" that is not a list');
+  for (const h of [...v.holders, ...(v.readers ?? [])] as Partial<Holder>[]) {
     if (
       typeof h !== 'object' ||
       h === null ||

@@ -1019,20 +1019,62 @@ export class LayerStore {
     return [id, opts.parent];
   }
 
-  /** The layer's changes as an OCI layer tar (whiteouts as .wh. entries). */
+  /**
+   * The layer's changes as an OCI layer tar stream (whiteouts as .wh. entries). The layer is held (Driver.hold) until the stream ends, fails
+   * or is destroyed: rm and rmi refuse it with IN_USE meanwhile, even where the driver reads its
+   * directory without a mount.
+   */
   async diff(id: string, opts: { parent?: string } = {}): Promise<Readable> {
     this.assertOpen();
-    return this.driver.diff(...this.diffPair(id, opts));
+    const [layer, parent] = this.diffPair(id, opts);
+    const release = await this.holdComplete(layer);
+    let stream: Readable;
+    try {
+      stream = await this.driver.diff(layer, parent);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    stream.once(
+      'close',
+      () => void release().catch((e: unknown) => this.report('warn', `could not release layer ${layer}: ${(e as Error).message}`)),
+    );
+    return stream;
   }
 
+  /** The layer's changes; the layer is held while they are computed (see diff). */
   async changes(id: string, opts: { parent?: string } = {}): Promise<Change[]> {
     this.assertOpen();
-    return this.driver.changes(...this.diffPair(id, opts));
+    const [layer, parent] = this.diffPair(id, opts);
+    return this.whileHeld(layer, () => this.driver.changes(layer, parent));
   }
 
+  /** The bytes the layer's diff holds; the layer is held while they are counted (see diff). */
   async diffSize(id: string, opts: { parent?: string } = {}): Promise<number> {
     this.assertOpen();
-    return this.driver.diffSize(...this.diffPair(id, opts));
+    const [layer, parent] = this.diffPair(id, opts);
+    return this.whileHeld(layer, () => this.driver.diffSize(layer, parent));
+  }
+
+  /** Driver.hold, then the record checked again: a removal that started before the hold is not read from. */
+  private async holdComplete(id: string): Promise<() => Promise<void>> {
+    const release = await this.driver.hold(id);
+    try {
+      this.completeRecord(id);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    return release;
+  }
+
+  private async whileHeld<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const release = await this.holdComplete(id);
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
   }
 
   // ---- cleanup, close ------------------------------------------------------------------------

@@ -115,9 +115,15 @@ function assertRemovable(tx: StoreTx, ref: string, own: string[]): void {
     }
     const refs = tx.store.references(id);
     if (refs.total > 0 || refs.mounted) {
-      throw new UnionctlError('IN_USE', `image ${ref} is in use: its layer ${id} is mounted`, {
-        hint: `unmount it first: unionctl umount ${id}`,
-      });
+      const onlyRead = !refs.mounted && refs.persistent === 0 && refs.processes.length === 0;
+      const readers = refs.readers.map((r) => r.pid).join(', ');
+      throw new UnionctlError(
+        'IN_USE',
+        `image ${ref} is in use: its layer ${id} is ${onlyRead ? `being read (process ${readers})` : 'mounted'}`,
+        {
+          hint: onlyRead ? 'wait for that diff, changes or save to finish, then retry' : `unmount it first: unionctl umount ${id}`,
+        },
+      );
     }
   }
 }
