@@ -148,7 +148,7 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
       // Counting bytes costs a stream stage: only ask for it when there is a bar to draw.
       const onProgress = progress.active ? (bytes: number) => progress.update(bytes) : undefined;
       // The engine's warnings (xattrs the filesystem refused…); for 0 bytes the line below names the input.
-      const onWarning = empty ? undefined : printWarning;
+      const onWarning = empty ? () => {} : printWarning;
       layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress, onWarning });
     } catch (e) {
       // The engine's own words for "no tar here" are about headers and blocks: name the cause instead.

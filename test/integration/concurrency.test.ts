@@ -32,7 +32,11 @@ async function checkConsistent(store: LayerStore): Promise<void> {
   for (const l of layers) {
     assert.ok(await store.driver.exists(l.id), `layer ${l.id} has a record but no storage`);
     if (l.parent !== undefined) assert.ok(ids.has(l.parent), `layer ${l.id} names a missing parent ${l.parent}`);
-    assert.deepEqual(store.references(l.id), { persistent: 0, processes: [], total: 0, mounted: false }, `layer ${l.id} still referenced`);
+    assert.deepEqual(
+      store.references(l.id),
+      { persistent: 0, processes: [], readers: [], total: 0, mounted: false },
+      `layer ${l.id} still referenced`,
+    );
   }
   const onDisk = readdirSync(store.driver.home).filter((n) => n !== 'l');
   assert.deepEqual(onDisk.sort(), [...ids].sort(), 'the driver home holds exactly the recorded layers');
