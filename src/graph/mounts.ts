@@ -19,7 +19,7 @@
  *   refs/<id>    {"boot": "<boot id>", "persistent": N, "holders": [{"pid", "start", "count"}],
  *                "readers": [{"pid", "start", "count"}]} replaced atomically; absent when there are
  *                no references. A file from an earlier boot counts nothing (a reboot unmounted
- *                everything). "readers" (optional) are holds without a mount (hold()).
+ *                everything). "readers" are holds without a mount (hold()); left out when none.
  *   locks/<id>   the layer's flock: every get, put, removal and reset of one layer is serialised
  *                here, between processes; other layers are not held up.
  *
@@ -122,10 +122,11 @@ interface RefFile {
   boot: string;
   persistent: number;
   holders: Holder[];
-  readers?: Holder[];
+  /** In the file only when there are any. */
+  readers: Holder[];
 }
 
-const NO_REFS = (): RefFile => ({ boot: bootId(), persistent: 0, holders: [] });
+const NO_REFS = (): RefFile => ({ boot: bootId(), persistent: 0, holders: [], readers: [] });
 
 export class MountLifecycle {
   private readonly refsDir: string;
@@ -165,7 +166,7 @@ export class MountLifecycle {
         return view.path;
       }
       // Not mounted: whatever the file counts belongs to a mount that is gone (a crash, a umount by hand); readers need no mount.
-      refs = refs.readers === undefined ? NO_REFS() : { ...NO_REFS(), readers: refs.readers };
+      refs = { ...NO_REFS(), readers: refs.readers };
       this.write(id, addReference(refs, opts));
       try {
         await this.mountOnce(id, opts);
@@ -208,7 +209,7 @@ export class MountLifecycle {
     await this.locked(id, async () => {
       this.mounter.view(id); // NOT_FOUND
       const refs = this.read(id);
-      this.write(id, { ...refs, readers: withOneMore(refs.readers ?? []) });
+      this.write(id, { ...refs, readers: withOneMore(refs.readers) });
     });
     let released = false;
     return async () => {
@@ -216,7 +217,7 @@ export class MountLifecycle {
       released = true;
       await this.locked(id, async () => {
         const refs = this.read(id);
-        this.write(id, { ...refs, readers: withOneLess(refs.readers ?? []) ?? [] });
+        this.write(id, { ...refs, readers: withOneLess(refs.readers) ?? [] });
       });
     };
   }
@@ -372,18 +373,17 @@ export class MountLifecycle {
     if (text === undefined) return NO_REFS();
     const refs = parseRefFile(text, this.refFile(id));
     if (refs.boot !== bootId()) return NO_REFS();
-    const readers = refs.readers?.filter((h) => processAlive(h));
-    return { ...refs, holders: refs.holders.filter((h) => processAlive(h)), ...(readers === undefined ? {} : { readers }) };
+    return { ...refs, holders: refs.holders.filter((h) => processAlive(h)), readers: refs.readers.filter((h) => processAlive(h)) };
   }
 
   /** Writes the references; with none left, deletes the file and the lock file (a layer nobody holds leaves no trace). Under the lock. */
   private write(id: string, refs: RefFile): void {
-    if (refs.readers?.length === 0) delete refs.readers;
-    if (totalOf(refs) === 0 && refs.readers === undefined) {
+    if (totalOf(refs) === 0 && refs.readers.length === 0) {
       this.forget(id);
       return;
     }
-    writeFileAtomic(this.refFile(id), JSON.stringify(refs), { mode: 0o600 });
+    const { readers, ...mountRefs } = refs;
+    writeFileAtomic(this.refFile(id), JSON.stringify(readers.length === 0 ? mountRefs : refs), { mode: 0o600 });
   }
 
   private summarise(id: string, refs: RefFile): References {
@@ -391,7 +391,7 @@ export class MountLifecycle {
     const mounted = needsMount && this.isMounted(id);
     // A union that needs a mount and has none has no live references, whatever the file says.
     const live = !needsMount || mounted ? refs : NO_REFS();
-    const readers = (refs.readers ?? []).map((h) => ({ pid: h.pid, count: h.count }));
+    const readers = refs.readers.map((h) => ({ pid: h.pid, count: h.count }));
     return {
       persistent: live.persistent,
       processes: live.holders.map((h) => ({ pid: h.pid, count: h.count })),
@@ -470,7 +470,7 @@ function parseRefFile(text: string, path: string): RefFile {
   // of any process counted alike. Read as that many persistent references, so a layer mounted
   // before an upgrade stays in use until it is unmounted (or cleaned up).
   if (typeof v === 'object' && v !== null && v.holders === undefined && isCount(v.count) && typeof v.boot === 'string') {
-    return { boot: v.boot, persistent: v.count, holders: [] };
+    return { boot: v.boot, persistent: v.count, holders: [], readers: [] };
   }
   if (typeof v !== 'object' || v === null || typeof v.boot !== 'string' || !isCount(v.persistent) || !Array.isArray(v.holders)) {
     throw corrupt('does not hold {boot, persistent, holders}');
@@ -488,7 +488,7 @@ function parseRefFile(text: string, path: string): RefFile {
       throw corrupt('has a holder that is not {pid, start, boot, count}');
     }
   }
-  return v as RefFile;
+  return { ...(v as RefFile), readers: (v.readers ?? []) as Holder[] };
 }
 
 function isCount(n: unknown): n is number {

@@ -684,9 +684,10 @@ export class LayerStore {
 
   /**
    * Removes the temp files of record writes that were killed and what killed mounts and unmounts
-   * left (the driver's recover), rolls back creations whose process died, completes interrupted removals and cleanups, then runs the extensions' recovery
-   * (interrupted image loads). Run by openStore. One stuck layer does not make the store
-   * unusable: it stays hidden, a warning says why, and the next open retries.
+   * left (the driver's recover), rolls back creations whose process died, completes interrupted
+   * removals and cleanups, then runs the extensions' recovery (interrupted image loads). Run by
+   * openStore. One stuck layer does not make the store unusable: it stays hidden, a warning says
+   * why, and the next open retries.
    */
   async recover(): Promise<void> {
     // Records (and the cleanup record) whose writer was killed before its rename.
@@ -1020,9 +1021,9 @@ export class LayerStore {
   }
 
   /**
-   * The layer's changes as an OCI layer tar stream (whiteouts as .wh. entries). The layer is held (Driver.hold) until the stream ends, fails
-   * or is destroyed: rm and rmi refuse it with IN_USE meanwhile, even where the driver reads its
-   * directory without a mount.
+   * The layer's changes as an OCI layer tar stream (whiteouts as .wh. entries). The layer is held
+   * (Driver.hold) until the stream ends, fails or is destroyed: rm and rmi refuse it with IN_USE
+   * meanwhile, even where the driver reads its directory without a mount.
    */
   async diff(id: string, opts: { parent?: string } = {}): Promise<Readable> {
     this.assertOpen();

@@ -21,10 +21,10 @@ import { corruptError, UnionctlError } from '../errors.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
 import {
   currentProcess,
-  pidRunning,
   processAlive,
   readStoreFile,
   removeDeadTempFiles,
+  removeEntriesOfDeadProcesses,
   removeStoreTree,
   storeDirExists,
   type ProcessIdentity,
@@ -285,15 +285,14 @@ export function removeDirIfEmpty(dir: string): void {
 function removeDeadSpools(store: LayerStore): void {
   const tmp = join(store.root, 'tmp');
   if (lstatSync(tmp, { throwIfNoEntry: false })?.isDirectory() !== true) return;
-  for (const name of readdirSync(tmp)) {
-    const pid = /^load-(\d+)-/.exec(name)?.[1];
-    if (pid === undefined || pidRunning(Number(pid))) continue;
+  // Never across a mount or through a symlink (removeStoreTree), and one that cannot go is reported, not fatal.
+  removeEntriesOfDeadProcesses(tmp, /^load-(\d+)-/, (name) => {
     try {
       removeStoreTree(store.root, join('tmp', name), 'load spool dir');
     } catch (e) {
       store.report('warn', `could not remove the spool dir of a dead load: ${(e as Error).message}`);
     }
-  }
+  });
   removeDirIfEmpty(tmp);
 }
 

@@ -67,9 +67,14 @@ export function pidRunning(pid: number): boolean {
 /**
  * Deletes the entries of `dir` (files or whole trees) whose name `pattern` matches with the pid of
  * a process that is not running as its first group: what a killed process left under a name that
- * carries its pid (temp files, probe dirs, spools). Returns their names; a missing dir has none.
+ * carries its pid (temp files, probe dirs, spools). `remove` deletes one entry by name (default:
+ * rm -rf of it). Returns the names; a missing dir has none.
  */
-export function removeEntriesOfDeadProcesses(dir: string, pattern: RegExp): string[] {
+export function removeEntriesOfDeadProcesses(
+  dir: string,
+  pattern: RegExp,
+  remove: (name: string) => void = (name) => rmSync(join(dir, name), { recursive: true, force: true }),
+): string[] {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -80,7 +85,7 @@ export function removeEntriesOfDeadProcesses(dir: string, pattern: RegExp): stri
     const pid = pattern.exec(name)?.[1];
     return pid !== undefined && !pidRunning(Number(pid));
   });
-  for (const name of removed) rmSync(join(dir, name), { recursive: true, force: true });
+  for (const name of removed) remove(name);
   return removed;
 }
 
