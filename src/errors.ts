@@ -9,7 +9,8 @@ export type ErrorCode =
   | 'NOT_FOUND' // a layer, parent, file or image that does not exist
   | 'EXISTS' // a layer id already taken
   | 'IN_USE' // a layer still mounted or referenced, or held by an image or a running load
-  | 'HAS_CHILDREN' // a layer other layers are built on
+  | 'HAS_CHILDREN' // a layer (or snapshot) other layers are built on
+  | 'WRONG_STATE' // a snapshot in the wrong state for the call (a Prepare on a parent that is not committed)
   | 'BAD_TAR' // a tar stream that cannot be parsed (checksum, truncation, bad number)
   | 'UNSAFE_ENTRY' // a tar entry that would write, change or read outside the layer
   | 'UNSUPPORTED' // a driver or feature this kernel / filesystem cannot provide

@@ -13,9 +13,11 @@
 import { registerBuiltinDrivers } from './drivers/index.js';
 import { registerStoreExtension } from './graph/store.js';
 import { imageStoreExtension } from './image/index.js';
+import { snapshotStoreExtension } from './serve/containerd/snapshots.js';
 
 registerBuiltinDrivers();
 registerStoreExtension(imageStoreExtension);
+registerStoreExtension(snapshotStoreExtension);
 
 // The layer store
 export { openStore, LayerStore, StoreTx, DEFAULT_STORE_ROOT, chainIdOf, registerStoreExtension } from './graph/store.js';
@@ -47,6 +49,12 @@ export type {
 export { TarSplitRecorder, rebuildTarStream, readTarSplit } from './archive/tar-split.js';
 export type { TarSplitRecord, TarSplitItem } from './archive/tar-split.js';
 
+// containerd: the snapshots model and its gRPC server (`unionctl serve`)
+export { SnapshotService, SNAPSHOT_REF_LABEL } from './serve/containerd/snapshots.js';
+export type { SnapshotInfo, SnapshotKind } from './serve/containerd/snapshots.js';
+export { serveSnapshotter } from './serve/containerd/grpc.js';
+export type { SnapshotterServer, ServeOptions } from './serve/containerd/grpc.js';
+
 // Errors
 export { UnionctlError, SysCallError, UnsafeEntryError, TarFormatError, isUnionctlError, assertValidId } from './errors.js';
 export type { ErrorCode } from './errors.js';
@@ -64,6 +72,7 @@ export type {
   ApplyResult,
   CreateOpts,
   GetOpts,
+  MountSpec,
   PutOpts,
   RemoveOpts,
   References,

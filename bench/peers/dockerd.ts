@@ -21,9 +21,10 @@
  * PATH may refuse the old API), containerd and runc; scripts/setup-system.sh installs docker.io.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { unmountAllBelow } from './mount-table.js';
+import { childrenOf, killAll, processesMentioning, sleep, waitForExit } from './processes.js';
 
 export const DOCKERD = '/usr/sbin/dockerd';
 export const DOCKER_CLI = '/usr/bin/docker';
@@ -59,60 +60,6 @@ export interface Dockerd {
 /** dockerd and the Docker 20.10 CLI are installed. */
 export function dockerdAvailable(): boolean {
   return existsSync(DOCKERD) && existsSync(DOCKER_CLI);
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Children of pid (containerd, shims), from /proc/<pid>/task/<pid>/children. */
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** Live processes whose command line mentions `dir` (containerd shims of the daemon's containers, say). */
-function processesMentioning(dir: string): number[] {
-  const pids: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(dir) && alive(Number(name))) pids.push(Number(name));
-    } catch {
-      /* exited meanwhile */
-    }
-  }
-  return pids;
-}
-
-async function waitForExit(pids: number[], timeoutMs: number): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  let left = pids.filter(alive);
-  while (left.length > 0 && Date.now() < deadline) {
-    await sleep(50);
-    left = left.filter(alive);
-  }
-  return left;
-}
-
-function killAll(pids: number[], signal: NodeJS.Signals): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, signal);
-    } catch {
-      /* gone */
-    }
-  }
 }
 
 export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {

@@ -38,6 +38,31 @@ export async function changesSize(root: string, changes: Change[]): Promise<numb
 }
 
 /**
+ * containerd's fs.DiskUsage: the blocks (st_blocks × 512) and the inodes of everything below and
+ * including `dir`, each inode once, without descending into other filesystems mounted below it.
+ */
+export async function diskUsage(dir: string): Promise<{ size: number; inodes: number }> {
+  assertDirectory(dir);
+  const top = lstatSync(dir, { bigint: true });
+  const inodes = new InodeSet();
+  let size = Number(top.blocks) * 512;
+  let count = 1;
+  const pending = [dir];
+  for (let current = pending.pop(); current !== undefined; current = pending.pop()) {
+    for (const name of readdirOrEmpty(current)) {
+      const path = `${current}/${name}`;
+      const st = lstatIfExists(path);
+      if (st === undefined || st.dev !== top.dev) continue; // vanished, or a mount point
+      if (isDirStat(st)) pending.push(path);
+      if (!inodes.firstTime(st)) continue;
+      size += Number(st.blocks) * 512;
+      count += 1;
+    }
+  }
+  return { size, inodes: count };
+}
+
+/**
  * Docker's directory.Size: the sum of the sizes of everything below `dir` but directories, each
  * inode once, without descending into other filesystems mounted below it.
  */

@@ -29,6 +29,7 @@ import {
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
+import { registerServeCommand } from './serve-command.js';
 
 export const DEFAULT_ROOT = '/var/lib/unionctl';
 
@@ -401,6 +402,7 @@ export function buildProgram(version: string): Command {
     .description('print the version')
     .action(() => println(version));
 
+  registerServeCommand(program, withStore);
   registerBenchCommand(program);
 
   return program;

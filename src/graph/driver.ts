@@ -40,6 +40,12 @@ export interface GetOpts {
 
 export interface RemoveOpts {
   /**
+   * The layer's parent as the store records it. A removal killed half-way may have deleted the
+   * driver's own note of it (overlay2's lower file) already; finishing it still puts the parent
+   * back as it was (overlay2 drops the parent's committed mark with its last child).
+   */
+  parent?: string;
+  /**
    * First unmount whatever of the layer is mounted and drop all its references: only for a layer
    * nobody can be using (rolling back a creation whose process died).
    */
@@ -49,6 +55,16 @@ export interface RemoveOpts {
 export interface PutOpts {
   /** Give back a persistent reference (`unionctl umount`) rather than one of this process. */
   persistent?: boolean;
+}
+
+/**
+ * One mount as a runtime makes it itself (containerd's Mount message): `mount -t type source
+ * target -o options`. Paths are host paths.
+ */
+export interface MountSpec {
+  type: string;
+  source: string;
+  options: string[];
 }
 
 /** What a driver can and cannot do, for the store and `unionctl info`. */
@@ -157,6 +173,21 @@ export interface Driver {
   changes(id: string, parent?: string): Promise<Change[]>;
   /** Bytes the layer adds against `parent` (Docker's DiffSize); nothing stays referenced. NOT_FOUND. */
   diffSize(id: string, parent?: string): Promise<number>;
+  /**
+   * The mounts that give the layer's view to a runtime that mounts it itself (containerd and its
+   * shims): for a writable layer a writable view (its own dir as the upper), with `readonly` the
+   * layer's content, its ancestors' under it, read-only. Nothing is mounted or counted here: the
+   * runtime's mounts are its own. Optional: a driver whose views only it can mount (FUSE, device
+   * mapper) has none. NOT_FOUND for no storage.
+   */
+  mountSpec?(id: string, opts: { readonly: boolean }): Promise<MountSpec[]>;
+  /**
+   * Makes writable layer `id` an image layer (containerd's Commit): what marks it writable goes,
+   * its files stay where they are and children may be built on it. Idempotent. Optional: a driver
+   * that stores writable layers in another format than image layers (overlay's upper/ against
+   * root/) has none. NOT_FOUND for no storage.
+   */
+  sealWritable?(id: string): Promise<void>;
   /**
    * Unmounts every union of this driver, drops every reference (persistent ones too) and
    * releases pools and loop devices. Idempotent; the driver stays usable after it.

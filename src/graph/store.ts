@@ -565,15 +565,60 @@ export class StoreTx {
         hint: 'remove the children first',
       });
     }
-    for (const ext of extensions) {
-      const guard = ext.removeGuard?.(this, id);
-      if (guard !== undefined) throw new UnionctlError('IN_USE', `layer ${id} ${guard.reason}`, { hint: guard.hint });
-    }
+    const guard = this.removeGuardOf(id);
+    if (guard !== undefined) throw new UnionctlError('IN_USE', `layer ${id} ${guard.reason}`, { hint: guard.hint });
     this.store.assertUnused(id);
     this.putRecord({ ...rec, state: 'removing' });
     this.afterCommit(async () => {
       await this.store.finishRemoval(rec, opts.onInUse);
     });
+  }
+
+  /**
+   * Why an extension keeps layer `id` (the first reason), or undefined. `except` leaves one
+   * extension out: an image removal asks whether anything but images keeps a layer.
+   */
+  removeGuardOf(id: string, opts: { except?: string } = {}): { reason: string; hint: string } | undefined {
+    for (const ext of extensions) {
+      if (ext.name === opts.except) continue;
+      const guard = ext.removeGuard?.(this, id);
+      if (guard !== undefined) return guard;
+    }
+    return undefined;
+  }
+
+  /**
+   * Makes writable layer `id` an image layer in this transaction (containerd's Commit of an
+   * active snapshot): the driver drops what marks it writable at once (idempotent, so a commit
+   * that fails after it is simply retried), and the record turns non-writable with the diff ID,
+   * chain ID and size given. Refuses, changing nothing: NOT_FOUND, USAGE (not a writable layer),
+   * HAS_CHILDREN, IN_USE (mounted or referenced through the store), UNSUPPORTED (the driver keeps
+   * writable layers in another format: it has no sealWritable).
+   */
+  async commitWritableLayer(id: string, fields: { diffId?: string; chainId?: string; size: number }): Promise<LayerRecord> {
+    const rec = this.layer(id);
+    if (!rec.writable)
+      throw new UnionctlError('USAGE', `layer ${id} is not a writable layer`, { hint: 'only a writable layer can be committed' });
+    const driver = this.store.driver;
+    if (driver.sealWritable === undefined) {
+      throw new UnionctlError('UNSUPPORTED', `the ${driver.name} driver cannot turn a writable layer into an image layer`, {
+        hint: 'its writable layers are stored in another format; use overlay2 or vfs',
+      });
+    }
+    const children = this.children(id);
+    if (children.length > 0) throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`);
+    this.store.assertUnused(id);
+    await driver.sealWritable(id);
+    const { diffId: _d, chainId: _c, ...base } = rec;
+    const done: StoredRecord = {
+      ...base,
+      ...(fields.diffId === undefined ? {} : { diffId: fields.diffId }),
+      ...(fields.chainId === undefined ? {} : { chainId: fields.chainId }),
+      size: fields.size,
+      writable: false,
+    };
+    this.putRecord(done);
+    return publicRecord(done);
   }
 
   /** A document of an extension (path relative to the root): its content as this transaction sees it. */
@@ -702,7 +747,7 @@ export class LayerStore {
         if (rec.state === 'removing') {
           if (await this.finishRemoval(rec, 'finish-later')) this.report('info', `finished the interrupted removal of layer ${rec.id}`);
         } else {
-          await this.rollBackCreation(rec.id);
+          await this.rollBackCreation(rec.id, rec.parent);
           this.report('info', `rolled back the interrupted creation of layer ${rec.id} (its process ${rec.owner?.pid ?? '?'} is gone)`);
         }
       } catch (e) {
@@ -731,7 +776,7 @@ export class LayerStore {
    */
   async finishRemoval(rec: StoredRecord, onInUse: 'restore' | 'finish-later'): Promise<boolean> {
     try {
-      await this.driver.remove(rec.id);
+      await this.driver.remove(rec.id, { parent: rec.parent });
     } catch (e) {
       if ((e as UnionctlError).code !== 'IN_USE') throw e; // may have deleted part: stays "removing", finished on the next open
       if (onInUse === 'finish-later') return false;
@@ -743,8 +788,8 @@ export class LayerStore {
   }
 
   /** Removes a layer that is being created (nobody else knows it: force) and its record. */
-  private async rollBackCreation(id: string): Promise<void> {
-    await this.driver.remove(id, { force: true });
+  private async rollBackCreation(id: string, parent: string | undefined): Promise<void> {
+    await this.driver.remove(id, { force: true, parent });
     await this.transaction(async (tx) => tx.deleteRecord(id));
   }
 
@@ -887,7 +932,7 @@ export class LayerStore {
         // EXISTS: the driver found storage under the id that it did not make (a race with a
         // directory made by hand) and touched nothing: only the record is ours to take back.
         if ((e as UnionctlError).code === 'EXISTS') await this.transaction(async (tx) => tx.deleteRecord(id));
-        else await this.rollBackCreation(id);
+        else await this.rollBackCreation(id, parent);
       } catch (cleanupError) {
         throw new UnionctlError(
           'CORRUPT',

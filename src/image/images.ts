@@ -92,7 +92,8 @@ export async function removeImage(store: LayerStore, ref: string): Promise<Remov
       return { untagged: [name], layers: [] };
     }
     const used = layersInUse(tx, { exceptImage: image.id });
-    const own = image.layers.map((l) => l.id).filter((id) => !used.has(id));
+    // Layers another image, or another extension (a containerd snapshot), keeps stay.
+    const own = image.layers.map((l) => l.id).filter((id) => !used.has(id) && tx.removeGuardOf(id, { except: 'images' }) === undefined);
     assertRemovable(tx, ref, own);
     deleteImageRecord(tx, image.id);
     // Top first. The records turn "removing" with the image record's deletion, in one commit; the

@@ -45,6 +45,7 @@ import {
   hasFilesystem,
   mount,
   pageSize,
+  removeDeadTempFiles,
   removeStoreTree,
   umount2,
   UMOUNT_NOFOLLOW,
@@ -70,7 +71,7 @@ import {
   probeDirperm1,
   readSysfsBranches,
 } from './kernel.js';
-import { AufsLayout, DIFF, MNT, MODE, REMOVING_SUFFIX } from './layout.js';
+import { AufsLayout, DIFF, LAYERS, MNT, MODE, REMOVING_SUFFIX } from './layout.js';
 import { normaliseAufsBranch } from './normalise.js';
 
 /** Docker's aufs knows no storage options. */
@@ -339,6 +340,12 @@ export class AufsDriver extends GraphDriver {
   private normalise(id: string): void {
     this.assertBranchesInside([id]);
     normaliseAufsBranch(this.layout.diffDir(id));
+  }
+
+  /** Also the temp files of layers/<id> writes that were killed before their rename (a create's). */
+  override async recover(): Promise<void> {
+    removeDeadTempFiles(join(this.home, LAYERS));
+    await super.recover();
   }
 
   /** An unmount killed before it removed the work dir or normalised the branch: both done now. */

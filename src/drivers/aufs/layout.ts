@@ -89,7 +89,7 @@ export class AufsLayout {
   /** Ids of every layer: the regular files in layers/ (Docker's loadIds, which Status counts as "Dirs"). */
   layerIds(): string[] {
     return readdirSync(join(this.home, LAYERS), { withFileTypes: true })
-      .filter((e) => !e.isDirectory())
+      .filter((e) => !e.isDirectory() && isValidId(e.name)) // not the temp file of a layers/<id> being written
       .map((e) => e.name)
       .sort();
   }

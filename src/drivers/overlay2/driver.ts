@@ -18,6 +18,7 @@ import type {
   CreateOpts,
   DriverCapabilities,
   DriverInit,
+  MountSpec,
   RemoveOpts,
 } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
@@ -40,7 +41,7 @@ import {
 import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
-import { mountUnion, type UnionPaths } from '../overlayfs/mount.js';
+import { mountUnion, overlayMountSpecs, type UnionPaths } from '../overlayfs/mount.js';
 import { parseDriverOptions, parseLayerOptions, type DriverOptions } from './options.js';
 import { assertQuotaSupported, limitLayerDir } from './quota.js';
 
@@ -186,7 +187,7 @@ export class Overlay2Driver extends GraphDriver {
     assertValidId(id);
     if (lstatSync(this.layout.layerDir(id), { throwIfNoEntry: false }) === undefined) return;
     // The parent's committed mark goes with its last child (a rolled-back create or load leaves the parent as it was).
-    const parentEntry = this.lowerEntriesIfReadable(id)?.[0];
+    const parentEntry = this.lowerEntriesIfReadable(id)?.[0] ?? this.linkEntryIfReadable(opts.parent);
     await this.mounts.whileUnused(
       id,
       () => {
@@ -196,6 +197,16 @@ export class Overlay2Driver extends GraphDriver {
       opts,
     );
     if (parentEntry !== undefined) await this.uncommitIfUnused(parentEntry);
+  }
+
+  /** "l/<LID>" of layer `id`, if it has a readable link file. */
+  private linkEntryIfReadable(id: string | undefined): string | undefined {
+    if (id === undefined || !isValidId(id)) return undefined;
+    try {
+      return `${LINK_DIR}/${this.layout.readLinkId(id)}`;
+    } catch {
+      return undefined;
+    }
   }
 
   private lowerEntriesIfReadable(id: string): string[] | undefined {
@@ -371,6 +382,20 @@ export class Overlay2Driver extends GraphDriver {
     const lowers = this.layout.lowerDiffDirs(id);
     if (lowers.length > 0) meta.LowerDir = lowers.join(':');
     return meta;
+  }
+
+  /** Writable: diff/ over the ancestors' diffs (a bind of diff/ for a base layer); readonly: diff/ and the ancestors' diffs as lowers. */
+  async mountSpec(id: string, opts: { readonly: boolean }): Promise<MountSpec[]> {
+    this.assertLayerDirs(id);
+    const lowers = this.layout.lowerDiffDirs(id);
+    const own = this.layout.diffDir(id);
+    if (opts.readonly) return overlayMountSpecs({ lowers: [own, ...lowers] }, this.features);
+    return overlayMountSpecs({ lowers, upper: own, work: this.layout.workDir(id) }, this.features);
+  }
+
+  /** overlay2 keeps writable and image layers alike (a quota, if any, stays with the dir): nothing to change. */
+  async sealWritable(id: string): Promise<void> {
+    this.assertExists(id);
   }
 
   /** From mountinfo while the union is mounted; from the lower/committed files otherwise. */

@@ -22,6 +22,7 @@ import {
 } from '../../sys/index.js';
 import { UnionctlError } from '../../errors.js';
 import { join, relative } from 'node:path';
+import type { MountSpec } from '../../graph/driver.js';
 
 /** The branches of one union, as paths relative to the overlay2 home ("l/<LID>", "<id>/diff"). */
 export interface UnionPaths {
@@ -63,6 +64,27 @@ export function overlayMountData(
   // label.FormatMountLabel quotes the label (Go %q): context="system_u:object_r:…"
   if (settings.mountLabel) data += `,context=${JSON.stringify(settings.mountLabel)}`;
   return data;
+}
+
+/**
+ * The mounts a runtime makes itself for a union of host directories (containerd's overlayfs
+ * snapshotter's shapes): a writable union with lowers is one overlay; one without lowers is a
+ * bind of the upper; a read-only union is a read-only bind of its one dir, or an overlay of two
+ * or more lowers (overlayfs needs two lowers when there is no upper).
+ */
+export function overlayMountSpecs(
+  dirs: { lowers: string[]; upper?: string; work?: string },
+  settings: Pick<MountSettings, 'indexOff' | 'userxattr'>,
+): MountSpec[] {
+  const bind = (source: string, mode: 'rw' | 'ro'): MountSpec[] => [{ type: 'bind', source, options: [mode, 'rbind'] }];
+  const flags = [...(settings.indexOff ? ['index=off'] : []), ...(settings.userxattr ? ['userxattr'] : [])];
+  const lowerdir = `lowerdir=${dirs.lowers.join(':')}`;
+  if (dirs.upper !== undefined) {
+    if (dirs.lowers.length === 0 || dirs.work === undefined) return bind(dirs.upper, 'rw');
+    return [{ type: 'overlay', source: 'overlay', options: [...flags, `workdir=${dirs.work}`, `upperdir=${dirs.upper}`, lowerdir] }];
+  }
+  if (dirs.lowers.length === 1) return bind(dirs.lowers[0]!, 'ro');
+  return [{ type: 'overlay', source: 'overlay', options: [...flags, lowerdir] }];
 }
 
 /** The method Docker's rules pick for this union: the first whose data fits a page. */

@@ -13,7 +13,7 @@ import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } from '../../graph/driver.js';
+import type { Branch, CreateOpts, DriverCapabilities, DriverInit, MountSpec, RemoveOpts } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
@@ -181,6 +181,19 @@ export class VfsDriver extends GraphDriver {
   async metadata(id: string): Promise<Record<string, string>> {
     this.assertExists(id);
     return { Dir: this.layerDir(id) };
+  }
+
+  /** A bind of the layer's directory: it is the whole view. */
+  async mountSpec(id: string, opts: { readonly: boolean }): Promise<MountSpec[]> {
+    this.assertExists(id);
+    this.assertInside(id);
+    return [{ type: 'bind', source: this.layerDir(id), options: [opts.readonly ? 'ro' : 'rw', 'rbind'] }];
+  }
+
+  /** The writable mark goes: branches() then reports the layer read-only. */
+  async sealWritable(id: string): Promise<void> {
+    this.assertExists(id);
+    rmSync(join(this.writableMarks, id), { force: true });
   }
 
   /** One branch: the layer's own directory. */

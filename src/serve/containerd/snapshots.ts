@@ -1,0 +1,423 @@
+/**
+ * containerd snapshots on a unionctl store: the model behind `unionctl serve` (grpc.ts only turns
+ * these calls into RPCs). The rules are containerd's snapshots.Snapshotter contract
+ * (core/snapshots/snapshotter.go): a snapshot is active (writable, from Prepare), a view
+ * (read-only, from View) or committed (from Commit of an active one); only committed snapshots
+ * can be parents; a snapshot with children cannot be removed; keys are unique across kinds.
+ *
+ * One store, one set of layers: an active snapshot is a writable unionctl layer; Commit turns it
+ * into an image layer whose record carries the chain ID containerd named it by, so `unionctl
+ * load` reuses it and a later Prepare labelled `containerd.io/snapshot.ref=<chainID>` adopts a
+ * layer that `unionctl load`/`import` made (answering EXISTS: containerd then downloads and
+ * applies nothing). A view has no layer of its own: it shows its parent's read-only.
+ *
+ * Snapshot metadata are documents of the store (`snapshots/<sha256 of the key>.json`), changed
+ * only in store transactions, so a crash leaves the old or the new state; a Prepare killed
+ * half-way is rolled back by the next open (or Cleanup). containerd's garbage collector is the
+ * only remover: Remove deletes the layer the snapshot made unless something else keeps it (a
+ * unionctl image, another snapshot that adopted it): then only the snapshot goes.
+ *
+ * Errors are UnionctlErrors: NOT_FOUND (no such snapshot), EXISTS (the key or name is taken; or,
+ * for an adopted layer, the target exists), WRONG_STATE (a parent that is not committed, a Commit
+ * of what is not active), HAS_CHILDREN (Remove of a parent), USAGE (an empty key, a field that
+ * cannot be updated), UNSUPPORTED (a driver that cannot serve containerd).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { diskUsage } from '../../archive/size.js';
+import { isUnionctlError, UnionctlError } from '../../errors.js';
+import type { MountSpec } from '../../graph/driver.js';
+import { type LayerStore, type StoreExtension, type StoreTx } from '../../graph/store.js';
+import { currentProcess, processAlive, type ProcessIdentity } from '../../sys/index.js';
+import { compileFilters, type SnapshotFields } from './filters.js';
+
+export type SnapshotKind = 'active' | 'view' | 'committed';
+
+/** What containerd's Stat, List and Update see. */
+export interface SnapshotInfo {
+  name: string;
+  /** The parent snapshot's name; '' for none. */
+  parent: string;
+  kind: SnapshotKind;
+  labels: Record<string, string>;
+  /** ISO 8601. */
+  created: string;
+  updated: string;
+}
+
+/** snapshots/<hash>.json. */
+interface SnapshotRecord extends SnapshotInfo {
+  /** The unionctl layer that holds the snapshot's files (none for a view of a parent). */
+  layer?: string;
+  /** The snapshot made its layer: removing the snapshot removes the layer (if nothing else keeps it). */
+  ownsLayer: boolean;
+  /** Set while a Prepare or View is making the layer: the process doing it. */
+  preparing?: ProcessIdentity;
+}
+
+/** The label that names the chain ID a snapshot is unpacked for (containerd's snapshots.ref). */
+export const SNAPSHOT_REF_LABEL = 'containerd.io/snapshot.ref';
+
+const SNAPSHOTS = 'snapshots';
+const CHAIN_ID_AT_END = /(sha256:[0-9a-f]{64})$/;
+
+function docPath(name: string): string {
+  return `${SNAPSHOTS}/${createHash('sha256').update(name).digest('hex')}.json`;
+}
+
+function parseSnapshot(text: string, path: string): SnapshotRecord {
+  const v = JSON.parse(text) as SnapshotRecord;
+  if (typeof v.name !== 'string' || !['active', 'view', 'committed'].includes(v.kind) || typeof v.labels !== 'object') {
+    throw new UnionctlError('CORRUPT', `the snapshot record ${path} is damaged`, { hint: 'remove it; containerd recreates what it needs' });
+  }
+  return v;
+}
+
+function readSnapshot(tx: StoreTx, name: string): SnapshotRecord | undefined {
+  const path = docPath(name);
+  const text = tx.readDocument(path);
+  return text === undefined ? undefined : parseSnapshot(text, path);
+}
+
+function allSnapshots(tx: StoreTx): SnapshotRecord[] {
+  return tx.listDocuments(SNAPSHOTS).map((file) => {
+    const path = `${SNAPSHOTS}/${file}`;
+    return parseSnapshot(tx.readDocument(path) ?? '{}', path);
+  });
+}
+
+function writeSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
+  tx.writeDocument(docPath(rec.name), `${JSON.stringify(rec, null, 2)}\n`);
+}
+
+function publicInfo(r: SnapshotRecord): SnapshotInfo {
+  return { name: r.name, parent: r.parent, kind: r.kind, labels: r.labels, created: r.created, updated: r.updated };
+}
+
+function notFound(name: string): UnionctlError {
+  return new UnionctlError('NOT_FOUND', `snapshot ${name} does not exist`, { hint: 'list the snapshots with ctr snapshots ls' });
+}
+
+/** The complete (not being prepared) snapshot `name`, or NOT_FOUND. */
+function requireSnapshot(tx: StoreTx, name: string): SnapshotRecord {
+  const rec = readSnapshot(tx, name);
+  if (rec === undefined || rec.preparing !== undefined) throw notFound(name);
+  return rec;
+}
+
+function assertKey(key: string, what = 'key'): void {
+  if (key === '') throw new UnionctlError('USAGE', `a snapshot ${what} must not be empty`);
+}
+
+/**
+ * The store extension: a layer a snapshot holds is not removed by `unionctl rm`/`rmi` (an image
+ * removal keeps it, like a layer another image shares); half-made Prepares of dead processes are
+ * rolled back when a store opens.
+ */
+export const snapshotStoreExtension: StoreExtension = {
+  name: 'containerd-snapshots',
+  removeGuard(tx, id) {
+    const holder = allSnapshots(tx).find((s) => s.layer === id);
+    if (holder === undefined) return undefined;
+    return {
+      reason: `holds containerd snapshot ${holder.name}`,
+      hint: 'containerd removes it with the images and containers that use it (ctr images rm, ctr snapshots rm)',
+    };
+  },
+  async recover(store) {
+    await rollBackDeadPrepares(store);
+  },
+};
+
+/** Removes the snapshots (and their layers) whose Prepare or View was killed before it ended. */
+async function rollBackDeadPrepares(store: LayerStore): Promise<string[]> {
+  const dead = await store.transaction(async (tx) =>
+    allSnapshots(tx).filter((s) => s.preparing !== undefined && !processAlive(s.preparing)),
+  );
+  for (const rec of dead) {
+    await removeLayerIfMade(store, rec);
+    await store.transaction(async (tx) => {
+      if (readSnapshot(tx, rec.name)?.preparing !== undefined) tx.deleteDocument(docPath(rec.name));
+    });
+    store.report('info', `rolled back the interrupted preparation of snapshot ${rec.name}`);
+  }
+  return dead.map((r) => r.name);
+}
+
+async function removeLayerIfMade(store: LayerStore, rec: SnapshotRecord): Promise<void> {
+  if (rec.layer === undefined || !rec.ownsLayer) return;
+  const made = await store.list().then((all) => all.some((l) => l.id === rec.layer));
+  if (!made) return;
+  await store.transaction(async (tx) => {
+    if (tx.record(rec.layer!) !== undefined) tx.removeLayer(rec.layer!, { onInUse: 'finish-later' });
+  });
+}
+
+export class SnapshotService {
+  constructor(readonly store: LayerStore) {
+    const d = store.driver;
+    if (d.mountSpec === undefined || d.sealWritable === undefined) {
+      throw new UnionctlError('UNSUPPORTED', `the ${d.name} driver cannot serve containerd snapshots yet`, {
+        hint: 'serve a store of the overlay2 or vfs driver (--driver overlay2)',
+      });
+    }
+  }
+
+  // ---- Prepare, View ------------------------------------------------------------------------
+
+  /** An active snapshot on committed `parent` ('' for none): a new writable layer. See the module doc for adoption. */
+  async prepare(key: string, parent: string, labels: Record<string, string>): Promise<MountSpec[]> {
+    return this.createSnapshot('active', key, parent, labels);
+  }
+
+  /** A read-only view of committed `parent`. */
+  async view(key: string, parent: string, labels: Record<string, string>): Promise<MountSpec[]> {
+    return this.createSnapshot('view', key, parent, labels);
+  }
+
+  private async createSnapshot(kind: 'active' | 'view', key: string, parent: string, labels: Record<string, string>): Promise<MountSpec[]> {
+    assertKey(key);
+    const now = new Date().toISOString();
+    const rec = await this.store.transaction(async (tx) => {
+      if (readSnapshot(tx, key) !== undefined) throw new UnionctlError('EXISTS', `snapshot ${key} already exists`);
+      const parentLayer = parent === '' ? undefined : this.committedLayerOf(tx, parent);
+      const adopted = await this.adopt(tx, parent, labels, now);
+      if (adopted !== undefined) return { adopted }; // committed first: the refusal comes after
+      const needsLayer = kind === 'active' || parentLayer === undefined;
+      const made: SnapshotRecord = {
+        name: key,
+        parent,
+        kind,
+        labels: { ...labels },
+        created: now,
+        updated: now,
+        ownsLayer: needsLayer,
+        ...(needsLayer ? { layer: randomBytes(32).toString('hex'), preparing: currentProcess() } : { layer: parentLayer }),
+      };
+      writeSnapshot(tx, made);
+      return { made, parentLayer };
+    });
+    if ('adopted' in rec) {
+      // containerd's answer to this: Walk for the committed snapshot with the target's label on this parent, and use it.
+      throw new UnionctlError('EXISTS', `target snapshot ${labels[SNAPSHOT_REF_LABEL]} already exists as ${rec.adopted}`);
+    }
+    const { made, parentLayer } = rec;
+    if (made.preparing !== undefined) await this.makeLayer(made, parentLayer);
+    return this.mountsOf(made);
+  }
+
+  /** Makes the new snapshot's layer, then marks the snapshot ready; on failure both go. */
+  private async makeLayer(rec: SnapshotRecord, parentLayer: string | undefined): Promise<void> {
+    try {
+      await this.store.create({ id: rec.layer, parent: parentLayer, writable: rec.kind === 'active' });
+      const { preparing: _p, ...ready } = rec;
+      await this.store.transaction(async (tx) => writeSnapshot(tx, ready));
+    } catch (e) {
+      await removeLayerIfMade(this.store, rec).catch(() => undefined);
+      await this.store.transaction(async (tx) => tx.deleteDocument(docPath(rec.name))).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The layer of committed snapshot `name`: NOT_FOUND, WRONG_STATE when it is not committed. */
+  private committedLayerOf(tx: StoreTx, name: string): string {
+    const p = requireSnapshot(tx, name);
+    if (p.kind !== 'committed' || p.layer === undefined) {
+      throw new UnionctlError('WRONG_STATE', `parent snapshot ${name} is not committed (it is ${p.kind})`, {
+        hint: 'commit it first',
+      });
+    }
+    return p.layer;
+  }
+
+  /**
+   * The remote-snapshotter path: when `labels` name a target chain ID (snapshots.ref) that a
+   * committed snapshot on this parent already is, or that a layer of the store already holds,
+   * the name of the committed snapshot containerd should use (made here for a store layer).
+   */
+  private async adopt(tx: StoreTx, parent: string, labels: Record<string, string>, now: string): Promise<string | undefined> {
+    const target = labels[SNAPSHOT_REF_LABEL];
+    if (target === undefined || target === '') return undefined;
+    const existing = allSnapshots(tx).find(
+      (s) => s.kind === 'committed' && s.preparing === undefined && s.parent === parent && s.labels[SNAPSHOT_REF_LABEL] === target,
+    );
+    if (existing !== undefined) return existing.name;
+    const layer = await this.store.layerByChainId(target);
+    if (layer === undefined) return undefined;
+    const name = `unionctl/adopted/${target}/${createHash('sha256').update(parent).digest('hex').slice(0, 12)}`;
+    if (readSnapshot(tx, name) !== undefined) return name;
+    writeSnapshot(tx, {
+      name,
+      parent,
+      kind: 'committed',
+      labels: { ...labels },
+      created: now,
+      updated: now,
+      layer: layer.id,
+      ownsLayer: false,
+    });
+    return name;
+  }
+
+  // ---- Mounts, Stat, Usage, List ------------------------------------------------------------
+
+  async mounts(key: string): Promise<MountSpec[]> {
+    const rec = await this.store.transaction(async (tx) => requireSnapshot(tx, key));
+    return this.mountsOf(rec);
+  }
+
+  /** Active: the writable union; view: the parent's content read-only; committed: read-only (what containerd's View shows). */
+  private async mountsOf(rec: SnapshotRecord): Promise<MountSpec[]> {
+    if (rec.layer === undefined) throw new UnionctlError('CORRUPT', `snapshot ${rec.name} names no layer`);
+    return this.store.driver.mountSpec!(rec.layer, { readonly: rec.kind !== 'active' });
+  }
+
+  async stat(key: string): Promise<SnapshotInfo> {
+    return publicInfo(await this.store.transaction(async (tx) => requireSnapshot(tx, key)));
+  }
+
+  /**
+   * Disk use of what the snapshot itself holds (its layer's own dir): blocks and inodes, each
+   * inode once. A view, which holds nothing of its own, uses nothing.
+   */
+  async usage(key: string): Promise<{ size: number; inodes: number }> {
+    const rec = await this.store.transaction(async (tx) => requireSnapshot(tx, key));
+    if (rec.layer === undefined || !rec.ownsLayer || rec.kind === 'view') return { size: 0, inodes: 0 };
+    const meta = await this.store.driver.metadata(rec.layer);
+    const dir = meta.UpperDir ?? meta.Dir;
+    if (dir === undefined)
+      throw new UnionctlError('UNSUPPORTED', `the ${this.store.driver.name} driver does not say where layer ${rec.layer} is`);
+    return diskUsage(dir);
+  }
+
+  /** Every snapshot matching any of `filters` (containerd's filter syntax; none: all), sorted by name. */
+  async list(filters: string[] = []): Promise<SnapshotInfo[]> {
+    const match = compileFilters(filters);
+    const all = await this.store.transaction(async (tx) => allSnapshots(tx));
+    return all
+      .filter((s) => s.preparing === undefined)
+      .map(publicInfo)
+      .filter((s) => match(snapshotFields(s)))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  // ---- Update ---------------------------------------------------------------------------------
+
+  /**
+   * containerd's field-mask rules: no paths replaces every label; `labels` replaces them all;
+   * `labels.<key>` sets that key from `info.labels`, or deletes it when `info.labels` lacks it.
+   * Any other path is USAGE (name, parent, kind and the times cannot change).
+   */
+  async update(info: Pick<SnapshotInfo, 'name' | 'labels'>, paths: string[]): Promise<SnapshotInfo> {
+    assertKey(info.name, 'name');
+    return this.store.transaction(async (tx) => {
+      const rec = requireSnapshot(tx, info.name);
+      const labels = paths.length === 0 ? { ...info.labels } : { ...rec.labels };
+      for (const path of paths) {
+        if (path === 'labels') {
+          for (const k of Object.keys(labels)) delete labels[k];
+          Object.assign(labels, info.labels);
+        } else if (path.startsWith('labels.')) {
+          const k = path.slice('labels.'.length);
+          if (Object.hasOwn(info.labels, k)) labels[k] = info.labels[k]!;
+          else delete labels[k];
+        } else {
+          throw new UnionctlError('USAGE', `cannot update the ${JSON.stringify(path)} field of snapshot ${info.name}`, {
+            hint: 'only labels can be updated',
+          });
+        }
+      }
+      const updated: SnapshotRecord = { ...rec, labels, updated: new Date().toISOString() };
+      writeSnapshot(tx, updated);
+      return publicInfo(updated);
+    });
+  }
+
+  // ---- Commit ---------------------------------------------------------------------------------
+
+  /**
+   * Active snapshot `key` becomes committed snapshot `name` (the key goes): its layer becomes an
+   * image layer with the chain ID the name ends with (`…/sha256:<chainID>`, as containerd names
+   * unpacked layers) and the diff ID and size of the tar unionctl exports for it.
+   */
+  async commit(name: string, key: string, labels: Record<string, string>): Promise<void> {
+    assertKey(name, 'name');
+    assertKey(key);
+    const active = await this.store.transaction(async (tx) => this.activeForCommit(tx, name, key));
+    const fields = await this.layerFacts(active.layer!, name, labels);
+    await this.store.transaction(async (tx) => {
+      const again = this.activeForCommit(tx, name, key);
+      await tx.commitWritableLayer(again.layer!, fields);
+      const now = new Date().toISOString();
+      tx.deleteDocument(docPath(key));
+      writeSnapshot(tx, { ...again, name, kind: 'committed', labels: { ...again.labels, ...labels }, updated: now });
+    });
+  }
+
+  private activeForCommit(tx: StoreTx, name: string, key: string): SnapshotRecord {
+    const rec = requireSnapshot(tx, key);
+    if (rec.kind !== 'active' || rec.layer === undefined) {
+      throw new UnionctlError('WRONG_STATE', `snapshot ${key} is ${rec.kind}, not active: only an active snapshot can be committed`);
+    }
+    if (readSnapshot(tx, name) !== undefined) throw new UnionctlError('EXISTS', `snapshot ${name} already exists`);
+    return rec;
+  }
+
+  /** Diff ID (sha256 of the layer's exported tar), size, and the chain ID containerd named the layer by. */
+  private async layerFacts(
+    layer: string,
+    name: string,
+    labels: Record<string, string>,
+  ): Promise<{ diffId: string; chainId?: string; size: number }> {
+    // The driver's diff, not the store's: the store's hold on the layer is given back only after
+    // 'close', and the commit that follows refuses a layer still held. The snapshot keeps the layer.
+    const parent = (await this.store.layer(layer)).parent;
+    const diffId = await sha256Of(await this.store.driver.diff(layer, parent));
+    const size = await this.store.driver.diffSize(layer, parent);
+    const chainId = CHAIN_ID_AT_END.exec(name)?.[1] ?? labels[SNAPSHOT_REF_LABEL];
+    return { diffId, size, ...(chainId === undefined ? {} : { chainId }) };
+  }
+
+  // ---- Remove, Cleanup ------------------------------------------------------------------------
+
+  /**
+   * Removes the snapshot; HAS_CHILDREN while a snapshot is built on it. The layer it made goes
+   * with it unless something keeps the layer: another snapshot that adopted it (which then owns
+   * it), a unionctl image, or a unionctl layer built on it.
+   */
+  async remove(key: string): Promise<void> {
+    assertKey(key);
+    await this.store.transaction(async (tx) => {
+      const rec = requireSnapshot(tx, key);
+      const all = allSnapshots(tx);
+      const child = all.find((s) => s.parent === key);
+      if (child !== undefined)
+        throw new UnionctlError('HAS_CHILDREN', `snapshot ${key} has children (${child.name})`, { hint: 'remove them first' });
+      tx.deleteDocument(docPath(key));
+      if (!rec.ownsLayer || rec.layer === undefined) return;
+      const heir = all.find((s) => s.name !== key && s.layer === rec.layer);
+      if (heir !== undefined) return writeSnapshot(tx, { ...heir, ownsLayer: true });
+      try {
+        tx.removeLayer(rec.layer, { onInUse: 'finish-later' });
+      } catch (e) {
+        if (!isUnionctlError(e) || (e.code !== 'IN_USE' && e.code !== 'HAS_CHILDREN')) throw e;
+        this.store.report('info', `kept layer ${rec.layer} of removed snapshot ${key}: ${e.message}`);
+      }
+    });
+  }
+
+  /** Rolls back the snapshots whose Prepare was killed half-way (and their layers); returns their names. */
+  async cleanup(): Promise<string[]> {
+    return rollBackDeadPrepares(this.store);
+  }
+}
+
+function snapshotFields(s: SnapshotInfo): SnapshotFields {
+  return { name: s.name, parent: s.parent, kind: s.kind, labels: s.labels };
+}
+
+async function sha256Of(stream: Readable): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return `sha256:${hash.digest('hex')}`;
+}

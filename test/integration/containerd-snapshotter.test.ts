@@ -1,0 +1,288 @@
+/**
+ * `unionctl serve` as containerd's snapshotter, against Debian's containerd 1.6 started privately
+ * (bench/peers/containerd.ts) with `[proxy_plugins.unionctl]`: images unpack into store layers
+ * named by chain ID, containers run on them, ctr's snapshot commands work, the GC removes what it
+ * should and keeps what a unionctl image holds, a restart loses nothing, a killed server leaks
+ * nothing, and bad requests get the status codes containerd's errdefs expect (a direct gRPC client,
+ * since containerd's metadata layer refuses some of them before asking the snapshotter).
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { containerdAvailable, startContainerd, type Containerd } from '../../bench/peers/containerd.js';
+import { sleep } from '../../bench/peers/processes.js';
+import { startServe, type ServeProcess } from '../../bench/peers/unionctl-serve.js';
+import { chainIdOf } from '../../src/graph/store.js';
+import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
+import { snapshotsClient, type SnapshotsClient, type WireMount } from '../helpers/snapshots-client.js';
+import { toolsMissing } from '../helpers/requires.js';
+import { DIFF_IDS, ok, SAMPLE_DOCKER, unionctl } from './images-helpers.js';
+
+const skip = scratchMissing ?? (containerdAvailable() ? toolsMissing(['strace']) : 'containerd, ctr or runc is not installed');
+const IMAGE = 'docker.io/library/sample-app:1';
+const CHAIN_IDS = DIFF_IDS.reduce<string[]>((ids, d) => [...ids, chainIdOf(ids.at(-1), d)], []);
+
+interface ListedLayer {
+  id: string;
+  parent?: string;
+  chainId?: string;
+  writable: boolean;
+}
+
+/** Polls `check` until it returns true (the GC runs in the background); fails after `ms`. */
+async function eventually(what: string, check: () => boolean, ms = 60_000, diagnose: () => string = () => ''): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`still not true after ${ms} ms: ${what}\n${diagnose()}`);
+    await sleep(200);
+  }
+}
+
+describe('unionctl serve: a containerd snapshotter', { skip }, () => {
+  let scratch: Scratch;
+  let root = '';
+  let socket = '';
+  let serve: ServeProcess | undefined;
+  let cd: Containerd | undefined;
+  let client: SnapshotsClient;
+  const g = () => ['--root', root, '--driver', 'overlay2'];
+  const layers = () => JSON.parse(ok(unionctl([...g(), '--json', 'ls']))) as ListedLayer[];
+  const snapshotDocs = () => (existsSync(join(root, 'snapshots')) ? readdirSync(join(root, 'snapshots')) : []);
+  const snapshots = () =>
+    cd!
+      .ctr(['snapshots', '--snapshotter', 'unionctl', 'ls'])
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim())
+      .filter(Boolean);
+  const startServer = async (wrapper?: string[]) => {
+    serve = await startServe({ root, driver: 'overlay2', socket, logFile: join(scratch.dir, 'serve.log'), wrapper });
+  };
+
+  before(async () => {
+    scratch = makeScratch();
+    root = join(scratch.dir, 'root');
+    socket = join(scratch.dir, 'run', 'uc.sock');
+    await startServer();
+    cd = await startContainerd({ dir: scratch.dir, proxySnapshotters: { unionctl: socket } });
+    client = snapshotsClient(socket);
+  });
+
+  after(async () => {
+    client?.close();
+    await cd?.stop();
+    await serve?.stop();
+    unionctl([...g(), 'cleanup']);
+    scratch.dispose();
+  });
+
+  it('ctr images import unpacks the image into store layers carrying its chain IDs', () => {
+    cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
+    const made = layers();
+    assert.deepEqual(
+      made.map((l) => l.chainId),
+      CHAIN_IDS,
+    );
+    assert.ok(made.every((l) => !l.writable));
+    assert.deepEqual(
+      snapshots().map((line) => line.split(/\s+/)[0]),
+      [...CHAIN_IDS].sort(),
+    );
+    assert.ok(snapshots().every((line) => line.endsWith('Committed')));
+  });
+
+  it('ctr run starts the container on the store layers; whiteouts and the opaque dir hold inside', () => {
+    assert.match(cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, 'c1']), /sample-app 2\.0\.0/);
+    const script = 'ls -A /var/cache/app; echo ---; ls -A /srv/app/plugins; echo ---; grep " / " /proc/mounts';
+    const [cache, plugins, rootMount] = cd!
+      .ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, 'c2', '/bin/sh', '-c', script])
+      .split('---\n');
+    assert.equal(cache, '', 'the opaque /var/cache/app shows none of the lower files');
+    assert.equal(plugins!.trim(), 'search.plug', 'the whited-out plugins are gone');
+    for (const l of layers())
+      assert.ok(rootMount!.includes(join(root, 'overlay2', l.id, 'diff')), `layer ${l.id} is a lower of the root: ${rootMount}`);
+  });
+
+  it('ctr snapshots usage, label, info, view and mounts work', async () => {
+    const top = CHAIN_IDS[3]!;
+    const usage = cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'usage', top]);
+    assert.match(usage, /\d+(\.\d+)? ?[KMG]?i?B\s+\d+/);
+    cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'label', top, 'containerd.io/snapshot/test=yes']);
+    const info = JSON.parse(cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'info', top])) as { Labels: Record<string, string> };
+    assert.equal(info.Labels['containerd.io/snapshot/test'], 'yes');
+    const labelled = await client.list([`labels."containerd.io/snapshot/test"==yes`]);
+    assert.equal(labelled.length, 1, 'the label reached the snapshotter');
+    cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'view', 'v1', top]);
+    const view = cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'mounts', join(scratch.dir, 'v1'), 'v1']);
+    assert.match(view, /mount -t overlay overlay .* -o (index=off,)?lowerdir=/);
+    assert.ok(!view.includes('upperdir='), 'a view is read-only');
+    cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'rm', 'v1']);
+  });
+
+  it('bad requests get the status codes containerd expects', async () => {
+    const top = (await client.list([`labels."containerd.io/snapshot/test"==yes`]))[0]!.name;
+    assert.equal((await client.failure('Stat', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    assert.equal((await client.failure('Mounts', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    assert.equal((await client.failure('Remove', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    assert.equal((await client.failure('Prepare', { key: '', parent: top })).code, grpc.status.INVALID_ARGUMENT);
+    assert.equal((await client.failure('Prepare', { key: 't/1', parent: 'no/such' })).code, grpc.status.NOT_FOUND);
+    await client.call('Prepare', { key: 't/1', parent: top });
+    assert.equal((await client.failure('Prepare', { key: 't/1', parent: top })).code, grpc.status.ALREADY_EXISTS);
+    assert.equal((await client.failure('Prepare', { key: 't/2', parent: 't/1' })).code, grpc.status.FAILED_PRECONDITION);
+    assert.equal((await client.failure('Commit', { name: top, key: 't/1' })).code, grpc.status.ALREADY_EXISTS);
+    assert.equal((await client.failure('Commit', { name: 't/c', key: top })).code, grpc.status.FAILED_PRECONDITION);
+    assert.equal((await client.failure('Remove', { key: top })).code, grpc.status.FAILED_PRECONDITION, 'a parent with children');
+    const bad = await client.failure('Update', { info: { name: 't/1', labels: {} }, update_mask: { paths: ['parent'] } });
+    assert.equal(bad.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal((await client.failure('Usage', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    await assert.rejects(client.list(['labels.=="x']), (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT);
+    const mounts = (await client.call<{ mounts: WireMount[] }>('Mounts', { key: 't/1' })).mounts;
+    assert.equal(mounts.length, 1);
+    assert.equal(mounts[0]!.type, 'overlay');
+    assert.ok(mounts[0]!.options.some((o) => o.startsWith('upperdir=')));
+    await client.call('Remove', { key: 't/1' });
+  });
+
+  it('Update follows the field-mask rules; List filters by name, parent, kind and labels', async () => {
+    const [base] = await client.list([`name~=${CHAIN_IDS[0]!.slice(7)}$`]);
+    assert.ok(base !== undefined);
+    await client.call('Prepare', { key: 'u/1', parent: base.name, labels: { a: '1', b: '2' } });
+    const masked = await client.call<{ info: { labels: Record<string, string> } }>('Update', {
+      info: { name: 'u/1', labels: { a: '9', c: '3' } },
+      update_mask: { paths: ['labels.a', 'labels.b'] },
+    });
+    assert.deepEqual(masked.info.labels, { a: '9' }, 'labels.b not in info: deleted; c not in the mask: ignored');
+    const all = await client.call<{ info: { labels: Record<string, string> } }>('Update', {
+      info: { name: 'u/1', labels: { z: '1' } },
+      update_mask: null,
+    });
+    assert.deepEqual(all.info.labels, { z: '1' });
+    assert.deepEqual(
+      (await client.list(['kind==active', 'labels.z==1'])).map((i) => i.name),
+      ['u/1'],
+    );
+    assert.deepEqual(
+      (await client.list([`parent==${base.name},labels.z`])).map((i) => i.name),
+      ['u/1'],
+    );
+    assert.deepEqual(await client.list(['labels.z!=1,kind==active']), []);
+    await client.call('Remove', { key: 'u/1' });
+  });
+
+  it('a restart of the server keeps a running container and every snapshot', async () => {
+    cd!.ctr(['run', '-d', '--snapshotter', 'unionctl', IMAGE, 'long', '/bin/sleep', '600']);
+    const before = snapshots();
+    assert.equal(await serve!.stop('SIGTERM'), 0, 'a clean exit on SIGTERM');
+    assert.match(readFileSync('/proc/self/mountinfo', 'utf8'), new RegExp(`${root}/overlay2/[0-9a-f]+/diff`), 'the rootfs stays mounted');
+    assert.match(cd!.ctr(['tasks', 'ls']), /long\s+\d+\s+RUNNING/);
+    await startServer();
+    assert.deepEqual(snapshots(), before);
+    cd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long']);
+    await eventually('the task has stopped', () => !/long\s+\d+\s+RUNNING/.test(cd!.ctr(['tasks', 'ls'])));
+    cd!.ctr(['tasks', 'rm', 'long']);
+    cd!.ctr(['containers', 'rm', 'long']);
+    await eventually('the GC removed the container snapshot', () => snapshots().length === 4);
+  });
+
+  it('removing the image lets the GC remove its snapshots and their layers', async () => {
+    cd!.ctr(['images', 'rm', IMAGE]);
+    await eventually('no snapshots left', () => snapshots().length === 0);
+    await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
+  });
+
+  it('a layer a unionctl image holds outlives the GC', async () => {
+    cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
+    ok(unionctl([...g(), 'load', SAMPLE_DOCKER])); // reuses the four layers by chain ID
+    assert.equal(layers().length, 4);
+    cd!.ctr(['images', 'rm', IMAGE]);
+    await eventually('no snapshots left', () => snapshots().length === 0 && snapshotDocs().length === 0);
+    assert.deepEqual(
+      layers().map((l) => l.chainId),
+      CHAIN_IDS,
+      'the image keeps its layers',
+    );
+    ok(unionctl([...g(), 'rmi', 'sample-app:1']));
+    assert.equal(layers().length, 0);
+  });
+
+  it('a Prepare for a chain ID the store holds adopts the layer (the remote-snapshotter path): nothing is applied', async () => {
+    ok(unionctl([...g(), 'load', SAMPLE_DOCKER]));
+    const imageLayers = layers();
+    let parent = '';
+    for (const [i, chainId] of CHAIN_IDS.entries()) {
+      const labels = { 'containerd.io/snapshot.ref': chainId };
+      const refused = await client.failure('Prepare', { key: `k8s.io/${i}/extract-${i} ${chainId}`, parent, labels });
+      assert.equal(refused.code, grpc.status.ALREADY_EXISTS);
+      // What containerd's metadata layer does next: Walk with this filter, take the committed one.
+      const found = await client.list([`labels."containerd.io/snapshot.ref"==${chainId},parent=="${parent}"`]);
+      assert.equal(found.length, 1);
+      assert.equal(found[0]!.kind, 'COMMITTED');
+      parent = found[0]!.name;
+    }
+    const mounts = await client.call<{ mounts: WireMount[] }>('Prepare', { key: 'k8s.io/9/ctr', parent });
+    const lowerdir = mounts.mounts[0]!.options.find((o) => o.startsWith('lowerdir='))!;
+    assert.equal(
+      lowerdir,
+      `lowerdir=${[...imageLayers]
+        .reverse()
+        .map((l) => join(root, 'overlay2', l.id, 'diff'))
+        .join(':')}`,
+    );
+    assert.equal(layers().length, 5, "one new layer: the container's; the image layers were adopted");
+    // The GC's order: leaf first. The adopted snapshots go; the image's layers stay.
+    await client.call('Remove', { key: 'k8s.io/9/ctr' });
+    let left = await client.list();
+    while (left.length > 0) {
+      const leaf = left.find((s) => !left.some((o) => o.parent === s.name))!;
+      await client.call('Remove', { key: leaf.name });
+      left = await client.list();
+    }
+    assert.deepEqual(
+      layers().map((l) => l.id),
+      imageLayers.map((l) => l.id),
+    );
+    ok(unionctl([...g(), 'rmi', 'sample-app:1']));
+  });
+
+  for (const when of [4, 9, 15]) {
+    it(`a server killed at its rename no. ${when} (mid-Prepare or mid-Commit) leaks nothing: restarted, the import is redone`, async () => {
+      await serve!.stop('SIGTERM');
+      await startServer(['strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=rename', '-e', `inject=rename:signal=KILL:when=${when}`]);
+      assert.throws(() => cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]));
+      await serve!.exited;
+      await startServer();
+      // containerd's connection backs off after the server died (calls fail fast meanwhile): wait for it to come back.
+      // The user (or kubelet) retries the import until it gets through.
+      await eventually('the import gets through to the restarted server', () => {
+        try {
+          cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
+          return true;
+        } catch (e) {
+          if (/unavailable/.test((e as Error).message)) return false;
+          throw e;
+        }
+      });
+      assert.match(cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, `k${when}`]), /sample-app 2\.0\.0/);
+      cd!.ctr(['images', 'rm', IMAGE]);
+      const diagnose = () =>
+        `snapshots: ${snapshots().join('; ')}\nserver log:\n${serve!.log().slice(-4000)}\ncontainerd log:\n${readFileSync(
+          cd!.logFile,
+          'utf8',
+        )
+          .split('\n')
+          .filter((l) => /level=(error|warning)/.test(l))
+          .slice(-10)
+          .join('\n')}`;
+      await eventually('no snapshots left', () => snapshots().length === 0, 60_000, diagnose);
+      // Whatever the killed request had made is gone once containerd's GC and Cleanup have run.
+      await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
+      assert.deepEqual(
+        readdirSync(join(root, 'overlay2')).filter((n) => n !== 'l'),
+        [],
+      );
+    });
+  }
+});
