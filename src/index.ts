@@ -26,6 +26,7 @@ export type {
   StoredRecord,
   StoreExtension,
   ImportOptions,
+  ApplyDiffOptions,
   CreateLayerOptions,
 } from './graph/store.js';
 

@@ -29,6 +29,7 @@ import {
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
+import { registerServeCommand } from './serve-command.js';
 
 export const DEFAULT_ROOT = '/var/lib/unionctl';
 
@@ -402,6 +403,7 @@ export function buildProgram(version: string): Command {
     .action(() => println(version));
 
   registerBenchCommand(program);
+  registerServeCommand(program, withStore);
 
   return program;
 }
