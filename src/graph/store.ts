@@ -52,6 +52,7 @@ import {
   atomicTempPrefix,
   currentProcess,
   ensureStoreDir,
+  parseStoreJsonObject,
   processAlive,
   readStoreFile,
   removeDeadTempFiles,
@@ -210,14 +211,7 @@ function parseRecord(text: string, file: string, id: string): StoredRecord {
     corruptError(`layer record ${file} ${why}`, {
       repair: "restore the file from a backup, or remove the record and the layer's driver directory by hand",
     });
-  let rec: unknown;
-  try {
-    rec = JSON.parse(text);
-  } catch {
-    throw corrupt('is not valid JSON');
-  }
-  if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw corrupt('is not a JSON object');
-  const r = rec as Record<string, unknown>;
+  const r = parseStoreJsonObject(text, corrupt);
   if (r.id !== id) throw corrupt(`is for layer ${JSON.stringify(r.id)}, not ${id}`);
   const problem = recordProblem(r);
   if (problem !== undefined) throw corrupt(`has ${problem}`);

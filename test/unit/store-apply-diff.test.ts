@@ -40,13 +40,26 @@ async function refusedUnchanged(store: LayerStore, driver: 'vfs' | 'overlay2', o
   assert.deepEqual(after, before, stateDiff(before, after));
 }
 
+/** A fresh store on a scratch filesystem with the sample's layer tars beside it; closed after fn. */
+async function withSampleStore(
+  t: { after(fn: () => void | Promise<void>): void },
+  driver: 'vfs' | 'overlay2',
+  fn: (store: LayerStore, tars: string[]) => Promise<void>,
+): Promise<void> {
+  const dir = await withScratchFs(t);
+  const tars = sampleLayers(dir);
+  const store = await openStore({ root: join(dir, 'store'), driver });
+  try {
+    await fn(store, tars);
+  } finally {
+    await store.close();
+  }
+}
+
 for (const driver of ['vfs', 'overlay2'] as const) {
   describe(`LayerStore.applyDiff (${driver})`, { skip: scratchMissing }, () => {
     it('records what importLayer records: diff ID, chain ID, size, tar-split', async (t) => {
-      const dir = await withScratchFs(t);
-      const [tar1, tar2] = sampleLayers(dir);
-      const store = await openStore({ root: join(dir, 'store'), driver });
-      try {
+      await withSampleStore(t, driver, async (store, [tar1, tar2]) => {
         await store.create({ id: 'base' });
         const base = await store.applyDiff('base', tar1!);
         assert.equal(base.diffId, L1);
@@ -64,16 +77,11 @@ for (const driver of ['vfs', 'overlay2'] as const) {
         assert.deepEqual(await store.tarSplit('app'), await store.tarSplit('app-imported'));
         assert.deepEqual(await store.layer('app'), app);
         assert.deepEqual(await store.changes('app'), await store.changes('app-imported'));
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     it('refuses, changing nothing: writable, applied already, wrong parent, children, mounted, unknown', async (t) => {
-      const dir = await withScratchFs(t);
-      const [tar1, tar2] = sampleLayers(dir);
-      const store = await openStore({ root: join(dir, 'store'), driver });
-      try {
+      await withSampleStore(t, driver, async (store, [tar1, tar2]) => {
         await store.create({ id: 'base' });
         await store.create({ id: 'rw', parent: 'base', writable: true });
         await refusedUnchanged(store, driver, () => store.applyDiff('rw', tar2!), 'USAGE', /writable layer/);
@@ -92,15 +100,11 @@ for (const driver of ['vfs', 'overlay2'] as const) {
         await refusedUnchanged(store, driver, () => store.applyDiff('../x', tar2!), 'INVALID_ID', /invalid/);
         // After all that, the layer takes its diff.
         assert.equal((await store.applyDiff('empty', tar2!, { parent: 'base' })).chainId, L2_CHAIN);
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     it('a failed apply removes the layer (files and record)', async (t) => {
-      const dir = await withScratchFs(t);
-      const store = await openStore({ root: join(dir, 'store'), driver });
-      try {
+      await withSampleStore(t, driver, async (store, _tars) => {
         await store.create({ id: 'bad' });
         await assert.rejects(
           () => store.applyDiff('bad', Readable.from([Buffer.alloc(1536, 7)])),
@@ -112,9 +116,7 @@ for (const driver of ['vfs', 'overlay2'] as const) {
         );
         assert.equal(await store.driver.exists('bad'), false);
         assert.deepEqual(snapshotStore(store.root, driver).problems, []);
-      } finally {
-        await store.close();
-      }
+      });
     });
 
     it('a process killed during the apply: the next openStore rolls the layer back', async (t) => {

@@ -16,7 +16,7 @@
  */
 import { join } from 'node:path';
 import { assertValidId, corruptError } from '../../errors.js';
-import { ensureStoreDir, readStoreFile, writeFileAtomic } from '../../sys/index.js';
+import { ensureStoreDir, parseStoreJsonObject, readStoreFile, writeFileAtomic } from '../../sys/index.js';
 
 /** dockerd's GraphDriver.Init arguments (daemon/graphdriver/proxy.go: graphDriverInitRequest). */
 export interface InitRequest {
@@ -102,14 +102,7 @@ function parseState(text: string, file: string): StateFile {
     corruptError(`docker plugin state file ${file} ${why}`, {
       repair: 'remove it and restart dockerd (which sends Init again); the mounts it counted are released by unionctl cleanup',
     });
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    throw corrupt('is not valid JSON');
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw corrupt('is not a JSON object');
-  const { init, mounts } = v as { init?: unknown; mounts?: unknown };
+  const { init, mounts } = parseStoreJsonObject(text, corrupt);
   let parsedInit: InitRequest | undefined;
   if (init !== undefined) {
     const p = typeof init === 'object' && init !== null ? parseInitRequest(init as Record<string, unknown>) : 'is not an object';
