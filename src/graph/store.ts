@@ -11,6 +11,7 @@
  *   journal/            transactions being committed (transaction.ts)
  *   store.lock          the transaction lock (flock), between processes
  *   store.json          {"driver": …}: the driver the store was made with (kept while it has no layers)
+ *   plugins/            state of servers on the store (src/serve/: a Docker plugin's persisted Init)
  *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks (and
  *                       `cleanup` while a cleanup runs)
  *   <driver>/           the driver's home, exactly as Docker's driver of that name lays it out
