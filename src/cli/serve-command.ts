@@ -5,6 +5,7 @@
  * finish and removes its socket; mounts stay (dockerd's containers may be running on them).
  */
 import { Command, Option } from 'commander';
+import { assertValidId } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
 import { splitStorageOpts } from '../graph/registry.js';
 import { LOG_LEVELS, makeLogger, serveDockerPlugin, type LogLevel } from '../serve/docker-plugin/index.js';
@@ -40,6 +41,7 @@ async function serveCommand(withStore: WithStore, opts: ServeOptions, cmd: Comma
     });
   }
   const name = opts.dockerPlugin;
+  assertValidId(name, 'plugin name'); // before the store is opened: a typo changes nothing on disk
   const log = makeLogger(opts.logLevel);
   await withStore(cmd, async (store, g) => {
     const stop = untilSignal(); // before listening: a signal in between still stops it cleanly

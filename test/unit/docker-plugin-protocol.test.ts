@@ -14,6 +14,7 @@ import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { openStore, type LayerStore } from '../../src/index.js';
 import { makeLogger, serveDockerPlugin, type DockerPlugin } from '../../src/serve/docker-plugin/index.js';
+import { runCli, showResult } from '../helpers/cli.js';
 import { scratchMissing, withScratchFs } from '../helpers/scratch.js';
 
 interface Answer {
@@ -202,6 +203,12 @@ describe('Docker graphdriver plugin protocol (vfs store, no dockerd)', { skip: s
       await ok(socket, 'GraphDriver.Init', INIT); // dockerd started again without a Cleanup
       assert.equal(store.mountCount('a'), 1);
       await store.unmount('a');
+      // `unionctl cleanup` released everything behind the plugin's back: its Cleanup still succeeds.
+      await ok(socket, 'GraphDriver.Get', { ID: 'a' });
+      await store.cleanup();
+      await ok(socket, 'GraphDriver.Cleanup');
+      const file = join(store.root, 'plugins', 'docker', 'uct.json');
+      assert.deepEqual((JSON.parse(readFileSync(file, 'utf8')) as { mounts: object }).mounts, {});
     });
   });
 
@@ -229,5 +236,23 @@ describe('Docker graphdriver plugin protocol (vfs store, no dockerd)', { skip: s
       assert.equal((await store.layer('slow')).size, 4);
       assert.equal(existsSync(socket), false);
     });
+  });
+});
+
+describe('unionctl serve (CLI)', () => {
+  it('without --docker-plugin: a usage error saying the containerd snapshotter mode is not in this branch', () => {
+    const r = runCli(['serve']);
+    assert.equal(r.status, 2, showResult(r));
+    assert.match(r.stderr, /^unionctl: serve needs --docker-plugin NAME: the containerd snapshotter mode is not built in this branch\n/);
+    assert.equal(r.stdout, '');
+  });
+
+  it('a plugin name that is not a name: refused before the store is opened', () => {
+    const root = '/nonexistent/unionctl-serve-test';
+    const r = runCli(['--root', root, 'serve', '--docker-plugin', '../x', '--socket', '/nonexistent/x.sock']);
+    assert.equal(r.status, 1, showResult(r));
+    assert.match(r.stderr, /invalid plugin name "\.\.\/x"/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    assert.equal(existsSync(root), false, 'nothing was written');
   });
 });

@@ -62,6 +62,12 @@ function storageOptArg(body: Record<string, unknown>, what: string): Record<stri
   return v as Record<string, string>;
 }
 
+/** An unmount that failed because there was nothing to release: not mounted (a `unionctl cleanup` ran), or no such layer. */
+function releasedAnyway(e: unknown): boolean {
+  const code = (e as UnionctlError).code;
+  return code === 'USAGE' || code === 'NOT_FOUND';
+}
+
 export class GraphDriverPlugin {
   private readonly store: LayerStore;
   private readonly state: PluginState;
@@ -213,7 +219,9 @@ export class GraphDriverPlugin {
     try {
       await this.store.unmount(id);
     } catch (e) {
-      this.state.addMount(id, 1);
+      // Still mounted (the unmount failed): still held. Not mounted any more (a unionctl cleanup
+      // released it) or gone: nothing is held.
+      if (!releasedAnyway(e)) this.state.addMount(id, 1);
       throw e;
     }
     return json({});
@@ -236,19 +244,27 @@ export class GraphDriverPlugin {
     return json({ Metadata: await this.store.driver.metadata(id) });
   }
 
-  /** Releases every reference this plugin holds; the first failure is rethrown once all were tried. */
+  /**
+   * Releases every reference this plugin holds. A layer that is no longer mounted (a `unionctl
+   * cleanup` ran) or gone has nothing left to release; any other failure keeps that reference
+   * counted and is rethrown once every layer was tried.
+   */
   private async releaseHeld(): Promise<void> {
     let failure: unknown;
     for (const [id, count] of this.state.heldMounts()) {
       for (let i = 0; i < count; i++) {
+        this.state.addMount(id, -1);
         try {
-          this.state.addMount(id, -1);
           await this.store.unmount(id);
         } catch (e) {
-          // Not mounted any more (someone ran unionctl cleanup): nothing to release. Anything else is kept counted.
-          if ((e as UnionctlError).code !== 'USAGE' && (e as UnionctlError).code !== 'NOT_FOUND') this.state.addMount(id, 1);
-          this.log.warn(`could not release the mount of layer ${id}: ${(e as Error).message}`);
-          failure ??= e;
+          if (releasedAnyway(e)) {
+            this.log.debug(`layer ${id}: not mounted any more (${(e as Error).message}), nothing to release`);
+            this.state.addMount(id, -this.state.count(id));
+          } else {
+            this.state.addMount(id, 1);
+            this.log.warn(`could not release the mount of layer ${id}: ${(e as Error).message}`);
+            failure ??= e;
+          }
           break;
         }
       }

@@ -86,7 +86,9 @@ export class PluginServer {
   constructor(opts: PluginServerOptions) {
     this.handlers = opts.handlers;
     this.log = opts.log;
-    this.server = createServer({ keepAliveTimeout: 0 }, (req, res) => void this.handle(req, res));
+    // dockerd keeps its connections open, and an ApplyDiff upload of a big layer may take minutes:
+    // neither an idle connection nor a long request is cut (Node's default requestTimeout is 5 min).
+    this.server = createServer({ keepAliveTimeout: 0, requestTimeout: 0 }, (req, res) => void this.handle(req, res));
   }
 
   /** Listens on `path`: a stale socket there (nobody answers) is replaced; a live one is IN_USE, anything else USAGE. */
