@@ -9,7 +9,7 @@
  * symlink, the store's mounts, the scratch filesystem.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   closeSync,
@@ -25,8 +25,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { execFileSync } from 'node:child_process';
-import { dockerdAvailable, startDockerd, type Dockerd } from '../../bench/peers/dockerd.js';
+import { DOCKER_CLI, dockerdAvailable, startDockerd, type Dockerd } from '../../bench/peers/dockerd.js';
 import { REPO } from '../conformance/inspect.js';
 import { CLI_MAIN, runCli, showResult } from '../helpers/cli.js';
 import { mountsBelow } from '../helpers/mounts.js';
@@ -197,6 +196,40 @@ describe('dockerd 20.10 on unionctl serve --docker-plugin', { skip, timeout: 20 
       [],
     );
     assert.deepEqual(mountsBelow(storeRoot), [], 'nothing stays mounted once the containers are gone');
+  });
+
+  it('concurrent docker runs: dockerd’s requests arrive side by side, and all of them work', async () => {
+    const runs = await Promise.all(
+      [1, 2, 3, 4].map(
+        (n) =>
+          new Promise<string>((resolve, reject) =>
+            execFile(
+              DOCKER_CLI,
+              [
+                '-H',
+                `unix://${d!.socket}`,
+                'run',
+                '--rm',
+                '--network',
+                'none',
+                'sample-app:1',
+                'sh',
+                '-c',
+                `echo run ${n}; /srv/app/bin/run-app`,
+              ],
+              (e, stdout, stderr) => (e ? reject(new Error(`docker run ${n}: ${stderr}`)) : resolve(stdout)),
+            ),
+          ),
+      ),
+    );
+    assert.deepEqual(
+      runs,
+      [1, 2, 3, 4].map((n) => `run ${n}\nsample-app 2.0.0\n`),
+    );
+    assert.deepEqual(
+      layers().filter((l) => l.writable),
+      [],
+    );
   });
 
   it('docker diff and docker commit of a container that changed files', () => {
