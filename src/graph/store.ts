@@ -893,17 +893,18 @@ export class LayerStore {
   }
 
   /**
-   * After `failure`, removes the layer being created (its storage and record; only the record with
-   * recordOnly). A clean-up that fails too is CORRUPT, naming both (the next openStore retries it).
+   * After `failure` (of `doing`, default "creating"), removes the layer being created (its storage
+   * and record; only the record with recordOnly). A clean-up that fails too is CORRUPT, naming
+   * both (the next openStore retries it).
    */
-  private async undoCreation(id: string, failure: unknown, opts: { recordOnly?: boolean } = {}): Promise<void> {
+  private async undoCreation(id: string, failure: unknown, opts: { recordOnly?: boolean; doing?: string } = {}): Promise<void> {
     try {
       if (opts.recordOnly) await this.transaction(async (tx) => tx.deleteRecord(id));
       else await this.rollBackCreation(id);
     } catch (cleanupError) {
       throw new UnionctlError(
         'CORRUPT',
-        `creating layer ${id} failed (${(failure as Error).message}) and so did removing what was made: ${(cleanupError as Error).message}`,
+        `${opts.doing ?? 'creating'} layer ${id} failed (${(failure as Error).message}) and so did removing what was made: ${(cleanupError as Error).message}`,
         { cause: failure, hint: 'reopen the store (any unionctl command) to retry the clean-up' },
       );
     }
@@ -1019,7 +1020,7 @@ export class LayerStore {
     try {
       fields = await this.applyTar(id, parentRec, tar, opts);
     } catch (e) {
-      await this.undoCreation(id, e);
+      await this.undoCreation(id, e, { doing: 'applying a diff to' });
       throw e;
     }
     return this.completeCreate(id, fields);
