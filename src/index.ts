@@ -28,6 +28,7 @@ export type {
   StoredRecord,
   StoreExtension,
   ImportOptions,
+  ApplyDiffOptions,
   CreateLayerOptions,
 } from './graph/store.js';
 

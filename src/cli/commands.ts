@@ -404,6 +404,7 @@ export function buildProgram(version: string): Command {
 
   registerServeCommand(program, withStore);
   registerBenchCommand(program);
+  registerServeCommand(program, withStore);
 
   return program;
 }

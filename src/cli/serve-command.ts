@@ -1,55 +1,82 @@
 /**
- * `unionctl serve`: the store as containerd's proxy snapshotter (src/serve/containerd/) on a unix
- * socket, until SIGTERM or SIGINT. Stopping keeps every mount (running containers keep their
- * root filesystems); a restarted server serves the same snapshots.
+ * `unionctl serve`: the store served to a container runtime until SIGTERM or SIGINT —
+ * containerd's proxy snapshotter (src/serve/containerd/, the default) or, with
+ * `--docker-plugin NAME`, Docker's legacy graphdriver plugin (src/serve/docker-plugin/). Stopping
+ * stops listening, lets the requests in flight finish and removes the socket; every mount stays
+ * (running containers keep their root filesystems), and a restarted server serves on.
  */
-import type { Command } from 'commander';
-import { Option } from 'commander';
+import { Command, Option } from 'commander';
+import { assertValidId } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
+import { splitStorageOpts } from '../graph/registry.js';
 import { serveSnapshotter } from '../serve/containerd/grpc.js';
 import { SnapshotService } from '../serve/containerd/snapshots.js';
-import { createLogger, LOG_LEVELS, type LogLevel } from '../serve/log.js';
+import { serveDockerPlugin } from '../serve/docker-plugin/index.js';
+import { LOG_LEVELS, makeLogger, type Logger, type LogLevel } from '../serve/log.js';
 import { nonEmpty } from './args.js';
 
 export const DEFAULT_SNAPSHOTTER_SOCKET = '/run/unionctl/snapshotter.sock';
 
-type WithStore = (cmd: Command, fn: (store: LayerStore) => Promise<void>) => Promise<void>;
+type WithStore = (cmd: Command, fn: (store: LayerStore, g: { storageOpt?: string[] }) => Promise<void>) => Promise<void>;
 
 interface ServeOptions {
-  socket: string;
+  dockerPlugin?: string;
+  socket?: string;
   logLevel: LogLevel;
 }
 
-/** Resolves on the first SIGTERM or SIGINT. */
-function untilStopped(): Promise<string> {
+/** Resolves at the first SIGTERM or SIGINT. */
+function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
-    const stop = (signal: string) => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
+    const on = (signal: NodeJS.Signals) => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
       resolve(signal);
     };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+/** Serves until a signal, then closes: what both modes share. */
+async function serveUntilSignal(log: Logger, start: () => Promise<{ socket: string; close(): Promise<void> }>): Promise<void> {
+  const stop = untilSignal(); // before listening: a signal in between still stops it cleanly
+  const server = await start();
+  const signal = await stop;
+  log.info(`${signal}: stopping (requests in flight finish; mounts stay)`);
+  await server.close();
+  log.info(`stopped; ${server.socket} removed`);
+}
+
+async function serveCommand(withStore: WithStore, opts: ServeOptions, cmd: Command): Promise<void> {
+  const name = opts.dockerPlugin;
+  if (name !== undefined) assertValidId(name, 'plugin name'); // before the store is opened: a typo changes nothing on disk
+  const log = makeLogger(opts.logLevel);
+  await withStore(cmd, async (store, g) => {
+    if (name !== undefined) {
+      const storageOpt = splitStorageOpts(g.storageOpt, 'driver');
+      return serveUntilSignal(log, () => serveDockerPlugin(store, { name, socket: opts.socket, storageOpt, log }));
+    }
+    const service = new SnapshotService(store); // UNSUPPORTED for a driver that cannot serve containerd
+    const socket = opts.socket ?? DEFAULT_SNAPSHOTTER_SOCKET;
+    return serveUntilSignal(log, async () => {
+      const server = await serveSnapshotter(service, { socket, log });
+      log.info(`serving the ${store.driver.name} store at ${store.root} as containerd snapshotter on ${socket}`);
+      return server;
+    });
   });
 }
 
 export function registerServeCommand(program: Command, withStore: WithStore): void {
   program
     .command('serve')
-    .description('serve the store to containerd as a snapshotter (proxy plugin) on a unix socket, until SIGTERM')
-    .option('--socket <path>', 'the socket to listen on', nonEmpty('the socket path'), DEFAULT_SNAPSHOTTER_SOCKET)
-    .addOption(new Option('--log-level <level>', 'least important log lines shown (stderr)').choices(LOG_LEVELS).default('info'))
-    .action(async (opts: ServeOptions, cmd: Command) => {
-      const log = createLogger(opts.logLevel);
-      await withStore(cmd, async (store) => {
-        const service = new SnapshotService(store);
-        const stopped = untilStopped();
-        const server = await serveSnapshotter(service, { socket: opts.socket, log });
-        log.info(`serving the ${store.driver.name} store at ${store.root} as containerd snapshotter on ${server.socket}`);
-        const signal = await stopped;
-        log.info(`${signal}: stopping (mounts stay)`);
-        await server.close();
-        log.info('stopped');
-      });
-    });
+    .description('serve the store to a container runtime: a containerd snapshotter, or with --docker-plugin a Docker graphdriver plugin')
+    .option('--docker-plugin <name>', 'be Docker legacy graphdriver plugin NAME (dockerd --storage-driver NAME)', nonEmpty('the plugin name'))
+    .option(
+      '--socket <path>',
+      `listen on PATH (default ${DEFAULT_SNAPSHOTTER_SOCKET}; for a plugin /run/docker/plugins/NAME.sock)`,
+      nonEmpty('the socket path'),
+    )
+    .addOption(new Option('--log-level <level>', 'debug logs one line per request').choices(LOG_LEVELS).default('info'))
+    .action((opts: ServeOptions, cmd: Command) => serveCommand(withStore, opts, cmd));
 }

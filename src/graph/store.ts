@@ -11,6 +11,7 @@
  *   journal/            transactions being committed (transaction.ts)
  *   store.lock          the transaction lock (flock), between processes
  *   store.json          {"driver": …}: the driver the store was made with (kept while it has no layers)
+ *   plugins/            state of servers on the store (src/serve/: a Docker plugin's persisted Init)
  *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks (and
  *                       `cleanup` while a cleanup runs)
  *   <driver>/           the driver's home, exactly as Docker's driver of that name lays it out
@@ -52,6 +53,7 @@ import {
   atomicTempPrefix,
   currentProcess,
   ensureStoreDir,
+  parseStoreJsonObject,
   processAlive,
   readStoreFile,
   removeDeadTempFiles,
@@ -113,6 +115,12 @@ export interface ImportOptions {
    * that does not match what an image promised) rolls the layer back like any failed import.
    */
   verify?: (result: ApplyResult) => void | Promise<void>;
+}
+
+/** What LayerStore.applyDiff takes: importLayer's hooks, and the parent the caller expects the layer to have. */
+export interface ApplyDiffOptions extends Pick<ImportOptions, 'onProgress' | 'onWarning' | 'verify'> {
+  /** When given, must be the layer's parent (USAGE otherwise): Docker's ApplyDiff names it. */
+  parent?: string;
 }
 
 export interface ListOptions {
@@ -204,14 +212,7 @@ function parseRecord(text: string, file: string, id: string): StoredRecord {
     corruptError(`layer record ${file} ${why}`, {
       repair: "restore the file from a backup, or remove the record and the layer's driver directory by hand",
     });
-  let rec: unknown;
-  try {
-    rec = JSON.parse(text);
-  } catch {
-    throw corrupt('is not valid JSON');
-  }
-  if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw corrupt('is not a JSON object');
-  const r = rec as Record<string, unknown>;
+  const r = parseStoreJsonObject(text, corrupt);
   if (r.id !== id) throw corrupt(`is for layer ${JSON.stringify(r.id)}, not ${id}`);
   const problem = recordProblem(r);
   if (problem !== undefined) throw corrupt(`has ${problem}`);
@@ -387,8 +388,8 @@ function chooseDriver(root: string, requested: string | undefined): DriverEntry 
 
 /** Docker's post-CVE-2021-41091 modes: nobody but root may traverse the store root. */
 const ROOT_MODE = 0o700;
-/** What a store root holds besides the driver homes. */
-const STORE_ENTRIES = new Set([LAYERDB, 'store.lock', STORE_SETTINGS, 'driver-state', 'journal', 'images', 'tmp', 'mounts']);
+/** What a store root holds besides the driver homes (plugins/: the state of servers on the store, src/serve/). */
+const STORE_ENTRIES = new Set([LAYERDB, 'store.lock', STORE_SETTINGS, 'driver-state', 'journal', 'images', 'tmp', 'mounts', 'plugins']);
 
 /**
  * Makes the store root (0700, also when it existed with a wider mode: Docker's daemon root is
@@ -928,19 +929,33 @@ export class LayerStore {
       fields = await build(parentRec);
       return await this.completeCreate(id, fields);
     } catch (e) {
-      try {
-        // EXISTS: the driver found storage under the id that it did not make (a race with a
-        // directory made by hand) and touched nothing: only the record is ours to take back.
-        if ((e as UnionctlError).code === 'EXISTS') await this.transaction(async (tx) => tx.deleteRecord(id));
-        else await this.rollBackCreation(id, parent);
-      } catch (cleanupError) {
-        throw new UnionctlError(
-          'CORRUPT',
-          `creating layer ${id} failed (${(e as Error).message}) and so did removing what was made: ${(cleanupError as Error).message}`,
-          { cause: e, hint: 'reopen the store (any unionctl command) to retry the clean-up' },
-        );
-      }
+      // EXISTS: the driver found storage under the id that it did not make (a race with a
+      // directory made by hand) and touched nothing: only the record is ours to take back.
+      if ((e as UnionctlError).code === 'EXISTS') await this.undoCreation(id, e, { recordOnly: true });
+      else await this.undoCreation(id, e, { parent });
       throw e;
+    }
+  }
+
+  /**
+   * After `failure` (of `doing`, default "creating"), removes the layer being created (its storage
+   * and record; only the record with recordOnly). A clean-up that fails too is CORRUPT, naming
+   * both (the next openStore retries it).
+   */
+  private async undoCreation(
+    id: string,
+    failure: unknown,
+    opts: { recordOnly?: boolean; doing?: string; parent?: string } = {},
+  ): Promise<void> {
+    try {
+      if (opts.recordOnly) await this.transaction(async (tx) => tx.deleteRecord(id));
+      else await this.rollBackCreation(id, opts.parent);
+    } catch (cleanupError) {
+      throw new UnionctlError(
+        'CORRUPT',
+        `${opts.doing ?? 'creating'} layer ${id} failed (${(failure as Error).message}) and so did removing what was made: ${(cleanupError as Error).message}`,
+        { cause: failure, hint: 'reopen the store (any unionctl command) to retry the clean-up' },
+      );
     }
   }
 
@@ -978,19 +993,86 @@ export class LayerStore {
     const tar = openInput(input);
     return this.createWithRollback(id, opts.parent, false, async (parentRec) => {
       await this.driver.create(id, opts.parent);
-      // The tar-split tap sees the stream as the driver's apply reads it, whichever driver it is.
-      const recorder = new TarSplitRecorder();
-      const result = await this.driver.applyDiff(id, opts.parent, tar, {
-        onProgress: opts.onProgress,
-        onWarning: opts.onWarning,
-        tap: recorder,
-      });
-      await opts.verify?.(result);
-      if (recorder.active) await writeTarSplit(this.tarSplitPath(id), recorder.encoded());
-      const parentChain = parentRec?.chainId;
-      const chainId = parentRec !== undefined && parentChain === undefined ? undefined : chainIdOf(parentChain, result.diffId);
-      return { diffId: result.diffId, ...(chainId === undefined ? {} : { chainId }), size: result.size };
+      return this.applyTar(id, parentRec, tar, opts);
     });
+  }
+
+  /**
+   * Applies a layer tar into layer `id` (just created, still empty) and returns the record fields
+   * it earns: diffId, chainId (when the parent has one, or there is no parent), size. The tar-split
+   * (what rebuilds the tar byte for byte) is written before those fields are: the layer is not
+   * complete without it. Shared by importLayer and applyDiff; the caller's record is "creating".
+   */
+  private async applyTar(
+    id: string,
+    parentRec: StoredRecord | undefined,
+    tar: string | Readable,
+    opts: Pick<ImportOptions, 'onProgress' | 'onWarning' | 'verify'>,
+  ): Promise<Partial<LayerRecord>> {
+    // The tar-split tap sees the stream as the driver's apply reads it, whichever driver it is.
+    const recorder = new TarSplitRecorder();
+    const result = await this.driver.applyDiff(id, parentRec?.id, tar, {
+      onProgress: opts.onProgress,
+      onWarning: opts.onWarning,
+      tap: recorder,
+    });
+    await opts.verify?.(result);
+    if (recorder.active) await writeTarSplit(this.tarSplitPath(id), recorder.encoded());
+    const parentChain = parentRec?.chainId;
+    const chainId = parentRec !== undefined && parentChain === undefined ? undefined : chainIdOf(parentChain, result.diffId);
+    return { diffId: result.diffId, ...(chainId === undefined ? {} : { chainId }), size: result.size };
+  }
+
+  /**
+   * Applies a layer tar (path, '-' for stdin, or a stream; uncompressed, gzip or zstd) into the
+   * existing image layer `id`, which create() made and nothing has been applied to yet: Docker's
+   * Create-then-ApplyDiff (a graphdriver's dockerd, `docker load`, `docker commit`). Records
+   * diffId, chainId, size and the tar-split exactly as importLayer does.
+   *
+   * Refuses, changing nothing: INVALID_ID; NOT_FOUND (no complete layer `id`); USAGE (`id` is a
+   * writable layer, or already has a diff ID — a diff is applied once — or opts.parent is given
+   * and is not the layer's parent); HAS_CHILDREN (layers are built on it); IN_USE (it is mounted
+   * or referenced, from any process).
+   *
+   * Crash safety, as importLayer: the record goes back to "creating", owned by this process, for
+   * the apply (the layer is hidden meanwhile: mount, create on top of it, rm see it as being
+   * created). A failure of the apply (a bad tar, an unsafe entry, a full disk, opts.verify
+   * throwing) REMOVES the layer — its files and its record — and rethrows: the driver cannot
+   * undo a half-applied tar, and Docker removes a layer whose ApplyDiff failed anyway. A process
+   * killed meanwhile leaves the "creating" record, and the next openStore removes the layer the
+   * same way. The rollback failing too is CORRUPT (the next open retries it).
+   */
+  async applyDiff(id: string, input: string | Readable, opts: ApplyDiffOptions = {}): Promise<LayerRecord> {
+    this.assertOpen();
+    assertValidId(id);
+    if (opts.parent !== undefined) assertValidId(opts.parent, 'parent layer id');
+    const tar = openInput(input);
+    const parentRec = await this.transaction(async (tx) => {
+      const rec = tx.layer(id);
+      const refuse = (why: string, hint: string) => new UnionctlError('USAGE', `cannot apply a diff to layer ${id}: ${why}`, { hint });
+      if (rec.writable) throw refuse('it is a writable layer', 'apply diffs to image layers (unionctl create without --rw)');
+      if (rec.diffId !== undefined) throw refuse(`it already holds a diff (${rec.diffId})`, 'create a new layer for another diff');
+      if (opts.parent !== undefined && opts.parent !== rec.parent) {
+        throw refuse(`its parent is ${rec.parent ?? 'none'}, not ${opts.parent}`, 'name the parent the layer was created on');
+      }
+      const children = tx.children(id);
+      if (children.length > 0) {
+        throw new UnionctlError('HAS_CHILDREN', `cannot apply a diff to layer ${id}: layers are built on it: ${children.join(', ')}`, {
+          hint: 'apply diffs before creating layers on top',
+        });
+      }
+      this.assertUnused(id);
+      tx.putRecord({ ...rec, state: 'creating', owner: currentProcess() });
+      return rec.parent === undefined ? undefined : tx.layer(rec.parent, 'parent layer');
+    });
+    let fields: Partial<LayerRecord>;
+    try {
+      fields = await this.applyTar(id, parentRec, tar, opts);
+    } catch (e) {
+      await this.undoCreation(id, e, { doing: 'applying a diff to', parent: parentRec?.id });
+      throw e;
+    }
+    return this.completeCreate(id, fields);
   }
 
   // ---- mount / unmount -----------------------------------------------------------------------

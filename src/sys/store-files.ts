@@ -179,6 +179,21 @@ function readlinkOrQuestion(path: string): string {
 }
 
 /**
+ * A store file's text as a JSON object; anything else (not JSON, an array, null, a number) is
+ * `corrupt(why)` thrown — the caller's CORRUPT error naming its file.
+ */
+export function parseStoreJsonObject(text: string, corrupt: (why: string) => Error): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw corrupt('is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw corrupt('is not a JSON object');
+  return value as Record<string, unknown>;
+}
+
+/**
  * A small file of the store (a record, a journal, a layout file such as overlay2's lower), read
  * without following a symlink at its path and only when it is a regular file (a FIFO would block,
  * a directory or a device is damage). undefined when it does not exist.

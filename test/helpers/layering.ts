@@ -168,7 +168,8 @@ export const LAYER_RANK: Readonly<Record<string, number>> = {
   graph: 2,
   drivers: 3,
   image: 3,
-  cli: 4,
+  serve: 4,
+  cli: 5,
 };
 /** The folder of code the drivers share. */
 export const SHARED_DRIVER_PACKAGE = 'overlayfs';

@@ -8,7 +8,7 @@
  * something in use), INVALID_ARGUMENT, UNIMPLEMENTED; anything unexpected is UNKNOWN (and logged
  * as an error).
  */
-import { existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -16,6 +16,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { isUnionctlError, UnionctlError, type ErrorCode } from '../../errors.js';
 import type { MountSpec } from '../../graph/driver.js';
 import type { Logger } from '../log.js';
+import { claimSocketPath, releaseSocketPath, socketInode } from '../socket.js';
 import { SnapshotService, type SnapshotInfo, type SnapshotKind } from './snapshots.js';
 
 /** proto/ of the unionctl package: the nearest one above this file (dist/src/serve/containerd/ in a build). */
@@ -106,8 +107,8 @@ export interface ServeOptions {
 }
 
 /**
- * Listens on `socket` (its directory is made; a stale socket there is replaced; anything else
- * that is not a socket is refused with USAGE) and serves `service` until close().
+ * Listens on `socket` (its directory is made; a stale socket there is replaced, a live one is
+ * IN_USE, anything else USAGE) and serves `service` until close().
  */
 export async function serveSnapshotter(service: SnapshotService, opts: ServeOptions): Promise<SnapshotterServer> {
   const definition = protoLoader.loadSync('snapshots.proto', {
@@ -122,10 +123,13 @@ export async function serveSnapshotter(service: SnapshotService, opts: ServeOpti
   };
   const server = new grpc.Server();
   server.addService(loaded.containerd.services.snapshots.v1.Snapshots.service, handlers(service, opts.log));
-  prepareSocketPath(opts.socket);
+  mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o700 });
+  await claimSocketPath(opts.socket);
   await new Promise<void>((resolve, reject) => {
     server.bindAsync(`unix:${opts.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
   });
+  chmodSync(opts.socket, 0o600); // containerd runs as root; nobody else may drive the store
+  const ino = socketInode(opts.socket);
   return {
     socket: opts.socket,
     async close(graceMs = 10_000) {
@@ -139,27 +143,9 @@ export async function serveSnapshotter(service: SnapshotService, opts: ServeOpti
           resolve();
         });
       });
-      removeSocket(opts.socket);
+      releaseSocketPath(opts.socket, ino);
     },
   };
-}
-
-function prepareSocketPath(socket: string): void {
-  mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
-  const st = lstatSync(socket, { throwIfNoEntry: false });
-  if (st === undefined) return;
-  if (!st.isSocket()) {
-    throw new UnionctlError('USAGE', `${socket} exists and is not a socket`, { hint: 'give another --socket, or remove that file' });
-  }
-  unlinkSync(socket); // a socket a killed server left (one that is listening is the user's mistake: it loses its name)
-}
-
-function removeSocket(socket: string): void {
-  try {
-    if (lstatSync(socket).isSocket()) unlinkSync(socket);
-  } catch {
-    /* already gone */
-  }
 }
 
 function handlers(s: SnapshotService, log: Logger): grpc.UntypedServiceImplementation {
