@@ -148,7 +148,9 @@ async function exportStorageCommand(
     if (opts.remove) {
       await removeExport(store, dir, { onWait });
       if (g.json) return printJson({ removed: dir });
-      return println(`Stopped the containers-storage export to ${shownName(dir)}`);
+      return println(
+        `Stopped the containers-storage export to ${shownName(dir)}: it holds no images now; drop it from storage.conf, then delete it`,
+      );
     }
     const s = await exportStorage(store, dir, { onWait });
     if (g.json) return printJson(s);
@@ -193,6 +195,6 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
       "keep DIR a read-only containers/storage image store of this store's images (podman, buildah, CRI-O additionalimagestores); without DIR, list the export dirs",
     )
     .argument('[dir]', 'the export dir (new, empty, or an export of this store)', nonEmpty('the export dir'))
-    .option('--remove', 'stop exporting to DIR and remove what unionctl wrote there')
+    .option('--remove', 'stop exporting to DIR: it is left an empty image store, to drop from storage.conf')
     .action((dir: string | undefined, opts: { remove?: boolean }, cmd: Command) => exportStorageCommand(withStore, dir, opts, cmd));
 }

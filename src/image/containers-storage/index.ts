@@ -24,7 +24,7 @@
  * Only overlay2 stores can be exported: c/storage has no driver that reads the other layouts.
  */
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, readlinkSync, rmdirSync, symlinkSync, writeSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { UnionctlError } from '../../errors.js';
 import type { LayerStore, StoreTx } from '../../graph/store.js';
@@ -294,10 +294,12 @@ export async function exportStorage(store: LayerStore, dir: string, opts: Export
 }
 
 /**
- * `unionctl export-storage --remove DIR`: the store forgets DIR, and DIR is emptied — first the
- * lists are rewritten empty under c/storage's locks (a podman reading them sees no images, never a
- * layer about to go), then every file unionctl made there is removed, and DIR itself when empty.
- * NOT_FOUND when DIR is not an export of this store.
+ * `unionctl export-storage --remove DIR`: the store forgets DIR, and DIR becomes an empty image
+ * store — the lists are rewritten empty under c/storage's locks (a podman reading them sees no
+ * images, never a layer about to go), then the big data and the overlay link go. DIR itself stays
+ * (c/storage refuses to start while a listed additional store is missing) with its empty lists,
+ * lock files and marker: drop it from storage.conf, then delete it. NOT_FOUND when DIR is not an
+ * export of this store.
  */
 export async function removeExport(store: LayerStore, dir: string, opts: ExportOptions = {}): Promise<void> {
   const abs = resolve(dir);
@@ -314,15 +316,6 @@ export async function removeExport(store: LayerStore, dir: string, opts: ExportO
     ensureDir(join(abs, LAYERS_DIR));
     ensureDir(join(abs, IMAGES_DIR));
     await withStorageLocks(abs, opts, () => writeMetadata(abs, { layers: [], images: [], bigData: new Map() }));
-    const made = ['layers.json', 'layers.lock'].map((f) => join(LAYERS_DIR, f));
-    made.push(...['images.json', 'images.lock'].map((f) => join(IMAGES_DIR, f)), DRIVER_LINK, MARKER);
-    for (const f of made) removeStoreTree(abs, f, 'export file'); // the overlay link is unlinked, never followed
-    for (const d of [join(abs, LAYERS_DIR), join(abs, IMAGES_DIR), abs]) {
-      try {
-        rmdirSync(d);
-      } catch {
-        /* something else is in there: left alone */
-      }
-    }
+    removeStoreTree(abs, DRIVER_LINK, 'overlay link'); // unlinked, never followed
   });
 }
