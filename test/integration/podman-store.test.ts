@@ -17,7 +17,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { podmanAvailable, startPodman, type Podman } from '../../bench/peers/podman.js';
@@ -234,6 +234,54 @@ describe('podman with a unionctl store as additional image store', { skip }, () 
     assert.equal(second.status, 0, showResult(second));
     assert.deepEqual(imagesJson(ais), [], 'a load no longer writes there');
     assert.deepEqual(podmanImages(pm!), []);
+  });
+});
+
+describe('export-storage (without podman)', { skip: rootMissing('mounts a scratch tmpfs and overlay2 layers') }, () => {
+  let scratch: Scratch;
+  let root = '';
+  let ais = '';
+  const unionctl = (...args: string[]) => runCli(['--root', root, '--driver', 'overlay2', ...args]);
+
+  before(() => {
+    scratch = makeScratch({ size: '1g' });
+    root = join(scratch.dir, 'store');
+    ais = join(scratch.dir, 'ais');
+  });
+  after(() => scratch.dispose());
+
+  it('exports the layers of images only', () => {
+    const imp = unionctl('import', join(REPO, 'fixtures', 'layers', '1-base.tar'), '--id', 'not-an-image-layer');
+    assert.equal(imp.status, 0, showResult(imp));
+    const load = unionctl('load', DOCKER_SAMPLE);
+    assert.equal(load.status, 0, showResult(load));
+    const exp = unionctl('export-storage', ais);
+    assert.equal(exp.status, 0, showResult(exp));
+    const layers = JSON.parse(readFileSync(join(ais, 'overlay-layers', 'layers.json'), 'utf8')) as Array<{ id: string }>;
+    const loaded = JSON.parse(unionctl('--json', 'images').stdout) as Array<{ layers: Array<{ id: string }> }>;
+    assert.deepEqual(
+      layers.map((l) => l.id),
+      loaded[0]!.layers.map((l) => l.id),
+    );
+  });
+
+  it('rmi is refused, changing nothing, while the export cannot be rewritten', () => {
+    const link = join(ais, 'overlay');
+    rmSync(link);
+    symlinkSync(scratch.dir, link); // someone pointed it elsewhere
+    const r = unionctl('rmi', 'sample-app:1');
+    assert.equal(r.status, 1, showResult(r));
+    assert.match(r.stderr, /is not a symbolic link to the store's overlay2 home/);
+    assert.equal(JSON.parse(unionctl('--json', 'images').stdout).length, 1, 'the image is still in the store');
+    assert.deepEqual(
+      imagesJson(ais).map((i) => i.id),
+      [DOCKER_ID],
+    );
+    rmSync(link);
+    const again = unionctl('rmi', 'sample-app:1');
+    assert.equal(again.status, 0, showResult(again));
+    assert.deepEqual(imagesJson(ais), []);
+    assert.equal(realpathSync(link), join(root, 'overlay2'), 'the link is made again');
   });
 
   it('refuses an export dir that holds something else, and a dir inside the store', () => {

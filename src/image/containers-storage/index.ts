@@ -28,7 +28,14 @@ import { lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeSync
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { UnionctlError } from '../../errors.js';
 import type { LayerStore, StoreTx } from '../../graph/store.js';
-import { lockRecordFile, readStoreFile, removeStoreTree, writeFileAtomic, type HeldRecordLock } from '../../sys/index.js';
+import {
+  lockRecordFile,
+  readStoreFile,
+  removeDeadTempFiles,
+  removeStoreTree,
+  writeFileAtomic,
+  type HeldRecordLock,
+} from '../../sys/index.js';
 import { CONTAINERS_STORAGE_SETTINGS, diskDocuments, readImageRecords, type DocumentReader } from '../records.js';
 import { buildStorageMetadata, type LayerFacts, type StorageMetadata } from './format.js';
 
@@ -225,8 +232,11 @@ function ensureDriverLink(dir: string, home: string): void {
 /** Writes `meta` into `dir` (both locks held): big data first, then the lists, then stale big data goes. */
 function writeMetadata(dir: string, meta: StorageMetadata): void {
   const imagesDir = join(dir, IMAGES_DIR);
+  // Temp files of a rewrite whose process was killed before its renames.
+  for (const d of [join(dir, LAYERS_DIR), imagesDir]) removeDeadTempFiles(d);
   for (const [id, items] of meta.bigData) {
     ensureDir(join(imagesDir, id));
+    removeDeadTempFiles(join(imagesDir, id));
     for (const item of items) {
       const path = join(imagesDir, id, item.file);
       if (readStoreFile(path, 'big-data file') === item.data.toString()) continue; // unchanged: configs and manifests are fixed
