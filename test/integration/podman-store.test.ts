@@ -284,6 +284,24 @@ describe('export-storage (without podman)', { skip: rootMissing('mounts a scratc
     assert.equal(realpathSync(link), join(root, 'overlay2'), 'the link is made again');
   });
 
+  it('a load whose export cannot be rewritten is done all the same, with a warning; export-storage catches up', () => {
+    const link = join(ais, 'overlay');
+    rmSync(link);
+    symlinkSync(scratch.dir, link);
+    const load = unionctl('load', DOCKER_SAMPLE);
+    assert.equal(load.status, 0, showResult(load));
+    assert.match(load.stderr, /warning: the containers-storage export was not updated .*run unionctl export-storage DIR to retry/);
+    assert.equal(JSON.parse(unionctl('--json', 'images').stdout).length, 1);
+    assert.deepEqual(imagesJson(ais), []);
+    rmSync(link);
+    const exp = unionctl('export-storage', ais);
+    assert.equal(exp.status, 0, showResult(exp));
+    assert.deepEqual(
+      imagesJson(ais).map((i) => i.id),
+      [DOCKER_ID],
+    );
+  });
+
   it('refuses an export dir that holds something else, and a dir inside the store', () => {
     const other = join(scratch.dir, 'not-empty');
     mkdirSync(other);

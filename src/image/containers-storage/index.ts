@@ -275,6 +275,9 @@ export async function syncContainersStorage(tx: StoreTx, opts: ExportOptions = {
 /** syncContainersStorage in a transaction of its own (after a load's commit); a failure is reported, not thrown. */
 export async function refreshContainersStorage(store: LayerStore): Promise<void> {
   try {
+    // No export (the usual case): no transaction. An export-storage starting meanwhile reads the
+    // records under the lock after this load's commit, so it shows the new images itself.
+    if (listExports(store).length === 0) return;
     await store.transaction(async (tx) => syncContainersStorage(tx, { onWait: (m) => store.report('info', m) }));
   } catch (e) {
     store.report(
