@@ -12,10 +12,11 @@
  */
 import { registerBuiltinDrivers } from './drivers/index.js';
 import { registerStoreExtension } from './graph/store.js';
-import { imageStoreExtension } from './image/index.js';
+import { containersStorageExtension, imageStoreExtension } from './image/index.js';
 
 registerBuiltinDrivers();
 registerStoreExtension(imageStoreExtension);
+registerStoreExtension(containersStorageExtension);
 
 // The layer store
 export { openStore, LayerStore, StoreTx, DEFAULT_STORE_ROOT, chainIdOf, registerStoreExtension } from './graph/store.js';

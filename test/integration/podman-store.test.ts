@@ -184,6 +184,19 @@ describe('podman with a unionctl store as additional image store', { skip }, () 
     assert.deepEqual(listing(root), storeBefore, 'podman (images, run, run) wrote into the unionctl store');
   });
 
+  it('rmi is refused while a podman container runs from the image', () => {
+    const id = pm!.podman(['run', '-d', '--network', 'none', IMAGE, 'sleep', '600']).trim();
+    try {
+      const r = unionctl('rmi', 'sample-app:1');
+      assert.equal(r.status, 1, showResult(r));
+      assert.match(r.stderr, /is a lower layer of the overlay mounted at .*\(a container of podman, buildah or CRI-O, through /);
+      assert.equal(podmanImages(pm!).length, 1, 'podman still sees it');
+      assert.equal(JSON.parse(unionctl('--json', 'images').stdout).length, 1, 'unionctl still has it');
+    } finally {
+      pm!.podman(['rm', '--force', '--time', '0', id]);
+    }
+  });
+
   it('rmi makes the image disappear from podman images; another load makes one appear', () => {
     const rmi = unionctl('rmi', 'sample-app:1');
     assert.equal(rmi.status, 0, showResult(rmi));

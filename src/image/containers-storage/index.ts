@@ -21,14 +21,20 @@
  * saying so — writes every file to a temp file renamed over it (sys/atomic-file.ts), then writes new
  * tokens and lets go. A reader sees the old metadata or the new, never a mix.
  *
+ * In use. c/storage cannot tell a read-only store that a container uses its layers; the mount
+ * table can: containersStorageExtension refuses to remove a layer that a mounted overlay has among
+ * its lowerdirs through an export dir (a running podman container), so rmi is refused (IN_USE).
+ *
  * Only overlay2 stores can be exported: c/storage has no driver that reads the other layouts.
  */
 import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { UnionctlError } from '../../errors.js';
-import type { LayerStore, StoreTx } from '../../graph/store.js';
+import type { LayerStore, StoreExtension, StoreTx } from '../../graph/store.js';
 import {
+  parseOverlayOptions,
+  readMountInfo,
   lockRecordFile,
   readStoreFile,
   removeDeadTempFiles,
@@ -332,3 +338,49 @@ export async function removeExport(store: LayerStore, dir: string, opts: ExportO
     removeStoreTree(abs, DRIVER_LINK, 'overlay link'); // unlinked, never followed
   });
 }
+
+// ---- layers in use by containers of podman, buildah, CRI-O --------------------------------------
+
+/**
+ * Where a container that c/storage mounted from export `dir` shows layer `id` among its lowerdirs:
+ * c/storage names an additional store's layers `<dir>/overlay/l/<LID>` (or `<dir>/overlay/<id>/diff`).
+ */
+function exportPathsOf(store: LayerStore, dirs: readonly string[], id: string): Set<string> {
+  const paths = new Set<string>();
+  let lid: string | undefined;
+  try {
+    lid = readStoreFile(join(store.driver.home, id, 'link'), 'overlay2 link file')?.trim();
+  } catch {
+    lid = undefined; // a damaged link file: the driver's own checks report it
+  }
+  for (const dir of dirs) {
+    paths.add(join(dir, DRIVER_LINK, id, 'diff'));
+    if (lid !== undefined && lid !== '') paths.add(join(dir, DRIVER_LINK, 'l', lid));
+  }
+  return paths;
+}
+
+/**
+ * The store extension of the export: a layer that a mounted container of podman, buildah or
+ * CRI-O uses through an export dir (an overlay mount in the mount table with it among its
+ * lowerdirs) cannot be removed — c/storage cannot tell unionctl it uses a read-only store's layer,
+ * but the kernel's mount table can. Registered by the composition root (src/index.ts).
+ */
+export const containersStorageExtension: StoreExtension = {
+  name: 'containers-storage',
+  removeGuard(tx, id) {
+    const dirs = readSettings(tx, tx.store.root).exports;
+    if (dirs.length === 0) return undefined;
+    const paths = exportPathsOf(tx.store, dirs, id);
+    for (const m of readMountInfo()) {
+      if (m.fsType !== 'overlay') continue;
+      const lower = parseOverlayOptions(m.superOptions).lowerdirs.find((l) => paths.has(l));
+      if (lower === undefined) continue;
+      return {
+        reason: `is a lower layer of the overlay mounted at ${m.mountPoint} (a container of podman, buildah or CRI-O, through ${lower})`,
+        hint: 'stop and remove that container first (podman rm -f), then retry',
+      };
+    }
+    return undefined;
+  },
+};
