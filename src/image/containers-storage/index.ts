@@ -30,7 +30,7 @@
 import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { UnionctlError } from '../../errors.js';
+import { corruptError, UnionctlError } from '../../errors.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../../graph/store.js';
 import {
   parseOverlayOptions,
@@ -86,8 +86,8 @@ function readSettings(docs: DocumentReader, root: string): ExportSettings {
     /* reported below */
   }
   if (!Array.isArray(value?.exports) || !value.exports.every((d) => typeof d === 'string' && isAbsolute(d))) {
-    throw new UnionctlError('CORRUPT', `${join(root, EXPORT_SETTINGS)} does not hold {"exports": [absolute paths]}`, {
-      hint: 'remove the file and run unionctl export-storage DIR again for each export dir',
+    throw corruptError(`containers-storage settings file ${join(root, EXPORT_SETTINGS)} does not hold {"exports": [absolute paths]}`, {
+      repair: 'remove the file, then run unionctl export-storage DIR again for each export dir',
     });
   }
   return { exports: value.exports };
