@@ -12,11 +12,12 @@
  */
 import { registerBuiltinDrivers } from './drivers/index.js';
 import { registerStoreExtension } from './graph/store.js';
-import { imageStoreExtension } from './image/index.js';
+import { containersStorageExtension, imageStoreExtension } from './image/index.js';
 import { snapshotStoreExtension } from './serve/containerd/snapshots.js';
 
 registerBuiltinDrivers();
 registerStoreExtension(imageStoreExtension);
+registerStoreExtension(containersStorageExtension);
 registerStoreExtension(snapshotStoreExtension);
 
 // The layer store
@@ -34,6 +35,9 @@ export type {
 
 // Images: docker save / OCI archives in and out, image records beside the layers
 export { loadImages, saveImages, listImages, getImage, removeImage, resolveLayerRef, MEDIA } from './image/index.js';
+// …and as a read-only containers/storage image store for podman, buildah and CRI-O
+export { exportStorage, removeExport, listExports } from './image/index.js';
+export type { ExportSummary, ExportOptions } from './image/index.js';
 export type {
   LoadOptions,
   LoadProgress,

@@ -22,6 +22,8 @@ export interface PodmanOptions {
   /** overlay or vfs */
   storageDriver: 'overlay' | 'vfs';
   dir: string;
+  /** Read-only containers/storage image stores (storage.conf `additionalimagestores`). */
+  additionalImageStores?: string[];
 }
 
 export interface Podman {
@@ -47,24 +49,31 @@ export function startPodman(opts: PodmanOptions): Podman {
   const runroot = join(base, 'run');
   const tmp = join(base, 'tmp');
   for (const d of [root, runroot, tmp]) mkdirSync(d, { recursive: true });
-  // An empty storage.conf: no system-wide options (mount_program, additional stores) leak in.
+  // A storage.conf of its own: no system-wide options (mount_program, additional stores) leak in.
   const storageConf = join(base, 'storage.conf');
-  writeFileSync(storageConf, `[storage]\ndriver = "${opts.storageDriver}"\nrunroot = "${runroot}"\ngraphroot = "${root}"\n`);
-  const globalArgs = [
-    '--root',
-    root,
-    '--runroot',
-    runroot,
-    '--storage-driver',
-    opts.storageDriver,
-    '--tmpdir',
-    tmp,
-    '--events-backend',
-    'file',
-    '--cgroup-manager',
-    'cgroupfs',
-  ];
-  const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp, CONTAINERS_STORAGE_CONF: storageConf };
+  const stores = opts.additionalImageStores ?? [];
+  const graphOptions = stores.length > 0 ? `[storage.options]\nadditionalimagestores = ${JSON.stringify(stores)}\n` : '';
+  writeFileSync(storageConf, `[storage]\ndriver = "${opts.storageDriver}"\nrunroot = "${runroot}"\ngraphroot = "${root}"\n${graphOptions}`);
+  const common = ['--tmpdir', tmp, '--events-backend', 'file', '--cgroup-manager', 'cgroupfs'];
+  const globalArgs = stores.length > 0 ? common : ['--root', root, '--runroot', runroot, '--storage-driver', opts.storageDriver, ...common];
+  const confEnv: NodeJS.ProcessEnv = {};
+  if (stores.length > 0) {
+    const containersConf = join(base, 'containers.conf');
+    writeFileSync(
+      containersConf,
+      [
+        '[containers]',
+        'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]',
+        '[engine]',
+        `static_dir = "${join(root, 'libpod')}"`,
+        `tmp_dir = "${join(runroot, 'libpod')}"`,
+        `volume_path = "${join(root, 'volumes')}"`,
+        '',
+      ].join('\n'),
+    );
+    confEnv.CONTAINERS_CONF = containersConf;
+  }
+  const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp, CONTAINERS_STORAGE_CONF: storageConf, ...confEnv };
   const podman = (args: string[], input?: string | Buffer): string => {
     try {
       return execFileSync(PODMAN, [...globalArgs, ...args], {
@@ -83,6 +92,11 @@ export function startPodman(opts: PodmanOptions): Podman {
   const stop = (): void => {
     if (stopped) return;
     stopped = true;
+    try {
+      podman(['rm', '--all', '--force', '--time', '0']); // containers a failed test left running
+    } catch {
+      /* none, or podman itself is broken: the unmounts below still clean up */
+    }
     unmountAllBelow(base, { andDir: true });
     rmSync(base, { recursive: true, force: true });
   };

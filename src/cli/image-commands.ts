@@ -7,7 +7,10 @@ import { Command, Option } from 'commander';
 import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
 import {
+  exportStorage,
+  listExports,
   listImages,
+  removeExport,
   loadImages,
   removeImage,
   saveImages,
@@ -17,7 +20,7 @@ import {
   type SaveFormat,
 } from '../image/index.js';
 import { nonEmpty, nonEmptyEach } from './args.js';
-import { DamagedFiles, humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
+import { DamagedFiles, eprintln, humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
 import { startProgress } from './progress.js';
 
 type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
@@ -126,7 +129,38 @@ async function saveCommand(withStore: WithStore, refs: string[], opts: SaveCliOp
   });
 }
 
-/** Adds load, images, rmi and save to the program. */
+async function exportStorageCommand(
+  withStore: WithStore,
+  dir: string | undefined,
+  opts: { remove?: boolean },
+  cmd: Command,
+): Promise<void> {
+  if (opts.remove && dir === undefined)
+    throw new UnionctlError('USAGE', '--remove needs the export dir', { hint: 'unionctl export-storage --remove DIR' });
+  await withStore(cmd, async (store, g) => {
+    const onWait = (m: string) => eprintln(`unionctl: ${m}`);
+    if (dir === undefined) {
+      const dirs = listExports(store);
+      if (g.json) return printJson({ exports: dirs });
+      for (const d of dirs) println(shownName(d));
+      return;
+    }
+    if (opts.remove) {
+      await removeExport(store, dir, { onWait });
+      if (g.json) return printJson({ removed: dir });
+      return println(
+        `Stopped the containers-storage export to ${shownName(dir)}: it holds no images now; drop it from storage.conf, then delete it`,
+      );
+    }
+    const s = await exportStorage(store, dir, { onWait });
+    if (g.json) return printJson(s);
+    const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+    println(`Exported ${plural(s.images, 'image')} (${plural(s.layers, 'layer')}) to ${shownName(s.dir)}, kept up to date by load and rmi`);
+    println(out.dim(`storage.conf: [storage.options] additionalimagestores = [${JSON.stringify(s.dir)}]`));
+  });
+}
+
+/** Adds load, images, rmi, save and export-storage to the program. */
 export function addImageCommands(program: Command, withStore: WithStore): void {
   program
     .command('load')
@@ -154,4 +188,13 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
     .addOption(new Option('--format <format>', 'archive layout').choices(['docker', 'oci']).default('docker'))
     .addOption(new Option('--compress <kind>', 'layer compression').choices(['none', 'gzip', 'zstd']).default('none'))
     .action((refs: string[], opts: SaveCliOptions, cmd: Command) => saveCommand(withStore, refs, opts, cmd));
+
+  program
+    .command('export-storage')
+    .description(
+      "keep DIR a read-only containers/storage image store of this store's images (podman, buildah, CRI-O additionalimagestores); without DIR, list the export dirs",
+    )
+    .argument('[dir]', 'the export dir (new, empty, or an export of this store)', nonEmpty('the export dir'))
+    .option('--remove', 'stop exporting to DIR: it is left an empty image store, to drop from storage.conf')
+    .action((dir: string | undefined, opts: { remove?: boolean }, cmd: Command) => exportStorageCommand(withStore, dir, opts, cmd));
 }

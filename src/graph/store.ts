@@ -164,6 +164,8 @@ export interface StoreExtension {
   removeGuard?(tx: StoreTx, id: string): { reason: string; hint: string } | undefined;
   /** Runs when a store is opened, after the layer records are recovered, outside any transaction. */
   recover?(store: LayerStore): Promise<void>;
+  /** Names of files the extension keeps directly in the store root (a root holding them is still only a store). */
+  rootFiles?: readonly string[];
 }
 
 const extensions: StoreExtension[] = [];
@@ -417,7 +419,10 @@ function ensureRootDir(root: string): void {
   if ((st.mode & 0o7777) === ROOT_MODE) return;
   const drivers = new Set(driverNames());
   const leftover = atomicTempPrefix(join(root, STORE_SETTINGS)); // a store.json write that crashed
-  const onlyStore = readdirSync(root).every((n) => STORE_ENTRIES.has(n) || drivers.has(n) || n.startsWith(leftover));
+  const extensionFiles = new Set(extensions.flatMap((e) => e.rootFiles ?? []));
+  const onlyStore = readdirSync(root).every(
+    (n) => STORE_ENTRIES.has(n) || drivers.has(n) || extensionFiles.has(n) || n.startsWith(leftover),
+  );
   if (onlyStore) chmodSync(root, ROOT_MODE);
 }
 

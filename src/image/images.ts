@@ -3,6 +3,7 @@
  */
 import { UnionctlError } from '../errors.js';
 import type { LayerStore, StoreTx } from '../graph/store.js';
+import { syncContainersStorage } from './containers-storage/index.js';
 import {
   deleteImageRecord,
   diskDocuments,
@@ -81,7 +82,8 @@ export interface RemoveImageResult {
  * rmi: by a name that is one of several on the image, only that name goes (Docker's untag). Else
  * the image record goes, and with it the layers no other image uses, top down. Refused, with
  * nothing changed, while one of those layers is mounted or has a layer built on it that is not
- * part of the image (a writable layer from `mount --rw`, an import on top).
+ * part of the image (a writable layer from `mount --rw`, an import on top), and when a
+ * containers-storage export (containers-storage/) cannot be rewritten to match.
  */
 export async function removeImage(store: LayerStore, ref: string): Promise<RemoveImageResult> {
   return store.transaction(async (tx) => {
@@ -89,6 +91,7 @@ export async function removeImage(store: LayerStore, ref: string): Promise<Remov
     const name = image.names.find((n) => n === ref || n === normalizeName(ref));
     if (name !== undefined && image.names.length > 1) {
       writeImageRecord(tx, { ...image, names: image.names.filter((n) => n !== name) });
+      await syncContainersStorage(tx, { onWait: (m) => store.report('info', m) });
       return { untagged: [name], layers: [] };
     }
     const used = layersInUse(tx, { exceptImage: image.id });
@@ -100,6 +103,8 @@ export async function removeImage(store: LayerStore, ref: string): Promise<Remov
     // directories go after it, outside the lock (a crash in between is finished by the next open).
     const removed = [...own].reverse();
     for (const id of removed) tx.removeLayer(id, { onInUse: 'finish-later' });
+    // Before the commit: a containers-storage export stops showing the image before its files go.
+    await syncContainersStorage(tx, { onWait: (m) => store.report('info', m) });
     return { untagged: image.names, deleted: image.id, layers: removed };
   });
 }

@@ -9,3 +9,5 @@ export type { ImageRecord, ImageLayerRef } from './records.js';
 export { MEDIA } from './manifest.js';
 export type { LayerCompression } from './manifest.js';
 export { imageStoreExtension } from './records.js';
+export { exportStorage, removeExport, listExports, syncContainersStorage, containersStorageExtension } from './containers-storage/index.js';
+export type { ExportSummary, ExportOptions } from './containers-storage/index.js';

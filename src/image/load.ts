@@ -18,6 +18,7 @@ import { UnionctlError } from '../errors.js';
 import type { ApplyResult } from '../graph/driver.js';
 import { chainIdOf, type LayerStore, type StoreTx, type StoredRecord } from '../graph/store.js';
 import { openArchive, type ArchiveFiles } from './archive.js';
+import { refreshContainersStorage } from './containers-storage/index.js';
 import { readImages, type ImageToLoad, type LayerToLoad } from './manifest.js';
 import {
   endLoad,
@@ -111,6 +112,8 @@ async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: Ima
       // Layers this load made that no image ended up using (a concurrent load of the same image won) go.
       endLoad(tx, journal.created, journal.name);
     });
+    // Containers-storage exports show the new images (a failure there is a warning: the load is done).
+    await refreshContainersStorage(store);
     return loaded;
   } catch (e) {
     try {

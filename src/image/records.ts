@@ -61,6 +61,9 @@ interface JournalContents {
 
 const IMAGES = 'images';
 
+/** <root>/containers-storage.json: the store's containers-storage export dirs (containers-storage/). */
+export const CONTAINERS_STORAGE_SETTINGS = 'containers-storage.json';
+
 /**
  * Where image documents are read from: a transaction (StoreTx, which sees its own pending writes)
  * or the disk without a lock (diskDocuments) for queries.
@@ -336,4 +339,5 @@ export const imageStoreExtension: StoreExtension = {
     return undefined;
   },
   recover: recoverInterruptedLoads,
+  rootFiles: [CONTAINERS_STORAGE_SETTINGS],
 };

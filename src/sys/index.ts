@@ -5,3 +5,4 @@ export * from './atomic-file.js';
 export * from './process.js';
 export * from './user-file.js';
 export * from './store-files.js';
+export * from './record-lock.js';

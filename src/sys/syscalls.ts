@@ -105,6 +105,14 @@ export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 
+/** fcntl(2) commands for open file description (OFD) record locks, and struct flock's l_type values. */
+export const F_OFD_GETLK = 36;
+export const F_OFD_SETLK = 37;
+export const F_OFD_SETLKW = 38;
+export const F_RDLCK = 0;
+export const F_WRLCK = 1;
+export const F_UNLCK = 2;
+
 /** lsetxattr(2) flags. */
 export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
@@ -186,6 +194,7 @@ interface Libc {
   read: Fn;
   close: Fn;
   flock: Fn;
+  fcntlLock: Fn;
   /** variadic: pass the third argument's C type before its value */
   ioctl: Fn;
   sysconf: Fn;
@@ -249,6 +258,9 @@ function bindLibc(): Libc {
     read: f('intptr_t read(int fd, void *buf, size_t count)'),
     close: f('int close(int fd)'),
     flock: f('int flock(int fd, int op)'),
+    // fcntl is variadic; its third argument for the lock commands is a pointer, which the x86_64
+    // and aarch64 calling conventions pass the same way fixed or variadic (as openat2 above).
+    fcntlLock: f('int fcntl(int fd, int cmd, void *lock)'),
     ioctl: f('int ioctl(int fd, unsigned long request, ...)'),
     sysconf: f('long sysconf(int name)'),
     opendir: lib.func('void *opendir(const char *name)') as unknown as Libc['opendir'],
@@ -514,6 +526,44 @@ export function statfs(path: string): StatFs {
 /** flock(2). A lock held elsewhere with LOCK_NB fails with errno 'EAGAIN' (== EWOULDBLOCK). */
 export function flock(fd: number, op: number): void {
   check(libc().flock(fd, op), 'flock', undefined, `fd ${fd}`);
+}
+
+// struct flock (x86_64, aarch64): s16 l_type, s16 l_whence, 4 pad, s64 l_start, s64 l_len, s32 l_pid, 4 pad
+const FLOCK_SIZE = 32;
+const FLOCK_PID_OFFSET = 24;
+
+function flockStruct(type: number): Buffer {
+  const lk = Buffer.alloc(FLOCK_SIZE); // l_whence SEEK_SET, l_start 0, l_len 0 (the whole file), l_pid 0 (OFD locks want 0)
+  lk.writeInt16LE(type, 0);
+  return lk;
+}
+
+/**
+ * An OFD record lock on the whole file (fcntl F_OFD_SETLK, or F_OFD_SETLKW when `wait`, which
+ * blocks the calling thread): `type` F_RDLCK, F_WRLCK or F_UNLCK. OFD locks conflict with the
+ * classic POSIX record locks other programs take (containers/storage's F_SETLKW) but belong to the
+ * open file description, not the process: closing another fd of the file keeps them, and two fds
+ * of one process exclude each other. Returns false when another holder's lock conflicts (EAGAIN,
+ * only without `wait`); the fd must be open for writing for F_WRLCK, for reading for F_RDLCK.
+ */
+export function fcntlRecordLock(fd: number, type: number, wait = false): boolean {
+  const ret = libc().fcntlLock(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, flockStruct(type));
+  if (ret >= 0) return true;
+  const err = lastError('fcntl', undefined, `fd ${fd}, ${wait ? 'F_OFD_SETLKW' : 'F_OFD_SETLK'}`);
+  if (!wait && (err.errno === 'EAGAIN' || err.errno === 'EACCES')) return false;
+  throw err;
+}
+
+/**
+ * Who holds a lock conflicting with a `type` lock on the whole file (fcntl F_OFD_GETLK): the pid
+ * of a classic POSIX lock's process, -1 for an OFD lock (which has no owning process), or
+ * undefined when nothing conflicts.
+ */
+export function fcntlLockHolder(fd: number, type: number): number | undefined {
+  const lk = flockStruct(type);
+  check(libc().fcntlLock(fd, F_OFD_GETLK, lk), 'fcntl', undefined, `fd ${fd}, F_OFD_GETLK`);
+  if (lk.readInt16LE(0) === F_UNLCK) return undefined;
+  return lk.readInt32LE(FLOCK_PID_OFFSET);
 }
 
 /** ioctl FICLONE: destFd shares srcFd's extents (reflink); EOPNOTSUPP/EXDEV/EINVAL where it can't. */
