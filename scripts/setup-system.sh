@@ -19,6 +19,9 @@ declare -A NEED=(
   [fusermount3]=fuse3        # unmounting those FUSE mounts
   [strace]=strace            # test/crash/: kills a command at the K-th call of a syscall (-e inject=…:signal=KILL)
   [dockerd]=docker.io        # Docker 20.10 stores for the interop tests (bench/peers/dockerd.ts)
+  [containerd]=containerd    # unionctl serve's tests and benchmark: a private containerd 1.6 with the proxy snapshotter
+  [ctr]=containerd
+  [runc]=runc
   [podman]=podman            # image interop tests (test/integration/interop-*.test.ts) and the load benchmark
   [skopeo]=skopeo            # image interop tests: skopeo inspect/copy of archives unionctl save wrote
   [umoci]=umoci              # unionctl bench: the umoci peer (skopeo copy + umoci raw unpack)

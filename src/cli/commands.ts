@@ -404,7 +404,6 @@ export function buildProgram(version: string): Command {
 
   registerServeCommand(program, withStore);
   registerBenchCommand(program);
-  registerServeCommand(program, withStore);
 
   return program;
 }

@@ -71,7 +71,11 @@ export function registerServeCommand(program: Command, withStore: WithStore): vo
   program
     .command('serve')
     .description('serve the store to a container runtime: a containerd snapshotter, or with --docker-plugin a Docker graphdriver plugin')
-    .option('--docker-plugin <name>', 'be Docker legacy graphdriver plugin NAME (dockerd --storage-driver NAME)', nonEmpty('the plugin name'))
+    .option(
+      '--docker-plugin <name>',
+      'be Docker legacy graphdriver plugin NAME (dockerd --storage-driver NAME)',
+      nonEmpty('the plugin name'),
+    )
     .option(
       '--socket <path>',
       `listen on PATH (default ${DEFAULT_SNAPSHOTTER_SOCKET}; for a plugin /run/docker/plugins/NAME.sock)`,

@@ -62,6 +62,18 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
     serve = await startServe({ root, driver: 'overlay2', socket, logFile: join(scratch.dir, 'serve.log'), wrapper });
   };
 
+  /** containerd's connection backs off after the server went away (calls fail fast meanwhile): waits until a backend call gets through. */
+  const reconnected = () =>
+    eventually('containerd reaches the restarted server', () => {
+      try {
+        snapshots(); // a Stat of each snapshot: backend calls
+        return true;
+      } catch (e) {
+        if (/unavailable/.test((e as Error).message)) return false;
+        throw e;
+      }
+    });
+
   before(async () => {
     scratch = makeScratch();
     root = join(scratch.dir, 'root');
@@ -179,6 +191,7 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
     assert.match(readFileSync('/proc/self/mountinfo', 'utf8'), new RegExp(`${root}/overlay2/[0-9a-f]+/diff`), 'the rootfs stays mounted');
     assert.match(cd!.ctr(['tasks', 'ls']), /long\s+\d+\s+RUNNING/);
     await startServer();
+    await reconnected();
     assert.deepEqual(snapshots(), before);
     cd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long']);
     await eventually('the task has stopped', () => !/long\s+\d+\s+RUNNING/.test(cd!.ctr(['tasks', 'ls'])));
@@ -268,14 +281,22 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
       assert.match(cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, `k${when}`]), /sample-app 2\.0\.0/);
       cd!.ctr(['images', 'rm', IMAGE]);
       const diagnose = () =>
-        `snapshots: ${snapshots().join('; ')}\nserver log:\n${serve!.log().slice(-4000)}\ncontainerd log:\n${readFileSync(
-          cd!.logFile,
-          'utf8',
-        )
-          .split('\n')
-          .filter((l) => /level=(error|warning)/.test(l))
-          .slice(-10)
-          .join('\n')}`;
+        [
+          `snapshots: ${snapshots().join('; ')}`,
+          `leases: ${cd!.ctr(['leases', 'ls'])}`,
+          `images: ${cd!.ctr(['images', 'ls', '-q'])}`,
+          `server log (${serve!.log().length} bytes):\n${serve!
+            .log()
+            .split('\n')
+            .filter((l) => !/ ok \d+ ms$/.test(l))
+            .slice(-30)
+            .join('\n')}`,
+          `containerd log:\n${readFileSync(cd!.logFile, 'utf8')
+            .split('\n')
+            .filter((l) => /level=(error|warning)|garbage|gc/.test(l))
+            .slice(-15)
+            .join('\n')}`,
+        ].join('\n');
       await eventually('no snapshots left', () => snapshots().length === 0, 60_000, diagnose);
       // Whatever the killed request had made is gone once containerd's GC and Cleanup have run.
       await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);

@@ -241,14 +241,18 @@ describe('Docker graphdriver plugin protocol (vfs store, no dockerd)', { skip: s
 });
 
 describe('unionctl serve (CLI)', () => {
-  it('without --docker-plugin, on a driver that cannot serve containerd snapshots: UNSUPPORTED, nothing listens', { skip: scratchMissing }, async (t) => {
-    const dir = await withScratchFs(t);
-    const socket = join(dir, 'run', 'snap.sock');
-    const r = runCli(['--root', join(dir, 'root'), '--driver', 'overlay', 'serve', '--socket', socket]);
-    assert.equal(r.status, 1, showResult(r));
-    assert.match(r.stderr, /^unionctl: the overlay driver cannot serve containerd snapshots yet\n/);
-    assert.equal(existsSync(socket), false);
-  });
+  it(
+    'without --docker-plugin, on a driver that cannot serve containerd snapshots: UNSUPPORTED, nothing listens',
+    { skip: scratchMissing },
+    async (t) => {
+      const dir = await withScratchFs(t);
+      const socket = join(dir, 'run', 'snap.sock');
+      const r = runCli(['--root', join(dir, 'root'), '--driver', 'overlay', 'serve', '--socket', socket]);
+      assert.equal(r.status, 1, showResult(r));
+      assert.match(r.stderr, /^unionctl: the overlay driver cannot serve containerd snapshots yet\n/);
+      assert.equal(existsSync(socket), false);
+    },
+  );
 
   it('a plugin name that is not a name: refused before the store is opened', () => {
     const root = '/nonexistent/unionctl-serve-test';

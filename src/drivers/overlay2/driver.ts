@@ -185,9 +185,13 @@ export class Overlay2Driver extends GraphDriver {
   /** Deletes what is at the layer's paths, never what they point to: a symlinked layer dir or work/ is unlinked, not followed. */
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
-    if (lstatSync(this.layout.layerDir(id), { throwIfNoEntry: false }) === undefined) return;
     // The parent's committed mark goes with its last child (a rolled-back create or load leaves the parent as it was).
     const parentEntry = this.lowerEntriesIfReadable(id)?.[0] ?? this.linkEntryIfReadable(opts.parent);
+    if (lstatSync(this.layout.layerDir(id), { throwIfNoEntry: false }) === undefined) {
+      // Gone already: a removal killed after deleting the dir still owes the parent its mark.
+      if (parentEntry !== undefined) await this.uncommitIfUnused(parentEntry);
+      return;
+    }
     await this.mounts.whileUnused(
       id,
       () => {

@@ -16,7 +16,6 @@ import type { Logger } from '../log.js';
 import { PluginServer } from './server.js';
 import { PluginState } from './state.js';
 
-
 /** Where dockerd looks for legacy plugin sockets (pkg/plugins: hardcoded, whatever --exec-root says). */
 export const DOCKER_PLUGIN_DIR = '/run/docker/plugins';
 

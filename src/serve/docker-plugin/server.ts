@@ -168,6 +168,4 @@ export class PluginServer {
   private removeSocket(): void {
     if (this.socketPath !== undefined && this.socketIno !== undefined) releaseSocketPath(this.socketPath, this.socketIno);
   }
-
 }
-
