@@ -47,17 +47,10 @@ export async function diskUsage(dir: string): Promise<{ size: number; inodes: nu
   const inodes = new InodeSet();
   let size = Number(top.blocks) * 512;
   let count = 1;
-  const pending = [dir];
-  for (let current = pending.pop(); current !== undefined; current = pending.pop()) {
-    for (const name of readdirOrEmpty(current)) {
-      const path = `${current}/${name}`;
-      const st = lstatIfExists(path);
-      if (st === undefined || st.dev !== top.dev) continue; // vanished, or a mount point
-      if (isDirStat(st)) pending.push(path);
-      if (!inodes.firstTime(st)) continue;
-      size += Number(st.blocks) * 512;
-      count += 1;
-    }
+  for (const st of statsBelow(dir)) {
+    if (!inodes.firstTime(st)) continue;
+    size += Number(st.blocks) * 512;
+    count += 1;
   }
   return { size, inodes: count };
 }
@@ -67,10 +60,16 @@ export async function diskUsage(dir: string): Promise<{ size: number; inodes: nu
  * inode once, without descending into other filesystems mounted below it.
  */
 export async function directorySize(dir: string): Promise<number> {
-  assertDirectory(dir);
-  const rootDev = lstatSync(dir, { bigint: true }).dev;
   const inodes = new InodeSet();
   let size = 0;
+  for (const st of statsBelow(dir)) if (!isDirStat(st) && inodes.firstTime(st)) size += Number(st.size);
+  return size;
+}
+
+/** lstat of every entry below directory `dir` (not `dir` itself), on dir's filesystem only; entries that vanish meanwhile are left out. */
+function* statsBelow(dir: string): Generator<BigIntStats> {
+  assertDirectory(dir);
+  const rootDev = lstatSync(dir, { bigint: true }).dev;
   const pending = [dir];
   for (let current = pending.pop(); current !== undefined; current = pending.pop()) {
     for (const name of readdirOrEmpty(current)) {
@@ -78,10 +77,9 @@ export async function directorySize(dir: string): Promise<number> {
       const st = lstatIfExists(path);
       if (st === undefined || st.dev !== rootDev) continue; // vanished, or a mount point
       if (isDirStat(st)) pending.push(path);
-      else if (inodes.firstTime(st)) size += Number(st.size);
+      yield st;
     }
   }
-  return size;
 }
 
 /** A directory that vanished while we walked holds nothing. */

@@ -186,22 +186,25 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
 
   it('a restart of the server keeps a running container and every snapshot', async () => {
     cd!.ctr(['run', '-d', '--snapshotter', 'unionctl', IMAGE, 'long', '/bin/sleep', '600']);
-    const before = snapshots();
-    assert.equal(await serve!.stop('SIGTERM'), 0, 'a clean exit on SIGTERM');
-    assert.match(readFileSync('/proc/self/mountinfo', 'utf8'), new RegExp(`${root}/overlay2/[0-9a-f]+/diff`), 'the rootfs stays mounted');
-    assert.match(cd!.ctr(['tasks', 'ls']), /long\s+\d+\s+RUNNING/);
-    await startServer();
-    await reconnected();
-    assert.deepEqual(snapshots(), before);
-    cd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long']);
-    await eventually('the task has stopped', () => !/long\s+\d+\s+RUNNING/.test(cd!.ctr(['tasks', 'ls'])));
-    cd!.ctr(['tasks', 'rm', 'long']);
-    cd!.ctr(['containers', 'rm', 'long']);
+    try {
+      const before = snapshots();
+      assert.equal(await serve!.stop('SIGTERM'), 0, 'a clean exit on SIGTERM');
+      assert.match(readFileSync('/proc/self/mountinfo', 'utf8'), new RegExp(`${root}/overlay2/[0-9a-f]+/diff`), 'the rootfs stays mounted');
+      assert.match(cd!.ctr(['tasks', 'ls']), /long\s+\d+\s+RUNNING/);
+      await startServer();
+      await reconnected();
+      assert.deepEqual(snapshots(), before);
+    } finally {
+      cd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long']);
+      await eventually('the task has stopped', () => !/long\s+\d+\s+RUNNING/.test(cd!.ctr(['tasks', 'ls'])));
+      cd!.ctr(['tasks', 'rm', 'long']);
+      cd!.ctr(['containers', 'rm', 'long']);
+    }
     await eventually('the GC removed the container snapshot', () => snapshots().length === 4);
   });
 
   it('removing the image lets the GC remove its snapshots and their layers', async () => {
-    cd!.ctr(['images', 'rm', IMAGE]);
+    cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
     await eventually('no snapshots left', () => snapshots().length === 0);
     await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
   });
@@ -210,7 +213,7 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
     cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
     ok(unionctl([...g(), 'load', SAMPLE_DOCKER])); // reuses the four layers by chain ID
     assert.equal(layers().length, 4);
-    cd!.ctr(['images', 'rm', IMAGE]);
+    cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
     await eventually('no snapshots left', () => snapshots().length === 0 && snapshotDocs().length === 0);
     assert.deepEqual(
       layers().map((l) => l.chainId),
@@ -279,7 +282,7 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
         }
       });
       assert.match(cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, `k${when}`]), /sample-app 2\.0\.0/);
-      cd!.ctr(['images', 'rm', IMAGE]);
+      cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
       const diagnose = () =>
         [
           `snapshots: ${snapshots().join('; ')}`,

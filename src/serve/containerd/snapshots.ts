@@ -131,26 +131,34 @@ export const snapshotStoreExtension: StoreExtension = {
 
 /** Removes the snapshots (and their layers) whose Prepare or View was killed before it ended. */
 async function rollBackDeadPrepares(store: LayerStore): Promise<string[]> {
-  const dead = await store.transaction(async (tx) =>
-    allSnapshots(tx).filter((s) => s.preparing !== undefined && !processAlive(s.preparing)),
-  );
-  for (const rec of dead) {
-    await removeLayerIfMade(store, rec);
-    await store.transaction(async (tx) => {
-      if (readSnapshot(tx, rec.name)?.preparing !== undefined) tx.deleteDocument(docPath(rec.name));
-    });
-    store.report('info', `rolled back the interrupted preparation of snapshot ${rec.name}`);
-  }
-  return dead.map((r) => r.name);
+  return store.transaction(async (tx) => {
+    const dead = allSnapshots(tx).filter((s) => s.preparing !== undefined && !processAlive(s.preparing));
+    for (const rec of dead) {
+      dropSnapshot(tx, rec);
+      store.report('info', `rolled back the interrupted preparation of snapshot ${rec.name}`);
+    }
+    return dead.map((r) => r.name);
+  });
 }
 
-async function removeLayerIfMade(store: LayerStore, rec: SnapshotRecord): Promise<void> {
-  if (rec.layer === undefined || !rec.ownsLayer) return;
-  const made = await store.list().then((all) => all.some((l) => l.id === rec.layer));
-  if (!made) return;
-  await store.transaction(async (tx) => {
-    if (tx.record(rec.layer!) !== undefined) tx.removeLayer(rec.layer!, { onInUse: 'finish-later' });
-  });
+/**
+ * Deletes the snapshot's record and, in the same transaction, the layer it made, unless something
+ * else keeps that layer: another snapshot holding it (which then owns it), a unionctl image, a
+ * layer built on it. A layer that is not complete (a create killed half-way) is the store's own
+ * recovery's to roll back.
+ */
+function dropSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
+  tx.deleteDocument(docPath(rec.name));
+  if (!rec.ownsLayer || rec.layer === undefined) return;
+  const heir = allSnapshots(tx).find((s) => s.layer === rec.layer);
+  if (heir !== undefined) return writeSnapshot(tx, { ...heir, ownsLayer: true });
+  if (tx.record(rec.layer)?.state !== 'complete') return;
+  try {
+    tx.removeLayer(rec.layer, { onInUse: 'finish-later' });
+  } catch (e) {
+    if (!isUnionctlError(e) || (e.code !== 'IN_USE' && e.code !== 'HAS_CHILDREN')) throw e;
+    tx.store.report('info', `kept layer ${rec.layer} of removed snapshot ${rec.name}: ${e.message}`);
+  }
 }
 
 export class SnapshotService {
@@ -213,8 +221,8 @@ export class SnapshotService {
       const { preparing: _p, ...ready } = rec;
       await this.store.transaction(async (tx) => writeSnapshot(tx, ready));
     } catch (e) {
-      await removeLayerIfMade(this.store, rec).catch(() => undefined);
-      await this.store.transaction(async (tx) => tx.deleteDocument(docPath(rec.name))).catch(() => undefined);
+      // What was made goes (a failure to undo it leaves the record to the next open's rollback).
+      await this.store.transaction(async (tx) => dropSnapshot(tx, rec)).catch(() => undefined);
       throw e;
     }
   }
@@ -389,20 +397,10 @@ export class SnapshotService {
     assertKey(key);
     await this.store.transaction(async (tx) => {
       const rec = requireSnapshot(tx, key);
-      const all = allSnapshots(tx);
-      const child = all.find((s) => s.parent === key);
+      const child = allSnapshots(tx).find((s) => s.parent === key);
       if (child !== undefined)
         throw new UnionctlError('HAS_CHILDREN', `snapshot ${key} has children (${child.name})`, { hint: 'remove them first' });
-      tx.deleteDocument(docPath(key));
-      if (!rec.ownsLayer || rec.layer === undefined) return;
-      const heir = all.find((s) => s.name !== key && s.layer === rec.layer);
-      if (heir !== undefined) return writeSnapshot(tx, { ...heir, ownsLayer: true });
-      try {
-        tx.removeLayer(rec.layer, { onInUse: 'finish-later' });
-      } catch (e) {
-        if (!isUnionctlError(e) || (e.code !== 'IN_USE' && e.code !== 'HAS_CHILDREN')) throw e;
-        this.store.report('info', `kept layer ${rec.layer} of removed snapshot ${key}: ${e.message}`);
-      }
+      dropSnapshot(tx, rec);
     });
   }
 

@@ -1,0 +1,133 @@
+/**
+ * The containerd snapshot model (src/serve/containerd/) without containerd: its filter syntax,
+ * and SnapshotService on a real vfs store (binds as mounts, Commit sealing the layer, the rules on
+ * parents and children, adoption of a loaded layer, a removal that keeps an image's layer, the
+ * rollback of a Prepare whose process died). containerd itself is in
+ * test/integration/containerd-snapshotter.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { UnionctlError } from '../../src/errors.js';
+import { loadImages, openStore } from '../../src/index.js';
+import { compileFilters, parseFilter } from '../../src/serve/containerd/filters.js';
+import { SnapshotService } from '../../src/serve/containerd/snapshots.js';
+import { REPO } from '../conformance/inspect.js';
+import { scratchMissing, withScratchFs } from '../helpers/scratch.js';
+
+const fields = (o: Partial<{ name: string; parent: string; kind: string; labels: Record<string, string> }>) => ({
+  name: 'a',
+  parent: '',
+  kind: 'Committed',
+  labels: {},
+  ...o,
+});
+
+const code = (c: string) => (e: unknown) => e instanceof UnionctlError && e.code === c;
+
+describe("containerd's filter syntax", () => {
+  it('parses selectors, quoted field names and values', () => {
+    assert.deepEqual(parseFilter('labels."containerd.io/snapshot.ref"==sha256:ab,parent==""'), [
+      { path: ['labels', 'containerd.io/snapshot.ref'], op: '==', value: 'sha256:ab' },
+      { path: ['parent'], op: '==', value: '' },
+    ]);
+    assert.deepEqual(parseFilter('labels.x'), [{ path: ['labels', 'x'] }]);
+  });
+
+  it('matches: all selectors of a filter, any filter of the list', () => {
+    const m = compileFilters(['kind==active,labels.a==1', 'name~=^k8s']);
+    assert.equal(m(fields({ kind: 'Active', labels: { a: '1' } })), true, 'kind is compared without case');
+    assert.equal(m(fields({ kind: 'Active', labels: { a: '2' } })), false);
+    assert.equal(m(fields({ name: 'k8s.io/1/x' })), true);
+    assert.equal(compileFilters([])(fields({})), true);
+    assert.equal(compileFilters(['labels.a!=1'])(fields({ labels: {} })), true);
+    assert.equal(compileFilters(['labels.a'])(fields({ labels: { a: '' } })), false, 'present means not empty');
+  });
+
+  it('refuses what does not parse, naming where', () => {
+    for (const bad of ['labels.=="x', 'name==', '"unterminated', 'name==a b', 'name~=(']) {
+      assert.throws(
+        () => parseFilter(bad),
+        (e: unknown) => code('USAGE')(e) && /bad filter/.test((e as Error).message),
+        bad,
+      );
+    }
+  });
+});
+
+describe('SnapshotService on a vfs store', { skip: scratchMissing }, () => {
+  it('Prepare, Commit, View, Remove: binds of the layer dirs, the rules on parents and children', async (t) => {
+    const dir = await withScratchFs(t);
+    const store = await openStore({ root: join(dir, 'root'), driver: 'vfs' });
+    const s = new SnapshotService(store);
+    const [m] = await s.prepare('ns/1/a', '', {});
+    assert.equal(m!.type, 'bind');
+    assert.deepEqual(m!.options, ['rw', 'rbind']);
+    await assert.rejects(s.prepare('ns/1/a', '', {}), code('EXISTS'));
+    await assert.rejects(s.prepare('ns/2/b', 'ns/1/a', {}), code('WRONG_STATE'));
+    await s.commit('ns/3/sha256:' + 'a'.repeat(64), 'ns/1/a', {});
+    await assert.rejects(s.stat('ns/1/a'), code('NOT_FOUND'));
+    const committed = 'ns/3/sha256:' + 'a'.repeat(64);
+    const [layer] = await store.list();
+    assert.equal(layer!.writable, false, 'Commit made it an image layer');
+    assert.equal(layer!.chainId, 'sha256:' + 'a'.repeat(64), 'with the chain ID the name ends with');
+    assert.match(layer!.diffId ?? '', /^sha256:[0-9a-f]{64}$/);
+    const [view] = await s.view('ns/4/v', committed, {});
+    assert.deepEqual(view!.options, ['ro', 'rbind']);
+    await assert.rejects(s.remove(committed), code('HAS_CHILDREN'));
+    await assert.rejects(store.remove(layer!.id), code('IN_USE'), 'unionctl rm keeps what a snapshot holds');
+    await s.remove('ns/4/v');
+    await s.remove(committed);
+    assert.deepEqual(await store.list(), []);
+    assert.deepEqual(await s.list(), []);
+    await store.close();
+  });
+
+  it('adopts a loaded layer by chain ID, and the GC leaves the image its layers', async (t) => {
+    const dir = await withScratchFs(t);
+    const store = await openStore({ root: join(dir, 'root'), driver: 'vfs' });
+    const [image] = await loadImages(store, join(REPO, 'fixtures', 'sample-docker.tar'));
+    const chain = image!.layers[0]!.chainId;
+    const s = new SnapshotService(store);
+    await assert.rejects(s.prepare('k8s.io/1/extract', '', { 'containerd.io/snapshot.ref': chain }), code('EXISTS'));
+    const [adopted] = await s.list([`labels."containerd.io/snapshot.ref"==${chain},parent==""`]);
+    assert.equal(adopted!.kind, 'committed');
+    const layersBefore = (await store.list()).map((l) => l.id);
+    await s.remove(adopted!.name);
+    assert.deepEqual(
+      (await store.list()).map((l) => l.id),
+      layersBefore,
+      'an adopted layer is not the snapshot’s to remove',
+    );
+    await store.close();
+  });
+
+  it('a Prepare whose process died is rolled back when the store opens', async (t) => {
+    const dir = await withScratchFs(t);
+    const root = join(dir, 'root');
+    const store = await openStore({ root, driver: 'vfs' });
+    // What a killed Prepare leaves: the record marked as being prepared by a process that is gone.
+    await store.transaction(async (tx) =>
+      tx.writeDocument(
+        `snapshots/${createHash('sha256').update('ns/9/x').digest('hex')}.json`, // named as the server names it
+        JSON.stringify({
+          name: 'ns/9/x',
+          parent: '',
+          kind: 'active',
+          labels: {},
+          created: '',
+          updated: '',
+          ownsLayer: true,
+          layer: 'x'.repeat(64),
+          preparing: { pid: 999999999, start: '0', boot: 'gone' },
+        }),
+      ),
+    );
+    await store.close();
+    const reopened = await openStore({ root, driver: 'vfs' });
+    assert.deepEqual(await new SnapshotService(reopened).list(), []);
+    assert.deepEqual(await reopened.transaction(async (tx) => tx.listDocuments('snapshots')), []);
+    await reopened.close();
+  });
+});
