@@ -23,12 +23,13 @@
  * cannot be updated), UNSUPPORTED (a driver that cannot serve containerd).
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { diskUsage } from '../../archive/size.js';
 import { isUnionctlError, UnionctlError } from '../../errors.js';
 import type { MountSpec } from '../../graph/driver.js';
 import { type LayerStore, type StoreExtension, type StoreTx } from '../../graph/store.js';
-import { currentProcess, processAlive, type ProcessIdentity } from '../../sys/index.js';
+import { currentProcess, processAlive, removeDeadTempFiles, type ProcessIdentity } from '../../sys/index.js';
 import { compileFilters, type SnapshotFields } from './filters.js';
 
 export type SnapshotKind = 'active' | 'view' | 'committed';
@@ -79,11 +80,17 @@ function readSnapshot(tx: StoreTx, name: string): SnapshotRecord | undefined {
   return text === undefined ? undefined : parseSnapshot(text, path);
 }
 
+/** A record's file name; anything else in snapshots/ (the temp file of a write that was killed) is not a record. */
+const RECORD_FILE = /^[0-9a-f]{64}\.json$/;
+
 function allSnapshots(tx: StoreTx): SnapshotRecord[] {
-  return tx.listDocuments(SNAPSHOTS).map((file) => {
-    const path = `${SNAPSHOTS}/${file}`;
-    return parseSnapshot(tx.readDocument(path) ?? '{}', path);
-  });
+  return tx
+    .listDocuments(SNAPSHOTS)
+    .filter((file) => RECORD_FILE.test(file))
+    .map((file) => {
+      const path = `${SNAPSHOTS}/${file}`;
+      return parseSnapshot(tx.readDocument(path) ?? '{}', path);
+    });
 }
 
 function writeSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
@@ -125,6 +132,7 @@ export const snapshotStoreExtension: StoreExtension = {
     };
   },
   async recover(store) {
+    removeDeadTempFiles(join(store.root, SNAPSHOTS)); // record writes killed before their rename
     await rollBackDeadPrepares(store);
   },
 };
@@ -150,7 +158,7 @@ async function rollBackDeadPrepares(store: LayerStore): Promise<string[]> {
 function dropSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
   tx.deleteDocument(docPath(rec.name));
   if (!rec.ownsLayer || rec.layer === undefined) return;
-  const heir = allSnapshots(tx).find((s) => s.layer === rec.layer);
+  const heir = allSnapshots(tx).find((s) => s.name !== rec.name && s.layer === rec.layer);
   if (heir !== undefined) return writeSnapshot(tx, { ...heir, ownsLayer: true });
   if (tx.record(rec.layer)?.state !== 'complete') return;
   try {
