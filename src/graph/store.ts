@@ -162,6 +162,13 @@ export interface StoreExtension {
    * or undefined when it may go. A reason refuses the removal with IN_USE.
    */
   removeGuard?(tx: StoreTx, id: string): { reason: string; hint: string } | undefined;
+  /**
+   * Asked by an image removal, in its transaction: why layer `id` stays although the image that
+   * used it goes (a containerd snapshot holds it), or undefined. Keeping it, the extension takes the
+   * layer over: it becomes the extension's to remove, so nothing is left owned by nobody. Unlike a
+   * removeGuard, which refuses the removal.
+   */
+  keeps?(tx: StoreTx, id: string): string | undefined;
   /** Runs when a store is opened, after the layer records are recovered, outside any transaction. */
   recover?(store: LayerStore): Promise<void>;
   /** Names of files the extension keeps directly in the store root (a root holding them is still only a store). */
@@ -580,15 +587,20 @@ export class StoreTx {
     });
   }
 
-  /**
-   * Why an extension keeps layer `id` (the first reason), or undefined. `except` leaves one
-   * extension out: an image removal asks whether anything but images keeps a layer.
-   */
-  removeGuardOf(id: string, opts: { except?: string } = {}): { reason: string; hint: string } | undefined {
+  /** Why an extension refuses the removal of layer `id` (the first reason), or undefined. */
+  removeGuardOf(id: string): { reason: string; hint: string } | undefined {
     for (const ext of extensions) {
-      if (ext.name === opts.except) continue;
       const guard = ext.removeGuard?.(this, id);
       if (guard !== undefined) return guard;
+    }
+    return undefined;
+  }
+
+  /** Why an extension keeps layer `id` when an image using it is removed (StoreExtension.keeps), or undefined. */
+  keptByExtension(id: string): string | undefined {
+    for (const ext of extensions) {
+      const reason = ext.keeps?.(this, id);
+      if (reason !== undefined) return reason;
     }
     return undefined;
   }

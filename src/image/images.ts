@@ -96,7 +96,7 @@ export async function removeImage(store: LayerStore, ref: string): Promise<Remov
     }
     const used = layersInUse(tx, { exceptImage: image.id });
     // Layers another image, or another extension (a containerd snapshot), keeps stay.
-    const own = image.layers.map((l) => l.id).filter((id) => !used.has(id) && tx.removeGuardOf(id, { except: 'images' }) === undefined);
+    const own = image.layers.map((l) => l.id).filter((id) => !used.has(id) && tx.keptByExtension(id) === undefined);
     assertRemovable(tx, ref, own);
     deleteImageRecord(tx, image.id);
     // Top first. The records turn "removing" with the image record's deletion, in one commit; the

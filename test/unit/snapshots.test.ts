@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { UnionctlError } from '../../src/errors.js';
-import { loadImages, openStore } from '../../src/index.js';
+import { loadImages, openStore, removeImage } from '../../src/index.js';
 import { compileFilters, parseFilter } from '../../src/serve/containerd/filters.js';
 import { SnapshotService } from '../../src/serve/containerd/snapshots.js';
 import { REPO } from '../conformance/inspect.js';
@@ -100,6 +100,17 @@ describe('SnapshotService on a vfs store', { skip: scratchMissing }, () => {
       layersBefore,
       'an adopted layer is not the snapshot’s to remove',
     );
+    // Adopted again, then the image goes first: rmi keeps the snapshot's layer, and the snapshot takes it over.
+    await assert.rejects(s.prepare('k8s.io/2/extract', '', { 'containerd.io/snapshot.ref': chain }), code('EXISTS'));
+    const [again] = await s.list([`labels."containerd.io/snapshot.ref"==${chain}`]);
+    const removed = await removeImage(store, 'sample-app:1');
+    assert.ok(!removed.layers.includes(image!.layers[0]!.id), 'rmi keeps the layer a snapshot holds');
+    assert.deepEqual(
+      (await store.list()).map((l) => l.id),
+      [image!.layers[0]!.id],
+    );
+    await s.remove(again!.name);
+    assert.deepEqual(await store.list(), [], 'the snapshot owned it then: nothing is left owned by nobody');
     await store.close();
   });
 

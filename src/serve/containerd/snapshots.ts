@@ -117,12 +117,19 @@ function assertKey(key: string, what = 'key'): void {
 }
 
 /**
- * The store extension: a layer a snapshot holds is not removed by `unionctl rm`/`rmi` (an image
- * removal keeps it, like a layer another image shares); half-made Prepares of dead processes are
- * rolled back when a store opens.
+ * The store extension: `unionctl rm` refuses a layer a snapshot holds and `rmi` keeps it (like a
+ * layer another image shares); half-made Prepares of dead processes are rolled back when a store
+ * opens.
  */
 export const snapshotStoreExtension: StoreExtension = {
   name: 'containerd-snapshots',
+  keeps(tx, id) {
+    const holders = allSnapshots(tx).filter((s) => s.layer === id);
+    if (holders.length === 0) return undefined;
+    // The image that brought the layer goes: an adopting snapshot becomes its owner.
+    if (!holders.some((h) => h.ownsLayer)) writeSnapshot(tx, { ...holders[0]!, ownsLayer: true });
+    return `it holds containerd snapshot ${holders[0]!.name}`;
+  },
   removeGuard(tx, id) {
     const holder = allSnapshots(tx).find((s) => s.layer === id);
     if (holder === undefined) return undefined;
