@@ -209,6 +209,11 @@ function publicRecord(r: StoredRecord): LayerRecord {
 
 const byAge = (a: LayerRecord, b: LayerRecord) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id);
 
+/** The oldest complete image layer with this chain ID among `records` (damaged records are never among them). */
+function oldestImageLayerWithChain(records: StoredRecord[], chainId: string): StoredRecord | undefined {
+  return records.filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId).sort(byAge)[0];
+}
+
 const LAYERDB = 'layerdb';
 const recordPath = (id: string) => `${LAYERDB}/${id}.json`;
 const tarSplitRelPath = (id: string) => `${LAYERDB}/${id}.tar-split.gz`;
@@ -572,12 +577,7 @@ export class StoreTx {
    */
   removeLayer(id: string, opts: { onInUse: 'restore' | 'finish-later' }): void {
     const rec = this.layer(id);
-    const children = this.children(id);
-    if (children.length > 0) {
-      throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`, {
-        hint: 'remove the children first',
-      });
-    }
+    this.assertNoChildren(id, 'remove the children first');
     const guard = this.removeGuardOf(id);
     if (guard !== undefined) throw new UnionctlError('IN_USE', `layer ${id} ${guard.reason}`, { hint: guard.hint });
     this.store.assertUnused(id);
@@ -585,6 +585,14 @@ export class StoreTx {
     this.afterCommit(async () => {
       await this.store.finishRemoval(rec, opts.onInUse);
     });
+  }
+
+  /** HAS_CHILDREN, naming them, while layers are built on `id`. */
+  private assertNoChildren(id: string, hint?: string): void {
+    const children = this.children(id);
+    if (children.length > 0) {
+      throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`, { hint });
+    }
   }
 
   /** Why an extension refuses the removal of layer `id` (the first reason), or undefined. */
@@ -623,8 +631,7 @@ export class StoreTx {
         hint: 'its writable layers are stored in another format; use overlay2 or vfs',
       });
     }
-    const children = this.children(id);
-    if (children.length > 0) throw new UnionctlError('HAS_CHILDREN', `layer ${id} has child layers: ${children.join(', ')}`);
+    this.assertNoChildren(id);
     this.store.assertUnused(id);
     await driver.sealWritable(id);
     const { diffId: _d, chainId: _c, ...base } = rec;
@@ -637,6 +644,11 @@ export class StoreTx {
     };
     this.putRecord(done);
     return publicRecord(done);
+  }
+
+  /** The complete image layer with this chain ID as this transaction sees it (the oldest of several), if any: what a load or an adoption reuses. */
+  layerByChainId(chainId: string): StoredRecord | undefined {
+    return oldestImageLayerWithChain(this.records(), chainId);
   }
 
   /** A document of an extension (path relative to the root): its content as this transaction sees it. */
@@ -858,10 +870,8 @@ export class LayerStore {
   /** The complete image layer with this chain ID (for reuse by an image load), if any. Damaged records are never reused. */
   async layerByChainId(chainId: string): Promise<LayerRecord | undefined> {
     this.assertOpen();
-    const found = this.readAllRecords()
-      .records.filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId)
-      .sort(byAge);
-    return found.length === 0 ? undefined : publicRecord(found[0]!);
+    const found = oldestImageLayerWithChain(this.readAllRecords().records, chainId);
+    return found === undefined ? undefined : publicRecord(found);
   }
 
   /** The layer's tar-split record (undefined: the layer was not imported from a tar, or predates them). */

@@ -16,7 +16,7 @@ import type { Readable } from 'node:stream';
 import { StreamDigest } from '../archive/stream-digest.js';
 import { UnionctlError } from '../errors.js';
 import type { ApplyResult } from '../graph/driver.js';
-import { chainIdOf, type LayerStore, type StoreTx, type StoredRecord } from '../graph/store.js';
+import { chainIdOf, type LayerStore, type StoreTx } from '../graph/store.js';
 import { openArchive, type ArchiveFiles } from './archive.js';
 import { refreshContainersStorage } from './containers-storage/index.js';
 import { readImages, type ImageToLoad, type LayerToLoad } from './manifest.js';
@@ -141,7 +141,7 @@ async function loadLayer(
   // it; a new layer's id is in the journal before the layer exists, so a kill right after the
   // import started still finds it.
   const claim = await store.transaction(async (tx) => {
-    const existing = layerWithChainId(tx, chainId);
+    const existing = tx.layerByChainId(chainId);
     if (existing !== undefined) {
       journal.addReused(tx, existing.id);
       return { id: existing.id, reused: true };
@@ -177,14 +177,6 @@ async function loadLayer(
     throw inContext(e, archive, what);
   }
   return { id: claim.id, diffId: layer.diffId, chainId, reused: false };
-}
-
-/** The oldest complete image layer with this chain ID (Docker shares layers the same way). */
-function layerWithChainId(tx: StoreTx, chainId: string): StoredRecord | undefined {
-  return tx
-    .records()
-    .filter((r) => r.state === 'complete' && !r.writable && r.chainId === chainId)
-    .sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))[0];
 }
 
 /** The chain ID's hex as the layer id (Docker keys its layer db the same way), unless taken. */

@@ -26,10 +26,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { diskUsage } from '../../archive/size.js';
+import { StreamDigest } from '../../archive/stream-digest.js';
 import { isUnionctlError, UnionctlError } from '../../errors.js';
 import type { MountSpec } from '../../graph/driver.js';
 import { type LayerStore, type StoreExtension, type StoreTx } from '../../graph/store.js';
 import { currentProcess, processAlive, removeDeadTempFiles, type ProcessIdentity } from '../../sys/index.js';
+import { diskDocuments, type DocumentReader } from '../../image/records.js';
 import { compileFilters, type SnapshotFields } from './filters.js';
 
 export type SnapshotKind = 'active' | 'view' | 'committed';
@@ -83,14 +85,13 @@ function readSnapshot(tx: StoreTx, name: string): SnapshotRecord | undefined {
 /** A record's file name; anything else in snapshots/ (the temp file of a write that was killed) is not a record. */
 const RECORD_FILE = /^[0-9a-f]{64}\.json$/;
 
-function allSnapshots(tx: StoreTx): SnapshotRecord[] {
-  return tx
-    .listDocuments(SNAPSHOTS)
-    .filter((file) => RECORD_FILE.test(file))
-    .map((file) => {
-      const path = `${SNAPSHOTS}/${file}`;
-      return parseSnapshot(tx.readDocument(path) ?? '{}', path);
-    });
+function allSnapshots(docs: DocumentReader): SnapshotRecord[] {
+  return docs.listDocuments(SNAPSHOTS).flatMap((file) => {
+    if (!RECORD_FILE.test(file)) return [];
+    const path = `${SNAPSHOTS}/${file}`;
+    const text = docs.readDocument(path); // undefined: removed since the listing (a read without the lock)
+    return text === undefined ? [] : [parseSnapshot(text, path)];
+  });
 }
 
 function writeSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
@@ -144,10 +145,16 @@ export const snapshotStoreExtension: StoreExtension = {
   },
 };
 
-/** Removes the snapshots (and their layers) whose Prepare or View was killed before it ended. */
+/**
+ * Removes the snapshots (and their layers) whose Prepare or View was killed before it ended. Runs
+ * at every store open: the records are read without the lock first, and the transaction is taken
+ * only when there is something to roll back.
+ */
 async function rollBackDeadPrepares(store: LayerStore): Promise<string[]> {
+  const isDead = (s: SnapshotRecord) => s.preparing !== undefined && !processAlive(s.preparing);
+  if (!allSnapshots(diskDocuments(store)).some(isDead)) return [];
   return store.transaction(async (tx) => {
-    const dead = allSnapshots(tx).filter((s) => s.preparing !== undefined && !processAlive(s.preparing));
+    const dead = allSnapshots(tx).filter(isDead);
     for (const rec of dead) {
       dropSnapshot(tx, rec);
       store.report('info', `rolled back the interrupted preparation of snapshot ${rec.name}`);
@@ -204,7 +211,7 @@ export class SnapshotService {
     const rec = await this.store.transaction(async (tx) => {
       if (readSnapshot(tx, key) !== undefined) throw new UnionctlError('EXISTS', `snapshot ${key} already exists`);
       const parentLayer = parent === '' ? undefined : this.committedLayerOf(tx, parent);
-      const adopted = await this.adopt(tx, parent, labels, now);
+      const adopted = this.adopt(tx, parent, labels, now);
       if (adopted !== undefined) return { adopted }; // committed first: the refusal comes after
       const needsLayer = kind === 'active' || parentLayer === undefined;
       const made: SnapshotRecord = {
@@ -258,14 +265,14 @@ export class SnapshotService {
    * committed snapshot on this parent already is, or that a layer of the store already holds,
    * the name of the committed snapshot containerd should use (made here for a store layer).
    */
-  private async adopt(tx: StoreTx, parent: string, labels: Record<string, string>, now: string): Promise<string | undefined> {
+  private adopt(tx: StoreTx, parent: string, labels: Record<string, string>, now: string): string | undefined {
     const target = labels[SNAPSHOT_REF_LABEL];
     if (target === undefined || target === '') return undefined;
     const existing = allSnapshots(tx).find(
       (s) => s.kind === 'committed' && s.preparing === undefined && s.parent === parent && s.labels[SNAPSHOT_REF_LABEL] === target,
     );
     if (existing !== undefined) return existing.name;
-    const layer = await this.store.layerByChainId(target);
+    const layer = tx.layerByChainId(target);
     if (layer === undefined) return undefined;
     const name = `unionctl/adopted/${target}/${createHash('sha256').update(parent).digest('hex').slice(0, 12)}`;
     if (readSnapshot(tx, name) !== undefined) return name;
@@ -429,8 +436,14 @@ function snapshotFields(s: SnapshotInfo): SnapshotFields {
   return { name: s.name, parent: s.parent, kind: s.kind, labels: s.labels };
 }
 
+/** sha256 of the stream through the project's diff-ID digest (on a worker thread when a core is free). */
 async function sha256Of(stream: Readable): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of stream) hash.update(chunk as Buffer);
-  return `sha256:${hash.digest('hex')}`;
+  const digest = new StreamDigest();
+  try {
+    for await (const chunk of stream) await digest.update(chunk as Buffer);
+    return `sha256:${await digest.finish()}`;
+  } catch (e) {
+    void digest.abort();
+    throw e;
+  }
 }
