@@ -47,6 +47,11 @@ export interface MountSettings {
 
 export type MountMethod = 'absolute' | 'relative' | 'new-api';
 
+/** The options every union of this kernel is mounted with: index=off (as Docker does), userxattr (in a user namespace). */
+function featureOptions(settings: Pick<MountSettings, 'indexOff' | 'userxattr'>): string[] {
+  return [...(settings.indexOff ? ['index=off'] : []), ...(settings.userxattr ? ['userxattr'] : [])];
+}
+
 /**
  * Docker's mount data: "[index=off,][userxattr,]lowerdir=a:b[,upperdir=u,workdir=w][,context="label"]".
  * `base` is prefixed to every path ('' keeps them relative to the home).
@@ -59,7 +64,7 @@ export function overlayMountData(
   // Plain concatenation: both parts are clean paths we made (path.join's normalising showed up in profiles).
   const prefix = base === '' ? '' : `${base.replace(/\/+$/, '')}/`;
   const at = (p: string) => prefix + p;
-  let data = `${settings.indexOff ? 'index=off,' : ''}${settings.userxattr ? 'userxattr,' : ''}lowerdir=${paths.lowers.map(at).join(':')}`;
+  let data = [...featureOptions(settings), `lowerdir=${paths.lowers.map(at).join(':')}`].join(',');
   if (paths.upper !== undefined && paths.work !== undefined) data += `,upperdir=${at(paths.upper)},workdir=${at(paths.work)}`;
   // label.FormatMountLabel quotes the label (Go %q): context="system_u:object_r:…"
   if (settings.mountLabel) data += `,context=${JSON.stringify(settings.mountLabel)}`;
@@ -77,7 +82,7 @@ export function overlayMountSpecs(
   settings: Pick<MountSettings, 'indexOff' | 'userxattr'>,
 ): MountSpec[] {
   const bind = (source: string, mode: 'rw' | 'ro'): MountSpec[] => [{ type: 'bind', source, options: [mode, 'rbind'] }];
-  const flags = [...(settings.indexOff ? ['index=off'] : []), ...(settings.userxattr ? ['userxattr'] : [])];
+  const flags = featureOptions(settings);
   const lowerdir = `lowerdir=${dirs.lowers.join(':')}`;
   if (dirs.upper !== undefined) {
     if (dirs.lowers.length === 0 || dirs.work === undefined) return bind(dirs.upper, 'rw');
