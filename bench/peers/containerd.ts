@@ -15,10 +15,9 @@
  * /run/containerd/runc/<namespace>, shared by every containerd on the machine).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { unmountAllBelow } from './mount-table.js';
-import { childrenOf, killAll, processesMentioning, sleep, waitForExit } from './processes.js';
+import { logTail, sleep, stopDaemon } from './processes.js';
 
 export const CONTAINERD = '/usr/bin/containerd';
 export const CTR = '/usr/bin/ctr';
@@ -108,18 +107,11 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    const family = [pid, ...childrenOf(pid)];
-    killAll([pid], 'SIGTERM');
-    let left = await waitForExit(family, 20_000);
-    left = [...new Set([...left, ...processesMentioning(base)])]; // shims of containers still running
-    if (left.length > 0) {
-      killAll(left, 'SIGKILL');
-      left = await waitForExit(left, 5_000);
+    try {
+      await stopDaemon('containerd', pid, base);
+    } finally {
+      rmSync(join('/run/containerd/runc', namespace), { recursive: true, force: true });
     }
-    unmountAllBelow(base, { andDir: true });
-    rmSync(base, { recursive: true, force: true });
-    rmSync(join('/run/containerd/runc', namespace), { recursive: true, force: true });
-    if (left.length > 0) throw new Error(`containerd processes ${left.join(', ')} did not exit`);
   };
 
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
@@ -129,7 +121,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       break;
     } catch (e) {
       if (exitCode !== null || Date.now() > deadline) {
-        const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
+        const tail = logTail(logFile);
         await stop().catch(() => {});
         throw new Error(`containerd did not start (${(e as Error).message}):\n${tail}`);
       }

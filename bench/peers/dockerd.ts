@@ -21,10 +21,9 @@
  * PATH may refuse the old API), containerd and runc; scripts/setup-system.sh installs docker.io.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { unmountAllBelow } from './mount-table.js';
-import { childrenOf, killAll, processesMentioning, sleep, waitForExit } from './processes.js';
+import { logTail, sleep, stopDaemon } from './processes.js';
 
 export const DOCKERD = '/usr/sbin/dockerd';
 export const DOCKER_CLI = '/usr/bin/docker';
@@ -122,17 +121,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    const family = [pid, ...childrenOf(pid)]; // containerd is dockerd's child; it stops with it
-    killAll([pid], 'SIGTERM');
-    let left = await waitForExit(family, 20_000);
-    left = [...new Set([...left, ...processesMentioning(base)])]; // shims of containers that were still running
-    if (left.length > 0) {
-      killAll(left, 'SIGKILL');
-      left = await waitForExit(left, 5_000);
-    }
-    unmountAllBelow(base, { andDir: true });
-    rmSync(base, { recursive: true, force: true });
-    if (left.length > 0) throw new Error(`dockerd processes ${left.join(', ')} did not exit`);
+    await stopDaemon('dockerd', pid, base); // its containerd is its child: it stops with it
   };
 
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
@@ -142,7 +131,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
       break;
     } catch (e) {
       if (exitCode !== null || Date.now() > deadline) {
-        const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
+        const tail = logTail(logFile);
         await stop().catch(() => {});
         throw new Error(
           `dockerd --storage-driver ${opts.storageDriver} did not come up (${exitCode !== null ? `exited ${exitCode}` : 'timed out'}): ${(e as Error).message}\n${tail}`,

@@ -1,8 +1,9 @@
 /**
  * The processes of a peer daemon (dockerd, containerd, their shims): finding them, signalling
- * them and waiting for them to exit, for the peers' stop().
+ * them and waiting for them to exit, and the peers' stop() made of those.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { unmountAllBelow } from './mount-table.js';
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -56,4 +57,29 @@ export function killAll(pids: number[], signal: NodeJS.Signals): void {
       /* gone */
     }
   }
+}
+
+/**
+ * Stops daemon `pid` that was started with its whole state under `base`: SIGTERM, up to 20 s for
+ * it and its children (dockerd's containerd) to exit, then SIGKILL for whatever is left and for
+ * every process whose command line names `base` (shims of containers still running); then
+ * unmounts everything below `base` and removes it. Throws, naming them, when processes survive.
+ */
+export async function stopDaemon(name: string, pid: number, base: string): Promise<void> {
+  const family = [pid, ...childrenOf(pid)];
+  killAll([pid], 'SIGTERM');
+  let left = await waitForExit(family, 20_000);
+  left = [...new Set([...left, ...processesMentioning(base)])];
+  if (left.length > 0) {
+    killAll(left, 'SIGKILL');
+    left = await waitForExit(left, 5_000);
+  }
+  unmountAllBelow(base, { andDir: true });
+  rmSync(base, { recursive: true, force: true });
+  if (left.length > 0) throw new Error(`${name} processes ${left.join(', ')} did not exit`);
+}
+
+/** The last lines of a daemon's log, for the error that says it did not start. */
+export function logTail(file: string, lines = 15): string {
+  return existsSync(file) ? readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n') : '';
 }

@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { containerdAvailable, startContainerd, type Containerd } from '../../bench/peers/containerd.js';
-import { sleep } from '../../bench/peers/processes.js';
 import { startServe, type ServeProcess } from '../../bench/peers/unionctl-serve.js';
 import { chainIdOf } from '../../src/graph/store.js';
 import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
 import { snapshotsClient, type SnapshotsClient, type WireMount } from '../helpers/snapshots-client.js';
 import { toolsMissing } from '../helpers/requires.js';
+import { eventually } from '../helpers/wait.js';
 import { DIFF_IDS, ok, SAMPLE_DOCKER, unionctl } from './images-helpers.js';
 
 const skip = scratchMissing ?? (containerdAvailable() ? toolsMissing(['strace']) : 'containerd, ctr or runc is not installed');
@@ -29,15 +29,6 @@ interface ListedLayer {
   parent?: string;
   chainId?: string;
   writable: boolean;
-}
-
-/** Polls `check` until it returns true (the GC runs in the background); fails after `ms`. */
-async function eventually(what: string, check: () => boolean, ms = 60_000, diagnose: () => string = () => ''): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`still not true after ${ms} ms: ${what}\n${diagnose()}`);
-    await sleep(200);
-  }
 }
 
 describe('unionctl serve: a containerd snapshotter', { skip }, () => {
@@ -300,7 +291,7 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
             .slice(-15)
             .join('\n')}`,
         ].join('\n');
-      await eventually('no snapshots left', () => snapshots().length === 0, 60_000, diagnose);
+      await eventually('no snapshots left', () => snapshots().length === 0, { diagnose });
       // Whatever the killed request had made is gone once containerd's GC and Cleanup have run.
       await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
       assert.deepEqual(

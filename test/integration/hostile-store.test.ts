@@ -31,7 +31,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from '../helpers/wait.js';
 import { CLI_MAIN, runCli, showResult, type CliResult } from '../helpers/cli.js';
 import { mountsUnder } from '../helpers/mounts.js';
 import { withScratchFs } from '../helpers/scratch.js';
@@ -288,13 +288,8 @@ function stalledImport(root: string, tar: Buffer, args: string[]): { kill: () =>
   };
 }
 
-async function waitFor(what: string, cond: () => boolean): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+/** Catches a stalled import mid-apply: polled often, bounded at 30 s. */
+const POLL_APPLY = { timeoutMs: 30_000, intervalMs: 20 };
 
 function bigLayer(files: number): Buffer {
   const entries: TarSpec[] = [{ name: 'data/', type: 'dir', mode: 0o755 }];
@@ -351,7 +346,7 @@ describe('aufs ids and killed imports', () => {
     const tar = bigLayer(400);
     const importer = stalledImport(root, tar, ['--id', 'victim', '--parent', 'base']);
     try {
-      await waitFor('the apply to write into diff/victim', () => hasEntries(join(root, 'aufs', 'diff', 'victim', 'data')));
+      await eventually('the apply to write into diff/victim', () => hasEntries(join(root, 'aufs', 'diff', 'victim', 'data')), POLL_APPLY);
     } finally {
       await importer.kill();
     }
@@ -375,10 +370,13 @@ describe('aufs ids and killed imports', () => {
     };
     const importer = stalledImport(root, bigLayer(400), ['--id', 'victim', '--parent', 'base']);
     try {
-      await waitFor('the apply to write into its temporary root', () =>
-        (existsSync(join(home, 'victim')) ? readdirSync(join(home, 'victim')) : []).some(
-          (n) => n.startsWith('tmproot') && hasEntries(join(home, 'victim', n, 'data')),
-        ),
+      await eventually(
+        'the apply to write into its temporary root',
+        () =>
+          (existsSync(join(home, 'victim')) ? readdirSync(join(home, 'victim')) : []).some(
+            (n) => n.startsWith('tmproot') && hasEntries(join(home, 'victim', n, 'data')),
+          ),
+        POLL_APPLY,
       );
     } finally {
       await importer.kill();
