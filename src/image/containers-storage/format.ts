@@ -20,8 +20,7 @@
  * A name on two images makes c/storage refuse the whole read-only store (ErrDuplicateImageNames),
  * so each name is given to the first image only.
  */
-import { createHash } from 'node:crypto';
-import { MEDIA } from '../manifest.js';
+import { MEDIA, sha256Digest } from '../manifest.js';
 import type { ImageRecord } from '../records.js';
 
 /** A layer as layers.json holds it (field names are c/storage's JSON keys). */
@@ -114,10 +113,6 @@ export function storageImageName(name: string): string {
   return isHost ? name : `localhost/${name}`;
 }
 
-function sha256(data: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
-}
-
 const hexOf = (id: string) => (id.startsWith('sha256:') ? id.slice('sha256:'.length) : id);
 
 /**
@@ -129,7 +124,7 @@ export function synthesizeManifest(config: string, layers: readonly LayerFacts[]
   return JSON.stringify({
     schemaVersion: 2,
     mediaType: MEDIA.dockerManifest,
-    config: { mediaType: MEDIA.dockerConfig, size: Buffer.byteLength(config), digest: sha256(config) },
+    config: { mediaType: MEDIA.dockerConfig, size: Buffer.byteLength(config), digest: sha256Digest(config) },
     layers: layers.map((l) => ({
       mediaType: 'application/vnd.docker.image.rootfs.diff.tar',
       size: Math.max(l.tarSize, 0),
@@ -178,9 +173,9 @@ export function buildStorageMetadata(images: readonly ImageRecord[], facts: (id:
     const known = chain as LayerFacts[];
     for (const f of known) if (!layers.has(f.id)) layers.set(f.id, storageLayer(f));
     const manifest = synthesizeManifest(rec.config, known);
-    const manifestDigest = sha256(manifest);
+    const manifestDigest = sha256Digest(manifest);
     const items: Array<[string, Buffer]> = [
-      [sha256(rec.config), Buffer.from(rec.config)],
+      [sha256Digest(rec.config), Buffer.from(rec.config)],
       [`manifest-${manifestDigest}`, Buffer.from(manifest)],
       ['manifest', Buffer.from(manifest)],
     ];
@@ -198,7 +193,7 @@ export function buildStorageMetadata(images: readonly ImageRecord[], facts: (id:
       ...(known.length > 0 ? { layer: known[known.length - 1]!.id } : {}),
       'big-data-names': items.map(([key]) => key),
       'big-data-sizes': Object.fromEntries(items.map(([key, data]) => [key, data.length])),
-      'big-data-digests': Object.fromEntries(items.map(([key, data]) => [key, sha256(data)])),
+      'big-data-digests': Object.fromEntries(items.map(([key, data]) => [key, sha256Digest(data)])),
       created: createdOf(rec),
     });
   }
