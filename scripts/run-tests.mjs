@@ -21,8 +21,14 @@ function findTests(dir) {
   return out;
 }
 
-/** Mounts a test run may leave behind: unions anywhere, and anything under a test scratch dir. */
+/**
+ * Mounts a test run may leave behind: unions anywhere, and anything under a test scratch dir.
+ * With UNIONCTL_TEST_SCOPE=NAME (another run may be going on beside this one, e.g. in a second
+ * worktree), only what is under this run's scratch dirs (/tmp/unionctl-test-NAME-*, see
+ * test/helpers/scratch.ts) counts.
+ */
 function leftoverMounts() {
+  const scope = process.env.UNIONCTL_TEST_SCOPE;
   const union = new Set(['overlay', 'aufs', 'fuse.fuse-overlayfs']);
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
@@ -31,7 +37,9 @@ function leftoverMounts() {
       const [pre, post] = line.split(' - ');
       return { mountPoint: pre.split(' ')[4], fsType: post.split(' ')[0] };
     })
-    .filter((m) => union.has(m.fsType) || /\/unionctl-(test|bench)/.test(m.mountPoint));
+    .filter((m) =>
+      scope ? m.mountPoint.includes(`/unionctl-test-${scope}-`) : union.has(m.fsType) || /\/unionctl-(test|bench)/.test(m.mountPoint),
+    );
 }
 
 const filters = process.argv.slice(2);

@@ -42,7 +42,12 @@ export interface CleanupRegistrar {
   after(fn: () => void | Promise<void>): void;
 }
 
-const PREFIX = '/tmp/unionctl-test-';
+/**
+ * Scratch dirs are /tmp/unionctl-test-*; with UNIONCTL_TEST_SCOPE=NAME, /tmp/unionctl-test-NAME-*,
+ * so that scripts/run-tests.mjs's leak check (scoped the same way) can tell this run's mounts from
+ * those of another run on the same machine.
+ */
+const PREFIX = process.env.UNIONCTL_TEST_SCOPE ? `/tmp/unionctl-test-${process.env.UNIONCTL_TEST_SCOPE}-` : '/tmp/unionctl-test-';
 
 function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
