@@ -33,14 +33,20 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** What a container of the image runs (the config's `config`): the command, and with it the environment. */
+export interface RunConfig {
+  Entrypoint?: string[];
+  Cmd?: string[];
+}
+
 /** The image config: only the fields loaders need, with fixed dates so it is the same every time. */
-export function imageConfig(diffIds: string[]): object {
+export function imageConfig(diffIds: string[], run: RunConfig = { Cmd: ['/bin/sh'] }): object {
   const created = EPOCH.toISOString();
   return {
     architecture: 'amd64',
     os: 'linux',
     created,
-    config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['/bin/sh'] },
+    config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], ...run },
     rootfs: { type: 'layers', diff_ids: diffIds.map((d) => `sha256:${d}`) },
     history: diffIds.map((_, i) => ({ created, created_by: `unionctl bench layer ${i + 1}` })),
   };
@@ -54,6 +60,7 @@ export async function writeImageArchive(
   archivePath: string,
   layers: Array<{ path: string; entries: number }>,
   reference = 'unionctl-bench/image:latest',
+  run?: RunConfig,
 ): Promise<ImageArchive> {
   const stage = `${archivePath}.stage`;
   rmSync(stage, { recursive: true, force: true });
@@ -75,7 +82,7 @@ export async function writeImageArchive(
       );
       parentV1 = diffId;
     }
-    const config = JSON.stringify(imageConfig(diffIds));
+    const config = JSON.stringify(imageConfig(diffIds, run));
     const configHex = createHash('sha256').update(config).digest('hex');
     writeFileSync(join(stage, `${configHex}.json`), config);
     const manifest = [{ Config: `${configHex}.json`, RepoTags: [reference], Layers: diffIds.map((d) => `${d}/layer.tar`) }];

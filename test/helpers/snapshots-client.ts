@@ -5,7 +5,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { loadProto, unaryCall } from './grpc.js';
 
 const PROTO_DIR = fileURLToPath(new URL('../../../proto/containerd', import.meta.url));
 
@@ -36,27 +36,14 @@ export interface SnapshotsClient {
   close(): void;
 }
 
-type Unary = (req: unknown, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
-
 export function snapshotsClient(socket: string): SnapshotsClient {
-  const def = protoLoader.loadSync('snapshots.proto', {
-    includeDirs: [PROTO_DIR],
-    keepCase: true,
-    longs: String,
-    enums: String,
-    defaults: true,
-  });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+  const pkg = loadProto('snapshots.proto', PROTO_DIR) as unknown as {
     containerd: { services: { snapshots: { v1: { Snapshots: grpc.ServiceClientConstructor } } } };
   };
   const client = new pkg.containerd.services.snapshots.v1.Snapshots(`unix:${socket}`, grpc.credentials.createInsecure()) as grpc.Client &
-    Record<string, Unary | ((req: unknown) => grpc.ClientReadableStream<{ info: WireInfo[] }>)>;
+    Record<string, (req: unknown) => grpc.ClientReadableStream<{ info: WireInfo[] }>>;
   const call = <T>(method: string, request: Record<string, unknown>): Promise<T> =>
-    new Promise((resolve, reject) => {
-      (client[method] as Unary).call(client, { snapshotter: 'unionctl', ...request }, (err, res) =>
-        err ? reject(err) : resolve(res as T),
-      );
-    });
+    unaryCall<T>(client, method, { snapshotter: 'unionctl', ...request });
   return {
     call,
     async failure(method, request) {

@@ -1,0 +1,125 @@
+/**
+ * A private registry for tests and benchmarks: Debian's docker-registry (distribution 2.8) started
+ * by hand on 127.0.0.1 with its own config and data dir under a directory you give, no auth, its
+ * access log (one line per request) kept in a file so a test can count what was fetched.
+ *
+ *   const reg = await startRegistry({ dir: scratch.dir });
+ *   try {
+ *     reg.push('docker-archive:fixtures/sample-docker.tar', 'sample/app:1');   // skopeo copy
+ *     … pull `${reg.address}/sample/app:1` …
+ *     reg.blobGets();   // digests of every blob GET so far
+ *   } finally {
+ *     await reg.stop();
+ *   }
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { logTail, sleep, stopDaemon } from './processes.js';
+
+export const REGISTRY = '/usr/bin/docker-registry';
+export const SKOPEO = '/usr/bin/skopeo';
+
+export interface Registry {
+  /** host:port, e.g. 127.0.0.1:40123 (plain HTTP). */
+  address: string;
+  logFile: string;
+  /** `skopeo copy <source> docker://<address>/<name>` (plain HTTP); throws with skopeo's stderr. */
+  push(source: string, name: string): void;
+  /** The digests (sha256:…) of every `GET /v2/<repo>/blobs/<digest>` answered so far, in order. */
+  blobGets(): string[];
+  stop(): Promise<void>;
+}
+
+export function registryAvailable(): boolean {
+  return existsSync(REGISTRY) && existsSync(SKOPEO);
+}
+
+/** A port the kernel says is free on 127.0.0.1 now (the registry takes an address, not a listening socket). */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function configYaml(data: string, address: string): string {
+  return [
+    'version: 0.1',
+    'log:',
+    '  level: info',
+    '  accesslog:',
+    '    disabled: false',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${data}`,
+    '  delete:',
+    '    enabled: true',
+    'http:',
+    `  addr: ${address}`,
+    '',
+  ].join('\n');
+}
+
+export async function startRegistry(opts: { dir: string; readyTimeoutMs?: number }): Promise<Registry> {
+  if (!registryAvailable()) throw new Error('startRegistry: docker-registry or skopeo is missing (apt-get install docker-registry skopeo)');
+  mkdirSync(opts.dir, { recursive: true });
+  const base = mkdtempSync(join(opts.dir, 'registry-'));
+  const configFile = join(base, 'config.yml');
+  const logFile = join(base, 'registry.log');
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
+  for (;;) {
+    const address = `127.0.0.1:${await freePort()}`;
+    writeFileSync(configFile, configYaml(join(base, 'data'), address));
+    const log = openSync(logFile, 'a');
+    const child = spawn(REGISTRY, ['serve', configFile], { stdio: ['ignore', log, log], detached: true });
+    closeSync(log);
+    child.unref();
+    const pid = child.pid ?? -1;
+    let exited = false;
+    child.on('exit', () => (exited = true));
+    const stop = () => stopDaemon('docker-registry', pid, base);
+    while (!exited && Date.now() < deadline) {
+      try {
+        const res = await fetch(`http://${address}/v2/`);
+        if (res.status === 200) return registryAt(address, logFile, stop);
+      } catch {
+        /* not listening yet */
+      }
+      await sleep(50);
+    }
+    // Another process took the port between freePort() and the registry's bind: try another one.
+    if (exited && /address already in use/.test(logTail(logFile)) && Date.now() < deadline) continue;
+    const tail = logTail(logFile);
+    await stop().catch(() => {});
+    throw new Error(`docker-registry did not start on ${address}:\n${tail}`);
+  }
+}
+
+function registryAt(address: string, logFile: string, stop: () => Promise<void>): Registry {
+  return {
+    address,
+    logFile,
+    push(source, name) {
+      try {
+        execFileSync(SKOPEO, ['copy', '--quiet', '--dest-tls-verify=false', source, `docker://${address}/${name}`], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+      } catch (e) {
+        const stderr = (e as { stderr?: Buffer }).stderr?.toString() ?? '';
+        throw new Error(`skopeo copy ${source} to ${address}/${name} failed: ${stderr.trim() || (e as Error).message}`);
+      }
+    },
+    blobGets() {
+      // Access log lines, combined log format: … "GET /v2/sample/app/blobs/sha256:… HTTP/1.1" 200 …
+      const text = readFileSync(logFile, 'utf8');
+      return [...text.matchAll(/"GET \/v2\/\S+\/blobs\/(sha256:[0-9a-f]{64}) HTTP\/[\d.]+" 20[06] /g)].map((m) => m[1]!);
+    },
+    stop,
+  };
+}
