@@ -18,10 +18,12 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { childrenCpuMs, processCpuMs } from './cpu.js';
+import { timed } from './measure.js';
 import { startDockerd, type Dockerd } from './peers/dockerd.js';
 import { startPodman, type Podman } from './peers/podman.js';
 import { makeBenchFs, settle, type BenchFs } from './scratch-fs.js';
@@ -89,7 +91,14 @@ function writeUpperTree(dir: string, base: SyntheticTree, seed: number, add: num
   return whiteouts + 1;
 }
 
-export function generateImage(tmp: string): GeneratedImage {
+/** Where the runnable image (generateImage's `runnable`) keeps its one program: a static busybox. */
+export const BENCH_BUSYBOX = '/unionctl-bench/busybox';
+
+/**
+ * The load benchmark's image in `tmp`. With `runnable`, a fourth small layer adds a static busybox
+ * at BENCH_BUSYBOX (the image's command: `busybox true`), so containers can be started from it.
+ */
+export function generateImage(tmp: string, opts: { runnable?: boolean } = {}): GeneratedImage {
   const stage = join(tmp, 'image');
   mkdirSync(stage);
   const layerTars: string[] = [];
@@ -109,6 +118,14 @@ export function generateImage(tmp: string): GeneratedImage {
     layerTars.push(join(tmp, `layer-${i + 2}.tar`));
     packTree(dir, layerTars[i + 1]);
   }
+  if (opts.runnable) {
+    const dir = join(tmp, 'tree-run');
+    mkdirSync(join(dir, BENCH_BUSYBOX, '..'), { recursive: true });
+    copyFileSync('/bin/busybox', join(dir, BENCH_BUSYBOX));
+    layerTars.push(join(tmp, 'layer-run.tar'));
+    packTree(dir, layerTars[layerTars.length - 1]);
+    rmSync(dir, { recursive: true, force: true });
+  }
   const diffIds = layerTars.map(sha256File);
   const layers = diffIds.map((d, i) => {
     const dir = join(stage, d.slice(7));
@@ -119,7 +136,7 @@ export function generateImage(tmp: string): GeneratedImage {
   const config = JSON.stringify({
     architecture: 'amd64',
     os: 'linux',
-    config: { Cmd: ['/bin/sh'] },
+    config: { Cmd: opts.runnable ? [BENCH_BUSYBOX, 'true'] : ['/bin/sh'] },
     rootfs: { type: 'layers', diff_ids: diffIds },
     history: diffIds.map(() => ({ created: '2025-01-01T00:00:00Z', created_by: 'load-bench' })),
   });
@@ -146,35 +163,6 @@ interface Tool {
   daemonCpuMs?(): number;
   /** Empties the store again. */
   reset(): void;
-}
-
-const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-
-/** Fields of /proc/<pid>/stat after the command name, 0-based from field 3. */
-function statFields(pid: number | 'self'): string[] {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-}
-
-/** CPU time of the waited-for children of this process (cutime + cstime). */
-function childrenCpuMs(): number {
-  const f = statFields('self');
-  return (Number(f[13]) + Number(f[14])) * TICK_MS;
-}
-
-/**
- * CPU time of a running process, all its threads (utime + stime), plus its reaped children
- * (cutime + cstime): dockerd applies each layer in a re-executed child of itself.
- */
-function processCpuMs(pid: number): number {
-  const f = statFields(pid);
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * TICK_MS;
-}
-
-function timed<T>(fn: () => T): { ms: number; value: T } {
-  const start = process.hrtime.bigint();
-  const value = fn();
-  return { ms: Number(process.hrtime.bigint() - start) / 1e6, value };
 }
 
 function unionctlTool(fs: BenchFs, image: GeneratedImage): Tool {

@@ -14,6 +14,13 @@ export async function time(fn: () => unknown): Promise<number> {
   return (performance.now() - start) / 1e3;
 }
 
+/** Milliseconds a synchronous `fn` takes (whole commands run with spawnSync, say), and its value. */
+export function timed<T>(fn: () => T): { ms: number; value: T } {
+  const start = performance.now();
+  const value = fn();
+  return { ms: performance.now() - start, value };
+}
+
 export interface RunPlan<T> {
   runs: number;
   /** Untimed, before each run; its value goes to measure and teardown. */

@@ -40,15 +40,30 @@ export async function startServe(opts: ServeProcessOptions): Promise<ServeProces
   const [cmd, ...pre] = [...(opts.wrapper ?? []), process.execPath];
   const logStart = existsSync(opts.logFile) ? statSync(opts.logFile).size : 0; // an earlier server's lines do not count
   const log = openSync(opts.logFile, 'a');
-  const child = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', log, log] });
+  // Its own process group: a stop that has to SIGKILL reaches the server under a wrapper (strace) too.
+  const child = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', log, log], detached: true });
   closeSync(log);
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   let done = false;
   void exited.then(() => (done = true));
   const readLog = () => (existsSync(opts.logFile) ? readFileSync(opts.logFile, 'utf8') : '');
+  const killGroup = (signal: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, signal);
+    } catch {
+      /* gone */
+    }
+  };
+  /** `signal` to the server (through its wrapper), SIGKILL to the whole group if it has not exited within 20 s. */
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (!done) child.kill(signal);
-    return exited;
+    const timer = setTimeout(() => killGroup('SIGKILL'), 20_000);
+    try {
+      return await exited;
+    } finally {
+      clearTimeout(timer);
+      killGroup('SIGKILL'); // whatever of the group outlived the wrapper
+    }
   };
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
   while (!readLog().slice(logStart).includes(`snapshotter on ${opts.socket}`)) {
