@@ -62,7 +62,13 @@ async function serveCommand(withStore: WithStore, opts: ServeOptions, cmd: Comma
     return serveUntilSignal(log, async () => {
       const server = await serveSnapshotter(service, { socket, log });
       log.info(`serving the ${store.driver.name} store at ${store.root} as containerd snapshotter on ${socket}`);
-      return server;
+      return {
+        socket,
+        async close() {
+          await server.close();
+          await service.close();
+        },
+      };
     });
   });
 }

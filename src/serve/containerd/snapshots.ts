@@ -24,14 +24,13 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { diskUsage } from '../../archive/size.js';
-import { StreamDigest } from '../../archive/stream-digest.js';
 import { isUnionctlError, UnionctlError } from '../../errors.js';
 import type { MountSpec } from '../../graph/driver.js';
 import { type LayerStore, type StoreExtension, type StoreTx } from '../../graph/store.js';
 import { currentProcess, processAlive, removeDeadTempFiles, type ProcessIdentity } from '../../sys/index.js';
 import { diskDocuments, type DocumentReader } from '../../image/records.js';
+import { DiffIdRecorder } from './diff-ids.js';
 import { compileFilters, type SnapshotFields } from './filters.js';
 
 export type SnapshotKind = 'active' | 'view' | 'committed';
@@ -184,6 +183,9 @@ function dropSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
 }
 
 export class SnapshotService {
+  /** Hashes what Commit made, after the Commit has answered (diff-ids.ts says why). */
+  private readonly diffIds: DiffIdRecorder;
+
   constructor(readonly store: LayerStore) {
     const d = store.driver;
     if (d.mountSpec === undefined || d.sealWritable === undefined) {
@@ -191,6 +193,24 @@ export class SnapshotService {
         hint: 'serve a store of the overlay2 or vfs driver (--driver overlay2)',
       });
     }
+    this.diffIds = new DiffIdRecorder(store);
+    this.resumed = this.diffIds
+      .resume()
+      .catch((e: Error) => store.report('warn', `could not look for layers without a diff ID: ${e.message}`));
+  }
+
+  /** The layers a stopped server left without a diff ID, queued. */
+  private readonly resumed: Promise<void>;
+
+  /** Resolves once every committed layer has its diff ID recorded. */
+  async diffIdsRecorded(): Promise<void> {
+    await this.resumed;
+    await this.diffIds.settled();
+  }
+
+  /** Stops the background work (the diff ID being hashed is finished; the rest waits for the next start). */
+  async close(): Promise<void> {
+    await this.diffIds.stop();
   }
 
   // ---- Prepare, View ------------------------------------------------------------------------
@@ -382,6 +402,7 @@ export class SnapshotService {
       tx.deleteDocument(docPath(key));
       writeSnapshot(tx, { ...again, name, kind: 'committed', labels: { ...again.labels, ...labels }, updated: now });
     });
+    this.diffIds.add(active.layer!);
   }
 
   private activeForCommit(tx: StoreTx, name: string, key: string): SnapshotRecord {
@@ -393,19 +414,12 @@ export class SnapshotService {
     return rec;
   }
 
-  /** Diff ID (sha256 of the layer's exported tar), size, and the chain ID containerd named the layer by. */
-  private async layerFacts(
-    layer: string,
-    name: string,
-    labels: Record<string, string>,
-  ): Promise<{ diffId: string; chainId?: string; size: number }> {
-    // The driver's diff, not the store's: the store's hold on the layer is given back only after
-    // 'close', and the commit that follows refuses a layer still held. The snapshot keeps the layer.
+  /** Size and the chain ID containerd named the layer by (the diff ID comes after: DiffIdRecorder). */
+  private async layerFacts(layer: string, name: string, labels: Record<string, string>): Promise<{ chainId?: string; size: number }> {
     const parent = (await this.store.layer(layer)).parent;
-    const diffId = await sha256Of(await this.store.driver.diff(layer, parent));
     const size = await this.store.driver.diffSize(layer, parent);
     const chainId = CHAIN_ID_AT_END.exec(name)?.[1] ?? labels[SNAPSHOT_REF_LABEL];
-    return { diffId, size, ...(chainId === undefined ? {} : { chainId }) };
+    return { size, ...(chainId === undefined ? {} : { chainId }) };
   }
 
   // ---- Remove, Cleanup ------------------------------------------------------------------------
@@ -434,16 +448,4 @@ export class SnapshotService {
 
 function snapshotFields(s: SnapshotInfo): SnapshotFields {
   return { name: s.name, parent: s.parent, kind: s.kind, labels: s.labels };
-}
-
-/** sha256 of the stream through the project's diff-ID digest (on a worker thread when a core is free). */
-async function sha256Of(stream: Readable): Promise<string> {
-  const digest = new StreamDigest();
-  try {
-    for await (const chunk of stream) await digest.update(chunk as Buffer);
-    return `sha256:${await digest.finish()}`;
-  } catch (e) {
-    void digest.abort();
-    throw e;
-  }
 }
