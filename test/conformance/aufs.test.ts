@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { it } from 'node:test';
 import { aufsEntry } from '../../src/drivers/aufs/index.js';
+import { SCRATCH_PREFIX } from '../helpers/scratch.js';
 import { runDriverConformance } from './suite.js';
 
 // On kernels without aufs (all mainline kernels, this machine) the aufs layout is mounted with
@@ -18,11 +19,7 @@ function suiteFuseProcesses(): string[] {
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const zombie = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-      if (
-        !zombie &&
-        argv[0].endsWith('fuse-overlayfs') &&
-        argv.some((a) => a.startsWith('/tmp/unionctl-test-') && a.includes('/store/aufs/mnt/'))
-      )
+      if (!zombie && argv[0].endsWith('fuse-overlayfs') && argv.some((a) => a.startsWith(SCRATCH_PREFIX) && a.includes('/store/aufs/mnt/')))
         found.push(`${pid}: ${argv.join(' ')}`);
     } catch {
       /* exited meanwhile */

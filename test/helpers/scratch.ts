@@ -47,7 +47,9 @@ export interface CleanupRegistrar {
  * so that scripts/run-tests.mjs's leak check (scoped the same way) can tell this run's mounts from
  * those of another run on the same machine.
  */
-const PREFIX = process.env.UNIONCTL_TEST_SCOPE ? `/tmp/unionctl-test-${process.env.UNIONCTL_TEST_SCOPE}-` : '/tmp/unionctl-test-';
+export const SCRATCH_PREFIX = process.env.UNIONCTL_TEST_SCOPE
+  ? `/tmp/unionctl-test-${process.env.UNIONCTL_TEST_SCOPE}-`
+  : '/tmp/unionctl-test-';
 
 function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -81,7 +83,7 @@ function makeDisposer(undo: Array<() => void>, leakCheckDir: string | undefined,
 /** A fresh tmpfs at /tmp/unionctl-test-XXXXXX. */
 export function makeScratch(opts: ScratchOptions = {}): Scratch {
   if (scratchMissing !== undefined) throw new Error(`makeScratch: ${scratchMissing}; give the test { skip: scratchMissing }`);
-  const dir = mkdtempSync(PREFIX);
+  const dir = mkdtempSync(SCRATCH_PREFIX);
   const undo: Array<() => void> = [() => rmSync(dir, { recursive: true, force: true })];
   const dispose = makeDisposer(undo, dir, opts.failOnLeaks ?? true);
   try {
