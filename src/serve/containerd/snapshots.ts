@@ -187,9 +187,13 @@ export class SnapshotService {
   constructor(readonly store: LayerStore) {
     const d = store.driver;
     if (d.mountSpec === undefined || d.sealWritable === undefined) {
-      throw new UnionctlError('UNSUPPORTED', `the ${d.name} driver cannot serve containerd snapshots yet`, {
-        hint: 'serve a store of the overlay2 or vfs driver (--driver overlay2)',
-      });
+      throw new UnionctlError(
+        'UNSUPPORTED',
+        `the ${d.name} driver cannot serve containerd snapshots: it yields no mounts a runtime can make`,
+        {
+          hint: 'serve a store of a driver that does (overlay2, overlay, vfs, aufs: --driver overlay2)',
+        },
+      );
     }
   }
 
@@ -314,7 +318,7 @@ export class SnapshotService {
     const rec = await this.store.transaction(async (tx) => requireSnapshot(tx, key));
     if (rec.layer === undefined || !rec.ownsLayer || rec.kind === 'view') return { size: 0, inodes: 0 };
     const meta = await this.store.driver.metadata(rec.layer);
-    const dir = meta.UpperDir ?? meta.Dir;
+    const dir = meta.UpperDir ?? meta.Dir ?? meta.RootDir; // overlay (v1): a committed layer is its root/ farm
     if (dir === undefined)
       throw new UnionctlError('UNSUPPORTED', `the ${this.store.driver.name} driver does not say where layer ${rec.layer} is`);
     return diskUsage(dir);

@@ -1,0 +1,226 @@
+/**
+ * `unionctl serve` as containerd's snapshotter on the other drivers that yield mounts (overlay2 has
+ * its own file, containerd-snapshotter.test.ts): overlay (v1) with overlay mounts and committed
+ * layers turned into root/ farms, aufs with fuse-overlayfs mounts that containerd makes through
+ * mount.fuse3, and vfs with binds. Against Debian's containerd 1.6 started privately, for each
+ * driver: the import (a Prepare and a Commit per layer) gives store layers with the image's chain
+ * IDs in the driver's image-layer format; `ctr run` runs the image with its whiteouts and opaque dir
+ * honoured; a container's changes (a change, a deletion, a dir replaced) survive Commit and show in
+ * a View and in a child; removing the image lets the GC remove every snapshot and layer; no mount,
+ * FUSE process or work dir is left.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { containerdAvailable, startContainerd, type Containerd } from '../../bench/peers/containerd.js';
+import { startServe, type ServeProcess } from '../../bench/peers/unionctl-serve.js';
+import { chainIdOf } from '../../src/graph/store.js';
+import { fuseUnsupportedReason } from '../../src/drivers/aufs/fuse.js';
+import { llistxattr } from '../../src/sys/index.js';
+import { fuseProcessesNaming, mountLikeContainerd, unmountLikeContainerd } from '../helpers/runtime-mount.js';
+import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
+import { snapshotsClient, type SnapshotsClient, type WireMount } from '../helpers/snapshots-client.js';
+import { eventually } from '../helpers/wait.js';
+import { DIFF_IDS, ok, SAMPLE_DOCKER, unionctl } from './images-helpers.js';
+
+const IMAGE = 'docker.io/library/sample-app:1';
+const CHAIN_IDS = DIFF_IDS.reduce<string[]>((ids, d) => [...ids, chainIdOf(ids.at(-1), d)], []);
+const baseSkip = scratchMissing ?? (containerdAvailable() ? undefined : 'containerd, ctr or runc is not installed');
+
+interface ListedLayer {
+  id: string;
+  parent?: string;
+  chainId?: string;
+  writable: boolean;
+}
+
+interface DriverCase {
+  driver: 'overlay' | 'aufs' | 'vfs';
+  /** The fsType of the container's root in its /proc/mounts. */
+  rootFsType: RegExp;
+  skip?: string;
+  /** Checks a committed (image) layer is in the driver's image-layer format. */
+  imageLayerFormat(home: string, id: string): void;
+}
+
+const entries = (dir: string) => (existsSync(dir) ? readdirSync(dir).sort() : []);
+
+const CASES: DriverCase[] = [
+  {
+    driver: 'overlay',
+    rootFsType: /^overlay$/,
+    imageLayerFormat(home, id) {
+      assert.deepEqual(entries(join(home, id)), ['root'], `overlay layer ${id}: a root/ farm, no upper/work/lower-id`);
+    },
+  },
+  {
+    driver: 'aufs',
+    rootFsType: /^fuse\.fuse-overlayfs$/,
+    skip: fuseUnsupportedReason(),
+    imageLayerFormat(home, id) {
+      assert.ok(lstatSync(join(home, 'diff', id)).isDirectory());
+      const walk = (dir: string): void => {
+        for (const name of readdirSync(dir)) {
+          const p = join(dir, name);
+          const st = lstatSync(p);
+          assert.ok(!(st.isCharacterDevice() && st.rdev === 0), `${p}: an overlay whiteout left in the aufs branch`);
+          assert.deepEqual(
+            llistxattr(p).filter((x) => /overlay/.test(x)),
+            [],
+            `${p}: fuse-overlayfs xattrs left`,
+          );
+          if (st.isDirectory()) walk(p);
+        }
+      };
+      walk(join(home, 'diff', id));
+    },
+  },
+  {
+    driver: 'vfs',
+    rootFsType: /.*/,
+    imageLayerFormat(home, id) {
+      assert.ok(lstatSync(join(home, 'dir', id)).isDirectory());
+    },
+  },
+];
+
+for (const c of CASES) {
+  describe(`unionctl serve on the ${c.driver} driver: a containerd snapshotter`, { skip: baseSkip ?? c.skip }, () => {
+    let scratch: Scratch;
+    let root = '';
+    let home = '';
+    let socket = '';
+    let serve: ServeProcess | undefined;
+    let cd: Containerd | undefined;
+    let client: SnapshotsClient;
+    const g = () => ['--root', root, '--driver', c.driver];
+    const layers = () => JSON.parse(ok(unionctl([...g(), '--json', 'ls']))) as ListedLayer[];
+    const snapshotDocs = () => entries(join(root, 'snapshots'));
+    const snapshots = () =>
+      cd!
+        .ctr(['snapshots', '--snapshotter', 'unionctl', 'ls'])
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((line) => line.trim())
+        .filter(Boolean);
+    const noFuseLeft = () =>
+      eventually('no fuse-overlayfs process of this test is left', () => fuseProcessesNaming(scratch.dir).length === 0);
+
+    before(async () => {
+      scratch = makeScratch();
+      root = join(scratch.dir, 'root');
+      home = join(root, c.driver);
+      socket = join(scratch.dir, 'run', 'uc.sock');
+      serve = await startServe({ root, driver: c.driver, socket, logFile: join(scratch.dir, 'serve.log') });
+      cd = await startContainerd({ dir: scratch.dir, proxySnapshotters: { unionctl: socket } });
+      client = snapshotsClient(socket);
+    });
+
+    after(async () => {
+      client?.close();
+      await cd?.stop();
+      await serve?.stop();
+      unionctl([...g(), 'cleanup']);
+      for (const pid of fuseProcessesNaming(scratch.dir)) process.kill(pid, 'SIGKILL'); // only on failure: the test asserts none
+      scratch.dispose();
+    });
+
+    it('ctr images import commits every layer: store layers with the chain IDs, in the image-layer format', async () => {
+      cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
+      const made = layers();
+      assert.deepEqual(
+        made.map((l) => l.chainId),
+        CHAIN_IDS,
+      );
+      assert.ok(made.every((l) => !l.writable));
+      for (const l of made) c.imageLayerFormat(home, l.id);
+      assert.deepEqual(
+        snapshots().map((line) => line.split(/\s+/)[0]),
+        [...CHAIN_IDS].sort(),
+      );
+      await noFuseLeft();
+    });
+
+    it('ctr run starts the container on the store layers; whiteouts and the opaque dir hold inside', async () => {
+      assert.match(cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, 'c1', '/srv/app/bin/run-app']), /sample-app 2\.0\.0/);
+      const script = 'ls -A /var/cache/app; echo ---; ls -A /srv/app/plugins; echo ---; grep " / " /proc/mounts';
+      const [cache, plugins, rootMount] = cd!
+        .ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, 'c2', '/bin/sh', '-c', script])
+        .split('---\n');
+      assert.equal(cache, '', 'the opaque /var/cache/app shows none of the lower files');
+      assert.equal(plugins!.trim(), 'search.plug', 'the whited-out plugins are gone');
+      assert.match(rootMount!.split(' ')[2]!, c.rootFsType, rootMount);
+      await eventually('the GC removed the container snapshots', () => snapshots().length === 4);
+      await noFuseLeft();
+    });
+
+    it("a container's changes survive Commit: a View and a child show them, the view is read-only", async () => {
+      const top = (await client.list([`name~=${CHAIN_IDS[3]!.slice(7)}$`]))[0]!.name;
+      const target = join(scratch.dir, 'mnt');
+      mkdirSync(target, { recursive: true });
+      const mounted = async (mounts: WireMount[], fn: () => void) => {
+        assert.equal(mounts.length, 1, JSON.stringify(mounts));
+        mountLikeContainerd(mounts[0]!, target);
+        try {
+          fn();
+        } finally {
+          await unmountLikeContainerd(target);
+        }
+      };
+      const rw = (await client.call<{ mounts: WireMount[] }>('Prepare', { key: 'c/1', parent: top })).mounts;
+      await mounted(rw, () => {
+        writeFileSync(join(target, 'srv/app/etc/app.conf'), 'changed\n');
+        rmSync(join(target, 'srv/app/etc/logging.conf'));
+        rmSync(join(target, 'srv/app/extras'), { recursive: true });
+        mkdirSync(join(target, 'srv/app/extras'));
+        writeFileSync(join(target, 'srv/app/extras/only.txt'), 'only\n');
+        writeFileSync(join(target, 'new.txt'), 'new\n');
+      });
+      await client.call('Commit', { name: 'c/committed', key: 'c/1' });
+      const check = () => {
+        assert.equal(readFileSync(join(target, 'srv/app/etc/app.conf'), 'utf8'), 'changed\n');
+        assert.equal(existsSync(join(target, 'srv/app/etc/logging.conf')), false, 'the deletion holds');
+        assert.ok(existsSync(join(target, 'srv/app/etc/features.ini')), 'the rest of the dir is there');
+        assert.deepEqual(readdirSync(join(target, 'srv/app/extras')), ['only.txt'], 'the replaced dir shows only its new content');
+        assert.equal(readFileSync(join(target, 'new.txt'), 'utf8'), 'new\n');
+        assert.equal(readFileSync(join(target, 'srv/app/releases/v2/VERSION'), 'utf8').length > 0, true);
+      };
+      const view = (await client.call<{ mounts: WireMount[] }>('View', { key: 'c/v', parent: 'c/committed' })).mounts;
+      await mounted(view, () => {
+        check();
+        assert.throws(() => writeFileSync(join(target, 'x'), 'x'), /EROFS|EPERM|EACCES/);
+      });
+      const child = (await client.call<{ mounts: WireMount[] }>('Prepare', { key: 'c/2', parent: 'c/committed' })).mounts;
+      await mounted(child, check);
+      const committed = layers().find((l) => !CHAIN_IDS.includes(l.chainId ?? '') && !l.writable);
+      assert.ok(committed !== undefined, 'the committed layer is an image layer');
+      c.imageLayerFormat(home, committed.id);
+      for (const key of ['c/2', 'c/v', 'c/committed']) await client.call('Remove', { key });
+      assert.equal(layers().length, 4);
+    });
+
+    it('removing the image lets the GC remove its snapshots and layers; nothing is left', async () => {
+      cd!.ctr(['images', 'rm', '--sync', IMAGE]);
+      await eventually('no snapshots left', () => snapshots().length === 0);
+      await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
+      const leftovers = {
+        overlay: () => entries(home),
+        aufs: () => [...entries(join(home, 'diff')), ...entries(join(home, 'layers')), ...entries(join(home, 'mnt'))],
+        vfs: () => entries(join(home, 'dir')),
+      }[c.driver]();
+      assert.deepEqual(leftovers, [], `the ${c.driver} home holds no layer`);
+      const state = join(root, 'driver-state', c.driver);
+      for (const sub of ['rw', 'work', 'spec-work']) assert.deepEqual(entries(join(state, sub)), [], `driver-state/${sub} is empty`);
+      assert.equal(
+        readFileSync('/proc/self/mountinfo', 'utf8')
+          .split('\n')
+          .filter((l) => l.includes(root)).length,
+        0,
+        'nothing of the store is mounted',
+      );
+      await noFuseLeft();
+    });
+  });
+}
