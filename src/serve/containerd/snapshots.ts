@@ -378,6 +378,7 @@ export class SnapshotService {
     assertKey(name, 'name');
     assertKey(key);
     const active = await this.store.transaction(async (tx) => this.activeForCommit(tx, name, key));
+    await this.store.driver.releaseMountSpec?.(active.layer!); // devicemapper: the store commits an unused layer
     const fields = await this.layerFacts(active.layer!, name, labels);
     await this.store.transaction(async (tx) => {
       const again = this.activeForCommit(tx, name, key);
@@ -421,6 +422,7 @@ export class SnapshotService {
    */
   async remove(key: string): Promise<void> {
     assertKey(key);
+    await this.releaseForRemoval(key);
     await this.store.transaction(async (tx) => {
       const rec = requireSnapshot(tx, key);
       const child = allSnapshots(tx).find((s) => s.parent === key);
@@ -428,6 +430,23 @@ export class SnapshotService {
         throw new UnionctlError('HAS_CHILDREN', `snapshot ${key} has children (${child.name})`, { hint: 'remove them first' });
       dropSnapshot(tx, rec);
     });
+  }
+
+  /**
+   * What the driver's mountSpec holds for the snapshot's layer (devicemapper's mounted device) goes
+   * with the snapshot when no other view shows that layer: a view shares its parent's layer with
+   * the parent and the parent's other views. A snapshot with children is refused later anyway.
+   */
+  private async releaseForRemoval(key: string): Promise<void> {
+    const release = this.store.driver.releaseMountSpec;
+    if (release === undefined) return;
+    const rec = await this.store.transaction(async (tx) => {
+      const r = requireSnapshot(tx, key);
+      if (r.layer === undefined || allSnapshots(tx).some((s) => s.parent === key)) return undefined;
+      const shown = allSnapshots(tx).some((s) => s.name !== key && s.layer === r.layer && s.kind === 'view');
+      return shown ? undefined : r;
+    });
+    if (rec !== undefined) await release.call(this.store.driver, rec.layer!);
   }
 
   /** Rolls back the snapshots whose Prepare was killed half-way (and their layers); returns their names. */
