@@ -18,7 +18,7 @@ import type { MountSpec } from '../../src/graph/driver.js';
 import { openStore, type LayerStore } from '../../src/index.js';
 import { SnapshotService } from '../../src/serve/containerd/snapshots.js';
 import { DM_TEST_OPTIONS } from '../helpers/devicemapper.js';
-import { mountLikeContainerd, unmountLikeContainerd } from '../helpers/runtime-mount.js';
+import { withRuntimeMount } from '../helpers/runtime-mount.js';
 import { makeScratch } from '../helpers/scratch.js';
 
 const missing = devicemapperEntry.unsupportedReason('/');
@@ -36,15 +36,7 @@ describe(
       const open = () => openStore({ root, driver: 'devicemapper', storageOpt: DM_TEST_OPTIONS });
       let store: LayerStore = await open();
       const dm = () => store.driver as DevmapperDriver;
-      const mounted = async (mounts: MountSpec[], fn: () => void) => {
-        assert.equal(mounts.length, 1);
-        mountLikeContainerd(mounts[0]!, target);
-        try {
-          fn();
-        } finally {
-          await unmountLikeContainerd(target);
-        }
-      };
+      const mounted = (mounts: MountSpec[], fn: () => void) => withRuntimeMount(mounts, target, fn);
       try {
         let s = new SnapshotService(store);
         const prepared = await s.prepare('ns/1/a', '', {});

@@ -48,3 +48,14 @@ export async function unmountLikeContainerd(target: string): Promise<void> {
   umount2(target);
   await eventually(`no fuse-overlayfs process serves ${target} any more`, () => fuseProcessesNaming(target).length === 0);
 }
+
+/** Mounts the one mount given at `target` as containerd does, runs `fn`, unmounts (also when `fn` throws). */
+export async function withRuntimeMount(mounts: MountSpec[], target: string, fn: () => void): Promise<void> {
+  if (mounts.length !== 1) throw new Error(`expected one mount, got ${JSON.stringify(mounts)}`);
+  mountLikeContainerd(mounts[0]!, target);
+  try {
+    fn();
+  } finally {
+    await unmountLikeContainerd(target);
+  }
+}

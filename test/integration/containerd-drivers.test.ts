@@ -13,27 +13,16 @@ import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { containerdAvailable, startContainerd, type Containerd } from '../../bench/peers/containerd.js';
-import { startServe, type ServeProcess } from '../../bench/peers/unionctl-serve.js';
-import { chainIdOf } from '../../src/graph/store.js';
+import { containerdAvailable } from '../../bench/peers/containerd.js';
 import { fuseUnsupportedReason } from '../../src/drivers/aufs/fuse.js';
 import { llistxattr } from '../../src/sys/index.js';
-import { fuseProcessesNaming, mountLikeContainerd, unmountLikeContainerd } from '../helpers/runtime-mount.js';
-import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
-import { snapshotsClient, type SnapshotsClient, type WireMount } from '../helpers/snapshots-client.js';
+import { fuseProcessesNaming, withRuntimeMount } from '../helpers/runtime-mount.js';
+import { scratchMissing } from '../helpers/scratch.js';
+import { type WireMount } from '../helpers/snapshots-client.js';
 import { eventually } from '../helpers/wait.js';
-import { DIFF_IDS, ok, SAMPLE_DOCKER, unionctl } from './images-helpers.js';
+import { CHAIN_IDS, IMAGE, SnapshotterRig } from './containerd-rig.js';
 
-const IMAGE = 'docker.io/library/sample-app:1';
-const CHAIN_IDS = DIFF_IDS.reduce<string[]>((ids, d) => [...ids, chainIdOf(ids.at(-1), d)], []);
 const baseSkip = scratchMissing ?? (containerdAvailable() ? undefined : 'containerd, ctr or runc is not installed');
-
-interface ListedLayer {
-  id: string;
-  parent?: string;
-  chainId?: string;
-  writable: boolean;
-}
 
 interface DriverCase {
   driver: 'overlay' | 'aufs' | 'vfs';
@@ -87,89 +76,45 @@ const CASES: DriverCase[] = [
 
 for (const c of CASES) {
   describe(`unionctl serve on the ${c.driver} driver: a containerd snapshotter`, { skip: baseSkip ?? c.skip }, () => {
-    let scratch: Scratch;
+    let rig: SnapshotterRig;
     let root = '';
     let home = '';
-    let socket = '';
-    let serve: ServeProcess | undefined;
-    let cd: Containerd | undefined;
-    let client: SnapshotsClient;
-    const g = () => ['--root', root, '--driver', c.driver];
-    const layers = () => JSON.parse(ok(unionctl([...g(), '--json', 'ls']))) as ListedLayer[];
-    const snapshotDocs = () => entries(join(root, 'snapshots'));
-    const snapshots = () =>
-      cd!
-        .ctr(['snapshots', '--snapshotter', 'unionctl', 'ls'])
-        .trim()
-        .split('\n')
-        .slice(1)
-        .map((line) => line.trim())
-        .filter(Boolean);
+    const layers = () => rig.layers();
+    const snapshotDocs = () => rig.snapshotDocs();
+    const snapshots = () => rig.snapshots();
     const noFuseLeft = () =>
-      eventually('no fuse-overlayfs process of this test is left', () => fuseProcessesNaming(scratch.dir).length === 0);
+      eventually('no fuse-overlayfs process of this test is left', () => fuseProcessesNaming(rig.scratch.dir).length === 0);
 
     before(async () => {
-      scratch = makeScratch();
-      root = join(scratch.dir, 'root');
+      rig = await SnapshotterRig.start(c.driver);
+      root = rig.root;
       home = join(root, c.driver);
-      socket = join(scratch.dir, 'run', 'uc.sock');
-      serve = await startServe({ root, driver: c.driver, socket, logFile: join(scratch.dir, 'serve.log') });
-      cd = await startContainerd({ dir: scratch.dir, proxySnapshotters: { unionctl: socket } });
-      client = snapshotsClient(socket);
     });
 
     after(async () => {
-      client?.close();
-      await cd?.stop();
-      await serve?.stop();
-      unionctl([...g(), 'cleanup']);
-      for (const pid of fuseProcessesNaming(scratch.dir)) process.kill(pid, 'SIGKILL'); // only on failure: the test asserts none
-      scratch.dispose();
+      // A FUSE process is killed only after a failure: the tests assert there is none.
+      await rig?.stop(() => fuseProcessesNaming(rig.scratch.dir).forEach((pid) => process.kill(pid, 'SIGKILL')));
     });
 
     it('ctr images import commits every layer: store layers with the chain IDs, in the image-layer format', async () => {
-      cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
-      const made = layers();
-      assert.deepEqual(
-        made.map((l) => l.chainId),
-        CHAIN_IDS,
-      );
-      assert.ok(made.every((l) => !l.writable));
+      const made = rig.importSample();
       for (const l of made) c.imageLayerFormat(home, l.id);
-      assert.deepEqual(
-        snapshots().map((line) => line.split(/\s+/)[0]),
-        [...CHAIN_IDS].sort(),
-      );
       await noFuseLeft();
     });
 
     it('ctr run starts the container on the store layers; whiteouts and the opaque dir hold inside', async () => {
-      assert.match(cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, 'c1', '/srv/app/bin/run-app']), /sample-app 2\.0\.0/);
-      const script = 'ls -A /var/cache/app; echo ---; ls -A /srv/app/plugins; echo ---; grep " / " /proc/mounts';
-      const [cache, plugins, rootMount] = cd!
-        .ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, 'c2', '/bin/sh', '-c', script])
-        .split('---\n');
-      assert.equal(cache, '', 'the opaque /var/cache/app shows none of the lower files');
-      assert.equal(plugins!.trim(), 'search.plug', 'the whited-out plugins are gone');
-      assert.match(rootMount!.split(' ')[2]!, c.rootFsType, rootMount);
+      const rootMount = rig.runSample();
+      assert.match(rootMount.split(' ')[2]!, c.rootFsType, rootMount);
       await eventually('the GC removed the container snapshots', () => snapshots().length === 4);
       await noFuseLeft();
     });
 
     it("a container's changes survive Commit: a View and a child show them, the view is read-only", async () => {
-      const top = (await client.list([`name~=${CHAIN_IDS[3]!.slice(7)}$`]))[0]!.name;
-      const target = join(scratch.dir, 'mnt');
+      const top = (await rig.client.list([`name~=${CHAIN_IDS[3]!.slice(7)}$`]))[0]!.name;
+      const target = join(rig.scratch.dir, 'mnt');
       mkdirSync(target, { recursive: true });
-      const mounted = async (mounts: WireMount[], fn: () => void) => {
-        assert.equal(mounts.length, 1, JSON.stringify(mounts));
-        mountLikeContainerd(mounts[0]!, target);
-        try {
-          fn();
-        } finally {
-          await unmountLikeContainerd(target);
-        }
-      };
-      const rw = (await client.call<{ mounts: WireMount[] }>('Prepare', { key: 'c/1', parent: top })).mounts;
+      const mounted = (mounts: WireMount[], fn: () => void) => withRuntimeMount(mounts, target, fn);
+      const rw = (await rig.client.call<{ mounts: WireMount[] }>('Prepare', { key: 'c/1', parent: top })).mounts;
       await mounted(rw, () => {
         writeFileSync(join(target, 'srv/app/etc/app.conf'), 'changed\n');
         rmSync(join(target, 'srv/app/etc/logging.conf'));
@@ -178,7 +123,7 @@ for (const c of CASES) {
         writeFileSync(join(target, 'srv/app/extras/only.txt'), 'only\n');
         writeFileSync(join(target, 'new.txt'), 'new\n');
       });
-      await client.call('Commit', { name: 'c/committed', key: 'c/1' });
+      await rig.client.call('Commit', { name: 'c/committed', key: 'c/1' });
       const check = () => {
         assert.equal(readFileSync(join(target, 'srv/app/etc/app.conf'), 'utf8'), 'changed\n');
         assert.equal(existsSync(join(target, 'srv/app/etc/logging.conf')), false, 'the deletion holds');
@@ -187,22 +132,22 @@ for (const c of CASES) {
         assert.equal(readFileSync(join(target, 'new.txt'), 'utf8'), 'new\n');
         assert.equal(readFileSync(join(target, 'srv/app/releases/v2/VERSION'), 'utf8').length > 0, true);
       };
-      const view = (await client.call<{ mounts: WireMount[] }>('View', { key: 'c/v', parent: 'c/committed' })).mounts;
+      const view = (await rig.client.call<{ mounts: WireMount[] }>('View', { key: 'c/v', parent: 'c/committed' })).mounts;
       await mounted(view, () => {
         check();
         assert.throws(() => writeFileSync(join(target, 'x'), 'x'), /EROFS|EPERM|EACCES/);
       });
-      const child = (await client.call<{ mounts: WireMount[] }>('Prepare', { key: 'c/2', parent: 'c/committed' })).mounts;
+      const child = (await rig.client.call<{ mounts: WireMount[] }>('Prepare', { key: 'c/2', parent: 'c/committed' })).mounts;
       await mounted(child, check);
       const committed = layers().find((l) => !CHAIN_IDS.includes(l.chainId ?? '') && !l.writable);
       assert.ok(committed !== undefined, 'the committed layer is an image layer');
       c.imageLayerFormat(home, committed.id);
-      for (const key of ['c/2', 'c/v', 'c/committed']) await client.call('Remove', { key });
+      for (const key of ['c/2', 'c/v', 'c/committed']) await rig.client.call('Remove', { key });
       assert.equal(layers().length, 4);
     });
 
     it('removing the image lets the GC remove its snapshots and layers; nothing is left', async () => {
-      cd!.ctr(['images', 'rm', '--sync', IMAGE]);
+      rig.cd!.ctr(['images', 'rm', '--sync', IMAGE]);
       await eventually('no snapshots left', () => snapshots().length === 0);
       await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
       const leftovers = {

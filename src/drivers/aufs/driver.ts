@@ -131,7 +131,6 @@ export class AufsDriver extends GraphDriver {
     this.specWorkRoot = join(init.stateDir, 'spec-work');
     ensureStoreDir(this.writableMarks, 0o700, 'aufs driver state directory');
     ensureStoreDir(this.workRoot, 0o700, 'aufs driver state directory');
-    ensureStoreDir(this.specWorkRoot, 0o700, 'aufs driver state directory');
     this.dirperm1 = mechanism === 'kernel' && probeDirperm1(mount, (t) => umount2(t));
     // maxDepth counts ancestors. Kernel: 127 branches = the layer's own + 126. FUSE: a read-only
     // image mount lists the layer itself among the lowers, so one branch less than the FUSE limit.
@@ -548,6 +547,7 @@ export class AufsDriver extends GraphDriver {
     }
     const lowers = parents.map((p) => this.layout.diffDir(p));
     if (opts.readonly) return [fuseHelperMountSpec({ lowers: [own, ...lowers] }, pageSize())];
+    ensureStoreDir(this.specWorkRoot, 0o700, 'aufs driver state directory'); // made by the first mountSpec, not at every open
     const work = join(this.specWorkRoot, id);
     mkdirSync(work, { recursive: true, mode: 0o700 });
     assertDirsInside(this.specWorkRoot, [id], 'no-symlinks', 'fuse-overlayfs work dir');
