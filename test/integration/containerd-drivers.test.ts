@@ -7,7 +7,8 @@
  * IDs in the driver's image-layer format; `ctr run` runs the image with its whiteouts and opaque dir
  * honoured; a container's changes (a change, a deletion, a dir replaced) survive Commit and show in
  * a View and in a child; removing the image lets the GC remove every snapshot and layer; no mount,
- * FUSE process or work dir is left.
+ * FUSE process or work dir is left; a server killed mid-Commit (overlay: at and right after the
+ * root/ farm's rename) leaks nothing once restarted and the import is redone.
  */
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,10 +18,11 @@ import { containerdAvailable } from '../../bench/peers/containerd.js';
 import { fuseUnsupportedReason } from '../../src/drivers/aufs/fuse.js';
 import { llistxattr } from '../../src/sys/index.js';
 import { fuseProcessesNaming, withRuntimeMount } from '../helpers/runtime-mount.js';
+import { toolsMissing } from '../helpers/requires.js';
 import { scratchMissing } from '../helpers/scratch.js';
 import { type WireMount } from '../helpers/snapshots-client.js';
 import { eventually } from '../helpers/wait.js';
-import { CHAIN_IDS, IMAGE, SnapshotterRig } from './containerd-rig.js';
+import { CHAIN_IDS, IMAGE, SnapshotterRig, type ListedLayer } from './containerd-rig.js';
 
 const baseSkip = scratchMissing ?? (containerdAvailable() ? undefined : 'containerd, ctr or runc is not installed');
 
@@ -29,6 +31,15 @@ interface DriverCase {
   /** The fsType of the container's root in its /proc/mounts. */
   rootFsType: RegExp;
   skip?: string;
+  /**
+   * Renames (of the server, in an import on an empty store) to kill the server at: overlay's 19th
+   * is the first root/ farm's rename at a Commit (killed at it: the farm is left in the layer dir),
+   * the 20th the journal of that Commit's transaction right after it (root/ made, the record still
+   * writable).
+   */
+  killAt: number[];
+  /** Checks that the kill at rename `when` hit what it is meant to (the store as the killed server left it). */
+  killedState?(home: string, when: number, layers: ListedLayer[]): void;
   /** Checks a committed (image) layer is in the driver's image-layer format. */
   imageLayerFormat(home: string, id: string): void;
 }
@@ -39,6 +50,21 @@ const CASES: DriverCase[] = [
   {
     driver: 'overlay',
     rootFsType: /^overlay$/,
+    killAt: [19, 20],
+    killedState(home, when, layers) {
+      const partial = layers.filter((l) => l.writable && existsSync(join(home, l.id, 'upper')) === (when === 19));
+      const dirs = partial.map((l) => entries(join(home, l.id)));
+      if (when === 19)
+        assert.ok(
+          dirs.some((d) => d.some((n) => n.startsWith('tmproot'))),
+          `a farm left beside the upper: ${JSON.stringify(dirs)}`,
+        );
+      else
+        assert.ok(
+          dirs.some((d) => d.includes('root')),
+          `a writable layer already a root/ farm: ${JSON.stringify(dirs)}`,
+        );
+    },
     imageLayerFormat(home, id) {
       assert.deepEqual(entries(join(home, id)), ['root'], `overlay layer ${id}: a root/ farm, no upper/work/lower-id`);
     },
@@ -46,6 +72,7 @@ const CASES: DriverCase[] = [
   {
     driver: 'aufs',
     rootFsType: /^fuse\.fuse-overlayfs$/,
+    killAt: [20],
     skip: fuseUnsupportedReason(),
     imageLayerFormat(home, id) {
       assert.ok(lstatSync(join(home, 'diff', id)).isDirectory());
@@ -68,6 +95,7 @@ const CASES: DriverCase[] = [
   {
     driver: 'vfs',
     rootFsType: /.*/,
+    killAt: [],
     imageLayerFormat(home, id) {
       assert.ok(lstatSync(join(home, 'dir', id)).isDirectory());
     },
@@ -84,6 +112,26 @@ for (const c of CASES) {
     const snapshots = () => rig.snapshots();
     const noFuseLeft = () =>
       eventually('no fuse-overlayfs process of this test is left', () => fuseProcessesNaming(rig.scratch.dir).length === 0);
+
+    /** No layer, writable mark or workdir in the driver's dirs, nothing mounted, no FUSE process. */
+    const nothingLeft = async () => {
+      const leftovers = {
+        overlay: () => entries(home),
+        aufs: () => [...entries(join(home, 'diff')), ...entries(join(home, 'layers')), ...entries(join(home, 'mnt'))],
+        vfs: () => entries(join(home, 'dir')),
+      }[c.driver]();
+      assert.deepEqual(leftovers, [], `the ${c.driver} home holds no layer`);
+      const state = join(root, 'driver-state', c.driver);
+      for (const sub of ['rw', 'work', 'spec-work']) assert.deepEqual(entries(join(state, sub)), [], `driver-state/${sub} is empty`);
+      assert.equal(
+        readFileSync('/proc/self/mountinfo', 'utf8')
+          .split('\n')
+          .filter((l) => l.includes(root)).length,
+        0,
+        'nothing of the store is mounted',
+      );
+      await noFuseLeft();
+    };
 
     before(async () => {
       rig = await SnapshotterRig.start(c.driver);
@@ -150,22 +198,18 @@ for (const c of CASES) {
       rig.cd!.ctr(['images', 'rm', '--sync', IMAGE]);
       await eventually('no snapshots left', () => snapshots().length === 0);
       await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
-      const leftovers = {
-        overlay: () => entries(home),
-        aufs: () => [...entries(join(home, 'diff')), ...entries(join(home, 'layers')), ...entries(join(home, 'mnt'))],
-        vfs: () => entries(join(home, 'dir')),
-      }[c.driver]();
-      assert.deepEqual(leftovers, [], `the ${c.driver} home holds no layer`);
-      const state = join(root, 'driver-state', c.driver);
-      for (const sub of ['rw', 'work', 'spec-work']) assert.deepEqual(entries(join(state, sub)), [], `driver-state/${sub} is empty`);
-      assert.equal(
-        readFileSync('/proc/self/mountinfo', 'utf8')
-          .split('\n')
-          .filter((l) => l.includes(root)).length,
-        0,
-        'nothing of the store is mounted',
-      );
-      await noFuseLeft();
+      await nothingLeft();
     });
+
+    for (const when of c.killAt) {
+      it(
+        `a server killed at its rename no. ${when} (mid-Commit) leaks nothing: restarted, the import is redone`,
+        { skip: toolsMissing(['strace']) },
+        async () => {
+          await rig.killedImportRedone(when, () => c.killedState?.(home, when, layers()));
+          await nothingLeft();
+        },
+      );
+    }
   });
 }

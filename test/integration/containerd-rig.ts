@@ -6,12 +6,13 @@
  * layers (`unionctl ls`), the snapshot records, and ctr's snapshot list.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startContainerd, type Containerd } from '../../bench/peers/containerd.js';
 import { startServe, type ServeProcess } from '../../bench/peers/unionctl-serve.js';
 import { chainIdOf } from '../../src/graph/store.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
+import { eventually } from '../helpers/wait.js';
 import { snapshotsClient, type SnapshotsClient } from '../helpers/snapshots-client.js';
 import { DIFF_IDS, ok, SAMPLE_DOCKER, unionctl } from './images-helpers.js';
 
@@ -126,6 +127,62 @@ export class SnapshotterRig {
     assert.equal(cache, '', 'the opaque /var/cache/app shows none of the lower files');
     assert.equal(plugins!.trim(), 'search.plug', 'the whited-out plugins are gone');
     return rootMount!;
+  }
+
+  /**
+   * The server is restarted under strace, killed at its rename no. `when` during a `ctr images
+   * import`, restarted again (`afterKill` looks at the store in between); the import is retried until it gets through, the image runs, and
+   * after `ctr images rm` the GC and Cleanup leave no snapshot, snapshot record or layer.
+   */
+  async killedImportRedone(when: number, afterKill?: () => void): Promise<void> {
+    await this.serve!.stop('SIGTERM');
+    await this.startServer([
+      'strace',
+      '-f',
+      '-qq',
+      '-o',
+      '/dev/null',
+      '-e',
+      'trace=rename',
+      '-e',
+      `inject=rename:signal=KILL:when=${when}`,
+    ]);
+    assert.throws(() => this.cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]));
+    await this.serve!.exited;
+    afterKill?.(); // what the kill left, before the restart's recovery
+    await this.startServer();
+    // containerd's connection backs off after the server died (calls fail fast meanwhile): wait for it to come back.
+    // The user (or kubelet) retries the import until it gets through.
+    await eventually('the import gets through to the restarted server', () => {
+      try {
+        this.cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
+        return true;
+      } catch (e) {
+        if (/unavailable/.test((e as Error).message)) return false;
+        throw e;
+      }
+    });
+    assert.match(this.cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, `k${when}`]), /sample-app 2\.0\.0/);
+    this.cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
+    const diagnose = () =>
+      [
+        `snapshots: ${this.snapshots().join('; ')}`,
+        `leases: ${this.cd!.ctr(['leases', 'ls'])}`,
+        `images: ${this.cd!.ctr(['images', 'ls', '-q'])}`,
+        `server log (${this.serve!.log().length} bytes):\n${this.serve!.log()
+          .split('\n')
+          .filter((l) => !/ ok \d+ ms$/.test(l))
+          .slice(-30)
+          .join('\n')}`,
+        `containerd log:\n${readFileSync(this.cd!.logFile, 'utf8')
+          .split('\n')
+          .filter((l) => /level=(error|warning)|garbage|gc/.test(l))
+          .slice(-15)
+          .join('\n')}`,
+      ].join('\n');
+    await eventually('no snapshots left', () => this.snapshots().length === 0, { diagnose });
+    // Whatever the killed request had made is gone once containerd's GC and Cleanup have run.
+    await eventually('no layers and no snapshot records left', () => this.layers().length === 0 && this.snapshotDocs().length === 0);
   }
 
   /** Everything stops; the store's mounts go (unionctl cleanup); `beforeDispose` runs last before the scratch goes. */

@@ -209,44 +209,7 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
 
   for (const when of [4, 9, 15]) {
     it(`a server killed at its rename no. ${when} (mid-Prepare or mid-Commit) leaks nothing: restarted, the import is redone`, async () => {
-      await rig.serve!.stop('SIGTERM');
-      await startServer(['strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=rename', '-e', `inject=rename:signal=KILL:when=${when}`]);
-      assert.throws(() => rig.cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]));
-      await rig.serve!.exited;
-      await startServer();
-      // containerd's connection backs off after the server died (calls fail fast meanwhile): wait for it to come back.
-      // The user (or kubelet) retries the import until it gets through.
-      await eventually('the import gets through to the restarted server', () => {
-        try {
-          rig.cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
-          return true;
-        } catch (e) {
-          if (/unavailable/.test((e as Error).message)) return false;
-          throw e;
-        }
-      });
-      assert.match(rig.cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, `k${when}`]), /sample-app 2\.0\.0/);
-      rig.cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
-      const diagnose = () =>
-        [
-          `snapshots: ${snapshots().join('; ')}`,
-          `leases: ${rig.cd!.ctr(['leases', 'ls'])}`,
-          `images: ${rig.cd!.ctr(['images', 'ls', '-q'])}`,
-          `server log (${rig.serve!.log().length} bytes):\n${rig
-            .serve!.log()
-            .split('\n')
-            .filter((l) => !/ ok \d+ ms$/.test(l))
-            .slice(-30)
-            .join('\n')}`,
-          `containerd log:\n${readFileSync(rig.cd!.logFile, 'utf8')
-            .split('\n')
-            .filter((l) => /level=(error|warning)|garbage|gc/.test(l))
-            .slice(-15)
-            .join('\n')}`,
-        ].join('\n');
-      await eventually('no snapshots left', () => snapshots().length === 0, { diagnose });
-      // Whatever the killed request had made is gone once containerd's GC and Cleanup have run.
-      await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
+      await rig.killedImportRedone(when);
       assert.deepEqual(
         readdirSync(join(root, 'overlay2')).filter((n) => n !== 'l'),
         [],
