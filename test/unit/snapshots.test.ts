@@ -1,6 +1,6 @@
 /**
  * The containerd snapshot model (src/serve/containerd/) without containerd: its filter syntax,
- * and SnapshotService on a real vfs store (binds as mounts, Commit sealing the layer, the rules on
+ * the refusal of a driver that cannot serve containerd, and SnapshotService on a real vfs store (binds as mounts, Commit sealing the layer, the rules on
  * parents and children, adoption of a loaded layer, a removal that keeps an image's layer, the
  * rollback of a Prepare whose process died). containerd itself is in
  * test/integration/containerd-snapshotter.test.ts.
@@ -51,6 +51,21 @@ describe("containerd's filter syntax", () => {
         () => parseFilter(bad),
         (e: unknown) => code('USAGE')(e) && /bad filter/.test((e as Error).message),
         bad,
+      );
+    }
+  });
+});
+
+describe('SnapshotService and the drivers', () => {
+  it('refuses a driver that yields no mounts or cannot seal a writable layer, naming it', () => {
+    for (const driver of [
+      { name: 'nomounts', sealWritable: async () => {} },
+      { name: 'noseal', mountSpec: async () => [] },
+    ]) {
+      const store = { driver } as unknown as ConstructorParameters<typeof SnapshotService>[0];
+      assert.throws(
+        () => new SnapshotService(store),
+        (e: unknown) => code('UNSUPPORTED')(e) && (e as Error).message.includes(driver.name),
       );
     }
   });
