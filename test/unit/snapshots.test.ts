@@ -1,8 +1,9 @@
 /**
  * The containerd snapshot model (src/serve/containerd/) without containerd: its filter syntax,
- * the refusal of a driver that cannot serve containerd, and SnapshotService on a real vfs store (binds as mounts, Commit sealing the layer, the rules on
- * parents and children, adoption of a loaded layer, a removal that keeps an image's layer, the
- * rollback of a Prepare whose process died). containerd itself is in
+ * the refusal of a driver that cannot serve containerd, and SnapshotService on a real vfs store
+ * (binds as mounts, Commit sealing the layer, the rules on parents and children, adoption of a
+ * loaded layer, a removal that keeps an image's layer, the rollback of a Prepare whose process
+ * died). containerd itself is in
  * test/integration/containerd-snapshotter.test.ts.
  */
 import assert from 'node:assert/strict';
