@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -270,6 +270,21 @@ describe('overlay (v1) specifics', () => {
     await driver.sealWritable(late);
     assert.deepEqual(readdirSync(join(home, late)), ['root']);
     assert.equal(text(join(home, late, 'root/etc/conf')), 'v2', 'the root/ made before the kill is what stays');
+  });
+
+  it('mountSpec and sealWritable refuse an upper/ that is a symlink (CORRUPT), touching nothing it points to', async () => {
+    const base = await fx.layer(undefined, baseEntries());
+    const rw = fx.id('rw');
+    await driver.createReadWrite(rw, base);
+    const victim = join(fx.workDir(), 'victim');
+    mkdirSync(join(victim, 'etc'), { recursive: true });
+    writeFileSync(join(victim, 'etc/conf'), 'outside');
+    rmSync(join(home, rw, 'upper'), { recursive: true });
+    symlinkSync(victim, join(home, rw, 'upper'));
+    await assert.rejects(driver.mountSpec(rw, { readonly: false }), { code: 'CORRUPT' });
+    await assert.rejects(driver.sealWritable(rw), { code: 'CORRUPT' });
+    assert.equal(text(join(victim, 'etc/conf')), 'outside');
+    assert.deepEqual(readdirSync(join(home, rw)).sort(), ['lower-id', 'upper', 'work'], 'no root/ made from it');
   });
 
   it("reports Docker's status pairs first, then the farms' inode use", async () => {
