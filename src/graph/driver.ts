@@ -176,16 +176,29 @@ export interface Driver {
   /**
    * The mounts that give the layer's view to a runtime that mounts it itself (containerd and its
    * shims): for a writable layer a writable view (its own dir as the upper), with `readonly` the
-   * layer's content, its ancestors' under it, read-only. Nothing is mounted or counted here: the
-   * runtime's mounts are its own. Optional: a driver whose views only it can mount (FUSE, device
-   * mapper) has none. NOT_FOUND for no storage.
+   * layer's content, its ancestors' under it, read-only. Host paths; the runtime's mounts are its
+   * own. Per driver: overlay2 and overlay overlay mounts (or a bind of a single dir), vfs a bind,
+   * aufs fuse-overlayfs through the mount helper (`fuse3.fuse-overlayfs`, containerd runs
+   * mount.fuse3). Nothing is mounted or counted here, except by a driver whose layer's files no
+   * mount of its own can show: devicemapper's are below rootfs/ of the device's filesystem, so it
+   * mounts the device itself (one persistent reference per layer, which releaseMountSpec gives
+   * back) and returns a bind of that rootfs/. Optional: a driver without it cannot serve
+   * containerd. NOT_FOUND for no storage.
    */
   mountSpec?(id: string, opts: { readonly: boolean }): Promise<MountSpec[]>;
   /**
-   * Makes writable layer `id` an image layer (containerd's Commit): what marks it writable goes,
-   * its files stay where they are and children may be built on it. Idempotent. Optional: a driver
-   * that stores writable layers in another format than image layers (overlay's upper/ against
-   * root/) has none. NOT_FOUND for no storage.
+   * Gives back what mountSpec holds for the layer (devicemapper: unmounts and deactivates its
+   * device); the runtime's mounts of the view must be gone. Idempotent. Only a driver whose
+   * mountSpec mounts has it; the snapshot service calls it before a Commit and when the last
+   * snapshot showing the layer is removed.
+   */
+  releaseMountSpec?(id: string): Promise<void>;
+  /**
+   * Makes writable layer `id` an image layer (containerd's Commit): what marks it writable goes
+   * and children may be built on it. Where writable layers have the image layers' format (overlay2,
+   * vfs, aufs, devicemapper) the files stay where they are; overlay (v1) turns upper/ over its
+   * lower into a root/ farm. Idempotent, also after a call killed half-way. Optional: a driver
+   * without it cannot serve containerd. NOT_FOUND for no storage.
    */
   sealWritable?(id: string): Promise<void>;
   /**

@@ -628,7 +628,7 @@ export class StoreTx {
     const driver = this.store.driver;
     if (driver.sealWritable === undefined) {
       throw new UnionctlError('UNSUPPORTED', `the ${driver.name} driver cannot turn a writable layer into an image layer`, {
-        hint: 'its writable layers are stored in another format; use overlay2 or vfs',
+        hint: 'serve a store of a driver that can (overlay2, overlay, vfs, aufs, devicemapper)',
       });
     }
     this.assertNoChildren(id);

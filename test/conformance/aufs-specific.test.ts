@@ -3,7 +3,8 @@
  * FUSE mount checked in the real diff/ dir (aufs `.wh.` format, no fuse-overlayfs bookkeeping left)
  * and exported as `.wh.` entries, branches as the FUSE process and mountinfo show them, no FUSE
  * process outliving its mount, stale `-removing` dirs, status pairs, the fuse-overlayfs depth
- * limit measured on the real binary, and the CLI.
+ * limit measured on the real binary, and the CLI; for containerd, the fuse-overlayfs mounts a
+ * runtime makes through mount.fuse3 (mountSpec) and sealWritable normalising what they wrote.
  *
  * The kernel-aufs mount planning and sysfs parsing run on a faked kernel in
  * test/unit/aufs-kernel.test.ts (this kernel has no aufs).
@@ -18,6 +19,7 @@ import type { AufsDriver } from '../../src/drivers/aufs/index.js';
 import { findFuseProcess, fuseMaxBranches, mountFuse, openFileLimit, unmountFuse } from '../../src/drivers/aufs/fuse.js';
 import { openStore } from '../../src/index.js';
 import { mountAt, mountsBelow } from '../helpers/mounts.js';
+import { mountLikeContainerd, unmountLikeContainerd } from '../helpers/runtime-mount.js';
 import { makeScratch } from '../helpers/scratch.js';
 import { DriverFixture } from './fixture.js';
 import { collect, exists, tarNames, text, xattrOf } from './inspect.js';
@@ -185,6 +187,60 @@ describe('aufs specifics', () => {
     } finally {
       await driver.put(b);
     }
+  });
+
+  it('mountSpec: a bind for a layer without parents, fuse-overlayfs through mount.fuse3 otherwise; sealWritable normalises what it wrote', async () => {
+    const base = await fx.layer(undefined, [dir('etc/'), file('etc/conf', 'v1'), file('etc/gone', 'g'), dir('opt/'), file('opt/old', 'o')]);
+    const diff = (id: string) => join(home, 'diff', id);
+    assert.deepEqual(await driver.mountSpec(base, { readonly: true }), [{ type: 'bind', source: diff(base), options: ['ro', 'rbind'] }]);
+    const rw = fx.id('rw');
+    await driver.createReadWrite(rw, base);
+    const specWork = join(fx.root, 'driver-state', 'aufs', 'spec-work', rw);
+    assert.deepEqual(await driver.mountSpec(rw, { readonly: false }), [
+      {
+        type: 'fuse3.fuse-overlayfs',
+        source: 'overlay',
+        options: [`lowerdir=${diff(base)}`, `upperdir=${diff(rw)}`, `workdir=${specWork}`],
+      },
+    ]);
+    assert.ok(lstatSync(specWork).isDirectory(), 'the workdir is made for the runtime');
+    assert.deepEqual(await driver.mountSpec(rw, { readonly: true }), [
+      { type: 'fuse3.fuse-overlayfs', source: 'overlay', options: [`lowerdir=${diff(rw)}:${diff(base)}`] },
+    ]);
+    assert.deepEqual(mountsBelow(home), [], 'mountSpec mounts nothing');
+    const target = join(fx.workDir(), 'mnt-aufs-spec');
+    mkdirSync(target, { recursive: true });
+    // What containerd does: mount.fuse3 without FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT in the environment.
+    mountLikeContainerd((await driver.mountSpec(rw, { readonly: false }))[0]!, target);
+    try {
+      assert.equal(mountAt(target)?.fsType, 'fuse.fuse-overlayfs');
+      writeFileSync(join(target, 'etc/conf'), 'v2');
+      rmSync(join(target, 'etc/gone'));
+      rmSync(join(target, 'opt'), { recursive: true });
+      mkdirSync(join(target, 'opt'));
+      writeFileSync(join(target, 'opt/new'), 'n');
+    } finally {
+      await unmountLikeContainerd(target);
+    }
+    assert.ok(lstatSync(join(diff(rw), 'etc/gone')).isCharacterDevice(), 'fuse-overlayfs wrote an overlay whiteout');
+    await driver.sealWritable(rw);
+    assert.ok(lstatSync(join(diff(rw), 'etc/.wh.gone')).isFile(), 'an aufs whiteout now');
+    assert.equal(exists(join(diff(rw), 'etc/gone')), false);
+    assert.ok(exists(join(diff(rw), 'opt/.wh..wh..opq')), 'the replaced dir is opaque the aufs way');
+    assert.deepEqual(
+      xattrNamesBelow(diff(rw)).filter((x) => /overlay/.test(x)),
+      [],
+    );
+    assert.equal(exists(specWork), false, 'the runtime workdir goes with the writable mark');
+    assert.equal((await driver.branches(rw))[0]!.mode, 'ro+wh', 'no longer writable');
+    await fx.view(rw, (p) => {
+      assert.equal(text(join(p, 'etc/conf')), 'v2');
+      assert.equal(exists(join(p, 'etc/gone')), false);
+      assert.deepEqual(readdirSync(join(p, 'opt')), ['new']);
+    });
+    await driver.sealWritable(rw); // idempotent
+    assert.deepEqual(fuseProcessesMentioning(fx.root), []);
+    await assert.rejects(driver.mountSpec(fx.id('none'), { readonly: true }), { code: 'NOT_FOUND' });
   });
 
   it('leaves no fuse-overlayfs process behind after put and after cleanup', async () => {

@@ -3,16 +3,19 @@
  * upper/, work/, lower-id for the others), the hardlink farm applyDiff builds — sharing the
  * parent's inodes and never writing into them —, a failed apply leaving the layer as it was, a
  * layer on a writable layer copying its upper (whiteout devices and opaque xattrs included), copy-up
- * through a writable mount, metadata and status pairs, branches, and the CLI.
+ * through a writable mount, metadata and status pairs, branches, and the CLI; for containerd, the
+ * mounts a runtime makes (mountSpec) and sealWritable turning a writable layer into a root/ farm
+ * (whiteouts, opaque dirs, the parent's inodes kept) also after a seal killed half-way.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { OverlayDriver } from '../../src/drivers/overlay/index.js';
 import { mountAt, mountsBelow } from '../helpers/mounts.js';
+import { mountLikeContainerd, unmountLikeContainerd } from '../helpers/runtime-mount.js';
 import { DriverFixture } from './fixture.js';
 import { collect, exists, isOverlayWhiteout, tarNames, text, xattrOf } from './inspect.js';
 import { dir, file, hardlink, tarOf, tarStream } from './tars.js';
@@ -151,6 +154,137 @@ describe('overlay (v1) specifics', () => {
       assert.equal(exists(join(p, 'etc/gone')), false);
       assert.deepEqual(readdirSync(join(p, 'opt')), ['new']);
     });
+  });
+
+  /** A writable layer on `base` changed through the mount a runtime makes from its mountSpec. */
+  async function changedWritable(base: string): Promise<string> {
+    const rw = fx.id('rw');
+    await driver.createReadWrite(rw, base);
+    const target = join(fx.workDir(), `mnt-${rw}`);
+    mkdirSync(target, { recursive: true });
+    mountLikeContainerd((await driver.mountSpec(rw, { readonly: false }))[0]!, target);
+    try {
+      writeFileSync(join(target, 'etc/conf'), 'v2');
+      rmSync(join(target, 'etc/gone'));
+      rmSync(join(target, 'opt'), { recursive: true });
+      mkdirSync(join(target, 'opt'));
+      writeFileSync(join(target, 'opt/new'), 'n');
+      writeFileSync(join(target, 'added'), 'a');
+    } finally {
+      await unmountLikeContainerd(target);
+    }
+    return rw;
+  }
+  const baseEntries = () => [
+    dir('etc/'),
+    file('etc/conf', 'v1'),
+    file('etc/same', 's'),
+    file('etc/gone', 'g'),
+    dir('opt/'),
+    file('opt/old', 'o'),
+  ];
+
+  it('mountSpec: binds of root/ for an image layer, the overlay get mounts for a writable layer', async () => {
+    const base = await fx.layer(undefined, baseEntries());
+    const root = join(home, base, 'root');
+    assert.deepEqual(await driver.mountSpec(base, { readonly: true }), [{ type: 'bind', source: root, options: ['ro', 'rbind'] }]);
+    assert.deepEqual(await driver.mountSpec(base, { readonly: false }), [{ type: 'bind', source: root, options: ['rw', 'rbind'] }]);
+    const rw = fx.id('rw');
+    await driver.createReadWrite(rw, base);
+    const [spec] = await driver.mountSpec(rw, { readonly: false });
+    assert.equal(spec!.type, 'overlay');
+    assert.deepEqual(
+      spec!.options.filter((o) => /^(lower|upper|work)dir=/.test(o)),
+      [`workdir=${join(home, rw, 'work')}`, `upperdir=${join(home, rw, 'upper')}`, `lowerdir=${root}`],
+    );
+    const [ro] = await driver.mountSpec(rw, { readonly: true });
+    assert.deepEqual(
+      ro!.options.filter((o) => /dir=/.test(o)),
+      [`lowerdir=${join(home, rw, 'upper')}:${root}`],
+      'read-only: the upper over the lower root, both as lowers',
+    );
+    assert.deepEqual(mountsBelow(home), [], 'mountSpec mounts nothing');
+    await assert.rejects(driver.mountSpec(fx.id('none'), { readonly: true }), { code: 'NOT_FOUND' });
+  });
+
+  it('sealWritable makes the writable layer a root/ farm: changes, whiteouts and the opaque dir applied, the parent untouched', async () => {
+    const base = await fx.layer(undefined, baseEntries());
+    const baseRoot = join(home, base, 'root');
+    const before = { conf: ino(join(baseRoot, 'etc/conf')), same: ino(join(baseRoot, 'etc/same')) };
+    const rw = await changedWritable(base);
+    assert.ok(isOverlayWhiteout(join(home, rw, 'upper/etc/gone')), 'the runtime wrote an overlay whiteout');
+    await driver.sealWritable(rw);
+    assert.deepEqual(readdirSync(join(home, rw)), ['root'], 'upper/, work/, lower-id and any temporary farm are gone');
+    const root = join(home, rw, 'root');
+    assert.equal(text(join(root, 'etc/conf')), 'v2');
+    assert.equal(exists(join(root, 'etc/gone')), false, 'the whiteout is a real deletion');
+    assert.deepEqual(readdirSync(join(root, 'opt')), ['new'], 'the opaque dir hides what the lower had');
+    assert.equal(xattrOf(join(root, 'opt'), 'trusted.overlay.opaque'), undefined, 'no overlay xattr in an image layer');
+    assert.equal(text(join(root, 'added')), 'a');
+    assert.equal(ino(join(root, 'etc/same')), before.same, 'an unchanged file is a hardlink of the parent');
+    assert.equal(ino(join(baseRoot, 'etc/conf')), before.conf);
+    assert.equal(text(join(baseRoot, 'etc/conf')), 'v1', 'the parent is untouched');
+    assert.equal(text(join(baseRoot, 'etc/gone')), 'g');
+    assert.deepEqual(readdirSync(join(baseRoot, 'opt')), ['old']);
+    assert.deepEqual(await driver.branches(rw), [{ path: root, layer: rw, mode: 'ro' }], 'no longer writable');
+    assert.deepEqual(await driver.mountSpec(rw, { readonly: true }), [{ type: 'bind', source: root, options: ['ro', 'rbind'] }]);
+    assert.deepEqual(await driver.changes(rw, base), [
+      { path: '/added', kind: 'A' },
+      { path: '/etc', kind: 'C' },
+      { path: '/etc/conf', kind: 'C' },
+      { path: '/etc/gone', kind: 'D' },
+      { path: '/opt', kind: 'C' },
+      { path: '/opt/new', kind: 'A' },
+      { path: '/opt/old', kind: 'D' },
+    ]);
+    await driver.sealWritable(rw); // idempotent
+    assert.deepEqual(readdirSync(join(home, rw)), ['root']);
+    // A child is built on it as on any image layer.
+    const child = await fx.layer(rw, [file('etc/child', 'c')]);
+    await fx.view(child, (p) => {
+      assert.equal(text(join(p, 'etc/conf')), 'v2');
+      assert.equal(text(join(p, 'etc/child')), 'c');
+    });
+    await assert.rejects(driver.sealWritable(fx.id('none')), { code: 'NOT_FOUND' });
+  });
+
+  it('sealWritable after a seal killed half-way: a farm left before the rename goes, leftovers after it are removed', async () => {
+    const base = await fx.layer(undefined, baseEntries());
+    // Killed before the rename: a temporary farm beside the intact upper.
+    const early = await changedWritable(base);
+    mkdirSync(join(home, early, 'tmproot123456/etc'), { recursive: true });
+    writeFileSync(join(home, early, 'tmproot123456/etc/conf'), 'half');
+    await driver.sealWritable(early);
+    assert.deepEqual(readdirSync(join(home, early)), ['root']);
+    assert.equal(text(join(home, early, 'root/etc/conf')), 'v2');
+    // Killed after the rename: root/ is there, upper/, work/ and lower-id are not removed yet.
+    const late = await changedWritable(base);
+    await driver.sealWritable(late);
+    mkdirSync(join(home, late, 'upper/etc'), { recursive: true });
+    writeFileSync(join(home, late, 'upper/etc/conf'), 'stale');
+    mkdirSync(join(home, late, 'work'));
+    writeFileSync(join(home, late, 'lower-id'), base);
+    assert.deepEqual(await driver.mountSpec(late, { readonly: true }), [
+      { type: 'bind', source: join(home, late, 'root'), options: ['ro', 'rbind'] },
+    ]);
+    await driver.sealWritable(late);
+    assert.deepEqual(readdirSync(join(home, late)), ['root']);
+    assert.equal(text(join(home, late, 'root/etc/conf')), 'v2', 'the root/ made before the kill is what stays');
+  });
+
+  it('mountSpec and sealWritable refuse an upper/ that is a symlink (CORRUPT), touching nothing it points to', async () => {
+    const base = await fx.layer(undefined, baseEntries());
+    const rw = fx.id('rw');
+    await driver.createReadWrite(rw, base);
+    const victim = join(fx.workDir(), 'victim');
+    mkdirSync(join(victim, 'etc'), { recursive: true });
+    writeFileSync(join(victim, 'etc/conf'), 'outside');
+    rmSync(join(home, rw, 'upper'), { recursive: true });
+    symlinkSync(victim, join(home, rw, 'upper'));
+    await assert.rejects(driver.mountSpec(rw, { readonly: false }), { code: 'CORRUPT' });
+    await assert.rejects(driver.sealWritable(rw), { code: 'CORRUPT' });
+    assert.equal(text(join(victim, 'etc/conf')), 'outside');
+    assert.deepEqual(readdirSync(join(home, rw)).sort(), ['lower-id', 'upper', 'work'], 'no root/ made from it');
   });
 
   it("reports Docker's status pairs first, then the farms' inode use", async () => {

@@ -7,51 +7,28 @@
  * since containerd's metadata layer refuses some of them before asking the snapshotter).
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { containerdAvailable, startContainerd, type Containerd } from '../../bench/peers/containerd.js';
-import { startServe, type ServeProcess } from '../../bench/peers/unionctl-serve.js';
-import { chainIdOf } from '../../src/graph/store.js';
-import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
-import { snapshotsClient, type SnapshotsClient, type WireMount } from '../helpers/snapshots-client.js';
+import { containerdAvailable } from '../../bench/peers/containerd.js';
+import { scratchMissing } from '../helpers/scratch.js';
+import { type WireMount } from '../helpers/snapshots-client.js';
 import { toolsMissing } from '../helpers/requires.js';
 import { eventually } from '../helpers/wait.js';
-import { DIFF_IDS, ok, SAMPLE_DOCKER, unionctl } from './images-helpers.js';
+import { CHAIN_IDS, IMAGE, SnapshotterRig } from './containerd-rig.js';
+import { ok, SAMPLE_DOCKER, unionctl } from './images-helpers.js';
 
 const skip = scratchMissing ?? (containerdAvailable() ? toolsMissing(['strace']) : 'containerd, ctr or runc is not installed');
-const IMAGE = 'docker.io/library/sample-app:1';
-const CHAIN_IDS = DIFF_IDS.reduce<string[]>((ids, d) => [...ids, chainIdOf(ids.at(-1), d)], []);
-
-interface ListedLayer {
-  id: string;
-  parent?: string;
-  chainId?: string;
-  writable: boolean;
-}
 
 describe('unionctl serve: a containerd snapshotter', { skip }, () => {
-  let scratch: Scratch;
+  let rig: SnapshotterRig;
   let root = '';
-  let socket = '';
-  let serve: ServeProcess | undefined;
-  let cd: Containerd | undefined;
-  let client: SnapshotsClient;
-  const g = () => ['--root', root, '--driver', 'overlay2'];
-  const layers = () => JSON.parse(ok(unionctl([...g(), '--json', 'ls']))) as ListedLayer[];
-  const snapshotDocs = () => (existsSync(join(root, 'snapshots')) ? readdirSync(join(root, 'snapshots')) : []);
-  const snapshots = () =>
-    cd!
-      .ctr(['snapshots', '--snapshotter', 'unionctl', 'ls'])
-      .trim()
-      .split('\n')
-      .slice(1)
-      .map((line) => line.trim())
-      .filter(Boolean);
-  const startServer = async (wrapper?: string[]) => {
-    serve = await startServe({ root, driver: 'overlay2', socket, logFile: join(scratch.dir, 'serve.log'), wrapper });
-  };
+  const g = () => rig.g();
+  const layers = () => rig.layers();
+  const snapshotDocs = () => rig.snapshotDocs();
+  const snapshots = () => rig.snapshots();
+  const startServer = (wrapper?: string[]) => rig.startServer(wrapper);
 
   /** containerd's connection backs off after the server went away (calls fail fast meanwhile): waits until a backend call gets through. */
   const reconnected = () =>
@@ -65,179 +42,122 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
       }
     });
 
-  /**
-   * The output of `ctr run --rm` of the sample (its command, or `command`). containerd 1.6 at times
-   * loses all the output of a task that exits at once (a race between the task's exit and the copy
-   * of its fifos, known in containerd; the exit status is still right), more often on a busy
-   * machine: an empty output is run again, under a new container name, up to 3 times.
-   */
-  const runOutput = (name: string, command: string[] = []): string => {
-    let out = '';
-    for (let attempt = 0; attempt < 3 && out === ''; attempt++)
-      out = cd!.ctr(['run', '--snapshotter', 'unionctl', '--rm', IMAGE, attempt === 0 ? name : `${name}-${attempt}`, ...command]);
-    return out;
-  };
-
-  /**
-   * `ctr images import` of the sample, retried while containerd's connection to the server is still
-   * backing off ("unavailable" while the server runs: the call never reached it); the import's
-   * error once it reached the server (a killed server's is "unavailable" too), or undefined.
-   */
-  const importReachingServer = async (): Promise<Error | undefined> => {
-    let serverGone = false;
-    void serve!.exited.then(() => (serverGone = true));
-    let outcome: Error | undefined;
-    await eventually('an import reaches the server', () => {
-      try {
-        cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
-        outcome = undefined;
-        return true;
-      } catch (e) {
-        outcome = e as Error;
-        return serverGone || !/unavailable/.test(outcome.message);
-      }
-    });
-    return outcome;
-  };
-
   before(async () => {
-    scratch = makeScratch();
-    root = join(scratch.dir, 'root');
-    socket = join(scratch.dir, 'run', 'uc.sock');
-    await startServer();
-    cd = await startContainerd({ dir: scratch.dir, proxySnapshotters: { unionctl: socket } });
-    client = snapshotsClient(socket);
+    rig = await SnapshotterRig.start('overlay2');
+    root = rig.root;
   });
 
   after(async () => {
-    client?.close();
-    await cd?.stop();
-    await serve?.stop();
-    unionctl([...g(), 'cleanup']);
-    scratch.dispose();
+    await rig?.stop();
   });
 
   it('ctr images import unpacks the image into store layers carrying its chain IDs', () => {
-    cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
-    const made = layers();
-    assert.deepEqual(
-      made.map((l) => l.chainId),
-      CHAIN_IDS,
-    );
-    assert.ok(made.every((l) => !l.writable));
-    assert.deepEqual(
-      snapshots().map((line) => line.split(/\s+/)[0]),
-      [...CHAIN_IDS].sort(),
-    );
+    rig.importSample();
     assert.ok(snapshots().every((line) => line.endsWith('Committed')));
   });
 
   it('ctr run starts the container on the store layers; whiteouts and the opaque dir hold inside', () => {
-    assert.match(runOutput('c1'), /sample-app 2\.0\.0/);
-    const script = 'ls -A /var/cache/app; echo ---; ls -A /srv/app/plugins; echo ---; grep " / " /proc/mounts';
-    const [cache, plugins, rootMount] = runOutput('c2', ['/bin/sh', '-c', script]).split('---\n');
-    assert.equal(cache, '', 'the opaque /var/cache/app shows none of the lower files');
-    assert.equal(plugins!.trim(), 'search.plug', 'the whited-out plugins are gone');
+    const rootMount = rig.runSample();
     for (const l of layers())
       assert.ok(rootMount!.includes(join(root, 'overlay2', l.id, 'diff')), `layer ${l.id} is a lower of the root: ${rootMount}`);
   });
 
   it('ctr snapshots usage, label, info, view and mounts work', async () => {
     const top = CHAIN_IDS[3]!;
-    const usage = cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'usage', top]);
+    const usage = rig.cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'usage', top]);
     assert.match(usage, /\d+(\.\d+)? ?[KMG]?i?B\s+\d+/);
-    cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'label', top, 'containerd.io/snapshot/test=yes']);
-    const info = JSON.parse(cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'info', top])) as { Labels: Record<string, string> };
+    rig.cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'label', top, 'containerd.io/snapshot/test=yes']);
+    const info = JSON.parse(rig.cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'info', top])) as { Labels: Record<string, string> };
     assert.equal(info.Labels['containerd.io/snapshot/test'], 'yes');
-    const labelled = await client.list([`labels."containerd.io/snapshot/test"==yes`]);
+    const labelled = await rig.client.list([`labels."containerd.io/snapshot/test"==yes`]);
     assert.equal(labelled.length, 1, 'the label reached the snapshotter');
-    cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'view', 'v1', top]);
-    const view = cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'mounts', join(scratch.dir, 'v1'), 'v1']);
+    rig.cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'view', 'v1', top]);
+    const view = rig.cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'mounts', join(rig.scratch.dir, 'v1'), 'v1']);
     assert.match(view, /mount -t overlay overlay .* -o (index=off,)?lowerdir=/);
     assert.ok(!view.includes('upperdir='), 'a view is read-only');
-    cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'rm', 'v1']);
+    rig.cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'rm', 'v1']);
   });
 
   it('bad requests get the status codes containerd expects', async () => {
-    const top = (await client.list([`labels."containerd.io/snapshot/test"==yes`]))[0]!.name;
-    assert.equal((await client.failure('Stat', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
-    assert.equal((await client.failure('Mounts', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
-    assert.equal((await client.failure('Remove', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
-    assert.equal((await client.failure('Prepare', { key: '', parent: top })).code, grpc.status.INVALID_ARGUMENT);
-    assert.equal((await client.failure('Prepare', { key: 't/1', parent: 'no/such' })).code, grpc.status.NOT_FOUND);
-    await client.call('Prepare', { key: 't/1', parent: top });
-    assert.equal((await client.failure('Prepare', { key: 't/1', parent: top })).code, grpc.status.ALREADY_EXISTS);
-    assert.equal((await client.failure('Prepare', { key: 't/2', parent: 't/1' })).code, grpc.status.FAILED_PRECONDITION);
-    assert.equal((await client.failure('Commit', { name: top, key: 't/1' })).code, grpc.status.ALREADY_EXISTS);
-    assert.equal((await client.failure('Commit', { name: 't/c', key: top })).code, grpc.status.FAILED_PRECONDITION);
-    assert.equal((await client.failure('Remove', { key: top })).code, grpc.status.FAILED_PRECONDITION, 'a parent with children');
-    const bad = await client.failure('Update', { info: { name: 't/1', labels: {} }, update_mask: { paths: ['parent'] } });
+    const top = (await rig.client.list([`labels."containerd.io/snapshot/test"==yes`]))[0]!.name;
+    assert.equal((await rig.client.failure('Stat', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    assert.equal((await rig.client.failure('Mounts', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    assert.equal((await rig.client.failure('Remove', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    assert.equal((await rig.client.failure('Prepare', { key: '', parent: top })).code, grpc.status.INVALID_ARGUMENT);
+    assert.equal((await rig.client.failure('Prepare', { key: 't/1', parent: 'no/such' })).code, grpc.status.NOT_FOUND);
+    await rig.client.call('Prepare', { key: 't/1', parent: top });
+    assert.equal((await rig.client.failure('Prepare', { key: 't/1', parent: top })).code, grpc.status.ALREADY_EXISTS);
+    assert.equal((await rig.client.failure('Prepare', { key: 't/2', parent: 't/1' })).code, grpc.status.FAILED_PRECONDITION);
+    assert.equal((await rig.client.failure('Commit', { name: top, key: 't/1' })).code, grpc.status.ALREADY_EXISTS);
+    assert.equal((await rig.client.failure('Commit', { name: 't/c', key: top })).code, grpc.status.FAILED_PRECONDITION);
+    assert.equal((await rig.client.failure('Remove', { key: top })).code, grpc.status.FAILED_PRECONDITION, 'a parent with children');
+    const bad = await rig.client.failure('Update', { info: { name: 't/1', labels: {} }, update_mask: { paths: ['parent'] } });
     assert.equal(bad.code, grpc.status.INVALID_ARGUMENT);
-    assert.equal((await client.failure('Usage', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
-    await assert.rejects(client.list(['labels.=="x']), (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT);
-    const mounts = (await client.call<{ mounts: WireMount[] }>('Mounts', { key: 't/1' })).mounts;
+    assert.equal((await rig.client.failure('Usage', { key: 'no/such' })).code, grpc.status.NOT_FOUND);
+    await assert.rejects(rig.client.list(['labels.=="x']), (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT);
+    const mounts = (await rig.client.call<{ mounts: WireMount[] }>('Mounts', { key: 't/1' })).mounts;
     assert.equal(mounts.length, 1);
     assert.equal(mounts[0]!.type, 'overlay');
     assert.ok(mounts[0]!.options.some((o) => o.startsWith('upperdir=')));
-    await client.call('Remove', { key: 't/1' });
+    await rig.client.call('Remove', { key: 't/1' });
   });
 
   it('Update follows the field-mask rules; List filters by name, parent, kind and labels', async () => {
-    const [base] = await client.list([`name~=${CHAIN_IDS[0]!.slice(7)}$`]);
+    const [base] = await rig.client.list([`name~=${CHAIN_IDS[0]!.slice(7)}$`]);
     assert.ok(base !== undefined);
-    await client.call('Prepare', { key: 'u/1', parent: base.name, labels: { a: '1', b: '2' } });
-    const masked = await client.call<{ info: { labels: Record<string, string> } }>('Update', {
+    await rig.client.call('Prepare', { key: 'u/1', parent: base.name, labels: { a: '1', b: '2' } });
+    const masked = await rig.client.call<{ info: { labels: Record<string, string> } }>('Update', {
       info: { name: 'u/1', labels: { a: '9', c: '3' } },
       update_mask: { paths: ['labels.a', 'labels.b'] },
     });
     assert.deepEqual(masked.info.labels, { a: '9' }, 'labels.b not in info: deleted; c not in the mask: ignored');
-    const all = await client.call<{ info: { labels: Record<string, string> } }>('Update', {
+    const all = await rig.client.call<{ info: { labels: Record<string, string> } }>('Update', {
       info: { name: 'u/1', labels: { z: '1' } },
       update_mask: null,
     });
     assert.deepEqual(all.info.labels, { z: '1' });
     assert.deepEqual(
-      (await client.list(['kind==active', 'labels.z==1'])).map((i) => i.name),
+      (await rig.client.list(['kind==active', 'labels.z==1'])).map((i) => i.name),
       ['u/1'],
     );
     assert.deepEqual(
-      (await client.list([`parent==${base.name},labels.z`])).map((i) => i.name),
+      (await rig.client.list([`parent==${base.name},labels.z`])).map((i) => i.name),
       ['u/1'],
     );
-    assert.deepEqual(await client.list(['labels.z!=1,kind==active']), []);
-    await client.call('Remove', { key: 'u/1' });
+    assert.deepEqual(await rig.client.list(['labels.z!=1,kind==active']), []);
+    await rig.client.call('Remove', { key: 'u/1' });
   });
 
   it('a restart of the server keeps a running container and every snapshot', async () => {
-    cd!.ctr(['run', '-d', '--snapshotter', 'unionctl', IMAGE, 'long', '/bin/sleep', '600']);
+    rig.cd!.ctr(['run', '-d', '--snapshotter', 'unionctl', IMAGE, 'long', '/bin/sleep', '600']);
     try {
       const before = snapshots();
-      assert.equal(await serve!.stop('SIGTERM'), 0, 'a clean exit on SIGTERM');
+      assert.equal(await rig.serve!.stop('SIGTERM'), 0, 'a clean exit on SIGTERM');
       assert.match(readFileSync('/proc/self/mountinfo', 'utf8'), new RegExp(`${root}/overlay2/[0-9a-f]+/diff`), 'the rootfs stays mounted');
-      assert.match(cd!.ctr(['tasks', 'ls']), /long\s+\d+\s+RUNNING/);
+      assert.match(rig.cd!.ctr(['tasks', 'ls']), /long\s+\d+\s+RUNNING/);
       await startServer();
       await reconnected();
       assert.deepEqual(snapshots(), before);
     } finally {
-      cd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long']);
-      await eventually('the task has stopped', () => !/long\s+\d+\s+RUNNING/.test(cd!.ctr(['tasks', 'ls'])));
-      cd!.ctr(['tasks', 'rm', 'long']);
-      cd!.ctr(['containers', 'rm', 'long']);
+      rig.cd!.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long']);
+      await eventually('the task has stopped', () => !/long\s+\d+\s+RUNNING/.test(rig.cd!.ctr(['tasks', 'ls'])));
+      rig.cd!.ctr(['tasks', 'rm', 'long']);
+      rig.cd!.ctr(['containers', 'rm', 'long']);
     }
     await eventually('the GC removed the container snapshot', () => snapshots().length === 4);
   });
 
   it('removing the image lets the GC remove its snapshots and their layers', async () => {
-    cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
+    rig.cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
     await eventually('no snapshots left', () => snapshots().length === 0);
     await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
   });
 
   it('a layer a unionctl image holds outlives the GC', async () => {
-    cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
+    rig.cd!.ctr(['images', 'import', '--snapshotter', 'unionctl', SAMPLE_DOCKER]);
     ok(unionctl([...g(), 'load', SAMPLE_DOCKER])); // reuses the four layers by chain ID
     assert.equal(layers().length, 4);
-    cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
+    rig.cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
     await eventually('no snapshots left', () => snapshots().length === 0 && snapshotDocs().length === 0);
     assert.deepEqual(
       layers().map((l) => l.chainId),
@@ -254,15 +174,15 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
     let parent = '';
     for (const [i, chainId] of CHAIN_IDS.entries()) {
       const labels = { 'containerd.io/snapshot.ref': chainId };
-      const refused = await client.failure('Prepare', { key: `k8s.io/${i}/extract-${i} ${chainId}`, parent, labels });
+      const refused = await rig.client.failure('Prepare', { key: `k8s.io/${i}/extract-${i} ${chainId}`, parent, labels });
       assert.equal(refused.code, grpc.status.ALREADY_EXISTS);
       // What containerd's metadata layer does next: Walk with this filter, take the committed one.
-      const found = await client.list([`labels."containerd.io/snapshot.ref"==${chainId},parent=="${parent}"`]);
+      const found = await rig.client.list([`labels."containerd.io/snapshot.ref"==${chainId},parent=="${parent}"`]);
       assert.equal(found.length, 1);
       assert.equal(found[0]!.kind, 'COMMITTED');
       parent = found[0]!.name;
     }
-    const mounts = await client.call<{ mounts: WireMount[] }>('Prepare', { key: 'k8s.io/9/ctr', parent });
+    const mounts = await rig.client.call<{ mounts: WireMount[] }>('Prepare', { key: 'k8s.io/9/ctr', parent });
     const lowerdir = mounts.mounts[0]!.options.find((o) => o.startsWith('lowerdir='))!;
     assert.equal(
       lowerdir,
@@ -273,12 +193,12 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
     );
     assert.equal(layers().length, 5, "one new layer: the container's; the image layers were adopted");
     // The GC's order: leaf first. The adopted snapshots go; the image's layers stay.
-    await client.call('Remove', { key: 'k8s.io/9/ctr' });
-    let left = await client.list();
+    await rig.client.call('Remove', { key: 'k8s.io/9/ctr' });
+    let left = await rig.client.list();
     while (left.length > 0) {
       const leaf = left.find((s) => !left.some((o) => o.parent === s.name))!;
-      await client.call('Remove', { key: leaf.name });
-      left = await client.list();
+      await rig.client.call('Remove', { key: leaf.name });
+      left = await rig.client.list();
     }
     assert.deepEqual(
       layers().map((l) => l.id),
@@ -289,38 +209,7 @@ describe('unionctl serve: a containerd snapshotter', { skip }, () => {
 
   for (const when of [4, 9, 15]) {
     it(`a server killed at its rename no. ${when} (mid-Prepare or mid-Commit) leaks nothing: restarted, the import is redone`, async () => {
-      await serve!.stop('SIGTERM');
-      await startServer(['strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=rename', '-e', `inject=rename:signal=KILL:when=${when}`]);
-      // containerd's connection backs off after the server went away (calls fail fast meanwhile, never
-      // reaching the server): retry until the import reaches the server, which the fault then kills.
-      const killed = await importReachingServer();
-      assert.ok(killed instanceof Error, 'the import failed: the server was killed under it');
-      await serve!.exited;
-      await startServer();
-      // The user (or kubelet) retries the import until it gets through.
-      assert.equal(await importReachingServer(), undefined);
-      assert.match(runOutput(`k${when}`), /sample-app 2\.0\.0/);
-      cd!.ctr(['images', 'rm', '--sync', IMAGE]); // --sync: the GC runs now (a slow earlier run would delay a scheduled one by 50×)
-      const diagnose = () =>
-        [
-          `snapshots: ${snapshots().join('; ')}`,
-          `leases: ${cd!.ctr(['leases', 'ls'])}`,
-          `images: ${cd!.ctr(['images', 'ls', '-q'])}`,
-          `server log (${serve!.log().length} bytes):\n${serve!
-            .log()
-            .split('\n')
-            .filter((l) => !/ ok \d+ ms$/.test(l))
-            .slice(-30)
-            .join('\n')}`,
-          `containerd log:\n${readFileSync(cd!.logFile, 'utf8')
-            .split('\n')
-            .filter((l) => /level=(error|warning)|garbage|gc/.test(l))
-            .slice(-15)
-            .join('\n')}`,
-        ].join('\n');
-      await eventually('no snapshots left', () => snapshots().length === 0, { diagnose });
-      // Whatever the killed request had made is gone once containerd's GC and Cleanup have run.
-      await eventually('no layers and no snapshot records left', () => layers().length === 0 && snapshotDocs().length === 0);
+      await rig.killedImportRedone(when);
       assert.deepEqual(
         readdirSync(join(root, 'overlay2')).filter((n) => n !== 'l'),
         [],

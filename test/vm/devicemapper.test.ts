@@ -2,8 +2,9 @@
  * The devicemapper run, from the host: boots the test VM once (scripts/vm/run.mjs: Debian's
  * kernel under qemu TCG, the host root read-only over 9p, the project read-write) and runs
  * scripts/vm/dm-suite.sh in it — the devicemapper conformance suite with the breakout shapes, the
- * devicemapper-specific tests (crash recovery, pool exhaustion, status, branches) and the CLI on a
- * real thin-pool. Fails when the guest fails, skips its tests, or does not finish in time.
+ * devicemapper-specific tests (crash recovery, pool exhaustion, status, branches), the containerd
+ * snapshot service (devicemapper-snapshots.test.ts) and the CLI on a real thin-pool. Fails when
+ * the guest fails, skips its tests, or does not finish in time.
  *
  * `npm test` (and so CI) runs the quick form (dm-suite.sh quick: everything but the longest
  * repetitions, see there); `npm run test:vm:full` (UNIONCTL_VM_FULL=1) runs all of it. The time
@@ -51,6 +52,7 @@ describe('devicemapper in the VM', () => {
       assert.match(out, /withstands shape 20/);
       assert.match(out, /rolls back a create killed at create:after-message/);
       assert.match(out, /dm-cli: ok/);
+      assert.match(out, /ok \d+ - Prepare, Commit, View, Mounts: binds of the mounted thin devices/);
       t.diagnostic(
         `devicemapper VM run (${FULL ? 'full' : 'quick'}): ${summary.pass} passed, ${summary.skipped} skipped, ${seconds.toFixed(0)} s from qemu start to exit, ${cpuSeconds.toFixed(0)} s of qemu CPU`,
       );

@@ -31,6 +31,7 @@ import type {
   CreateOpts,
   DriverCapabilities,
   DriverInit,
+  MountSpec,
   RemoveOpts,
 } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
@@ -55,6 +56,8 @@ import {
 import {
   findFuseProcess,
   FUSE_FSTYPE,
+  fuseHelperMountSpec,
+  fuseHelperUnsupportedReason,
   fuseMaxBranches,
   fuseUnsupportedReason,
   mountFuse,
@@ -111,6 +114,8 @@ export class AufsDriver extends GraphDriver {
   private readonly writableMarks: string;
   /** fuse-overlayfs workdirs, <root>/driver-state/aufs/work/<id>: same filesystem as diff/, outside Docker's layout. */
   private readonly workRoot: string;
+  /** The workdirs of the writable unions a runtime mounts itself (mountSpec), <root>/driver-state/aufs/spec-work/<id>. */
+  private readonly specWorkRoot: string;
   private readonly maxDepth: number;
   /** Kernel aufs understands dirperm1 (probed once, as Docker does); never with fuse-overlayfs. */
   private readonly dirperm1: boolean;
@@ -123,6 +128,7 @@ export class AufsDriver extends GraphDriver {
     this.layout = new AufsLayout(init.home);
     this.writableMarks = join(init.stateDir, 'rw');
     this.workRoot = join(init.stateDir, 'work');
+    this.specWorkRoot = join(init.stateDir, 'spec-work');
     ensureStoreDir(this.writableMarks, 0o700, 'aufs driver state directory');
     ensureStoreDir(this.workRoot, 0o700, 'aufs driver state directory');
     this.dirperm1 = mechanism === 'kernel' && probeDirperm1(mount, (t) => umount2(t));
@@ -240,7 +246,7 @@ export class AufsDriver extends GraphDriver {
   async remove(id: string, opts: RemoveOpts = {}): Promise<void> {
     assertValidId(id);
     // Anything of the layer still there: a removal killed after layers/<id> and diff/<id> went still has mnt/<id> (and the rest) to delete.
-    const traces = [join(this.writableMarks, id), this.workDirOf(id)];
+    const traces = [join(this.writableMarks, id), this.workDirOf(id), join(this.specWorkRoot, id)];
     if (!this.layout.hasAnyPart(id) && !traces.some((p) => lstatSync(p, { throwIfNoEntry: false }) !== undefined)) return;
     await this.mounts.whileUnused(
       id,
@@ -250,6 +256,7 @@ export class AufsDriver extends GraphDriver {
         this.layout.atomicRemove(MNT, id);
         rmSync(join(this.writableMarks, id), { force: true });
         removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir');
+        removeStoreTree(this.specWorkRoot, id, 'fuse-overlayfs work dir');
       },
       opts,
     );
@@ -513,6 +520,50 @@ export class AufsDriver extends GraphDriver {
   /** A writable layer left from an older mount may still carry fuse-overlayfs xattrs; never touch a mounted one. */
   private normaliseIfQuiet(id: string): void {
     if (this.mechanism === 'fuse' && this.isWritable(id) && !this.mounts.isMounted(id)) this.normalise(id);
+  }
+
+  // ---- containerd: mounts a runtime makes, commit -----------------------------------------
+
+  /**
+   * What get shows, as mounts a runtime makes itself: fuse-overlayfs through the mount helper
+   * (fuseHelperMountSpec; kernel aufs or not, fuse-overlayfs reads the format). Writable: the
+   * ancestors' diff dirs as lowers, diff/<id> as the upper, a workdir of its own in the driver's
+   * state (made here, removed with the layer); readonly: diff/<id> and the ancestors' as lowers.
+   * A layer without ancestors is a bind of diff/<id>, as get returns it. UNSUPPORTED when
+   * mount.fuse3 or fuse-overlayfs is missing. Deletions the runtime makes through the mount are
+   * char 0/0 devices (no FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT in its environment): diff, changes
+   * and sealWritable normalise them to `.wh.` files first.
+   */
+  async mountSpec(id: string, opts: { readonly: boolean }): Promise<MountSpec[]> {
+    const parents = this.parentsOf(id);
+    this.assertBranchesInside([id, ...parents]);
+    const own = this.layout.diffDir(id);
+    if (parents.length === 0) return [{ type: 'bind', source: own, options: [opts.readonly ? 'ro' : 'rw', 'rbind'] }];
+    const why = fuseHelperUnsupportedReason();
+    if (why !== undefined) {
+      throw new UnionctlError('UNSUPPORTED', `a runtime cannot mount aufs layer ${id} here: ${why}`, {
+        hint: 'install fuse3 and fuse-overlayfs (apt-get install fuse3 fuse-overlayfs)',
+      });
+    }
+    const lowers = parents.map((p) => this.layout.diffDir(p));
+    if (opts.readonly) return [fuseHelperMountSpec({ lowers: [own, ...lowers] }, pageSize())];
+    ensureStoreDir(this.specWorkRoot, 0o700, 'aufs driver state directory'); // made by the first mountSpec, not at every open
+    const work = join(this.specWorkRoot, id);
+    mkdirSync(work, { recursive: true, mode: 0o700 });
+    assertDirsInside(this.specWorkRoot, [id], 'no-symlinks', 'fuse-overlayfs work dir');
+    return [fuseHelperMountSpec({ lowers, upper: own, work }, pageSize())];
+  }
+
+  /**
+   * Writable and image layers are both diff/<id> in aufs format: the branch is normalised (what a
+   * runtime's fuse-overlayfs left: char 0/0 whiteouts, opaque xattrs) and the writable mark goes,
+   * so later mounts of the layer are read-only. Idempotent. The layer must not be mounted.
+   */
+  async sealWritable(id: string): Promise<void> {
+    this.parentsOf(id); // NOT_FOUND
+    if (!this.mounts.isMounted(id)) this.normalise(id);
+    rmSync(join(this.writableMarks, id), { force: true });
+    removeStoreTree(this.specWorkRoot, id, 'fuse-overlayfs work dir');
   }
 
   // ---- cleanup -----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { promisify } from 'node:util';
 import { UnionctlError } from '../../errors.js';
+import type { MountSpec } from '../../graph/driver.js';
 import { findMount, MNT_DETACH, umount2, UMOUNT_NOFOLLOW } from '../../sys/index.js';
 
 const run = promisify(execFile);
@@ -45,13 +46,28 @@ const MAX_ID_BYTES = 128;
 const FD_RESERVE = 16;
 const LOWERDIR_KEY = 'lowerdir=';
 
-/** Where fuse-overlayfs is, or undefined. */
-export function findFuseOverlayfs(): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
-    const path = `${dir}/${FUSE_BINARY}`;
+/**
+ * containerd (1.6: mount/mount_linux.go) mounts a mount of type `fuse3.<subtype>` by running this
+ * helper (Debian package fuse3) as `mount.fuse3 <source> <target> -o <option>… -t <subtype>`; it
+ * runs `<subtype> <source> <target> -o …`. containerd unmounts such a mount with umount2 itself.
+ */
+export const FUSE_MOUNT_HELPER = 'mount.fuse3';
+/** The type of the mounts handed to a runtime: fuse-overlayfs through the mount helper. */
+export const FUSE_HELPER_MOUNT_TYPE = `fuse3.${FUSE_BINARY}`;
+
+/** Where a program is in PATH (and the sbin dirs, where mount helpers live), or undefined. */
+function findProgram(name: string): string | undefined {
+  const dirs = (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':');
+  for (const dir of [...dirs, '/usr/sbin', '/sbin']) {
+    const path = `${dir}/${name}`;
     if (dir !== '' && existsSync(path)) return path;
   }
   return undefined;
+}
+
+/** Where fuse-overlayfs is, or undefined. */
+export function findFuseOverlayfs(): string | undefined {
+  return findProgram(FUSE_BINARY);
 }
 
 /** Why fuse-overlayfs cannot serve the aufs layout here, or undefined. */
@@ -106,6 +122,40 @@ export function fuseArgs(union: FuseUnion, target: string): string[] {
   }
   args.push(target);
   return args;
+}
+
+/** Why a runtime cannot mount a fuse-overlayfs union through the mount helper here, or undefined. */
+export function fuseHelperUnsupportedReason(): string | undefined {
+  if (findProgram(FUSE_MOUNT_HELPER) === undefined) return `${FUSE_MOUNT_HELPER} is not installed (Debian package fuse3)`;
+  return fuseUnsupportedReason();
+}
+
+/**
+ * The mount a runtime makes itself for a fuse-overlayfs union (containerd through mount.fuse3):
+ * absolute lower dirs (top first), upper and work dirs for a writable one. The same limits as
+ * fuseArgs: no ',' or ':' in a path, the lowerdir option one argument of at most 128 KiB.
+ */
+export function fuseHelperMountSpec(dirs: { lowers: string[]; upper?: string; work?: string }, pageBytes: number): MountSpec {
+  if (dirs.lowers.length === 0) throw new UnionctlError('USAGE', 'a fuse-overlayfs union needs at least one lower layer');
+  for (const path of [...dirs.lowers, dirs.upper, dirs.work]) {
+    if (path !== undefined && /[,:]/.test(path)) {
+      throw new UnionctlError('UNSUPPORTED', `fuse-overlayfs cannot take the path ${JSON.stringify(path)}: it holds ',' or ':'`, {
+        hint: 'use a store root without , or : in its path',
+      });
+    }
+  }
+  const options = [`${LOWERDIR_KEY}${dirs.lowers.join(':')}`];
+  if (Buffer.byteLength(options[0]!) >= 32 * pageBytes) {
+    throw new UnionctlError(
+      'UNSUPPORTED',
+      `the lowerdir option of ${dirs.lowers.length} layers is longer than one argument may be (128 KiB)`,
+      {
+        hint: 'flatten the image into fewer layers',
+      },
+    );
+  }
+  if (dirs.upper !== undefined && dirs.work !== undefined) options.push(`upperdir=${dirs.upper}`, `workdir=${dirs.work}`);
+  return { type: FUSE_HELPER_MOUNT_TYPE, source: 'overlay', options };
 }
 
 /** Mounts the union at `target` (an existing empty dir); `diffRoot` is <home>/diff. */

@@ -14,7 +14,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } from '../../graph/driver.js';
+import type { Branch, CreateOpts, DriverCapabilities, DriverInit, MountSpec, RemoveOpts } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { mount, statfs, umount2 } from '../../sys/index.js';
@@ -176,6 +176,31 @@ export class DevmapperDriver extends GraphDriver {
       umount2(this.mountPointOf(id));
       await this.devices.deactivate(id);
     });
+  }
+
+  // ---- containerd: mounts a runtime makes, commit -------------------------------------------
+
+  /**
+   * A layer's files are mnt/<id>/rootfs inside its device's filesystem (Docker's format), which a
+   * mount of the device alone cannot show: the device is activated and mounted here, held by one
+   * persistent reference (it outlives a restart of the server; releaseMountSpec gives it back),
+   * and the runtime gets a bind of rootfs/ (read-only with `readonly`).
+   */
+  async mountSpec(id: string, opts: { readonly: boolean }): Promise<MountSpec[]> {
+    this.viewOf(id); // INVALID_ID, NOT_FOUND
+    if (this.references(id).persistent === 0) await this.get(id, { persistent: true });
+    return [{ type: 'bind', source: join(this.mountPointOf(id), 'rootfs'), options: [opts.readonly ? 'ro' : 'rw', 'rbind'] }];
+  }
+
+  /** Every persistent reference goes: the last one unmounts mnt/<id> and deactivates the device. */
+  async releaseMountSpec(id: string): Promise<void> {
+    this.checkId(id);
+    while (this.references(id).persistent > 0) await this.put(id, { persistent: true });
+  }
+
+  /** A writable layer is a thin snapshot like an image layer: nothing to change. */
+  async sealWritable(id: string): Promise<void> {
+    this.viewOf(id); // INVALID_ID, NOT_FOUND
   }
 
   // ---- queries -------------------------------------------------------------------------------

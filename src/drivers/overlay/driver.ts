@@ -12,14 +12,27 @@
  *   unlinks and creates (O_EXCL), so the parent's inodes, shared through the links, stay intact.
  * - Other applies (a base layer, a child of a writable layer) go through the layer's view, as
  *   Docker's naive ApplyDiff does. Diffs and changes are always naive (two views compared).
+ * - sealWritable (containerd's Commit) makes a writable layer an image layer the same way: the
+ *   upper's native export (overlay whiteouts and opaque dirs as `.wh.` entries) is applied onto a
+ *   hardlink farm of the lower's root/, which becomes the layer's root/.
  */
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
+import { exportLayerDir } from '../../archive/export.js';
 import { assertValidId, isValidId, UnionctlError } from '../../errors.js';
-import type { ApplyDiffOpts, ApplyResult, Branch, CreateOpts, DriverCapabilities, DriverInit, RemoveOpts } from '../../graph/driver.js';
+import type {
+  ApplyDiffOpts,
+  ApplyResult,
+  Branch,
+  CreateOpts,
+  DriverCapabilities,
+  DriverInit,
+  MountSpec,
+  RemoveOpts,
+} from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
@@ -42,7 +55,7 @@ import {
   UMOUNT_NOFOLLOW,
   writeEmptyMark,
 } from '../../sys/index.js';
-import { mountUnion, type MountSettings } from '../overlayfs/mount.js';
+import { mountUnion, overlayMountSpecs, type MountSettings } from '../overlayfs/mount.js';
 import { overlayUnsupportedReason } from '../overlayfs/support.js';
 import { countFarmInodes } from './farm.js';
 import { isDir, MERGED, OverlayLayout, ROOT, TMP_ROOT_PREFIX, UPPER, WORK } from './layout.js';
@@ -207,11 +220,7 @@ export class OverlayDriver extends GraphDriver {
 
   protected mountUnion(id: string, opts: MountOptions): void {
     const lowerId = this.layout.readLowerId(id);
-    if (!this.layout.hasRoot(lowerId)) {
-      throw new UnionctlError('CORRUPT', `overlay layer ${id}: its lower layer ${lowerId} has no root/`, {
-        hint: 'the lower layer was removed or never applied; the layer cannot be mounted',
-      });
-    }
+    if (!this.layout.hasRoot(lowerId)) throw this.lowerWithoutRoot(id, lowerId);
     const paths = { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) };
     mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.mountSettings, mountLabel: opts.mountLabel });
   }
@@ -330,7 +339,8 @@ export class OverlayDriver extends GraphDriver {
   /**
    * Hardlink copy of the parent's root/ → apply the tar there → rename to root/, then drop what
    * the layer had as an overlay child (upper/, work/, merged/, lower-id), as Docker does.
-   * A failed apply removes the temporary farm and leaves the layer as it was.
+   * A failed apply removes the temporary farm and leaves the layer as it was. (sealWritable
+   * applies the upper's own export this way.)
    */
   private async applyAsFarm(
     id: string,
@@ -350,9 +360,71 @@ export class OverlayDriver extends GraphDriver {
       rmSync(tmpRoot, { recursive: true, force: true });
       throw e;
     }
+    this.dropOverlayChildParts(id);
+    return result;
+  }
+
+  /** What a layer with a root/ no longer needs of an overlay child (upper/, work/, merged/, lower-id). */
+  private dropOverlayChildParts(id: string): void {
     for (const name of [UPPER, WORK, MERGED]) removeStoreTree(this.home, join(id, name), `overlay ${name} dir`);
     rmSync(this.layout.lowerIdFile(id), { force: true });
-    return result;
+  }
+
+  // ---- containerd: mounts a runtime makes, commit -----------------------------------------
+
+  /**
+   * An image layer (root/): a bind of root/ (read-only with `readonly`). Any other layer: the
+   * overlay get mounts (lowerdir=<lower-id>/root, its upper and work), or with `readonly` an
+   * overlay of the upper over the lower's root/, both as lowers.
+   */
+  async mountSpec(id: string, opts: { readonly: boolean }): Promise<MountSpec[]> {
+    this.assertExists(id);
+    if (this.layout.hasRoot(id)) {
+      this.assertRootInside(id);
+      return overlayMountSpecs(
+        opts.readonly ? { lowers: [this.layout.rootDir(id)] } : { lowers: [], upper: this.layout.rootDir(id) },
+        this.mountSettings,
+      );
+    }
+    const lowerId = this.layout.readLowerId(id);
+    if (!this.layout.hasRoot(lowerId)) throw this.lowerWithoutRoot(id, lowerId);
+    this.assertRootInside(lowerId);
+    assertDirsInside(this.home, [join(id, UPPER), join(id, WORK)], 'no-symlinks', 'overlay upper or work dir');
+    const lower = this.layout.rootDir(lowerId);
+    const upper = this.layout.upperDir(id);
+    if (opts.readonly) return overlayMountSpecs({ lowers: [upper, lower] }, this.mountSettings);
+    return overlayMountSpecs({ lowers: [lower], upper, work: this.layout.workDir(id) }, this.mountSettings);
+  }
+
+  /**
+   * Writable layer → image layer in Docker's format: a hardlink farm of the lower's root/ with the
+   * upper applied (its export, so whiteouts delete and an opaque dir drops what the lower had),
+   * renamed to root/; then upper/, work/, lower-id and the writable mark go. Crash-safe and
+   * idempotent: until the rename the layer is the writable layer it was (a farm a killed seal left
+   * is removed first); after it the layer is an image layer, and a second call only finishes the
+   * removals. The layer must not be mounted (the store checks that it is unused).
+   */
+  async sealWritable(id: string): Promise<void> {
+    this.assertExists(id);
+    const dir = this.layout.layerDir(id);
+    for (const name of readdirSync(dir)) {
+      if (name.startsWith(TMP_ROOT_PREFIX)) removeStoreTree(this.home, join(id, name), 'overlay temporary root dir');
+    }
+    if (!this.layout.hasRoot(id)) {
+      const lowerId = this.layout.readLowerId(id);
+      if (!this.layout.hasRoot(lowerId)) throw this.lowerWithoutRoot(id, lowerId);
+      assertDirsInside(this.home, [join(id, UPPER)], 'no-symlinks', 'overlay upper dir');
+      await this.applyAsFarm(id, lowerId, exportLayerDir(this.layout.upperDir(id), 'overlay'), {});
+    } else {
+      this.dropOverlayChildParts(id);
+    }
+    rmSync(join(this.writableMarks, id), { force: true });
+  }
+
+  private lowerWithoutRoot(id: string, lowerId: string): UnionctlError {
+    return new UnionctlError('CORRUPT', `overlay layer ${id}: its lower layer ${lowerId} has no root/`, {
+      hint: 'the lower layer was removed or never applied; the layer cannot be mounted',
+    });
   }
 
   // ---- cleanup -----------------------------------------------------------------------------

@@ -4,9 +4,9 @@
  * containerd does not pass a layer's diff ID to its snapshotter: the server works it out itself,
  * as the sha256 of the tar unionctl exports for the layer (what `unionctl save` then writes). That
  * means reading and hashing the whole layer, about as long as containerd took to write it; done
- * inside Commit it would hold up containerd's unpacking of the next layer, so Commit records the
- * layer without one and this queue hashes it meanwhile, one layer at a time, and records it in a
- * store transaction. A layer removed or given a diff ID meanwhile is skipped. A server stopped or
+ * inside Commit it would hold up containerd's unpacking of the next layer, so Commit records a big
+ * layer without one (a small one it hashes itself) and this queue hashes it meanwhile, one layer
+ * at a time, and records it in a store transaction. A layer removed or given a diff ID meanwhile is skipped. A server stopped or
  * killed before the queue ran dry leaves layers without a diff ID: the next start queues them again.
  */
 import type { Readable } from 'node:stream';
@@ -60,13 +60,18 @@ export class DiffIdRecorder {
   private async record(id: string): Promise<void> {
     const before = await this.store.layer(id);
     if (before.writable || before.diffId !== undefined) return;
-    const diffId = await sha256Of(await this.store.driver.diff(id, before.parent));
+    const diffId = await exportDiffId(this.store, id, before.parent);
     await this.store.transaction(async (tx) => {
       const now = tx.record(id);
       if (now === undefined || now.state !== 'complete' || now.writable || now.diffId !== undefined) return;
       tx.putRecord({ ...now, diffId });
     });
   }
+}
+
+/** The diff ID of layer `id`: the sha256 of the tar the driver exports for it against its parent. */
+export async function exportDiffId(store: LayerStore, id: string, parent?: string): Promise<string> {
+  return sha256Of(await store.driver.diff(id, parent ?? (await store.layer(id)).parent));
 }
 
 /** sha256 of the stream through the project's diff-ID digest (on a worker thread when a core is free). */

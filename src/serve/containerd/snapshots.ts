@@ -30,7 +30,7 @@ import type { MountSpec } from '../../graph/driver.js';
 import { type LayerStore, type StoreExtension, type StoreTx } from '../../graph/store.js';
 import { currentProcess, processAlive, removeDeadTempFiles, type ProcessIdentity } from '../../sys/index.js';
 import { diskDocuments, type DocumentReader } from '../../image/records.js';
-import { DiffIdRecorder } from './diff-ids.js';
+import { DiffIdRecorder, exportDiffId } from './diff-ids.js';
 import { compileFilters, type SnapshotFields } from './filters.js';
 
 export type SnapshotKind = 'active' | 'view' | 'committed';
@@ -182,6 +182,13 @@ function dropSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
   }
 }
 
+/**
+ * Layers up to this size (what they add, in bytes) get their diff ID inside Commit; bigger ones
+ * right after it, in the background (diff-ids.ts), so that containerd's unpacking of the next
+ * layer does not wait for the hash.
+ */
+const INLINE_DIFF_ID_BYTES = 16 << 20;
+
 export class SnapshotService {
   /** Hashes what Commit made, after the Commit has answered (diff-ids.ts says why). */
   private readonly diffIds: DiffIdRecorder;
@@ -189,9 +196,13 @@ export class SnapshotService {
   constructor(readonly store: LayerStore) {
     const d = store.driver;
     if (d.mountSpec === undefined || d.sealWritable === undefined) {
-      throw new UnionctlError('UNSUPPORTED', `the ${d.name} driver cannot serve containerd snapshots yet`, {
-        hint: 'serve a store of the overlay2 or vfs driver (--driver overlay2)',
-      });
+      throw new UnionctlError(
+        'UNSUPPORTED',
+        `the ${d.name} driver cannot serve containerd snapshots: it yields no mounts a runtime can make`,
+        {
+          hint: 'serve a store of a driver that does (overlay2, overlay, vfs, aufs: --driver overlay2)',
+        },
+      );
     }
     this.diffIds = new DiffIdRecorder(store);
     this.resumed = this.diffIds
@@ -334,7 +345,7 @@ export class SnapshotService {
     const rec = await this.store.transaction(async (tx) => requireSnapshot(tx, key));
     if (rec.layer === undefined || !rec.ownsLayer || rec.kind === 'view') return { size: 0, inodes: 0 };
     const meta = await this.store.driver.metadata(rec.layer);
-    const dir = meta.UpperDir ?? meta.Dir;
+    const dir = meta.UpperDir ?? meta.Dir ?? meta.RootDir; // overlay (v1): a committed layer is its root/ farm
     if (dir === undefined)
       throw new UnionctlError('UNSUPPORTED', `the ${this.store.driver.name} driver does not say where layer ${rec.layer} is`);
     return diskUsage(dir);
@@ -394,15 +405,19 @@ export class SnapshotService {
     assertKey(name, 'name');
     assertKey(key);
     const active = await this.store.transaction(async (tx) => this.activeForCommit(tx, name, key));
+    await this.store.driver.releaseMountSpec?.(active.layer!); // devicemapper: the store commits an unused layer
     const fields = await this.layerFacts(active.layer!, name, labels);
+    // A small layer is hashed here (cheap; the record is whole at once), a big one after the answer.
+    const inline = fields.size <= INLINE_DIFF_ID_BYTES;
+    const diffId = inline ? await exportDiffId(this.store, active.layer!) : undefined;
     await this.store.transaction(async (tx) => {
       const again = this.activeForCommit(tx, name, key);
-      await tx.commitWritableLayer(again.layer!, fields);
+      await tx.commitWritableLayer(again.layer!, { ...fields, ...(diffId === undefined ? {} : { diffId }) });
       const now = new Date().toISOString();
       tx.deleteDocument(docPath(key));
       writeSnapshot(tx, { ...again, name, kind: 'committed', labels: { ...again.labels, ...labels }, updated: now });
     });
-    this.diffIds.add(active.layer!);
+    if (!inline) this.diffIds.add(active.layer!);
   }
 
   private activeForCommit(tx: StoreTx, name: string, key: string): SnapshotRecord {
@@ -414,7 +429,7 @@ export class SnapshotService {
     return rec;
   }
 
-  /** Size and the chain ID containerd named the layer by (the diff ID comes after: DiffIdRecorder). */
+  /** Size and the chain ID containerd named the layer by. */
   private async layerFacts(layer: string, name: string, labels: Record<string, string>): Promise<{ chainId?: string; size: number }> {
     const parent = (await this.store.layer(layer)).parent;
     const size = await this.store.driver.diffSize(layer, parent);
@@ -431,6 +446,7 @@ export class SnapshotService {
    */
   async remove(key: string): Promise<void> {
     assertKey(key);
+    await this.releaseForRemoval(key);
     await this.store.transaction(async (tx) => {
       const rec = requireSnapshot(tx, key);
       const child = allSnapshots(tx).find((s) => s.parent === key);
@@ -438,6 +454,23 @@ export class SnapshotService {
         throw new UnionctlError('HAS_CHILDREN', `snapshot ${key} has children (${child.name})`, { hint: 'remove them first' });
       dropSnapshot(tx, rec);
     });
+  }
+
+  /**
+   * What the driver's mountSpec holds for the snapshot's layer (devicemapper's mounted device) goes
+   * with the snapshot when no other view shows that layer: a view shares its parent's layer with
+   * the parent and the parent's other views. A snapshot with children is refused later anyway.
+   */
+  private async releaseForRemoval(key: string): Promise<void> {
+    const release = this.store.driver.releaseMountSpec;
+    if (release === undefined) return;
+    const rec = await this.store.transaction(async (tx) => {
+      const r = requireSnapshot(tx, key);
+      if (r.layer === undefined || allSnapshots(tx).some((s) => s.parent === key)) return undefined;
+      const shown = allSnapshots(tx).some((s) => s.name !== key && s.layer === r.layer && s.kind === 'view');
+      return shown ? undefined : r;
+    });
+    if (rec !== undefined) await release.call(this.store.driver, rec.layer!);
   }
 
   /** Rolls back the snapshots whose Prepare was killed half-way (and their layers); returns their names. */
