@@ -186,6 +186,15 @@ function report(subjects: Subject[], samples: Sample[], image: ReturnType<typeof
   const [ours, peer] = rows as [(typeof rows)[0], (typeof rows)[0]];
   const importRatio = ours.importAndRunS / peer.importAndRunS;
   const startRatio = ours.startMs / peer.startMs;
+  // Each round's own ratio (its two subjects ran back to back): how much the ratio moves run to run.
+  const perRound = (f: (s: Sample) => number) => {
+    const ratios = Array.from({ length: args.rounds }, (_, r) => {
+      const [a, b] = [ours, peer].map((row) => samples.filter((s) => s.subject === row.subject)[r]!);
+      return f(a!) / f(b!);
+    });
+    const sum = summarize(ratios);
+    return `${sum.min.toFixed(2)}–${sum.max.toFixed(2)}× (median ${sum.median.toFixed(2)}×)`;
+  };
   const date = new Date().toISOString().slice(0, 10);
   const lines = [
     `# containerd snapshotter benchmark, ${date}`,
@@ -201,7 +210,8 @@ function report(subjects: Subject[], samples: Sample[], image: ReturnType<typeof
     ),
     '',
     `Import + first run with unionctl: **${importRatio.toFixed(2)}×** the built-in's time (target ≤ 1.15×: ${importRatio <= 1.15 ? 'met' : 'missed'}). Container start: **${startRatio.toFixed(2)}×** (target ≤ 1.1×: ${startRatio <= 1.1 ? 'met' : 'missed'}).`,
-    "Commits in the server: containerd's Commit calls as the server timed them. The diff ID of each committed layer (the sha256 of its export: containerd does not pass it) is hashed after the Commit has answered, in the background while containerd unpacks the next layer; its CPU is in the CPU column.",
+    `Round by round: import + first run ${perRound((s) => s.importMs + s.firstRunMs)}, start ${perRound((s) => s.startMs)}.`,
+    "Commits in the server: containerd's Commit calls as the server timed them. The diff ID of each committed layer (the sha256 of its export: containerd does not pass it) is hashed inside the Commit for a layer up to 16 MiB, and after the Commit has answered for a bigger one, in the background while containerd unpacks the next layer; its CPU is in the CPU column.",
     '',
   ];
   const text = lines.join('\n');
