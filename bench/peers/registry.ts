@@ -12,10 +12,11 @@
  *     await reg.stop();
  *   }
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { sh } from '../measure.js';
 import { logTail, sleep, stopDaemon } from './processes.js';
 
 export const REGISTRY = '/usr/bin/docker-registry';
@@ -25,7 +26,7 @@ export interface Registry {
   /** host:port, e.g. 127.0.0.1:40123 (plain HTTP). */
   address: string;
   logFile: string;
-  /** `skopeo copy <source> docker://<address>/<name>` (plain HTTP); throws with skopeo's stderr. */
+  /** `skopeo copy <source> docker://<address>/<name>` (plain HTTP); throws with the end of skopeo's stderr. */
   push(source: string, name: string): void;
   /** The digests (sha256:…) of every `GET /v2/<repo>/blobs/<digest>` answered so far, in order. */
   blobGets(): string[];
@@ -106,14 +107,7 @@ function registryAt(address: string, logFile: string, stop: () => Promise<void>)
     address,
     logFile,
     push(source, name) {
-      try {
-        execFileSync(SKOPEO, ['copy', '--quiet', '--dest-tls-verify=false', source, `docker://${address}/${name}`], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-      } catch (e) {
-        const stderr = (e as { stderr?: Buffer }).stderr?.toString() ?? '';
-        throw new Error(`skopeo copy ${source} to ${address}/${name} failed: ${stderr.trim() || (e as Error).message}`);
-      }
+      sh(SKOPEO, ['copy', '--quiet', '--dest-tls-verify=false', source, `docker://${address}/${name}`]);
     },
     blobGets() {
       // Access log lines, combined log format: … "GET /v2/sample/app/blobs/sha256:… HTTP/1.1" 200 …

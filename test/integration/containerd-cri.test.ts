@@ -96,23 +96,23 @@ describe('containerd CRI with the unionctl snapshotter: a Kubernetes pull and po
 
     const socket = join(scratch.dir, 'run', 'uc.sock');
     serve = await startServe({ root, driver: 'overlay2', socket, logFile: join(scratch.dir, 'serve.log') });
-    const cri_ = '[plugins."io.containerd.grpc.v1.cri"]';
+    const criTable = 'plugins."io.containerd.grpc.v1.cri"';
     cd = await startContainerd({
       dir: scratch.dir,
       cri: true,
       proxySnapshotters: { unionctl: socket },
       extraConfig: [
-        cri_,
+        `[${criTable}]`,
         `  sandbox_image = "${pause}"`,
         // runc may not write /proc/self/oom_score_adj here (see the runtime notes): keep within ours.
         '  restrict_oom_score_adj = true',
-        `${cri_.slice(0, -1)}.containerd]`,
+        `[${criTable}.containerd]`,
         '  snapshotter = "unionctl"',
         '  disable_snapshot_annotations = false',
-        `${cri_.slice(0, -1)}.cni]`,
+        `[${criTable}.cni]`,
         `  bin_dir = "${join(scratch.dir, 'cni', 'bin')}"`,
         `  conf_dir = "${join(scratch.dir, 'cni', 'conf')}"`,
-        `${cri_.slice(0, -1)}.registry.mirrors."${registry.address}"]`,
+        `[${criTable}.registry.mirrors."${registry.address}"]`,
         `  endpoint = ["http://${registry.address}"]`,
       ].join('\n'),
     });

@@ -6,8 +6,9 @@
  * means reading and hashing the whole layer, about as long as containerd took to write it; done
  * inside Commit it would hold up containerd's unpacking of the next layer, so Commit records a big
  * layer without one (a small one it hashes itself) and this queue hashes it meanwhile, one layer
- * at a time, and records it in a store transaction. A layer removed or given a diff ID meanwhile is skipped. A server stopped or
- * killed before the queue ran dry leaves layers without a diff ID: the next start queues them again.
+ * at a time, and records it in a store transaction. A layer removed or given a diff ID meanwhile
+ * is skipped. A server stopped or killed before the queue ran dry leaves layers without a diff
+ * ID: the next start queues them again.
  */
 import type { Readable } from 'node:stream';
 import { StreamDigest } from '../../archive/stream-digest.js';
@@ -69,9 +70,13 @@ export class DiffIdRecorder {
   }
 }
 
-/** The diff ID of layer `id`: the sha256 of the tar the driver exports for it against its parent. */
-export async function exportDiffId(store: LayerStore, id: string, parent?: string): Promise<string> {
-  return sha256Of(await store.driver.diff(id, parent ?? (await store.layer(id)).parent));
+/**
+ * The diff ID of layer `id`: the sha256 of the tar the driver exports for it against `parent`.
+ * The driver's diff, not the store's: the store's hold on the layer is given back only after
+ * 'close', and the commit that follows a hash inside Commit refuses a layer still held.
+ */
+export async function exportDiffId(store: LayerStore, id: string, parent: string | undefined): Promise<string> {
+  return sha256Of(await store.driver.diff(id, parent));
 }
 
 /** sha256 of the stream through the project's diff-ID digest (on a worker thread when a core is free). */

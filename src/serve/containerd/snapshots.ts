@@ -406,10 +406,10 @@ export class SnapshotService {
     assertKey(key);
     const active = await this.store.transaction(async (tx) => this.activeForCommit(tx, name, key));
     await this.store.driver.releaseMountSpec?.(active.layer!); // devicemapper: the store commits an unused layer
-    const fields = await this.layerFacts(active.layer!, name, labels);
+    const { parent, ...fields } = await this.layerFacts(active.layer!, name, labels);
     // A small layer is hashed here (cheap; the record is whole at once), a big one after the answer.
     const inline = fields.size <= INLINE_DIFF_ID_BYTES;
-    const diffId = inline ? await exportDiffId(this.store, active.layer!) : undefined;
+    const diffId = inline ? await exportDiffId(this.store, active.layer!, parent) : undefined;
     await this.store.transaction(async (tx) => {
       const again = this.activeForCommit(tx, name, key);
       await tx.commitWritableLayer(again.layer!, { ...fields, ...(diffId === undefined ? {} : { diffId }) });
@@ -429,12 +429,16 @@ export class SnapshotService {
     return rec;
   }
 
-  /** Size and the chain ID containerd named the layer by. */
-  private async layerFacts(layer: string, name: string, labels: Record<string, string>): Promise<{ chainId?: string; size: number }> {
+  /** The layer's parent, size, and the chain ID containerd named the layer by. */
+  private async layerFacts(
+    layer: string,
+    name: string,
+    labels: Record<string, string>,
+  ): Promise<{ parent?: string; chainId?: string; size: number }> {
     const parent = (await this.store.layer(layer)).parent;
     const size = await this.store.driver.diffSize(layer, parent);
     const chainId = CHAIN_ID_AT_END.exec(name)?.[1] ?? labels[SNAPSHOT_REF_LABEL];
-    return { size, ...(chainId === undefined ? {} : { chainId }) };
+    return { parent, size, ...(chainId === undefined ? {} : { chainId }) };
   }
 
   // ---- Remove, Cleanup ------------------------------------------------------------------------
@@ -466,8 +470,10 @@ export class SnapshotService {
     if (release === undefined) return;
     const rec = await this.store.transaction(async (tx) => {
       const r = requireSnapshot(tx, key);
-      if (r.layer === undefined || allSnapshots(tx).some((s) => s.parent === key)) return undefined;
-      const shown = allSnapshots(tx).some((s) => s.name !== key && s.layer === r.layer && s.kind === 'view');
+      if (r.layer === undefined) return undefined;
+      const all = allSnapshots(tx);
+      if (all.some((s) => s.parent === key)) return undefined;
+      const shown = all.some((s) => s.name !== key && s.layer === r.layer && s.kind === 'view');
       return shown ? undefined : r;
     });
     if (rec !== undefined) await release.call(this.store.driver, rec.layer!);
