@@ -556,10 +556,17 @@ export class StoreTx {
     this.files.write(recordPath(rec.id), `${JSON.stringify(rec, null, 2)}\n`, { durable: rec.state !== 'complete' });
   }
 
-  /** Deletes the record and the layer's tar-split, with any temp files a crash left of them. */
-  deleteRecord(id: string): void {
-    this.files.delete(tarSplitRelPath(id));
-    this.files.delete(recordPath(id));
+  /**
+   * Deletes the record and the layer's tar-split, with any temp files a crash left of them.
+   * `afterStorage`: the layer's storage is gone already and the record says "removing" or
+   * "creating", so the deletion need not be durable: undone by a crash, the record is back in a
+   * state whose recovery (finish the removal, roll back the creation) finds nothing left to do
+   * but delete it again.
+   */
+  deleteRecord(id: string, opts: { afterStorage?: boolean } = {}): void {
+    const durable = !opts.afterStorage;
+    this.files.delete(tarSplitRelPath(id), { durable });
+    this.files.delete(recordPath(id), { durable });
     const leftovers = [
       atomicTempPrefix(join(this.store.root, tarSplitRelPath(id))),
       atomicTempPrefix(join(this.store.root, recordPath(id))),
@@ -665,8 +672,9 @@ export class StoreTx {
     this.files.write(path, content);
   }
 
-  deleteDocument(path: string): void {
-    this.files.delete(path);
+  /** `durable: false`: a crash may undo the deletion (transaction.ts: then it needs no journal beside one other change). */
+  deleteDocument(path: string, opts: { durable?: boolean } = {}): void {
+    this.files.delete(path, opts);
   }
 
   /** Runs `fn` after the commit, outside the lock (slow work: deleting files, mounting). */
@@ -813,14 +821,14 @@ export class LayerStore {
       await this.transaction(async (tx) => tx.putRecord({ ...rec, state: 'complete' }));
       throw e;
     }
-    await this.transaction(async (tx) => tx.deleteRecord(rec.id));
+    await this.transaction(async (tx) => tx.deleteRecord(rec.id, { afterStorage: true }));
     return true;
   }
 
   /** Removes a layer that is being created (nobody else knows it: force) and its record. */
   private async rollBackCreation(id: string, parent: string | undefined): Promise<void> {
     await this.driver.remove(id, { force: true, parent });
-    await this.transaction(async (tx) => tx.deleteRecord(id));
+    await this.transaction(async (tx) => tx.deleteRecord(id, { afterStorage: true }));
   }
 
   /** IN_USE when the layer is mounted or referenced by any process. */

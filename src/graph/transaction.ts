@@ -6,17 +6,21 @@
  * deletions; nothing reaches the disk until the body has returned. Then:
  * - no change: nothing is written;
  * - one change: it is applied directly (a file replaced atomically, or deleted);
- * - several: a journal holding all of them is written first (atomically, durably), then each
- *   change is applied, then the journal is deleted. A crash between leaves the journal; the next
- *   transaction (of any process) replays it before it starts — the changes are whole files and
- *   deletions, so replaying twice is harmless.
+ * - one durable change and deletions that need not be durable (`delete(path, { durable: false })`:
+ *   the caller accepts that a crash undoes them): the change is applied first, then the deletions,
+ *   with no journal. A crash leaves none of them, the change alone, or all: never a deletion
+ *   without the change;
+ * - several others: a journal holding all of them is written first (atomically, durably), then
+ *   each change is applied, then the journal is deleted. A crash between leaves the journal; the
+ *   next transaction (of any process) replays it before it starts — the changes are whole files
+ *   and deletions, so replaying twice is harmless.
  * A body that throws leaves the disk as it was. Work that must not happen under the lock (deleting
  * a layer's files, mounting) is handed to afterCommit() and runs once the lock is released.
  *
  * Paths are relative to the store root and must stay inside it.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, normalize } from 'node:path';
 import { corruptError, UnionctlError } from '../errors.js';
 import { fsyncDir, readStoreFile, storeDirExists, writeFileAtomic } from '../sys/index.js';
@@ -28,7 +32,7 @@ const JOURNAL_DIR = 'journal';
 interface Change {
   path: string;
   content: string | null;
-  /** fsync before the transaction counts as done (the default; layer records turned complete opt out, see store.ts). */
+  /** fsync before the transaction counts as done (the default; layer records turned complete, and records deleted after their layer, opt out: see store.ts). */
   durable: boolean;
 }
 
@@ -78,10 +82,20 @@ export class FileTransaction {
     this.changes.set(p, { path: p, content, durable: opts.durable ?? true });
   }
 
-  delete(path: string): void {
+  /**
+   * Deletes the file. A file that is not on disk is no change at all (a pending write of it is
+   * dropped): a transaction that deletes only absent files writes nothing, and one whose other
+   * change is single needs no journal. `durable: false` for a deletion that may come undone in a
+   * crash (the file is then back; e.g. a record whose state makes the next open finish its job).
+   */
+  delete(path: string, opts: WriteOptions = {}): void {
     this.assertOpen();
     const p = checkedPath(path);
-    this.changes.set(p, { path: p, content: null, durable: true });
+    if (lstatSync(join(this.root, p), { throwIfNoEntry: false }) === undefined) {
+      this.changes.delete(p);
+      return;
+    }
+    this.changes.set(p, { path: p, content: null, durable: opts.durable ?? true });
   }
 
   /** Runs `fn` after the commit, outside the lock, in the order registered (not at all when the body throws). */
@@ -103,8 +117,11 @@ export class FileTransaction {
     this.open = false;
     const changes = [...this.changes.values()];
     assertRealTopDirs(this.root, changes);
-    if (changes.length === 1) applyChange(this.root, changes[0]!);
-    else if (changes.length > 1) commitJournaled(this.root, changes);
+    const laxDeletions = changes.filter((c) => c.content === null && !c.durable);
+    const others = changes.filter((c) => !laxDeletions.includes(c));
+    const unjournaled = changes.length === 1 || others.length === 0 || (others.length === 1 && others[0]!.durable);
+    if (unjournaled) for (const change of [...others, ...laxDeletions]) applyChange(this.root, change);
+    else commitJournaled(this.root, changes);
     return this.after;
   }
 
@@ -213,6 +230,7 @@ function applyChange(root: string, change: Change): void {
     return;
   }
   rmSync(path, { force: true });
+  if (!change.durable) return;
   try {
     fsyncDir(dirname(path));
   } catch (e) {

@@ -189,4 +189,39 @@ describe('SnapshotService on a vfs store', { skip: scratchMissing }, () => {
     assert.deepEqual(await reopened.transaction(async (tx) => tx.listDocuments('snapshots')), []);
     await reopened.close();
   });
+
+  it('a Remove cut short after its layer began to go (the record deletion undone): the next open drops the snapshot', async (t) => {
+    const dir = await withScratchFs(t);
+    const root = join(dir, 'root');
+    const store = await openStore({ root, driver: 'vfs' });
+    const s = new SnapshotService(store);
+    await s.prepare('ns/1/a', '', {});
+    await s.prepare('ns/2/kept', '', {});
+    const [gone] = (await store.list()).filter((l) => l.writable);
+    // What a crash can leave of Remove (dropSnapshot): the layer's "removing" record made durable,
+    // the snapshot record's deletion, which need not be, undone.
+    const victim = (await s.list()).find((i) => i.name === 'ns/1/a')!;
+    assert.ok(victim !== undefined && gone !== undefined);
+    const owner = await store.transaction(async (tx) => {
+      const holder = tx
+        .listDocuments('snapshots')
+        .map((f) => JSON.parse(tx.readDocument(`snapshots/${f}`)!) as { name: string; layer: string })
+        .find((d) => d.name === 'ns/1/a')!;
+      tx.putRecord({ ...tx.record(holder.layer)!, state: 'removing' });
+      return holder.layer;
+    });
+    await s.close();
+    await store.close();
+    const reopened = await openStore({ root, driver: 'vfs' });
+    const again = new SnapshotService(reopened);
+    assert.deepEqual(
+      (await again.list()).map((i) => i.name),
+      ['ns/2/kept'],
+      'the dangling snapshot is dropped, the other kept',
+    );
+    assert.ok(!(await reopened.list()).some((l) => l.id === owner), 'its layer is gone');
+    assert.equal((await reopened.list()).length, 1);
+    await again.close();
+    await reopened.close();
+  });
 });

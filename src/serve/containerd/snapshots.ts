@@ -141,8 +141,32 @@ export const snapshotStoreExtension: StoreExtension = {
   async recover(store) {
     removeDeadTempFiles(join(store.root, SNAPSHOTS)); // record writes killed before their rename
     await rollBackDeadPrepares(store);
+    await dropDanglingSnapshots(store);
   },
 };
+
+/**
+ * Drops the snapshots whose layer is gone or going (a crash undid the deletion of their record
+ * after their layer's removal had begun: dropSnapshot). Runs at every store open, after the
+ * store finished the removals a crash interrupted; reads without the lock first.
+ */
+async function dropDanglingSnapshots(store: LayerStore): Promise<void> {
+  if (allSnapshots(diskDocuments(store)).length === 0) return;
+  await store.transaction(async (tx) => {
+    const layerGone = (id: string) => {
+      try {
+        return tx.record(id)?.state !== 'complete';
+      } catch {
+        return false; // a damaged record: not this function's to judge
+      }
+    };
+    for (const rec of allSnapshots(tx)) {
+      if (rec.preparing !== undefined || rec.layer === undefined || !layerGone(rec.layer)) continue;
+      tx.deleteDocument(docPath(rec.name));
+      store.report('info', `dropped snapshot ${rec.name}: its layer ${rec.layer} was removed (the removal of the snapshot was cut short)`);
+    }
+  });
+}
 
 /**
  * Removes the snapshots (and their layers) whose Prepare or View was killed before it ended. Runs
@@ -167,9 +191,14 @@ async function rollBackDeadPrepares(store: LayerStore): Promise<string[]> {
  * else keeps that layer: another snapshot holding it (which then owns it), a unionctl image, a
  * layer built on it. A layer that is not complete (a create killed half-way) is the store's own
  * recovery's to roll back.
+ *
+ * The record's deletion need not be durable, which spares the transaction a journal (the layer's
+ * "removing" record is its one durable change): a crash that undoes it brings back a snapshot
+ * containerd no longer knows, which containerd's GC removes again (it removes every snapshot its
+ * metadata lacks), or one whose layer went, which the next open drops (dropDanglingSnapshots).
  */
 function dropSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
-  tx.deleteDocument(docPath(rec.name));
+  tx.deleteDocument(docPath(rec.name), { durable: false });
   if (!rec.ownsLayer || rec.layer === undefined) return;
   const heir = allSnapshots(tx).find((s) => s.name !== rec.name && s.layer === rec.layer);
   if (heir !== undefined) return writeSnapshot(tx, { ...heir, ownsLayer: true });
@@ -359,7 +388,7 @@ export class SnapshotService {
       .filter((s) => s.preparing === undefined)
       .map(publicInfo)
       .filter((s) => match(snapshotFields(s)))
-      .sort((a, b) => a.name.localeCompare(b.name));
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)); // code-point order, as containerd's bolt keys
   }
 
   // ---- Update ---------------------------------------------------------------------------------
