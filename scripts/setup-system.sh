@@ -25,6 +25,7 @@ declare -A NEED=(
   [podman]=podman            # image interop tests (test/integration/interop-*.test.ts) and the load benchmark
   [skopeo]=skopeo            # image interop tests: skopeo inspect/copy of archives unionctl save wrote
   [docker-registry]=docker-registry  # a private registry (distribution 2.8) on 127.0.0.1: the CRI pull test, registry pull/push
+  [htpasswd]=apache2-utils   # the registry tests' htpasswd (bcrypt) file for basic auth
   [umoci]=umoci              # unionctl bench: the umoci peer (skopeo copy + umoci raw unpack)
   [fstrim]=util-linux        # unionctl bench: hands freed loop-image blocks back to the tmpfs
   [qemu-system-x86_64]=qemu-system-x86  # the devicemapper test VM (scripts/vm/run.mjs)

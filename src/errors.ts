@@ -17,7 +17,9 @@ export type ErrorCode =
   | 'BAD_OPTION' // unknown storage option, bad option value, unknown driver name
   | 'LOCKED' // a lock that could not be taken
   | 'SYSCALL' // a system call failed (carries the errno name)
-  | 'CORRUPT' // on-disk state that does not match the format
+  | 'CORRUPT' // on-disk state that does not match the format (or a registry blob that does not match its digest)
+  | 'DENIED' // a registry refused the credentials, or asked for some and there were none (HTTP 401, 403)
+  | 'REGISTRY' // a registry that cannot be reached, fails (5xx), limits the rate (429) or answers what the protocol does not allow
   | 'USAGE'; // a CLI / API call with wrong arguments
 
 export class UnionctlError extends Error {

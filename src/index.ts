@@ -35,6 +35,9 @@ export type {
 
 // Images: docker save / OCI archives in and out, image records beside the layers
 export { loadImages, saveImages, listImages, getImage, removeImage, resolveLayerRef, MEDIA } from './image/index.js';
+// …from and to registries (the OCI distribution API)
+export { pullImage, pushImage, parseReference, parsePlatform } from './image/index.js';
+export type { PullOptions, PullProgress, PulledImage, PushOptions, PushProgress, PushedImage, ImageReference } from './image/index.js';
 // …and as a read-only containers/storage image store for podman, buildah and CRI-O
 export { exportStorage, removeExport, listExports } from './image/index.js';
 export type { ExportSummary, ExportOptions } from './image/index.js';

@@ -26,8 +26,10 @@ export interface Registry {
   /** host:port, e.g. 127.0.0.1:40123 (plain HTTP). */
   address: string;
   logFile: string;
-  /** `skopeo copy <source> docker://<address>/<name>` (plain HTTP); throws with the end of skopeo's stderr. */
-  push(source: string, name: string): void;
+  /** `skopeo copy <source> docker://<address>/<name>` (plain HTTP, `creds` user:password if given); throws with the end of skopeo's stderr. */
+  push(source: string, name: string, creds?: string): void;
+  /** Where the registry keeps blob `digest` on disk (distribution's filesystem driver layout): a test may damage it. */
+  blobFile(digest: string): string;
   /** The digests (sha256:…) of every `GET /v2/<repo>/blobs/<digest>` answered so far, in order. */
   blobGets(): string[];
   stop(): Promise<void>;
@@ -49,7 +51,34 @@ async function freePort(): Promise<number> {
   });
 }
 
-function configYaml(data: string, address: string): string {
+/** How clients must authenticate: none (the default), an htpasswd file (Basic), or tokens from a token server (Bearer). */
+export type RegistryAuth =
+  | { htpasswd: string }
+  | {
+      token: {
+        realm: string;
+        service: string;
+        issuer: string;
+        /** PEM certificate(s) whose keys sign the tokens. */
+        rootCertBundle: string;
+      };
+    };
+
+function authYaml(auth: RegistryAuth | undefined): string[] {
+  if (auth === undefined) return [];
+  if ('htpasswd' in auth) return ['auth:', '  htpasswd:', '    realm: unionctl-test', `    path: ${auth.htpasswd}`];
+  const t = auth.token;
+  return [
+    'auth:',
+    '  token:',
+    `    realm: ${t.realm}`,
+    `    service: ${t.service}`,
+    `    issuer: ${t.issuer}`,
+    `    rootcertbundle: ${t.rootCertBundle}`,
+  ];
+}
+
+function configYaml(data: string, address: string, auth: RegistryAuth | undefined): string {
   return [
     'version: 0.1',
     'log:',
@@ -61,13 +90,14 @@ function configYaml(data: string, address: string): string {
     `    rootdirectory: ${data}`,
     '  delete:',
     '    enabled: true',
+    ...authYaml(auth),
     'http:',
     `  addr: ${address}`,
     '',
   ].join('\n');
 }
 
-export async function startRegistry(opts: { dir: string; readyTimeoutMs?: number }): Promise<Registry> {
+export async function startRegistry(opts: { dir: string; auth?: RegistryAuth; readyTimeoutMs?: number }): Promise<Registry> {
   if (!registryAvailable()) throw new Error('startRegistry: docker-registry or skopeo is missing (apt-get install docker-registry skopeo)');
   mkdirSync(opts.dir, { recursive: true });
   const base = mkdtempSync(join(opts.dir, 'registry-'));
@@ -76,7 +106,7 @@ export async function startRegistry(opts: { dir: string; readyTimeoutMs?: number
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
   for (;;) {
     const address = `127.0.0.1:${await freePort()}`;
-    writeFileSync(configFile, configYaml(join(base, 'data'), address));
+    writeFileSync(configFile, configYaml(join(base, 'data'), address, opts.auth));
     const log = openSync(logFile, 'a');
     const child = spawn(REGISTRY, ['serve', configFile], { stdio: ['ignore', log, log], detached: true });
     closeSync(log);
@@ -88,7 +118,9 @@ export async function startRegistry(opts: { dir: string; readyTimeoutMs?: number
     while (!exited && Date.now() < deadline) {
       try {
         const res = await fetch(`http://${address}/v2/`);
-        if (res.status === 200) return registryAt(address, logFile, stop);
+        // 401: up, and asking for the credentials it was configured for.
+        if (res.status === 200 || (opts.auth !== undefined && res.status === 401))
+          return registryAt(address, join(base, 'data'), logFile, stop);
       } catch {
         /* not listening yet */
       }
@@ -102,12 +134,20 @@ export async function startRegistry(opts: { dir: string; readyTimeoutMs?: number
   }
 }
 
-function registryAt(address: string, logFile: string, stop: () => Promise<void>): Registry {
+function registryAt(address: string, dataDir: string, logFile: string, stop: () => Promise<void>): Registry {
   return {
     address,
     logFile,
-    push(source, name) {
-      sh(SKOPEO, ['copy', '--quiet', '--dest-tls-verify=false', source, `docker://${address}/${name}`]);
+    blobFile: (digest) => join(dataDir, 'docker/registry/v2/blobs/sha256', digest.slice(7, 9), digest.slice(7), 'data'),
+    push(source, name, creds) {
+      sh(SKOPEO, [
+        'copy',
+        '--quiet',
+        '--dest-tls-verify=false',
+        ...(creds ? ['--dest-creds', creds] : []),
+        source,
+        `docker://${address}/${name}`,
+      ]);
     },
     blobGets() {
       // Access log lines, combined log format: … "GET /v2/sample/app/blobs/sha256:… HTTP/1.1" 200 …

@@ -11,6 +11,7 @@ import { resolveLayerRef } from '../image/index.js';
 import { writeOutputFile } from '../sys/user-file.js';
 import { nonEmpty, nonEmptyEach } from './args.js';
 import { addImageCommands } from './image-commands.js';
+import { addRegistryCommands } from './registry-commands.js';
 import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
 import {
   branchModeStyle,
@@ -365,6 +366,7 @@ export function buildProgram(version: string): Command {
   program.command('ls').description('list layers').action(lsCommand);
 
   addImageCommands(program, withStore);
+  addRegistryCommands(program, withStore);
 
   program.command('cleanup').description('unmount everything the driver mounted').action(cleanupCommand);
 

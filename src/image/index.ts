@@ -11,3 +11,16 @@ export type { LayerCompression } from './manifest.js';
 export { imageStoreExtension } from './records.js';
 export { exportStorage, removeExport, listExports, syncContainersStorage, containersStorageExtension } from './containers-storage/index.js';
 export type { ExportSummary, ExportOptions } from './containers-storage/index.js';
+export { pullImage, pushImage, parseReference, formatReference, parsePlatform, RegistryClient } from './registry/index.js';
+export { authFilePath, parseCreds, removeCredentials, storeCredentials, storedCredentials } from './registry/index.js';
+export type {
+  PullOptions,
+  PullProgress,
+  PulledImage,
+  PushOptions,
+  PushProgress,
+  PushedImage,
+  PushedBlob,
+  ImageReference,
+  Credentials,
+} from './registry/index.js';

@@ -52,6 +52,19 @@ export interface LoadedImage {
   layers: Array<ImageLayerRef & { reused: boolean }>;
 }
 
+/**
+ * Where the layer blobs of the images being loaded come from: an archive's members, or a
+ * registry's blobs (registry/pull.ts). Asked only for the layers the store does not hold yet.
+ */
+export interface LayerBlobs {
+  /** Says where, at the start of messages: "archive sample.tar", "registry 127.0.0.1:5000". */
+  description: string;
+  /** The blob's bytes as they come. */
+  chunks(layer: LayerToLoad): AsyncIterable<Buffer>;
+  /** A local file holding exactly the blob, when there is one: the import reads it directly. */
+  filePath?(layer: LayerToLoad): string | undefined;
+}
+
 /** Loads every image of FILE / directory / '-' (stdin) into the store. */
 export async function loadImages(store: LayerStore, input: string, opts: LoadOptions = {}): Promise<LoadedImage[]> {
   const tmp = join(store.root, 'tmp');
@@ -59,15 +72,42 @@ export async function loadImages(store: LayerStore, input: string, opts: LoadOpt
     const archive = await openArchive(input, tmp);
     try {
       const images = pickImages(archive, readImages(archive), opts.image);
-      return await loadChecked(store, archive, images, opts);
+      const blobs: LayerBlobs = {
+        description: archive.description,
+        chunks: (layer) => archive.chunks(layer.member),
+        filePath: (layer) => archive.filePath(layer.member),
+      };
+      return await loadChecked(store, blobs, images, opts);
     } finally {
       archive.close();
     }
   } finally {
-    // A failed first load leaves the store root exactly as it was: no empty images/ or tmp/.
-    removeDirIfEmpty(tmp);
-    removeDirIfEmpty(join(store.root, 'images'));
+    leaveRootAsItWas(store);
   }
+}
+
+/**
+ * Loads `images`, already checked but for their layer contents, taking the blobs of the layers the
+ * store does not hold from `blobs`: the layers (each verified against its blob digest and diff ID
+ * before it is complete), then all image records at once. On failure, the layers it made go.
+ */
+export async function loadImagesFrom(
+  store: LayerStore,
+  blobs: LayerBlobs,
+  images: ImageToLoad[],
+  opts: LoadOptions = {},
+): Promise<LoadedImage[]> {
+  try {
+    return await loadChecked(store, blobs, images, opts);
+  } finally {
+    leaveRootAsItWas(store);
+  }
+}
+
+/** A failed first load leaves the store root exactly as it was: no empty images/ or tmp/. */
+function leaveRootAsItWas(store: LayerStore): void {
+  removeDirIfEmpty(join(store.root, 'tmp'));
+  removeDirIfEmpty(join(store.root, 'images'));
 }
 
 function pickImages(archive: ArchiveFiles, images: ImageToLoad[], wanted: string | undefined): ImageToLoad[] {
@@ -88,7 +128,7 @@ function pickImages(archive: ArchiveFiles, images: ImageToLoad[], wanted: string
   return match.map((i) => (i.names.includes(name) ? { ...i, names: [name] } : i));
 }
 
-async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: ImageToLoad[], opts: LoadOptions): Promise<LoadedImage[]> {
+async function loadChecked(store: LayerStore, blobs: LayerBlobs, images: ImageToLoad[], opts: LoadOptions): Promise<LoadedImage[]> {
   const journal = new LoadJournal();
   const totalLayers = images.reduce((n, i) => n + i.layers.length, 0);
   let done = 0;
@@ -100,7 +140,7 @@ async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: Ima
       for (const layer of image.layers) {
         const onBytes =
           opts.onProgress === undefined ? undefined : (bytes: number) => opts.onProgress?.({ layer: done + 1, layers: totalLayers, bytes });
-        const ref = await loadLayer(store, archive, image, layer, parent, journal, onBytes);
+        const ref = await loadLayer(store, blobs, image, layer, parent, journal, onBytes);
         layers.push(ref);
         parent = ref;
         done++;
@@ -129,7 +169,7 @@ async function loadChecked(store: LayerStore, archive: ArchiveFiles, images: Ima
 
 async function loadLayer(
   store: LayerStore,
-  archive: ArchiveFiles,
+  blobs: LayerBlobs,
   image: ImageToLoad,
   layer: LayerToLoad,
   parent: ImageLayerRef | undefined,
@@ -153,7 +193,7 @@ async function loadLayer(
   if (claim.reused) return { id: claim.id, diffId: layer.diffId, chainId, reused: true };
 
   const what = `layer ${layer.index} of ${image.label} (${layer.member})`;
-  const blob = blobInput(archive, layer);
+  const blob = blobInput(blobs, layer);
   try {
     await store.importLayer(blob.input, {
       id: claim.id,
@@ -164,9 +204,9 @@ async function loadLayer(
         if (result.diffId !== layer.diffId) {
           throw new UnionctlError(
             'CORRUPT',
-            `${archive.description}: ${what}: diff ID mismatch: the config says ${layer.diffId}, the layer's tar has ${result.diffId}`,
+            `${blobs.description}: ${what}: diff ID mismatch: the config says ${layer.diffId}, the layer's tar has ${result.diffId}`,
             {
-              hint: 'the archive is damaged or was tampered with; nothing was loaded',
+              hint: 'the image is damaged or was tampered with; nothing was loaded',
             },
           );
         }
@@ -174,7 +214,7 @@ async function loadLayer(
     });
   } catch (e) {
     blob.abort();
-    throw inContext(e, archive, what);
+    throw inContext(e, blobs.description, what);
   }
   return { id: claim.id, diffId: layer.diffId, chainId, reused: false };
 }
@@ -191,17 +231,17 @@ async function freshLayerId(tx: StoreTx, chainId: string): Promise<string> {
  * Adds "archive: layer N of image X: " to an error that only names a tar entry or a file, and makes
  * a plain system error (ENOSPC while writing the layer) one of ours with a hint.
  */
-function inContext(e: unknown, archive: ArchiveFiles, what: string): unknown {
+function inContext(e: unknown, description: string, what: string): unknown {
   // SysCallError carries the errno name in .errno, node's fs errors in .code.
   const errno = (e as { errno?: unknown }).errno;
   const code = typeof errno === 'string' ? errno : (e as NodeJS.ErrnoException | undefined)?.code;
   const spaceHint = code === 'ENOSPC' || code === 'EDQUOT' ? 'free space on the filesystem of the store root, then load again' : undefined;
   if (e instanceof UnionctlError) {
-    if (e.message.startsWith(archive.description)) return e;
-    return new UnionctlError(e.code, `${archive.description}: ${what}: ${e.message}`, { hint: e.hint ?? spaceHint, cause: e });
+    if (e.message.startsWith(description)) return e;
+    return new UnionctlError(e.code, `${description}: ${what}: ${e.message}`, { hint: e.hint ?? spaceHint, cause: e });
   }
   if (typeof code !== 'string') return e;
-  return new UnionctlError('SYSCALL', `${archive.description}: ${what}: ${(e as Error).message}`, { hint: spaceHint, cause: e });
+  return new UnionctlError('SYSCALL', `${description}: ${what}: ${(e as Error).message}`, { hint: spaceHint, cause: e });
 }
 
 /**
@@ -215,20 +255,20 @@ interface BlobInput {
   abort: () => void;
 }
 
-function blobInput(archive: ArchiveFiles, layer: LayerToLoad): BlobInput {
+function blobInput(blobs: LayerBlobs, layer: LayerToLoad): BlobInput {
   const expected = layer.blobDigest;
-  const path = archive.filePath(layer.member);
+  const path = blobs.filePath?.(layer);
   const mismatch = (actual: string, what: string) =>
     new UnionctlError(
       'CORRUPT',
-      `${archive.description}: ${what}: blob digest mismatch: the manifest says ${expected}, the blob is ${actual}`,
+      `${blobs.description}: ${what}: blob digest mismatch: the manifest says ${expected}, the blob is ${actual}`,
       {
-        hint: 'the archive is damaged or was tampered with; nothing was loaded',
+        hint: 'the image is damaged or was tampered with; nothing was loaded',
       },
     );
   if (expected === undefined || layer.compression === 'none') {
     return {
-      input: path ?? (archive.chunks(layer.member) as Readable),
+      input: path ?? (blobs.chunks(layer) as Readable),
       verify: async (r, what) => {
         if (expected !== undefined && r.diffId !== expected) throw mismatch(r.diffId, what);
       },
@@ -238,7 +278,7 @@ function blobInput(archive: ArchiveFiles, layer: LayerToLoad): BlobInput {
   const digest = new StreamDigest();
   return {
     // importLayer hands a stream to the driver's apply, which reads any async iterable of chunks.
-    input: hashed(archive.chunks(layer.member), digest) as unknown as Readable,
+    input: hashed(blobs.chunks(layer), digest) as unknown as Readable,
     verify: async (_r, what) => {
       const hex = await digest.finish();
       if (`sha256:${hex}` !== expected) throw mismatch(`sha256:${hex}`, what);

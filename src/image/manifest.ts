@@ -40,6 +40,32 @@ const CONFIG_TYPES = new Set<string>([MEDIA.ociConfig, MEDIA.dockerConfig]);
 const MANIFEST_TYPES = new Set<string>([MEDIA.ociManifest, MEDIA.dockerManifest]);
 const INDEX_TYPES = new Set<string>([MEDIA.ociIndex, MEDIA.dockerManifestList]);
 
+/** The compression a layer media type promises; undefined for a type that is not a layer we can apply. */
+export function layerCompressionOf(mediaType: string): LayerCompression | undefined {
+  return Object.hasOwn(LAYER_TYPES, mediaType) ? LAYER_TYPES[mediaType] : undefined;
+}
+
+/** Which kind of document a media type names: an image manifest, an index (manifest list), an image config. */
+export function mediaKind(mediaType: string): 'manifest' | 'index' | 'config' | undefined {
+  if (MANIFEST_TYPES.has(mediaType)) return 'manifest';
+  if (INDEX_TYPES.has(mediaType)) return 'index';
+  if (CONFIG_TYPES.has(mediaType)) return 'config';
+  return undefined;
+}
+
+/** The rootfs.diff_ids of an image config's text; undefined when it is not JSON or has no valid list. */
+export function configDiffIds(text: string): string[] | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const diffIds = (parsed as ImageConfigShape | null)?.rootfs?.diff_ids;
+  if (typeof parsed !== 'object' || parsed === null || !Array.isArray(diffIds)) return undefined;
+  return diffIds.every((d) => typeof d === 'string' && DIGEST.test(d)) ? (diffIds as string[]) : undefined;
+}
+
 /** One layer of an image as the archive describes it. */
 export interface LayerToLoad {
   /** 1-based, bottom first: "layer 2 of 4" in messages. */

@@ -3,7 +3,7 @@
  * image archives (good and bad ones) from the sample image's layers.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -45,6 +45,23 @@ export function unionctl(args: string[], opts: { input?: Buffer } = {}): Result 
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * unionctl as unionctl() runs it, without blocking this process: for tests whose servers (a token
+ * server, a proxy) run in this process and must answer while the command runs.
+ */
+export async function unionctlAsync(args: string[], opts: { input?: Buffer } = {}): Promise<Result> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.FORCE_COLOR;
+  const child = spawn(process.execPath, [MAIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdin.end(opts.input);
+  const status = await new Promise<number | null>((resolve, reject) => child.on('error', reject).on('close', (code) => resolve(code)));
+  return { status, stdout, stderr };
+}
+
 export function show(r: Result): string {
   return `exit ${r.status}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 }
@@ -72,6 +89,19 @@ export function listing(dir: string): string[] {
 
 export function treeList(dir: string): string {
   return execFileSync('python3', [TREELIST, dir], { encoding: 'utf8', maxBuffer: 64 << 20 });
+}
+
+/** The tree listing of image or layer `ref` mounted (read-only), unmounted again. */
+export function flattenedTree(g: string[], ref: string): string {
+  const lines = ok(unionctl([...g, 'mount', ref]))
+    .trim()
+    .split('\n');
+  const layer = /^layer (\S+)$/.exec(lines[0]!)?.[1] ?? ref;
+  try {
+    return treeList(lines[lines.length - 1]!);
+  } finally {
+    ok(unionctl([...g, 'umount', layer]));
+  }
 }
 
 export function sha256(data: Buffer | string): string {

@@ -19,9 +19,9 @@ import {
   SAMPLE_OCI_ZSTD,
   ok,
   sha256,
-  treeList,
   unionctl,
   untar,
+  flattenedTree,
 } from './images-helpers.js';
 
 let scratchFs: Scratch;
@@ -49,18 +49,6 @@ function freshRoot(driver: string): string[] {
 }
 
 /** Mounts REF, lists the tree, unmounts. */
-function flattenedTree(g: string[], ref: string): string {
-  const lines = ok(unionctl([...g, 'mount', ref]))
-    .trim()
-    .split('\n');
-  const layer = /^layer (\S+)$/.exec(lines[0])?.[1] ?? ref;
-  try {
-    return treeList(lines[lines.length - 1]);
-  } finally {
-    ok(unionctl([...g, 'umount', layer]));
-  }
-}
-
 for (const driver of ['vfs', 'overlay2']) {
   describe(`images on ${driver}`, () => {
     it('load of docker save output: ids, names, chain IDs, and mount by name gives the expected tree', () => {
