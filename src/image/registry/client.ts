@@ -16,10 +16,12 @@
  * checked by the loader that hashes them on their way into the store.
  */
 import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UnionctlError } from '../../errors.js';
 import { sha256Digest, MEDIA } from '../manifest.js';
 import { basicAuthorization, parseChallenge, type Challenge, type Credentials } from './auth.js';
+import { send, type HttpAnswer } from './http.js';
 import { apiHost } from './reference.js';
 
 /** Every manifest type we read, in the order we prefer them (distribution 2.8 converts a tag to schema 1 without one). */
@@ -47,7 +49,7 @@ export interface RegistryClientOptions {
 interface RequestOptions {
   headers?: Record<string, string>;
   /** Made afresh for each attempt (a stream can be sent once). */
-  body?: () => BodyInit | undefined;
+  body?: () => Buffer | Readable | undefined;
   /** Statuses that are an answer; anything else is an error (or a retry). */
   expect: number[];
   /** What is asked for, for messages: "manifest latest", "blob sha256:…". */
@@ -83,10 +85,10 @@ export class RegistryClient {
       what,
     });
     const digest = sha256Digest(body);
-    const claimed = res.headers.get('docker-content-digest');
+    const claimed = res.header('docker-content-digest');
     if (reference.startsWith('sha256:') && digest !== reference) throw this.corrupt(what, `its body has the digest ${digest}`);
     if (claimed !== null && claimed !== digest) throw this.corrupt(what, `Docker-Content-Digest says ${claimed}, the body has ${digest}`);
-    const mediaType = (res.headers.get('content-type') ?? '').split(';')[0]!.trim() || mediaTypeInBody(body);
+    const mediaType = (res.header('content-type') ?? '').split(';')[0]!.trim() || mediaTypeInBody(body);
     return { mediaType, body, digest };
   }
 
@@ -95,13 +97,13 @@ export class RegistryClient {
     const what = `manifest ${reference}`;
     const res = await this.request('PUT', this.path('manifests', reference), {
       headers: { 'Content-Type': mediaType },
-      body: () => new Uint8Array(body),
+      body: () => body,
       expect: [201],
       what,
     });
-    await res.arrayBuffer();
+    res.discard();
     const digest = sha256Digest(body);
-    const claimed = res.headers.get('docker-content-digest');
+    const claimed = res.header('docker-content-digest');
     if (claimed !== null && claimed !== digest) throw this.corrupt(what, `the registry stored it as ${claimed}, not ${digest}`);
     return digest;
   }
@@ -129,10 +131,9 @@ export class RegistryClient {
       const res = await this.request('GET', this.path('blobs', digest), { headers, expect: [200, 206], what });
       let skip = res.status === 200 ? received : 0;
       const body = res.body;
-      if (body === null) throw this.protocolError(what, 'the answer has no body');
       try {
-        for await (const part of body as AsyncIterable<Uint8Array>) {
-          let chunk = Buffer.from(part.buffer, part.byteOffset, part.byteLength);
+        for await (const part of body) {
+          let chunk = part as Buffer;
           if (skip > 0) {
             const dropped = Math.min(skip, chunk.length);
             chunk = chunk.subarray(dropped);
@@ -142,10 +143,10 @@ export class RegistryClient {
           received += chunk.length;
           yield chunk;
         }
-        if (size === undefined || received >= size) return;
-        throw new Error(`the connection closed after ${received} of ${size} bytes`);
+        if (size === undefined ? body.complete : received >= size) return;
+        throw new Error(`the connection closed after ${received}${size === undefined ? '' : ` of ${size}`} bytes`);
       } catch (e) {
-        await body.cancel().catch(() => undefined);
+        body.destroy();
         if (this.opts.signal?.aborted) throw e;
         if (e instanceof UnionctlError || resumes >= BLOB_RESUMES) {
           if (e instanceof UnionctlError) throw e;
@@ -184,13 +185,11 @@ export class RegistryClient {
     const what = `upload of blob ${digest}`;
     const mount = opts.mountFrom === undefined ? '' : `?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(opts.mountFrom)}`;
     const started = await this.request('POST', `${this.path('blobs', 'uploads/')}${mount}`, { expect: [201, 202], what });
-    await started.arrayBuffer();
+    started.discard();
     if (started.status === 201) return 'mounted';
     let location = this.location(started, what);
     const body = (start: number, end: number) => () =>
-      (typeof file === 'string'
-        ? createReadStream(file, { start, end: end - 1 })
-        : new Uint8Array(file.subarray(start, end))) as unknown as BodyInit;
+      typeof file === 'string' ? createReadStream(file, { start, end: end - 1 }) : file.subarray(start, end);
     const chunkSize = opts.chunkSize;
     let sent = 0;
     if (chunkSize !== undefined && chunkSize > 0) {
@@ -206,7 +205,7 @@ export class RegistryClient {
           expect: [202],
           what,
         });
-        await res.arrayBuffer();
+        res.discard();
         location = this.location(res, what);
         sent = end;
       }
@@ -218,8 +217,8 @@ export class RegistryClient {
       expect: [201],
       what,
     });
-    await res.arrayBuffer();
-    const claimed = res.headers.get('docker-content-digest');
+    res.discard();
+    const claimed = res.header('docker-content-digest');
     if (claimed !== null && claimed !== digest) throw this.corrupt(what, `the registry stored it as ${claimed}`);
     return 'uploaded';
   }
@@ -227,7 +226,7 @@ export class RegistryClient {
   /** GET /v2/: reachable, and (with credentials) logged in. */
   async ping(): Promise<void> {
     const res = await this.request('GET', '/v2/', { expect: [200], what: 'the API root /v2/' });
-    await res.arrayBuffer();
+    res.discard();
   }
 
   // ---- the request ----------------------------------------------------------------------------
@@ -236,18 +235,18 @@ export class RegistryClient {
     return `/v2/${this.opts.repository}/${kind}/${reference}`;
   }
 
-  private location(res: Response, what: string): string {
-    const location = res.headers.get('location');
+  private location(res: HttpAnswer, what: string): string {
+    const location = res.header('location');
     if (location === null) throw this.protocolError(what, `the ${res.status} answer has no Location header`);
     return new URL(location, this.base).href;
   }
 
   /** A GET whose whole body is wanted: a body cut off on its way is fetched again (as a failed connection is). */
-  private async requestBytes(path: string, opts: RequestOptions): Promise<{ res: Response; body: Buffer }> {
+  private async requestBytes(path: string, opts: RequestOptions): Promise<{ res: HttpAnswer; body: Buffer }> {
     for (let attempt = 1; ; attempt++) {
       const res = await this.request('GET', path, opts);
       try {
-        return { res, body: Buffer.from(await res.arrayBuffer()) };
+        return { res, body: await res.bytes() };
       } catch (e) {
         if (this.opts.signal?.aborted) throw e;
         if (attempt >= ATTEMPTS) throw this.unreachable(opts.what, e, attempt);
@@ -257,23 +256,15 @@ export class RegistryClient {
   }
 
   /** One request, with authentication on demand and retries (see the module doc). */
-  private async request(method: string, pathOrUrl: string, opts: RequestOptions): Promise<Response> {
+  private async request(method: string, pathOrUrl: string, opts: RequestOptions): Promise<HttpAnswer> {
     const url = pathOrUrl.startsWith('/') ? `${this.base}${pathOrUrl}` : pathOrUrl;
     let answeredChallenge = false;
     for (let attempt = 1; ; attempt++) {
       const headers: Record<string, string> = { ...opts.headers };
       if (this.authorization !== undefined) headers.Authorization = this.authorization;
-      let res: Response;
+      let res: HttpAnswer;
       try {
-        const body = opts.body?.();
-        res = await fetch(url, {
-          method,
-          headers,
-          body,
-          redirect: 'follow',
-          signal: this.opts.signal,
-          ...(body !== undefined && typeof (body as { pipe?: unknown }).pipe === 'function' ? { duplex: 'half' } : {}),
-        } as RequestInit);
+        res = await send({ method, url, headers, body: opts.body?.(), signal: this.opts.signal });
       } catch (e) {
         if (this.opts.signal?.aborted) throw e;
         if (attempt >= ATTEMPTS || isTlsFailure(e)) throw this.unreachable(opts.what, e, attempt);
@@ -282,15 +273,15 @@ export class RegistryClient {
       }
       if (res.status === 401 && !answeredChallenge) {
         answeredChallenge = true;
-        await res.arrayBuffer().catch(() => undefined);
-        await this.answer(parseChallenge(res.headers.get('www-authenticate')), opts.what);
+        res.discard();
+        await this.answer(parseChallenge(res.header('www-authenticate')), opts.what);
         attempt--; // the challenge is not a failed attempt
         continue;
       }
       if (opts.expect.includes(res.status)) return res;
       const detail = await errorDetail(res);
       if ((res.status >= 500 || res.status === 429) && attempt < ATTEMPTS) {
-        await this.backoff(attempt, res.headers.get('retry-after'));
+        await this.backoff(attempt, res.header('retry-after'));
         continue;
       }
       throw this.statusError(res.status, opts.what, detail);
@@ -317,22 +308,25 @@ export class RegistryClient {
     for (const scope of scopes) url.searchParams.append('scope', scope);
     if (this.opts.creds !== undefined) url.searchParams.set('account', this.opts.creds.username);
     const headers: Record<string, string> = this.opts.creds === undefined ? {} : { Authorization: basicAuthorization(this.opts.creds) };
-    let res: Response;
+    let res: HttpAnswer;
     try {
-      res = await fetch(url, { headers, signal: this.opts.signal });
+      res = await send({ method: 'GET', url: url.href, headers, signal: this.opts.signal });
     } catch (e) {
       if (this.opts.signal?.aborted) throw e;
       throw this.unreachable(`a token from ${url.origin}`, e);
     }
     if (res.status === 401 || res.status === 403) {
-      await res.arrayBuffer().catch(() => undefined);
+      res.discard();
       throw this.denied(
         what,
         `the token server ${url.origin} refused ${this.opts.creds === undefined ? 'an anonymous token' : 'the credentials'} (${res.status})`,
       );
     }
-    if (res.status !== 200) throw this.protocolError(what, `the token server ${url.origin} answered ${res.status}`);
-    const body = (await res.json().catch(() => ({}))) as { token?: unknown; access_token?: unknown };
+    if (res.status !== 200) {
+      res.discard();
+      throw this.protocolError(what, `the token server ${url.origin} answered ${res.status}`);
+    }
+    const body = parseJsonObject(await res.bytes().catch(() => Buffer.alloc(0))) as { token?: unknown; access_token?: unknown };
     const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined;
     if (token === undefined || token === '') throw this.protocolError(what, `the token server ${url.origin} answered no token`);
     return token;
@@ -409,6 +403,15 @@ function isTlsFailure(e: unknown): boolean {
   return typeof code === 'string' && /^(ERR_SSL|ERR_TLS|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED)/.test(code);
 }
 
+function parseJsonObject(data: Buffer): Record<string, unknown> {
+  try {
+    const v = JSON.parse(data.toString('utf8')) as unknown;
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
 function withQuery(url: string, query: string): string {
   return `${url}${url.includes('?') ? '&' : '?'}${query}`;
 }
@@ -423,8 +426,8 @@ function mediaTypeInBody(body: Buffer): string {
 }
 
 /** The first error of a registry's JSON error body ("MANIFEST_UNKNOWN: manifest unknown"), or ''. */
-async function errorDetail(res: Response): Promise<string> {
-  const text = await res.text().catch(() => '');
+async function errorDetail(res: HttpAnswer): Promise<string> {
+  const text = (await res.bytes().catch(() => Buffer.alloc(0))).toString('utf8');
   try {
     const first = (JSON.parse(text) as { errors?: Array<{ code?: unknown; message?: unknown }> }).errors?.[0];
     if (first === undefined) return '';
