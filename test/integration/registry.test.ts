@@ -4,13 +4,16 @@
  * docker and OCI (gzip, zstd) images by tag and by digest, a multi-platform index, layers the
  * store holds skipped without a request, a download cut mid-blob resumed, a corrupt blob refused
  * with nothing stored, 404 and 401 paths, Basic auth (htpasswd) and the Bearer token flow, and
- * the round trip pull → push elsewhere → pull again, read back by skopeo too.
+ * the round trip pull → push elsewhere → pull again, read back by skopeo too; podman and docker
+ * (started privately) pull what unionctl pushed, and unionctl pulls what they pushed.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { dockerdAvailable, startDockerd, type Dockerd } from '../../bench/peers/dockerd.js';
+import { podmanAvailable, startPodman, type Podman } from '../../bench/peers/podman.js';
 import { registryAvailable, startRegistry, type Registry } from '../../bench/peers/registry.js';
 import { startCuttingProxy, startTokenServer, writeHtpasswd, type TokenServer } from '../helpers/registry-rigs.js';
 import { toolsMissing } from '../helpers/requires.js';
@@ -289,6 +292,59 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     assert.equal(pullJson(freshRoot(), dest).id, DOCKER_IMAGE_ID);
     const refused = unionctl([...g, 'push', '--insecure', '--compress', 'zstd', 'sample-app:1', dest]);
     assertCleanFailure(refused, /zstd layers cannot go into a docker manifest/);
+  });
+
+  describe('interop: podman and docker pull what unionctl pushed, and unionctl pulls what they pushed', () => {
+    let podman: Podman | undefined;
+    let dockerd: Dockerd | undefined;
+    before(async () => {
+      if (podmanAvailable()) podman = startPodman({ storageDriver: 'overlay', dir: scratch.dir });
+      if (dockerdAvailable()) dockerd = await startDockerd({ storageDriver: 'overlay2', dir: scratch.dir });
+    });
+    after(async () => {
+      podman?.stop();
+      await dockerd?.stop();
+    });
+    const pushed = () => {
+      const g = freshRoot();
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      const ref = `${registry.address}/interop/sample:1`;
+      ok(unionctl([...g, 'push', '--insecure', 'sample-app:1', ref]));
+      return ref;
+    };
+    /** docker/podman image ids: the config digest's hex (docker prints it with sha256:). */
+    const hex = (id: string) => id.trim().replace(/^sha256:/, '');
+
+    it(
+      "podman pulls it (same image id) and pushes it back; unionctl pulls podman's push",
+      { skip: podmanAvailable() ? false : 'podman is not installed' },
+      () => {
+        const ref = pushed();
+        podman!.podman(['pull', '-q', '--tls-verify=false', ref]);
+        assert.equal(hex(podman!.podman(['image', 'inspect', '--format', '{{.Id}}', ref])), hex(DOCKER_IMAGE_ID));
+        const back = `${registry.address}/interop/from-podman:1`;
+        podman!.podman(['push', '-q', '--tls-verify=false', ref, back]);
+        const g = freshRoot();
+        assert.equal(pullJson(g, back).id, DOCKER_IMAGE_ID);
+        assert.equal(flattenedTree(g, back), EXPECTED_TREE);
+      },
+    );
+
+    it(
+      "docker pulls it (same image id) and pushes it back; unionctl pulls docker's push",
+      { skip: dockerdAvailable() ? false : 'docker.io is not installed' },
+      () => {
+        const ref = pushed();
+        dockerd!.docker(['pull', '-q', ref]); // dockerd trusts 127.0.0.0/8 as an insecure registry by default
+        assert.equal(hex(dockerd!.docker(['image', 'inspect', '--format', '{{.Id}}', ref])), hex(DOCKER_IMAGE_ID));
+        const back = `${registry.address}/interop/from-docker:1`;
+        dockerd!.docker(['tag', ref, back]);
+        dockerd!.docker(['push', '-q', back]);
+        const g = freshRoot('vfs');
+        assert.equal(pullJson(g, back).id, DOCKER_IMAGE_ID);
+        assert.equal(flattenedTree(g, back), EXPECTED_TREE);
+      },
+    );
   });
 
   describe('with Basic auth (htpasswd)', () => {
