@@ -113,21 +113,25 @@ export interface CuttingProxy {
   cuts(): number;
   /** Requests for the blob that carried a Range header (the resumes). */
   rangeRequests(): number;
+  /** Manifest GETs answered 503 by the proxy itself. */
+  failedManifests(): number;
   close(): Promise<void>;
 }
 
 /**
  * A TCP proxy to `target` that, the first `times` times blob `digest` is fetched without a
  * Range header, passes `afterBytes` bytes of the answer (headers included) and then closes both
- * connections, as a network that drops does.
+ * connections, as a network that drops does; and answers the first `failManifests` manifest GETs
+ * itself with a 503, as a registry that fails for a moment does.
  */
 export async function startCuttingProxy(
   target: string,
-  opts: { digest: string; afterBytes: number; times: number },
+  opts: { digest: string; afterBytes: number; times: number; failManifests?: number },
 ): Promise<CuttingProxy> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
   let cuts = 0;
   let ranges = 0;
+  let failed = 0;
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = connect(port, host);
@@ -135,6 +139,10 @@ export async function startCuttingProxy(
     let budget: number | undefined;
     client.on('data', (data) => {
       const text = data.toString('latin1');
+      if (failed < (opts.failManifests ?? 0) && /^GET \/v2\/\S+\/manifests\//.test(text)) {
+        failed++; // answered here, not forwarded: the registry never sees it
+        return void client.write('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 0\r\n\r\n');
+      }
       if (text.includes(`/blobs/${opts.digest} HTTP/1.1`)) {
         if (/\r\nrange:/i.test(text)) ranges++;
         else if (cuts < opts.times) budget = opts.afterBytes;
@@ -168,6 +176,7 @@ export async function startCuttingProxy(
     address,
     cuts: () => cuts,
     rangeRequests: () => ranges,
+    failedManifests: () => failed,
     close: () =>
       new Promise((resolve) => {
         for (const s of sockets) s.destroy();

@@ -172,7 +172,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     assertCleanFailure(none, /has no image for linux\/s390x \(it has: linux\/amd64, linux\/arm64\/v8\)/);
   });
 
-  it('a download cut off mid-blob is resumed with a Range request', async () => {
+  it('a download cut off mid-blob is resumed with a Range request; a 503 is retried', async () => {
     const manifest = JSON.parse(
       execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.address}/sample/docker:1`], {
         encoding: 'utf8',
@@ -180,7 +180,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     ) as { layers: Array<{ digest: string; size: number }> };
     const biggest = [...manifest.layers].sort((a, b) => b.size - a.size)[0]!;
     assert.ok(biggest.size > 4096, `a layer big enough to cut: ${biggest.size} bytes`);
-    const proxy = await startCuttingProxy(registry.address, { digest: biggest.digest, afterBytes: 2048, times: 2 });
+    const proxy = await startCuttingProxy(registry.address, { digest: biggest.digest, afterBytes: 2048, times: 2, failManifests: 2 });
     try {
       const g = freshRoot();
       const pulled = JSON.parse(
@@ -189,6 +189,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
       assert.equal(pulled.id, DOCKER_IMAGE_ID);
       assert.equal(proxy.cuts(), 1, 'the first download was cut');
       assert.equal(proxy.rangeRequests(), 1, 'and resumed from where it stopped');
+      assert.equal(proxy.failedManifests(), 2, 'two 503s for the manifest, retried');
       assert.equal(flattenedTree(g, DOCKER_IMAGE_ID.slice(7, 19)), EXPECTED_TREE);
     } finally {
       await proxy.close();
@@ -234,7 +235,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     assert.ok(!existsSync(untouched[1]!), 'no store made for a bad reference');
   });
 
-  it('round trip: pull, push to another repository (blobs it has skipped on a second push), pull again: the same image; skopeo reads it', () => {
+  it('round trip: pull, push to another repository (blobs it has skipped on a second push, mounted into a third), pull again: the same image; skopeo reads it', () => {
     const g = freshRoot();
     pullJson(g, `${registry.address}/sample/docker:1`);
     const dest = `${registry.address}/copies/sample:1`;
@@ -251,6 +252,26 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     const back = pullJson(g2, dest);
     assert.equal(back.id, DOCKER_IMAGE_ID);
     assert.equal(flattenedTree(g2, dest), EXPECTED_TREE);
+    // A third repository mounts every blob from the second: no layer bytes sent.
+    const mounted = JSON.parse(
+      ok(
+        unionctl([
+          ...g,
+          '--json',
+          'push',
+          '--insecure',
+          '--mount-from',
+          'copies/sample',
+          `${registry.address}/sample/docker:1`,
+          `${registry.address}/mounted/sample:1`,
+        ]),
+      ),
+    ) as PushJson;
+    assert.deepEqual(
+      mounted.layers.map((l) => l.how),
+      ['mounted', 'mounted', 'mounted', 'mounted'],
+    );
+    assert.equal(mounted.manifestDigest, first.manifestDigest);
     // skopeo turns it back into a docker archive that unionctl loads as the same image.
     const archive = join(scratch.dir, 'roundtrip.tar');
     execFileSync('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${dest}`, `docker-archive:${archive}:copies/sample:1`]);
