@@ -31,6 +31,7 @@ import { CLI_MAIN, runCli, showResult } from '../helpers/cli.js';
 import { mountsBelow } from '../helpers/mounts.js';
 import { rootMissing } from '../helpers/requires.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
+import { eventually } from '../helpers/wait.js';
 
 const SAMPLE = join(REPO, 'fixtures', 'sample-docker.tar');
 /** The sample image's diff IDs, bottom first (fixtures/SAMPLE-README.md). */
@@ -280,7 +281,13 @@ describe('dockerd 20.10 on unionctl serve --docker-plugin', { skip, timeout: 20 
     assert.equal(code, 0, `the plugin stops cleanly on SIGTERM:\n${logTail()}`);
     assert.equal(existsSync(socket), false, 'the socket is removed');
     await startPlugin();
-    assert.match(readFileSync(pluginLog, 'utf8'), /serving on from dockerd's Init/);
+    // The socket exists a moment before the plugin logs how it starts: wait for the second start's line.
+    const startLines = () =>
+      readFileSync(pluginLog, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('docker graphdriver plugin'));
+    await eventually('the restarted plugin logs how it starts', () => startLines().length >= 2, { diagnose: logTail });
+    assert.match(startLines().at(-1)!, /serving on from dockerd's Init/);
     assert.equal(docker(['run', '--rm', '--network', 'none', 'sample-app:1']).trim(), 'sample-app 2.0.0');
   });
 
