@@ -462,8 +462,11 @@ describe('unionctl pull and push with a registry', { skip }, () => {
         `${secured.address}/team/app:1`,
         `${secured.address}/team/other:1`,
       ]);
-      assert.equal(anonymous.status, 1);
-      assert.match(anonymous.stderr, /DENIED|refused|denied|credentials/i);
+      assertCleanFailure(
+        anonymous,
+        /repository team\/other: .*does not grant anonymous users the access repository:team\/other:\S*push\S* \(401 insufficient_scope/,
+      );
+      assert.match(anonymous.stderr, /give credentials: --creds USER:PASSWORD, or unionctl login/);
     });
   });
 });

@@ -284,8 +284,23 @@ export class RegistryClient {
         await this.backoff(attempt, res.header('retry-after'));
         continue;
       }
+      if (res.status === 401) throw this.refused(parseChallenge(res.header('www-authenticate')), opts.what, detail);
       throw this.statusError(res.status, opts.what, detail);
     }
+  }
+
+  /**
+   * A 401 after the challenge was answered: the credentials are wrong, or (Bearer
+   * `error="insufficient_scope"`) right but not allowed what was asked, such as an anonymous push.
+   */
+  private refused(challenge: Challenge | undefined, what: string, detail: string): UnionctlError {
+    const said = detail === '' ? '' : `: ${detail}`;
+    if (challenge?.params.error !== 'insufficient_scope') return this.denied(what, `the registry refused the credentials (401${said})`);
+    const who = this.opts.creds === undefined ? 'anonymous users' : `user ${this.opts.creds.username}`;
+    return this.denied(
+      what,
+      `the registry does not grant ${who} the access ${challenge.params.scope ?? this.scope} (401 insufficient_scope${said})`,
+    );
   }
 
   /** Takes up a 401's challenge: Basic with the credentials, Bearer with a token from its realm. */
@@ -346,7 +361,6 @@ export class RegistryClient {
       return new UnionctlError('NOT_FOUND', `${this.description}: ${what} not found (404${said})`, {
         hint: 'check the name, the tag or digest, and the registry',
       });
-    if (status === 401) return this.denied(what, `the registry refused the credentials (401${said})`);
     if (status === 403) return this.denied(what, `access denied (403${said})`);
     if (status === 429)
       return new UnionctlError(
