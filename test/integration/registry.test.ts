@@ -71,6 +71,10 @@ describe('unionctl pull and push with a registry', { skip }, () => {
   const freshRoot = (driver = 'overlay2') => ['--root', join(scratch.dir, `root-${++roots}`), '--driver', driver];
   const pullJson = (g: string[], ref: string, ...extra: string[]) =>
     JSON.parse(ok(unionctl([...g, '--json', 'pull', '--insecure', ...extra, ref]))) as PullJson;
+  const pushJson = (g: string[], image: string, dest: string, ...extra: string[]) =>
+    JSON.parse(ok(unionctl([...g, '--json', 'push', '--insecure', ...extra, image, dest]))) as PushJson;
+  /** The manifest at REF byte for byte, as skopeo fetches it. */
+  const rawManifest = (ref: string) => execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`]);
   /** The registry's manifest digest of REF, as skopeo sees it. */
   const digestOf = (ref: string) =>
     (JSON.parse(execFileSync('skopeo', ['inspect', '--tls-verify=false', `docker://${ref}`], { encoding: 'utf8' })) as { Digest: string })
@@ -140,7 +144,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
       `docker://${registry.address}/sample/oci:docker`,
     ]);
     const entry = (tag: string, platform: object) => {
-      const raw = execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.address}/sample/oci:${tag}`]);
+      const raw = rawManifest(`${registry.address}/sample/oci:${tag}`);
       return {
         mediaType: (JSON.parse(raw.toString()) as { mediaType: string }).mediaType,
         digest: sha256(raw),
@@ -173,11 +177,9 @@ describe('unionctl pull and push with a registry', { skip }, () => {
   });
 
   it('a download cut off mid-blob is resumed with a Range request; a 503 is retried', async () => {
-    const manifest = JSON.parse(
-      execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.address}/sample/docker:1`], {
-        encoding: 'utf8',
-      }),
-    ) as { layers: Array<{ digest: string; size: number }> };
+    const manifest = JSON.parse(rawManifest(`${registry.address}/sample/docker:1`).toString()) as {
+      layers: Array<{ digest: string; size: number }>;
+    };
     const biggest = [...manifest.layers].sort((a, b) => b.size - a.size)[0]!;
     assert.ok(biggest.size > 4096, `a layer big enough to cut: ${biggest.size} bytes`);
     const proxy = await startCuttingProxy(registry.address, { digest: biggest.digest, afterBytes: 2048, times: 2, failManifests: 2 });
@@ -198,11 +200,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
 
   it('a blob that does not match its digest: refused, nothing stored', () => {
     registry.push(`docker-archive:${SAMPLE_DOCKER}`, 'sample/corrupt:1');
-    const manifest = JSON.parse(
-      execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.address}/sample/corrupt:1`], {
-        encoding: 'utf8',
-      }),
-    ) as { layers: Array<{ digest: string }> };
+    const manifest = JSON.parse(rawManifest(`${registry.address}/sample/corrupt:1`).toString()) as { layers: Array<{ digest: string }> };
     // Blobs are stored once for every repository: the damage is undone before the next test.
     const top = manifest.layers[3]!.digest;
     const file = registry.blobFile(top);
@@ -230,6 +228,10 @@ describe('unionctl pull and push with a registry', { skip }, () => {
       /registry 127\.0\.0\.1:\d+, repository sample\/docker: tag nope not found \(404/,
     );
     assertCleanFailure(unionctl([...g, 'pull', '--insecure', `${registry.address}/no/such:1`]), /repository no\/such: tag 1 not found/);
+    // TLS spoken to a plain-HTTP registry: one attempt (retrying cannot help), and the hint says --insecure.
+    const tls = unionctl([...g, 'pull', `${registry.address}/sample/docker:1`]);
+    assertCleanFailure(tls, /cannot reach https:\/\/127\.0\.0\.1:\d+ \(EPROTO\)$/);
+    assert.match(tls.stderr, /needs --insecure/);
     const untouched = freshRoot();
     assertCleanFailure(unionctl([...untouched, 'pull', 'Upper/Case:1']), /not an image reference/);
     assert.ok(!existsSync(untouched[1]!), 'no store made for a bad reference');
@@ -239,9 +241,9 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     const g = freshRoot();
     pullJson(g, `${registry.address}/sample/docker:1`);
     const dest = `${registry.address}/copies/sample:1`;
-    const first = JSON.parse(ok(unionctl([...g, '--json', 'push', '--insecure', `${registry.address}/sample/docker:1`, dest]))) as PushJson;
+    const first = pushJson(g, `${registry.address}/sample/docker:1`, dest);
     assert.equal(first.configDigest, DOCKER_IMAGE_ID, 'the config goes out byte for byte');
-    const again = JSON.parse(ok(unionctl([...g, '--json', 'push', '--insecure', `${registry.address}/sample/docker:1`, dest]))) as PushJson;
+    const again = pushJson(g, `${registry.address}/sample/docker:1`, dest);
     assert.equal(again.manifestDigest, first.manifestDigest, 'the same blobs, the same manifest');
     assert.deepEqual(
       again.layers.map((l) => l.how),
@@ -253,20 +255,13 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     assert.equal(back.id, DOCKER_IMAGE_ID);
     assert.equal(flattenedTree(g2, dest), EXPECTED_TREE);
     // A third repository mounts every blob from the second: no layer bytes sent.
-    const mounted = JSON.parse(
-      ok(
-        unionctl([
-          ...g,
-          '--json',
-          'push',
-          '--insecure',
-          '--mount-from',
-          'copies/sample',
-          `${registry.address}/sample/docker:1`,
-          `${registry.address}/mounted/sample:1`,
-        ]),
-      ),
-    ) as PushJson;
+    const mounted = pushJson(
+      g,
+      `${registry.address}/sample/docker:1`,
+      `${registry.address}/mounted/sample:1`,
+      '--mount-from',
+      'copies/sample',
+    );
     assert.deepEqual(
       mounted.layers.map((l) => l.how),
       ['mounted', 'mounted', 'mounted', 'mounted'],
@@ -283,28 +278,9 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     const g = freshRoot();
     ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
     const dest = `${registry.address}/copies/zstd:1`;
-    const pushed = JSON.parse(
-      ok(
-        unionctl([
-          ...g,
-          '--json',
-          'push',
-          '--insecure',
-          '--format',
-          'oci',
-          '--compress',
-          'zstd',
-          '--chunk-size',
-          '65536',
-          'sample-app:1',
-          dest,
-        ]),
-      ),
-    ) as PushJson;
+    const pushed = pushJson(g, 'sample-app:1', dest, '--format', 'oci', '--compress', 'zstd', '--chunk-size', '65536');
     assert.equal(pushed.configDigest, DOCKER_IMAGE_ID);
-    const raw = JSON.parse(
-      execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`], { encoding: 'utf8' }),
-    ) as {
+    const raw = JSON.parse(rawManifest(dest).toString()) as {
       mediaType: string;
       layers: Array<{ mediaType: string }>;
     };

@@ -147,9 +147,8 @@ export class RegistryClient {
         throw new Error(`the connection closed after ${received}${size === undefined ? '' : ` of ${size}`} bytes`);
       } catch (e) {
         body.destroy();
-        if (this.opts.signal?.aborted) throw e;
-        if (e instanceof UnionctlError || resumes >= BLOB_RESUMES) {
-          if (e instanceof UnionctlError) throw e;
+        if (this.opts.signal?.aborted || e instanceof UnionctlError) throw e;
+        if (resumes >= BLOB_RESUMES) {
           throw new UnionctlError(
             'REGISTRY',
             `${this.description}: ${what}: the download failed ${resumes + 1} times: ${(e as Error).message}`,
@@ -167,6 +166,7 @@ export class RegistryClient {
   /** Whether the repository has the blob (HEAD). */
   async hasBlob(digest: string): Promise<boolean> {
     const res = await this.request('HEAD', this.path('blobs', digest), { expect: [200, 404], what: `blob ${digest}` });
+    res.discard(); // an answer not read keeps its connection from being reused
     return res.status === 200;
   }
 
@@ -387,8 +387,7 @@ export class RegistryClient {
   }
 
   private unreachable(what: string, e: unknown, attempts = 1): UnionctlError {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    const why = cause?.code ?? cause?.message ?? (e as Error).message;
+    const why = errorCode(e) ?? (e as Error).message;
     const tried = attempts > 1 ? `, ${attempts} attempts` : '';
     return new UnionctlError('REGISTRY', `${this.description}: ${what}: cannot reach ${this.base} (${why})${tried}`, {
       hint: this.opts.insecure
@@ -411,10 +410,19 @@ export class RegistryClient {
   }
 }
 
-/** A TLS handshake that failed (plain HTTP spoken to, a bad certificate): trying again cannot help. */
+/** The code node:http's (or a wrapped) error carries: ECONNREFUSED, ERR_SSL_WRONG_VERSION_NUMBER, … */
+function errorCode(e: unknown): string | undefined {
+  const { code, cause } = e as { code?: unknown; cause?: { code?: unknown } };
+  const found = code ?? cause?.code;
+  return typeof found === 'string' ? found : undefined;
+}
+
+/**
+ * A TLS handshake that failed (plain HTTP spoken to: node:https says EPROTO; a bad certificate):
+ * trying again cannot help.
+ */
 function isTlsFailure(e: unknown): boolean {
-  const code = (e as { cause?: { code?: unknown } }).cause?.code;
-  return typeof code === 'string' && /^(ERR_SSL|ERR_TLS|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED)/.test(code);
+  return /^(EPROTO$|ERR_SSL|ERR_TLS|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED)/.test(errorCode(e) ?? '');
 }
 
 function parseJsonObject(data: Buffer): Record<string, unknown> {
@@ -431,22 +439,14 @@ function withQuery(url: string, query: string): string {
 }
 
 function mediaTypeInBody(body: Buffer): string {
-  try {
-    const v = JSON.parse(body.toString('utf8')) as { mediaType?: unknown };
-    return typeof v.mediaType === 'string' ? v.mediaType : '';
-  } catch {
-    return '';
-  }
+  const { mediaType } = parseJsonObject(body);
+  return typeof mediaType === 'string' ? mediaType : '';
 }
 
 /** The first error of a registry's JSON error body ("MANIFEST_UNKNOWN: manifest unknown"), or ''. */
 async function errorDetail(res: HttpAnswer): Promise<string> {
-  const text = (await res.bytes().catch(() => Buffer.alloc(0))).toString('utf8');
-  try {
-    const first = (JSON.parse(text) as { errors?: Array<{ code?: unknown; message?: unknown }> }).errors?.[0];
-    if (first === undefined) return '';
-    return [first.code, first.message].filter((v) => typeof v === 'string' && v !== '').join(': ');
-  } catch {
-    return '';
-  }
+  const { errors } = parseJsonObject(await res.bytes().catch(() => Buffer.alloc(0)));
+  const first = (Array.isArray(errors) ? errors[0] : undefined) as { code?: unknown; message?: unknown } | undefined;
+  if (typeof first !== 'object' || first === null) return '';
+  return [first.code, first.message].filter((v) => typeof v === 'string' && v !== '').join(': ');
 }
