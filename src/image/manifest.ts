@@ -19,6 +19,7 @@ export const MEDIA = {
   dockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
   dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
   dockerConfig: 'application/vnd.docker.container.image.v1+json',
+  dockerLayer: 'application/vnd.docker.image.rootfs.diff.tar',
   dockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
 } as const;
 
@@ -34,7 +35,20 @@ const LAYER_TYPES: Readonly<Record<string, LayerCompression>> = {
   'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd': 'zstd',
   [MEDIA.dockerLayerGzip]: 'gzip',
   'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip': 'gzip',
-  'application/vnd.docker.image.rootfs.diff.tar': 'none',
+  [MEDIA.dockerLayer]: 'none',
+};
+
+/**
+ * The media type a layer of `compression` has in a manifest of `format` (what save and push
+ * write); undefined where the format has none (Docker schema 2 knows no zstd).
+ */
+export function layerMediaType(format: 'docker' | 'oci', compression: LayerCompression): string | undefined {
+  return LAYER_MEDIA_TYPES[format]?.[compression];
+}
+
+const LAYER_MEDIA_TYPES: Readonly<Record<string, Partial<Record<string, string>>>> = {
+  oci: { none: MEDIA.ociLayer, gzip: MEDIA.ociLayerGzip, zstd: MEDIA.ociLayerZstd },
+  docker: { none: MEDIA.dockerLayer, gzip: MEDIA.dockerLayerGzip },
 };
 const CONFIG_TYPES = new Set<string>([MEDIA.ociConfig, MEDIA.dockerConfig]);
 const MANIFEST_TYPES = new Set<string>([MEDIA.ociManifest, MEDIA.dockerManifest]);
@@ -61,19 +75,40 @@ export function configDiffIds(text: string): string[] | undefined {
   } catch {
     return undefined;
   }
+  return diffIdsIn(parsed);
+}
+
+/** The rootfs.diff_ids of a parsed image config, if it is an object with a list of sha256 digests. */
+function diffIdsIn(parsed: unknown): string[] | undefined {
   const diffIds = (parsed as ImageConfigShape | null)?.rootfs?.diff_ids;
   if (typeof parsed !== 'object' || parsed === null || !Array.isArray(diffIds)) return undefined;
-  return diffIds.every((d) => typeof d === 'string' && DIGEST.test(d)) ? (diffIds as string[]) : undefined;
+  return diffIds.every((d) => typeof d === 'string' && SHA256_DIGEST.test(d)) ? (diffIds as string[]) : undefined;
+}
+
+/** An OS, architecture and (for arm) variant, as image indexes name platforms. */
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+/** This host's platform in the OCI names (Node's x64 is amd64, ia32 is 386, …). */
+export function hostPlatform(): Platform {
+  const names: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x' };
+  const arch = names[process.arch] ?? process.arch;
+  return { os: 'linux', architecture: arch, ...(arch === 'arm' ? { variant: 'v7' } : {}) };
 }
 
 /** One layer of an image as the archive describes it. */
 export interface LayerToLoad {
   /** 1-based, bottom first: "layer 2 of 4" in messages. */
   index: number;
-  /** The archive member holding the blob. */
+  /** The archive member holding the blob ("blob sha256:…" for a registry's). */
   member: string;
   /** "sha256:…" of the blob (OCI only; docker save has none). */
   blobDigest?: string;
+  /** The blob's size in bytes, when a descriptor gives it (a registry download knows then where it ends). */
+  size?: number;
   /** Compression the media type promises; undefined for docker save, where the content is sniffed. */
   compression?: LayerCompression;
   mediaType?: string;
@@ -96,7 +131,7 @@ export function sha256Digest(data: Buffer | string): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
+export const SHA256_DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 function bad(archive: ArchiveFiles, what: string, hint = 'the archive is damaged or was not written by an image tool'): UnionctlError {
   return new UnionctlError('CORRUPT', `${archive.description}: ${what}`, { hint });
@@ -146,16 +181,9 @@ function readConfig(archive: ArchiveFiles, member: string, label: string): { tex
   } catch (e) {
     throw bad(archive, `the config of ${label} (${member}) is not valid JSON: ${jsonError(e)}`);
   }
-  const diffIds = (parsed as ImageConfigShape | null)?.rootfs?.diff_ids;
-  if (
-    typeof parsed !== 'object' ||
-    parsed === null ||
-    !Array.isArray(diffIds) ||
-    !diffIds.every((d) => typeof d === 'string' && DIGEST.test(d))
-  ) {
-    throw bad(archive, `the config of ${label} (${member}) has no valid rootfs.diff_ids list`);
-  }
-  return { text, diffIds: diffIds as string[] };
+  const diffIds = diffIdsIn(parsed);
+  if (diffIds === undefined) throw bad(archive, `the config of ${label} (${member}) has no valid rootfs.diff_ids list`);
+  return { text, diffIds };
 }
 
 // ---- docker save -----------------------------------------------------------------------------
@@ -207,16 +235,17 @@ function readDockerImages(archive: ArchiveFiles): ImageToLoad[] {
 
 // ---- OCI layout ------------------------------------------------------------------------------
 
-interface Descriptor {
+/** A content descriptor of an index or manifest, as parsed: every field still to be checked. */
+export interface Descriptor {
   mediaType?: unknown;
   digest?: unknown;
   size?: unknown;
   annotations?: Record<string, unknown>;
-  platform?: { os?: unknown; architecture?: unknown };
+  platform?: { os?: unknown; architecture?: unknown; variant?: unknown };
 }
 
 function blobMember(archive: ArchiveFiles, d: Descriptor, what: string): { member: string; digest: string } {
-  if (typeof d.digest !== 'string' || !DIGEST.test(d.digest))
+  if (typeof d.digest !== 'string' || !SHA256_DIGEST.test(d.digest))
     throw bad(archive, `${what} has a missing or unsupported digest ${shown(d.digest)}`);
   const member = `blobs/sha256/${d.digest.slice('sha256:'.length)}`;
   if (!archive.has(member)) throw bad(archive, `${what} names blob ${d.digest}, which is not in the archive`);
@@ -263,7 +292,7 @@ function manifestsOf(archive: ArchiveFiles, d: Descriptor, what: string, depth =
   const children = (Array.isArray(index?.manifests) ? index.manifests : []).filter(
     (c: unknown): c is Descriptor => typeof c === 'object' && c !== null,
   );
-  const arch = process.arch === 'x64' ? 'amd64' : process.arch;
+  const arch = hostPlatform().architecture;
   const forUs = children.filter((c) => (c.platform?.os ?? 'linux') === 'linux' && (c.platform?.architecture ?? arch) === arch);
   const chosen = forUs.length > 0 ? forUs.slice(0, 1) : children.slice(0, 1);
   return chosen.flatMap((c) =>

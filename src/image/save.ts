@@ -19,7 +19,7 @@ import { UnionctlError } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
 import { fileError, isErrnoError, removeIfInterrupted, writeOutputFile } from '../sys/user-file.js';
 import { configFor, stageLayerBlobs, type LayerBlob } from './layer-blobs.js';
-import { MEDIA, sha256Digest, type LayerCompression } from './manifest.js';
+import { layerMediaType, MEDIA, sha256Digest, type LayerCompression } from './manifest.js';
 import { diskDocuments, normalizeName, requireImage, type ImageRecord } from './records.js';
 
 export type SaveFormat = 'docker' | 'oci';
@@ -185,8 +185,6 @@ async function writeDockerArchive(tar: TarWriter, images: ImageToSave[], blobs: 
   return saved;
 }
 
-const LAYER_MEDIA: Record<LayerCompression, string> = { none: MEDIA.ociLayer, gzip: MEDIA.ociLayerGzip, zstd: MEDIA.ociLayerZstd };
-
 /** OCI image layout: oci-layout, blobs/sha256/…, index.json naming each manifest once per name. */
 async function writeOciArchive(
   tar: TarWriter,
@@ -216,7 +214,7 @@ async function writeOciArchive(
       schemaVersion: 2,
       mediaType: MEDIA.ociManifest,
       config: { mediaType: MEDIA.ociConfig, digest: configId, size: Buffer.byteLength(config) },
-      layers: layers.map((b) => ({ mediaType: LAYER_MEDIA[compress], digest: b.digest, size: b.size })),
+      layers: layers.map((b) => ({ mediaType: layerMediaType('oci', compress), digest: b.digest, size: b.size })),
     });
     const manifestId = sha256Digest(manifest);
     await addBlob(manifestId, () => addText(tar, `blobs/sha256/${hexOf(manifestId)}`, manifest));

@@ -126,7 +126,7 @@ export function synthesizeManifest(config: string, layers: readonly LayerFacts[]
     mediaType: MEDIA.dockerManifest,
     config: { mediaType: MEDIA.dockerConfig, size: Buffer.byteLength(config), digest: sha256Digest(config) },
     layers: layers.map((l) => ({
-      mediaType: 'application/vnd.docker.image.rootfs.diff.tar',
+      mediaType: MEDIA.dockerLayer,
       size: Math.max(l.tarSize, 0),
       digest: l.diffId,
     })),

@@ -14,16 +14,23 @@
 import { UnionctlError } from '../../errors.js';
 import type { LayerStore } from '../../graph/store.js';
 import { loadImagesFrom, type LayerBlobs, type LoadedImage } from '../load.js';
-import { configDiffIds, layerCompressionOf, mediaKind, sha256Digest, type ImageToLoad, type LayerToLoad } from '../manifest.js';
+import {
+  configDiffIds,
+  hostPlatform,
+  layerCompressionOf,
+  mediaKind,
+  sha256Digest,
+  SHA256_DIGEST,
+  type Descriptor,
+  type ImageToLoad,
+  type LayerToLoad,
+  type Platform,
+} from '../manifest.js';
 import { parseCreds, storedCredentials, type Credentials } from './auth.js';
 import { RegistryClient, type FetchedManifest } from './client.js';
 import { formatReference, imageName, manifestReference, parseReference, type ImageReference } from './reference.js';
 
-export interface Platform {
-  os: string;
-  architecture: string;
-  variant?: string;
-}
+export type { Platform } from '../manifest.js';
 
 export interface RegistryOptions {
   /** "user:password"; default: the auth file's entry for the registry, else anonymous. */
@@ -75,13 +82,6 @@ export function parsePlatform(text: string | undefined): Platform {
   return { os: parts[0]!, architecture: parts[1]!, ...(parts[2] === undefined ? {} : { variant: parts[2] }) };
 }
 
-function hostPlatform(): Platform {
-  const arch =
-    ({ x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[process.arch] ??
-    process.arch;
-  return { os: 'linux', architecture: arch, ...(arch === 'arm' ? { variant: 'v7' } : {}) };
-}
-
 /** Pulls REF (`[host[:port]/]name[:tag|@digest]`) into the store. */
 export async function pullImage(store: LayerStore, refText: string, opts: PullOptions = {}): Promise<PulledImage> {
   const ref = parseReference(refText);
@@ -97,12 +97,11 @@ export async function pullImage(store: LayerStore, refText: string, opts: PullOp
   const top = await client.getManifest(manifestReference(ref));
   const resolved = await resolvePlatform(client, top, platform);
   const image = await imageToLoad(client, ref, resolved.manifest);
-  const sizes = new Map(image.layers.map((l) => [l.index, l.size]));
   const blobs: LayerBlobs = {
     description: client.description,
-    chunks: (layer) => client.blobChunks(layer.blobDigest!, sizes.get(layer.index)),
+    chunks: (layer) => client.blobChunks(layer.blobDigest!, layer.size),
   };
-  const [loaded] = await loadImagesFrom(store, blobs, [image.load], { onProgress: opts.onProgress });
+  const [loaded] = await loadImagesFrom(store, blobs, [image], { onProgress: opts.onProgress });
   return {
     ...loaded!,
     reference: formatReference(ref),
@@ -110,15 +109,6 @@ export async function pullImage(store: LayerStore, refText: string, opts: PullOp
     ...(resolved.index === undefined ? {} : { indexDigest: resolved.index, platform: resolved.platform }),
   };
 }
-
-interface Descriptor {
-  mediaType?: unknown;
-  digest?: unknown;
-  size?: unknown;
-  platform?: { os?: unknown; architecture?: unknown; variant?: unknown };
-}
-
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 function parseDocument(client: RegistryClient, m: FetchedManifest, what: string): Record<string, unknown> {
   try {
@@ -159,7 +149,7 @@ async function resolvePlatform(
   );
   // An exact variant first (linux/arm/v7 over linux/arm/v6 when v7 is asked for).
   const chosen = matches.find((d) => d.platform?.variant === platform.variant) ?? matches[0];
-  if (chosen === undefined || typeof chosen.digest !== 'string' || !DIGEST.test(chosen.digest)) {
+  if (chosen === undefined || typeof chosen.digest !== 'string' || !SHA256_DIGEST.test(chosen.digest)) {
     const offered = entries
       .map((d) => [d.platform?.os, d.platform?.architecture, d.platform?.variant].filter((p) => typeof p === 'string').join('/'))
       .join(', ');
@@ -190,11 +180,7 @@ function platformText(p: Platform): string {
 }
 
 /** The image as the loader takes it: config fetched and checked, layers with digests, sizes, compression and diff IDs. */
-async function imageToLoad(
-  client: RegistryClient,
-  ref: ImageReference,
-  m: FetchedManifest,
-): Promise<{ load: ImageToLoad; layers: Array<LayerToLoad & { size?: number }> }> {
+async function imageToLoad(client: RegistryClient, ref: ImageReference, m: FetchedManifest): Promise<ImageToLoad> {
   const manifest = parseDocument(client, m, 'the image manifest') as { config?: Descriptor; layers?: Descriptor[] };
   const bad = (why: string) =>
     new UnionctlError('REGISTRY', `${client.description}: the manifest ${m.digest} ${why}`, {
@@ -202,7 +188,7 @@ async function imageToLoad(
     });
   const config = manifest.config;
   if (typeof config !== 'object' || config === null || !Array.isArray(manifest.layers)) throw bad('lacks config or layers');
-  if (typeof config.digest !== 'string' || !DIGEST.test(config.digest)) throw bad('has no valid config digest');
+  if (typeof config.digest !== 'string' || !SHA256_DIGEST.test(config.digest)) throw bad('has no valid config digest');
   if (typeof config.mediaType !== 'string' || mediaKind(config.mediaType) !== 'config') {
     throw new UnionctlError(
       'UNSUPPORTED',
@@ -220,7 +206,7 @@ async function imageToLoad(
   const name = imageName(ref);
   const id = sha256Digest(configText);
   const label = `image ${name ?? formatReference(ref)}`;
-  const layers = manifest.layers.map((d, j): LayerToLoad & { size?: number } => {
+  const layers = manifest.layers.map((d, j): LayerToLoad => {
     const mediaType = typeof d.mediaType === 'string' ? d.mediaType : '';
     const compression = layerCompressionOf(mediaType);
     if (compression === undefined) {
@@ -232,7 +218,7 @@ async function imageToLoad(
         },
       );
     }
-    if (typeof d.digest !== 'string' || !DIGEST.test(d.digest)) throw bad(`has no valid digest for layer ${j + 1}`);
+    if (typeof d.digest !== 'string' || !SHA256_DIGEST.test(d.digest)) throw bad(`has no valid digest for layer ${j + 1}`);
     return {
       index: j + 1,
       member: `blob ${d.digest}`,
@@ -243,5 +229,5 @@ async function imageToLoad(
       ...(typeof d.size === 'number' && d.size >= 0 ? { size: d.size } : {}),
     };
   });
-  return { load: { id, names: name === undefined ? [] : [name], config: configText, label, layers }, layers };
+  return { id, names: name === undefined ? [] : [name], config: configText, label, layers };
 }

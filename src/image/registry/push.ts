@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { UnionctlError } from '../../errors.js';
 import type { LayerStore } from '../../graph/store.js';
 import { configFor, stageLayerBlobs, type LayerBlob } from '../layer-blobs.js';
-import { MEDIA, sha256Digest, type LayerCompression } from '../manifest.js';
+import { layerMediaType, MEDIA, sha256Digest, type LayerCompression } from '../manifest.js';
 import { diskDocuments, removeDirIfEmpty, requireImage } from '../records.js';
 import { RegistryClient } from './client.js';
 import { credentialsFor, type RegistryOptions } from './pull.js';
@@ -63,11 +63,6 @@ export interface PushedImage {
   layers: PushedBlob[];
 }
 
-const LAYER_MEDIA: Record<'docker' | 'oci', Record<LayerCompression, string | undefined>> = {
-  docker: { none: 'application/vnd.docker.image.rootfs.diff.tar', gzip: MEDIA.dockerLayerGzip, zstd: undefined },
-  oci: { none: MEDIA.ociLayer, gzip: MEDIA.ociLayerGzip, zstd: MEDIA.ociLayerZstd },
-};
-
 /** Pushes image IMAGE (a name or id of the store) to REF (default: the image's first name). */
 export async function pushImage(
   store: LayerStore,
@@ -77,7 +72,7 @@ export async function pushImage(
 ): Promise<PushedImage> {
   const compress = opts.compress ?? 'gzip';
   const format = opts.format ?? 'docker';
-  const layerMedia = LAYER_MEDIA[format]?.[compress];
+  const layerMedia = layerMediaType(format, compress);
   if (layerMedia === undefined) {
     throw new UnionctlError('USAGE', `${compress} layers cannot go into a ${format} manifest`, {
       hint: format === 'docker' ? 'use --format oci for zstd layers' : 'use --compress none, gzip or zstd',
