@@ -83,8 +83,8 @@ export function storeCredentials(registry: string, creds: Credentials, path = au
   const file = readAuthFile(path);
   const auths = { ...(file.auths ?? {}) };
   for (const key of authKeys(registry)) delete auths[key];
-  auths[authKeys(registry)[0]!] = { auth: Buffer.from(`${creds.username}:${creds.password}`).toString('base64') };
-  writeFileAtomic(path, `${JSON.stringify({ ...file, auths }, null, 2)}\n`, { durable: true, makeDir: true, mode: 0o600 });
+  auths[authKeys(registry)[0]!] = { auth: userPassBase64(creds) };
+  writeAuthFile(path, { ...file, auths });
 }
 
 /** Removes the registry's entries; false when there were none. */
@@ -94,7 +94,7 @@ export function removeCredentials(registry: string, path = authFilePath()): bool
   const keys = authKeys(registry).filter((k) => k in auths);
   if (keys.length === 0) return false;
   for (const key of keys) delete auths[key];
-  writeFileAtomic(path, `${JSON.stringify({ ...file, auths }, null, 2)}\n`, { durable: true, mode: 0o600 });
+  writeAuthFile(path, { ...file, auths });
   return true;
 }
 
@@ -117,5 +117,15 @@ export function parseChallenge(header: string | null): Challenge | undefined {
 }
 
 export function basicAuthorization(creds: Credentials): string {
-  return `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+  return `Basic ${userPassBase64(creds)}`;
+}
+
+/** base64("user:password"): an auth file's `auth`, and what Basic authorization sends. */
+function userPassBase64(creds: Credentials): string {
+  return Buffer.from(`${creds.username}:${creds.password}`).toString('base64');
+}
+
+/** Replaces the auth file atomically (0600; its dir made 0700 when missing). */
+function writeAuthFile(path: string, file: AuthFile): void {
+  writeFileAtomic(path, `${JSON.stringify(file, null, 2)}\n`, { durable: true, makeDir: true, mode: 0o600 });
 }
