@@ -148,24 +148,33 @@ export const snapshotStoreExtension: StoreExtension = {
 /**
  * Drops the snapshots whose layer is gone or going (a crash undid the deletion of their record
  * after their layer's removal had begun: dropSnapshot). Runs at every store open, after the
- * store finished the removals a crash interrupted; reads without the lock first.
+ * store finished the removals a crash interrupted: the records are read without the lock first,
+ * and the transaction is taken only when there is something to drop.
  */
 async function dropDanglingSnapshots(store: LayerStore): Promise<void> {
-  if (allSnapshots(diskDocuments(store)).length === 0) return;
+  const dangling = async (docs: DocumentReader, layer: (id: string) => unknown) => {
+    const found: SnapshotRecord[] = [];
+    for (const rec of allSnapshots(docs))
+      if (rec.preparing === undefined && rec.layer !== undefined && (await layerGone(() => layer(rec.layer!)))) found.push(rec);
+    return found;
+  };
+  if ((await dangling(diskDocuments(store), (id) => store.layer(id))).length === 0) return;
   await store.transaction(async (tx) => {
-    const layerGone = (id: string) => {
-      try {
-        return tx.record(id)?.state !== 'complete';
-      } catch {
-        return false; // a damaged record: not this function's to judge
-      }
-    };
-    for (const rec of allSnapshots(tx)) {
-      if (rec.preparing !== undefined || rec.layer === undefined || !layerGone(rec.layer)) continue;
+    for (const rec of await dangling(tx, (id) => tx.layer(id))) {
       tx.deleteDocument(docPath(rec.name));
       store.report('info', `dropped snapshot ${rec.name}: its layer ${rec.layer} was removed (the removal of the snapshot was cut short)`);
     }
   });
+}
+
+/** Whether looking the layer up says it is not there (missing, being created or removed); a damaged record is not this one's to judge. */
+async function layerGone(lookUp: () => unknown): Promise<boolean> {
+  try {
+    await lookUp();
+    return false;
+  } catch (e) {
+    return isUnionctlError(e) && e.code === 'NOT_FOUND';
+  }
 }
 
 /**
