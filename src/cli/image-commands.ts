@@ -16,18 +16,25 @@ import {
   saveImages,
   type LayerCompression,
   type LoadedImage,
-  type LoadProgress,
   type SaveFormat,
 } from '../image/index.js';
 import { nonEmpty, nonEmptyEach } from './args.js';
-import { DamagedFiles, eprintln, humanBytes, out, printJson, println, printTable, printWarning, shownName } from './output.js';
-import { startProgress } from './progress.js';
+import {
+  DamagedFiles,
+  eprintln,
+  humanBytes,
+  layersDone,
+  out,
+  printJson,
+  println,
+  printTable,
+  printWarning,
+  shortImageId,
+  shownName,
+} from './output.js';
+import { startLayerProgress } from './progress.js';
 
 type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
-
-function shortId(id: string): string {
-  return id.replace(/^sha256:/, '').slice(0, 12);
-}
 
 async function loadCommand(withStore: WithStore, file: string, opts: { image?: string }, cmd: Command): Promise<void> {
   if (file === '-' && process.stdin.isTTY) {
@@ -40,19 +47,10 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
     throw new UnionctlError('NOT_FOUND', `image archive ${file} does not exist`, { hint: 'check the path' });
   await withStore(cmd, async (store, g) => {
     // One progress line per layer: "loading layer 2/4", bytes of that layer's tar.
-    let progress = startProgress('loading');
-    let current = 0;
-    const onProgress = (p: LoadProgress): void => {
-      if (p.layer !== current) {
-        progress.done();
-        progress = startProgress(`loading layer ${p.layer}/${p.layers}`);
-        current = p.layer;
-      }
-      progress.update(p.bytes);
-    };
+    const progress = startLayerProgress('loading');
     let images: LoadedImage[];
     try {
-      images = await loadImages(store, file, { image: opts.image, onProgress: progress.active ? onProgress : undefined });
+      images = await loadImages(store, file, { image: opts.image, onProgress: progress.onProgress });
     } finally {
       progress.done();
     }
@@ -66,9 +64,9 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
       });
     }
     for (const i of images) {
-      const reused = i.layers.filter((l) => l.reused).length;
-      const what = `${i.layers.length} layer${i.layers.length === 1 ? '' : 's'}${reused > 0 ? `, ${reused} already present` : ''}`;
-      println(`Loaded image: ${i.names.length > 0 ? i.names.map(shownName).join(', ') : i.id} (${shortId(i.id)}, ${what})`);
+      println(
+        `Loaded image: ${i.names.length > 0 ? i.names.map(shownName).join(', ') : i.id} (${shortImageId(i.id)}, ${layersDone(i.layers)})`,
+      );
     }
   });
 }
@@ -84,7 +82,7 @@ async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command)
     const rows = images.flatMap((i) =>
       (i.names.length > 0 ? i.names : ['<none>']).map((n) => [
         n,
-        shortId(i.id),
+        shortImageId(i.id),
         String(i.layers.length),
         humanBytes(i.size),
         i.loaded.replace(/\.\d+Z$/, 'Z'),
@@ -125,7 +123,7 @@ async function saveCommand(withStore: WithStore, refs: string[], opts: SaveCliOp
     });
     if (g.json) return printJson({ output: opts.output, images: saved });
     for (const s of saved)
-      println(`Saved ${s.names.map(shownName).join(', ') || s.id} (${shortId(s.savedId)}) to ${shownName(opts.output)}`);
+      println(`Saved ${s.names.map(shownName).join(', ') || s.id} (${shortImageId(s.savedId)}) to ${shownName(opts.output)}`);
   });
 }
 

@@ -160,3 +160,14 @@ export class DamagedFiles {
     if (this.errors.length > 0) throw damagedFilesError(this.errors);
   }
 }
+
+/** An image id as tables and messages show it: the first 12 hex digits. */
+export function shortImageId(id: string): string {
+  return id.replace(/^sha256:/, '').slice(0, 12);
+}
+
+/** "4 layers" or "4 layers, 3 already present": what a load or pull of an image did. */
+export function layersDone(layers: ReadonlyArray<{ reused: boolean }>): string {
+  const reused = layers.filter((l) => l.reused).length;
+  return `${layers.length} layer${layers.length === 1 ? '' : 's'}${reused > 0 ? `, ${reused} already present` : ''}`;
+}

@@ -65,3 +65,28 @@ export function startProgress(label: string, totalBytes?: number): Progress {
     },
   };
 }
+
+/** What load and pull report: bytes of layer `layer` of `layers`. */
+export interface LayerBytes {
+  layer: number;
+  layers: number;
+  bytes: number;
+}
+
+/**
+ * One progress line per layer ("pulling layer 2/4", that layer's bytes) for a command that
+ * reports LayerBytes; `onProgress` is undefined when nothing would be drawn (no terminal).
+ */
+export function startLayerProgress(verb: string): { onProgress: ((p: LayerBytes) => void) | undefined; done(): void } {
+  let progress = startProgress(verb);
+  let current = 0;
+  const onProgress = (p: LayerBytes): void => {
+    if (p.layer !== current) {
+      progress.done();
+      progress = startProgress(`${verb} layer ${p.layer}/${p.layers}`);
+      current = p.layer;
+    }
+    progress.update(p.bytes);
+  };
+  return { onProgress: progress.active ? onProgress : undefined, done: () => progress.done() };
+}

@@ -16,11 +16,10 @@ import {
   removeCredentials,
   storeCredentials,
   type LayerCompression,
-  type PullProgress,
 } from '../image/index.js';
 import { nonEmpty } from './args.js';
-import { out, printJson, println, printWarning, shownName } from './output.js';
-import { startProgress } from './progress.js';
+import { layersDone, out, printJson, println, printWarning, shortImageId, shownName } from './output.js';
+import { startLayerProgress } from './progress.js';
 
 type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
 
@@ -41,10 +40,6 @@ interface PushCliOptions extends RegistryCliOptions {
   mountFrom?: string;
 }
 
-function shortId(id: string): string {
-  return id.replace(/^sha256:/, '').slice(0, 12);
-}
-
 function registryOptions(opts: RegistryCliOptions) {
   return { creds: opts.creds, insecure: opts.insecure, authFile: opts.authfile };
 }
@@ -52,22 +47,13 @@ function registryOptions(opts: RegistryCliOptions) {
 async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptions, cmd: Command): Promise<void> {
   parseReference(ref); // a bad reference fails before the store is opened
   await withStore(cmd, async (store, g) => {
-    let progress = startProgress('pulling');
-    let current = 0;
-    const onProgress = (p: PullProgress): void => {
-      if (p.layer !== current) {
-        progress.done();
-        progress = startProgress(`pulling layer ${p.layer}/${p.layers}`);
-        current = p.layer;
-      }
-      progress.update(p.bytes);
-    };
+    const progress = startLayerProgress('pulling');
     let pulled;
     try {
       pulled = await pullImage(store, ref, {
         ...registryOptions(opts),
         platform: opts.platform,
-        onProgress: progress.active ? onProgress : undefined,
+        onProgress: progress.onProgress,
       });
     } finally {
       progress.done();
@@ -82,9 +68,7 @@ async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptio
         layers: pulled.layers,
       });
     }
-    const reused = pulled.layers.filter((l) => l.reused).length;
-    const what = `${pulled.layers.length} layer${pulled.layers.length === 1 ? '' : 's'}${reused > 0 ? `, ${reused} already present` : ''}`;
-    println(`Pulled ${shownName(pulled.reference)} (${shortId(pulled.id)}, ${what})`);
+    println(`Pulled ${shownName(pulled.reference)} (${shortImageId(pulled.id)}, ${layersDone(pulled.layers)})`);
     println(out.dim(`Digest: ${pulled.manifestDigest}`));
   });
 }
@@ -112,7 +96,7 @@ async function pushCommand(
     if (g.json) return printJson(pushed);
     const count = (how: string) => pushed.layers.filter((l) => l.how === how).length;
     println(
-      `Pushed ${shownName(pushed.reference)} (${shortId(pushed.id)}: ${count('uploaded')} layers uploaded, ${count('exists')} already there, ${count('mounted')} mounted)`,
+      `Pushed ${shownName(pushed.reference)} (${shortImageId(pushed.id)}: ${count('uploaded')} layers uploaded, ${count('exists')} already there, ${count('mounted')} mounted)`,
     );
     println(out.dim(`Digest: ${pushed.manifestDigest}`));
   });
