@@ -62,6 +62,13 @@ export interface ApplyLayerOptions {
   whiteoutFormat: WhiteoutFormat;
   /** Read-only parent views (nearest first), used only to resolve a hardlink whose target is not in this layer but visible below (copy it up, then link). */
   lowerDirs?: string[];
+  /**
+   * The lower layers are still being written (a pull applies a layer while its parent is being
+   * applied): resolves when they are complete. Any entry that may have to look below — a hardlink,
+   * an entry whose directory this tar has not made yet — waits for it first, so the result is
+   * the same as when the layers are applied one after the other. A rejection fails the apply.
+   */
+  lowersReady?: Promise<unknown>;
   /** Bytes of the uncompressed tar read so far. */
   onProgress?: (bytesRead: number) => void;
   /** Sees every byte that is not file content (see TarTap). */
@@ -88,6 +95,7 @@ export async function applyLayer(
   const tar = readTar(layer.chunks, { onBytes: opts.onProgress, tap: opts.tap, digest: layer.digest });
   try {
     for await (const entry of tar) await applier.apply(entry);
+    await opts.lowersReady; // finishApply reads the lower layers
     // Docker applies an empty input as an empty layer (moby pkg/archive DecompressStream: "the
     // layer.tar file will be empty (zero bytes) … just create an empty layer", moby issue 18170),
     // and so do we, but not without a word: an empty file is more often a failed download.
@@ -207,6 +215,8 @@ class LayerApplier {
   private readonly euid: number;
   private readonly egid: number;
   private readonly umask: number;
+  /** opts.lowersReady until it has resolved. */
+  private lowersPending: Promise<unknown> | undefined;
 
   constructor(
     dest: string,
@@ -228,6 +238,7 @@ class LayerApplier {
     this.euid = process.geteuid?.() ?? -1;
     this.egid = process.getegid?.() ?? -1;
     this.umask = processUmask();
+    this.lowersPending = this.lowers === undefined ? undefined : opts.lowersReady;
   }
 
   private abs(rel: string): string {
@@ -239,11 +250,24 @@ class LayerApplier {
     const name = entry.header.path;
     try {
       const rel = normaliseEntryName(name);
+      if (this.lowersPending !== undefined && this.mayLookBelow(rel, entry.header)) {
+        await this.lowersPending;
+        this.lowersPending = undefined;
+      }
       if (rel.includes(WHITEOUT_PREFIX) && (await this.applyWhiteoutName(rel, entry))) return;
       await this.writeEntry(rel, entry);
     } catch (e) {
       throw withEntry(e, name);
     }
+  }
+
+  /**
+   * Could writing this entry read the lower layers? Only a hardlink (its target may be below) and
+   * an entry whose directory is not known yet (an implicit directory takes the metadata of the one
+   * below) can.
+   */
+  private mayLookBelow(rel: string, h: TarHeader): boolean {
+    return h.type === 'hardlink' || (rel !== '' && !this.knownDirs.has(parentOf(rel)));
   }
 
   /** Sets the directory times (deepest first) and reports skipped xattrs. */

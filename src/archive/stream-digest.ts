@@ -46,6 +46,20 @@ function idleCoreAvailable(): boolean {
   return availableParallelism() >= 2;
 }
 
+/**
+ * Hashing threads running in this process. Streams hashed at once (a pull applying layers in
+ * parallel) get at most one thread per spare core; the others hash on their own thread. More
+ * threads than cores only compete with each other, and each costs ~10 MB.
+ */
+let hashingThreads = 0;
+
+function takeHashingThread(): boolean {
+  const forced = process.env.UNIONCTL_DIGEST_THREAD === '1';
+  if (!forced && hashingThreads >= Math.max(1, availableParallelism() - 1)) return false;
+  hashingThreads++;
+  return true;
+}
+
 export interface StreamDigestOptions {
   /** A node:crypto hash name; default "sha256" (what a diff_id is). */
   algorithm?: string;
@@ -60,7 +74,7 @@ export interface StreamDigestOptions {
 
 export class StreamDigest {
   private readonly algorithm: string;
-  private readonly useWorker: boolean;
+  private useWorker: boolean;
   /** Main-thread hash: everything, when no worker is used; the head of the stream until one starts. */
   private local: Hash | undefined;
   /** Until the worker starts, bytes are hashed locally *and* kept in the ring (the worker restarts from byte 0). */
@@ -83,6 +97,10 @@ export class StreamDigest {
     // A thread takes ~20 ms to boot; started now, it is ready by the time the ring has filled up,
     // and it hashes from the first byte (no main-thread hash of the head).
     if (this.useWorker && opts.expectedBytes !== undefined && opts.expectedBytes > START_THRESHOLD) {
+      if (!takeHashingThread()) {
+        this.useWorker = false; // every spare core hashes another stream already
+        return;
+      }
       this.local = undefined;
       this.ring = new Uint8Array(new SharedArrayBuffer(RING_BYTES));
       this.ctl = new BigInt64Array(new SharedArrayBuffer(CTL_SLOTS * 8));
@@ -145,7 +163,16 @@ export class StreamDigest {
       Atomics.store(ctl, CONSUMED, BigInt(this.written)); // hashed already: the space is free again
       return;
     }
-    if (this.local !== undefined && this.written > START_THRESHOLD) this.local = undefined; // the worker takes over from byte 0
+    if (this.local !== undefined && this.written > START_THRESHOLD) {
+      if (!takeHashingThread()) {
+        // No spare core: this thread goes on hashing (it has hashed every byte so far).
+        this.useWorker = false;
+        this.ring = undefined;
+        Atomics.store(ctl, CONSUMED, BigInt(this.written));
+        return;
+      }
+      this.local = undefined; // the worker takes over from byte 0
+    }
     Atomics.store(ctl, WRITTEN, BigInt(this.written));
     // The worker hashes faster than an apply reads: woken per chunk, it would sleep again at once.
     if (this.written - this.wokenAt >= WAKE_EVERY_BYTES) this.wake();
@@ -216,6 +243,7 @@ export class StreamDigest {
 
   /** Resolves once the worker is gone (its thread's descriptors closed). */
   private release(): Promise<void> {
+    if (this.worker !== undefined) hashingThreads--;
     const ended = this.worker?.terminate();
     this.worker = undefined;
     this.ring = undefined;

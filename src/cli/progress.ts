@@ -74,19 +74,48 @@ export interface LayerBytes {
 }
 
 /**
- * One progress line per layer ("pulling layer 2/4", that layer's bytes) for a command that
- * reports LayerBytes; `onProgress` is undefined when nothing would be drawn (no terminal).
+ * One progress line per layer under way ("pulling layer 2/4", its bytes and rate) for a command
+ * that reports LayerBytes, several layers at once when they run in parallel: the lines are redrawn
+ * in place, a finished layer's line stays until the whole command ends, then all are erased.
+ * `onProgress` is undefined when nothing would be drawn (no terminal).
  */
 export function startLayerProgress(verb: string): { onProgress: ((p: LayerBytes) => void) | undefined; done(): void } {
-  let progress = startProgress(verb);
-  let current = 0;
-  const onProgress = (p: LayerBytes): void => {
-    if (p.layer !== current) {
-      progress.done();
-      progress = startProgress(`${verb} layer ${p.layer}/${p.layers}`);
-      current = p.layer;
-    }
-    progress.update(p.bytes);
+  const stream = process.stderr;
+  if (!stream.isTTY) return { onProgress: undefined, done() {} };
+  const started = Date.now();
+  const layers = new Map<number, { bytes: number; since: number; of: number }>();
+  let lastDraw = 0;
+  let drawnLines = 0;
+  const draw = (): void => {
+    const now = Date.now();
+    const lines = [...layers]
+      .sort(([a], [b]) => a - b)
+      .map(([n, l]) => {
+        const seconds = (now - l.since) / 1000;
+        const rate = seconds > 0 ? `${humanBytes(l.bytes / seconds)}/s` : '';
+        return `${err.bold(`${verb} layer ${n}/${l.of}`)}  ${humanBytes(l.bytes)}  ${rate}`;
+      });
+    // Back to the first line drawn last time, then each line afresh.
+    const up = drawnLines > 1 ? `\x1b[${drawnLines - 1}A` : '';
+    stream.write(`${up}\r${lines.map((l) => `\x1b[2K${l}`).join('\n')}`);
+    drawnLines = lines.length;
   };
-  return { onProgress: progress.active ? onProgress : undefined, done: () => progress.done() };
+  const onProgress = (p: LayerBytes): void => {
+    const now = Date.now();
+    const layer = layers.get(p.layer);
+    if (layer === undefined) layers.set(p.layer, { bytes: p.bytes, since: now, of: p.layers });
+    else layer.bytes = p.bytes;
+    if (now - started < SHOW_AFTER_MS || now - lastDraw < REDRAW_MS) return;
+    lastDraw = now;
+    draw();
+  };
+  return {
+    onProgress,
+    done(): void {
+      if (drawnLines === 0) return;
+      const up = drawnLines > 1 ? `\x1b[${drawnLines - 1}A` : '';
+      stream.write(`${up}\r\x1b[J`); // erase from the first line down
+      drawnLines = 0;
+    },
+  };
 }

@@ -31,6 +31,7 @@ interface RegistryCliOptions {
 
 interface PullCliOptions extends RegistryCliOptions {
   platform?: string;
+  maxConcurrentDownloads?: string;
 }
 
 interface PushCliOptions extends RegistryCliOptions {
@@ -46,6 +47,11 @@ function registryOptions(opts: RegistryCliOptions) {
 
 async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptions, cmd: Command): Promise<void> {
   parseReference(ref); // a bad reference fails before the store is opened
+  const downloads = opts.maxConcurrentDownloads;
+  if (downloads !== undefined && !/^[1-9][0-9]?$/.test(downloads))
+    throw new UnionctlError('USAGE', `--max-concurrent-downloads ${downloads} is not a whole number from 1 to 99`, {
+      hint: 'e.g. --max-concurrent-downloads 3 (the default); 1 pulls one layer at a time',
+    });
   await withStore(cmd, async (store, g) => {
     const progress = startLayerProgress('pulling');
     let pulled;
@@ -53,6 +59,7 @@ async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptio
       pulled = await pullImage(store, ref, {
         ...registryOptions(opts),
         platform: opts.platform,
+        maxConcurrentDownloads: downloads === undefined ? undefined : Number(downloads),
         onProgress: progress.onProgress,
       });
     } finally {
@@ -143,6 +150,7 @@ export function addRegistryCommands(program: Command, withStore: WithStore): voi
     .description('pull an image from a registry into the store')
     .argument('<ref>', "[host[:port]/]name[:tag|@digest] (short names are Docker Hub's)", nonEmpty('the image reference'))
     .option('--platform <os/arch[/variant]>', "the image of a multi-platform index to pull (default: this host's)")
+    .option('--max-concurrent-downloads <n>', 'layers downloaded and applied at once (default 3)')
     .addOption(credsOption())
     .addOption(insecureOption())
     .addOption(authfileOption())

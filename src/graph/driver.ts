@@ -23,6 +23,8 @@ export interface ApplyDiffOpts {
   tap?: TarTap;
   /** What the apply skipped or took as it is and the user may want to know (default: process.emitWarning). */
   onWarning?: (message: string) => void;
+  /** The parent layers are still being applied: see ApplyLayerOptions.lowersReady (drivers whose layers hold only their diff). */
+  lowersReady?: Promise<unknown>;
 }
 
 export interface CreateOpts {

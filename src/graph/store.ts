@@ -115,6 +115,19 @@ export interface ImportOptions {
    * that does not match what an image promised) rolls the layer back like any failed import.
    */
   verify?: (result: ApplyResult) => void | Promise<void>;
+  /**
+   * The parent is being imported by this process right now (a pull applying its layers at once):
+   * `created` resolves once the parent's storage exists, `done` once its import has completed,
+   * and `done` rejects when it failed. With a driver whose layer dirs hold only their own diff
+   * (overlay2, aufs) this layer is created and applied meanwhile — the entries that read the
+   * layers below wait for `done` — and is made complete after its parent, with the chain ID the
+   * complete parent gives. The other drivers (vfs, overlay, devicemapper) build a layer from its
+   * parent's contents: there the import starts once `done` has resolved. A failed parent fails
+   * this import too, rolled back like any failed import.
+   */
+  parentImport?: { created: Promise<unknown>; done: Promise<unknown> };
+  /** Called once the layer's storage exists (still empty), before the tar is applied: a child's parentImport.created. */
+  onCreated?: () => void;
 }
 
 /** What LayerStore.applyDiff takes: importLayer's hooks, and the parent the caller expects the layer to have. */
@@ -695,6 +708,23 @@ function requireComplete(id: string, rec: StoredRecord | undefined, what: string
   return rec;
 }
 
+/**
+ * Records ordered so that a layer comes before its parent: a pull that was killed may leave a
+ * "creating" layer on a "creating" parent, and the child goes first.
+ */
+function childrenFirst(recs: StoredRecord[]): StoredRecord[] {
+  const byId = new Map(recs.map((r) => [r.id, r]));
+  const depth = (r: StoredRecord): number => {
+    let d = 0;
+    for (let p = r.parent; p !== undefined && byId.has(p) && d <= recs.length; p = byId.get(p)!.parent) d++;
+    return d;
+  };
+  return recs
+    .map((r) => ({ r, d: depth(r) }))
+    .sort((a, b) => b.d - a.d)
+    .map(({ r }) => r);
+}
+
 // ---- the store -------------------------------------------------------------------------------
 
 export class LayerStore {
@@ -780,7 +810,7 @@ export class LayerStore {
       stale: tx.records().filter((r) => r.state === 'removing' || (r.state === 'creating' && !processAlive(r.owner))),
       cleanup: tx.readDocument(this.cleanupPath),
     }));
-    for (const rec of stale) {
+    for (const rec of childrenFirst(stale)) {
       try {
         if (rec.state === 'removing') {
           if (await this.finishRemoval(rec, 'finish-later')) this.report('info', `finished the interrupted removal of layer ${rec.id}`);
@@ -909,9 +939,16 @@ export class LayerStore {
   /**
    * Checks the id and parent and queues the "creating" record. Returns the parent's record.
    * Refuses EXISTS (the id is taken, by a record or by a directory the store does not know — never
-   * taken over, never deleted) and NOT_FOUND (no complete parent).
+   * taken over, never deleted) and NOT_FOUND (no complete parent; with parentMayBeCreating, a
+   * parent this process is creating will do).
    */
-  private async beginCreate(tx: StoreTx, id: string, parent: string | undefined, writable: boolean): Promise<StoredRecord | undefined> {
+  private async beginCreate(
+    tx: StoreTx,
+    id: string,
+    parent: string | undefined,
+    writable: boolean,
+    opts: { parentMayBeCreating?: boolean } = {},
+  ): Promise<StoredRecord | undefined> {
     if (tx.record(id) !== undefined) throw new UnionctlError('EXISTS', `layer ${id} already exists`, { hint: 'choose another id' });
     if (await this.driver.exists(id)) {
       throw new UnionctlError(
@@ -922,7 +959,7 @@ export class LayerStore {
         },
       );
     }
-    const parentRec = parent === undefined ? undefined : tx.layer(parent, 'parent layer');
+    const parentRec = parent === undefined ? undefined : this.parentRecord(tx, parent, opts.parentMayBeCreating === true);
     tx.putRecord({
       id,
       ...(parent === undefined ? {} : { parent }),
@@ -934,6 +971,14 @@ export class LayerStore {
       owner: currentProcess(),
     });
     return parentRec;
+  }
+
+  /** The complete parent; or, when `creatingByUs`, one this process is still creating. */
+  private parentRecord(tx: StoreTx, parent: string, creatingByUs: boolean): StoredRecord {
+    const rec = tx.record(parent);
+    const me = currentProcess();
+    if (creatingByUs && rec?.state === 'creating' && rec.owner?.pid === me.pid && rec.owner.start === me.start) return rec;
+    return tx.layer(parent, 'parent layer');
   }
 
   private async completeCreate(id: string, fields: Partial<LayerRecord>): Promise<LayerRecord> {
@@ -957,8 +1002,9 @@ export class LayerStore {
     parent: string | undefined,
     writable: boolean,
     build: (parentRec: StoredRecord | undefined) => Promise<Partial<LayerRecord>>,
+    opts: { parentMayBeCreating?: boolean } = {},
   ): Promise<LayerRecord> {
-    const parentRec = await this.transaction((tx) => this.beginCreate(tx, id, parent, writable));
+    const parentRec = await this.transaction((tx) => this.beginCreate(tx, id, parent, writable, opts));
     let fields: Partial<LayerRecord>;
     try {
       fields = await build(parentRec);
@@ -1025,11 +1071,39 @@ export class LayerStore {
     const id = opts.id ?? randomLayerId();
     assertValidId(id);
     if (opts.parent !== undefined) assertValidId(opts.parent, 'parent layer id');
+    let pending = opts.parentImport;
+    if (pending !== undefined && opts.parent === undefined) throw new UnionctlError('USAGE', 'parentImport is given without a parent');
+    if (pending !== undefined && !this.buildsOnIncompleteParents()) {
+      await pending.done;
+      pending = undefined;
+    }
+    await pending?.created;
     const tar = openInput(input);
-    return this.createWithRollback(id, opts.parent, false, async (parentRec) => {
-      await this.driver.create(id, opts.parent);
-      return this.applyTar(id, parentRec, tar, opts);
-    });
+    return this.createWithRollback(
+      id,
+      opts.parent,
+      false,
+      async (parentRec) => {
+        await this.driver.create(id, opts.parent);
+        opts.onCreated?.();
+        const fields = await this.applyTar(id, parentRec, tar, { ...opts, lowersReady: pending?.done });
+        if (pending === undefined) return fields;
+        await pending.done;
+        // The parent's record was "creating" when this import began: its chain ID is known now.
+        const parentChain = this.completeRecord(opts.parent!).chainId;
+        return { ...fields, ...(parentChain === undefined ? {} : { chainId: chainIdOf(parentChain, fields.diffId!) }) };
+      },
+      { parentMayBeCreating: pending !== undefined },
+    );
+  }
+
+  /**
+   * Can a layer be created and applied while its parent is still being applied? Only when a
+   * layer's dir holds its own diff alone: with the 'plain' whiteout format (vfs, overlay,
+   * devicemapper) a layer starts as a copy or snapshot of its parent's whole tree.
+   */
+  private buildsOnIncompleteParents(): boolean {
+    return this.driver.capabilities().whiteoutFormat !== 'plain';
   }
 
   /**
@@ -1042,7 +1116,7 @@ export class LayerStore {
     id: string,
     parentRec: StoredRecord | undefined,
     tar: string | Readable,
-    opts: Pick<ImportOptions, 'onProgress' | 'onWarning' | 'verify'>,
+    opts: Pick<ImportOptions, 'onProgress' | 'onWarning' | 'verify'> & { lowersReady?: Promise<unknown> },
   ): Promise<Partial<LayerRecord>> {
     // The tar-split tap sees the stream as the driver's apply reads it, whichever driver it is.
     const recorder = new TarSplitRecorder();
@@ -1050,6 +1124,7 @@ export class LayerStore {
       onProgress: opts.onProgress,
       onWarning: opts.onWarning,
       tap: recorder,
+      ...(opts.lowersReady === undefined ? {} : { lowersReady: opts.lowersReady }),
     });
     await opts.verify?.(result);
     if (recorder.active) await writeTarSplit(this.tarSplitPath(id), recorder.encoded());

@@ -122,11 +122,12 @@ export interface CuttingProxy {
  * A TCP proxy to `target` that, the first `times` times blob `digest` is fetched without a
  * Range header, passes `afterBytes` bytes of the answer (headers included) and then closes both
  * connections, as a network that drops does; and answers the first `failManifests` manifest GETs
- * itself with a 503, as a registry that fails for a moment does.
+ * itself with a 503, as a registry that fails for a moment does. With `stall`, the answer stops
+ * after `afterBytes` instead, the connections left open: a download that hangs.
  */
 export async function startCuttingProxy(
   target: string,
-  opts: { digest: string; afterBytes: number; times: number; failManifests?: number },
+  opts: { digest: string; afterBytes: number; times: number; failManifests?: number; stall?: boolean },
 ): Promise<CuttingProxy> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
   let cuts = 0;
@@ -156,6 +157,10 @@ export async function startCuttingProxy(
         return void client.write(data);
       }
       client.write(data.subarray(0, budget));
+      if (opts.stall === true) {
+        budget = 0; // nothing more goes through
+        return;
+      }
       budget = undefined;
       cuts++;
       client.destroy();

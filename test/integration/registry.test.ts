@@ -33,6 +33,7 @@ import {
   SAMPLE_OCI_ZSTD,
   unionctl,
   unionctlAsync,
+  MAIN,
 } from './images-helpers.js';
 
 /** Runs a command without blocking this process (its servers must answer meanwhile); throws with its stderr on failure. */
@@ -219,6 +220,91 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     } finally {
       writeFileSync(file, original);
     }
+  });
+
+  it('layers pulled at once: the same image with 1 or 4 at a time and on vfs; a corrupt lower layer fails the layers above it, nothing stored', () => {
+    const ref = `${registry.address}/sample/docker:1`;
+    const one = pullJson(freshRoot(), ref, '--max-concurrent-downloads', '1');
+    const four = pullJson(freshRoot(), ref, '--max-concurrent-downloads', '4');
+    const vfs = freshRoot('vfs');
+    const onVfs = pullJson(vfs, ref);
+    for (const pulled of [four, onVfs]) {
+      assert.deepEqual(
+        pulled.layers.map((l) => [l.diffId, l.chainId]),
+        one.layers.map((l) => [l.diffId, l.chainId]),
+      );
+    }
+    assert.equal(flattenedTree(vfs, DOCKER_IMAGE_ID.slice(7, 19)), EXPECTED_TREE);
+
+    const bad = freshRoot();
+    assertCleanFailure(unionctl([...bad, 'pull', '--insecure', '--max-concurrent-downloads', '0', ref]), /--max-concurrent-downloads 0/);
+    assert.equal(existsSync(bad[1]!), false, 'a bad value creates no store');
+
+    registry.push(`docker-archive:${SAMPLE_DOCKER}`, 'sample/corrupt-lower:1');
+    const manifest = JSON.parse(rawManifest(`${registry.address}/sample/corrupt-lower:1`).toString()) as {
+      layers: Array<{ digest: string }>;
+    };
+    // Blobs are stored once for every repository: the damage is undone before the next test.
+    const file = registry.blobFile(manifest.layers[1]!.digest);
+    const original = readFileSync(file);
+    const damaged = Buffer.from(original);
+    damaged[damaged.length - 20] ^= 0xff;
+    writeFileSync(file, damaged);
+    try {
+      for (const driver of ['overlay2', 'vfs']) {
+        const g = freshRoot(driver);
+        const r = unionctl([...g, 'pull', '--insecure', '--max-concurrent-downloads', '4', `${registry.address}/sample/corrupt-lower:1`]);
+        assertCleanFailure(r, /layer 2 of image .*(digest mismatch|gzip|invalid)/i);
+        assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'ls']))), [], `${driver}: no layer stays`);
+        // overlay2 keeps a dir per layer (and l/) in its home, vfs in its home's dir/.
+        const home = driver === 'vfs' ? join(g[1]!, 'vfs', 'dir') : join(g[1]!, driver);
+        const left = existsSync(home) ? readdirSync(home).filter((n) => n !== 'l' && !n.startsWith('.')) : [];
+        assert.deepEqual(left, [], `${driver}: no layer storage stays`);
+      }
+    } finally {
+      writeFileSync(file, original);
+    }
+  });
+
+  it('a pull killed while its layers are being applied at once leaves nothing after the next open', async () => {
+    const ref = 'sample/docker:1';
+    const manifest = JSON.parse(rawManifest(`${registry.address}/${ref}`).toString()) as { layers: Array<{ digest: string }> };
+    // The bottom layer's download hangs after 4 KiB; the three above are applied on it meanwhile.
+    const proxy = await startCuttingProxy(registry.address, {
+      digest: manifest.layers[0]!.digest,
+      afterBytes: 4096,
+      times: 1,
+      stall: true,
+    });
+    const g = freshRoot();
+    const root = g[1]!;
+    const pull = spawn(process.execPath, [MAIN, ...g, 'pull', '--insecure', '--max-concurrent-downloads', '4', `${proxy.address}/${ref}`], {
+      stdio: 'ignore',
+    });
+    const exited = new Promise((resolve) => pull.on('close', resolve));
+    try {
+      const records = () =>
+        existsSync(join(root, 'layerdb')) ? readdirSync(join(root, 'layerdb')).filter((n) => n.endsWith('.json')) : [];
+      const deadline = Date.now() + 60_000;
+      while (records().length < 4) {
+        if (Date.now() > deadline) throw new Error(`the pull made ${records().length} layer records in 60 s, not 4`);
+        if (pull.exitCode !== null) throw new Error(`the pull exited (${pull.exitCode}) before all four layers were under way`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const states = records().map((n) => (JSON.parse(readFileSync(join(root, 'layerdb', n), 'utf8')) as { state: string }).state);
+      assert.deepEqual(states, ['creating', 'creating', 'creating', 'creating'], 'four layers under way at once');
+    } finally {
+      pull.kill('SIGKILL');
+      await exited;
+      await proxy.close();
+    }
+    assert.deepEqual(JSON.parse(ok(await unionctlAsync([...g, '--json', 'ls']))), [], 'the next open rolled every layer back');
+    assert.deepEqual(
+      readdirSync(join(root, 'overlay2')).filter((n) => n !== 'l'),
+      [],
+      'no layer storage stays',
+    );
+    assert.deepEqual(readdirSync(join(root, 'overlay2', 'l')), [], 'no l/ link stays');
   });
 
   it('unknown repositories and tags are NOT_FOUND naming the registry and repository; bad references change nothing', () => {

@@ -531,6 +531,53 @@ describe('applyLayer: whiteouts', { skip: scratchMissing }, () => {
   });
 });
 
+describe('applyLayer: lower layers still being written (lowersReady)', { skip: scratchMissing }, () => {
+  /** Resolves after the apply has had every chance to run ahead (several event-loop turns). */
+  const turns = () => new Promise<void>((r) => setTimeout(r, 50));
+
+  it('entries that may look below wait for the lowers; the result is that of applying them one after the other', async () => {
+    const lower = freshDir('lower');
+    const dest = freshDir();
+    let release!: () => void;
+    const lowersReady = new Promise<void>((r) => (release = r));
+    const applying = apply(
+      dest,
+      [
+        { name: 'own/', type: 'dir', mode: 0o755 },
+        { name: 'own/file', content: 'mine' }, // its dir is this tar's: written at once
+        { name: 'etc/conf', content: 'c' }, // etc/ only below: an implicit dir, waits
+        { name: 'bin/tool2', type: 'hardlink', linkname: 'bin/tool' }, // its target is below
+      ],
+      'overlay',
+      { lowerDirs: [lower], lowersReady },
+    );
+    await turns();
+    assert.equal(readFileSync(join(dest, 'own/file'), 'utf8'), 'mine', 'entries that cannot look below are written meanwhile');
+    assert.equal(existsSync(join(dest, 'etc')), false, 'an implicit dir waits for the layers below');
+    // The lower layer gets its content only now, as a parent being applied would.
+    mkdirSync(join(lower, 'etc'), 0o700);
+    chownSync(join(lower, 'etc'), 3, 4);
+    mkdirSync(join(lower, 'bin'));
+    writeFileSync(join(lower, 'bin/tool'), 'tool');
+    release();
+    await applying;
+    const etc = lstatSync(join(dest, 'etc'));
+    assert.deepEqual([etc.mode & 0o7777, etc.uid, etc.gid], [0o700, 3, 4], 'the implicit dir took the metadata of the one below');
+    assert.equal(readFileSync(join(dest, 'bin/tool2'), 'utf8'), 'tool', 'the hardlink target was copied up from below');
+    assert.equal(lstatSync(join(dest, 'bin/tool')).ino, lstatSync(join(dest, 'bin/tool2')).ino);
+  });
+
+  it('a lower layer that fails fails the apply at the first entry that waits for it', async () => {
+    const failure = new Error('the parent layer failed');
+    const lowersReady = Promise.reject(failure);
+    lowersReady.catch(() => {});
+    await assert.rejects(
+      apply(freshDir(), [{ name: 'usr/bin/x', content: 'x' }], 'overlay', { lowerDirs: [freshDir('lower')], lowersReady }),
+      (e: Error) => e === failure || (e as { cause?: unknown }).cause === failure || e.message.includes('the parent layer failed'),
+    );
+  });
+});
+
 describe('applyLayer: hardlinks to lower layers (copy-up)', { skip: scratchMissing }, () => {
   it('copies the target up from the nearest lower layer that shows it, then links', async () => {
     const lower1 = freshDir('lower1'); // nearest

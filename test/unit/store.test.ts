@@ -539,3 +539,93 @@ describe('openStore on a fresh root', { skip: scratchMissing }, () => {
     assert.equal(lstatSync(root).mode & 0o777, 0o700);
   });
 });
+
+/**
+ * importLayer's parentImport: a pull imports a layer while its parent is still being imported.
+ * overlay2 creates and applies the child meanwhile (its dir holds only its diff); vfs builds a
+ * layer from its parent's tree, so the child starts after the parent. Either way the child is
+ * complete after its parent with the same diff ID and chain ID as one imported after it, and a
+ * parent that fails takes the child with it, leaving nothing.
+ */
+describe('LayerStore.importLayer on a parent still being imported', { skip: scratchMissing }, () => {
+  let scratch: ReturnType<typeof makeScratch>;
+  let layerTars: string[];
+  before(() => {
+    scratch = makeScratch();
+    mkdirSync(join(scratch.dir, 'fixture'));
+    layerTars = extractSampleLayers(join(scratch.dir, 'fixture'));
+  });
+  after(() => scratch?.dispose());
+
+  const deferred = () => {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    return { promise, resolve };
+  };
+  /** The file's bytes, held back until `gate` resolves: a parent whose download is slow. */
+  async function* gated(bytes: Buffer, gate: Promise<void>): AsyncGenerator<Buffer> {
+    await gate;
+    yield bytes;
+  }
+  const turns = () => new Promise<void>((r) => setTimeout(r, 100));
+
+  for (const driver of ['overlay2', 'vfs']) {
+    it(`${driver}: the child is made complete after its parent, with the chain ID a sequential import gives`, async () => {
+      const store = await openStore({ root: join(scratch.dir, `ok-${driver}`), driver });
+      try {
+        const gate = deferred();
+        const parentCreated = deferred();
+        const parent = store.importLayer(Readable.from(gated(readFileSync(layerTars[0]), gate.promise)), {
+          id: 'p',
+          onCreated: parentCreated.resolve,
+        });
+        let childBytes = 0;
+        const child = store.importLayer(layerTars[1], {
+          id: 'c',
+          parent: 'p',
+          parentImport: { created: parentCreated.promise, done: parent },
+          onProgress: (n) => (childBytes = n),
+        });
+        await turns();
+        if (driver === 'overlay2') assert.ok(childBytes > 0, 'overlay2 applies the child while the parent waits for its bytes');
+        else assert.equal(childBytes, 0, 'vfs starts the child only once its parent is complete');
+        // overlay2's child is "creating" meanwhile; vfs's is not there yet. Neither is usable.
+        await assert.rejects(store.layer('c'), driver === 'overlay2' ? /still being created/ : /does not exist/);
+        gate.resolve();
+        const [p, c] = await Promise.all([parent, child]);
+        assert.equal(p.chainId, SAMPLE[0].chainId);
+        assert.deepEqual([c.parent, c.diffId, c.chainId], ['p', SAMPLE[1].diffId, SAMPLE[1].chainId]);
+        assert.deepEqual((await store.list()).map((l) => l.id).sort(), ['c', 'p']);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it(`${driver}: a parent that fails takes the child with it; nothing is left`, async () => {
+      const root = join(scratch.dir, `fail-${driver}`);
+      const store = await openStore({ root, driver });
+      try {
+        const gate = deferred();
+        const parentCreated = deferred();
+        const garbage = Buffer.alloc(4096, 0x41); // not a tar
+        const parent = store.importLayer(Readable.from(gated(garbage, gate.promise)), { id: 'p', onCreated: parentCreated.resolve });
+        const child = store.importLayer(layerTars[1], {
+          id: 'c',
+          parent: 'p',
+          parentImport: { created: parentCreated.promise, done: parent },
+        });
+        await turns();
+        gate.resolve();
+        const [p, c] = await Promise.allSettled([parent, child]);
+        assert.equal(p.status, 'rejected');
+        assert.equal(c.status, 'rejected');
+        assert.equal((c as PromiseRejectedResult).reason, (p as PromiseRejectedResult).reason, "the child fails with its parent's error");
+        assert.deepEqual(await store.list(), []);
+        assert.equal(await store.driver.exists('c'), false, "the child's storage is gone");
+        assert.equal(await store.driver.exists('p'), false, "the parent's storage is gone");
+      } finally {
+        await store.close();
+      }
+    });
+  }
+});

@@ -45,8 +45,13 @@ export interface RegistryOptions {
 export interface PullOptions extends RegistryOptions {
   /** "os/arch[/variant]"; default this host's. */
   platform?: string;
+  /** Layers downloaded and applied at once (default 3, as dockerd's --max-concurrent-downloads). */
+  maxConcurrentDownloads?: number;
   onProgress?: (p: PullProgress) => void;
 }
+
+/** Layers a pull downloads at once unless told otherwise (dockerd's default too). */
+export const DEFAULT_CONCURRENT_DOWNLOADS = 3;
 
 export interface PullProgress {
   /** 1-based, bottom first. */
@@ -82,10 +87,21 @@ export function parsePlatform(text: string | undefined): Platform {
   return { os: parts[0]!, architecture: parts[1]!, ...(parts[2] === undefined ? {} : { variant: parts[2] }) };
 }
 
+function concurrentDownloads(n: number | undefined): number {
+  if (n === undefined) return DEFAULT_CONCURRENT_DOWNLOADS;
+  if (!Number.isInteger(n) || n < 1 || n > 99) {
+    throw new UnionctlError('USAGE', `${n} concurrent downloads: give a whole number from 1 to 99`, {
+      hint: `the default is ${DEFAULT_CONCURRENT_DOWNLOADS}`,
+    });
+  }
+  return n;
+}
+
 /** Pulls REF (`[host[:port]/]name[:tag|@digest]`) into the store. */
 export async function pullImage(store: LayerStore, refText: string, opts: PullOptions = {}): Promise<PulledImage> {
   const ref = parseReference(refText);
   const platform = parsePlatform(opts.platform);
+  const maxConcurrentLayers = concurrentDownloads(opts.maxConcurrentDownloads);
   const client = new RegistryClient({
     registry: ref.registry,
     repository: ref.repository,
@@ -101,7 +117,10 @@ export async function pullImage(store: LayerStore, refText: string, opts: PullOp
     description: client.description,
     chunks: (layer) => client.blobChunks(layer.blobDigest!, layer.size),
   };
-  const [loaded] = await loadImagesFrom(store, blobs, [image], { onProgress: opts.onProgress });
+  const [loaded] = await loadImagesFrom(store, blobs, [image], {
+    onProgress: opts.onProgress,
+    maxConcurrentLayers,
+  });
   return {
     ...loaded!,
     reference: formatReference(ref),
