@@ -92,14 +92,27 @@ async function pushCommand(
   if (chunkSize !== undefined && (!Number.isInteger(chunkSize) || chunkSize <= 0))
     throw new UnionctlError('USAGE', `--chunk-size ${opts.chunkSize} is not a positive number of bytes`);
   await withStore(cmd, async (store, g) => {
-    const pushed = await pushImage(store, image, dest, {
-      ...registryOptions(opts),
-      compress: opts.compress,
-      format: opts.format,
-      chunkSize,
-      mountFrom: opts.mountFrom,
-      onWarning: printWarning,
-    });
+    const progress = startLayerProgress('pushing');
+    let pushed;
+    try {
+      pushed = await pushImage(store, image, dest, {
+        ...registryOptions(opts),
+        compress: opts.compress,
+        format: opts.format,
+        chunkSize,
+        mountFrom: opts.mountFrom,
+        onWarning: printWarning,
+        onProgress:
+          progress.onProgress === undefined
+            ? undefined
+            : (p) => {
+                if (p.event === 'sending' && p.layer !== undefined)
+                  progress.onProgress!({ layer: p.layer, layers: p.layers, bytes: p.bytes ?? 0 });
+              },
+      });
+    } finally {
+      progress.done();
+    }
     if (g.json) return printJson(pushed);
     const count = (how: string) => pushed.layers.filter((l) => l.how === how).length;
     println(

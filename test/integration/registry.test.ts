@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { dockerdAvailable, startDockerd, type Dockerd } from '../../bench/peers/dockerd.js';
 import { podmanAvailable, startPodman, type Podman } from '../../bench/peers/podman.js';
 import { registryAvailable, startRegistry, type Registry } from '../../bench/peers/registry.js';
+import { openStore, pushImage, type PushProgress } from '../../src/index.js';
 import { startCuttingProxy, startTokenServer, writeHtpasswd, type TokenServer } from '../helpers/registry-rigs.js';
 import { toolsMissing } from '../helpers/requires.js';
 import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
@@ -358,6 +359,49 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     execFileSync('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${dest}`, `docker-archive:${archive}:copies/sample:1`]);
     const loaded = JSON.parse(ok(unionctl([...freshRoot(), '--json', 'load', archive]))) as { images: Array<{ id: string }> };
     assert.equal(loaded.images[0]!.id, DOCKER_IMAGE_ID);
+  });
+
+  it('push reports each layer as it goes: its bytes sent up to the blob size, then uploaded; skipped when pushed again', async () => {
+    const g = freshRoot();
+    ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+    const store = await openStore({ root: g[1]!, driver: 'overlay2' });
+    try {
+      const push = async (chunkSize?: number) => {
+        const events: PushProgress[] = [];
+        const dest = `${registry.address}/progress/${chunkSize === undefined ? 'whole' : 'chunked'}:1`;
+        await pushImage(store, DOCKER_IMAGE_ID, dest, { insecure: true, chunkSize, onProgress: (p) => events.push(p) });
+        return events;
+      };
+      for (const chunkSize of [undefined, 4096]) {
+        const first = await push(chunkSize);
+        const staged = first.filter((e) => e.event === 'staged');
+        assert.deepEqual(
+          staged.map((e) => e.layer),
+          [1, 2, 3, 4],
+        );
+        for (const layer of staged) {
+          const mine = first.filter((e) => e.digest === layer.digest && e.layer === layer.layer);
+          const sent = mine.filter((e) => e.event === 'sending').map((e) => e.bytes!);
+          const last = mine[mine.length - 1]!;
+          if (last.event === 'skipped') continue; // a blob an earlier layer or push already sent
+          assert.equal(last.event, 'uploaded', `layer ${layer.layer}: ${mine.map((e) => e.event).join(', ')}`);
+          assert.ok(sent.length > 0, `layer ${layer.layer}: bytes were reported while it was sent`);
+          assert.deepEqual(
+            sent,
+            [...sent].sort((a, b) => a - b),
+            'the count only grows',
+          );
+          assert.equal(sent[sent.length - 1], layer.size, 'the last count is the blob size');
+        }
+        const again = await push(chunkSize);
+        assert.deepEqual(
+          again.filter((e) => e.layer !== undefined && e.event !== 'staged').map((e) => e.event),
+          ['skipped', 'skipped', 'skipped', 'skipped'],
+        );
+      }
+    } finally {
+      await store.close();
+    }
   });
 
   it('pushes OCI manifests with zstd layers, chunked; docker manifests refuse zstd', () => {

@@ -174,13 +174,14 @@ export class RegistryClient {
    * Uploads the blob in `file` (`size` bytes, digest `digest`): first, when `mountFrom` names
    * another repository of this registry that has it, a cross-repository mount (no bytes sent);
    * else one POST and one PUT with the whole blob (monolithic), or PATCHes of `chunkSize` bytes
-   * then the closing PUT (chunked). Returns whether it was mounted.
+   * then the closing PUT (chunked). Returns whether it was mounted. `onSent` hears the bytes of
+   * the blob sent so far (again from a lower count when a request is retried).
    */
   async uploadBlob(
     digest: string,
     size: number,
     file: string | Buffer,
-    opts: { mountFrom?: string; chunkSize?: number } = {},
+    opts: { mountFrom?: string; chunkSize?: number; onSent?: (bytes: number) => void } = {},
   ): Promise<'mounted' | 'uploaded'> {
     const what = `upload of blob ${digest}`;
     const mount = opts.mountFrom === undefined ? '' : `?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(opts.mountFrom)}`;
@@ -188,8 +189,16 @@ export class RegistryClient {
     started.discard();
     if (started.status === 201) return 'mounted';
     let location = this.location(started, what);
-    const body = (start: number, end: number) => () =>
-      typeof file === 'string' ? createReadStream(file, { start, end: end - 1 }) : file.subarray(start, end);
+    const body = (start: number, end: number) => () => {
+      if (typeof file !== 'string') {
+        opts.onSent?.(end);
+        return file.subarray(start, end);
+      }
+      const stream = createReadStream(file, { start, end: end - 1 });
+      let at = start;
+      if (opts.onSent !== undefined) stream.on('data', (chunk) => opts.onSent!((at += chunk.length)));
+      return stream;
+    };
     const chunkSize = opts.chunkSize;
     let sent = 0;
     if (chunkSize !== undefined && chunkSize > 0) {

@@ -38,10 +38,18 @@ export interface PushOptions extends RegistryOptions {
 }
 
 export interface PushProgress {
-  /** What happened to a blob: staged (compressed into the temp dir), then skipped, mounted or uploaded. */
-  event: 'staged' | 'skipped' | 'mounted' | 'uploaded';
+  /**
+   * What happened to a blob: staged (compressed into the temp dir), then skipped, mounted or
+   * uploaded; 'sending' while its bytes go out (`bytes` so far).
+   */
+  event: 'staged' | 'skipped' | 'mounted' | 'uploaded' | 'sending';
   digest: string;
   size: number;
+  /** 1-based, bottom first; absent for the config. */
+  layer?: number;
+  layers: number;
+  /** With 'sending': bytes of the blob sent so far. */
+  bytes?: number;
 }
 
 export interface PushedBlob {
@@ -102,12 +110,16 @@ export async function pushImage(
     const warn = opts.onWarning ?? ((m: string) => process.emitWarning(`unionctl: ${m}`));
     const staged = await stageLayerBlobs(store, [record], tmpDir, compress, warn, undefined);
     const blobs = record.layers.map((l) => staged.get(l.id)!);
-    for (const b of blobs) opts.onProgress?.({ event: 'staged', digest: b.digest, size: b.size });
+    const count = blobs.length;
+    for (const [i, b] of blobs.entries())
+      opts.onProgress?.({ event: 'staged', digest: b.digest, size: b.size, layer: i + 1, layers: count });
     const layers: PushedBlob[] = [];
-    for (const blob of blobs) layers.push({ ...(await sendBlob(client, blob, blob.path, opts)), mediaType: layerMedia });
+    for (const [i, blob] of blobs.entries()) {
+      layers.push({ ...(await sendBlob(client, blob, blob.path, opts, { layer: i + 1, layers: count })), mediaType: layerMedia });
+    }
     const config = Buffer.from(configFor(record, staged));
     const configDigest = sha256Digest(config);
-    await sendBlob(client, { digest: configDigest, size: config.length }, config, opts);
+    await sendBlob(client, { digest: configDigest, size: config.length }, config, opts, { layers: count });
     const manifestMediaType = format === 'docker' ? MEDIA.dockerManifest : MEDIA.ociManifest;
     const manifest = Buffer.from(
       JSON.stringify({
@@ -136,13 +148,20 @@ async function sendBlob(
   blob: Pick<LayerBlob, 'digest' | 'size'>,
   data: string | Buffer,
   opts: PushOptions,
+  which: { layer?: number; layers: number },
 ): Promise<Omit<PushedBlob, 'mediaType'>> {
   const { digest, size } = blob;
+  const tell = (event: PushProgress['event'], bytes?: number) =>
+    opts.onProgress?.({ event, digest, size, ...which, ...(bytes === undefined ? {} : { bytes }) });
   if (await client.hasBlob(digest)) {
-    opts.onProgress?.({ event: 'skipped', digest, size });
+    tell('skipped');
     return { digest, size, how: 'exists' };
   }
-  const how = await client.uploadBlob(digest, size, data, { mountFrom: opts.mountFrom, chunkSize: opts.chunkSize });
-  opts.onProgress?.({ event: how, digest, size });
+  const how = await client.uploadBlob(digest, size, data, {
+    mountFrom: opts.mountFrom,
+    chunkSize: opts.chunkSize,
+    ...(opts.onProgress === undefined ? {} : { onSent: (bytes: number) => tell('sending', bytes) }),
+  });
+  tell(how);
   return { digest, size, how: how === 'mounted' ? 'mounted' : 'uploaded' };
 }
