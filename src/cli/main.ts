@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CommanderError } from 'commander';
 import { isUnionctlError } from '../errors.js';
+import { stopRequested } from '../sys/stop-signals.js';
 import { buildProgram } from './commands.js';
 import { eprintln, printError } from './output.js';
 
@@ -88,6 +89,9 @@ let exiting: Promise<never> | undefined;
  * stdout, an error while exiting) returns the same promise instead of starting over.
  */
 function exit(code: number): Promise<never> {
+  // A stop signal is being handled (its mounts released): the process ends by that signal, and
+  // what the interrupted command then failed with is not news.
+  if (stopRequested() !== undefined) return new Promise<never>(() => undefined);
   exiting ??= flushThenExit(code);
   return exiting;
 }

@@ -20,7 +20,14 @@ import type {
   GetOpts,
   PutOpts,
 } from './driver.js';
-import { MountLifecycle, type LayerView, type LifecycleOptions, type MountOptions, type References } from './mounts.js';
+import {
+  MountLifecycle,
+  type LayerView,
+  type LifecycleOptions,
+  type MountOptions,
+  type References,
+  type UnmountOptions,
+} from './mounts.js';
 import { NaiveDiff } from './naive-diff.js';
 
 export abstract class GraphDriver implements Driver {
@@ -41,7 +48,7 @@ export abstract class GraphDriver implements Driver {
         mountPoint: (id) => this.mountPointOf(id),
         view: (id) => this.viewOf(id),
         mount: (id, opts) => this.mountUnion(id, opts),
-        unmount: (id) => this.unmountUnion(id),
+        unmount: (id, opts) => this.unmountUnion(id, opts),
         tidyUnmounted: (id) => this.tidyUnmounted(id),
       },
       lifecycle,
@@ -68,8 +75,8 @@ export abstract class GraphDriver implements Driver {
   protected abstract viewOf(id: string): LayerView;
   /** Mounts the layer's union on mountPointOf(id) (it exists and is empty). */
   protected abstract mountUnion(id: string, opts: MountOptions): void | Promise<void>;
-  /** Unmounts the union mounted on mountPointOf(id). */
-  protected abstract unmountUnion(id: string): void | Promise<void>;
+  /** Unmounts the union mounted on mountPointOf(id); see UnmountOptions for `detach`. */
+  protected abstract unmountUnion(id: string, opts?: UnmountOptions): void | Promise<void>;
   /** What unmountUnion deletes besides the mount, for an unmount that was killed (see Mounter.tidyUnmounted). Default: nothing. */
   protected tidyUnmounted(_id: string): void {}
 

@@ -34,6 +34,7 @@ import { lstatSync, mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertValidId, corruptError, isValidId, UnionctlError } from '../errors.js';
 import {
+  beforeStopSignal,
   bootId,
   currentProcess,
   describeProcess,
@@ -68,7 +69,7 @@ export interface Mounter {
   /** Mounts the union on mountPoint(id), which exists and is empty. Throws when it cannot: nothing is counted then. */
   mount(id: string, opts: MountOptions): void | Promise<void>;
   /** Unmounts what is mounted on mountPoint(id). */
-  unmount(id: string): void | Promise<void>;
+  unmount(id: string, opts?: UnmountOptions): void | Promise<void>;
   /**
    * Whether the union is mounted now. Leave it out: the default (mountPoint's device differs from
    * its parent's) is right for every driver; unit tests give a fake.
@@ -85,6 +86,15 @@ export interface Mounter {
 export interface MountOptions {
   /** SELinux context label for the mount. */
   mountLabel?: string;
+}
+
+export interface UnmountOptions {
+  /**
+   * The calling process is about to end and may itself hold files of the union open (a command
+   * stopped by a signal in the middle of a walk): detach the mount instead of waiting for its users,
+   * and leave what needs a quiet union (aufs: the work dir) to the next mount or removal.
+   */
+  detach?: boolean;
 }
 
 export interface LifecycleOptions {
@@ -131,6 +141,9 @@ const NO_REFS = (): RefFile => ({ boot: bootId(), persistent: 0, holders: [], re
 export class MountLifecycle {
   private readonly refsDir: string;
   private readonly locksDir: string;
+  /** This process's in-process references, per layer: given back before a stop signal ends the process. */
+  private readonly heldHere = new Map<string, number>();
+  private stopWatch: (() => void) | undefined;
 
   constructor(
     /** For messages: "overlay2 layer <id> is in use". */
@@ -155,27 +168,34 @@ export class MountLifecycle {
   async get(id: string, opts: MountOptions & ReferenceOptions = {}): Promise<string> {
     assertValidId(id);
     return this.locked(id, async () => {
-      const view = this.mounter.view(id);
-      let refs = this.read(id);
-      if (!view.needsMount) {
-        this.write(id, addReference(refs, opts));
-        return view.path;
-      }
-      if (this.isMounted(id)) {
-        this.write(id, addReference(refs, opts)); // counted already, or adopted
-        return view.path;
-      }
-      // Not mounted: whatever the file counts belongs to a mount that is gone (a crash, a umount by hand); readers need no mount.
-      refs = { ...NO_REFS(), readers: refs.readers };
-      this.write(id, addReference(refs, opts));
+      // Counted before anything is mounted: a stop signal meanwhile waits for this lock, then unmounts.
+      if (!opts.persistent) this.countHeldHere(id, +1);
       try {
-        await this.mountOnce(id, opts);
+        return await this.takeReference(id, opts);
       } catch (e) {
-        this.write(id, refs);
+        if (!opts.persistent) this.countHeldHere(id, -1);
         throw e;
       }
-      return view.path;
     });
+  }
+
+  private async takeReference(id: string, opts: MountOptions & ReferenceOptions): Promise<string> {
+    const view = this.mounter.view(id);
+    let refs = this.read(id);
+    if (!view.needsMount || this.isMounted(id)) {
+      this.write(id, addReference(refs, opts)); // a mount there is counted already, or adopted
+      return view.path;
+    }
+    // Not mounted: whatever the file counts belongs to a mount that is gone (a crash, a umount by hand); readers need no mount.
+    refs = { ...NO_REFS(), readers: refs.readers };
+    this.write(id, addReference(refs, opts));
+    try {
+      await this.mountOnce(id, opts);
+    } catch (e) {
+      this.write(id, refs);
+      throw e;
+    }
+    return view.path;
   }
 
   /**
@@ -196,6 +216,7 @@ export class MountLifecycle {
       }
       if (totalOf(left) === 0 && this.isMounted(id)) await this.unmountOnce(id);
       this.write(id, left);
+      if (!opts.persistent) this.countHeldHere(id, -1);
     });
   }
 
@@ -318,6 +339,37 @@ export class MountLifecycle {
     return this.mounter.isMounted?.(id) ?? hasMountAt(this.mounter.mountPoint(id));
   }
 
+  // ---- references of this process, given back at a stop signal -------------------------------
+
+  private countHeldHere(id: string, change: 1 | -1): void {
+    const count = (this.heldHere.get(id) ?? 0) + change;
+    if (count > 0) this.heldHere.set(id, count);
+    else this.heldHere.delete(id);
+    if (this.heldHere.size > 0) this.stopWatch ??= beforeStopSignal(() => this.releaseHeldHere());
+    else {
+      this.stopWatch?.();
+      this.stopWatch = undefined;
+    }
+  }
+
+  /**
+   * Gives back every in-process reference this process holds and unmounts the unions nobody else
+   * holds: a command stopped by SIGINT leaves no mount behind (its reference would not count once
+   * it is dead, but the mount would stay until the next get adopted it or cleanup removed it).
+   */
+  private async releaseHeldHere(): Promise<void> {
+    for (const id of [...this.heldHere.keys()]) {
+      await this.locked(id, async () => {
+        const refs = this.read(id);
+        const me = currentProcess();
+        const left = { ...refs, holders: refs.holders.filter((h) => h.pid !== me.pid || h.start !== me.start) };
+        if (totalOf(left) === 0 && this.isMounted(id)) await this.unmountOnce(id, { detach: true });
+        this.write(id, left);
+        this.heldHere.delete(id);
+      });
+    }
+  }
+
   // ---- mounting ------------------------------------------------------------------------------
 
   private async mountOnce(id: string, opts: MountOptions): Promise<void> {
@@ -331,8 +383,8 @@ export class MountLifecycle {
     }
   }
 
-  private async unmountOnce(id: string): Promise<void> {
-    await this.mounter.unmount(id);
+  private async unmountOnce(id: string, opts: UnmountOptions = {}): Promise<void> {
+    await this.mounter.unmount(id, opts);
     if (this.options.removeMountPoint) removeDirIfThere(this.mounter.mountPoint(id));
   }
 

@@ -4,5 +4,6 @@ export * from './probes.js';
 export * from './atomic-file.js';
 export * from './process.js';
 export * from './user-file.js';
+export * from './stop-signals.js';
 export * from './store-files.js';
 export * from './record-lock.js';

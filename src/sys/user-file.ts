@@ -36,6 +36,7 @@ import { basename, dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { UnionctlError } from '../errors.js';
 import { fsyncDir } from './atomic-file.js';
+import { beforeStopSignal } from './stop-signals.js';
 
 function errnoOf(e: unknown): string | undefined {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
@@ -81,28 +82,22 @@ export function fileError(e: unknown, what: string, path: string, opts: { spaceH
 // ---- removing temp files when the process is stopped ------------------------------------------
 
 const pendingRemoval = new Set<string>();
-const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+let stopWatch: (() => void) | undefined;
 
 function removePending(): void {
   for (const path of pendingRemoval) rmSync(path, { recursive: true, force: true });
   pendingRemoval.clear();
 }
 
-function onStopSignal(signal: NodeJS.Signals): void {
-  removePending();
-  unwatch();
-  // Nobody else handles it: let it do what it would have done (kill the process by that signal).
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-}
-
 function watch(): void {
   process.on('exit', removePending);
-  for (const s of STOP_SIGNALS) process.on(s, onStopSignal);
+  stopWatch = beforeStopSignal(removePending);
 }
 
 function unwatch(): void {
   process.off('exit', removePending);
-  for (const s of STOP_SIGNALS) process.off(s, onStopSignal);
+  stopWatch?.();
+  stopWatch = undefined;
 }
 
 /**

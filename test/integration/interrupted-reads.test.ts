@@ -1,8 +1,9 @@
 /**
  * Reads of a layer that stop half-way, and reads that race a removal, per driver (vfs, overlay2,
  * overlay, aufs through fuse-overlayfs):
- * - a `diff` whose reader goes away (EPIPE), a `diff` interrupted by SIGINT and an interrupted
- *   `changes` leave no mount, no reference file and no FUSE process behind;
+ * - a `diff` whose reader goes away (EPIPE), a `diff` interrupted by SIGINT, an interrupted
+ *   `changes` and a naive diff interrupted while it holds a union's mount leave no mount, no
+ *   reference file and no FUSE process behind, and end by the signal;
  * - while a layer's diff is being read (in this process, or by another `unionctl diff` process),
  *   rmi of its image and rm of the layer refuse with IN_USE and change nothing; once the read is
  *   over they succeed.
@@ -10,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -52,8 +53,8 @@ function assertNothingLeft(root: string, driver: string, after: string): void {
 }
 
 /** Starts `unionctl diff` of `layer` with its stdout a pipe nobody reads yet; resolves once the first bytes came. */
-async function startDiff(root: string, driver: string, layer: string) {
-  const child = spawn(process.execPath, [CLI_MAIN, '--root', root, '--driver', driver, 'diff', layer], {
+async function startDiff(root: string, driver: string, layer: string, ...more: string[]) {
+  const child = spawn(process.execPath, [CLI_MAIN, '--root', root, '--driver', driver, 'diff', layer, ...more], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -64,9 +65,32 @@ async function startDiff(root: string, driver: string, layer: string) {
   return { child, exited, stderr: () => stderr };
 }
 
+/** Drivers whose layers are whole directory trees: reading one mounts nothing. */
+const MOUNTLESS_READS = new Set(['vfs', 'overlay']);
+
+/**
+ * Runs `unionctl changes TOP` and stops it with SIGINT at some point of its run (its mount, where
+ * it makes one, is held only briefly: the naive diff below is the test that hits a held mount). It
+ * ends by the signal, or with status 0 when it was done first, and prints nothing.
+ */
+async function interruptChanges(root: string, driver: string, top: string): Promise<void> {
+  const changes = spawn(process.execPath, [CLI_MAIN, '--root', root, '--driver', driver, 'changes', top], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  changes.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = once(changes, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  await sleep(150); // long enough for it to have opened the store and started
+  changes.kill('SIGINT');
+  const [status, signal] = await exited;
+  assert.ok(signal === 'SIGINT' || status === 0, `changes ended by SIGINT or was done first, not with status ${status}: ${stderr}`);
+  assert.equal(stderr, '', 'an interrupted changes prints nothing');
+}
+
 describe('interrupted and racing reads of a layer', { skip: scratchMissing }, () => {
   let scratch: Scratch;
   let image = '';
+  let siblingTar = '';
   before(() => {
     scratch = makeScratch({ size: '2g' });
     const files: Record<string, string | Buffer> = { 'big/blob': Buffer.alloc(8 << 20, 0x61) };
@@ -74,12 +98,15 @@ describe('interrupted and racing reads of a layer', { skip: scratchMissing }, ()
     const base = makeLayerTar(scratch.dir, 'base', { 'etc/os-release': 'ID=test\n' });
     const top = makeLayerTar(scratch.dir, 'top', files);
     image = writeOciLayout(join(scratch.dir, 'image'), { name: 'reads:1', layers: [{ tar: base }, { tar: top }] });
+    siblingTar = join(scratch.dir, 'sibling.tar');
+    writeFileSync(siblingTar, makeLayerTar(scratch.dir, 'sibling', { 'etc/hostname': 'sibling\n' }));
   });
   after(() => scratch?.dispose());
 
   for (const driver of DRIVERS) {
     describe(driver, () => {
       let root = '';
+      let baseLayer = '';
       let topLayer = '';
       before(async () => {
         root = join(scratch.dir, `store-${driver}`);
@@ -87,6 +114,7 @@ describe('interrupted and racing reads of a layer', { skip: scratchMissing }, ()
         try {
           const [loaded] = await loadImages(store, image);
           assert.ok(loaded);
+          baseLayer = loaded.layers[0]!.id;
           topLayer = loaded.layers.at(-1)!.id;
         } finally {
           await store.close();
@@ -104,14 +132,24 @@ describe('interrupted and racing reads of a layer', { skip: scratchMissing }, ()
           assert.doesNotMatch(diff.stderr(), /internal error/);
           assertNothingLeft(root, driver, `diff (${signal})`);
         }
-        const changes = spawn(process.execPath, [CLI_MAIN, '--root', root, '--driver', driver, 'changes', topLayer], {
-          stdio: ['ignore', 'ignore', 'pipe'],
-        });
-        const exited = once(changes, 'close');
-        await sleep(150); // long enough for it to have opened the store and started
-        changes.kill('SIGINT');
-        await exited;
+        await interruptChanges(root, driver, topLayer);
         assertNothingLeft(root, driver, 'changes (SIGINT)');
+
+        // A naive diff (TOP against a sibling on BASE) holds both unions while it streams TOP's 8 MiB
+        // into a pipe nobody reads: the signal comes while the mounts are held, and the process
+        // unmounts them before it ends by the signal.
+        const imported = runCli(['--root', root, '--driver', driver, 'import', '--parent', baseLayer, siblingTar]);
+        assert.equal(imported.status, 0, showResult(imported));
+        const sibling = imported.stdout.trim();
+        const naive = await startDiff(root, driver, topLayer, '--parent', sibling);
+        if (!MOUNTLESS_READS.has(driver)) assert.notDeepEqual(mountsBelow(root), [], 'the naive diff holds a mount');
+        naive.child.kill('SIGINT');
+        const [, sig] = await naive.exited;
+        assert.equal(sig, 'SIGINT', `the naive diff ended by SIGINT: ${naive.stderr()}`);
+        assert.equal(naive.stderr(), '', 'an interrupted diff prints nothing');
+        assertNothingLeft(root, driver, 'naive diff (SIGINT)');
+        const rm = runCli(['--root', root, '--driver', driver, 'rm', sibling]);
+        assert.equal(rm.status, 0, showResult(rm));
       });
 
       it('rmi and rm refuse while a diff is being read, in this process and by another one', async () => {

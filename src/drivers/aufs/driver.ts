@@ -35,7 +35,7 @@ import type {
   RemoveOpts,
 } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
-import type { LayerView, MountOptions } from '../../graph/mounts.js';
+import type { LayerView, MountOptions, UnmountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import {
   assertDirsInside,
@@ -50,6 +50,7 @@ import {
   removeStoreTree,
   umount2,
   UMOUNT_NOFOLLOW,
+  MNT_DETACH,
   writeEmptyMark,
   type MountInfo,
 } from '../../sys/index.js';
@@ -326,13 +327,18 @@ export class AufsDriver extends GraphDriver {
     }
   }
 
-  protected async unmountUnion(id: string): Promise<void> {
+  protected async unmountUnion(id: string, opts: UnmountOptions = {}): Promise<void> {
     const target = this.layout.mntDir(id);
     assertDirsInside(this.home, [join(MNT, id)], 'no-symlinks', 'mount point');
     const mounted = this.unionMount(id);
     if (mounted?.fsType === FUSE_FSTYPE) {
       const proc = findFuseProcess(target);
       const upper = proc === undefined ? undefined : unionFromArgv(proc.argv).upper;
+      if (opts.detach) {
+        // fuse-overlayfs exits once this ending process's files are closed; its work dir is emptied by the next mount.
+        umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW);
+        return;
+      }
       await unmountFuse(target);
       removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir');
       // The branch is quiet now: bring it back to pure aufs format (only ever the layer's own dir).
