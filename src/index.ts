@@ -60,8 +60,8 @@ export type { TarSplitRecord, TarSplitItem } from './archive/tar-split.js';
 // containerd: the snapshots model and its gRPC server (`unionctl serve`)
 export { SnapshotService, SNAPSHOT_REF_LABEL } from './serve/containerd/snapshots.js';
 export type { SnapshotInfo, SnapshotKind } from './serve/containerd/snapshots.js';
-export { serveSnapshotter } from './serve/containerd/grpc.js';
-export type { SnapshotterServer, ServeOptions } from './serve/containerd/grpc.js';
+export { serveSnapshotter } from './serve/containerd/server.js';
+export type { SnapshotterServer, ServeOptions } from './serve/containerd/server.js';
 
 // Errors
 export { UnionctlError, SysCallError, UnsafeEntryError, TarFormatError, isUnionctlError, assertValidId } from './errors.js';

@@ -9,7 +9,7 @@ import { Command, Option } from 'commander';
 import { assertValidId } from '../errors.js';
 import type { LayerStore } from '../graph/store.js';
 import { splitStorageOpts } from '../graph/registry.js';
-import { serveSnapshotter } from '../serve/containerd/grpc.js';
+import { serveSnapshotter } from '../serve/containerd/server.js';
 import { SnapshotService } from '../serve/containerd/snapshots.js';
 import { serveDockerPlugin } from '../serve/docker-plugin/index.js';
 import { LOG_LEVELS, makeLogger, type Logger, type LogLevel } from '../serve/log.js';
