@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UnionctlError } from '../../src/errors.js';
-import { createOutputFile, removeIfInterrupted, writeOutputFile } from '../../src/sys/user-file.js';
+import { createOutputFile, writeOutputFile } from '../../src/sys/user-file.js';
 
 const USER_FILE = fileURLToPath(new URL('../../src/sys/user-file.js', import.meta.url));
 
