@@ -6,18 +6,19 @@ import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
 import { isUnionctlError, UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
-import { openStore, type LayerRecord, type LayerStore } from '../index.js';
+import type { LayerRecord } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
+import { ImageArchiveSniffer, imageArchiveKindOf, type ImageArchiveKind } from '../image/archive.js';
 import { writeOutputFile } from '../sys/user-file.js';
 import { nonEmpty, nonEmptyEach } from './args.js';
 import { addImageCommands } from './image-commands.js';
+import { withStore } from './store-access.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
 import {
   branchModeStyle,
   changeStyle,
   DamagedFiles,
-  eprintln,
   escapeControls,
   humanBytes,
   out,
@@ -34,36 +35,9 @@ import { registerServeCommand } from './serve-command.js';
 
 export const DEFAULT_ROOT = '/var/lib/unionctl';
 
-/** Options every command accepts (before or after the command name). */
-interface GlobalOptions {
-  root: string;
-  driver?: string;
-  storageOpt?: string[];
-  json?: boolean;
-}
-
 /** Repeatable options (`--storage-opt a=1 --storage-opt b=2`) collect into an array. */
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
-}
-
-/**
- * What the store says on its own (what crash recovery rolled back or finished, what it could not
- * do): one line each on stderr, so it never mixes with a command's output.
- */
-function storeLog(level: 'info' | 'warn', message: string): void {
-  eprintln(level === 'info' ? `unionctl: ${message}` : `unionctl: warning: ${message}`);
-}
-
-/** Opens the store the global options name, runs `fn` on it and always closes it again. */
-async function withStore(cmd: Command, fn: (store: LayerStore, g: GlobalOptions) => Promise<void>): Promise<void> {
-  const g = cmd.optsWithGlobals<GlobalOptions>();
-  const store = await openStore({ root: g.root, driver: g.driver, storageOpt: g.storageOpt ?? [], log: storeLog });
-  try {
-    await fn(store, g);
-  } finally {
-    await store.close();
-  }
 }
 
 // ---- info, ls -------------------------------------------------------------------------------
@@ -124,6 +98,15 @@ async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
 interface ImportOptions {
   parent?: string;
   id?: string;
+  force?: boolean;
+}
+
+/** The refusal of an image archive given to import (load is what reads those). */
+function imageArchiveGiven(input: string, kind: ImageArchiveKind, file: string): UnionctlError {
+  const load = file === '-' ? 'unionctl load -' : `unionctl load ${file}`;
+  return new UnionctlError('USAGE', `${input} is an image archive (${kind}), not a layer tarball`, {
+    hint: `load its images with ${load}; to import the whole archive as one plain layer anyway, add --force`,
+  });
 }
 
 async function importCommand(file: string, opts: ImportOptions, cmd: Command): Promise<void> {
@@ -142,32 +125,48 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
   }
   // 0 bytes is no tar at all: whether the tar engine refuses it or makes an empty layer of it, say so.
   const input = file === '-' ? 'the input on stdin' : `input file ${JSON.stringify(file)}`;
+  // An image archive is refused: up front when its headers can be read without unpacking (a plain
+  // tar file), else once the whole tar went by (the import is then rolled back).
+  const sniffer = opts.force ? undefined : new ImageArchiveSniffer();
+  if (sniffer !== undefined && total !== undefined && total > 0) {
+    const kind = imageArchiveKindOf(file);
+    if (kind !== undefined) throw imageArchiveGiven(input, kind, file);
+  }
   const empty = file === '-' ? await stdinIsEmpty() : total === 0;
-  await withStore(cmd, async (store, g) => {
-    const progress = startProgress('importing', total);
-    let layer: LayerRecord;
-    try {
-      // Counting bytes costs a stream stage: only ask for it when there is a bar to draw.
-      const onProgress = progress.active ? (bytes: number) => progress.update(bytes) : undefined;
-      // The engine's warnings (xattrs the filesystem refused…); for 0 bytes the line below names the input.
-      const onWarning = empty ? () => {} : printWarning;
-      layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress, onWarning });
-    } catch (e) {
-      // The engine's own words for "no tar here" are about headers and blocks: name the cause instead.
-      if (empty && isUnionctlError(e) && (e.code === 'BAD_TAR' || e.code === 'USAGE')) {
-        throw new UnionctlError(e.code, `${input} is empty (0 bytes): it is not a layer tarball`, {
-          hint: 'check what should have written it; an empty layer is made with unionctl create',
-          cause: e,
-        });
+  await withStore(
+    cmd,
+    async (store, g) => {
+      const progress = startProgress('importing', total);
+      let layer: LayerRecord;
+      try {
+        // Counting bytes costs a stream stage: only ask for it when there is a bar to draw.
+        const onProgress = progress.active ? (bytes: number) => progress.update(bytes) : undefined;
+        // The engine's warnings (xattrs the filesystem refused…); for 0 bytes the line below names the input.
+        const onWarning = empty ? () => {} : printWarning;
+        const verify = () => {
+          const kind = sniffer?.kind();
+          if (kind !== undefined) throw imageArchiveGiven(input, kind, file);
+        };
+        const onEntry = sniffer === undefined ? undefined : (name: string) => sniffer.see(name);
+        layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress, onWarning, onEntry, verify });
+      } catch (e) {
+        // The engine's own words for "no tar here" are about headers and blocks: name the cause instead.
+        if (empty && isUnionctlError(e) && (e.code === 'BAD_TAR' || e.code === 'USAGE')) {
+          throw new UnionctlError(e.code, `${input} is empty (0 bytes): it is not a layer tarball`, {
+            hint: 'check what should have written it; an empty layer is made with unionctl create',
+            cause: e,
+          });
+        }
+        throw e;
+      } finally {
+        progress.done();
       }
-      throw e;
-    } finally {
-      progress.done();
-    }
-    if (empty) printWarning(`${input} was empty (0 bytes): imported as an empty layer`);
-    if (g.json) return printJson({ id: layer.id, parent: layer.parent ?? null, diffId: layer.diffId ?? null, size: layer.size });
-    println(layer.id);
-  });
+      if (empty) printWarning(`${input} was empty (0 bytes): imported as an empty layer`);
+      if (g.json) return printJson({ id: layer.id, parent: layer.parent ?? null, diffId: layer.diffId ?? null, size: layer.size });
+      println(layer.id);
+    },
+    { creates: true },
+  );
 }
 
 interface CreateOptions {
@@ -178,11 +177,15 @@ interface CreateOptions {
 }
 
 async function createCommand(opts: CreateOptions, cmd: Command): Promise<void> {
-  await withStore(cmd, async (store, g) => {
-    const layer = await store.create({ id: opts.id, parent: opts.parent, writable: opts.rw ?? false, storageOpt: opts.layerOpt });
-    if (g.json) return printJson(layer);
-    println(layer.id);
-  });
+  await withStore(
+    cmd,
+    async (store, g) => {
+      const layer = await store.create({ id: opts.id, parent: opts.parent, writable: opts.rw ?? false, storageOpt: opts.layerOpt });
+      if (g.json) return printJson(layer);
+      println(layer.id);
+    },
+    { creates: true },
+  );
 }
 
 async function rmCommand(ids: string[], _opts: unknown, cmd: Command): Promise<void> {
@@ -213,7 +216,8 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
     // An image name (or id) mounts the image's top layer.
     const layer = await resolveLayerRef(store, id);
     const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel });
-    if (g.json) return printJson({ id: mounted.id, path: mounted.path });
+    const readOnly = !(await store.layer(mounted.id)).writable;
+    if (g.json) return printJson({ id: mounted.id, path: mounted.path, readOnly });
     // --rw on an image layer mounts a new writable layer on top, and an image name mounts its top
     // layer: say which, since umount needs it.
     // The path stays the last line so scripts can take `| tail -n 1`.
@@ -223,7 +227,8 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
 }
 
 async function umountCommand(id: string, _opts: unknown, cmd: Command): Promise<void> {
-  await withStore(cmd, (store) => store.unmount(id));
+  // What mount accepts: a layer id, or an image name or id (its top layer).
+  await withStore(cmd, async (store) => store.unmount(await resolveLayerRef(store, id)));
 }
 
 async function cleanupCommand(_opts: unknown, cmd: Command): Promise<void> {
@@ -327,6 +332,7 @@ export function buildProgram(version: string): Command {
     .argument('<file>', 'layer tarball, or - for stdin', nonEmpty('the input file'))
     .option('--parent <id>', 'layer to build on', nonEmpty('the parent layer id'))
     .option('--id <id>', 'id for the new layer (default: generated)', nonEmpty('the layer id'))
+    .option('--force', 'import an image archive (docker save, OCI layout) as one plain layer instead of refusing it')
     .action(importCommand);
 
   program
@@ -344,9 +350,9 @@ export function buildProgram(version: string): Command {
 
   program
     .command('mount')
-    .description("mount a layer's or an image's merged view; prints the path on the last line")
+    .description("mount a layer's or an image's merged view, read-only for image layers; prints the path on the last line")
     .argument('<id>', 'layer id, or image name or id', nonEmpty('the layer or image'))
-    .option('--rw', 'writable view (an image layer gets a new writable layer on top)')
+    .option('--rw', 'writable view: an image layer gets a new writable layer on top, which is mounted')
     .option('--mount-label <label>', 'SELinux context for the mount', nonEmpty('the mount label'))
     .action(mountCommand);
 
@@ -354,7 +360,7 @@ export function buildProgram(version: string): Command {
     .command('umount')
     .alias('unmount')
     .description('release a mount made by mount')
-    .argument('<id>', 'layer', nonEmpty('the layer id'))
+    .argument('<id>', 'layer id, or image name or id', nonEmpty('the layer or image'))
     .action(umountCommand);
 
   program

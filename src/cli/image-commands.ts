@@ -4,8 +4,8 @@
  */
 import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import type { WithStore } from './store-access.js';
 import { UnionctlError } from '../errors.js';
-import type { LayerStore } from '../graph/store.js';
 import {
   exportStorage,
   listExports,
@@ -34,8 +34,6 @@ import {
 } from './output.js';
 import { startLayerProgress } from './progress.js';
 
-type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
-
 async function loadCommand(withStore: WithStore, file: string, opts: { image?: string }, cmd: Command): Promise<void> {
   if (file === '-' && process.stdin.isTTY) {
     throw new UnionctlError('USAGE', 'refusing to read an image archive from a terminal', {
@@ -45,30 +43,34 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
   // Before the store is opened, so a typo changes nothing on disk.
   if (file !== '-' && !existsSync(file))
     throw new UnionctlError('NOT_FOUND', `image archive ${file} does not exist`, { hint: 'check the path' });
-  await withStore(cmd, async (store, g) => {
-    // One progress line per layer: "loading layer 2/4", bytes of that layer's tar.
-    const progress = startLayerProgress('loading');
-    let images: LoadedImage[];
-    try {
-      images = await loadImages(store, file, { image: opts.image, onProgress: progress.onProgress });
-    } finally {
-      progress.done();
-    }
-    if (g.json) {
-      return printJson({
-        images: images.map((i) => ({
-          id: i.id,
-          names: i.names,
-          layers: i.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId })),
-        })),
-      });
-    }
-    for (const i of images) {
-      println(
-        `Loaded image: ${i.names.length > 0 ? i.names.map(shownName).join(', ') : i.id} (${shortImageId(i.id)}, ${layersDone(i.layers)})`,
-      );
-    }
-  });
+  await withStore(
+    cmd,
+    async (store, g) => {
+      // One progress line per layer: "loading layer 2/4", bytes of that layer's tar.
+      const progress = startLayerProgress('loading');
+      let images: LoadedImage[];
+      try {
+        images = await loadImages(store, file, { image: opts.image, onProgress: progress.onProgress });
+      } finally {
+        progress.done();
+      }
+      if (g.json) {
+        return printJson({
+          images: images.map((i) => ({
+            id: i.id,
+            names: i.names,
+            layers: i.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId })),
+          })),
+        });
+      }
+      for (const i of images) {
+        println(
+          `Loaded image: ${i.names.length > 0 ? i.names.map(shownName).join(', ') : i.id} (${shortImageId(i.id)}, ${layersDone(i.layers)})`,
+        );
+      }
+    },
+    { creates: true },
+  );
 }
 
 async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command): Promise<void> {

@@ -5,7 +5,8 @@
  *
  * Exit codes: 0 ok · 1 a UnionctlError (the library refused or failed, message says why) ·
  * 2 usage error (unknown command or option, missing argument) · 70 internal error (a bug: EX_SOFTWARE) ·
- * 141 stdout closed early (like a process killed by SIGPIPE).
+ * 77 a privilege is missing (EX_NOPERM: not root, or a capability dropped) · 141 stdout closed early
+ * (like a process killed by SIGPIPE).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -19,6 +20,7 @@ import { eprintln, printError } from './output.js';
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
 const EXIT_INTERNAL = 70;
+const EXIT_NO_PERMISSION = 77;
 const EXIT_PIPE = 141;
 
 const debug = process.env.UNIONCTL_DEBUG === '1';
@@ -60,6 +62,39 @@ function reportUsageError(e: CommanderError): number {
   return EXIT_USAGE;
 }
 
+/** The privilege a system call that failed with EPERM or EACCES needed. */
+function privilegeFor(syscall: string, detail: string): string | undefined {
+  if (/^(mount|umount2?|fsopen|fsconfig|fsmount|move_mount|open_tree|mount_setattr)$/.test(syscall)) return 'CAP_SYS_ADMIN (to mount)';
+  if (/chown$/.test(syscall)) return 'CAP_CHOWN (to give layer files their owners)';
+  if (/mknod$/.test(syscall)) return 'CAP_MKNOD (to make device files and whiteouts)';
+  if (/setxattr$/.test(syscall) && /trusted\./.test(detail)) return 'CAP_SYS_ADMIN (to set trusted.* attributes)';
+  return undefined;
+}
+
+/**
+ * An error that says a privilege is missing (EPERM / EACCES from the kernel, not a refusal of
+ * unionctl's own): what failed and which privilege it takes. Undefined for anything else.
+ */
+function permissionProblem(e: unknown): { message: string; hint: string } | undefined {
+  const err = e as { code?: unknown; errno?: unknown; syscall?: unknown; path?: unknown; message?: unknown };
+  const errno = typeof err.errno === 'string' ? err.errno : err.code;
+  if (errno !== 'EPERM' && errno !== 'EACCES') return undefined;
+  if (isUnionctlError(e) && e.code !== 'SYSCALL') return undefined; // a message of ours already says what to do
+  const syscall = typeof err.syscall === 'string' ? err.syscall : 'a system call';
+  const detail = String(err.message ?? '');
+  const privilege = privilegeFor(syscall, detail);
+  const uid = process.geteuid?.() ?? 0;
+  const message = isUnionctlError(e)
+    ? `permission denied: ${e.message}`
+    : `permission denied: ${syscall}${typeof err.path === 'string' ? ` ${err.path}` : ''} (${String(errno)})`;
+  const needs = privilege ?? `permission to use ${typeof err.path === 'string' ? err.path : 'the store'} (a store is root's: mode 0700)`;
+  const hint =
+    uid !== 0
+      ? `unionctl runs as uid ${uid}; this takes ${needs}: run it as root (sudo unionctl …)`
+      : `this takes ${needs}, which the process does not have (a container or security policy without it)`;
+  return { message, hint };
+}
+
 /** Prints `e` the one way errors are printed and returns the exit code it deserves. */
 function report(e: unknown): number {
   if (e instanceof CommanderError) {
@@ -70,6 +105,12 @@ function report(e: unknown): number {
     return reportUsageError(e);
   }
   if ((e as NodeJS.ErrnoException)?.code === 'EPIPE') return EXIT_PIPE;
+  const permission = permissionProblem(e);
+  if (permission !== undefined) {
+    printError(permission.message, permission.hint);
+    if (debug && e instanceof Error) eprintln(e.stack);
+    return EXIT_NO_PERMISSION;
+  }
   if (isUnionctlError(e)) {
     printError(e.message, e.hint);
     if (debug) eprintln(e.stack);

@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import type { WithStore } from './store-access.js';
 import { UnionctlError } from '../errors.js';
-import type { LayerStore } from '../graph/store.js';
 import {
   authFilePath,
   parseCreds,
@@ -20,8 +20,6 @@ import {
 import { nonEmpty } from './args.js';
 import { layersDone, out, printJson, println, printWarning, shortImageId, shownName } from './output.js';
 import { startLayerProgress } from './progress.js';
-
-type WithStore = (cmd: Command, fn: (store: LayerStore, g: { json?: boolean }) => Promise<void>) => Promise<void>;
 
 interface RegistryCliOptions {
   creds?: string;
@@ -52,32 +50,36 @@ async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptio
     throw new UnionctlError('USAGE', `--max-concurrent-downloads ${downloads} is not a whole number from 1 to 99`, {
       hint: 'e.g. --max-concurrent-downloads 3 (the default); 1 pulls one layer at a time',
     });
-  await withStore(cmd, async (store, g) => {
-    const progress = startLayerProgress('pulling');
-    let pulled;
-    try {
-      pulled = await pullImage(store, ref, {
-        ...registryOptions(opts),
-        platform: opts.platform,
-        maxConcurrentDownloads: downloads === undefined ? undefined : Number(downloads),
-        onProgress: progress.onProgress,
-      });
-    } finally {
-      progress.done();
-    }
-    if (g.json) {
-      return printJson({
-        id: pulled.id,
-        names: pulled.names,
-        reference: pulled.reference,
-        manifestDigest: pulled.manifestDigest,
-        ...(pulled.indexDigest === undefined ? {} : { indexDigest: pulled.indexDigest, platform: pulled.platform }),
-        layers: pulled.layers,
-      });
-    }
-    println(`Pulled ${shownName(pulled.reference)} (${shortImageId(pulled.id)}, ${layersDone(pulled.layers)})`);
-    println(out.dim(`Digest: ${pulled.manifestDigest}`));
-  });
+  await withStore(
+    cmd,
+    async (store, g) => {
+      const progress = startLayerProgress('pulling');
+      let pulled;
+      try {
+        pulled = await pullImage(store, ref, {
+          ...registryOptions(opts),
+          platform: opts.platform,
+          maxConcurrentDownloads: downloads === undefined ? undefined : Number(downloads),
+          onProgress: progress.onProgress,
+        });
+      } finally {
+        progress.done();
+      }
+      if (g.json) {
+        return printJson({
+          id: pulled.id,
+          names: pulled.names,
+          reference: pulled.reference,
+          manifestDigest: pulled.manifestDigest,
+          ...(pulled.indexDigest === undefined ? {} : { indexDigest: pulled.indexDigest, platform: pulled.platform }),
+          layers: pulled.layers,
+        });
+      }
+      println(`Pulled ${shownName(pulled.reference)} (${shortImageId(pulled.id)}, ${layersDone(pulled.layers)})`);
+      println(out.dim(`Digest: ${pulled.manifestDigest}`));
+    },
+    { creates: true },
+  );
 }
 
 async function pushCommand(

@@ -6,8 +6,8 @@
  * (running containers keep their root filesystems), and a restarted server serves on.
  */
 import { Command, Option } from 'commander';
+import type { WithStore } from './store-access.js';
 import { assertValidId } from '../errors.js';
-import type { LayerStore } from '../graph/store.js';
 import { splitStorageOpts } from '../graph/registry.js';
 import { serveSnapshotter } from '../serve/containerd/server.js';
 import { SnapshotService } from '../serve/containerd/snapshots.js';
@@ -16,8 +16,6 @@ import { LOG_LEVELS, makeLogger, type Logger, type LogLevel } from '../serve/log
 import { nonEmpty } from './args.js';
 
 export const DEFAULT_SNAPSHOTTER_SOCKET = '/run/unionctl/snapshotter.sock';
-
-type WithStore = (cmd: Command, fn: (store: LayerStore, g: { storageOpt?: string[] }) => Promise<void>) => Promise<void>;
 
 interface ServeOptions {
   dockerPlugin?: string;
@@ -52,25 +50,29 @@ async function serveCommand(withStore: WithStore, opts: ServeOptions, cmd: Comma
   const name = opts.dockerPlugin;
   if (name !== undefined) assertValidId(name, 'plugin name'); // before the store is opened: a typo changes nothing on disk
   const log = makeLogger(opts.logLevel);
-  await withStore(cmd, async (store, g) => {
-    if (name !== undefined) {
-      const storageOpt = splitStorageOpts(g.storageOpt, 'driver');
-      return serveUntilSignal(log, () => serveDockerPlugin(store, { name, socket: opts.socket, storageOpt, log }));
-    }
-    const service = new SnapshotService(store); // UNSUPPORTED for a driver that cannot serve containerd
-    const socket = opts.socket ?? DEFAULT_SNAPSHOTTER_SOCKET;
-    return serveUntilSignal(log, async () => {
-      const server = await serveSnapshotter(service, { socket, log });
-      log.info(`serving the ${store.driver.name} store at ${store.root} as containerd snapshotter on ${socket}`);
-      return {
-        socket,
-        async close() {
-          await server.close();
-          await service.close();
-        },
-      };
-    });
-  });
+  await withStore(
+    cmd,
+    async (store, g) => {
+      if (name !== undefined) {
+        const storageOpt = splitStorageOpts(g.storageOpt, 'driver');
+        return serveUntilSignal(log, () => serveDockerPlugin(store, { name, socket: opts.socket, storageOpt, log }));
+      }
+      const service = new SnapshotService(store); // UNSUPPORTED for a driver that cannot serve containerd
+      const socket = opts.socket ?? DEFAULT_SNAPSHOTTER_SOCKET;
+      return serveUntilSignal(log, async () => {
+        const server = await serveSnapshotter(service, { socket, log });
+        log.info(`serving the ${store.driver.name} store at ${store.root} as containerd snapshotter on ${socket}`);
+        return {
+          socket,
+          async close() {
+            await server.close();
+            await service.close();
+          },
+        };
+      });
+    },
+    { creates: true },
+  );
 }
 
 export function registerServeCommand(program: Command, withStore: WithStore): void {

@@ -44,10 +44,12 @@
  * keep a layer from being removed, and a recovery step run when a store is opened.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
+import { ReadOnlyViews } from './read-only-views.js';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
+import type { TarTap } from '../archive/tar-reader.js';
 import { assertValidId, corruptError, damagedFilesError, isValidId, UnionctlError } from '../errors.js';
 import {
   atomicTempPrefix,
@@ -79,6 +81,12 @@ export interface StoreOptions {
    * stays quiet unless asked), warnings go to process.emitWarning. The CLI prints both on stderr.
    */
   log?: StoreLogger;
+  /**
+   * Open only a store that is there (what read-only commands want): NOT_FOUND "no store at ROOT"
+   * when ROOT holds no store, and, when `driver` is given, NOT_FOUND when the store has no layers
+   * of that driver. Nothing is created, probed or written then. Default: a missing store is made.
+   */
+  mustExist?: boolean;
 }
 
 export type StoreLogLevel = 'info' | 'warn';
@@ -128,6 +136,8 @@ export interface ImportOptions {
   parentImport?: { created: Promise<unknown>; done: Promise<unknown> };
   /** Called once the layer's storage exists (still empty), before the tar is applied: a child's parentImport.created. */
   onCreated?: () => void;
+  /** Every entry's name as the tar spells it, before the entry is applied (the CLI's image-archive sniffer); a throw fails the import. */
+  onEntry?: (name: string) => void;
 }
 
 /** What LayerStore.applyDiff takes: importLayer's hooks, and the parent the caller expects the layer to have. */
@@ -395,8 +405,9 @@ function readStoreSettings(root: string): StoreSettings | undefined {
  * The driver asked for; else the one store.json names (the driver the store was made with, even
  * while it has no layers); else the one its layer records use; else auto-selection.
  */
-function chooseDriver(root: string, requested: string | undefined): DriverEntry {
+function chooseDriver(root: string, requested: string | undefined, mustExist: boolean): DriverEntry {
   if (requested !== undefined) lookupDriver(requested); // unknown names first: BAD_OPTION listing the known ones
+  if (mustExist) assertStoreExists(root); // before any probe of a kernel feature writes near a root that is not there
   const settings = readStoreSettings(root);
   const used = [...recordedDrivers(root)];
   if (requested !== undefined && used.length > 0 && !used.includes(requested)) {
@@ -457,7 +468,8 @@ function ensureRootDir(root: string): void {
  */
 export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
   const root = resolve(opts.root ?? DEFAULT_STORE_ROOT);
-  const entry = chooseDriver(root, opts.driver);
+  const entry = chooseDriver(root, opts.driver, opts.mustExist ?? false);
+  if (opts.mustExist && opts.driver !== undefined) assertStoreExists(root, entry.name);
   const options = parseStorageOpts(opts.storageOpt, entry.optionKeys, `${entry.name} driver`);
   const stateDir = prepareRoot(root, entry.name);
   const driver = await entry.create({ home: join(root, entry.name), root, stateDir, options });
@@ -470,6 +482,25 @@ export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
   }
   await store.recover();
   return store;
+}
+
+/**
+ * A store is a root with its settings file or its layer records (a store older than the settings
+ * file has only those); with a driver named, that driver's home must be there too.
+ */
+function assertStoreExists(root: string, driver?: string): void {
+  const has = (name: string) => lstatSync(join(root, name), { throwIfNoEntry: false }) !== undefined;
+  if (!has(STORE_SETTINGS) && !has(LAYERDB)) {
+    throw new UnionctlError('NOT_FOUND', `no store at ${root}`, {
+      hint: 'check --root (or UNIONCTL_ROOT); a store is made by the first import, create, load or pull',
+    });
+  }
+  if (driver !== undefined && !has(driver)) {
+    const uses = readStoreSettings(root)?.driver;
+    throw new UnionctlError('NOT_FOUND', `the store at ${root} has no ${driver} layers${uses === undefined ? '' : ` (it uses ${uses})`}`, {
+      hint: uses === undefined ? 'check --driver' : `leave out --driver, or use --driver ${uses}`,
+    });
+  }
 }
 
 /**
@@ -733,6 +764,7 @@ export class LayerStore {
   private readonly lockPath: string;
   private readonly log: StoreLogger;
   private closed = false;
+  private views: ReadOnlyViews | undefined;
 
   constructor(root: string, driver: Driver, log: StoreLogger = defaultLogger) {
     this.root = root;
@@ -806,6 +838,7 @@ export class LayerStore {
     // Records (and the cleanup record) whose writer was killed before its rename.
     for (const dir of [LAYERDB, dirname(this.cleanupPath)]) removeDeadTempFiles(join(this.root, dir));
     await this.driver.recover?.();
+    await this.readOnlyViews('if-any')?.prune();
     const { stale, cleanup } = await this.transaction(async (tx) => ({
       stale: tx.records().filter((r) => r.state === 'removing' || (r.state === 'creating' && !processAlive(r.owner))),
       cleanup: tx.readDocument(this.cleanupPath),
@@ -825,7 +858,7 @@ export class LayerStore {
     }
     if (cleanup !== undefined && !processAlive(parseOwner(cleanup))) {
       try {
-        await this.driver.cleanup();
+        await this.unmountEverything();
         await this.transaction(async (tx) => {
           if (tx.readDocument(this.cleanupPath) === cleanup) tx.deleteDocument(this.cleanupPath);
         });
@@ -1116,14 +1149,26 @@ export class LayerStore {
     id: string,
     parentRec: StoredRecord | undefined,
     tar: string | Readable,
-    opts: Pick<ImportOptions, 'onProgress' | 'onWarning' | 'verify'> & { lowersReady?: Promise<unknown> },
+    opts: Pick<ImportOptions, 'onProgress' | 'onWarning' | 'verify' | 'onEntry'> & { lowersReady?: Promise<unknown> },
   ): Promise<Partial<LayerRecord>> {
     // The tar-split tap sees the stream as the driver's apply reads it, whichever driver it is.
     const recorder = new TarSplitRecorder();
+    const onEntry = opts.onEntry;
+    const tap: TarTap =
+      onEntry === undefined
+        ? recorder
+        : {
+            raw: (bytes) => recorder.raw(bytes),
+            content: (header, offset) => recorder.content(header, offset),
+            entry: (header) => {
+              recorder.entry(header);
+              onEntry(header.path);
+            },
+          };
     const result = await this.driver.applyDiff(id, parentRec?.id, tar, {
       onProgress: opts.onProgress,
       onWarning: opts.onWarning,
-      tap: recorder,
+      tap,
       ...(opts.lowersReady === undefined ? {} : { lowersReady: opts.lowersReady }),
     });
     await opts.verify?.(result);
@@ -1189,17 +1234,17 @@ export class LayerStore {
 
   /**
    * Mounts the layer's merged view and counts the mount (a persistent reference: another process
-   * can unmount it, and the layer cannot be removed meanwhile). With rw on an image layer, a new
-   * writable layer `<id>-rw-<6 hex>` is created on top and mounted instead: the returned id says
-   * which. Takes no lock for a plain mount: the record is read, then the driver's per-layer
+   * can unmount it, and the layer cannot be removed meanwhile). A writable layer's view is
+   * writable. An image layer's is read-only (a read-only bind of its view, src/graph/read-only-
+   * views.ts: nothing written through it can change the image); with rw, a new writable layer
+   * `<id>-rw-<6 hex>` is created on top and mounted instead: the returned id says which. Takes no lock for a plain mount: the record is read, then the driver's per-layer
    * lifecycle does the rest (a layer removed meanwhile is NOT_FOUND there).
    */
   async mount(id: string, opts: { rw?: boolean; mountLabel?: string } = {}): Promise<{ id: string; path: string }> {
     this.assertOpen();
     const rec = this.completeRecord(id);
-    if (opts.rw !== true || rec.writable) {
-      return { id, path: await this.driver.get(id, { persistent: true, mountLabel: opts.mountLabel }) };
-    }
+    if (rec.writable) return { id, path: await this.driver.get(id, { persistent: true, mountLabel: opts.mountLabel }) };
+    if (opts.rw !== true) return { id, path: await this.readOnlyViews('create')!.get(id, { mountLabel: opts.mountLabel }) };
     const child = writableChildId(id);
     let path = '';
     // The child is mounted before its record is complete: killed in between, it is rolled back whole.
@@ -1215,6 +1260,8 @@ export class LayerStore {
   async unmount(id: string): Promise<void> {
     this.assertOpen();
     this.completeRecord(id);
+    const views = this.readOnlyViews('if-any');
+    if (views !== undefined && views.references(id).persistent > 0) return views.put(id);
     if (this.driver.references(id).persistent === 0) {
       throw new UnionctlError('USAGE', `layer ${id} is not mounted`, {
         hint: `unionctl mount ${id} mounts it; unionctl cleanup unmounts everything`,
@@ -1225,7 +1272,10 @@ export class LayerStore {
 
   /** The number of outstanding mount() calls on the layer, from any process. */
   mountCount(id: string): number {
-    return this.driver.references(id).persistent;
+    const views = this.readOnlyViews('if-any')?.references(id);
+    // A mounted read-only view holds one persistent reference of the layer's own view.
+    const ownMounts = this.driver.references(id).persistent - (views?.mounted ? 1 : 0);
+    return ownMounts + (views?.persistent ?? 0);
   }
 
   /** Every live reference to the layer (mounts and processes reading it). */
@@ -1326,11 +1376,29 @@ export class LayerStore {
     this.assertOpen();
     const me = JSON.stringify(currentProcess());
     await this.transaction(async (tx) => tx.writeDocument(this.cleanupPath, me));
-    await this.driver.cleanup();
+    await this.unmountEverything();
     // Another cleanup that started meanwhile owns the record now, and ends it itself.
     await this.transaction(async (tx) => {
       if (tx.readDocument(this.cleanupPath) === me) tx.deleteDocument(this.cleanupPath);
     });
+  }
+
+  /** The read-only views first (each holds a mount of its layer), then everything the driver mounted. */
+  private async unmountEverything(): Promise<void> {
+    await this.readOnlyViews('if-any')?.resetAll();
+    await this.driver.cleanup();
+  }
+
+  /**
+   * The store's read-only views of image layers (src/graph/read-only-views.ts), made on first use;
+   * with 'if-any', undefined when no view was ever made (a read-only command creates nothing).
+   */
+  private readOnlyViews(when: 'create' | 'if-any'): ReadOnlyViews | undefined {
+    if (this.views !== undefined) return this.views;
+    const stateDir = join(this.root, 'driver-state', this.driver.name);
+    if (when === 'if-any' && !storeDirExists(join(stateDir, 'read-only'), 'read-only view directory')) return undefined;
+    this.views = new ReadOnlyViews(this.driver, stateDir);
+    return this.views;
   }
 
   private get cleanupPath(): string {

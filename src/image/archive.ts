@@ -480,3 +480,49 @@ async function openTarFile(path: string, description: string, spoolDir: string |
     throw e;
   }
 }
+
+// ---- telling an image archive from a layer tarball --------------------------------------------
+
+/** What kind of image archive a tar is, by the names at its top level. */
+export type ImageArchiveKind = 'OCI image layout' | 'docker save archive';
+
+/**
+ * Watches the member names of a tar go by and says whether it is an image archive rather than a
+ * layer tarball: `oci-layout` with `index.json` (an OCI layout), or `manifest.json` with layer
+ * members (`<dir>/layer.tar` or `blobs/…`, what docker save and podman save write). A root file
+ * system that merely holds a manifest.json is not one.
+ */
+export class ImageArchiveSniffer {
+  private readonly topLevel = new Set<string>();
+  private layerMembers = false;
+
+  see(memberName: string): void {
+    const name = cleanName(memberName);
+    const slash = name.indexOf('/');
+    const top = slash < 0 ? name : name.slice(0, slash);
+    this.topLevel.add(top);
+    if (top === 'blobs' || /^[^/]+\/layer\.tar$/.test(name)) this.layerMembers = true;
+  }
+
+  kind(): ImageArchiveKind | undefined {
+    if (this.topLevel.has('oci-layout') && this.topLevel.has('index.json')) return 'OCI image layout';
+    if (this.topLevel.has('manifest.json') && this.layerMembers) return 'docker save archive';
+    return undefined;
+  }
+}
+
+/**
+ * The kind of image archive a plain tar file is, from its headers alone (a seek from header to
+ * header); undefined for anything else, including a file that is no valid tar (its import says why).
+ */
+export function imageArchiveKindOf(path: string): ImageArchiveKind | undefined {
+  let names: Iterable<string>;
+  try {
+    names = indexTar(path, `input file ${path}`).keys();
+  } catch {
+    return undefined;
+  }
+  const sniffer = new ImageArchiveSniffer();
+  for (const name of names) sniffer.see(name);
+  return sniffer.kind();
+}

@@ -41,7 +41,8 @@ export function stopRequested(): NodeJS.Signals | undefined {
 
 function listen(): void {
   listening = true;
-  for (const s of STOP_SIGNALS) process.on(s, onStopSignal);
+  // First in line: a handler that removes itself when called (serve's) must still be counted.
+  for (const s of STOP_SIGNALS) process.prependListener(s, onStopSignal);
 }
 
 function unlisten(): void {

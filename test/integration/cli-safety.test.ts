@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import { cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -431,7 +431,7 @@ describe('a full disk while spooling a compressed archive', () => {
     t.after(() => small.dispose());
     const smallRoot = join(small.dir, 'root');
     const g = ['--root', smallRoot, '--driver', 'vfs'];
-    ok(run([...g, 'images']));
+    ok(run([...g, 'create'])); // the store is made (a read-only command would refuse a root without one)
     // 16 MiB of zeros: a few KiB gzipped, four times the filesystem once spooled (decompressed).
     const layout = writeOciLayout(join(scratch, 'zeros-image'), {
       name: 'zeros:1',
@@ -447,5 +447,64 @@ describe('a full disk while spooling a compressed archive', () => {
       assert.match(r.stderr, /hint: free space on the filesystem of .*\/tmp/);
       assert.deepEqual(listing(smallRoot), before, 'no spool file left, the store unchanged');
     }
+  });
+});
+
+describe('read-only commands never make a store; missing privileges are named (issue 14)', () => {
+  it('ls, info, images, branches, changes, rmi, umount on a root without a store: "no store at", nothing created', () => {
+    const missing = join(scratch, 'no-store-here');
+    for (const args of [
+      ['ls'],
+      ['info'],
+      ['images'],
+      ['branches', layer],
+      ['changes', layer],
+      ['rmi', 'x'],
+      ['umount', layer],
+      ['cleanup'],
+    ]) {
+      refused(run(['--root', missing, ...args]), 1, /^unionctl: no store at .*no-store-here$/);
+      refused(run(['--root', missing, '--driver', 'overlay2', ...args]), 1, /no store at/);
+    }
+    assert.ok(!existsSync(missing), 'the root was not created');
+    const emptyDir = join(scratch, 'empty-dir');
+    mkdirSync(emptyDir);
+    refused(run(['--root', emptyDir, 'ls']), 1, /no store at/);
+    assert.deepEqual(readdirSync(emptyDir), [], 'nothing was written into an empty directory');
+    // The commands that put something in make the store.
+    ok(run(['--root', missing, '--driver', 'vfs', 'create']));
+    assert.ok(existsSync(join(missing, 'store.json')));
+  });
+
+  it('a driver the store has no layers of is named, not made', () => {
+    const before = listing(root);
+    refused(run(['--root', root, '--driver', 'overlay2', 'ls']), 1, /holds layers of storage driver vfs, not overlay2/);
+    assert.deepEqual(listing(root), before);
+  });
+
+  it('without root: a permission error naming the privilege, exit 77, never "internal error"', (t) => {
+    // As nobody: the store (root's, mode 0700) cannot be read, and a new store cannot give files their owners.
+    const asNobody = (args: string[]) => {
+      const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, MAIN, ...args], {
+        encoding: 'utf8',
+      });
+      if (r.error) throw r.error;
+      return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+    const probe = asNobody(['--version']);
+    if (probe.status !== 0) return t.skip(`the CLI cannot run as nobody here: ${probe.stderr}`);
+    const line = refused(asNobody(['--root', root, 'ls']), 77, /^unionctl: permission denied: /);
+    assert.doesNotMatch(line, /internal error/);
+    const r = asNobody(['--root', root, 'ls']);
+    assert.match(r.stderr, /hint: unionctl runs as uid 65534; .*run it as root/);
+    const own = join('/tmp', `unionctl-nobody-${process.pid}`);
+    mkdirSync(own);
+    chmodSync(own, 0o777); // past the umask: nobody makes its store in here
+    t.after(() => rmSync(own, { recursive: true, force: true }));
+    const tarFile = join(own, 'owned.tar'); // where nobody can read it
+    writeFileSync(tarFile, makeLayerTar(scratch, 'owned', { 'etc/owned': 'x\n' }));
+    const imp = asNobody(['--root', join(own, 'store'), '--driver', 'vfs', 'import', tarFile]);
+    refused(imp, 77, /^unionctl: permission denied: .*chown/);
+    assert.match(imp.stderr, /CAP_CHOWN/);
   });
 });

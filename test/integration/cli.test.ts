@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { CLI_MAIN as MAIN, runCli, showResult, type CliResult } from '../helpers/cli.js';
 import { mountsUnder as mountEntriesUnder } from '../helpers/mounts.js';
@@ -181,7 +182,7 @@ for (const driver of ['vfs', 'overlay2']) {
         assert.equal(treeList(merged), EXPECTED_TREE);
         // A second mount of the same layer is the same view (reference-counted), in JSON this time.
         const again = JSON.parse(ok(cli(['mount', '--json', top()])));
-        assert.deepEqual(again, { id: top(), path: merged });
+        assert.deepEqual(again, { id: top(), path: merged, readOnly: true });
         ok(cli(['umount', top()]));
         assert.ok(statSync(merged).isDirectory(), 'still mounted after releasing one of two references');
       } finally {
@@ -298,6 +299,27 @@ for (const driver of ['vfs', 'overlay2']) {
       assert.match(text, new RegExp(`^\\d+(\\.\\d+)? KiB \\(${json.size} bytes\\)$`));
     });
 
+    it("mount of an image layer or image is read-only: a write fails and the layer's own dir is unchanged", () => {
+      const own = driver === 'vfs' ? join(root, 'vfs', 'dir', top()) : join(root, 'overlay2', top(), 'diff');
+      const ownBefore = treeList(own);
+      const merged = ok(cli(['mount', top()]))
+        .trim()
+        .split('\n')
+        .at(-1)!;
+      try {
+        assert.throws(() => writeFileSync(join(merged, 'written-through-the-view'), 'x'), { code: 'EROFS' });
+        assert.throws(() => unlinkSync(join(merged, 'srv/app/etc/app.conf')), { code: 'EROFS' });
+        assert.equal(treeList(own), ownBefore, "the layer's own directory is as it was");
+        assert.equal(treeList(merged), EXPECTED_TREE, 'the view still shows the image');
+        // rm refuses while it is mounted; umount takes what mount took.
+        assertCleanFailure(cli(['rm', top()]), 1, /is mounted/);
+      } finally {
+        ok(cli(['umount', top()]));
+      }
+      assert.deepEqual(mountsUnder(merged), [], 'the view is gone at zero mounts');
+      assert.deepEqual(mountEntriesUnder(root), [], 'and so is the union it showed');
+    });
+
     it('mount --rw on an image layer mounts a new writable layer on top and says which', () => {
       const lines = ok(cli(['mount', '--rw', top()]))
         .trim()
@@ -364,6 +386,19 @@ for (const driver of ['vfs', 'overlay2']) {
         refuses(['umount', 'no-such-layer'], /no-such-layer/);
         refuses(['diff', 'no-such-layer', '-o', join(scratch, 'never.tar')], /no-such-layer/);
         assert.ok(!existsSync(join(scratch, 'never.tar')));
+      });
+
+      it('an image archive given to import: refused with a hint to load it (file, gzip file, stdin); --force imports it', () => {
+        refuses(['import', SAMPLE], /is an image archive \(docker save archive\)/);
+        assert.match(cli(['import', SAMPLE]).stderr, /hint: load its images with unionctl load .*--force/);
+        const gz = join(scratch, 'sample-docker.tar.gz');
+        writeFileSync(gz, gzipSync(readFileSync(SAMPLE)));
+        refuses(['import', gz], /is an image archive/);
+        refuses(['import', '-'], /the input on stdin is an image archive/, { input: readFileSync(SAMPLE) });
+        const forced = ok(cli(['import', '--force', gz])).trim();
+        assert.ok((JSON.parse(ok(cli(['ls', '--json']))) as Array<{ id: string }>).some((l) => l.id === forced));
+        ok(cli(['rm', forced]));
+        rmSync(gz);
       });
 
       it('an id that is taken', () => {

@@ -76,6 +76,22 @@ export class SnapshotterRig {
     return existsSync(dir) ? readdirSync(dir) : [];
   }
 
+  /**
+   * Waits until no Remove or Cleanup has reached the server for `quietMs`: containerd's GC (which
+   * one deletion can schedule more than once) removes every snapshot its metadata does not know,
+   * so a test that makes snapshots directly over gRPC must start after the last run of it.
+   */
+  async gcSettled(quietMs = 1500): Promise<void> {
+    const gcCalls = () => this.serve!.log().match(/\b(Remove|Cleanup)\b/g)?.length ?? 0;
+    let seen = gcCalls();
+    let quietSince = Date.now();
+    await eventually(`containerd's GC quiet for ${quietMs} ms`, () => {
+      const now = gcCalls();
+      if (now !== seen) [seen, quietSince] = [now, Date.now()];
+      return Date.now() - quietSince >= quietMs;
+    });
+  }
+
   /** The lines of `ctr snapshots ls` (name, parent, kind). */
   snapshots(): string[] {
     return this.cd!.ctr(['snapshots', '--snapshotter', 'unionctl', 'ls'])

@@ -81,6 +81,19 @@ describe('beforeStopSignal', () => {
     assert.deepEqual(r.log, ['ran']);
   });
 
+  it('a handler that removes itself when called, registered before the first task, still keeps the say', async () => {
+    const r = await stopped(
+      `const own = () => { process.off('SIGTERM', own); log('own'); setTimeout(() => process.exit(0), 20); };
+       process.on('SIGTERM', own);
+       beforeStopSignal(() => log('task'));
+       ready();
+       setInterval(() => {}, 1000);`,
+      'SIGTERM',
+    );
+    assert.equal(r.code, 0);
+    assert.deepEqual(r.log, ['own']);
+  });
+
   it('a process that handles the signal itself keeps the say: no task runs', async () => {
     const r = await stopped(
       `process.on('SIGTERM', () => { log('own'); setTimeout(() => process.exit(7), 20); });

@@ -1,0 +1,50 @@
+/**
+ * How a command gets at the store: the global options (--root, --driver, --storage-opt, --json)
+ * name it, withStore opens it, runs the command and always closes it. Only the commands that put
+ * something into a store (import, create, load, pull, serve) make one where there is none; every
+ * other command refuses a root that holds no store ("no store at …"), so a mistyped --root never
+ * turns into an empty store.
+ */
+import type { Command } from 'commander';
+import { openStore, type LayerStore } from '../index.js';
+import { eprintln } from './output.js';
+
+/** Options every command accepts (before or after the command name). */
+export interface GlobalOptions {
+  root: string;
+  driver?: string;
+  storageOpt?: string[];
+  json?: boolean;
+}
+
+export interface StoreAccess {
+  /** The command puts something into the store: make the store when the root has none. */
+  creates?: boolean;
+}
+
+export type WithStore = (cmd: Command, fn: (store: LayerStore, g: GlobalOptions) => Promise<void>, access?: StoreAccess) => Promise<void>;
+
+/**
+ * What the store says on its own (what crash recovery rolled back or finished, what it could not
+ * do): one line each on stderr, so it never mixes with a command's output.
+ */
+function storeLog(level: 'info' | 'warn', message: string): void {
+  eprintln(level === 'info' ? `unionctl: ${message}` : `unionctl: warning: ${message}`);
+}
+
+/** Opens the store the global options name, runs `fn` on it and always closes it again. */
+export const withStore: WithStore = async (cmd, fn, access = {}) => {
+  const g = cmd.optsWithGlobals<GlobalOptions>();
+  const store = await openStore({
+    root: g.root,
+    driver: g.driver,
+    storageOpt: g.storageOpt ?? [],
+    log: storeLog,
+    mustExist: access.creates !== true,
+  });
+  try {
+    await fn(store, g);
+  } finally {
+    await store.close();
+  }
+};
