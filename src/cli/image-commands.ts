@@ -105,6 +105,8 @@ async function rmiCommand(withStore: WithStore, refs: string[], _opts: unknown, 
       for (const n of r.untagged) println(`Untagged: ${shownName(n)}`);
       if (r.deleted !== undefined) println(`Deleted: ${shownName(r.deleted)}`);
       for (const l of r.layers) println(out.dim(`Deleted layer: ${shownName(l)}`));
+      for (const l of r.keptLayers)
+        println(`Kept layer: ${shownName(l)} (made by import or create, not by the image; unionctl rm removes it)`);
     }
     if (g.json) printJson(results);
   });

@@ -38,6 +38,12 @@ export interface GetOpts {
   mountLabel?: string;
   /** The reference outlives this process (`unionctl mount`): only a persistent put gives it back. */
   persistent?: boolean;
+  /**
+   * A named reference that outlives the process, at most one per name and layer: a get while it
+   * is held counts nothing more, so a holder that was killed half-way can take it again, or find
+   * it and give it back (the store's read-only views hold their layer so). Implies persistent.
+   */
+  heldBy?: string;
 }
 
 export interface RemoveOpts {
@@ -57,6 +63,8 @@ export interface RemoveOpts {
 export interface PutOpts {
   /** Give back a persistent reference (`unionctl umount`) rather than one of this process. */
   persistent?: boolean;
+  /** Give back the named reference (GetOpts.heldBy). */
+  heldBy?: string;
 }
 
 /**

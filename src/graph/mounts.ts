@@ -80,7 +80,7 @@ export interface Mounter {
    * the FUSE work dir), for a process killed in between. Called by prune(), under the layer's
    * lock, while the union is not mounted.
    */
-  tidyUnmounted?(id: string): void;
+  tidyUnmounted?(id: string): void | Promise<void>;
 }
 
 export interface MountOptions {
@@ -107,6 +107,8 @@ export interface LifecycleOptions {
 export interface ReferenceOptions {
   /** The reference outlives this process (a CLI mount); it is given back only by a persistent put. */
   persistent?: boolean;
+  /** A named persistent reference, at most one per name: see GetOpts.heldBy. */
+  heldBy?: string;
 }
 
 /** The live references to one layer. */
@@ -117,7 +119,9 @@ export interface References {
   processes: Array<{ pid: number; count: number }>;
   /** Running processes reading the layer's own directories without a mount (hold()), and how many reads each. */
   readers: Array<{ pid: number; count: number }>;
-  /** persistent + every process's count + every reader's count. */
+  /** The named references (GetOpts.heldBy), sorted. */
+  heldBy: string[];
+  /** persistent + named + every process's count + every reader's count. */
   total: number;
   /** The layer's union is mounted now (always false for a layer that needs no mount). */
   mounted: boolean;
@@ -134,9 +138,11 @@ interface RefFile {
   holders: Holder[];
   /** In the file only when there are any. */
   readers: Holder[];
+  /** Named references (GetOpts.heldBy); in the file only when there are any. */
+  held: string[];
 }
 
-const NO_REFS = (): RefFile => ({ boot: bootId(), persistent: 0, holders: [], readers: [] });
+const NO_REFS = (): RefFile => ({ boot: bootId(), persistent: 0, holders: [], readers: [], held: [] });
 
 export class MountLifecycle {
   private readonly refsDir: string;
@@ -169,11 +175,11 @@ export class MountLifecycle {
     assertValidId(id);
     return this.locked(id, async () => {
       // Counted before anything is mounted: a stop signal meanwhile waits for this lock, then unmounts.
-      if (!opts.persistent) this.countHeldHere(id, +1);
+      if (ofThisProcess(opts)) this.countHeldHere(id, +1);
       try {
         return await this.takeReference(id, opts);
       } catch (e) {
-        if (!opts.persistent) this.countHeldHere(id, -1);
+        if (ofThisProcess(opts)) this.countHeldHere(id, -1);
         throw e;
       }
     });
@@ -209,14 +215,19 @@ export class MountLifecycle {
       const refs = this.read(id);
       const left = removeReference(refs, opts);
       if (left === undefined) {
-        const kind = opts.persistent ? 'mount (unionctl mount)' : `reference of process ${process.pid}`;
+        const kind =
+          opts.heldBy !== undefined
+            ? `reference held by ${opts.heldBy}`
+            : opts.persistent
+              ? 'mount (unionctl mount)'
+              : `reference of process ${process.pid}`;
         throw new UnionctlError('USAGE', `${this.driverName} layer ${id} has no ${kind} to release`, {
           hint: opts.persistent ? `unionctl mount ${id} mounts it` : 'every put must follow a get',
         });
       }
       if (totalOf(left) === 0 && this.isMounted(id)) await this.unmountOnce(id);
       this.write(id, left);
-      if (!opts.persistent) this.countHeldHere(id, -1);
+      if (ofThisProcess(opts)) this.countHeldHere(id, -1);
     });
   }
 
@@ -323,7 +334,7 @@ export class MountLifecycle {
           const refs = this.summarise(id, this.read(id));
           if (refs.total > 0 || refs.mounted) return;
           if (this.needsMount(id)) {
-            this.mounter.tidyUnmounted?.(id);
+            await this.mounter.tidyUnmounted?.(id);
             if (this.options.removeMountPoint) removeEmptyDirIfThere(this.mounter.mountPoint(id));
           }
           this.forget(id);
@@ -434,8 +445,9 @@ export class MountLifecycle {
       this.forget(id);
       return;
     }
-    const { readers, ...mountRefs } = refs;
-    writeFileAtomic(this.refFile(id), JSON.stringify(readers.length === 0 ? mountRefs : refs), { mode: 0o600 });
+    const { readers, held, ...mountRefs } = refs;
+    const file = { ...mountRefs, ...(readers.length > 0 ? { readers } : {}), ...(held.length > 0 ? { held } : {}) };
+    writeFileAtomic(this.refFile(id), JSON.stringify(file), { mode: 0o600 });
   }
 
   private summarise(id: string, refs: RefFile): References {
@@ -448,6 +460,7 @@ export class MountLifecycle {
       persistent: live.persistent,
       processes: live.holders.map((h) => ({ pid: h.pid, count: h.count })),
       readers,
+      heldBy: [...live.held].sort(),
       total: totalOf(live) + readers.reduce((n, r) => n + r.count, 0),
       mounted,
     };
@@ -464,17 +477,25 @@ export class MountLifecycle {
 
 // ---- reference arithmetic --------------------------------------------------------------------
 
+/** An in-process reference (neither persistent nor named): given back when the process stops. */
+function ofThisProcess(opts: ReferenceOptions): boolean {
+  return !opts.persistent && opts.heldBy === undefined;
+}
+
 function totalOf(refs: RefFile): number {
-  return refs.persistent + refs.holders.reduce((n, h) => n + h.count, 0);
+  return refs.persistent + refs.held.length + refs.holders.reduce((n, h) => n + h.count, 0);
 }
 
 function addReference(refs: RefFile, opts: ReferenceOptions): RefFile {
+  if (opts.heldBy !== undefined) return refs.held.includes(opts.heldBy) ? refs : { ...refs, held: [...refs.held, opts.heldBy] };
   if (opts.persistent) return { ...refs, persistent: refs.persistent + 1 };
   return { ...refs, holders: withOneMore(refs.holders) };
 }
 
 /** The references after giving one back; undefined when there is none of that kind. */
 function removeReference(refs: RefFile, opts: ReferenceOptions): RefFile | undefined {
+  const name = opts.heldBy;
+  if (name !== undefined) return refs.held.includes(name) ? { ...refs, held: refs.held.filter((h) => h !== name) } : undefined;
   if (opts.persistent) return refs.persistent > 0 ? { ...refs, persistent: refs.persistent - 1 } : undefined;
   const holders = withOneLess(refs.holders);
   return holders === undefined ? undefined : { ...refs, holders };
@@ -501,6 +522,7 @@ function describeUse(refs: References): string {
   if (refs.persistent > 0) parts.push(`mounted by unionctl mount (${refs.persistent} mount${refs.persistent === 1 ? '' : 's'})`);
   for (const p of refs.processes) parts.push(`held by process ${describeProcess(p.pid)}`);
   for (const p of refs.readers) parts.push(`read by process ${describeProcess(p.pid)}`);
+  for (const name of refs.heldBy) parts.push(`held by ${name}`);
   if (parts.length === 0 && refs.mounted) parts.push('its union is mounted (by no counted reference: unionctl cleanup unmounts it)');
   return parts.join('; ');
 }
@@ -522,12 +544,15 @@ function parseRefFile(text: string, path: string): RefFile {
   // of any process counted alike. Read as that many persistent references, so a layer mounted
   // before an upgrade stays in use until it is unmounted (or cleaned up).
   if (typeof v === 'object' && v !== null && v.holders === undefined && isCount(v.count) && typeof v.boot === 'string') {
-    return { boot: v.boot, persistent: v.count, holders: [], readers: [] };
+    return { boot: v.boot, persistent: v.count, holders: [], readers: [], held: [] };
   }
   if (typeof v !== 'object' || v === null || typeof v.boot !== 'string' || !isCount(v.persistent) || !Array.isArray(v.holders)) {
     throw corrupt('does not hold {boot, persistent, holders}');
   }
   if (v.readers !== undefined && !Array.isArray(v.readers)) throw corrupt('has "readers" that is not a list');
+  if (v.held !== undefined && (!Array.isArray(v.held) || v.held.some((h) => typeof h !== 'string'))) {
+    throw corrupt('has "held" that is not a list of names');
+  }
   for (const h of [...v.holders, ...(v.readers ?? [])] as Partial<Holder>[]) {
     if (
       typeof h !== 'object' ||
@@ -540,7 +565,7 @@ function parseRefFile(text: string, path: string): RefFile {
       throw corrupt('has a holder that is not {pid, start, boot, count}');
     }
   }
-  return { ...(v as RefFile), readers: (v.readers ?? []) as Holder[] };
+  return { ...(v as RefFile), readers: (v.readers ?? []) as Holder[], held: (v.held ?? []) as string[] };
 }
 
 function isCount(n: unknown): n is number {

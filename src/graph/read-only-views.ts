@@ -8,21 +8,25 @@
  *   <root>/driver-state/<driver>/read-only/mnt/<id>      the read-only bind (mode 0700 above it)
  *   <root>/driver-state/<driver>/read-only/{refs,locks}/  its references, as for any mount
  *
- * The references are counted by the one mount lifecycle (MountLifecycle): the first mount takes a
- * persistent reference on the layer's own view (the driver mounts its union if it needs one),
- * binds it on the mount point and makes the bind read-only (MS_REMOUNT|MS_BIND|MS_RDONLY, which
- * changes this mount only); the last unmount detaches the bind and gives that reference back. The
- * layer is in use (not removable) meanwhile, through the reference on its own view.
+ * The references are counted by the one mount lifecycle (MountLifecycle): the first mount takes
+ * the named reference "read-only view" on the layer's own view (the driver mounts its union if it
+ * needs one), binds that view on the mount point and makes the bind read-only
+ * (MS_REMOUNT|MS_BIND|MS_RDONLY, which changes this mount only); the last unmount detaches the
+ * bind and gives the named reference back. The layer is in use (not removable) meanwhile.
  *
- * Crash safety: the lifecycle writes a count before it mounts and unmounts before it writes, as
- * for every mount. A process killed between taking the layer's reference and binding (or between
- * detaching and giving it back) leaves that one reference counted on the layer's view: the layer
- * stays mounted, and in use, until `unionctl cleanup` (which resets every view and every mount).
+ * Crash safety: the lifecycle writes a view's count before it mounts and unmounts before it
+ * writes, as for every mount, so a process killed half-way leaves a count for a view that is not
+ * mounted, and perhaps the named reference on the layer. A named reference is one per name, so a
+ * later mount takes it again without counting twice; prune() (run when the store is opened) gives
+ * back the named reference of every view that is not mounted, under that view's lock.
  */
 import { join } from 'node:path';
 import { ensureStoreDir, isMountPoint, MNT_DETACH, MS, mount, UMOUNT_NOFOLLOW, umount2 } from '../sys/index.js';
 import type { Driver } from './driver.js';
 import { MountLifecycle, type References } from './mounts.js';
+
+/** The name of the reference a view holds on its layer's own view (GetOpts.heldBy). */
+const HOLDER = 'read-only view';
 
 export class ReadOnlyViews {
   private readonly lifecycle: MountLifecycle;
@@ -45,6 +49,7 @@ export class ReadOnlyViews {
         unmount: (id) => this.unbind(id),
         // A bind of a vfs dir is on the same device as its mount point's parent: ask the mount table.
         isMounted: (id) => isMountPoint(join(this.mountRoot, id)),
+        tidyUnmounted: (id) => this.giveBackHold(id),
       },
       { mountPointMode: 0o755, removeMountPoint: true },
     );
@@ -70,13 +75,18 @@ export class ReadOnlyViews {
     return this.lifecycle.resetAll();
   }
 
-  /** Drops what killed processes left (run when the store is opened). */
+  /** Drops what killed processes left (run when the store is opened): see the crash safety note. */
   prune(): Promise<void> {
     return this.lifecycle.prune();
   }
 
+  /** Under the view's lock, the view not mounted: its layer's named reference, if it is still there, goes back. */
+  private async giveBackHold(id: string): Promise<void> {
+    if (this.driver.references(id).heldBy.includes(HOLDER)) await this.driver.put(id, { heldBy: HOLDER });
+  }
+
   private async bindReadOnly(id: string, mountLabel: string | undefined): Promise<void> {
-    const source = await this.driver.get(id, { persistent: true, mountLabel });
+    const source = await this.driver.get(id, { heldBy: HOLDER, mountLabel });
     const target = join(this.mountRoot, id);
     try {
       mount(source, target, '', MS.BIND);
@@ -87,13 +97,13 @@ export class ReadOnlyViews {
         throw e;
       }
     } catch (e) {
-      await this.driver.put(id, { persistent: true });
+      await this.driver.put(id, { heldBy: HOLDER });
       throw e;
     }
   }
 
   private async unbind(id: string): Promise<void> {
     umount2(join(this.mountRoot, id), MNT_DETACH | UMOUNT_NOFOLLOW);
-    await this.driver.put(id, { persistent: true });
+    await this.driver.put(id, { heldBy: HOLDER });
   }
 }

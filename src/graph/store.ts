@@ -96,9 +96,20 @@ const defaultLogger: StoreLogger = (level, message) => {
   if (level === 'warn') process.emitWarning(`unionctl: ${message}`);
 };
 
+/**
+ * Who a layer was made for. 'user': made directly (import, create, mount --rw): the user owns it,
+ * and removing an image that came to use it (a load that found it by chain ID) keeps it.
+ * 'image': came in with an image (load, pull) or was made for a runtime (containerd, dockerd);
+ * it goes with the last image that uses it. Records written before origins were kept have none:
+ * they count as 'image' (as every layer of an image did then).
+ */
+export type LayerOrigin = 'user' | 'image';
+
 export interface LayerRecord {
   id: string;
   parent?: string;
+  /** See LayerOrigin; absent in older records. */
+  origin?: LayerOrigin;
   /** "sha256:…" of the uncompressed layer tar (imported layers only). */
   diffId?: string;
   /** Docker's chain id: the diffId for a base layer, else sha256(parentChainId + " " + diffId). */
@@ -138,6 +149,8 @@ export interface ImportOptions {
   onCreated?: () => void;
   /** Every entry's name as the tar spells it, before the entry is applied (the CLI's image-archive sniffer); a throw fails the import. */
   onEntry?: (name: string) => void;
+  /** Who the layer is for (LayerOrigin); default 'user'. load and pull give 'image'. */
+  origin?: LayerOrigin;
 }
 
 /** What LayerStore.applyDiff takes: importLayer's hooks, and the parent the caller expects the layer to have. */
@@ -157,6 +170,8 @@ export interface CreateLayerOptions {
   writable?: boolean;
   /** Per-layer storage options (writable layers only), e.g. size=10G. */
   storageOpt?: Record<string, string> | string[];
+  /** Who the layer is for (LayerOrigin); default 'user'. The runtime servers give 'image'. */
+  origin?: LayerOrigin;
 }
 
 export interface StoreInfo {
@@ -267,6 +282,7 @@ function recordProblem(r: Record<string, unknown>): string | undefined {
   if (typeof r.writable !== 'boolean') return `${field('writable')}, not true or false`;
   if (typeof r.state !== 'string' || !RECORD_STATES.includes(r.state)) return `${field('state')}, not one of ${RECORD_STATES.join(', ')}`;
   if (r.owner !== undefined && !isProcessIdentity(r.owner)) return `${field('owner')}, not {pid, start, boot}`;
+  if (r.origin !== undefined && r.origin !== 'user' && r.origin !== 'image') return `${field('origin')}, not "user" or "image"`;
   return undefined;
 }
 
@@ -756,6 +772,13 @@ function childrenFirst(recs: StoredRecord[]): StoredRecord[] {
     .map(({ r }) => r);
 }
 
+/** How beginCreate and createWithRollback make a record. */
+interface CreationOptions {
+  /** A parent this process is still creating will do (a pull applying layers at once). */
+  parentMayBeCreating?: boolean;
+  origin?: LayerOrigin;
+}
+
 // ---- the store -------------------------------------------------------------------------------
 
 export class LayerStore {
@@ -980,7 +1003,7 @@ export class LayerStore {
     id: string,
     parent: string | undefined,
     writable: boolean,
-    opts: { parentMayBeCreating?: boolean } = {},
+    opts: CreationOptions = {},
   ): Promise<StoredRecord | undefined> {
     if (tx.record(id) !== undefined) throw new UnionctlError('EXISTS', `layer ${id} already exists`, { hint: 'choose another id' });
     if (await this.driver.exists(id)) {
@@ -1000,6 +1023,7 @@ export class LayerStore {
       created: new Date().toISOString(),
       driver: this.driver.name,
       writable,
+      origin: opts.origin ?? 'user',
       state: 'creating',
       owner: currentProcess(),
     });
@@ -1035,7 +1059,7 @@ export class LayerStore {
     parent: string | undefined,
     writable: boolean,
     build: (parentRec: StoredRecord | undefined) => Promise<Partial<LayerRecord>>,
-    opts: { parentMayBeCreating?: boolean } = {},
+    opts: CreationOptions = {},
   ): Promise<LayerRecord> {
     const parentRec = await this.transaction((tx) => this.beginCreate(tx, id, parent, writable, opts));
     let fields: Partial<LayerRecord>;
@@ -1088,11 +1112,17 @@ export class LayerStore {
         { hint: 'add --rw, or drop the options' },
       );
     }
-    return this.createWithRollback(id, opts.parent, writable, async () => {
-      if (writable) await this.driver.createReadWrite(id, opts.parent, { storageOpt });
-      else await this.driver.create(id, opts.parent);
-      return { size: 0 };
-    });
+    return this.createWithRollback(
+      id,
+      opts.parent,
+      writable,
+      async () => {
+        if (writable) await this.driver.createReadWrite(id, opts.parent, { storageOpt });
+        else await this.driver.create(id, opts.parent);
+        return { size: 0 };
+      },
+      { origin: opts.origin },
+    );
   }
 
   /**
@@ -1126,7 +1156,7 @@ export class LayerStore {
         const parentChain = this.completeRecord(opts.parent!).chainId;
         return { ...fields, ...(parentChain === undefined ? {} : { chainId: chainIdOf(parentChain, fields.diffId!) }) };
       },
-      { parentMayBeCreating: pending !== undefined },
+      { parentMayBeCreating: pending !== undefined, origin: opts.origin },
     );
   }
 
@@ -1273,9 +1303,7 @@ export class LayerStore {
   /** The number of outstanding mount() calls on the layer, from any process. */
   mountCount(id: string): number {
     const views = this.readOnlyViews('if-any')?.references(id);
-    // A mounted read-only view holds one persistent reference of the layer's own view.
-    const ownMounts = this.driver.references(id).persistent - (views?.mounted ? 1 : 0);
-    return ownMounts + (views?.persistent ?? 0);
+    return this.driver.references(id).persistent + (views?.persistent ?? 0);
   }
 
   /** Every live reference to the layer (mounts and processes reading it). */

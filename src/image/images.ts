@@ -76,6 +76,11 @@ export interface RemoveImageResult {
   deleted?: string;
   /** Layers removed, top first. */
   layers: string[];
+  /**
+   * Layers of the image that stay because the user made them (import, create: LayerOrigin 'user')
+   * before a load found them by chain ID, bottom first. The layers below them stay too.
+   */
+  keptLayers: string[];
 }
 
 /**
@@ -92,11 +97,16 @@ export async function removeImage(store: LayerStore, ref: string): Promise<Remov
     if (name !== undefined && image.names.length > 1) {
       writeImageRecord(tx, { ...image, names: image.names.filter((n) => n !== name) });
       await syncContainersStorage(tx, { onWait: (m) => store.report('info', m) });
-      return { untagged: [name], layers: [] };
+      return { untagged: [name], layers: [], keptLayers: [] };
     }
     const used = layersInUse(tx, { exceptImage: image.id });
     // Layers another image, or another extension (a containerd snapshot), keeps stay.
-    const own = image.layers.map((l) => l.id).filter((id) => !used.has(id) && tx.keptByExtension(id) === undefined);
+    const unused = image.layers.map((l) => l.id).filter((id) => !used.has(id) && tx.keptByExtension(id) === undefined);
+    // So does a layer the user made (import, create) before a load found it by chain ID, and with
+    // it every layer below it (its parents).
+    const lowestOwn = unused.reduce((low, id, i) => (tx.record(id)?.origin === 'user' ? i + 1 : low), 0);
+    const own = unused.slice(lowestOwn);
+    const kept = unused.slice(0, lowestOwn).filter((id) => tx.record(id)?.origin === 'user');
     assertRemovable(tx, ref, own);
     deleteImageRecord(tx, image.id);
     // Top first. The records turn "removing" with the image record's deletion, in one commit; the
@@ -105,7 +115,7 @@ export async function removeImage(store: LayerStore, ref: string): Promise<Remov
     for (const id of removed) tx.removeLayer(id, { onInUse: 'finish-later' });
     // Before the commit: a containers-storage export stops showing the image before its files go.
     await syncContainersStorage(tx, { onWait: (m) => store.report('info', m) });
-    return { untagged: image.names, deleted: image.id, layers: removed };
+    return { untagged: image.names, deleted: image.id, layers: removed, keptLayers: kept };
   });
 }
 
@@ -121,7 +131,7 @@ function assertRemovable(tx: StoreTx, ref: string, own: string[]): void {
     }
     const refs = tx.store.references(id);
     if (refs.total > 0 || refs.mounted) {
-      const onlyRead = !refs.mounted && refs.persistent === 0 && refs.processes.length === 0;
+      const onlyRead = !refs.mounted && refs.persistent === 0 && refs.processes.length === 0 && refs.heldBy.length === 0;
       const readers = refs.readers.map((r) => r.pid).join(', ');
       throw new UnionctlError(
         'IN_USE',

@@ -248,6 +248,7 @@ async function importBlob(
     await store.importLayer(blob.input, {
       id: target.id,
       parent: target.parent,
+      origin: 'image',
       parentImport: target.parentImport,
       onCreated: target.onCreated,
       onProgress: target.onBytes,

@@ -185,35 +185,52 @@ export function snapshotStore(root: string, driver: DriverName): StoreSnapshot {
   // Mount counts (as the store reads them) and the kernel's mounts.
   const kernel = mountsBelow(root);
   const mountedAt = new Set(kernel.map((m) => m.mountPoint));
-  const refsDir = join(stateDir, 'refs');
   const counted = new Set<string>();
-  for (const id of existsSync(refsDir) ? readdirSync(refsDir).sort() : []) {
-    if (id.startsWith('.')) continue; // a temp file: reported below
-    let live = 0;
-    let holders = 0;
-    try {
-      const r = JSON.parse(readFileSync(join(refsDir, id), 'utf8')) as {
-        boot?: string;
-        persistent?: number;
-        count?: number;
-        holders?: Array<{ pid: number; start: string; count: number }>;
-      };
-      if (r.boot === bootId()) {
-        live = r.persistent ?? r.count ?? 0;
-        holders = (r.holders ?? []).filter(processAlive).reduce((n, h) => n + h.count, 0);
+  /** The live mounts the reference files in `dir` count (as the store reads them), into `counted`. */
+  const countMounts = (dir: string, what: string, needsMount: (id: string) => boolean, mountPoint: (id: string) => string) => {
+    for (const id of existsSync(dir) ? readdirSync(dir).sort() : []) {
+      if (id.startsWith('.')) continue; // a temp file: reported below
+      let live = 0;
+      let holders = 0;
+      try {
+        const r = JSON.parse(readFileSync(join(dir, id), 'utf8')) as {
+          boot?: string;
+          persistent?: number;
+          count?: number;
+          holders?: Array<{ pid: number; start: string; count: number }>;
+          held?: string[];
+        };
+        if (r.boot === bootId()) {
+          live = (r.persistent ?? r.count ?? 0) + (r.held?.length ?? 0);
+          holders = (r.holders ?? []).filter(processAlive).reduce((n, h) => n + h.count, 0);
+        }
+      } catch (e) {
+        problems.push(`mount reference file ${relative(root, join(dir, canon(id)))} does not parse: ${(e as Error).message}`);
+        continue;
       }
-    } catch (e) {
-      problems.push(`mount reference file refs/${canon(id)} does not parse: ${(e as Error).message}`);
-      continue;
+      if (holders > 0) problems.push(`${what} ${canon(id)} is held by a live process`);
+      // A union that needs a mount and has none has no live references, whatever the file says.
+      if (needsMount(id) && !mountedAt.has(mountPoint(id))) continue;
+      if (live > 0) {
+        state.push(canon(`mounts ${what} ${id} ${live}`));
+        counted.add(mountPoint(id));
+      }
     }
-    if (holders > 0) problems.push(`layer ${canon(id)} is held by a live process`);
-    // A union that needs a mount and has none has no live references, whatever the file says.
-    if (layout.needsMount(id) && !mountedAt.has(layout.mountPoint(id))) continue;
-    if (live > 0) {
-      state.push(canon(`mounts ${id} ${live}`));
-      counted.add(layout.mountPoint(id));
-    }
-  }
+  };
+  countMounts(
+    join(stateDir, 'refs'),
+    'layer',
+    (id) => layout.needsMount(id),
+    (id) => layout.mountPoint(id),
+  );
+  // Read-only views of image layers (src/graph/read-only-views.ts): always a mount of their own.
+  const views = join(stateDir, 'read-only');
+  countMounts(
+    join(views, 'refs'),
+    'read-only view of',
+    () => true,
+    (id) => join(views, 'mnt', id),
+  );
   for (const m of kernel) {
     state.push(canon(`kernel-mount ${relative(root, m.mountPoint)} ${m.fsType}`));
     if (!counted.has(m.mountPoint)) problems.push(`${canon(relative(root, m.mountPoint))} is mounted (${m.fsType}) but no mount counts it`);
@@ -233,14 +250,17 @@ export function snapshotStore(root: string, driver: DriverName): StoreSnapshot {
       if (!inContent && (name.startsWith('.') || /\.tmp$|^tmp-|probe/.test(name)))
         problems.push(`${canon(rel)}: a temp file or probe was left`);
       // The counts above; lock files come and go (a process killed while taking a lock leaves its file).
-      if (/^driver-state\/[^/]+\/(refs\/|locks\/|[^/]+\.lock$)/.test(rel)) continue;
+      if (/^driver-state\/[^/]+\/(read-only\/)?(refs\/|locks\/|[^/]+\.lock$)/.test(rel)) continue;
       if (rel === 'store.lock') continue;
       if (/^(layerdb\/[^/]+\.json|images\/[^/.][^/]*\.json)$/.test(rel)) continue; // the records above
       const st = lstatSync(path);
       const mode = (st.mode & 0o7777).toString(8);
       if (st.isSymbolicLink()) state.push(canon(`file ${rel} l ${mode} -> ${readlinkSync(path)}`));
       else if (st.isDirectory()) {
-        state.push(canon(`file ${rel} d ${mode}`));
+        // The read-only views' dirs are made on the first view of a store, as refs/ and locks/ are at its open: no state.
+        // Nor is overlayfs's own work/work, which the kernel makes at a layer's first mount and leaves.
+        const noState = /^driver-state\/[^/]+\/read-only(\/(refs|locks|mnt))?$|^overlay2?\/[^/]+\/work\/work$/;
+        if (!noState.test(rel)) state.push(canon(`file ${rel} d ${mode}`));
         walk(path);
       } else if (st.isFile()) state.push(canon(`file ${rel} f ${mode} ${st.size} ${sha(canon(readFileSync(path, 'latin1')))}`));
       else state.push(canon(`file ${rel} ${st.isCharacterDevice() ? 'c' : st.isFIFO() ? 'p' : '?'} ${mode} ${st.rdev}`));

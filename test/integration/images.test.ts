@@ -4,8 +4,9 @@
  * layers on re-export, load → save → load round trips, multi-image archives, rmi.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { mountsBelow } from '../helpers/mounts.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
@@ -138,18 +139,16 @@ for (const driver of ['vfs', 'overlay2']) {
 
     // vfs keeps full copies: a file added to the top layer cannot be told from an inherited one.
     for (const change of driver === 'vfs' ? (['rewrite'] as const) : (['rewrite', 'add'] as const)) {
-      it(`a layer changed through a mount after the load (${change} a file) is exported afresh: a warning, a new image id, the change kept`, () => {
+      it(`a layer changed in its own directory after the load (${change} a file) is exported afresh: a warning, a new image id, the change kept`, () => {
         const g = freshRoot(driver);
-        ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
-        const lines = ok(unionctl([...g, 'mount', 'sample-app:1']))
-          .trim()
-          .split('\n');
-        const top = /^layer (\S+)$/.exec(lines[0])![1];
-        // The top layer of an image mounts with its own dir as the upper dir (as Docker's overlay2 does
-        // for a layer without children): a file it holds can be rewritten.
+        const loadedFirst = JSON.parse(ok(unionctl([...g, '--json', 'load', SAMPLE_DOCKER]))) as LoadJson;
+        const top = loadedFirst.images[0].layers.at(-1)!.id;
+        // Not through a mount (an image mounts read-only): straight into the layer's own directory,
+        // as a tool writing into the store would.
+        const own = driver === 'vfs' ? join(g[1]!, 'vfs', 'dir', top) : join(g[1]!, 'overlay2', top, 'diff');
         const file = change === 'rewrite' ? 'srv/app/plugins/search.plug' : 'srv/app/plugins/added.plug';
-        writeFileSync(join(lines[lines.length - 1], file), 'changed\n');
-        ok(unionctl([...g, 'umount', top]));
+        mkdirSync(dirname(join(own, file)), { recursive: true }); // overlay2: the dir may be only in a lower layer
+        writeFileSync(join(own, file), 'changed\n');
         const out = join(scratch, `${driver}-changed.tar`);
         const r = unionctl([...g, 'save', 'sample-app:1', '-o', out]);
         assert.equal(r.status, 0, r.stderr);
@@ -183,6 +182,39 @@ for (const driver of ['vfs', 'overlay2']) {
         [OCI_IMAGE_ID],
       );
       assert.equal((JSON.parse(ok(unionctl([...g3, '--json', 'images']))) as unknown[]).length, 1);
+    });
+
+    it('rmi keeps a layer the user imported before a load reused it (and says so); the layers that came with the image go', () => {
+      const g = freshRoot(driver);
+      const manifest = JSON.parse(execFileSync('tar', ['-xOf', SAMPLE_DOCKER, 'manifest.json'], { encoding: 'utf8' })) as Array<{
+        Layers: string[];
+      }>;
+      const baseTar = join(scratch, `${driver}-user-base.tar`);
+      writeFileSync(baseTar, execFileSync('tar', ['-xOf', SAMPLE_DOCKER, manifest[0]!.Layers[0]!], { maxBuffer: 64 << 20 }));
+      const base = ok(unionctl([...g, 'import', baseTar])).trim();
+      const loaded = JSON.parse(ok(unionctl([...g, '--json', 'load', SAMPLE_DOCKER]))) as LoadJson;
+      assert.equal(loaded.images[0].layers[0].id, base, 'the load reused the imported layer by its chain ID');
+      const removed = JSON.parse(ok(unionctl([...g, '--json', 'rmi', 'sample-app:1']))) as Array<{
+        layers: string[];
+        keptLayers: string[];
+      }>;
+      assert.deepEqual(removed[0]!.keptLayers, [base]);
+      assert.deepEqual(
+        [...removed[0]!.layers].sort(),
+        loaded.images[0].layers
+          .slice(1)
+          .map((l) => l.id)
+          .sort(),
+      );
+      const layers = JSON.parse(ok(unionctl([...g, '--json', 'ls']))) as Array<{ id: string; origin?: string }>;
+      assert.deepEqual(
+        layers.map((l) => [l.id, l.origin]),
+        [[base, 'user']],
+      );
+      // Loaded again and removed in plain text: it says which layer it kept.
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      assert.match(ok(unionctl([...g, 'rmi', 'sample-app:1'])), new RegExp(`^Kept layer: ${base} \\(made by import or create`, 'm'));
+      ok(unionctl([...g, 'rm', base]));
     });
 
     it('rmi keeps layers another image uses, removes the rest, and refuses while mounted', () => {

@@ -399,7 +399,8 @@ t.close()`,
     it('a mount made by one process is counted and released by another', async () => {
       await store.create({ id: 'shared-mount', parent: layers[3].id });
       const { output } = runChild(root, `const m = await store.mount('shared-mount'); console.log(m.path); await store.close();`);
-      assert.equal(await output, join(root, 'vfs', 'dir', 'shared-mount'));
+      // An image layer: its read-only view (src/graph/read-only-views.ts).
+      assert.equal(await output, join(root, 'driver-state', 'vfs', 'read-only', 'mnt', 'shared-mount'));
       assert.equal(store.mountCount('shared-mount'), 1);
       await assertRefusedUnchanged(root, () => store.remove('shared-mount'), 'IN_USE');
       await runChild(root, `await store.unmount('shared-mount'); console.log('ok');`).output;

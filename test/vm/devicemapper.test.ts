@@ -71,7 +71,9 @@ describe('devicemapper on a kernel without device-mapper', () => {
         let stderr = '';
         let status = 0;
         try {
-          execFileSync(process.execPath, [CLI, '--root', root, '--driver', 'devicemapper', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+          execFileSync(process.execPath, [CLI, '--root', root, '--driver', 'devicemapper', 'create'], {
+            stdio: ['ignore', 'pipe', 'pipe'],
+          });
         } catch (e) {
           const err = e as { status: number; stderr: Buffer };
           status = err.status;

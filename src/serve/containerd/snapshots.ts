@@ -308,7 +308,7 @@ export class SnapshotService {
   /** Makes the new snapshot's layer, then marks the snapshot ready; on failure both go. */
   private async makeLayer(rec: SnapshotRecord, parentLayer: string | undefined): Promise<void> {
     try {
-      await this.store.create({ id: rec.layer, parent: parentLayer, writable: rec.kind === 'active' });
+      await this.store.create({ id: rec.layer, parent: parentLayer, writable: rec.kind === 'active', origin: 'image' });
       const { preparing: _p, ...ready } = rec;
       await this.store.transaction(async (tx) => writeSnapshot(tx, ready));
     } catch (e) {

@@ -185,7 +185,7 @@ export class GraphDriverPlugin {
   private async create(req: PluginRequest, writable: boolean): Promise<PluginResponse> {
     const { id, parent, body } = await idArgs(req);
     const storageOpt = storageOptArg(body, req.method);
-    await this.store.create({ id, parent, writable, ...(writable ? { storageOpt } : {}) });
+    await this.store.create({ id, parent, writable, origin: 'image', ...(writable ? { storageOpt } : {}) });
     if (!writable && Object.keys(storageOpt).length > 0) this.log.warn(`Create ${id}: storage options ignored for an image layer`);
     return json({});
   }
