@@ -120,3 +120,15 @@ export function assertValidId(id: string, what = 'layer id'): void {
 export function isUnionctlError(e: unknown): e is UnionctlError {
   return e instanceof UnionctlError;
 }
+
+/**
+ * USAGE for a prefix (a short id, as tables show it) that several things start with. The message
+ * lists them (the first 10) so the user can pick one.
+ */
+export function ambiguousPrefixError(what: string, candidates: readonly string[]): UnionctlError {
+  const shown = candidates.slice(0, 10).join(', ');
+  const more = candidates.length > 10 ? ` and ${candidates.length - 10} more` : '';
+  return new UnionctlError('USAGE', `${what} is ambiguous: it starts ${candidates.length} ids (${shown}${more})`, {
+    hint: 'give more characters of the id',
+  });
+}

@@ -31,6 +31,7 @@ export type {
   ImportOptions,
   ApplyDiffOptions,
   CreateLayerOptions,
+  MountEntry,
 } from './graph/store.js';
 
 // Images: docker save / OCI archives in and out, image records beside the layers

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
 import { isUnionctlError, UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
-import type { LayerRecord } from '../index.js';
+import type { LayerRecord, LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { ImageArchiveSniffer, imageArchiveKindOf, type ImageArchiveKind } from '../image/archive.js';
 import { writeOutputFile } from '../sys/user-file.js';
@@ -21,6 +21,7 @@ import {
   DamagedFiles,
   escapeControls,
   humanBytes,
+  idShortener,
   out,
   printJson,
   println,
@@ -70,7 +71,7 @@ function formatCreated(created: LayerRecord['created']): string {
   return Number.isNaN(date.getTime()) ? String(created) : date.toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
-async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
+async function lsCommand(opts: { trunc?: boolean }, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const damaged = new DamagedFiles();
     const layers = await store.list({ onDamaged: damaged.onDamaged });
@@ -78,15 +79,19 @@ async function lsCommand(_opts: unknown, cmd: Command): Promise<void> {
       printJson(layers);
       return damaged.throwIfAny();
     }
+    const shown = idShortener(
+      layers.map((l) => l.id),
+      opts.trunc === false,
+    );
     printTable(
       ['ID', 'PARENT', 'KIND', 'SIZE', 'CREATED', 'DIFF ID'],
       layers.map((l) => [
-        l.id,
-        { text: l.parent ?? '-', style: out.dim },
+        shown(l.id),
+        { text: l.parent === undefined ? '-' : shown(l.parent), style: out.dim },
         l.writable ? { text: 'rw', style: out.green } : 'image',
         humanBytes(l.size),
         formatCreated(l.created),
-        { text: shortDigest(l.diffId), style: out.dim },
+        { text: opts.trunc === false ? (l.diffId ?? '-') : shortDigest(l.diffId), style: out.dim },
       ]),
     );
     damaged.throwIfAny();
@@ -148,7 +153,8 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
           if (kind !== undefined) throw imageArchiveGiven(input, kind, file);
         };
         const onEntry = sniffer === undefined ? undefined : (name: string) => sniffer.see(name);
-        layer = await store.importLayer(file, { id: opts.id, parent: opts.parent, onProgress, onWarning, onEntry, verify });
+        const parent = opts.parent === undefined ? undefined : await resolveLayerRef(store, opts.parent);
+        layer = await store.importLayer(file, { id: opts.id, parent, onProgress, onWarning, onEntry, verify });
       } catch (e) {
         // The engine's own words for "no tar here" are about headers and blocks: name the cause instead.
         if (empty && isUnionctlError(e) && (e.code === 'BAD_TAR' || e.code === 'USAGE')) {
@@ -180,7 +186,8 @@ async function createCommand(opts: CreateOptions, cmd: Command): Promise<void> {
   await withStore(
     cmd,
     async (store, g) => {
-      const layer = await store.create({ id: opts.id, parent: opts.parent, writable: opts.rw ?? false, storageOpt: opts.layerOpt });
+      const parent = opts.parent === undefined ? undefined : await resolveLayerRef(store, opts.parent);
+      const layer = await store.create({ id: opts.id, parent, writable: opts.rw ?? false, storageOpt: opts.layerOpt });
       if (g.json) return printJson(layer);
       println(layer.id);
     },
@@ -193,7 +200,9 @@ async function rmCommand(ids: string[], _opts: unknown, cmd: Command): Promise<v
     const removed: string[] = [];
     try {
       // One at a time, in the order given, stopping at the first failure: `rm child parent` works.
-      for (const id of ids) {
+      for (const ref of ids) {
+        // A layer id or a unique prefix of one; never an image (rmi removes those).
+        const id = await store.resolveLayer(ref);
         await store.remove(id);
         removed.push(id);
         if (!g.json) println(id);
@@ -209,13 +218,14 @@ async function rmCommand(ids: string[], _opts: unknown, cmd: Command): Promise<v
 interface MountOptions {
   rw?: boolean;
   mountLabel?: string;
+  name?: string;
 }
 
 async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     // An image name (or id) mounts the image's top layer.
     const layer = await resolveLayerRef(store, id);
-    const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel });
+    const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel, name: opts.name });
     const readOnly = !(await store.layer(mounted.id)).writable;
     if (g.json) return printJson({ id: mounted.id, path: mounted.path, readOnly });
     // --rw on an image layer mounts a new writable layer on top, and an image name mounts its top
@@ -226,45 +236,100 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
   });
 }
 
-async function umountCommand(id: string, _opts: unknown, cmd: Command): Promise<void> {
-  // What mount accepts: a layer id, or an image name or id (its top layer).
-  await withStore(cmd, async (store) => store.unmount(await resolveLayerRef(store, id)));
+async function umountCommand(refs: string[], opts: { all?: boolean }, cmd: Command): Promise<void> {
+  if (opts.all === true && refs.length > 0) {
+    throw new UnionctlError('USAGE', '--all releases every mount: give no layers with it', { hint: 'unionctl umount --all' });
+  }
+  if (opts.all !== true && refs.length === 0) {
+    throw new UnionctlError('USAGE', 'umount needs a layer or image, or --all', { hint: 'unionctl mounts lists what is mounted' });
+  }
+  await withStore(cmd, async (store, g) => {
+    if (opts.all === true) {
+      const released = await store.unmountAll();
+      if (g.json) return printJson({ released });
+      for (const id of released) println(id);
+      return;
+    }
+    // What mount accepts: a layer id or prefix, or an image name or id (its top layer). Each in turn.
+    const released: string[] = [];
+    try {
+      for (const ref of refs) {
+        const id = await resolveLayerRef(store, ref);
+        await store.unmount(id);
+        released.push(id);
+      }
+    } finally {
+      if (g.json) printJson({ released });
+    }
+  });
+}
+
+async function mountsCommand(opts: { trunc?: boolean }, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const entries = await store.mounts();
+    if (g.json) return printJson(entries);
+    const shown = idShortener(
+      entries.map((e) => e.layer),
+      opts.trunc === false,
+    );
+    printTable(
+      ['LAYER', 'MODE', 'MOUNTS', 'PROCESSES', 'PATH'],
+      entries.map((e) => [
+        shown(e.layer),
+        e.readOnly ? { text: 'ro', style: out.dim } : { text: 'rw', style: out.green },
+        String(e.mounts),
+        e.processes.length === 0 ? '-' : e.processes.map((p) => (p.count === 1 ? `${p.pid}` : `${p.pid} (${p.count})`)).join(', '),
+        e.path,
+      ]),
+    );
+  });
 }
 
 async function cleanupCommand(_opts: unknown, cmd: Command): Promise<void> {
   await withStore(cmd, (store) => store.cleanup());
 }
 
-async function branchesCommand(id: string, _opts: unknown, cmd: Command): Promise<void> {
+async function branchesCommand(ref: string, opts: { trunc?: boolean }, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const branches = await store.branches(id);
+    const branches = await store.branches(await resolveLayerRef(store, ref));
     if (g.json) return printJson(branches.map((b) => ({ path: b.path, layer: b.layer, mode: b.mode })));
+    const shown = idShortener(
+      branches.map((b) => b.layer),
+      opts.trunc === false,
+    );
     printTable(
       ['MODE', 'LAYER', 'PATH'],
-      branches.map((b) => [{ text: b.mode, style: branchModeStyle(b.mode) }, b.layer, b.path]),
+      branches.map((b) => [{ text: b.mode, style: branchModeStyle(b.mode) }, shown(b.layer), b.path]),
     );
   });
 }
 
 // ---- diff, changes, size -------------------------------------------------------------------
 
+/** The layers `ref` and `--parent` name (each a layer id, an image, or a unique prefix), as ids. */
+async function layerAndParent(store: LayerStore, ref: string, parent: string | undefined): Promise<{ id: string; parent?: string }> {
+  const id = await resolveLayerRef(store, ref);
+  return parent === undefined ? { id } : { id, parent: await resolveLayerRef(store, parent) };
+}
+
 interface DiffOptions {
   parent?: string;
   output?: string;
 }
 
-async function diffCommand(id: string, opts: DiffOptions, cmd: Command): Promise<void> {
+async function diffCommand(ref: string, opts: DiffOptions, cmd: Command): Promise<void> {
   if (opts.output === undefined && process.stdout.isTTY) {
     throw new UnionctlError('USAGE', 'refusing to write a tar archive to a terminal', {
-      hint: `use -o FILE, or redirect stdout: unionctl diff ${id} > layer.tar`,
+      hint: `use -o FILE, or redirect stdout: unionctl diff ${ref} > layer.tar`,
     });
   }
   await withStore(cmd, async (store) => {
     const output = opts.output;
-    if (output === undefined) return pipeline(await store.diff(id, { parent: opts.parent }), process.stdout, { end: false });
+    const { id, parent } = await layerAndParent(store, ref, opts.parent);
+    if (output === undefined) return pipeline(await store.diff(id, { parent }), process.stdout, { end: false });
     // The output path is checked (and its temp file made) before the diff starts.
-    await writeOutputFile(output, async (file) => pipeline(await store.diff(id, { parent: opts.parent }), file), {
-      notAFileHint: `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout (unionctl diff ${id} > ${output})`,
+    await writeOutputFile(output, async (file) => pipeline(await store.diff(id, { parent }), file), {
+      notAFileHint: `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout (unionctl diff ${ref} > ${output})`,
     });
   });
 }
@@ -274,14 +339,12 @@ interface ChangesOptions {
   patch?: boolean;
 }
 
-async function changesCommand(id: string, opts: ChangesOptions, cmd: Command): Promise<void> {
+async function changesCommand(ref: string, opts: ChangesOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const changes: Change[] = await store.changes(id, { parent: opts.parent });
+    const { id, parent } = await layerAndParent(store, ref, opts.parent);
+    const changes: Change[] = await store.changes(id, { parent });
     let patches: string[] = [];
-    if (opts.patch) {
-      const parent = opts.parent ?? (await store.layer(id)).parent;
-      patches = await patchesFor(store, id, parent, changes);
-    }
+    if (opts.patch) patches = await patchesFor(store, id, parent ?? (await store.layer(id)).parent, changes);
     if (g.json) {
       const list = changes.map((c) => ({ path: c.path, kind: c.kind }));
       return printJson(opts.patch ? { changes: list, patches } : list);
@@ -294,9 +357,10 @@ async function changesCommand(id: string, opts: ChangesOptions, cmd: Command): P
   });
 }
 
-async function sizeCommand(id: string, opts: { parent?: string }, cmd: Command): Promise<void> {
+async function sizeCommand(ref: string, opts: { parent?: string }, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
-    const size = await store.diffSize(id, { parent: opts.parent });
+    const { id, parent } = await layerAndParent(store, ref, opts.parent);
+    const size = await store.diffSize(id, { parent });
     if (g.json) return printJson({ id, size });
     println(size < 1024 ? `${size} bytes` : `${humanBytes(size)} (${size} bytes)`);
   });
@@ -330,7 +394,7 @@ export function buildProgram(version: string): Command {
     .command('import')
     .description('create a layer from a layer tarball (tar, tar.gz or tar.zst; - reads stdin); prints its id')
     .argument('<file>', 'layer tarball, or - for stdin', nonEmpty('the input file'))
-    .option('--parent <id>', 'layer to build on', nonEmpty('the parent layer id'))
+    .option('--parent <id>', 'layer (id or unique prefix) or image to build on', nonEmpty('the parent layer id'))
     .option('--id <id>', 'id for the new layer (default: generated)', nonEmpty('the layer id'))
     .option('--force', 'import an image archive (docker save, OCI layout) as one plain layer instead of refusing it')
     .action(importCommand);
@@ -338,7 +402,7 @@ export function buildProgram(version: string): Command {
   program
     .command('create')
     .description('create an empty layer; prints its id')
-    .option('--parent <id>', 'layer to build on', nonEmpty('the parent layer id'))
+    .option('--parent <id>', 'layer (id or unique prefix) or image to build on', nonEmpty('the parent layer id'))
     .option('--id <id>', 'id for the new layer (default: generated)', nonEmpty('the layer id'))
     .option('--rw', 'writable (container) layer instead of an image layer')
     .addOption(
@@ -351,25 +415,37 @@ export function buildProgram(version: string): Command {
   program
     .command('mount')
     .description("mount a layer's or an image's merged view, read-only for image layers; prints the path on the last line")
-    .argument('<id>', 'layer id, or image name or id', nonEmpty('the layer or image'))
+    .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
     .option('--rw', 'writable view: an image layer gets a new writable layer on top, which is mounted')
+    .option('--name <name>', 'id for the writable layer --rw makes (default: a random one)', nonEmpty('the layer name'))
     .option('--mount-label <label>', 'SELinux context for the mount', nonEmpty('the mount label'))
     .action(mountCommand);
 
   program
     .command('umount')
     .alias('unmount')
-    .description('release a mount made by mount')
-    .argument('<id>', 'layer id, or image name or id', nonEmpty('the layer or image'))
+    .description('release mounts made by mount; the union is unmounted when nothing else uses it')
+    .argument('[id...]', 'layer ids or unique prefixes, or image names or ids', nonEmptyEach('a layer or image'))
+    .option('-a, --all', 'release every mount made by unionctl mount (cleanup also unmounts what running processes hold)')
     .action(umountCommand);
+
+  program
+    .command('mounts')
+    .description('list mounted layers: mode, unionctl mounts outstanding, processes holding them, path')
+    .option('--no-trunc', 'show layer ids whole')
+    .action(mountsCommand);
 
   program
     .command('rm')
     .description('remove layers, in the order given; stops at the first failure')
-    .argument('<id...>', 'layers', nonEmptyEach('a layer id'))
+    .argument('<id...>', 'layer ids or unique prefixes', nonEmptyEach('a layer id'))
     .action(rmCommand);
 
-  program.command('ls').description('list layers').action(lsCommand);
+  program
+    .command('ls')
+    .description('list layers (ids cut to 12 characters; every command takes such a prefix)')
+    .option('--no-trunc', 'show ids and digests whole')
+    .action(lsCommand);
 
   addImageCommands(program, withStore);
   addRegistryCommands(program, withStore);
@@ -379,30 +455,31 @@ export function buildProgram(version: string): Command {
   program
     .command('branches')
     .description("the union's branches, top first, as the kernel reports them")
-    .argument('<id>', 'layer', nonEmpty('the layer id'))
+    .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
+    .option('--no-trunc', 'show layer ids whole')
     .action(branchesCommand);
 
   program
     .command('diff')
     .description("the layer's changes as an OCI layer tar")
-    .argument('<id>', 'layer', nonEmpty('the layer id'))
-    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
+    .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
+    .option('--parent <id>', 'compare against this layer (or image) instead of the parent', nonEmpty('the parent layer id'))
     .option('-o, --output <file>', 'write the tar to FILE instead of stdout', nonEmpty('the output file'))
     .action(diffCommand);
 
   program
     .command('changes')
     .description('list added (A), changed (C) and deleted (D) paths')
-    .argument('<id>', 'layer', nonEmpty('the layer id'))
-    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
+    .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
+    .option('--parent <id>', 'compare against this layer (or image) instead of the parent', nonEmpty('the parent layer id'))
     .option('--patch', 'add unified diffs of changed text files')
     .action(changesCommand);
 
   program
     .command('size')
     .description("bytes of the layer's changes")
-    .argument('<id>', 'layer', nonEmpty('the layer id'))
-    .option('--parent <id>', 'compare against this layer instead of the parent', nonEmpty('the parent layer id'))
+    .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
+    .option('--parent <id>', 'compare against this layer (or image) instead of the parent', nonEmpty('the parent layer id'))
     .action(sizeCommand);
 
   program

@@ -73,7 +73,7 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
   );
 }
 
-async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command): Promise<void> {
+async function imagesCommand(withStore: WithStore, opts: { trunc?: boolean }, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const damaged = new DamagedFiles();
     const images = await listImages(store, { onDamaged: damaged.onDamaged });
@@ -84,7 +84,7 @@ async function imagesCommand(withStore: WithStore, _opts: unknown, cmd: Command)
     const rows = images.flatMap((i) =>
       (i.names.length > 0 ? i.names : ['<none>']).map((n) => [
         n,
-        shortImageId(i.id),
+        opts.trunc === false ? i.id : shortImageId(i.id),
         String(i.layers.length),
         humanBytes(i.size),
         i.loaded.replace(/\.\d+Z$/, 'Z'),
@@ -174,7 +174,8 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
   program
     .command('images')
     .description('list images')
-    .action((opts: unknown, cmd: Command) => imagesCommand(withStore, opts, cmd));
+    .option('--no-trunc', 'show image ids whole')
+    .action((opts: { trunc?: boolean }, cmd: Command) => imagesCommand(withStore, opts, cmd));
 
   program
     .command('rmi')

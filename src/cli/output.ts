@@ -161,6 +161,26 @@ export class DamagedFiles {
   }
 }
 
+/** A generated id: 12 or more hex digits first (a random layer id, a chain ID's hex). */
+const GENERATED_ID = /^[0-9a-f]{12}./;
+
+/**
+ * How a table shows the ids in it: a generated id cut to its first 12 characters, as docker and
+ * podman show them (every command takes such a prefix), unless another id in the same table would
+ * then look the same: those stay whole. Ids users chose (`--id web`) are never cut. With
+ * `noTrunc` (the --no-trunc flag), every id stays whole.
+ */
+export function idShortener(ids: Iterable<string>, noTrunc = false): (id: string) => string {
+  if (noTrunc) return (id) => id;
+  const byShort = new Map<string, Set<string>>();
+  for (const id of ids) {
+    if (!GENERATED_ID.test(id)) continue;
+    const short = id.slice(0, 12);
+    byShort.set(short, (byShort.get(short) ?? new Set()).add(id));
+  }
+  return (id) => (GENERATED_ID.test(id) && byShort.get(id.slice(0, 12))?.size === 1 ? id.slice(0, 12) : id);
+}
+
 /** An image id as tables and messages show it: the first 12 hex digits. */
 export function shortImageId(id: string): string {
   return id.replace(/^sha256:/, '').slice(0, 12);

@@ -152,6 +152,10 @@ export interface Driver {
   hold(id: string): Promise<() => Promise<void>>;
   /** The live references to the layer, a snapshot (all zero for a layer nobody holds or that does not exist). */
   references(id: string): References;
+  /** Ids that may have references (those of dead processes included until they are pruned), sorted. */
+  referencedIds(): string[];
+  /** The path get returns (or would return) for the layer, found without mounting anything. NOT_FOUND for no storage. */
+  viewPath(id: string): string;
   /**
    * Run when a store is opened: removes what a process killed while mounting or unmounting left
    * (reference files that count nothing, empty mount points); mounted unions stay. Optional.

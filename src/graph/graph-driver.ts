@@ -98,6 +98,14 @@ export abstract class GraphDriver implements Driver {
     return this.mounts.references(id);
   }
 
+  referencedIds(): string[] {
+    return this.mounts.referencedIds();
+  }
+
+  viewPath(id: string): string {
+    return this.viewOf(id).path;
+  }
+
   /** Drops the reference files, lock files and empty mount points that killed processes left (MountLifecycle.prune). */
   recover(): Promise<void> {
     return this.mounts.prune();

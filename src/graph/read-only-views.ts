@@ -70,6 +70,16 @@ export class ReadOnlyViews {
     return this.lifecycle.references(id);
   }
 
+  /** Layers whose view may be mounted (counts of dead processes included until pruned), sorted. */
+  referencedIds(): string[] {
+    return this.lifecycle.referencedIds();
+  }
+
+  /** Where the layer's view is mounted. */
+  path(id: string): string {
+    return join(this.mountRoot, id);
+  }
+
   /** Unmounts every view, whatever its count (cleanup). */
   resetAll(): Promise<void> {
     return this.lifecycle.resetAll();

@@ -50,7 +50,7 @@ import type { Readable } from 'node:stream';
 import { ReadOnlyViews } from './read-only-views.js';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
 import type { TarTap } from '../archive/tar-reader.js';
-import { assertValidId, corruptError, damagedFilesError, isValidId, UnionctlError } from '../errors.js';
+import { ambiguousPrefixError, assertValidId, corruptError, damagedFilesError, isValidId, UnionctlError } from '../errors.js';
 import {
   atomicTempPrefix,
   currentProcess,
@@ -230,10 +230,6 @@ function sha256(text: string): string {
 /** Docker's ChainID: diffId alone for a base layer, else sha256 of "<parent chainId> <diffId>". */
 export function chainIdOf(parentChainId: string | undefined, diffId: string): string {
   return parentChainId === undefined ? diffId : sha256(`${parentChainId} ${diffId}`);
-}
-
-function randomLayerId(): string {
-  return randomBytes(32).toString('hex');
 }
 
 function isMissing(e: unknown): boolean {
@@ -917,17 +913,19 @@ export class LayerStore {
     await this.transaction(async (tx) => tx.deleteRecord(id, { afterStorage: true }));
   }
 
-  /** IN_USE when the layer is mounted or referenced by any process. */
+  /** IN_USE when the layer is mounted (its own view or its read-only view) or referenced by any process. */
   assertUnused(id: string): void {
     const refs = this.driver.references(id);
     if (refs.total === 0 && !refs.mounted) return;
-    const mounts = refs.persistent;
+    const mounts = this.mountCount(id);
     const why =
       mounts > 0
         ? `is mounted (${mounts} mount${mounts === 1 ? '' : 's'})`
         : refs.processes.length > 0
           ? `is in use by another process (${refs.processes.map((p) => p.pid).join(', ')})`
-          : 'has its union mounted (by no counted reference)';
+          : refs.heldBy.length > 0
+            ? `is held by ${refs.heldBy.join(', ')}`
+            : 'has its union mounted (by no counted reference)';
     throw new UnionctlError('IN_USE', `layer ${id} ${why}`, {
       hint: mounts > 0 ? `unmount it first: unionctl umount ${id}` : 'wait for that process to finish, or run unionctl cleanup',
     });
@@ -959,6 +957,35 @@ export class LayerStore {
   async layer(id: string): Promise<LayerRecord> {
     this.assertOpen();
     return publicRecord(this.completeRecord(id));
+  }
+
+  /**
+   * The id of the layer `ref` names: `ref` itself when a complete layer has that id, else the one
+   * complete layer whose id starts with `ref` (a short id, as tables show it, or any longer prefix).
+   * Refuses INVALID_ID (`ref` cannot start an id), NOT_FOUND (no layer has it or starts with it) and
+   * USAGE when several layers start with it (the message lists them).
+   */
+  async resolveLayer(ref: string): Promise<string> {
+    this.assertOpen();
+    assertValidId(ref);
+    if (this.readRecord(ref)?.state === 'complete') return ref;
+    const matches = this.layerIdsStartingWith(ref);
+    if (matches.length === 1) return matches[0]!;
+    if (matches.length === 0)
+      throw new UnionctlError('NOT_FOUND', `layer ${ref} does not exist`, { hint: 'list the layers with unionctl ls' });
+    throw ambiguousPrefixError(`layer id prefix ${ref}`, matches);
+  }
+
+  /** Ids of the complete layers that start with `prefix` (the exact id included), sorted. */
+  layerIdsStartingWith(prefix: string): string[] {
+    this.assertOpen();
+    const dir = join(this.root, LAYERDB);
+    const names = storeDirExists(dir, 'layer record directory') ? readdirSync(dir) : [];
+    return names
+      .filter((n) => n.startsWith(prefix) && n.endsWith('.json'))
+      .map((n) => n.slice(0, -'.json'.length))
+      .filter((id) => isValidId(id) && this.readRecord(id)?.state === 'complete')
+      .sort();
   }
 
   /** The complete image layer with this chain ID (for reuse by an image load), if any. Damaged records are never reused. */
@@ -1100,7 +1127,7 @@ export class LayerStore {
   /** An empty layer (image layer, or writable with `writable: true`) on top of parent. */
   async create(opts: CreateLayerOptions = {}): Promise<LayerRecord> {
     this.assertOpen();
-    const id = opts.id ?? randomLayerId();
+    const id = opts.id ?? this.freshLayerId();
     assertValidId(id);
     if (opts.parent !== undefined) assertValidId(opts.parent, 'parent layer id');
     const writable = opts.writable ?? false;
@@ -1131,7 +1158,7 @@ export class LayerStore {
    */
   async importLayer(input: string | Readable, opts: ImportOptions = {}): Promise<LayerRecord> {
     this.assertOpen();
-    const id = opts.id ?? randomLayerId();
+    const id = opts.id ?? this.freshLayerId();
     assertValidId(id);
     if (opts.parent !== undefined) assertValidId(opts.parent, 'parent layer id');
     let pending = opts.parentImport;
@@ -1266,16 +1293,29 @@ export class LayerStore {
    * Mounts the layer's merged view and counts the mount (a persistent reference: another process
    * can unmount it, and the layer cannot be removed meanwhile). A writable layer's view is
    * writable. An image layer's is read-only (a read-only bind of its view, src/graph/read-only-
-   * views.ts: nothing written through it can change the image); with rw, a new writable layer
-   * `<id>-rw-<6 hex>` is created on top and mounted instead: the returned id says which. Takes no lock for a plain mount: the record is read, then the driver's per-layer
-   * lifecycle does the rest (a layer removed meanwhile is NOT_FOUND there).
+   * views.ts: nothing written through it can change the image); with rw, a new writable layer is
+   * created on top and mounted instead, its id `opts.name` or a fresh random one (which shares its
+   * first 12 characters with no other layer): the returned id says which. Refuses USAGE for a name
+   * where no layer is made (no rw, or a layer that is writable itself), INVALID_ID and EXISTS for a
+   * name that is not an id or is taken. Takes no lock for a plain mount: the record is read, then
+   * the driver's per-layer lifecycle does the rest (a layer removed meanwhile is NOT_FOUND there).
    */
-  async mount(id: string, opts: { rw?: boolean; mountLabel?: string } = {}): Promise<{ id: string; path: string }> {
+  async mount(id: string, opts: { rw?: boolean; mountLabel?: string; name?: string } = {}): Promise<{ id: string; path: string }> {
     this.assertOpen();
     const rec = this.completeRecord(id);
+    if (opts.name !== undefined && (rec.writable || opts.rw !== true)) {
+      throw new UnionctlError(
+        'USAGE',
+        `a name is only given to the writable layer mount --rw makes on an image layer; ${id} ${rec.writable ? 'is writable itself' : 'is mounted read-only'}`,
+        {
+          hint: rec.writable ? `unionctl mount ${id} mounts it` : `unionctl mount --rw --name ${opts.name} ${id}`,
+        },
+      );
+    }
     if (rec.writable) return { id, path: await this.driver.get(id, { persistent: true, mountLabel: opts.mountLabel }) };
     if (opts.rw !== true) return { id, path: await this.readOnlyViews('create')!.get(id, { mountLabel: opts.mountLabel }) };
-    const child = writableChildId(id);
+    const child = opts.name ?? this.freshLayerId();
+    assertValidId(child, 'name for the writable layer');
     let path = '';
     // The child is mounted before its record is complete: killed in between, it is rolled back whole.
     await this.createWithRollback(child, id, true, async () => {
@@ -1284,6 +1324,17 @@ export class LayerStore {
       return { size: 0 };
     });
     return { id: child, path };
+  }
+
+  /**
+   * A random 64-hex layer id whose first 12 characters start no layer id in the store: a short
+   * id, as tables show it, then names one layer (a clash is ~2^-48 likely; it is drawn again).
+   */
+  private freshLayerId(): string {
+    for (;;) {
+      const id = randomBytes(32).toString('hex');
+      if (this.layerIdsStartingWith(id.slice(0, 12)).length === 0) return id;
+    }
   }
 
   /** Releases one mount made by mount(); the driver unmounts when nobody uses the view any more. USAGE when it is not mounted. */
@@ -1298,6 +1349,41 @@ export class LayerStore {
       });
     }
     await this.driver.put(id, { persistent: true });
+  }
+
+  /**
+   * What is mounted now, by layer: every layer with `unionctl mount`s outstanding or held mounted by
+   * a running process (a server, a diff), read-only views apart from the layer's own view. Sorted by
+   * layer id; read without the lock (a snapshot).
+   */
+  async mounts(): Promise<MountEntry[]> {
+    this.assertOpen();
+    const entries: MountEntry[] = [];
+    const views = this.readOnlyViews('if-any');
+    for (const layer of views?.referencedIds() ?? []) {
+      const refs = views!.references(layer);
+      if (refs.persistent + refs.processes.length > 0) entries.push(mountEntry(layer, views!.path(layer), true, refs));
+    }
+    for (const layer of this.driver.referencedIds()) {
+      const refs = this.driver.references(layer);
+      if (refs.persistent + refs.processes.length === 0) continue; // a view's backing, or a reader: not a mount
+      entries.push(mountEntry(layer, this.driver.viewPath(layer), false, refs));
+    }
+    return entries.sort((a, b) => (a.layer === b.layer ? Number(b.readOnly) - Number(a.readOnly) : a.layer < b.layer ? -1 : 1));
+  }
+
+  /**
+   * Gives back every mount made by mount() (`umount --all`), leaving what running processes hold
+   * (a server's snapshots) alone; returns the layers released, one entry per layer. cleanup() is the
+   * stronger one: it unmounts everything.
+   */
+  async unmountAll(): Promise<string[]> {
+    const released: string[] = [];
+    for (const entry of await this.mounts()) {
+      for (let i = 0; i < entry.mounts; i++) await this.unmount(entry.layer);
+      if (entry.mounts > 0 && !released.includes(entry.layer)) released.push(entry.layer);
+    }
+    return released;
   }
 
   /** The number of outstanding mount() calls on the layer, from any process. */
@@ -1442,8 +1528,21 @@ export class LayerStore {
   }
 }
 
-/** `<id>-rw-<6 hex>`, or a fresh random id when that would be longer than an id may be. */
-function writableChildId(id: string): string {
-  const child = `${id}-rw-${randomBytes(3).toString('hex')}`;
-  return child.length <= 128 ? child : randomLayerId();
+/** One layer's mounts, as `unionctl mounts` lists them. */
+export interface MountEntry {
+  layer: string;
+  /** Where it is mounted: the path mount() returned. */
+  path: string;
+  /** An image layer's read-only view (else the layer's own view, writable for a writable layer). */
+  readOnly: boolean;
+  /** Outstanding mount() calls (`unionctl mount`), from any process. */
+  mounts: number;
+  /** Running processes holding it mounted, with their counts. */
+  processes: Array<{ pid: number; count: number }>;
+  /** The kernel has it mounted (false for a view that is a plain directory: a vfs or base layer's own). */
+  mounted: boolean;
+}
+
+function mountEntry(layer: string, path: string, readOnly: boolean, refs: References): MountEntry {
+  return { layer, path, readOnly, mounts: refs.persistent, processes: refs.processes, mounted: refs.mounted };
 }

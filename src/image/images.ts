@@ -1,13 +1,15 @@
 /**
  * Images in the store: listing, removal (rmi) and turning an image name into the layer to mount.
  */
-import { UnionctlError } from '../errors.js';
+import { ambiguousPrefixError, isValidId, UnionctlError } from '../errors.js';
 import type { LayerStore, StoreTx } from '../graph/store.js';
 import { syncContainersStorage } from './containers-storage/index.js';
 import {
   deleteImageRecord,
   diskDocuments,
-  findImage,
+  findImageExactly,
+  imagesWithIdPrefix,
+  shortImageHex,
   layersInUse,
   normalizeName,
   readImageRecords,
@@ -51,22 +53,35 @@ export async function getImage(store: LayerStore, ref: string): Promise<ImageRec
 }
 
 /**
- * What `mount REF` mounts: the layer REF when there is one, else the top layer of image REF.
- * Layer ids win: they are what `mount` took before images existed.
+ * The layer a user means by REF where a layer or an image will do (mount, umount, diff, --parent…):
+ * a layer id; an image name or id (its top layer); else a unique prefix of a layer id or of an
+ * image id. Exact ids and names win over prefixes, and layer ids over image names: they are what
+ * these commands took before images existed. Refuses NOT_FOUND (nothing matches), USAGE (an image
+ * without layers; a prefix several layers or images start with, listed) and INVALID_ID.
  */
 export async function resolveLayerRef(store: LayerStore, ref: string): Promise<string> {
-  try {
-    await store.layer(ref);
-    return ref;
-  } catch (e) {
-    if ((e as UnionctlError).code !== 'NOT_FOUND' && (e as UnionctlError).code !== 'INVALID_ID') throw e;
-    const image = findImage(diskDocuments(store), ref);
-    if (image === undefined) {
-      throw new UnionctlError('NOT_FOUND', `no layer or image ${ref}`, { hint: 'list them with unionctl ls and unionctl images' });
-    }
-    if (image.layers.length === 0) throw new UnionctlError('USAGE', `image ${ref} has no layers to mount`);
-    return image.layers[image.layers.length - 1]!.id;
+  const records = readImageRecords(diskDocuments(store));
+  if (isValidId(ref) && store.layerIdsStartingWith(ref).includes(ref)) return ref;
+  const image = findImageExactly(records, ref);
+  if (image !== undefined) return topLayerOf(image, ref);
+  // Prefixes: every layer and image id REF starts, by the layer each stands for.
+  const meant = new Map<string, string>(); // layer id → what REF matched, for the message
+  if (isValidId(ref)) for (const id of store.layerIdsStartingWith(ref)) meant.set(id, id);
+  for (const i of imagesWithIdPrefix(records, ref)) {
+    const top = topLayerOf(i, ref);
+    if (!meant.has(top)) meant.set(top, `image ${shortImageHex(i.id)}`);
   }
+  if (meant.size > 1) throw ambiguousPrefixError(`prefix ${ref}`, [...meant.values()]);
+  const [only] = meant.keys();
+  if (only === undefined)
+    throw new UnionctlError('NOT_FOUND', `no layer or image ${ref}`, { hint: 'list them with unionctl ls and unionctl images' });
+  return only;
+}
+
+function topLayerOf(image: ImageRecord, ref: string): string {
+  const top = image.layers.at(-1);
+  if (top === undefined) throw new UnionctlError('USAGE', `image ${ref} has no layers to mount`);
+  return top.id;
 }
 
 export interface RemoveImageResult {

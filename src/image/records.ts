@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { corruptError, UnionctlError } from '../errors.js';
+import { ambiguousPrefixError, corruptError, UnionctlError } from '../errors.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
 import {
   currentProcess,
@@ -151,22 +151,40 @@ export function normalizeName(name: string): string {
   return tail.includes(':') || tail.includes('@') ? name : `${name}:latest`;
 }
 
-/**
- * The image a user means by NAME or ID: an exact name, the name with ":latest", "sha256:<hex>", or
- * a unique prefix (4+ hex digits) of the id. undefined when nothing matches; USAGE when a prefix is ambiguous.
- */
-export function findImage(docs: DocumentReader, ref: string): ImageRecord | undefined {
-  const records = readImageRecords(docs);
+/** The image with NAME (as given, or normalised: ":latest" added…) or with exactly this id (with or without "sha256:"). */
+export function findImageExactly(records: readonly ImageRecord[], ref: string): ImageRecord | undefined {
   const byName = records.find((r) => r.names.includes(ref) || r.names.includes(normalizeName(ref)));
   if (byName !== undefined) return byName;
   const hex = hexOf(ref);
-  if (!/^[0-9a-f]{4,64}$/.test(hex)) return undefined;
-  const matches = records.filter((r) => hexOf(r.id).startsWith(hex));
-  if (matches.length > 1) {
-    throw new UnionctlError('USAGE', `image id prefix ${ref} is ambiguous: ${matches.map((m) => hexOf(m.id).slice(0, 12)).join(', ')}`, {
-      hint: 'give more digits of the id',
-    });
-  }
+  return records.find((r) => hexOf(r.id) === hex);
+}
+
+/** The images whose id starts with `ref` (4+ hex digits, "sha256:" optional); none for anything else. */
+export function imagesWithIdPrefix(records: readonly ImageRecord[], ref: string): ImageRecord[] {
+  const hex = hexOf(ref);
+  if (!/^[0-9a-f]{4,64}$/.test(hex)) return [];
+  return records.filter((r) => hexOf(r.id).startsWith(hex));
+}
+
+/** An image id as tables show it: 12 hex digits. */
+export function shortImageHex(id: string): string {
+  return hexOf(id).slice(0, 12);
+}
+
+/**
+ * The image a user means by NAME or ID: an exact name, the name with ":latest", "sha256:<hex>", or
+ * a unique prefix (4+ hex digits) of the id. undefined when nothing matches; USAGE, listing them, when a prefix is ambiguous.
+ */
+export function findImage(docs: DocumentReader, ref: string): ImageRecord | undefined {
+  const records = readImageRecords(docs);
+  const exact = findImageExactly(records, ref);
+  if (exact !== undefined) return exact;
+  const matches = imagesWithIdPrefix(records, ref);
+  if (matches.length > 1)
+    throw ambiguousPrefixError(
+      `image id prefix ${ref}`,
+      matches.map((m) => shortImageHex(m.id)),
+    );
   return matches[0];
 }
 

@@ -15,7 +15,7 @@ const code = (expected: string) => (e: unknown) => {
   return true;
 };
 
-const NO_REFERENCES = { persistent: 0, processes: [], readers: [], total: 0, mounted: false };
+const NO_REFERENCES = { persistent: 0, processes: [], readers: [], heldBy: [], total: 0, mounted: false };
 
 export function contractScenarios(fx: () => DriverFixture): void {
   describe('the Driver contract (src/graph/driver.ts)', () => {

@@ -90,7 +90,7 @@ const OPS: Op[] = [
   { name: 'create', setup: layers, args: () => ['create', '--parent', 'top', '--id', 'new'] },
   { name: 'create --rw', setup: layers, args: () => ['create', '--rw', '--parent', 'top', '--id', 'new'] },
   { name: 'mount', setup: layers, args: () => ['mount', 'top'] },
-  { name: 'mount --rw', setup: layers, args: () => ['mount', '--rw', 'top'] },
+  { name: 'mount --rw', setup: layers, args: () => ['mount', '--rw', '--name', 'web', 'top'] },
   {
     name: 'umount',
     setup: async (store, f) => {

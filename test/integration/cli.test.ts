@@ -150,10 +150,18 @@ for (const driver of ['vfs', 'overlay2']) {
       }
       const table = ok(cli(['ls'])).split('\n');
       assert.match(table[0], /^ID\s+PARENT/);
+      // Generated ids are cut to 12 characters (ids chosen with --id are not); --no-trunc shows them whole.
+      const shown = (id: string) => (/^[0-9a-f]{64}$/.test(id) ? id.slice(0, 12) : id);
       for (const id of ids)
         assert.ok(
-          table.some((l) => l.startsWith(`${id} `)),
-          `ls shows ${id}`,
+          table.some((l) => l.startsWith(`${shown(id)} `)),
+          `ls shows ${shown(id)}:\n${table.join('\n')}`,
+        );
+      const whole = ok(cli(['ls', '--no-trunc'])).split('\n');
+      for (const id of ids)
+        assert.ok(
+          whole.some((l) => l.startsWith(`${id} `)),
+          `ls --no-trunc shows ${id}`,
         );
       assert.doesNotMatch(table.join('\n'), /\x1b\[/, 'no colour when stdout is a pipe');
     });
@@ -473,7 +481,7 @@ describe('unionctl usage errors and version', () => {
     assertCleanFailure(unionctl(['--root', root(), 'ls', '--bogus']), 2, /unknown option '--bogus'/);
     assertCleanFailure(unionctl(['--root', root(), '--bogus', 'ls']), 2, /unknown option '--bogus'/);
     assertCleanFailure(unionctl(['--root', root(), 'mount']), 2, /missing required argument 'id'/);
-    assertCleanFailure(unionctl(['--root', root(), 'umount', 'a', 'b']), 2, /too many arguments/);
+    assertCleanFailure(unionctl(['--root', root(), 'branches', 'a', 'b']), 2, /too many arguments/);
     assertCleanFailure(unionctl(['--root', root(), 'diff', 'x', '-o']), 2, /argument missing/);
     assert.ok(!existsSync(root()), 'usage errors touch nothing');
   });

@@ -34,7 +34,7 @@ async function checkConsistent(store: LayerStore): Promise<void> {
     if (l.parent !== undefined) assert.ok(ids.has(l.parent), `layer ${l.id} names a missing parent ${l.parent}`);
     assert.deepEqual(
       store.references(l.id),
-      { persistent: 0, processes: [], readers: [], total: 0, mounted: false },
+      { persistent: 0, processes: [], readers: [], heldBy: [], total: 0, mounted: false },
       `layer ${l.id} still referenced`,
     );
   }

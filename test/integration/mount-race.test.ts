@@ -98,7 +98,11 @@ describe('cross-process mount race (overlay2)', () => {
       assert.deepEqual(failures, [], `${failures.length} of ${OPERATIONS} operations failed`);
 
       for (const id of ['base', ...layers])
-        assert.deepEqual(store.references(id), { persistent: 0, processes: [], readers: [], total: 0, mounted: false }, `layer ${id}`);
+        assert.deepEqual(
+          store.references(id),
+          { persistent: 0, processes: [], readers: [], heldBy: [], total: 0, mounted: false },
+          `layer ${id}`,
+        );
       assert.deepEqual(
         mountsBelow(root).map((m) => m.mountPoint),
         [],

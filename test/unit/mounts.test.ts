@@ -107,6 +107,7 @@ describe('MountLifecycle', () => {
       persistent: 0,
       processes: [{ pid: process.pid, count: 2 }],
       readers: [],
+      heldBy: [],
       total: 2,
       mounted: true,
     });
@@ -179,7 +180,7 @@ describe('MountLifecycle', () => {
       }),
     );
     for (const id of ids)
-      assert.deepEqual(f.lifecycle.references(id), { persistent: 0, processes: [], readers: [], total: 0, mounted: false });
+      assert.deepEqual(f.lifecycle.references(id), { persistent: 0, processes: [], readers: [], heldBy: [], total: 0, mounted: false });
     assert.equal(f.calls.mount, f.calls.unmount, 'every mount was unmounted');
     assert.ok(f.calls.mount >= ids.length);
     assert.deepEqual(f.lifecycle.referencedIds(), []);
@@ -231,7 +232,7 @@ describe('MountLifecycle', () => {
     const f = fakeLifecycle();
     const id = makeLayer(f, 'a');
     await inChild(f, `await lc.get('a', { persistent: true });`);
-    assert.deepEqual(f.lifecycle.references(id), { persistent: 1, processes: [], readers: [], total: 1, mounted: true });
+    assert.deepEqual(f.lifecycle.references(id), { persistent: 1, processes: [], readers: [], heldBy: [], total: 1, mounted: true });
     await assert.rejects(
       f.lifecycle.whileUnused(id, () => undefined),
       (e: unknown) => inUse(e) && /unionctl umount a/.test((e as UnionctlError).hint ?? ''),
@@ -279,7 +280,7 @@ describe('MountLifecycle', () => {
     await f.lifecycle.resetAll();
     await f.lifecycle.resetAll();
     for (const id of ids)
-      assert.deepEqual(f.lifecycle.references(id), { persistent: 0, processes: [], readers: [], total: 0, mounted: false });
+      assert.deepEqual(f.lifecycle.references(id), { persistent: 0, processes: [], readers: [], heldBy: [], total: 0, mounted: false });
     // An uncounted mount is reset when its id is named.
     writeFileSync(f.marker(ids[0]!), '');
     await f.lifecycle.resetAll([ids[0]!]);
@@ -300,7 +301,7 @@ describe('MountLifecycle', () => {
     const id = makeLayer(f, 'a');
     writeFileSync(f.marker(id), '');
     writeFileSync(join(f.stateDir, 'refs', id), JSON.stringify({ count: 2, boot: bootId() }));
-    assert.deepEqual(f.lifecycle.references(id), { persistent: 2, processes: [], readers: [], total: 2, mounted: true });
+    assert.deepEqual(f.lifecycle.references(id), { persistent: 2, processes: [], readers: [], heldBy: [], total: 2, mounted: true });
     await f.lifecycle.put(id, { persistent: true });
     await f.lifecycle.put(id, { persistent: true });
     assert.equal(existsSync(f.marker(id)), false);

@@ -255,7 +255,9 @@ describe('LayerStore with vfs and the sample image', { skip: scratchMissing }, (
   it('mounts an image layer read-write through a new writable child layer', async () => {
     const { id, path } = await store.mount(layers[3].id, { rw: true });
     try {
-      assert.match(id, new RegExp(`^${layers[3].id}-rw-[0-9a-f]{6}$`));
+      // A fresh id: a short id (12 characters) names it alone, not its parent too.
+      assert.match(id, /^[0-9a-f]{64}$/);
+      assert.deepEqual(store.layerIdsStartingWith(id.slice(0, 12)), [id]);
       const rec = await store.layer(id);
       assert.equal(rec.parent, layers[3].id);
       assert.equal(rec.writable, true);
