@@ -467,6 +467,8 @@ class LayerApplier {
       this.removePath(rel);
       symlinkSync(h.linkname, path);
     }
+    // A symlink's size is its target's length (lstat's st_size), as the layer's diff size counts it.
+    this.contentBytes += Buffer.byteLength(h.linkname);
     if (!this.ownerIsRight(h, parent)) lchown(path, h.uid, h.gid);
     if (h.xattrs.size > 0) this.setXattrs(path, h);
     this.setTimesNoFollow(path, h);

@@ -19,3 +19,10 @@ export function nonEmptyEach(what: string): (value: string, previous: string[] |
   const one = nonEmpty(what);
   return (value, previous) => [...(previous ?? []), one(value)];
 }
+
+/** What every listing command takes: -q/--quiet (ids only, one per line) and --no-trunc. */
+export interface ListingOptions {
+  quiet?: boolean;
+  /** false with --no-trunc (commander's negated option). */
+  trunc?: boolean;
+}

@@ -10,7 +10,7 @@ import type { LayerRecord, LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { ImageArchiveSniffer, imageArchiveKindOf, type ImageArchiveKind } from '../image/archive.js';
 import { writeOutputFile } from '../sys/user-file.js';
-import { nonEmpty, nonEmptyEach } from './args.js';
+import { nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
 import { addImageCommands } from './image-commands.js';
 import { withStore } from './store-access.js';
 import { addRegistryCommands } from './registry-commands.js';
@@ -19,15 +19,18 @@ import {
   branchModeStyle,
   changeStyle,
   DamagedFiles,
+  FailuresReported,
   escapeControls,
   humanBytes,
   idShortener,
   out,
+  printError,
   printJson,
   println,
   printTable,
   printWarning,
   shownName,
+  timeAgo,
 } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
 import { startProgress } from './progress.js';
@@ -66,23 +69,45 @@ function shortDigest(digest: string | undefined): string {
   return hex === undefined ? digest.slice(0, 12) : `${algo}:${hex.slice(0, 12)}`;
 }
 
-function formatCreated(created: LayerRecord['created']): string {
-  const date = new Date(created as string | number);
-  return Number.isNaN(date.getTime()) ? String(created) : date.toISOString().replace(/\.\d+Z$/, 'Z');
+/**
+ * The layers with a writable layer's size as it is now (its record says 0: its content changes
+ * while it is used): the bytes `unionctl size` reports for it. An image layer's size is fixed at
+ * import and is in its record.
+ */
+async function withCurrentSizes(store: LayerStore, layers: LayerRecord[]): Promise<LayerRecord[]> {
+  const sized: LayerRecord[] = [];
+  for (const l of layers) {
+    if (!l.writable) sized.push(l);
+    else {
+      try {
+        sized.push({ ...l, size: await store.diffSize(l.id) });
+      } catch (e) {
+        // Removed since it was listed: shown as it was listed.
+        if (!isUnionctlError(e) || e.code !== 'NOT_FOUND') throw e;
+        sized.push(l);
+      }
+    }
+  }
+  return sized;
 }
 
-async function lsCommand(opts: { trunc?: boolean }, cmd: Command): Promise<void> {
+async function lsCommand(opts: ListingOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const damaged = new DamagedFiles();
-    const layers = await store.list({ onDamaged: damaged.onDamaged });
+    const listed = await store.list({ onDamaged: damaged.onDamaged });
+    const shown = idShortener(
+      listed.map((l) => l.id),
+      opts.trunc === false,
+    );
+    if (opts.quiet === true && !g.json) {
+      for (const l of listed) println(shown(l.id));
+      return damaged.throwIfAny();
+    }
+    const layers = await withCurrentSizes(store, listed);
     if (g.json) {
       printJson(layers);
       return damaged.throwIfAny();
     }
-    const shown = idShortener(
-      layers.map((l) => l.id),
-      opts.trunc === false,
-    );
     printTable(
       ['ID', 'PARENT', 'KIND', 'SIZE', 'CREATED', 'DIFF ID'],
       layers.map((l) => [
@@ -90,7 +115,7 @@ async function lsCommand(opts: { trunc?: boolean }, cmd: Command): Promise<void>
         { text: l.parent === undefined ? '-' : shown(l.parent), style: out.dim },
         l.writable ? { text: 'rw', style: out.green } : 'image',
         humanBytes(l.size),
-        formatCreated(l.created),
+        timeAgo(l.created),
         { text: opts.trunc === false ? (l.diffId ?? '-') : shortDigest(l.diffId), style: out.dim },
       ]),
     );
@@ -195,21 +220,34 @@ async function createCommand(opts: CreateOptions, cmd: Command): Promise<void> {
   );
 }
 
-async function rmCommand(ids: string[], _opts: unknown, cmd: Command): Promise<void> {
+/**
+ * rm: each layer in turn, in the order given (`rm child parent` works). A layer that cannot be
+ * removed is reported and the others are still tried, as docker rm does; the exit code is then 1.
+ * With --force, the layer's mounts (unionctl mount's) are released first.
+ */
+async function rmCommand(refs: string[], opts: { force?: boolean }, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const removed: string[] = [];
+    let failures = 0;
     try {
-      // One at a time, in the order given, stopping at the first failure: `rm child parent` works.
-      for (const ref of ids) {
-        // A layer id or a unique prefix of one; never an image (rmi removes those).
-        const id = await store.resolveLayer(ref);
-        await store.remove(id);
-        removed.push(id);
-        if (!g.json) println(id);
+      for (const ref of refs) {
+        try {
+          // A layer id or a unique prefix of one; never an image (rmi removes those).
+          const id = await store.resolveLayer(ref);
+          if (opts.force === true) for (let n = store.mountCount(id); n > 0; n--) await store.unmount(id);
+          await store.remove(id);
+          removed.push(id);
+          if (!g.json) println(id);
+        } catch (e) {
+          if (!isUnionctlError(e)) throw e;
+          printError(e.message, e.hint);
+          failures++;
+        }
       }
     } finally {
       if (g.json) printJson(removed);
     }
+    if (failures > 0) throw new FailuresReported(failures);
   });
 }
 
@@ -264,7 +302,7 @@ async function umountCommand(refs: string[], opts: { all?: boolean }, cmd: Comma
   });
 }
 
-async function mountsCommand(opts: { trunc?: boolean }, cmd: Command): Promise<void> {
+async function mountsCommand(opts: ListingOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const entries = await store.mounts();
     if (g.json) return printJson(entries);
@@ -272,6 +310,10 @@ async function mountsCommand(opts: { trunc?: boolean }, cmd: Command): Promise<v
       entries.map((e) => e.layer),
       opts.trunc === false,
     );
+    if (opts.quiet === true) {
+      for (const layer of new Set(entries.map((e) => e.layer))) println(shown(layer));
+      return;
+    }
     printTable(
       ['LAYER', 'MODE', 'MOUNTS', 'PROCESSES', 'PATH'],
       entries.map((e) => [
@@ -432,18 +474,21 @@ export function buildProgram(version: string): Command {
   program
     .command('mounts')
     .description('list mounted layers: mode, unionctl mounts outstanding, processes holding them, path')
+    .option('-q, --quiet', 'only the layer ids, one per line')
     .option('--no-trunc', 'show layer ids whole')
     .action(mountsCommand);
 
   program
     .command('rm')
-    .description('remove layers, in the order given; stops at the first failure')
+    .description('remove layers, in the order given; one that cannot be removed is reported and the rest are still tried')
     .argument('<id...>', 'layer ids or unique prefixes', nonEmptyEach('a layer id'))
+    .option('-f, --force', "release the layers' mounts first")
     .action(rmCommand);
 
   program
     .command('ls')
     .description('list layers (ids cut to 12 characters; every command takes such a prefix)')
+    .option('-q, --quiet', 'only the ids, one per line')
     .option('--no-trunc', 'show ids and digests whole')
     .action(lsCommand);
 

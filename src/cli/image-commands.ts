@@ -14,11 +14,13 @@ import {
   loadImages,
   removeImage,
   saveImages,
+  tagImage,
+  untagImage,
   type LayerCompression,
   type LoadedImage,
   type SaveFormat,
 } from '../image/index.js';
-import { nonEmpty, nonEmptyEach } from './args.js';
+import { nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
 import {
   DamagedFiles,
   eprintln,
@@ -31,6 +33,7 @@ import {
   printWarning,
   shortImageId,
   shownName,
+  timeAgo,
 } from './output.js';
 import { startLayerProgress } from './progress.js';
 
@@ -73,12 +76,16 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
   );
 }
 
-async function imagesCommand(withStore: WithStore, opts: { trunc?: boolean }, cmd: Command): Promise<void> {
+async function imagesCommand(withStore: WithStore, opts: ListingOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const damaged = new DamagedFiles();
     const images = await listImages(store, { onDamaged: damaged.onDamaged });
     if (g.json) {
       printJson(images);
+      return damaged.throwIfAny();
+    }
+    if (opts.quiet === true) {
+      for (const i of images) println(opts.trunc === false ? i.id : shortImageId(i.id));
       return damaged.throwIfAny();
     }
     const rows = images.flatMap((i) =>
@@ -87,7 +94,7 @@ async function imagesCommand(withStore: WithStore, opts: { trunc?: boolean }, cm
         opts.trunc === false ? i.id : shortImageId(i.id),
         String(i.layers.length),
         humanBytes(i.size),
-        i.loaded.replace(/\.\d+Z$/, 'Z'),
+        timeAgo(i.loaded),
       ]),
     );
     printTable(['NAME', 'IMAGE ID', 'LAYERS', 'SIZE', 'LOADED'], rows);
@@ -112,22 +119,54 @@ async function rmiCommand(withStore: WithStore, refs: string[], _opts: unknown, 
   });
 }
 
+async function tagCommand(withStore: WithStore, ref: string, names: string[], cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const results = [];
+    for (const name of names) results.push(await tagImage(store, ref, name));
+    if (g.json) return printJson(results);
+    for (const r of results) {
+      const moved = r.movedFrom === undefined ? '' : ` (moved from ${shortImageId(r.movedFrom)})`;
+      println(`Tagged: ${shownName(r.name)}${moved}`);
+    }
+  });
+}
+
+async function untagCommand(withStore: WithStore, ref: string, names: string[], cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const r = await untagImage(store, ref, names);
+    if (g.json) return printJson(r);
+    for (const n of r.untagged) println(`Untagged: ${shownName(n)}`);
+  });
+}
+
 interface SaveCliOptions {
-  output: string;
+  output?: string;
   format: SaveFormat;
   compress: LayerCompression;
 }
 
 async function saveCommand(withStore: WithStore, refs: string[], opts: SaveCliOptions, cmd: Command): Promise<void> {
-  await withStore(cmd, async (store, g) => {
-    const saved = await saveImages(store, refs, opts.output, {
-      format: opts.format,
-      compress: opts.compress,
-      onWarning: printWarning,
+  // No -o, or -o -: the archive goes to stdout (as docker save does), never to a terminal.
+  const toStdout = opts.output === undefined || opts.output === '-';
+  if (toStdout && process.stdout.isTTY) {
+    throw new UnionctlError('USAGE', 'refusing to write an image archive to a terminal', {
+      hint: `use -o FILE, or redirect stdout: unionctl save ${refs.join(' ')} > images.tar`,
     });
-    if (g.json) return printJson({ output: opts.output, images: saved });
+  }
+  if (toStdout && cmd.optsWithGlobals<{ json?: boolean }>().json === true) {
+    throw new UnionctlError('USAGE', '--json and an archive on stdout cannot share it', { hint: 'give the archive a file: -o FILE' });
+  }
+  await withStore(cmd, async (store, g) => {
+    const saveOpts = { format: opts.format, compress: opts.compress, onWarning: printWarning };
+    if (toStdout) {
+      await saveImages(store, refs, process.stdout, saveOpts);
+      return;
+    }
+    const output = opts.output!;
+    const saved = await saveImages(store, refs, output, saveOpts);
+    if (g.json) return printJson({ output, images: saved });
     for (const s of saved)
-      println(`Saved ${s.names.map(shownName).join(', ') || s.id} (${shortImageId(s.savedId)}) to ${shownName(opts.output)}`);
+      println(`Saved ${s.names.map(shownName).join(', ') || s.id} (${shortImageId(s.savedId)}) to ${shownName(output)}`);
   });
 }
 
@@ -174,8 +213,9 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
   program
     .command('images')
     .description('list images')
+    .option('-q, --quiet', 'only the image ids, one per line')
     .option('--no-trunc', 'show image ids whole')
-    .action((opts: { trunc?: boolean }, cmd: Command) => imagesCommand(withStore, opts, cmd));
+    .action((opts: ListingOptions, cmd: Command) => imagesCommand(withStore, opts, cmd));
 
   program
     .command('rmi')
@@ -184,10 +224,24 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
     .action((refs: string[], opts: unknown, cmd: Command) => rmiCommand(withStore, refs, opts, cmd));
 
   program
+    .command('tag')
+    .description('give an image more names (a name another image has moves here; ":latest" is added to a name without a tag)')
+    .argument('<image>', 'name or id', nonEmpty('the image'))
+    .argument('<name...>', 'new names, [host[:port]/]name[:tag]', nonEmptyEach('an image name'))
+    .action((ref: string, names: string[], _opts: unknown, cmd: Command) => tagCommand(withStore, ref, names, cmd));
+
+  program
+    .command('untag')
+    .description('take names off an image (all of them when none are given); the image stays, rmi removes it')
+    .argument('<image>', 'name or id', nonEmpty('the image'))
+    .argument('[name...]', 'names to take off', nonEmptyEach('an image name'))
+    .action((ref: string, names: string[], _opts: unknown, cmd: Command) => untagCommand(withStore, ref, names, cmd));
+
+  program
     .command('save')
-    .description('write images to an archive that docker load, podman load and skopeo read')
+    .description('write images to an archive that docker load, podman load and skopeo read (to stdout without -o)')
     .argument('<image...>', 'names or ids', nonEmptyEach('an image name or id'))
-    .requiredOption('-o, --output <file>', 'archive to write', nonEmpty('the output file'))
+    .option('-o, --output <file>', 'archive to write (default, or -: stdout, unless it is a terminal)', nonEmpty('the output file'))
     .addOption(new Option('--format <format>', 'archive layout').choices(['docker', 'oci']).default('docker'))
     .addOption(new Option('--compress <kind>', 'layer compression').choices(['none', 'gzip', 'zstd']).default('none'))
     .action((refs: string[], opts: SaveCliOptions, cmd: Command) => saveCommand(withStore, refs, opts, cmd));

@@ -15,7 +15,7 @@ import { CommanderError } from 'commander';
 import { isUnionctlError } from '../errors.js';
 import { stopRequested } from '../sys/stop-signals.js';
 import { buildProgram } from './commands.js';
-import { eprintln, printError } from './output.js';
+import { eprintln, FailuresReported, printError } from './output.js';
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
@@ -105,6 +105,7 @@ function report(e: unknown): number {
     return reportUsageError(e);
   }
   if ((e as NodeJS.ErrnoException)?.code === 'EPIPE') return EXIT_PIPE;
+  if (e instanceof FailuresReported) return e.exitCode;
   const permission = permissionProblem(e);
   if (permission !== undefined) {
     printError(permission.message, permission.hint);

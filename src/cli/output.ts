@@ -85,6 +85,70 @@ export function humanBytes(bytes: number): string {
   return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${UNITS[unit]}`;
 }
 
+/**
+ * "4 days ago": how long ago `when` was, as docker's tables say it (units.HumanDuration). An
+ * unreadable time is shown as it is; --json output carries the ISO time instead.
+ */
+export function timeAgo(when: string | number | Date, now: number = Date.now()): string {
+  const time = new Date(when).getTime();
+  if (Number.isNaN(time)) return String(when);
+  const seconds = Math.max(0, Math.floor((now - time) / 1000));
+  return `${humanDuration(seconds)} ago`;
+}
+
+function humanDuration(seconds: number): string {
+  if (seconds < 1) return 'Less than a second';
+  if (seconds === 1) return '1 second';
+  if (seconds < 60) return `${seconds} seconds`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes === 1) return 'About a minute';
+  if (minutes < 60) return `${minutes} minutes`;
+  const hours = Math.round(minutes / 60);
+  if (hours === 1) return 'About an hour';
+  if (hours < 48) return `${hours} hours`;
+  const days = Math.floor(hours / 24);
+  if (days < 7 * 2) return `${days} days`;
+  if (days < 30 * 2) return `${Math.floor(days / 7)} weeks`;
+  if (days < 365 * 2) return `${Math.floor(days / 30)} months`;
+  return `${Math.floor(days / 365)} years`;
+}
+
+/**
+ * How wide a table may be: the terminal's width when stdout is one, else $COLUMNS when it is set
+ * (as `ls` honours it), else no limit: a pipe gets whole cells.
+ */
+export function tableWidth(): number | undefined {
+  if (process.stdout.isTTY && process.stdout.columns > 0) return process.stdout.columns;
+  const columns = Number(process.env.COLUMNS);
+  return Number.isInteger(columns) && columns > 0 ? columns : undefined;
+}
+
+/** The narrowest a cell is cut to when a table must fit a width. */
+const MIN_CELL = 12;
+
+/**
+ * Column widths that fit `limit`: the widest column is narrowed first, a character at a time, but
+ * never below MIN_CELL (or its header); a table that cannot fit then stays wider than the limit.
+ */
+function fitWidths(widths: number[], header: string[], limit: number | undefined): number[] {
+  if (limit === undefined) return widths;
+  const fitted = [...widths];
+  const total = () => fitted.reduce((n, w) => n + w, 0) + 2 * (fitted.length - 1);
+  while (total() > limit) {
+    let widest = -1;
+    for (const [i, w] of fitted.entries()) if (w > Math.max(MIN_CELL, header[i]!.length) && (widest < 0 || w > fitted[widest]!)) widest = i;
+    if (widest < 0) break;
+    fitted[widest]!--;
+  }
+  return fitted;
+}
+
+/** `text` cut to `width` characters, the cut marked with "…" (a path keeps its end: the part that differs). */
+function cutTo(text: string, width: number): string {
+  if (text.length <= width) return text;
+  return text.startsWith('/') ? `…${text.slice(text.length - width + 1)}` : `${text.slice(0, width - 1)}…`;
+}
+
 /** A cell: its plain text (for width) and how to colour it once padded. */
 export interface Cell {
   text: string;
@@ -93,14 +157,20 @@ export interface Cell {
 
 /**
  * Left-aligned columns separated by two spaces, header in bold. Widths are measured on the plain
- * text, colour is applied after padding so escape codes do not skew the alignment.
+ * text, colour is applied after padding so escape codes do not skew the alignment. A table wider
+ * than the terminal (tableWidth) has its widest cells cut, marked with "…".
  */
 export function printTable(header: string[], rows: Array<Array<string | Cell>>): void {
   // Cells hold names and paths from the store: shown quoted and escaped when they have control characters.
   const cells: Cell[][] = rows.map((row) =>
     row.map((c) => (typeof c === 'string' ? { text: shownName(c) } : { ...c, text: shownName(c.text) })),
   );
-  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((row) => row[i]?.text.length ?? 0)));
+  const widths = fitWidths(
+    header.map((h, i) => Math.max(h.length, ...cells.map((row) => row[i]?.text.length ?? 0))),
+    header,
+    tableWidth(),
+  );
+  for (const row of cells) for (const [i, cell] of row.entries()) if (i < widths.length) cell.text = cutTo(cell.text, widths[i]!);
   const render = (row: Cell[]): string =>
     row
       .map((cell, i) => {
@@ -139,6 +209,20 @@ export function branchModeStyle(mode: string): (s: string) => string {
 export function printError(message: string, hint?: string): void {
   eprintln(`${err.red.bold('unionctl:')} ${escapeControls(message)}`);
   if (hint) eprintln(`  ${err.dim('hint:')} ${escapeControls(hint)}`);
+}
+
+/**
+ * Thrown by a command that went on past failures (rm a b c) once it has printed each of them with
+ * printError: the CLI then exits with `exitCode` without printing anything more.
+ */
+export class FailuresReported extends Error {
+  constructor(
+    readonly failures: number,
+    readonly exitCode = 1,
+  ) {
+    super(`${failures} failure${failures === 1 ? '' : 's'}, each reported`);
+    this.name = 'FailuresReported';
+  }
 }
 
 /** A warning line on stderr: `unionctl: warning: <message>`, control characters escaped. */

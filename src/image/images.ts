@@ -4,6 +4,7 @@
 import { ambiguousPrefixError, isValidId, UnionctlError } from '../errors.js';
 import type { LayerStore, StoreTx } from '../graph/store.js';
 import { syncContainersStorage } from './containers-storage/index.js';
+import { parseReference } from './registry/reference.js';
 import {
   deleteImageRecord,
   diskDocuments,
@@ -157,4 +158,60 @@ function assertRemovable(tx: StoreTx, ref: string, own: string[]): void {
       );
     }
   }
+}
+
+export interface TagResult {
+  /** The image's id. */
+  id: string;
+  /** The name as stored (":latest" added to a name without a tag). */
+  name: string;
+  /** The image that had the name before, when another one did. */
+  movedFrom?: string;
+}
+
+/**
+ * tag: gives image REF the name NAME, as `docker tag` does: a name without a tag gets ":latest",
+ * and an image that had the name loses it (the name moves). Refuses NOT_FOUND (no image REF) and
+ * USAGE (NAME is not an image reference: `[host[:port]/]name[:tag]`, lowercase, no digest).
+ */
+export async function tagImage(store: LayerStore, ref: string, name: string): Promise<TagResult> {
+  const parsed = parseReference(name);
+  if (parsed.digest !== undefined) {
+    throw new UnionctlError('USAGE', `${name} names a digest: a tag cannot`, { hint: 'write NAME or NAME:TAG' });
+  }
+  const stored = normalizeName(name);
+  return store.transaction(async (tx) => {
+    const image = requireImage(tx, ref);
+    let movedFrom: string | undefined;
+    for (const other of readImageRecords(tx)) {
+      if (other.id === image.id || !other.names.includes(stored)) continue;
+      writeImageRecord(tx, { ...other, names: other.names.filter((n) => n !== stored) });
+      movedFrom = other.id;
+    }
+    if (!image.names.includes(stored)) writeImageRecord(tx, { ...image, names: [...image.names, stored] });
+    await syncContainersStorage(tx, { onWait: (m) => store.report('info', m) });
+    return { id: image.id, name: stored, ...(movedFrom === undefined ? {} : { movedFrom }) };
+  });
+}
+
+/**
+ * untag: takes NAMES (all of its names when none are given) off image REF, as `podman untag`
+ * does; the image and its layers stay (an image without names lists as <none>; rmi removes it).
+ * Refuses NOT_FOUND for an image that does not exist or a name it does not have (nothing changes then).
+ */
+export async function untagImage(store: LayerStore, ref: string, names: string[] = []): Promise<{ id: string; untagged: string[] }> {
+  return store.transaction(async (tx) => {
+    const image = requireImage(tx, ref);
+    const untagged = names.length === 0 ? image.names : names.map((n) => (image.names.includes(n) ? n : normalizeName(n)));
+    for (const [i, n] of untagged.entries()) {
+      if (!image.names.includes(n)) {
+        throw new UnionctlError('NOT_FOUND', `image ${ref} has no name ${names[i]}`, {
+          hint: `its names: ${image.names.join(', ') || 'none'}`,
+        });
+      }
+    }
+    writeImageRecord(tx, { ...image, names: image.names.filter((n) => !untagged.includes(n)) });
+    await syncContainersStorage(tx, { onWait: (m) => store.report('info', m) });
+    return { id: image.id, untagged };
+  });
 }

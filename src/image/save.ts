@@ -46,8 +46,19 @@ interface ImageToSave {
   names: string[];
 }
 
-/** Writes the images REFS (names or ids) to `output`. */
-export async function saveImages(store: LayerStore, refs: string[], output: string, opts: SaveOptions = {}): Promise<SavedImage[]> {
+/**
+ * Writes the images REFS (names or ids) as one archive to `output`: a file path (written through a
+ * temp file beside it, renamed when complete: see the module doc), or a stream such as stdout,
+ * which is written to and left open (the caller ends it). Layers are staged beside a file output,
+ * in the store's tmp/ for a stream. Refuses USAGE (bad format, compression, no refs) and
+ * NOT_FOUND (an image that does not exist) before anything is written.
+ */
+export async function saveImages(
+  store: LayerStore,
+  refs: string[],
+  output: string | NodeJS.WritableStream,
+  opts: SaveOptions = {},
+): Promise<SavedImage[]> {
   const format = opts.format ?? 'docker';
   const compress = opts.compress ?? 'none';
   if (format !== 'docker' && format !== 'oci')
@@ -56,54 +67,75 @@ export async function saveImages(store: LayerStore, refs: string[], output: stri
     throw new UnionctlError('USAGE', `unknown compression ${compress}`, { hint: 'use --compress none, gzip or zstd' });
   if (refs.length === 0) throw new UnionctlError('USAGE', 'no image to save', { hint: 'name at least one image' });
   const images = pickImages(store, refs);
-
-  const warn = opts.onWarning ?? ((m: string) => process.emitWarning(`unionctl: ${m}`));
+  const archive: ArchiveToWrite = { store, images, format, compress, opts };
+  if (typeof output !== 'string') {
+    const staging = join(store.root, 'tmp');
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    return writeArchive(archive, output, { staging, end: false, what: 'the output stream' });
+  }
   // PATH is checked and its temp file made before any work: a bad -o fails at once.
-  return writeOutputFile(output, async (file) => {
-    // The layer blobs are staged beside the output (on the filesystem that must hold them anyway).
-    const tmpDir = join(dirname(output), `.${randomBytes(6).toString('hex')}.unionctl-save`);
+  // The layer blobs are staged beside the output (on the filesystem that must hold them anyway).
+  return writeOutputFile(output, (file) => writeArchive(archive, file, { staging: dirname(output), end: true, what: output }));
+}
+
+interface ArchiveToWrite {
+  store: LayerStore;
+  images: ImageToSave[];
+  format: SaveFormat;
+  compress: LayerCompression;
+  opts: SaveOptions;
+}
+
+/** Stages the layer blobs in a new dir under `where.staging`, then writes the archive to `sink`. */
+async function writeArchive(
+  archive: ArchiveToWrite,
+  sink: NodeJS.WritableStream,
+  where: { staging: string; end: boolean; what: string },
+): Promise<SavedImage[]> {
+  const { store, images, format, compress, opts } = archive;
+  const warn = opts.onWarning ?? ((m: string) => process.emitWarning(`unionctl: ${m}`));
+  const tmpDir = join(where.staging, `.${randomBytes(6).toString('hex')}.unionctl-save`);
+  try {
+    mkdirSync(tmpDir, { mode: 0o700 });
+  } catch (e) {
+    throw fileError(e, 'temp directory', tmpDir);
+  }
+  const forget = removeIfInterrupted(tmpDir);
+  try {
+    let blobs: Map<string, LayerBlob>;
     try {
-      mkdirSync(tmpDir, { mode: 0o700 });
+      blobs = await stageLayerBlobs(
+        store,
+        images.map((i) => i.record),
+        tmpDir,
+        compress,
+        warn,
+        opts.onLayer,
+      );
     } catch (e) {
-      throw fileError(e, 'temp directory', tmpDir);
+      // A full disk (or any fs error) while staging the blobs: about the filesystem they are staged on.
+      if (!isErrnoError(e)) throw e;
+      throw fileError(e, 'output file', where.what, {
+        spaceHint: `free space in ${where.staging} (the layers are staged there), then save again`,
+      });
     }
-    const forget = removeIfInterrupted(tmpDir);
+    const tar = new TarWriter();
+    const written = pipeline(tar.stream, sink, { end: where.end });
     try {
-      let blobs: Map<string, LayerBlob>;
-      try {
-        blobs = await stageLayerBlobs(
-          store,
-          images.map((i) => i.record),
-          tmpDir,
-          compress,
-          warn,
-          opts.onLayer,
-        );
-      } catch (e) {
-        // A full disk (or any fs error) while staging the blobs beside the output: about the output's filesystem.
-        if (!isErrnoError(e)) throw e;
-        throw fileError(e, 'output file', output, {
-          spaceHint: `free space in ${dirname(output)} (the layers are staged there), then save again`,
-        });
-      }
-      const tar = new TarWriter();
-      const written = pipeline(tar.stream, file);
-      try {
-        const saved =
-          format === 'docker' ? await writeDockerArchive(tar, images, blobs) : await writeOciArchive(tar, images, blobs, compress);
-        await tar.finish();
-        await written;
-        return saved;
-      } catch (e) {
-        tar.stream.destroy();
-        await written.catch(() => {});
-        throw e;
-      }
-    } finally {
-      rmSync(tmpDir, { recursive: true, force: true });
-      forget();
+      const saved =
+        format === 'docker' ? await writeDockerArchive(tar, images, blobs) : await writeOciArchive(tar, images, blobs, compress);
+      await tar.finish();
+      await written;
+      return saved;
+    } catch (e) {
+      tar.stream.destroy();
+      await written.catch(() => {});
+      throw e;
     }
-  });
+  } finally {
+    rmSync(tmpDir, { recursive: true, force: true });
+    forget();
+  }
 }
 
 function pickImages(store: LayerStore, refs: string[]): ImageToSave[] {

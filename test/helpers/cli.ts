@@ -20,6 +20,7 @@ export function runCli(args: string[], opts: { input?: Buffer; env?: Record<stri
     FORCE_COLOR: undefined,
     NO_COLOR: undefined,
     UNIONCTL_DEBUG: undefined,
+    COLUMNS: undefined, // tables are read whole: not cut to a width
     ...opts.env,
   };
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
@@ -54,6 +55,7 @@ export function runCliAsync(args: string[], input?: Buffer | number, opts: { tim
       FORCE_COLOR: undefined,
       NO_COLOR: undefined,
       UNIONCTL_DEBUG: undefined,
+      COLUMNS: undefined, // tables are read whole: not cut to a width
     };
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     const child = spawn(process.execPath, [CLI_MAIN, ...args], {

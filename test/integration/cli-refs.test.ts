@@ -92,6 +92,14 @@ for (const driver of ['vfs', 'overlay2']) {
       assert.deepEqual(firstColumn(table).sort(), [base.slice(0, 12), other.slice(0, 12)].sort());
       assert.ok(table.includes(`${other.slice(0, 12)}  ${base.slice(0, 12)} `), `the parent column is short too:\n${table}`);
       assert.doesNotMatch(table, new RegExp(base));
+      assert.deepEqual(ok(cli('ls', '-q')).trim().split('\n').sort(), [base.slice(0, 12), other.slice(0, 12)].sort());
+      assert.deepEqual(
+        ok(cli('ls', '--quiet', '--no-trunc'))
+          .trim()
+          .split('\n')
+          .sort(),
+        [base, other].sort(),
+      );
       const whole = ok(cli('ls', '--no-trunc'));
       assert.deepEqual(firstColumn(whole).sort(), [base, other].sort());
       assert.match(whole, /sha256:[0-9a-f]{64}/);
@@ -122,8 +130,29 @@ for (const driver of ['vfs', 'overlay2']) {
         ok(cli('create', '--id', 'web'));
         assert.equal(ok(cli('rm', 'web')).trim(), 'web');
       } finally {
-        ok(cli('rm', 'web-1', 'web-2'));
+        // rm reports the layer it cannot remove and still removes the others.
+        const r = cli('rm', 'web-1', 'no-such', 'web-2');
+        assert.equal(r.status, 1, showResult(r));
+        assert.deepEqual(r.stdout.trim().split('\n'), ['web-1', 'web-2']);
+        assert.match(r.stderr, /^unionctl: layer no-such does not exist\n {2}hint: /);
       }
+      assert.equal((JSON.parse(ok(cli('--json', 'ls'))) as unknown[]).length, 2);
+    });
+
+    it('rm -f releases the mounts of the layer first; rm without it refuses a mounted one', () => {
+      ok(cli('create', '--rw', '--parent', other, '--id', 'busy'));
+      const path = ok(cli('mount', 'busy')).trim().split('\n').at(-1)!;
+      ok(cli('mount', 'busy'));
+      // A writable layer's size in ls is what it holds now, the figure size gives.
+      writeFileSync(join(path, 'written'), Buffer.alloc(1000));
+      assert.deepEqual(JSON.parse(ok(cli('--json', 'size', 'busy'))), { id: 'busy', size: 1000 });
+      const listed = (JSON.parse(ok(cli('--json', 'ls'))) as Array<{ id: string; size: number }>).find((l) => l.id === 'busy');
+      assert.equal(listed?.size, 1000);
+      assert.match(ok(cli('ls')), /^busy\s+\S+\s+rw\s+1000 B\s/m);
+      fails(cli('rm', 'busy'), /^unionctl: layer busy is mounted \(2 mounts\)/);
+      assert.deepEqual(JSON.parse(ok(cli('--json', 'rm', '-f', 'busy'))), ['busy']);
+      assert.deepEqual(JSON.parse(ok(cli('--json', 'mounts'))), []);
+      assert.deepEqual(mountsUnder(join(root, driver)), [], 'its union is unmounted');
     });
 
     it('mount --rw makes a layer whose short id is its own, or the one --name gives', () => {
@@ -176,6 +205,7 @@ for (const driver of ['vfs', 'overlay2']) {
         assert.equal(ctr.path, viewOf(root, driver, 'ctr'));
         // A vfs layer's view is its own directory: nothing is mounted for it.
         assert.equal(ctr.mounted, driver !== 'vfs');
+        assert.deepEqual(ok(cli('mounts', '-q')).trim().split('\n').sort(), [other.slice(0, 12), 'ctr'].sort());
         const table = ok(cli('mounts'));
         assert.match(table, /^LAYER\s+MODE\s+MOUNTS\s+PROCESSES\s+PATH$/m);
         assert.match(

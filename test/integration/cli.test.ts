@@ -305,6 +305,12 @@ for (const driver of ['vfs', 'overlay2']) {
       assert.ok(Number.isInteger(json.size) && json.size > 200000, `layer 2 carries blob.bin (200 KiB): ${json.size}`);
       const text = ok(cli(['size', ids[1]])).trim();
       assert.match(text, new RegExp(`^\\d+(\\.\\d+)? KiB \\(${json.size} bytes\\)$`));
+      // ls shows each layer with the figure size gives (symlinks count their target's length in both).
+      const listed = JSON.parse(ok(cli(['ls', '--json']))) as Array<{ id: string; size: number }>;
+      for (const id of ids) {
+        const sized = JSON.parse(ok(cli(['size', '--json', id]))) as { size: number };
+        assert.equal(listed.find((l) => l.id === id)?.size, sized.size, `layer ${id}: ls and size agree`);
+      }
     });
 
     it("mount of an image layer or image is read-only: a write fails and the layer's own dir is unchanged", () => {
@@ -422,10 +428,18 @@ for (const driver of ['vfs', 'overlay2']) {
         }
       });
 
-      it('rm of a parent; rm stops at the first error', () => {
+      it('rm of a parent is refused; rm reports each failure and tries every layer', () => {
         refuses(['rm', ids[0]], new RegExp(ids[0]));
-        refuses(['rm', 'no-such-layer', top()], /no-such-layer/);
-        assert.ok((JSON.parse(ok(cli(['ls', '--json']))) as Array<{ id: string }>).some((l) => l.id === top()));
+        const before = listing(root);
+        const r = cli(['rm', 'no-such-layer', ids[1]]);
+        assert.equal(r.status, 1, show(r));
+        assert.equal(r.stdout, '');
+        const errors = r.stderr.split('\n').filter((l) => l.startsWith('unionctl: '));
+        assert.equal(errors.length, 2, show(r));
+        assert.match(errors[0], /no-such-layer does not exist/);
+        assert.match(errors[1], new RegExp(`layer ${ids[1]} has child layers`));
+        assert.doesNotMatch(r.stderr, /^\s+at /m);
+        assert.deepEqual(listing(root), before);
       });
 
       it('corrupt tarballs: truncated, garbage, truncated gzip', () => {

@@ -292,7 +292,7 @@ describe('dockerd 20.10 on unionctl serve --docker-plugin', { skip, timeout: 20 
   });
 
   it('unionctl ls lists the layers; dockerd stopping leaves nothing mounted', async () => {
-    const r = unionctl(['ls']);
+    const r = unionctl(['ls', '--no-trunc']);
     assert.equal(r.status, 0, showResult(r));
     for (const id of layers().map((l) => l.id)) assert.ok(r.stdout.includes(id), r.stdout);
     assert.equal(layers().filter((l) => !l.writable).length, 5, 'the 4 sample layers and the committed one');

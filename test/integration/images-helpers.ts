@@ -40,6 +40,7 @@ export interface Result {
 export function unionctl(args: string[], opts: { input?: Buffer } = {}): Result {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.FORCE_COLOR;
+  delete env.COLUMNS; // tables are read whole: not cut to a width
   const r = spawnSync(process.execPath, [MAIN, ...args], { input: opts.input, env, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -52,6 +53,7 @@ export function unionctl(args: string[], opts: { input?: Buffer } = {}): Result 
 export async function unionctlAsync(args: string[], opts: { input?: Buffer } = {}): Promise<Result> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.FORCE_COLOR;
+  delete env.COLUMNS; // tables are read whole: not cut to a width
   const child = spawn(process.execPath, [MAIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

@@ -4,7 +4,8 @@
  * layers on re-export, load → save → load round trips, multi-image archives, rmi.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { CLI_MAIN } from '../helpers/cli.js';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -165,6 +166,69 @@ for (const driver of ['vfs', 'overlay2']) {
         assert.match(flattenedTree(g2, 'sample-app:1'), new RegExp(`^f 0644 0:0 8 \\d+ [0-9a-f]{16} ${file}$`, 'm'));
       });
     }
+
+    it('save without -o (or with -o -) writes the archive to stdout, byte for byte what -o FILE writes', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      const file = join(scratch, `${driver}-stdout-ref.tar`);
+      ok(unionctl([...g, 'save', 'sample-app:1', '-o', file]));
+      for (const args of [[], ['-o', '-']]) {
+        const r = spawnSync(process.execPath, [CLI_MAIN, ...g, 'save', 'sample-app:1', ...args], { maxBuffer: 64 << 20 });
+        assert.equal(r.status, 0, r.stderr.toString());
+        assert.equal(r.stderr.toString(), '');
+        assert.ok(r.stdout.equals(readFileSync(file)), `save ${args.join(' ')} to stdout: the same archive`);
+      }
+      assert.deepEqual(readdirSync(join(g[1], 'tmp')), [], 'the staged layers are gone');
+      assert.equal(ok(unionctl([...g, 'images', '-q'])), `${DOCKER_IMAGE_ID.slice(7, 19)}\n`);
+      assert.equal(ok(unionctl([...g, 'images', '-q', '--no-trunc'])), `${DOCKER_IMAGE_ID}\n`);
+      const json = unionctl([...g, '--json', 'save', 'sample-app:1']);
+      assert.equal(json.status, 1);
+      assert.match(json.stderr, /^unionctl: --json and an archive on stdout cannot share it/);
+    });
+
+    it('tag gives an image more names (moving one another image had), untag takes them off; a bad name changes nothing', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP])); // takes sample-app:1; the docker image is left without names
+      const names = () =>
+        Object.fromEntries(
+          (JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ id: string; names: string[] }>).map((i) => [i.id, i.names]),
+        );
+      assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'tag', DOCKER_IMAGE_ID.slice(7, 19), 'mine/app', 'mine/app:2']))), [
+        { id: DOCKER_IMAGE_ID, name: 'mine/app:latest' },
+        { id: DOCKER_IMAGE_ID, name: 'mine/app:2' },
+      ]);
+      assert.equal(
+        ok(unionctl([...g, 'tag', 'mine/app', 'sample-app:1'])),
+        `Tagged: sample-app:1 (moved from ${OCI_IMAGE_ID.slice(7, 19)})\n`,
+      );
+      assert.deepEqual(names(), { [DOCKER_IMAGE_ID]: ['mine/app:latest', 'mine/app:2', 'sample-app:1'], [OCI_IMAGE_ID]: [] });
+      const before = names();
+      for (const bad of ['Mine/App', 'mine/app@sha256:' + '0'.repeat(64), 'a:b:c']) {
+        const r = unionctl([...g, 'tag', 'mine/app', bad]);
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /^unionctl: .*(not an image reference|names a digest)/);
+      }
+      assert.equal(unionctl([...g, 'tag', 'no-such-image', 'x']).status, 1);
+      assert.deepEqual(names(), before, 'refused tags change nothing');
+      // save by the new name writes that name.
+      const out = join(scratch, `${driver}-tagged.tar`);
+      ok(unionctl([...g, 'save', 'mine/app:2', '-o', out]));
+      const manifest = JSON.parse(execFileSync('tar', ['-xOf', out, 'manifest.json'], { encoding: 'utf8' })) as Array<{
+        RepoTags: string[];
+      }>;
+      assert.deepEqual(manifest[0]!.RepoTags, ['mine/app:2']);
+      // untag: the names given, or all; the image stays.
+      assert.equal(ok(unionctl([...g, 'untag', 'mine/app', 'mine/app'])), 'Untagged: mine/app:latest\n');
+      const missing = unionctl([...g, 'untag', 'sample-app:1', 'not-its-name']);
+      assert.equal(missing.status, 1);
+      assert.match(missing.stderr, /has no name not-its-name/);
+      assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'untag', DOCKER_IMAGE_ID]))), {
+        id: DOCKER_IMAGE_ID,
+        untagged: ['mine/app:2', 'sample-app:1'],
+      });
+      assert.deepEqual(names(), { [DOCKER_IMAGE_ID]: [], [OCI_IMAGE_ID]: [] });
+    });
 
     it('multi-image archives: save of two images, load of all or of one with --image', () => {
       const g = freshRoot(driver);
