@@ -35,7 +35,20 @@ export type {
 } from './graph/store.js';
 
 // Images: docker save / OCI archives in and out, image records beside the layers
-export { loadImages, saveImages, listImages, getImage, removeImage, resolveLayerRef, tagImage, untagImage, MEDIA } from './image/index.js';
+export {
+  loadImages,
+  saveImages,
+  listImages,
+  getImage,
+  removeImage,
+  resolveLayerRef,
+  tagImage,
+  untagImage,
+  inspect,
+  imageHistory,
+  prune,
+  MEDIA,
+} from './image/index.js';
 // …from and to registries (the OCI distribution API)
 export { pullImage, pushImage, parseReference, parsePlatform } from './image/index.js';
 export type { PullOptions, PullProgress, PulledImage, PushOptions, PushProgress, PushedImage, ImageReference } from './image/index.js';

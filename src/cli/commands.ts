@@ -13,6 +13,7 @@ import { writeOutputFile } from '../sys/user-file.js';
 import { nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
 import { addImageCommands } from './image-commands.js';
 import { withStore } from './store-access.js';
+import { LOG_LEVELS, setLogLevel, type LogLevel } from './log-level.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
 import {
@@ -24,6 +25,7 @@ import {
   humanBytes,
   idShortener,
   out,
+  printDebug,
   printError,
   printJson,
   println,
@@ -241,6 +243,7 @@ async function rmCommand(refs: string[], opts: { force?: boolean }, cmd: Command
         } catch (e) {
           if (!isUnionctlError(e)) throw e;
           printError(e.message, e.hint);
+          printDebug(e.stack ?? '');
           failures++;
         }
       }
@@ -376,6 +379,23 @@ async function diffCommand(ref: string, opts: DiffOptions, cmd: Command): Promis
   });
 }
 
+/** export: the flattened filesystem of a layer or an image's top layer, as `docker export` writes a container's. */
+async function exportCommand(ref: string, opts: { output?: string }, cmd: Command): Promise<void> {
+  const toStdout = opts.output === undefined || opts.output === '-';
+  if (toStdout && process.stdout.isTTY) {
+    throw new UnionctlError('USAGE', 'refusing to write a tar archive to a terminal', {
+      hint: `use -o FILE, or redirect stdout: unionctl export ${ref} > rootfs.tar`,
+    });
+  }
+  await withStore(cmd, async (store) => {
+    const id = await resolveLayerRef(store, ref);
+    if (toStdout) return pipeline(await store.flatten(id), process.stdout, { end: false });
+    await writeOutputFile(opts.output!, async (file) => pipeline(await store.flatten(id), file), {
+      notAFileHint: `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout`,
+    });
+  });
+}
+
 interface ChangesOptions {
   parent?: string;
   patch?: boolean;
@@ -426,6 +446,18 @@ export function buildProgram(version: string): Command {
     )
     .addOption(new Option('--storage-opt <key=value>', 'driver option, Docker names (repeatable)').argParser(collect))
     .option('--json', 'machine-readable output')
+    .addOption(
+      new Option(
+        '--log-level <level>',
+        'what else to say on stderr: error, warn, info (default: what the store did itself), debug (timings, stacks)',
+      )
+        .choices(LOG_LEVELS)
+        .env('UNIONCTL_LOG_LEVEL'),
+    )
+    .hook('preAction', (_program, action) => {
+      const level = action.optsWithGlobals<{ logLevel?: LogLevel }>().logLevel;
+      if (level !== undefined) setLogLevel(level);
+    })
     .exitOverride()
     .configureOutput({ outputError: () => {} })
     .showSuggestionAfterError(true);
@@ -511,6 +543,13 @@ export function buildProgram(version: string): Command {
     .option('--parent <id>', 'compare against this layer (or image) instead of the parent', nonEmpty('the parent layer id'))
     .option('-o, --output <file>', 'write the tar to FILE instead of stdout', nonEmpty('the output file'))
     .action(diffCommand);
+
+  program
+    .command('export')
+    .description("the whole filesystem of a layer (or an image's top layer) as one tar, no whiteouts, like docker export")
+    .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
+    .option('-o, --output <file>', 'write the tar to FILE (default, or -: stdout, unless it is a terminal)', nonEmpty('the output file'))
+    .action(exportCommand);
 
   program
     .command('changes')

@@ -14,6 +14,9 @@ import {
   loadImages,
   removeImage,
   saveImages,
+  imageHistory,
+  inspect,
+  prune,
   tagImage,
   untagImage,
   type LayerCompression,
@@ -25,6 +28,7 @@ import {
   DamagedFiles,
   eprintln,
   humanBytes,
+  idShortener,
   layersDone,
   out,
   printJson,
@@ -139,6 +143,53 @@ async function untagCommand(withStore: WithStore, ref: string, names: string[], 
   });
 }
 
+async function inspectCommand(withStore: WithStore, refs: string[], _opts: unknown, cmd: Command): Promise<void> {
+  // JSON whatever the flags, as docker inspect: one object per REF, in an array.
+  await withStore(cmd, async (store) => {
+    const found = [];
+    for (const ref of refs) found.push(await inspect(store, ref));
+    printJson(found);
+  });
+}
+
+async function historyCommand(withStore: WithStore, ref: string, opts: ListingOptions, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const entries = await imageHistory(store, ref);
+    if (g.json) return printJson(entries);
+    const shown = idShortener(
+      entries.flatMap((e) => (e.layer === undefined ? [] : [e.layer])),
+      opts.trunc === false,
+    );
+    if (opts.quiet === true) {
+      for (const e of entries) println(e.layer === undefined ? '<missing>' : shown(e.layer));
+      return;
+    }
+    printTable(
+      ['LAYER', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'],
+      entries.map((e) => [
+        e.layer === undefined ? { text: '<missing>', style: out.dim } : shown(e.layer),
+        e.created === undefined ? '-' : timeAgo(e.created),
+        // docker history cuts the command at 45 characters, unless --no-trunc.
+        opts.trunc === false || e.createdBy.length <= 45 ? e.createdBy : `${e.createdBy.slice(0, 44)}…`,
+        humanBytes(e.size),
+        e.comment ?? '',
+      ]),
+    );
+  });
+}
+
+async function pruneCommand(withStore: WithStore, opts: { dryRun?: boolean }, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const dryRun = opts.dryRun === true;
+    const r = await prune(store, { dryRun });
+    if (g.json) return printJson({ ...r, dryRun });
+    const verb = dryRun ? 'Would delete' : 'Deleted';
+    for (const i of r.images) println(`${verb} image: ${shortImageId(i)}`);
+    for (const l of r.layers) println(`${verb} layer: ${shownName(l)}`);
+    if (r.images.length + r.layers.length === 0) println('Nothing to prune');
+  });
+}
+
 interface SaveCliOptions {
   output?: string;
   format: SaveFormat;
@@ -236,6 +287,26 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
     .argument('<image>', 'name or id', nonEmpty('the image'))
     .argument('[name...]', 'names to take off', nonEmptyEach('an image name'))
     .action((ref: string, names: string[], _opts: unknown, cmd: Command) => untagCommand(withStore, ref, names, cmd));
+
+  program
+    .command('inspect')
+    .description('everything the store knows about layers or images, as JSON (record, driver data, mounts, config, sizes)')
+    .argument('<ref...>', 'layer ids or unique prefixes, image names or ids', nonEmptyEach('a layer or image'))
+    .action((refs: string[], opts: unknown, cmd: Command) => inspectCommand(withStore, refs, opts, cmd));
+
+  program
+    .command('history')
+    .description("an image's build steps, newest first: the layer each made, when, how, its size")
+    .argument('<image>', 'name or id', nonEmpty('the image'))
+    .option('-q, --quiet', 'only the layer ids')
+    .option('--no-trunc', 'show layer ids whole')
+    .action((ref: string, opts: ListingOptions, cmd: Command) => historyCommand(withStore, ref, opts, cmd));
+
+  program
+    .command('prune')
+    .description('remove images without names, then every layer no image, mount, process or containerd snapshot uses')
+    .option('--dry-run', 'say what would be removed, remove nothing')
+    .action((opts: { dryRun?: boolean }, cmd: Command) => pruneCommand(withStore, opts, cmd));
 
   program
     .command('save')

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * unionctl's entry point: runs one command and turns whatever it throws into one error line and an
- * exit code. Nobody ever sees a stack trace unless UNIONCTL_DEBUG=1.
+ * exit code. Nobody ever sees a stack trace unless --log-level debug (or UNIONCTL_DEBUG=1).
  *
  * Exit codes: 0 ok · 1 a UnionctlError (the library refused or failed, message says why) ·
  * 2 usage error (unknown command or option, missing argument) · 70 internal error (a bug: EX_SOFTWARE) ·
@@ -16,14 +16,13 @@ import { isUnionctlError } from '../errors.js';
 import { stopRequested } from '../sys/stop-signals.js';
 import { buildProgram } from './commands.js';
 import { eprintln, FailuresReported, printError } from './output.js';
+import { logs } from './log-level.js';
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
 const EXIT_INTERNAL = 70;
 const EXIT_NO_PERMISSION = 77;
 const EXIT_PIPE = 141;
-
-const debug = process.env.UNIONCTL_DEBUG === '1';
 
 /**
  * The version in unionctl's package.json: the nearest one above this file (dist/src/cli/ in a build),
@@ -109,17 +108,17 @@ function report(e: unknown): number {
   const permission = permissionProblem(e);
   if (permission !== undefined) {
     printError(permission.message, permission.hint);
-    if (debug && e instanceof Error) eprintln(e.stack);
+    if (logs('debug') && e instanceof Error) eprintln(e.stack);
     return EXIT_NO_PERMISSION;
   }
   if (isUnionctlError(e)) {
     printError(e.message, e.hint);
-    if (debug) eprintln(e.stack);
+    if (logs('debug')) eprintln(e.stack);
     return EXIT_ERROR;
   }
   const message = e instanceof Error ? e.message : String(e);
-  printError(`internal error: ${message}`, debug ? undefined : 'this is a bug in unionctl; run with UNIONCTL_DEBUG=1 for details');
-  if (debug && e instanceof Error) eprintln(e.stack);
+  printError(`internal error: ${message}`, logs('debug') ? undefined : 'this is a bug in unionctl; run with --log-level debug for details');
+  if (logs('debug') && e instanceof Error) eprintln(e.stack);
   return EXIT_INTERNAL;
 }
 

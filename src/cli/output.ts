@@ -4,6 +4,7 @@
  */
 import { Chalk, supportsColor, supportsColorStderr, type ChalkInstance } from 'chalk';
 import { damagedFilesError, type UnionctlError } from '../errors.js';
+import { logs } from './log-level.js';
 
 /**
  * Colour level for one output stream. chalk already turns colour off when the stream is not a TTY
@@ -227,6 +228,7 @@ export class FailuresReported extends Error {
 
 /** A warning line on stderr: `unionctl: warning: <message>`, control characters escaped. */
 export function printWarning(message: string): void {
+  if (!logs('warn')) return;
   eprintln(`unionctl: warning: ${escapeControls(message)}`);
 }
 
@@ -274,4 +276,9 @@ export function shortImageId(id: string): string {
 export function layersDone(layers: ReadonlyArray<{ reused: boolean }>): string {
   const reused = layers.filter((l) => l.reused).length;
   return `${layers.length} layer${layers.length === 1 ? '' : 's'}${reused > 0 ? `, ${reused} already present` : ''}`;
+}
+
+/** A debug line on stderr (`unionctl: debug: …`), written only at --log-level debug. */
+export function printDebug(message: string): void {
+  if (logs('debug')) eprintln(`unionctl: debug: ${escapeControls(message)}`);
 }

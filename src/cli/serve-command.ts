@@ -5,14 +5,15 @@
  * stops listening, lets the requests in flight finish and removes the socket; every mount stays
  * (running containers keep their root filesystems), and a restarted server serves on.
  */
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import type { WithStore } from './store-access.js';
 import { assertValidId } from '../errors.js';
 import { splitStorageOpts } from '../graph/registry.js';
 import { serveSnapshotter } from '../serve/containerd/server.js';
 import { SnapshotService } from '../serve/containerd/snapshots.js';
 import { serveDockerPlugin } from '../serve/docker-plugin/index.js';
-import { LOG_LEVELS, makeLogger, type Logger, type LogLevel } from '../serve/log.js';
+import { makeLogger, type Logger } from '../serve/log.js';
+import { currentLogLevel } from './log-level.js';
 import { nonEmpty } from './args.js';
 
 export const DEFAULT_SNAPSHOTTER_SOCKET = '/run/unionctl/snapshotter.sock';
@@ -20,7 +21,6 @@ export const DEFAULT_SNAPSHOTTER_SOCKET = '/run/unionctl/snapshotter.sock';
 interface ServeOptions {
   dockerPlugin?: string;
   socket?: string;
-  logLevel: LogLevel;
 }
 
 /** Resolves at the first SIGTERM or SIGINT. */
@@ -49,7 +49,8 @@ async function serveUntilSignal(log: Logger, start: () => Promise<{ socket: stri
 async function serveCommand(withStore: WithStore, opts: ServeOptions, cmd: Command): Promise<void> {
   const name = opts.dockerPlugin;
   if (name !== undefined) assertValidId(name, 'plugin name'); // before the store is opened: a typo changes nothing on disk
-  const log = makeLogger(opts.logLevel);
+  // The global --log-level; at debug, one line per request.
+  const log = makeLogger(currentLogLevel());
   await withStore(
     cmd,
     async (store, g) => {
@@ -89,6 +90,5 @@ export function registerServeCommand(program: Command, withStore: WithStore): vo
       `listen on PATH (default ${DEFAULT_SNAPSHOTTER_SOCKET}; for a plugin /run/docker/plugins/NAME.sock)`,
       nonEmpty('the socket path'),
     )
-    .addOption(new Option('--log-level <level>', 'debug logs one line per request').choices(LOG_LEVELS).default('info'))
     .action((opts: ServeOptions, cmd: Command) => serveCommand(withStore, opts, cmd));
 }

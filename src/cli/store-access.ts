@@ -7,7 +7,8 @@
  */
 import type { Command } from 'commander';
 import { openStore, type LayerStore } from '../index.js';
-import { eprintln } from './output.js';
+import { logs, type LogLevel } from './log-level.js';
+import { eprintln, printDebug } from './output.js';
 
 /** Options every command accepts (before or after the command name). */
 export interface GlobalOptions {
@@ -15,6 +16,7 @@ export interface GlobalOptions {
   driver?: string;
   storageOpt?: string[];
   json?: boolean;
+  logLevel?: LogLevel;
 }
 
 export interface StoreAccess {
@@ -29,12 +31,14 @@ export type WithStore = (cmd: Command, fn: (store: LayerStore, g: GlobalOptions)
  * do): one line each on stderr, so it never mixes with a command's output.
  */
 function storeLog(level: 'info' | 'warn', message: string): void {
+  if (!logs(level)) return;
   eprintln(level === 'info' ? `unionctl: ${message}` : `unionctl: warning: ${message}`);
 }
 
 /** Opens the store the global options name, runs `fn` on it and always closes it again. */
 export const withStore: WithStore = async (cmd, fn, access = {}) => {
   const g = cmd.optsWithGlobals<GlobalOptions>();
+  const opening = performance.now();
   const store = await openStore({
     root: g.root,
     driver: g.driver,
@@ -42,8 +46,11 @@ export const withStore: WithStore = async (cmd, fn, access = {}) => {
     log: storeLog,
     mustExist: access.creates !== true,
   });
+  const opened = performance.now();
+  printDebug(`opened the ${store.driver.name} store at ${store.root} in ${(opened - opening).toFixed(1)} ms`);
   try {
     await fn(store, g);
+    printDebug(`${cmd.name()} ran in ${(performance.now() - opened).toFixed(1)} ms`);
   } finally {
     await store.close();
   }

@@ -50,6 +50,7 @@ import type { Readable } from 'node:stream';
 import { ReadOnlyViews } from './read-only-views.js';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
 import type { TarTap } from '../archive/tar-reader.js';
+import { exportLayerDir } from '../archive/export.js';
 import { ambiguousPrefixError, assertValidId, corruptError, damagedFilesError, isValidId, UnionctlError } from '../errors.js';
 import {
   atomicTempPrefix,
@@ -114,7 +115,7 @@ export interface LayerRecord {
   diffId?: string;
   /** Docker's chain id: the diffId for a base layer, else sha256(parentChainId + " " + diffId). */
   chainId?: string;
-  /** Bytes of file content the layer tar carried (0 for a created, empty layer). */
+  /** Bytes of file content the layer tar carried, symlinks counting their target's length, as its diff size counts them (0 for a created, empty layer). */
   size: number;
   /** ISO 8601. */
   created: string;
@@ -1419,6 +1420,29 @@ export class LayerStore {
     if (opts.parent === undefined) return [id, rec.parent];
     this.completeRecord(opts.parent, 'parent layer');
     return [id, opts.parent];
+  }
+
+  /**
+   * The layer's whole filesystem (its merged view: what a container on it starts with) as one tar,
+   * no whiteouts: what `docker export` writes. The view is mounted (if the driver needs a mount)
+   * and held until the stream closes. NOT_FOUND for no such complete layer.
+   */
+  async flatten(id: string): Promise<Readable> {
+    this.assertOpen();
+    this.completeRecord(id);
+    const dir = await this.driver.get(id);
+    let stream: Readable;
+    try {
+      stream = exportLayerDir(dir, 'plain');
+    } catch (e) {
+      await this.driver.put(id);
+      throw e;
+    }
+    stream.once(
+      'close',
+      () => void this.driver.put(id).catch((e: unknown) => this.report('warn', `could not release layer ${id}: ${(e as Error).message}`)),
+    );
+    return stream;
   }
 
   /**

@@ -24,6 +24,7 @@ import {
   unionctl,
   untar,
   flattenedTree,
+  treeList,
 } from './images-helpers.js';
 
 let scratchFs: Scratch;
@@ -228,6 +229,113 @@ for (const driver of ['vfs', 'overlay2']) {
         untagged: ['mine/app:2', 'sample-app:1'],
       });
       assert.deepEqual(names(), { [DOCKER_IMAGE_ID]: [], [OCI_IMAGE_ID]: [] });
+    });
+
+    it("history lists the config's steps newest first with their layers; inspect gives an image's or a layer's whole record", () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      const image = (JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ layers: Array<{ id: string }> }>)[0]!;
+      const steps = JSON.parse(ok(unionctl([...g, '--json', 'history', 'sample-app:1']))) as Array<Record<string, unknown>>;
+      assert.equal(steps.length, 7, 'the sample was built in 7 steps');
+      assert.deepEqual(
+        steps.filter((h) => h.layer !== undefined).map((h) => h.layer),
+        image.layers.map((l) => l.id).reverse(),
+        'the steps that made a layer, newest first, are the layers top first',
+      );
+      for (const h of steps) assert.equal(typeof h.createdBy, 'string');
+      assert.match(String(steps[0]!.createdBy), /CMD \["\/srv\/app\/bin\/run-app"\]/);
+      const quiet = ok(unionctl([...g, 'history', '-q', 'sample-app:1']))
+        .trim()
+        .split('\n');
+      assert.deepEqual(
+        quiet,
+        steps.map((h) => (h.layer === undefined ? '<missing>' : String(h.layer).slice(0, 12))),
+      );
+      const table = ok(unionctl([...g, 'history', 'sample-app:1'])).split('\n');
+      assert.match(table[0]!, /^LAYER\s+CREATED\s+CREATED BY\s+SIZE\s+COMMENT$/);
+      assert.ok(!table.join('\n').includes('chown -R 2000:2000'), 'commands are cut to 45 characters');
+      assert.ok(ok(unionctl([...g, 'history', '--no-trunc', 'sample-app:1'])).includes('chown -R 2000:2000 /srv/app/spool'));
+      assert.match(table[1]!, /\s(\d+ \w+|About an? \w+|Less than a second) ago\s/, 'when, as docker says it');
+
+      const [img] = JSON.parse(ok(unionctl([...g, 'inspect', 'sample-app:1']))) as Array<Record<string, unknown>>;
+      assert.equal(img!.type, 'image');
+      assert.equal(img!.id, DOCKER_IMAGE_ID);
+      assert.deepEqual((img!.config as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids, DIFF_IDS);
+      const layers = img!.layers as Array<{ id: string; size: number }>;
+      assert.equal(
+        img!.size,
+        layers.reduce((n, l) => n + l.size, 0),
+      );
+      const top = image.layers.at(-1)!.id;
+      const [layer] = JSON.parse(ok(unionctl([...g, 'inspect', top.slice(0, 12)]))) as Array<Record<string, unknown>>;
+      assert.equal(layer!.type, 'layer');
+      assert.equal((layer!.layer as { id: string }).id, top);
+      assert.deepEqual(layer!.images, ['sample-app:1']);
+      assert.deepEqual(layer!.children, []);
+      assert.equal(layer!.mounts, 0);
+      assert.ok(Object.keys(layer!.driverData as object).length > 0, 'the driver says where the layer is');
+      const missing = unionctl([...g, 'inspect', 'no-such']);
+      assert.equal(missing.status, 1);
+      assert.match(missing.stderr, /^unionctl: no layer or image no-such/);
+    });
+
+    it("export writes the image's whole filesystem as one tar: unpacked, it is the expected tree", () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      const file = join(scratch, `${driver}-rootfs.tar`);
+      ok(unionctl([...g, 'export', 'sample-app:1', '-o', file]));
+      const streamed = spawnSync(process.execPath, [CLI_MAIN, ...g, 'export', 'sample-app:1'], { maxBuffer: 64 << 20 });
+      assert.equal(streamed.status, 0, streamed.stderr.toString());
+      assert.ok(streamed.stdout.equals(readFileSync(file)), 'stdout and -o FILE get the same tar');
+      const dir = join(scratch, `${driver}-rootfs`);
+      mkdirSync(dir);
+      execFileSync('tar', ['-xpf', file, '-C', dir, '--numeric-owner']);
+      assert.equal(treeList(dir), EXPECTED_TREE);
+      assert.deepEqual(mountsBelow(g[1]!), [], 'the view mounted for the export is gone');
+    });
+
+    it('prune removes images without names and the layers nothing uses; --dry-run only says so', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP])); // takes sample-app:1: the docker image is dangling now
+      const top = (JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ layers: Array<{ id: string }> }>)[0]!.layers.at(-1)!.id;
+      ok(unionctl([...g, 'create', '--parent', top, '--id', 'junk']));
+      ok(unionctl([...g, 'create', '--parent', 'junk', '--id', 'junk-child']));
+      ok(unionctl([...g, 'create', '--rw', '--parent', top, '--id', 'in-use']));
+      ok(unionctl([...g, 'mount', 'in-use']));
+      try {
+        const layersBefore = ok(unionctl([...g, 'ls', '-q', '--no-trunc']));
+        const dry = JSON.parse(ok(unionctl([...g, '--json', 'prune', '--dry-run']))) as {
+          images: string[];
+          layers: string[];
+          dryRun: boolean;
+        };
+        assert.deepEqual(dry, { images: [DOCKER_IMAGE_ID], layers: ['junk-child', 'junk'], dryRun: true });
+        assert.equal(ok(unionctl([...g, 'ls', '-q', '--no-trunc'])), layersBefore, 'a dry run changes nothing');
+        assert.equal((JSON.parse(ok(unionctl([...g, '--json', 'images']))) as unknown[]).length, 2);
+        const out = ok(unionctl([...g, 'prune']));
+        assert.equal(out, `Deleted image: ${DOCKER_IMAGE_ID.slice(7, 19)}\nDeleted layer: junk-child\nDeleted layer: junk\n`);
+        const images = JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ id: string; layers: unknown[] }>;
+        assert.deepEqual(
+          images.map((i) => i.id),
+          [OCI_IMAGE_ID],
+        );
+        const left = ok(unionctl([...g, 'ls', '-q', '--no-trunc']))
+          .trim()
+          .split('\n')
+          .sort();
+        assert.equal(
+          left.length,
+          5,
+          `the OCI image's 4 layers (shared with the dangling one) and the mounted layer stay:\n${left.join('\n')}`,
+        );
+        assert.ok(left.includes('in-use'));
+        assert.equal(ok(unionctl([...g, 'prune'])), 'Nothing to prune\n');
+      } finally {
+        ok(unionctl([...g, 'umount', 'in-use']));
+      }
+      // Unmounted, the writable layer is unused too.
+      assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'prune']))), { images: [], layers: ['in-use'], dryRun: false });
     });
 
     it('multi-image archives: save of two images, load of all or of one with --image', () => {
