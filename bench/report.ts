@@ -224,6 +224,25 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
 
 // ---- the Markdown page -------------------------------------------------------------------
 
+/**
+ * How noisy this run was, from its own figures: the spread between a cell's slowest and fastest
+ * run (median over the cells, and the worst cell), with the cores and the load at the start.
+ */
+export function noiseNote(report: BenchReport): string {
+  const spreads = report.results
+    .filter((r) => r.seconds.length > 1 && Math.min(...r.seconds) > 0)
+    .map((r) => ({ r, spread: Math.max(...r.seconds) / Math.min(...r.seconds) }))
+    .sort((a, b) => a.spread - b.spread);
+  const m = report.machine;
+  const host = `${m.cores} core${m.cores === 1 ? '' : 's'}, load average ${m.loadAverage[0]?.toFixed(2) ?? '?'} at the start`;
+  if (spreads.length === 0)
+    return `Noise: no cell ran more than once (${host}); compare ratios within this run, not absolute times across runs.`;
+  const median = spreads[Math.floor((spreads.length - 1) / 2)]!.spread;
+  const worst = spreads.at(-1)!;
+  const cell = [worst.r.subject, worst.r.operation, worst.r.workload, worst.r.param].filter(Boolean).join(' ');
+  return `Noise in this run (${host}): a cell's slowest run took a median ${median.toFixed(2)}× its fastest, at worst ${worst.spread.toFixed(2)}× (${cell}); compare ratios within this run, not absolute times across runs.`;
+}
+
 export const PLOTS = {
   mount: 'mount-latency.svg',
   apply: 'apply-throughput.svg',
@@ -255,14 +274,16 @@ export function renderMarkdown(report: BenchReport): string {
     }.`,
     '',
   );
-  lines.push('Figures are noisy (2 shared cores, other work running): compare ratios within this run, not absolute times across runs.');
+  lines.push(noiseNote(report));
   lines.push(
     'unionctl subjects are library calls timed inside the benchmark process (store.importLayer, store.mount, store.diff, …), except the rows marked "CLI process" and image load, which time a whole `unionctl` process like the peers\' commands.',
     '',
   );
   lines.push('## Targets', '', '| target | measured | met |', '|---|---|---|');
+  // A --quick run uses smaller inputs and fewer runs: it shows where things stand, it does not judge.
+  const missed = o.quick ? 'not judged (--quick)' : '**no**';
   for (const t of checkTargets(report))
-    lines.push(`| ${t.target} | ${t.measured} | ${t.met === undefined ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
+    lines.push(`| ${t.target} | ${t.measured} | ${t.met === undefined ? 'n/a' : t.met ? 'yes' : missed} |`);
   lines.push('', '## Summary (medians)', '', summaryTable(report.results));
   lines.push('## Results', '');
   lines.push(

@@ -2,7 +2,7 @@
  * Two small SVG chart writers, enough for the benchmark report and no plotting dependency: a line
  * chart (one line per subject over a categorical x axis, optionally logarithmic y) and a horizontal
  * bar chart in groups (each group scaled to its own largest bar, every bar labelled with its value).
- * Output is deterministic for the same input: fixed palette, fixed number formatting.
+ * Output is deterministic for the same input: a fixed colour per subject (subjectColour), fixed number formatting.
  */
 
 export interface LineSeries {
@@ -31,7 +31,28 @@ export interface BarChart {
   groups: BarGroup[];
 }
 
-const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+/** unionctl's drivers: one colour each, the same in every chart of every report. */
+const DRIVER_COLOURS: Readonly<Record<string, string>> = {
+  overlay2: '#1f77b4',
+  overlay: '#2ca02c',
+  aufs: '#ff7f0e',
+  vfs: '#9467bd',
+  devicemapper: '#8c564b',
+};
+/** The peers (and anything else): a colour picked by the name, so it too is the same in every chart. */
+const PEER_PALETTE = ['#d62728', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#393b79', '#8c6d31', '#843c39'];
+
+/**
+ * The colour of a subject: "unionctl <driver> …" gets its driver's, any other subject one chosen by
+ * a hash of its label. Never by its position in a chart, so a driver is recognised at a glance.
+ */
+export function subjectColour(label: string): string {
+  const driver = /^unionctl (\w+)/.exec(label)?.[1];
+  if (driver !== undefined && DRIVER_COLOURS[driver] !== undefined) return DRIVER_COLOURS[driver]!;
+  let hash = 0;
+  for (const c of label) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return PEER_PALETTE[hash % PEER_PALETTE.length]!;
+}
 const FONT = 'font-family="DejaVu Sans, Arial, sans-serif"';
 
 /** Escapes text for an SVG text node or attribute. */
@@ -105,7 +126,7 @@ export function renderLineChart(c: LineChart): string {
   parts.push(text(left + plotW / 2, H - 18, c.xLabel, 'text-anchor="middle"'));
   parts.push(text(16, top + plotH / 2, c.yLabel, `text-anchor="middle" transform="rotate(-90 16 ${(top + plotH / 2).toFixed(1)})"`));
   c.series.forEach((s, i) => {
-    const colour = PALETTE[i % PALETTE.length];
+    const colour = subjectColour(s.label);
     const pts = s.points.filter((p) => p.y !== undefined && (!c.logY || p.y > 0)).map((p) => [xPos(String(p.x)), yPos(p.y!)]);
     if (pts.length > 1)
       parts.push(
@@ -135,7 +156,6 @@ export function renderBarChart(c: BarChart): string {
   parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   parts.push(text(W / 2, 22, c.title, 'text-anchor="middle" font-size="15" font-weight="bold"'));
   parts.push(text(W / 2, 40, c.unit, 'text-anchor="middle" fill="#555"'));
-  const subjects = [...new Set(c.groups.flatMap((g) => g.bars.map((b) => b.label)))];
   let y = top;
   for (const g of c.groups) {
     y += groupGap;
@@ -144,7 +164,7 @@ export function renderBarChart(c: BarChart): string {
     const max = Math.max(...g.bars.map((b) => b.value), 0);
     for (const b of g.bars) {
       const w = max > 0 ? (b.value / max) * (W - labelW - valueW - 20) : 0;
-      const colour = PALETTE[subjects.indexOf(b.label) % PALETTE.length];
+      const colour = subjectColour(b.label);
       parts.push(text(labelW - 6, y + barH - 5, b.label, 'text-anchor="end"'));
       parts.push(`<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${colour}"/>`);
       parts.push(text(labelW + w + 6, y + barH - 5, b.text ?? shortNumber(b.value)));

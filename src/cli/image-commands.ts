@@ -14,6 +14,7 @@ import {
   loadImages,
   removeImage,
   saveImages,
+  diskUsage,
   imageHistory,
   inspect,
   prune,
@@ -190,6 +191,42 @@ async function pruneCommand(withStore: WithStore, opts: { dryRun?: boolean }, cm
   });
 }
 
+async function dfCommand(withStore: WithStore, opts: { verbose?: boolean; trunc?: boolean }, cmd: Command): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const usage = await diskUsage(store);
+    if (g.json) return printJson(usage);
+    const t = usage.total;
+    printTable(
+      ['TYPE', 'TOTAL', 'SIZE', 'SHARED', 'OUTSIDE IMAGES'],
+      [
+        ['Images', String(t.images), humanBytes(usage.images.reduce((n, i) => n + i.unique, 0) + t.shared), humanBytes(t.shared), '-'],
+        ['Layers', String(t.layers), humanBytes(t.size), humanBytes(t.shared), humanBytes(t.outsideImages)],
+      ],
+    );
+    if (opts.verbose !== true) return;
+    const shown = idShortener(
+      usage.layers.map((l) => l.id),
+      opts.trunc === false,
+    );
+    println();
+    printTable(
+      ['IMAGE', 'IMAGE ID', 'SIZE', 'UNIQUE', 'SHARED'],
+      usage.images.map((i) => [
+        i.names[0] ?? '<none>',
+        opts.trunc === false ? i.id : shortImageId(i.id),
+        humanBytes(i.size),
+        humanBytes(i.unique),
+        humanBytes(i.shared),
+      ]),
+    );
+    println();
+    printTable(
+      ['LAYER', 'KIND', 'SIZE', 'IMAGES'],
+      usage.layers.map((l) => [shown(l.id), l.writable ? 'rw' : 'image', humanBytes(l.size), String(l.images)]),
+    );
+  });
+}
+
 interface SaveCliOptions {
   output?: string;
   format: SaveFormat;
@@ -307,6 +344,13 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
     .description('remove images without names, then every layer no image, mount, process or containerd snapshot uses')
     .option('--dry-run', 'say what would be removed, remove nothing')
     .action((opts: { dryRun?: boolean }, cmd: Command) => pruneCommand(withStore, opts, cmd));
+
+  program
+    .command('df')
+    .description('bytes the images and layers take: shared between images, and outside any image (docker system df)')
+    .option('-v, --verbose', 'per image (unique and shared bytes) and per layer')
+    .option('--no-trunc', 'show ids whole')
+    .action((opts: { verbose?: boolean; trunc?: boolean }, cmd: Command) => dfCommand(withStore, opts, cmd));
 
   program
     .command('save')

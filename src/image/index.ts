@@ -7,6 +7,8 @@ export { listImages, getImage, removeImage, resolveLayerRef, tagImage, untagImag
 export type { ImageSummary, RemoveImageResult, TagResult } from './images.js';
 export { inspect, imageHistory } from './inspect.js';
 export { prune } from './prune.js';
+export { diskUsage } from './df.js';
+export type { DiskUsage, ImageUsage, LayerUsage } from './df.js';
 export type { PruneResult } from './prune.js';
 export type { LayerInspection, ImageInspection, HistoryEntry } from './inspect.js';
 export type { ImageRecord, ImageLayerRef } from './records.js';

@@ -24,6 +24,7 @@ import {
   unionctl,
   untar,
   flattenedTree,
+  tarDir,
   treeList,
 } from './images-helpers.js';
 
@@ -336,6 +337,34 @@ for (const driver of ['vfs', 'overlay2']) {
       }
       // Unmounted, the writable layer is unused too.
       assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'prune']))), { images: [], layers: ['in-use'], dryRun: false });
+    });
+
+    it('df counts each layer once: shared between images, unique to one, outside any image', () => {
+      const g = freshRoot(driver);
+      ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
+      ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP])); // the same four layers under another config
+      const src = join(scratch, `${driver}-df-src`);
+      mkdirSync(src);
+      writeFileSync(join(src, 'loose.bin'), Buffer.alloc(3000));
+      ok(unionctl([...g, 'import', '--id', 'loose', tarDir(src, join(scratch, `${driver}-df.tar`))]));
+      const listed = JSON.parse(ok(unionctl([...g, '--json', 'ls']))) as Array<{ id: string; size: number }>;
+      const imageBytes = listed.filter((l) => l.id !== 'loose').reduce((n, l) => n + l.size, 0);
+      const usage = JSON.parse(ok(unionctl([...g, '--json', 'df']))) as {
+        images: Array<{ id: string; size: number; unique: number; shared: number }>;
+        total: Record<string, number>;
+      };
+      assert.deepEqual(usage.total, { images: 2, layers: 5, size: imageBytes + 3000, shared: imageBytes, outsideImages: 3000 });
+      for (const i of usage.images) assert.deepEqual([i.size, i.unique, i.shared], [imageBytes, 0, imageBytes], i.id);
+      // Without the docker image, the OCI image's layers are its own.
+      ok(unionctl([...g, 'rmi', DOCKER_IMAGE_ID]));
+      const after = JSON.parse(ok(unionctl([...g, '--json', 'df']))) as typeof usage;
+      assert.deepEqual(
+        after.images.map((i) => [i.id, i.unique, i.shared]),
+        [[OCI_IMAGE_ID, imageBytes, 0]],
+      );
+      const table = ok(unionctl([...g, 'df', '-v']));
+      assert.match(table, /^TYPE\s+TOTAL\s+SIZE\s+SHARED\s+OUTSIDE IMAGES$/m);
+      assert.match(table, /^loose\s+image\s+2\.93 KiB\s+0$/m);
     });
 
     it('multi-image archives: save of two images, load of all or of one with --image', () => {

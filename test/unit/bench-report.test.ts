@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bestPeer, checkTargets, floorOf, groupResults, markdownTable, renderMarkdown, tableRows } from '../../bench/report.js';
+import { bestPeer, checkTargets, floorOf, groupResults, markdownTable, noiseNote, renderMarkdown, tableRows } from '../../bench/report.js';
 import type { BenchReport, Result } from '../../bench/results.js';
 
 const r = (subject: string, kind: Result['kind'], seconds: number[], extra: Partial<Result> = {}): Result => ({
@@ -131,12 +131,26 @@ describe('bench targets', () => {
     assert.equal(ok[3].met, true);
   });
 
+  it('says how noisy the run was from its own figures', () => {
+    const note = noiseNote(
+      report([r('GNU tar', 'floor', [1, 1.1]), r('unionctl overlay2', 'unionctl', [1, 3], { param: 'p' }), r('x', 'peer', [2, 2.2])]),
+    );
+    assert.equal(
+      note,
+      "Noise in this run (2 cores, load average 0.00 at the start): a cell's slowest run took a median 1.10× its fastest, at worst 3.00× (unionctl overlay2 import distro p); compare ratios within this run, not absolute times across runs.",
+    );
+    assert.match(noiseNote(report([r('GNU tar', 'floor', [1])])), /^Noise: no cell ran more than once/);
+  });
+
   it('puts targets, table and skipped subjects in the Markdown page', () => {
     const md = renderMarkdown(
       report([r('GNU tar', 'floor', [1]), r('unionctl overlay2', 'unionctl', [2])], [{ subject: 'docker load', reason: 'not installed' }]),
     );
     assert.match(md, /## Targets/);
-    assert.match(md, /\| overlay2 import of distro ≤ 1\.5× GNU tar \| 2\.00× .*\| \*\*no\*\* \|/);
+    assert.match(md, /\| overlay2 import of distro ≤ 1\.5× GNU tar \| 2\.00× .*\| not judged \(--quick\) \|/, 'a quick run judges nothing');
+    const full = report([r('GNU tar', 'floor', [1]), r('unionctl overlay2', 'unionctl', [2])]);
+    const fullMd = renderMarkdown({ ...full, options: { ...full.options, quick: false } });
+    assert.match(fullMd, /\| overlay2 import of distro ≤ 1\.5× GNU tar \| 2\.00× .*\| \*\*no\*\* \|/);
     assert.match(md, /## Skipped\n\n- \*\*docker load\*\*: not installed/);
   });
 });

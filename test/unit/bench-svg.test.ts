@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { applyThroughputChart, copyUpChart, mountLatencyChart } from '../../bench/report.js';
 import type { Result } from '../../bench/results.js';
-import { escapeXml, renderBarChart, renderLineChart, shortNumber, ticks } from '../../bench/svg.js';
+import { escapeXml, renderBarChart, renderLineChart, shortNumber, subjectColour, ticks } from '../../bench/svg.js';
 
 /**
  * Checks what an SVG viewer would refuse: unbalanced tags, an attribute given twice in one tag,
@@ -114,6 +114,27 @@ describe('bench SVG writer', () => {
     assert.equal(widths.length, 2);
     assert.ok(Math.abs(widths[1] - 2 * widths[0]) < 0.2, String(widths));
     assert.ok(svg.includes('>100 MB/s<'));
+  });
+
+  it('gives a driver one colour in every chart, whatever else the chart holds, and a peer a colour of its own', () => {
+    const lineOf = (labels: string[]) =>
+      renderLineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: labels.map((label) => ({ label, points: [{ x: 1, y: 1 }] })) });
+    const strokeOf = (svg: string, label: string) => {
+      const lines = svg.split('\n');
+      const i = lines.findIndex((l) => l.includes(`>${label}</text>`));
+      return /stroke="(#[0-9a-f]{6})"/.exec(lines[i - 1]!)?.[1];
+    };
+    const a = lineOf(['unionctl overlay2', 'unionctl vfs']);
+    const b = lineOf(['fuse-overlayfs', 'unionctl vfs', 'unionctl overlay2 (CLI process)']);
+    assert.equal(strokeOf(a, 'unionctl vfs'), strokeOf(b, 'unionctl vfs'));
+    assert.equal(strokeOf(a, 'unionctl overlay2'), strokeOf(b, 'unionctl overlay2 (CLI process)'));
+    assert.equal(subjectColour('unionctl overlay2'), subjectColour('unionctl overlay2 (CLI process)'));
+    assert.notEqual(subjectColour('unionctl overlay'), subjectColour('unionctl overlay2'));
+    const drivers = ['overlay2', 'overlay', 'aufs', 'vfs', 'devicemapper'].map((d) => subjectColour(`unionctl ${d}`));
+    assert.equal(new Set(drivers).size, 5, 'five drivers, five colours');
+    for (const peer of ['fuse-overlayfs', 'docker 20.10.24', 'GNU tar']) assert.ok(!drivers.includes(subjectColour(peer)), peer);
+    const bars = renderBarChart({ title: 't', unit: 'u', groups: [{ label: 'g', bars: [{ label: 'unionctl vfs', value: 1 }] }] });
+    assert.match(bars, new RegExp(`fill="${subjectColour('unionctl vfs')}"`));
   });
 
   it('is deterministic', () => {
