@@ -2,6 +2,7 @@
  * The unionctl commands. Each one parses its arguments, makes one or two calls into the library
  * (src/graph/store.ts) and prints the result; no storage logic lives here.
  */
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
 import { isUnionctlError, UnionctlError } from '../errors.js';
@@ -25,11 +26,10 @@ import {
   humanBytes,
   idShortener,
   out,
-  printDebug,
-  printError,
   printJson,
   println,
   printTable,
+  printUnionctlError,
   printWarning,
   shownName,
   timeAgo,
@@ -71,25 +71,10 @@ function shortDigest(digest: string | undefined): string {
   return hex === undefined ? digest.slice(0, 12) : `${algo}:${hex.slice(0, 12)}`;
 }
 
-/**
- * The layers with a writable layer's size as it is now (its record says 0: its content changes
- * while it is used): the bytes `unionctl size` reports for it. An image layer's size is fixed at
- * import and is in its record.
- */
+/** The layers with their sizes as they are now (LayerStore.currentSize: a writable layer's changes). */
 async function withCurrentSizes(store: LayerStore, layers: LayerRecord[]): Promise<LayerRecord[]> {
   const sized: LayerRecord[] = [];
-  for (const l of layers) {
-    if (!l.writable) sized.push(l);
-    else {
-      try {
-        sized.push({ ...l, size: await store.diffSize(l.id) });
-      } catch (e) {
-        // Removed since it was listed: shown as it was listed.
-        if (!isUnionctlError(e) || e.code !== 'NOT_FOUND') throw e;
-        sized.push(l);
-      }
-    }
-  }
+  for (const l of layers) sized.push({ ...l, size: await store.currentSize(l) });
   return sized;
 }
 
@@ -242,8 +227,7 @@ async function rmCommand(refs: string[], opts: { force?: boolean }, cmd: Command
           if (!g.json) println(id);
         } catch (e) {
           if (!isUnionctlError(e)) throw e;
-          printError(e.message, e.hint);
-          printDebug(e.stack ?? '');
+          printUnionctlError(e);
           failures++;
         }
       }
@@ -357,6 +341,15 @@ async function layerAndParent(store: LayerStore, ref: string, parent: string | u
   return parent === undefined ? { id } : { id, parent: await resolveLayerRef(store, parent) };
 }
 
+/**
+ * Streams the tar `make` returns to stdout (output undefined) or into the output file `output`,
+ * which is checked (and its temp file made) before `make` runs. What diff and export share.
+ */
+async function writeTar(output: string | undefined, make: () => Promise<Readable>, notAFileHint: string): Promise<void> {
+  if (output === undefined) return pipeline(await make(), process.stdout, { end: false });
+  await writeOutputFile(output, async (file) => pipeline(await make(), file), { notAFileHint });
+}
+
 interface DiffOptions {
   parent?: string;
   output?: string;
@@ -369,13 +362,12 @@ async function diffCommand(ref: string, opts: DiffOptions, cmd: Command): Promis
     });
   }
   await withStore(cmd, async (store) => {
-    const output = opts.output;
     const { id, parent } = await layerAndParent(store, ref, opts.parent);
-    if (output === undefined) return pipeline(await store.diff(id, { parent }), process.stdout, { end: false });
-    // The output path is checked (and its temp file made) before the diff starts.
-    await writeOutputFile(output, async (file) => pipeline(await store.diff(id, { parent }), file), {
-      notAFileHint: `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout (unionctl diff ${ref} > ${output})`,
-    });
+    await writeTar(
+      opts.output,
+      () => store.diff(id, { parent }),
+      `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout (unionctl diff ${ref} > ${opts.output})`,
+    );
   });
 }
 
@@ -389,10 +381,11 @@ async function exportCommand(ref: string, opts: { output?: string }, cmd: Comman
   }
   await withStore(cmd, async (store) => {
     const id = await resolveLayerRef(store, ref);
-    if (toStdout) return pipeline(await store.flatten(id), process.stdout, { end: false });
-    await writeOutputFile(opts.output!, async (file) => pipeline(await store.flatten(id), file), {
-      notAFileHint: `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout`,
-    });
+    await writeTar(
+      toStdout ? undefined : opts.output,
+      () => store.flatten(id),
+      'it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout',
+    );
   });
 }
 

@@ -15,7 +15,7 @@ import { CommanderError } from 'commander';
 import { isUnionctlError } from '../errors.js';
 import { stopRequested } from '../sys/stop-signals.js';
 import { buildProgram } from './commands.js';
-import { eprintln, FailuresReported, printError } from './output.js';
+import { eprintln, FailuresReported, printError, printUnionctlError } from './output.js';
 import { logs } from './log-level.js';
 
 const EXIT_ERROR = 1;
@@ -112,8 +112,7 @@ function report(e: unknown): number {
     return EXIT_NO_PERMISSION;
   }
   if (isUnionctlError(e)) {
-    printError(e.message, e.hint);
-    if (logs('debug')) eprintln(e.stack);
+    printUnionctlError(e);
     return EXIT_ERROR;
   }
   const message = e instanceof Error ? e.message : String(e);

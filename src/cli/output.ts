@@ -212,6 +212,12 @@ export function printError(message: string, hint?: string): void {
   if (hint) eprintln(`  ${err.dim('hint:')} ${escapeControls(hint)}`);
 }
 
+/** A UnionctlError the one way the CLI prints it: its line and hint, and its stack at --log-level debug. */
+export function printUnionctlError(e: UnionctlError): void {
+  printError(e.message, e.hint);
+  if (logs('debug')) eprintln(e.stack);
+}
+
 /**
  * Thrown by a command that went on past failures (rm a b c) once it has printed each of them with
  * printError: the CLI then exits with `exitCode` without printing anything more.

@@ -996,6 +996,21 @@ export class LayerStore {
     return found === undefined ? undefined : publicRecord(found);
   }
 
+  /**
+   * The layer's size as it is now: an image layer's as its record says (fixed when it was made), a
+   * writable layer's the bytes of its changes (diffSize; its record says 0, its content changes
+   * while it is used). A layer removed meanwhile keeps the size of the record given.
+   */
+  async currentSize(layer: LayerRecord): Promise<number> {
+    if (!layer.writable) return layer.size;
+    try {
+      return await this.diffSize(layer.id);
+    } catch (e) {
+      if ((e as UnionctlError).code !== 'NOT_FOUND') throw e;
+      return layer.size;
+    }
+  }
+
   /** The layer's tar-split record (undefined: the layer was not imported from a tar, or predates them). */
   async tarSplit(id: string): Promise<TarSplitRecord | undefined> {
     this.assertOpen();

@@ -45,7 +45,7 @@ export interface DiskUsage {
 export async function diskUsage(store: LayerStore): Promise<DiskUsage> {
   const records = await store.list();
   const sizes = new Map<string, number>();
-  for (const l of records) sizes.set(l.id, l.writable ? await store.diffSize(l.id) : l.size);
+  for (const l of records) sizes.set(l.id, await store.currentSize(l));
   const images = readImageRecords(diskDocuments(store));
   const users = new Map<string, number>();
   for (const i of images) for (const l of new Set(i.layers.map((x) => x.id))) users.set(l, (users.get(l) ?? 0) + 1);

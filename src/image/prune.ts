@@ -46,7 +46,17 @@ export async function prune(store: LayerStore, opts: { dryRun?: boolean } = {}):
  * only they use is free of images.
  */
 function unusedLayers(tx: StoreTx, removedImages: ReadonlySet<string> = new Set()): string[] {
-  const records = tx.records().filter((r) => r.state === 'complete');
+  const { records: all, damaged } = tx.scanRecords();
+  const records = all.filter((r) => r.state === 'complete');
+  // Children of each layer, read once, as StoreTx.children counts them: those being removed do
+  // not count, a damaged record naming its parent does, one that cannot name it is CORRUPT.
+  const unknown = damaged.find((d) => d.parent === null);
+  if (unknown !== undefined) throw unknown.error;
+  const childrenOf = new Map<string, string[]>();
+  const addChild = (parent: string, id: string) => childrenOf.set(parent, [...(childrenOf.get(parent) ?? []), id]);
+  for (const r of all) if (r.parent !== undefined && r.state !== 'removing') addChild(r.parent, r.id);
+  for (const d of damaged) if (typeof d.parent === 'string') addChild(d.parent, d.id);
+  const children = (id: string) => childrenOf.get(id) ?? [];
   const images = readImageRecords(tx);
   const ofRemoved = new Set(images.filter((i) => removedImages.has(i.id)).flatMap((i) => i.layers.map((l) => l.id)));
   const ofKept = new Set(images.filter((i) => !removedImages.has(i.id)).flatMap((i) => i.layers.map((l) => l.id)));
@@ -58,7 +68,7 @@ function unusedLayers(tx: StoreTx, removedImages: ReadonlySet<string> = new Set(
     changed = false;
     for (const r of records) {
       if (going.has(r.id) || !free(r.id)) continue;
-      if (tx.children(r.id).every((c) => going.has(c))) {
+      if (children(r.id).every((c) => going.has(c))) {
         going.add(r.id);
         changed = true;
       }
@@ -68,7 +78,7 @@ function unusedLayers(tx: StoreTx, removedImages: ReadonlySet<string> = new Set(
   const order: string[] = [];
   const visit = (id: string) => {
     if (order.includes(id)) return;
-    for (const c of tx.children(id)) if (going.has(c)) visit(c);
+    for (const c of children(id)) if (going.has(c)) visit(c);
     order.push(id);
   };
   for (const id of going) visit(id);
