@@ -38,6 +38,7 @@ export type {
 export {
   loadImages,
   saveImages,
+  commitLayer,
   listImages,
   getImage,
   removeImage,
@@ -62,6 +63,8 @@ export type {
   SaveOptions,
   SaveFormat,
   SavedImage,
+  CommitOptions,
+  CommittedImage,
   ImageSummary,
   RemoveImageResult,
   ImageRecord,

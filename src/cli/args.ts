@@ -26,3 +26,8 @@ export interface ListingOptions {
   /** false with --no-trunc (commander's negated option). */
   trunc?: boolean;
 }
+
+/** A repeatable option's values, in the order given (commander's argParser for `--opt a --opt b`). */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}

@@ -11,7 +11,7 @@ import type { LayerRecord, LayerStore } from '../index.js';
 import { resolveLayerRef } from '../image/index.js';
 import { ImageArchiveSniffer, imageArchiveKindOf, type ImageArchiveKind } from '../image/archive.js';
 import { writeOutputFile } from '../sys/user-file.js';
-import { nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
+import { collect, nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
 import { addImageCommands } from './image-commands.js';
 import { withStore } from './store-access.js';
 import { LOG_LEVELS, setLogLevel, type LogLevel } from './log-level.js';
@@ -40,11 +40,6 @@ import { registerBenchCommand } from './bench-command.js';
 import { registerServeCommand } from './serve-command.js';
 
 export const DEFAULT_ROOT = '/var/lib/unionctl';
-
-/** Repeatable options (`--storage-opt a=1 --storage-opt b=2`) collect into an array. */
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), value];
-}
 
 // ---- info, ls -------------------------------------------------------------------------------
 

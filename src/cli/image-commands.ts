@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import type { WithStore } from './store-access.js';
 import { UnionctlError } from '../errors.js';
 import {
+  commitLayer,
   exportStorage,
   listExports,
   listImages,
@@ -24,7 +25,7 @@ import {
   type LoadedImage,
   type SaveFormat,
 } from '../image/index.js';
-import { nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
+import { collect, nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
 import {
   DamagedFiles,
   eprintln,
@@ -121,6 +122,34 @@ async function rmiCommand(withStore: WithStore, refs: string[], _opts: unknown, 
         println(`Kept layer: ${shownName(l)} (made by import or create, not by the image; unionctl rm removes it)`);
     }
     if (g.json) printJson(results);
+  });
+}
+
+interface CommitCliOptions {
+  message?: string;
+  author?: string;
+  change?: string[];
+}
+
+async function commitCommand(
+  withStore: WithStore,
+  ref: string,
+  name: string | undefined,
+  opts: CommitCliOptions,
+  cmd: Command,
+): Promise<void> {
+  await withStore(cmd, async (store, g) => {
+    const image = await commitLayer(store, ref, { name, message: opts.message, author: opts.author, changes: opts.change });
+    if (g.json) {
+      return printJson({
+        id: image.id,
+        names: image.names,
+        layers: image.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId, reused: l.reused })),
+        base: image.base ?? null,
+      });
+    }
+    // The id alone on stdout, as docker commit prints it: ID=$(unionctl commit …) works.
+    println(image.id);
   });
 }
 
@@ -310,6 +339,22 @@ export function addImageCommands(program: Command, withStore: WithStore): void {
     .description('remove images (a name of several: only that name), and the layers no other image uses')
     .argument('<image...>', 'names or ids', nonEmptyEach('an image name or id'))
     .action((refs: string[], opts: unknown, cmd: Command) => rmiCommand(withStore, refs, opts, cmd));
+
+  program
+    .command('commit')
+    .description("make an image of a layer (a writable one from mount --rw) and its ancestry, its config derived from the base image's")
+    .argument('<layer>', 'layer id or unique prefix', nonEmpty('the layer'))
+    .argument('[image-name]', 'name for the new image, [host[:port]/]name[:tag]', nonEmpty('the image name'))
+    .option('-m, --message <text>', 'comment for the history entry', nonEmpty('the message'))
+    .option('-a, --author <name>', 'author of the image (e.g. "Jane Doe <jane@example.com>")', nonEmpty('the author'))
+    .option(
+      '-c, --change <instruction>',
+      'Dockerfile instruction to apply to the config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (repeatable)',
+      collect,
+    )
+    .action((ref: string, name: string | undefined, opts: CommitCliOptions, cmd: Command) =>
+      commitCommand(withStore, ref, name, opts, cmd),
+    );
 
   program
     .command('tag')

@@ -2,6 +2,8 @@
 export { loadImages } from './load.js';
 export type { LoadOptions, LoadProgress, LoadedImage } from './load.js';
 export { saveImages } from './save.js';
+export { commitLayer } from './commit.js';
+export type { CommitOptions, CommittedImage } from './commit.js';
 export type { SaveOptions, SaveFormat, SavedImage } from './save.js';
 export { listImages, getImage, removeImage, resolveLayerRef, tagImage, untagImage } from './images.js';
 export type { ImageSummary, RemoveImageResult, TagResult } from './images.js';

@@ -93,7 +93,8 @@ function hasher(): { stream: Transform; hex: () => string; bytes: () => number }
   return { stream, hex: () => (hex ??= hash.digest('hex')), bytes: () => bytes };
 }
 
-async function writeBlob(tar: Readable, path: string, compress: LayerCompression): Promise<LayerBlob> {
+/** Writes `tar` to `path`, compressed as asked, hashing the tar (its diff ID) and the blob as they go. */
+export async function writeBlob(tar: Readable, path: string, compress: LayerCompression): Promise<LayerBlob> {
   const plain = hasher();
   if (compress === 'none') {
     await pipeline(tar, plain.stream, createWriteStream(path));
