@@ -361,6 +361,31 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     assert.equal(loaded.images[0]!.id, DOCKER_IMAGE_ID);
   });
 
+  it('a committed image pushes and pulls back as itself: the base blobs exist already, the new layer goes up', () => {
+    const g = freshRoot();
+    pullJson(g, `${registry.address}/sample/docker:1`);
+    const view = (
+      JSON.parse(ok(unionctl([...g, '--json', 'mount', '--rw', '--name', 'work', `${registry.address}/sample/docker:1`]))) as {
+        path: string;
+      }
+    ).path;
+    writeFileSync(join(view, 'committed.txt'), 'from a writable layer\n');
+    const committed = JSON.parse(ok(unionctl([...g, '--json', 'commit', 'work', 'committed:1', '-c', 'ENV STAGE=2']))) as { id: string };
+    ok(unionctl([...g, 'umount', 'work']));
+    pushJson(g, `${registry.address}/sample/docker:1`, `${registry.address}/committed/app:base`);
+    const dest = `${registry.address}/committed/app:2`;
+    const pushed = pushJson(g, 'committed:1', dest);
+    assert.equal(pushed.configDigest, committed.id, 'the config goes out byte for byte');
+    assert.deepEqual(
+      pushed.layers.map((l) => l.how),
+      ['exists', 'exists', 'exists', 'exists', 'uploaded'],
+    );
+    const g2 = freshRoot('vfs');
+    const back = pullJson(g2, dest);
+    assert.equal(back.id, committed.id);
+    assert.match(flattenedTree(g2, dest), /^f 0644 0:0 22 \d+ [0-9a-f]{16} committed\.txt$/m);
+  });
+
   it('push reports each layer as it goes: its bytes sent up to the blob size, then uploaded; skipped when pushed again', async () => {
     const g = freshRoot();
     ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
