@@ -4,6 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { release as osRelease } from 'node:os';
 import { Command, Option } from 'commander';
 import { isUnionctlError, UnionctlError } from '../errors.js';
 import type { Change } from '../graph/driver.js';
@@ -28,6 +29,7 @@ import {
   out,
   printJson,
   println,
+  setOutputTemplate,
   printTable,
   printUnionctlError,
   printWarning,
@@ -35,6 +37,8 @@ import {
   timeAgo,
 } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
+import { infoJson, layerJson, mountJson, type ChangeJson } from './json-shapes.js';
+import { parseTemplate } from './template.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerServeCommand } from './serve-command.js';
@@ -46,7 +50,7 @@ export const DEFAULT_ROOT = '/var/lib/unionctl';
 async function infoCommand(_opts: unknown, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const info = await store.info();
-    if (g.json) return printJson(info);
+    if (g.json) return printJson(infoJson(info));
     const label = (s: string) => out.bold(s.padEnd(16));
     println(`${label('Driver:')}${info.driver}`);
     println(`${label('Root:')}${shownName(info.root)}`);
@@ -87,7 +91,7 @@ async function lsCommand(opts: ListingOptions, cmd: Command): Promise<void> {
     }
     const layers = await withCurrentSizes(store, listed);
     if (g.json) {
-      printJson(layers);
+      printJson(layers.map((l) => layerJson(l)));
       return damaged.throwIfAny();
     }
     printTable(
@@ -175,7 +179,7 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
         progress.done();
       }
       if (empty) printWarning(`${input} was empty (0 bytes): imported as an empty layer`);
-      if (g.json) return printJson({ id: layer.id, parent: layer.parent ?? null, diffId: layer.diffId ?? null, size: layer.size });
+      if (g.json) return printJson(layerJson(layer));
       println(layer.id);
     },
     { creates: true },
@@ -195,7 +199,7 @@ async function createCommand(opts: CreateOptions, cmd: Command): Promise<void> {
     async (store, g) => {
       const parent = opts.parent === undefined ? undefined : await resolveLayerRef(store, opts.parent);
       const layer = await store.create({ id: opts.id, parent, writable: opts.rw ?? false, storageOpt: opts.layerOpt });
-      if (g.json) return printJson(layer);
+      if (g.json) return printJson(layerJson(layer));
       println(layer.id);
     },
     { creates: true },
@@ -247,7 +251,12 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
     const layer = await resolveLayerRef(store, id);
     const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel, name: opts.name });
     const readOnly = !(await store.layer(mounted.id)).writable;
-    if (g.json) return printJson({ id: mounted.id, path: mounted.path, readOnly });
+    if (g.json) {
+      const entry = (await store.mounts()).find((e) => e.layer === mounted.id && e.path === mounted.path);
+      return printJson(
+        entry === undefined ? { id: mounted.id, path: mounted.path, readOnly, mounts: 1, processes: [], mounted: true } : mountJson(entry),
+      );
+    }
     // --rw on an image layer mounts a new writable layer on top, and an image name mounts its top
     // layer: say which, since umount needs it.
     // The path stays the last line so scripts can take `| tail -n 1`.
@@ -287,7 +296,7 @@ async function umountCommand(refs: string[], opts: { all?: boolean }, cmd: Comma
 async function mountsCommand(opts: ListingOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const entries = await store.mounts();
-    if (g.json) return printJson(entries);
+    if (g.json) return printJson(entries.map(mountJson));
     const shown = idShortener(
       entries.map((e) => e.layer),
       opts.trunc === false,
@@ -310,7 +319,10 @@ async function mountsCommand(opts: ListingOptions, cmd: Command): Promise<void> 
 }
 
 async function cleanupCommand(_opts: unknown, cmd: Command): Promise<void> {
-  await withStore(cmd, (store) => store.cleanup());
+  await withStore(cmd, async (store, g) => {
+    await store.cleanup();
+    if (g.json) printJson({});
+  });
 }
 
 async function branchesCommand(ref: string, opts: { trunc?: boolean }, cmd: Command): Promise<void> {
@@ -345,6 +357,12 @@ async function writeTar(output: string | undefined, make: () => Promise<Readable
   await writeOutputFile(output, async (file) => pipeline(await make(), file), { notAFileHint });
 }
 
+/** A tar on stdout leaves no room for a JSON document: --json needs -o FILE. */
+function refuseJsonWithTarOnStdout(cmd: Command, toStdout: boolean): void {
+  if (toStdout && cmd.optsWithGlobals<{ json?: boolean }>().json === true)
+    throw new UnionctlError('USAGE', '--json and a tar archive on stdout cannot share it', { hint: 'give the tar a file: -o FILE' });
+}
+
 interface DiffOptions {
   parent?: string;
   output?: string;
@@ -356,13 +374,15 @@ async function diffCommand(ref: string, opts: DiffOptions, cmd: Command): Promis
       hint: `use -o FILE, or redirect stdout: unionctl diff ${ref} > layer.tar`,
     });
   }
-  await withStore(cmd, async (store) => {
+  refuseJsonWithTarOnStdout(cmd, opts.output === undefined);
+  await withStore(cmd, async (store, g) => {
     const { id, parent } = await layerAndParent(store, ref, opts.parent);
     await writeTar(
       opts.output,
       () => store.diff(id, { parent }),
       `it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout (unionctl diff ${ref} > ${opts.output})`,
     );
+    if (g.json) printJson({ id, parent: parent ?? (await store.layer(id)).parent ?? null, output: opts.output });
   });
 }
 
@@ -374,13 +394,15 @@ async function exportCommand(ref: string, opts: { output?: string }, cmd: Comman
       hint: `use -o FILE, or redirect stdout: unionctl export ${ref} > rootfs.tar`,
     });
   }
-  await withStore(cmd, async (store) => {
+  refuseJsonWithTarOnStdout(cmd, toStdout);
+  await withStore(cmd, async (store, g) => {
     const id = await resolveLayerRef(store, ref);
     await writeTar(
       toStdout ? undefined : opts.output,
       () => store.flatten(id),
       'it is left alone: -o writes a regular file; to stream the tar, leave out -o and redirect stdout',
     );
+    if (g.json) printJson({ id, output: opts.output });
   });
 }
 
@@ -393,14 +415,11 @@ async function changesCommand(ref: string, opts: ChangesOptions, cmd: Command): 
   await withStore(cmd, async (store, g) => {
     const { id, parent } = await layerAndParent(store, ref, opts.parent);
     const changes: Change[] = await store.changes(id, { parent });
-    let patches: string[] = [];
+    let patches = new Map<string, string>();
     if (opts.patch) patches = await patchesFor(store, id, parent ?? (await store.layer(id)).parent, changes);
-    if (g.json) {
-      const list = changes.map((c) => ({ path: c.path, kind: c.kind }));
-      return printJson(opts.patch ? { changes: list, patches } : list);
-    }
+    if (g.json) return printJson(changes.map((c): ChangeJson => ({ path: c.path, kind: c.kind, patch: patches.get(c.path) ?? null })));
     for (const c of changes) println(changeStyle(c.kind)(`${c.kind} ${shownName(c.path)}`));
-    for (const p of patches) {
+    for (const p of patches.values()) {
       println();
       process.stdout.write(colourPatch(p.endsWith('\n') ? p : `${p}\n`));
     }
@@ -418,6 +437,28 @@ async function sizeCommand(ref: string, opts: { parent?: string }, cmd: Command)
 
 // ---- the program ---------------------------------------------------------------------------
 
+/** Commands whose --format is an archive or manifest format (save, push, as in podman), or that print no JSON. */
+const NO_TEMPLATE = new Set(['save', 'push', 'serve', 'bench', 'completion']);
+/** The commands given a --format TEMPLATE option. */
+const TEMPLATED = new WeakSet<Command>();
+
+/**
+ * `--format TEMPLATE` on every command that prints JSON (json-shapes.ts, template.ts): added here,
+ * after the commands are defined, so none is forgotten.
+ */
+function addTemplateOptions(program: Command): void {
+  for (const command of program.commands) {
+    if (NO_TEMPLATE.has(command.name()) || (command as unknown as { _hidden: boolean })._hidden) continue;
+    command.addOption(
+      new Option(
+        '--format <template>',
+        'print the --json objects through a Go-style template: "{{.id}} {{.size}}", "{{json .}}", "table {{.id}}\\t{{.size}}"',
+      ).argParser(nonEmpty('the format template')),
+    );
+    TEMPLATED.add(command);
+  }
+}
+
 /**
  * The commander program. Errors are not printed or acted on here: `exitOverride` turns commander's
  * own usage errors into exceptions, and main.ts prints every error the same way.
@@ -433,7 +474,7 @@ export function buildProgram(version: string): Command {
       ),
     )
     .addOption(new Option('--storage-opt <key=value>', 'driver option, Docker names (repeatable)').argParser(collect))
-    .option('--json', 'machine-readable output')
+    .option('--json', 'machine-readable output: one JSON document (docs/json.md describes each field)')
     .addOption(
       new Option(
         '--log-level <level>',
@@ -442,9 +483,15 @@ export function buildProgram(version: string): Command {
         .choices(LOG_LEVELS)
         .env('UNIONCTL_LOG_LEVEL'),
     )
-    .hook('preAction', (_program, action) => {
-      const level = action.optsWithGlobals<{ logLevel?: LogLevel }>().logLevel;
-      if (level !== undefined) setLogLevel(level);
+    .hook('preAction', (program, action) => {
+      const logLevel = action.optsWithGlobals<{ logLevel?: LogLevel }>().logLevel;
+      if (logLevel !== undefined) setLogLevel(logLevel);
+      const format = TEMPLATED.has(action) ? action.opts<{ format?: string }>().format : undefined;
+      // A template renders the --json objects: the command takes its --json path.
+      if (format !== undefined) {
+        setOutputTemplate(parseTemplate(format));
+        program.setOptionValue('json', true);
+      }
     })
     .exitOverride()
     .configureOutput({ outputError: () => {} })
@@ -556,11 +603,15 @@ export function buildProgram(version: string): Command {
 
   program
     .command('version')
-    .description('print the version')
-    .action(() => println(version));
+    .description('print the version (with --json: also Node, the platform and the kernel)')
+    .action((_opts: unknown, cmd: Command) => {
+      if (cmd.optsWithGlobals<{ json?: boolean }>().json !== true) return println(version);
+      printJson({ version, node: process.version, os: process.platform, arch: process.arch, kernel: osRelease() });
+    });
 
   registerServeCommand(program, withStore);
   registerBenchCommand(program);
+  addTemplateOptions(program);
 
   return program;
 }

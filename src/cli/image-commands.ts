@@ -42,6 +42,7 @@ import {
   timeAgo,
 } from './output.js';
 import { startLayerProgress } from './progress.js';
+import { imageJson, layerJson, reusedLayers, storedImageJson } from './json-shapes.js';
 
 async function loadCommand(withStore: WithStore, file: string, opts: { image?: string }, cmd: Command): Promise<void> {
   if (file === '-' && process.stdin.isTTY) {
@@ -64,13 +65,9 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
         progress.done();
       }
       if (g.json) {
-        return printJson({
-          images: images.map((i) => ({
-            id: i.id,
-            names: i.names,
-            layers: i.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId })),
-          })),
-        });
+        const shown = [];
+        for (const i of images) shown.push(await storedImageJson(store, i.id));
+        return printJson({ images: shown, reusedLayers: [...new Set(images.flatMap((i) => reusedLayers(i.layers)))] });
       }
       for (const i of images) {
         println(
@@ -87,7 +84,8 @@ async function imagesCommand(withStore: WithStore, opts: ListingOptions, cmd: Co
     const damaged = new DamagedFiles();
     const images = await listImages(store, { onDamaged: damaged.onDamaged });
     if (g.json) {
-      printJson(images);
+      const sizes = new Map((await store.list({ onDamaged: () => {} })).map((l) => [l.id, l.size]));
+      printJson(images.map((i) => imageJson(i, (id) => sizes.get(id) ?? 0)));
       return damaged.throwIfAny();
     }
     if (opts.quiet === true) {
@@ -121,7 +119,7 @@ async function rmiCommand(withStore: WithStore, refs: string[], _opts: unknown, 
       for (const l of r.keptLayers)
         println(`Kept layer: ${shownName(l)} (made by import or create, not by the image; unionctl rm removes it)`);
     }
-    if (g.json) printJson(results);
+    if (g.json) printJson(results.map((r) => ({ ...r, deleted: r.deleted ?? null })));
   });
 }
 
@@ -140,14 +138,12 @@ async function commitCommand(
 ): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const image = await commitLayer(store, ref, { name, message: opts.message, author: opts.author, changes: opts.change });
-    if (g.json) {
+    if (g.json)
       return printJson({
-        id: image.id,
-        names: image.names,
-        layers: image.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId, reused: l.reused })),
+        image: await storedImageJson(store, image.id),
         base: image.base ?? null,
+        reusedLayers: reusedLayers(image.layers),
       });
-    }
     // The id alone on stdout, as docker commit prints it: ID=$(unionctl commit …) works.
     println(image.id);
   });
@@ -157,7 +153,7 @@ async function tagCommand(withStore: WithStore, ref: string, names: string[], cm
   await withStore(cmd, async (store, g) => {
     const results = [];
     for (const name of names) results.push(await tagImage(store, ref, name));
-    if (g.json) return printJson(results);
+    if (g.json) return printJson(results.map((r) => ({ ...r, movedFrom: r.movedFrom ?? null })));
     for (const r of results) {
       const moved = r.movedFrom === undefined ? '' : ` (moved from ${shortImageId(r.movedFrom)})`;
       println(`Tagged: ${shownName(r.name)}${moved}`);
@@ -177,7 +173,11 @@ async function inspectCommand(withStore: WithStore, refs: string[], _opts: unkno
   // JSON whatever the flags, as docker inspect: one object per REF, in an array.
   await withStore(cmd, async (store) => {
     const found = [];
-    for (const ref of refs) found.push(await inspect(store, ref));
+    for (const ref of refs) {
+      const i = await inspect(store, ref);
+      // The layer in the one shape every command prints a layer in.
+      found.push(i.type === 'layer' ? { ...i, layer: layerJson(i.layer) } : i);
+    }
     printJson(found);
   });
 }
@@ -185,7 +185,17 @@ async function inspectCommand(withStore: WithStore, refs: string[], _opts: unkno
 async function historyCommand(withStore: WithStore, ref: string, opts: ListingOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const entries = await imageHistory(store, ref);
-    if (g.json) return printJson(entries);
+    if (g.json) {
+      return printJson(
+        entries.map((e) => ({
+          layer: e.layer ?? null,
+          created: e.created ?? null,
+          createdBy: e.createdBy,
+          size: e.size,
+          comment: e.comment ?? null,
+        })),
+      );
+    }
     const shown = idShortener(
       entries.flatMap((e) => (e.layer === undefined ? [] : [e.layer])),
       opts.trunc === false,

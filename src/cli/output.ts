@@ -5,6 +5,7 @@
 import { Chalk, supportsColor, supportsColorStderr, type ChalkInstance } from 'chalk';
 import { damagedFilesError, type UnionctlError } from '../errors.js';
 import { logs } from './log-level.js';
+import { renderTemplate, type Template } from './template.js';
 
 /**
  * Colour level for one output stream. chalk already turns colour off when the stream is not a TTY
@@ -68,9 +69,29 @@ export function eprintln(line = ''): void {
   process.stderr.write(`${line}\n`);
 }
 
-/** Pretty JSON on stdout, one document per command. */
+/** The --format template, when one was given (setOutputTemplate, from the program's preAction hook). */
+let outputTemplate: Template | undefined;
+
+export function setOutputTemplate(template: Template | undefined): void {
+  outputTemplate = template;
+}
+
+/**
+ * A command's result on stdout: pretty JSON, one document per command; or, with --format, the
+ * template rendered over each element of a list (over the value itself when it is not a list), one
+ * per line. Every element is rendered before anything is printed: a template that names a field
+ * the objects lack fails without half an output.
+ */
 export function printJson(value: unknown): void {
-  println(JSON.stringify(value, null, 2));
+  if (outputTemplate === undefined) return println(JSON.stringify(value, null, 2));
+  const template = outputTemplate;
+  const lines = (Array.isArray(value) ? value : [value]).map((item) => renderTemplate(template, item));
+  if (template.table)
+    return printTable(
+      template.header,
+      lines.map((l) => l.split('\t')),
+    );
+  for (const line of lines) println(line);
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];

@@ -15,21 +15,29 @@ const MAX_PATCH_BYTES = 1024 * 1024;
 const BINARY_SNIFF_BYTES = 8192;
 
 /**
- * Patches (or one-line notes) for every changed regular file in `changes`, in the same order.
+ * Patches (or one-line notes) for every changed regular file in `changes`, by path, in the same order.
  * Added and deleted files, directories, symlinks and devices get nothing: the change line says it all.
  */
-export async function patchesFor(store: LayerStore, id: string, parent: string | undefined, changes: Change[]): Promise<string[]> {
+export async function patchesFor(
+  store: LayerStore,
+  id: string,
+  parent: string | undefined,
+  changes: Change[],
+): Promise<Map<string, string>> {
   const changed = changes.filter((c) => c.kind === 'C');
-  if (changed.length === 0 || parent === undefined) return [];
+  if (changed.length === 0 || parent === undefined) return new Map();
   // Loaded here, not at the top: the diff package costs ~15 ms to load, and only --patch needs it.
   const diff = await import('diff');
   const oldView = (await store.mount(parent)).path;
   try {
     const newView = (await store.mount(id)).path;
     try {
-      return changed
-        .map((c) => patchOne(diff, c.path, join(oldView, c.path), join(newView, c.path)))
-        .filter((p): p is string => p !== undefined);
+      const patches = new Map<string, string>();
+      for (const c of changed) {
+        const patch = patchOne(diff, c.path, join(oldView, c.path), join(newView, c.path));
+        if (patch !== undefined) patches.set(c.path, patch);
+      }
+      return patches;
     } finally {
       await store.unmount(id);
     }

@@ -19,6 +19,7 @@ import {
 } from '../image/index.js';
 import { nonEmpty } from './args.js';
 import { layersDone, out, printJson, println, printWarning, shortImageId, shownName } from './output.js';
+import { reusedLayers, storedImageJson } from './json-shapes.js';
 import { startLayerProgress } from './progress.js';
 
 interface RegistryCliOptions {
@@ -67,12 +68,12 @@ async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptio
       }
       if (g.json) {
         return printJson({
-          id: pulled.id,
-          names: pulled.names,
+          image: await storedImageJson(store, pulled.id),
           reference: pulled.reference,
           manifestDigest: pulled.manifestDigest,
-          ...(pulled.indexDigest === undefined ? {} : { indexDigest: pulled.indexDigest, platform: pulled.platform }),
-          layers: pulled.layers,
+          indexDigest: pulled.indexDigest ?? null,
+          platform: pulled.platform ?? null,
+          reusedLayers: reusedLayers(pulled.layers),
         });
       }
       println(`Pulled ${shownName(pulled.reference)} (${shortImageId(pulled.id)}, ${layersDone(pulled.layers)})`);
@@ -132,7 +133,7 @@ interface LoginCliOptions {
   authfile?: string;
 }
 
-async function loginCommand(registry: string, opts: LoginCliOptions): Promise<void> {
+async function loginCommand(registry: string, opts: LoginCliOptions, cmd: Command): Promise<void> {
   const password = opts.passwordStdin ? readFileSync(0, 'utf8').replace(/\r?\n$/, '') : opts.password;
   if (opts.username === undefined || password === undefined) {
     throw new UnionctlError('USAGE', 'login needs --username and --password (or --password-stdin)', {
@@ -144,13 +145,15 @@ async function loginCommand(registry: string, opts: LoginCliOptions): Promise<vo
   await new RegistryClient({ registry, repository: 'library/unionctl-login', insecure: opts.insecure, creds, actions: 'pull' }).ping();
   const file = opts.authfile ?? authFilePath();
   storeCredentials(registry, creds, file);
+  if (cmd.optsWithGlobals<{ json?: boolean }>().json === true) return printJson({ registry, authFile: file });
   println(`Login Succeeded (credentials for ${registry} in ${shownName(file)})`);
 }
 
-function logoutCommand(registry: string, opts: { authfile?: string }): void {
+function logoutCommand(registry: string, opts: { authfile?: string }, cmd: Command): void {
   const file = opts.authfile ?? authFilePath();
   if (!removeCredentials(registry, file))
     throw new UnionctlError('NOT_FOUND', `not logged in to ${registry} (no entry in ${file})`, { hint: 'nothing to do' });
+  if (cmd.optsWithGlobals<{ json?: boolean }>().json === true) return printJson({ registry, authFile: file });
   println(`Removed login credentials for ${registry}`);
 }
 
@@ -194,12 +197,12 @@ export function addRegistryCommands(program: Command, withStore: WithStore): voi
     .option('--password-stdin', 'read the password from stdin')
     .addOption(insecureOption())
     .addOption(authfileOption())
-    .action((registry: string, opts: LoginCliOptions) => loginCommand(registry, opts));
+    .action((registry: string, opts: LoginCliOptions, cmd: Command) => loginCommand(registry, opts, cmd));
 
   program
     .command('logout')
     .description('remove the credentials of a registry from the auth file')
     .argument('<registry>', 'host[:port]', nonEmpty('the registry'))
     .addOption(authfileOption())
-    .action((registry: string, opts: { authfile?: string }) => logoutCommand(registry, opts));
+    .action((registry: string, opts: { authfile?: string }, cmd: Command) => logoutCommand(registry, opts, cmd));
 }

@@ -109,7 +109,7 @@ for (const driver of ['vfs', 'overlay2']) {
 
     it('a prefix names a layer for diff, changes, size and branches; an unknown one is NOT_FOUND', () => {
       const short = other.slice(0, 12);
-      assert.deepEqual(JSON.parse(ok(cli('--json', 'changes', short))), [{ path: '/other', kind: 'A' }]);
+      assert.deepEqual(JSON.parse(ok(cli('--json', 'changes', short))), [{ path: '/other', kind: 'A', patch: null }]);
       assert.deepEqual(JSON.parse(ok(cli('--json', 'size', short, '--parent', base.slice(0, 8)))), { id: other, size: 6 });
       const branches = JSON.parse(ok(cli('--json', 'branches', short))) as Array<{ layer: string }>;
       assert.equal(branches[0]!.layer, other);
@@ -195,13 +195,13 @@ for (const driver of ['vfs', 'overlay2']) {
       try {
         const entries = JSON.parse(ok(cli('--json', 'mounts'))) as Array<Record<string, unknown>>;
         assert.deepEqual(
-          entries.map((e) => [e.layer, e.readOnly, e.mounts, e.processes]),
+          entries.map((e) => [e.id, e.readOnly, e.mounts, e.processes]),
           [
             [other, true, 2, []],
             ['ctr', false, 1, [{ pid: holder.pid, count: 1 }]],
           ].sort((a, b) => (String(a[0]) < String(b[0]) ? -1 : 1)),
         );
-        const ctr = entries.find((e) => e.layer === 'ctr')!;
+        const ctr = entries.find((e) => e.id === 'ctr')!;
         assert.equal(ctr.path, viewOf(root, driver, 'ctr'));
         // A vfs layer's view is its own directory: nothing is mounted for it.
         assert.equal(ctr.mounted, driver !== 'vfs');
@@ -218,7 +218,7 @@ for (const driver of ['vfs', 'overlay2']) {
         // --all gives back the three unionctl mounts; the process's hold stays.
         assert.deepEqual(JSON.parse(ok(cli('--json', 'umount', '--all'))), { released: [other, 'ctr'].sort() });
         assert.deepEqual(
-          (JSON.parse(ok(cli('--json', 'mounts'))) as Array<Record<string, unknown>>).map((e) => [e.layer, e.mounts, e.processes]),
+          (JSON.parse(ok(cli('--json', 'mounts'))) as Array<Record<string, unknown>>).map((e) => [e.id, e.mounts, e.processes]),
           [['ctr', 0, [{ pid: holder.pid, count: 1 }]]],
         );
         fails(cli('umount', 'ctr'), /layer ctr is not mounted/);

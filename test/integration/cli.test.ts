@@ -120,7 +120,11 @@ for (const driver of ['vfs', 'overlay2']) {
       ids.push(base.trim());
 
       const app = JSON.parse(ok(cli(['--json', 'import', '--parent', ids[0], layerTars[1]])));
-      assert.deepEqual(Object.keys(app).sort(), ['diffId', 'id', 'parent', 'size']);
+      assert.deepEqual(
+        Object.keys(app).sort(),
+        ['chainId', 'created', 'diffId', 'driver', 'id', 'origin', 'parent', 'size', 'writable'],
+        'a layer, as ls prints it',
+      );
       assert.equal(app.parent, ids[0]);
       assert.equal(app.diffId, DIFF_IDS[1]);
       assert.equal(typeof app.size, 'number');

@@ -14,11 +14,18 @@ import { after, before, describe, it } from 'node:test';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 import { DIFF_IDS, DOCKER_IMAGE_ID, EXPECTED_TREE, SAMPLE_DOCKER, flattenedTree, listing, ok, show, unionctl } from './images-helpers.js';
 
-interface CommitJson {
+/** An image as images --json prints it. */
+interface ImageJson {
   id: string;
   names: string[];
-  layers: Array<{ id: string; diffId: string; chainId: string; reused: boolean }>;
+  layers: Array<{ id: string; diffId: string; chainId: string; size: number }>;
+}
+
+/** What commit --json prints. */
+interface CommitJson {
+  image: ImageJson;
   base: string | null;
+  reusedLayers: string[];
 }
 
 interface ImageInspection {
@@ -59,7 +66,7 @@ for (const driver of ['vfs', 'overlay2']) {
   describe(`commit on ${driver}`, () => {
     const g = freshRoot(driver);
     let view = '';
-    let committed: CommitJson;
+    let committed: ImageJson;
 
     before(() => {
       ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
@@ -89,16 +96,22 @@ for (const driver of ['vfs', 'overlay2']) {
         '-c',
         'WORKDIR data',
       ]);
-      committed = JSON.parse(ok(r)) as CommitJson;
+      const result = JSON.parse(ok(r)) as CommitJson;
+      committed = result.image;
       assert.deepEqual(committed.names, ['app:v2']);
-      assert.equal(committed.base, DOCKER_IMAGE_ID);
+      assert.equal(result.base, DOCKER_IMAGE_ID);
       assert.equal(committed.layers.length, 5);
       assert.deepEqual(
-        committed.layers.slice(0, 4).map((l) => [l.diffId, l.reused]),
-        DIFF_IDS.map((d) => [d, true]),
+        committed.layers.slice(0, 4).map((l) => l.diffId),
+        DIFF_IDS,
       );
       const top = committed.layers[4]!;
-      assert.equal(top.reused, false);
+      assert.deepEqual(
+        result.reusedLayers,
+        committed.layers.slice(0, 4).map((l) => l.id),
+        'the base layers reused, the top one new',
+      );
+      assert.equal(top.size, 22, 'the added file');
       assert.notEqual(top.id, 'work', 'the writable layer stays a writable layer; its diff is a new one');
       // The layer list shows the new image layer read-only and the writable one still there.
       const layers = JSON.parse(ok(unionctl([...g, '--json', 'ls']))) as Array<{ id: string; writable: boolean; diffId?: string }>;
@@ -145,10 +158,15 @@ for (const driver of ['vfs', 'overlay2']) {
 
     it('a second commit of the same content reuses the layer the first one made', () => {
       const again = JSON.parse(ok(unionctl([...g, '--json', 'commit', 'work', 'app:v3', '-m', 'same files']))) as CommitJson;
-      assert.notEqual(again.id, committed.id, 'another config (time, message)');
+      assert.notEqual(again.image.id, committed.id, 'another config (time, message)');
       assert.deepEqual(
-        again.layers.map((l) => [l.id, l.reused]),
-        committed.layers.map((l) => [l.id, true]),
+        again.image.layers.map((l) => l.id),
+        committed.layers.map((l) => l.id),
+      );
+      assert.deepEqual(
+        again.reusedLayers,
+        committed.layers.map((l) => l.id),
+        'every layer reused',
       );
     });
 
@@ -156,7 +174,7 @@ for (const driver of ['vfs', 'overlay2']) {
       const archive = join(scratch, `${driver}-committed.tar`);
       ok(unionctl([...g, 'save', 'app:v2', '-o', archive]));
       const g2 = freshRoot(driver);
-      const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', archive]))) as { images: CommitJson[] };
+      const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', archive]))) as { images: ImageJson[] };
       assert.equal(loaded.images[0]!.id, committed.id);
       assert.deepEqual(
         loaded.images[0]!.layers.map((l) => l.diffId),
@@ -205,9 +223,10 @@ for (const driver of ['vfs', 'overlay2']) {
       const image = JSON.parse(ok(unionctl([...g3, '--json', 'commit', layer, 'plain']))) as CommitJson;
       assert.equal(image.base, null);
       assert.deepEqual(
-        image.layers.map((l) => [l.id, l.reused]),
-        [[layer, true]],
+        image.image.layers.map((l) => l.id),
+        [layer],
       );
+      assert.deepEqual(image.reusedLayers, [layer]);
       const [inspected] = JSON.parse(ok(unionctl([...g3, 'inspect', 'plain:latest']))) as ImageInspection[];
       assert.equal(inspected!.config.history.length, 1);
       assert.equal((inspected!.config as unknown as { os: string }).os, 'linux');

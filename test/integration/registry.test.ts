@@ -48,14 +48,14 @@ async function run(cmd: string, args: string[]): Promise<void> {
 
 const skip = scratchMissing ?? (registryAvailable() ? toolsMissing(['htpasswd', 'openssl']) : 'docker-registry or skopeo is not installed');
 
+/** What pull --json prints: the image (as images --json prints it) and how it was found. */
 interface PullJson {
-  id: string;
-  names: string[];
+  image: { id: string; names: string[]; layers: Array<{ id: string; diffId: string; chainId: string; size: number }> };
   reference: string;
   manifestDigest: string;
-  indexDigest?: string;
-  platform?: { os: string; architecture: string };
-  layers: Array<{ id: string; diffId: string; chainId: string; reused: boolean }>;
+  indexDigest: string | null;
+  platform: { os: string; architecture: string; variant?: string } | null;
+  reusedLayers: string[];
 }
 
 interface PushJson {
@@ -101,10 +101,10 @@ describe('unionctl pull and push with a registry', { skip }, () => {
   it('pulls a docker image by tag: the image id, diff IDs and flattened tree of the archive', () => {
     const g = freshRoot();
     const pulled = pullJson(g, `${registry.address}/sample/docker:1`);
-    assert.equal(pulled.id, DOCKER_IMAGE_ID);
-    assert.deepEqual(pulled.names, [`${registry.address}/sample/docker:1`]);
+    assert.equal(pulled.image.id, DOCKER_IMAGE_ID);
+    assert.deepEqual(pulled.image.names, [`${registry.address}/sample/docker:1`]);
     assert.deepEqual(
-      pulled.layers.map((l) => l.diffId),
+      pulled.image.layers.map((l) => l.diffId),
       DIFF_IDS,
     );
     assert.equal(pulled.manifestDigest, digestOf(`${registry.address}/sample/docker:1`));
@@ -113,13 +113,13 @@ describe('unionctl pull and push with a registry', { skip }, () => {
 
   it('pulls OCI images, gzip by tag and zstd by digest (a digest-only pull names no image)', () => {
     const g = freshRoot('vfs');
-    assert.equal(pullJson(g, `${registry.address}/sample/oci:gzip`).id, OCI_IMAGE_ID);
+    assert.equal(pullJson(g, `${registry.address}/sample/oci:gzip`).image.id, OCI_IMAGE_ID);
     const digest = digestOf(`${registry.address}/sample/oci:zstd`);
     const g2 = freshRoot();
     const byDigest = pullJson(g2, `${registry.address}/sample/oci@${digest}`);
-    assert.equal(byDigest.id, OCI_IMAGE_ID);
+    assert.equal(byDigest.image.id, OCI_IMAGE_ID);
     assert.equal(byDigest.manifestDigest, digest);
-    assert.deepEqual(byDigest.names, []);
+    assert.deepEqual(byDigest.image.names, []);
     assert.equal(flattenedTree(g2, OCI_IMAGE_ID.slice(7, 19)), EXPECTED_TREE);
   });
 
@@ -129,7 +129,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     const before = registry.blobGets().length;
     const pulled = pullJson(g, `${registry.address}/sample/oci:zstd`);
     assert.ok(
-      pulled.layers.every((l) => l.reused),
+      pulled.image.layers.every((l) => pulled.reusedLayers.includes(l.id)),
       'every layer reused',
     );
     assert.equal(registry.blobGets().length - before, 1, 'only the config blob was fetched');
@@ -169,10 +169,10 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     });
     assert.equal(put.status, 201, await put.text());
     const host = pullJson(freshRoot(), `${registry.address}/sample/oci:multi`);
-    assert.equal(host.id, DOCKER_IMAGE_ID, 'the host is linux/amd64');
+    assert.equal(host.image.id, DOCKER_IMAGE_ID, 'the host is linux/amd64');
     assert.equal(host.indexDigest, sha256(body));
     const arm = pullJson(freshRoot(), `${registry.address}/sample/oci:multi`, '--platform', 'linux/arm64');
-    assert.equal(arm.id, OCI_IMAGE_ID);
+    assert.equal(arm.image.id, OCI_IMAGE_ID);
     assert.deepEqual(arm.platform, { os: 'linux', architecture: 'arm64', variant: 'v8' });
     const none = unionctl([...freshRoot(), 'pull', '--insecure', '--platform', 'linux/s390x', `${registry.address}/sample/oci:multi`]);
     assertCleanFailure(none, /has no image for linux\/s390x \(it has: linux\/amd64, linux\/arm64\/v8\)/);
@@ -190,7 +190,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
       const pulled = JSON.parse(
         ok(await unionctlAsync([...g, '--json', 'pull', '--insecure', `${proxy.address}/sample/docker:1`])),
       ) as PullJson;
-      assert.equal(pulled.id, DOCKER_IMAGE_ID);
+      assert.equal(pulled.image.id, DOCKER_IMAGE_ID);
       assert.equal(proxy.cuts(), 1, 'the first download was cut');
       assert.equal(proxy.rangeRequests(), 1, 'and resumed from where it stopped');
       assert.equal(proxy.failedManifests(), 2, 'two 503s for the manifest, retried');
@@ -231,8 +231,8 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     const onVfs = pullJson(vfs, ref);
     for (const pulled of [four, onVfs]) {
       assert.deepEqual(
-        pulled.layers.map((l) => [l.diffId, l.chainId]),
-        one.layers.map((l) => [l.diffId, l.chainId]),
+        pulled.image.layers.map((l) => [l.diffId, l.chainId]),
+        one.image.layers.map((l) => [l.diffId, l.chainId]),
       );
     }
     assert.equal(flattenedTree(vfs, DOCKER_IMAGE_ID.slice(7, 19)), EXPECTED_TREE);
@@ -339,7 +339,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     assert.equal(digestOf(dest), first.manifestDigest);
     const g2 = freshRoot('vfs');
     const back = pullJson(g2, dest);
-    assert.equal(back.id, DOCKER_IMAGE_ID);
+    assert.equal(back.image.id, DOCKER_IMAGE_ID);
     assert.equal(flattenedTree(g2, dest), EXPECTED_TREE);
     // A third repository mounts every blob from the second: no layer bytes sent.
     const mounted = pushJson(
@@ -370,7 +370,9 @@ describe('unionctl pull and push with a registry', { skip }, () => {
       }
     ).path;
     writeFileSync(join(view, 'committed.txt'), 'from a writable layer\n');
-    const committed = JSON.parse(ok(unionctl([...g, '--json', 'commit', 'work', 'committed:1', '-c', 'ENV STAGE=2']))) as { id: string };
+    const committed = (
+      JSON.parse(ok(unionctl([...g, '--json', 'commit', 'work', 'committed:1', '-c', 'ENV STAGE=2']))) as { image: { id: string } }
+    ).image;
     ok(unionctl([...g, 'umount', 'work']));
     pushJson(g, `${registry.address}/sample/docker:1`, `${registry.address}/committed/app:base`);
     const dest = `${registry.address}/committed/app:2`;
@@ -382,7 +384,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     );
     const g2 = freshRoot('vfs');
     const back = pullJson(g2, dest);
-    assert.equal(back.id, committed.id);
+    assert.equal(back.image.id, committed.id);
     assert.match(flattenedTree(g2, dest), /^f 0644 0:0 22 \d+ [0-9a-f]{16} committed\.txt$/m);
   });
 
@@ -441,7 +443,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
     };
     assert.equal(raw.mediaType, 'application/vnd.oci.image.manifest.v1+json');
     assert.ok(raw.layers.every((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+zstd'));
-    assert.equal(pullJson(freshRoot(), dest).id, DOCKER_IMAGE_ID);
+    assert.equal(pullJson(freshRoot(), dest).image.id, DOCKER_IMAGE_ID);
     const refused = unionctl([...g, 'push', '--insecure', '--compress', 'zstd', 'sample-app:1', dest]);
     assertCleanFailure(refused, /zstd layers cannot go into a docker manifest/);
   });
@@ -477,7 +479,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
         const back = `${registry.address}/interop/from-podman:1`;
         podman!.podman(['push', '-q', '--tls-verify=false', ref, back]);
         const g = freshRoot();
-        assert.equal(pullJson(g, back).id, DOCKER_IMAGE_ID);
+        assert.equal(pullJson(g, back).image.id, DOCKER_IMAGE_ID);
         assert.equal(flattenedTree(g, back), EXPECTED_TREE);
       },
     );
@@ -493,7 +495,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
         dockerd!.docker(['tag', ref, back]);
         dockerd!.docker(['push', '-q', back]);
         const g = freshRoot('vfs');
-        assert.equal(pullJson(g, back).id, DOCKER_IMAGE_ID);
+        assert.equal(pullJson(g, back).image.id, DOCKER_IMAGE_ID);
         assert.equal(flattenedTree(g, back), EXPECTED_TREE);
       },
     );
@@ -515,7 +517,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
 
     it('with --creds, or after unionctl login (the auth file): pulls; wrong credentials are refused and not filed', () => {
       const creds = `${USER.username}:${USER.password}`;
-      assert.equal(pullJson(freshRoot(), `${secured.address}/private/app:1`, '--creds', creds).id, DOCKER_IMAGE_ID);
+      assert.equal(pullJson(freshRoot(), `${secured.address}/private/app:1`, '--creds', creds).image.id, DOCKER_IMAGE_ID);
       const wrong = unionctl([...freshRoot(), 'pull', '--insecure', '--creds', 'alice:nope', `${secured.address}/private/app:1`]);
       assertCleanFailure(wrong, /refused the credentials \(401/);
       const authFile = join(scratch.dir, 'auth.json');
@@ -529,7 +531,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
       );
       const filed = JSON.parse(readFileSync(authFile, 'utf8')) as { auths: Record<string, { auth: string }> };
       assert.equal(Buffer.from(filed.auths[secured.address]!.auth, 'base64').toString(), creds);
-      assert.equal(pullJson(freshRoot(), `${secured.address}/private/app:1`, '--authfile', authFile).id, DOCKER_IMAGE_ID);
+      assert.equal(pullJson(freshRoot(), `${secured.address}/private/app:1`, '--authfile', authFile).image.id, DOCKER_IMAGE_ID);
       ok(unionctl(['logout', '--authfile', authFile, secured.address]));
       assert.deepEqual((JSON.parse(readFileSync(authFile, 'utf8')) as { auths: object }).auths, {});
     });
@@ -566,7 +568,7 @@ describe('unionctl pull and push with a registry', { skip }, () => {
       const pulled = JSON.parse(
         ok(await unionctlAsync([...g, '--json', 'pull', '--insecure', `${secured.address}/team/app:1`])),
       ) as PullJson;
-      assert.equal(pulled.id, DOCKER_IMAGE_ID);
+      assert.equal(pulled.image.id, DOCKER_IMAGE_ID);
       const asked = tokens.requests.slice(before);
       assert.ok(asked.length >= 1 && asked.every((r) => !r.account), 'anonymous tokens');
       assert.ok(asked[0]!.scope.includes('repository:team/app:pull'), JSON.stringify(asked));

@@ -1,0 +1,121 @@
+/**
+ * The one JSON shape of each kind of object the CLI prints (`--json`, `--format`), whatever the
+ * command and its flags: a layer is the same object in `ls`, `import`, `create` and `inspect`; an
+ * image the same in `images`, `load`, `pull`, `commit` and `inspect`; a mount the same in `mount`
+ * and `mounts`. Every field is always there: one that does not apply is null, never missing, so a
+ * script can tell "none" from "not printed by this command". docs/json.md documents each field, and
+ * test/integration/cli-json.test.ts checks that every field printed is documented there.
+ */
+import type { Change } from '../graph/driver.js';
+import type { LayerRecord, LayerStore, MountEntry, StoreInfo } from '../graph/store.js';
+import { getImage, type ImageLayerRef } from '../image/index.js';
+
+export interface LayerJson {
+  id: string;
+  parent: string | null;
+  /** 'user' (import, create, mount --rw), 'image' (load, pull, commit), null for records older than origins. */
+  origin: 'user' | 'image' | null;
+  writable: boolean;
+  diffId: string | null;
+  chainId: string | null;
+  /** Bytes of the layer's own content; a writable layer's as it is now. */
+  size: number;
+  created: string;
+  driver: string;
+}
+
+/** A layer record as LayerJson; `size` when the caller measured it again (a writable layer's changes). */
+export function layerJson(rec: LayerRecord, size = rec.size): LayerJson {
+  return {
+    id: rec.id,
+    parent: rec.parent ?? null,
+    origin: rec.origin ?? null,
+    writable: rec.writable,
+    diffId: rec.diffId ?? null,
+    chainId: rec.chainId ?? null,
+    size,
+    created: rec.created,
+    driver: rec.driver,
+  };
+}
+
+export interface ImageLayerJson {
+  id: string;
+  diffId: string;
+  chainId: string;
+  size: number;
+}
+
+export interface ImageJson {
+  id: string;
+  names: string[];
+  /** Bottom first. */
+  layers: ImageLayerJson[];
+  /** Bytes of all its layers. */
+  size: number;
+  /** When the image came into the store (load, pull, commit). */
+  loaded: string;
+}
+
+/** What imageJson needs: an image record or summary, and the sizes of its layers. */
+export interface ImageFacts {
+  id: string;
+  names: string[];
+  layers: ReadonlyArray<ImageLayerRef>;
+  loaded: string;
+}
+
+export function imageJson(image: ImageFacts, layerSize: (id: string) => number): ImageJson {
+  const layers = image.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId, size: layerSize(l.id) }));
+  return { id: image.id, names: image.names, layers, size: layers.reduce((n, l) => n + l.size, 0), loaded: image.loaded };
+}
+
+export interface MountJson {
+  /** The layer mounted. */
+  id: string;
+  path: string;
+  readOnly: boolean;
+  /** Outstanding `unionctl mount`s, from any process. */
+  mounts: number;
+  processes: Array<{ pid: number; count: number }>;
+  /** The kernel has it mounted (false for a view that is a plain directory: a vfs layer's own). */
+  mounted: boolean;
+}
+
+export function mountJson(entry: MountEntry): MountJson {
+  const { layer, path, readOnly, mounts, processes, mounted } = entry;
+  return { id: layer, path, readOnly, mounts, processes, mounted };
+}
+
+export interface ChangeJson {
+  path: string;
+  /** A added, C changed, D deleted. */
+  kind: Change['kind'];
+  /** The unified diff of a changed text file with `changes --patch`; null otherwise. */
+  patch: string | null;
+}
+
+export interface InfoJson {
+  driver: string;
+  root: string;
+  /** The driver's status lines, as [key, value] pairs (Docker's DriverStatus). */
+  status: Array<[string, string]>;
+  capabilities: StoreInfo['capabilities'];
+}
+
+export function infoJson(info: StoreInfo): InfoJson {
+  return { driver: info.driver, root: info.root, status: info.status, capabilities: info.capabilities };
+}
+
+/** The ImageJson of image `id` as the store has it now (its record, its layers' sizes). */
+export async function storedImageJson(store: LayerStore, id: string): Promise<ImageJson> {
+  const record = await getImage(store, id);
+  const sizes = new Map<string, number>();
+  for (const l of record.layers) sizes.set(l.id, (await store.layer(l.id)).size);
+  return imageJson(record, (layer) => sizes.get(layer) ?? 0);
+}
+
+/** Ids of the layers an operation found in the store instead of making them (LoadedImage's `reused`). */
+export function reusedLayers(layers: ReadonlyArray<{ id: string; reused: boolean }>): string[] {
+  return layers.filter((l) => l.reused).map((l) => l.id);
+}
