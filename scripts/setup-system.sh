@@ -34,6 +34,9 @@ declare -A NEED=(
   [xz]=xz-utils              # unpacking the VM kernel's vmlinux from its bzImage
   [blockdev]=util-linux
   [resize2fs]=e2fsprogs      # growing devicemapper layers' ext4
+  [zsh]=zsh                  # test/integration/cli-completion.test.ts: zsh -n and the zsh script's definitions
+  [fish]=fish                # test/integration/cli-completion.test.ts: fish --no-execute, complete -C
+  [man]=man-db               # test/integration/cli-man.test.ts: man -l renders every page
 )
 
 missing=()

@@ -112,10 +112,13 @@ async function benchCommand(fileArg: string | undefined, opts: BenchCliOptions, 
   println(`${out.bold('Written:')} ${outcome.files.join(', ')}`);
 }
 
-/** Adds `bench`; an installed package, which has no benchmark suite, keeps it out of the help. */
-export function registerBenchCommand(program: Command): void {
+/**
+ * Adds `bench`; an installed package, which has no benchmark suite, keeps it out of the help
+ * (`hidden`: as if installed, whether or not the suite is there).
+ */
+export function registerBenchCommand(program: Command, opts: { hidden?: boolean } = {}): void {
   program
-    .command('bench', { hidden: !existsSync(benchRunner()) })
+    .command('bench', { hidden: opts.hidden === true || !existsSync(benchRunner()) })
     .usage('[--drivers …] [--workloads …] [--peers] [--quick] [--fs ext4|xfs|tmpfs] [--json FILE] [--runs N]')
     .argument('[file]', 'after --json: the results file; the .md table and SVG plots go next to it (default bench/results/latest.json)')
     .description(

@@ -42,6 +42,7 @@ import { parseTemplate } from './template.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerServeCommand } from './serve-command.js';
+import { addCompletionCommands } from './completion.js';
 
 export const DEFAULT_ROOT = '/var/lib/unionctl';
 
@@ -459,11 +460,16 @@ function addTemplateOptions(program: Command): void {
   }
 }
 
+export interface ProgramOptions {
+  /** The program as an installed package has it (no benchmark suite): what the man pages describe. */
+  asInstalled?: boolean;
+}
+
 /**
  * The commander program. Errors are not printed or acted on here: `exitOverride` turns commander's
  * own usage errors into exceptions, and main.ts prints every error the same way.
  */
-export function buildProgram(version: string): Command {
+export function buildProgram(version: string, opts: ProgramOptions = {}): Command {
   const program = new Command('unionctl')
     .description('Layer store and union-filesystem mounts (vfs, overlay2, ...), Docker graphdriver compatible')
     .version(version, '-V, --version', 'print the version')
@@ -575,7 +581,11 @@ export function buildProgram(version: string): Command {
     .command('diff')
     .description("the layer's changes as an OCI layer tar")
     .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
-    .option('--parent <id>', 'compare against this layer (or image) instead of the parent', nonEmpty('the parent layer id'))
+    .option(
+      '--parent <id>',
+      'layer (id or unique prefix) or image to compare against instead of the parent',
+      nonEmpty('the parent layer id'),
+    )
     .option('-o, --output <file>', 'write the tar to FILE instead of stdout', nonEmpty('the output file'))
     .action(diffCommand);
 
@@ -590,7 +600,11 @@ export function buildProgram(version: string): Command {
     .command('changes')
     .description('list added (A), changed (C) and deleted (D) paths')
     .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
-    .option('--parent <id>', 'compare against this layer (or image) instead of the parent', nonEmpty('the parent layer id'))
+    .option(
+      '--parent <id>',
+      'layer (id or unique prefix) or image to compare against instead of the parent',
+      nonEmpty('the parent layer id'),
+    )
     .option('--patch', 'add unified diffs of changed text files')
     .action(changesCommand);
 
@@ -598,7 +612,11 @@ export function buildProgram(version: string): Command {
     .command('size')
     .description("bytes of the layer's changes")
     .argument('<id>', 'layer id or unique prefix, or image name or id', nonEmpty('the layer or image'))
-    .option('--parent <id>', 'compare against this layer (or image) instead of the parent', nonEmpty('the parent layer id'))
+    .option(
+      '--parent <id>',
+      'layer (id or unique prefix) or image to compare against instead of the parent',
+      nonEmpty('the parent layer id'),
+    )
     .action(sizeCommand);
 
   program
@@ -610,7 +628,8 @@ export function buildProgram(version: string): Command {
     });
 
   registerServeCommand(program, withStore);
-  registerBenchCommand(program);
+  registerBenchCommand(program, { hidden: opts.asInstalled });
+  addCompletionCommands(program, withStore);
   addTemplateOptions(program);
 
   return program;

@@ -6,7 +6,7 @@
  * Exit codes: 0 ok · 1 a UnionctlError (the library refused or failed, message says why) ·
  * 2 usage error (unknown command or option, missing argument) · 70 internal error (a bug: EX_SOFTWARE) ·
  * 77 a privilege is missing (EX_NOPERM: not root, or a capability dropped) · 141 stdout closed early
- * (like a process killed by SIGPIPE).
+ * (like a process killed by SIGPIPE). The codes are in exit-codes.ts.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,12 +17,7 @@ import { stopRequested } from '../sys/stop-signals.js';
 import { buildProgram } from './commands.js';
 import { eprintln, FailuresReported, printError, printUnionctlError } from './output.js';
 import { logs } from './log-level.js';
-
-const EXIT_ERROR = 1;
-const EXIT_USAGE = 2;
-const EXIT_INTERNAL = 70;
-const EXIT_NO_PERMISSION = 77;
-const EXIT_PIPE = 141;
+import { EXIT_ERROR, EXIT_INTERNAL, EXIT_NO_PERMISSION, EXIT_OK, EXIT_PIPE, EXIT_USAGE } from './exit-codes.js';
 
 /**
  * The version in unionctl's package.json: the nearest one above this file (dist/src/cli/ in a build),
@@ -98,7 +93,7 @@ function permissionProblem(e: unknown): { message: string; hint: string } | unde
 function report(e: unknown): number {
   if (e instanceof CommanderError) {
     // --help and --version end with a CommanderError too; they are not failures.
-    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return 0;
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT_OK;
     // No command at all: commander has printed the help on stderr already.
     if (e.code === 'commander.help') return EXIT_USAGE;
     return reportUsageError(e);
@@ -156,7 +151,7 @@ async function main(argv: string[]): Promise<never> {
 
   try {
     await buildProgram(packageVersion()).parseAsync(argv);
-    return exit(0);
+    return exit(EXIT_OK);
   } catch (e) {
     return exit(report(e));
   }
