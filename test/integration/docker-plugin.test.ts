@@ -49,11 +49,12 @@ const skip =
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A Layer as ls --json prints it (docs/json.md). */
 interface LsRecord {
   id: string;
-  parent?: string;
-  diffId?: string;
-  chainId?: string;
+  parent: string | null;
+  diffId: string | null;
+  chainId: string | null;
   writable: boolean;
 }
 
@@ -164,7 +165,7 @@ describe('dockerd 20.10 on unionctl serve --docker-plugin', { skip, timeout: 20 
     // Bottom first, by following parents from the layer without one.
     const chain: LsRecord[] = [];
     for (let p: string | undefined; ;) {
-      const next = images.find((l) => l.parent === p && DIFF_IDS.includes(l.diffId ?? ''));
+      const next = images.find((l) => (l.parent ?? undefined) === p && DIFF_IDS.includes(l.diffId ?? '')); // a base layer's parent is null
       if (next === undefined) break;
       chain.push(next);
       p = next.id;

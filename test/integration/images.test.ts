@@ -197,8 +197,8 @@ for (const driver of ['vfs', 'overlay2']) {
           (JSON.parse(ok(unionctl([...g, '--json', 'images']))) as Array<{ id: string; names: string[] }>).map((i) => [i.id, i.names]),
         );
       assert.deepEqual(JSON.parse(ok(unionctl([...g, '--json', 'tag', DOCKER_IMAGE_ID.slice(7, 19), 'mine/app', 'mine/app:2']))), [
-        { id: DOCKER_IMAGE_ID, name: 'mine/app:latest' },
-        { id: DOCKER_IMAGE_ID, name: 'mine/app:2' },
+        { id: DOCKER_IMAGE_ID, name: 'mine/app:latest', movedFrom: null },
+        { id: DOCKER_IMAGE_ID, name: 'mine/app:2', movedFrom: null },
       ]);
       assert.equal(
         ok(unionctl([...g, 'tag', 'mine/app', 'sample-app:1'])),
@@ -239,7 +239,7 @@ for (const driver of ['vfs', 'overlay2']) {
       const steps = JSON.parse(ok(unionctl([...g, '--json', 'history', 'sample-app:1']))) as Array<Record<string, unknown>>;
       assert.equal(steps.length, 7, 'the sample was built in 7 steps');
       assert.deepEqual(
-        steps.filter((h) => h.layer !== undefined).map((h) => h.layer),
+        steps.filter((h) => h.layer !== null).map((h) => h.layer),
         image.layers.map((l) => l.id).reverse(),
         'the steps that made a layer, newest first, are the layers top first',
       );
@@ -250,7 +250,7 @@ for (const driver of ['vfs', 'overlay2']) {
         .split('\n');
       assert.deepEqual(
         quiet,
-        steps.map((h) => (h.layer === undefined ? '<missing>' : String(h.layer).slice(0, 12))),
+        steps.map((h) => (h.layer === null ? '<missing>' : String(h.layer).slice(0, 12))),
       );
       const table = ok(unionctl([...g, 'history', 'sample-app:1'])).split('\n');
       assert.match(table[0]!, /^LAYER\s+CREATED\s+CREATED BY\s+SIZE\s+COMMENT$/);
