@@ -10,6 +10,7 @@ import {
   authFilePath,
   parseCreds,
   parseReference,
+  plainHttpFor,
   pullImage,
   pushImage,
   RegistryClient,
@@ -20,6 +21,7 @@ import {
 import { nonEmpty } from './args.js';
 import { layersDone, out, printJson, println, printWarning, shortImageId, shownName } from './output.js';
 import { startLayerProgress } from './progress.js';
+import { insecureRegistries } from './settings.js';
 
 interface RegistryCliOptions {
   creds?: string;
@@ -39,8 +41,9 @@ interface PushCliOptions extends RegistryCliOptions {
   mountFrom?: string;
 }
 
-function registryOptions(opts: RegistryCliOptions) {
-  return { creds: opts.creds, insecure: opts.insecure, authFile: opts.authfile };
+/** The library's registry options: the flags, and the registries storage.conf lists as insecure (plain HTTP). */
+function registryOptions(opts: RegistryCliOptions, cmd: Command) {
+  return { creds: opts.creds, insecure: opts.insecure, insecureRegistries: insecureRegistries(cmd), authFile: opts.authfile };
 }
 
 async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptions, cmd: Command): Promise<void> {
@@ -57,7 +60,7 @@ async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptio
       let pulled;
       try {
         pulled = await pullImage(store, ref, {
-          ...registryOptions(opts),
+          ...registryOptions(opts, cmd),
           platform: opts.platform,
           maxConcurrentDownloads: downloads === undefined ? undefined : Number(downloads),
           onProgress: progress.onProgress,
@@ -98,7 +101,7 @@ async function pushCommand(
     let pushed;
     try {
       pushed = await pushImage(store, image, dest, {
-        ...registryOptions(opts),
+        ...registryOptions(opts, cmd),
         compress: opts.compress,
         format: opts.format,
         chunkSize,
@@ -132,7 +135,7 @@ interface LoginCliOptions {
   authfile?: string;
 }
 
-async function loginCommand(registry: string, opts: LoginCliOptions): Promise<void> {
+async function loginCommand(registry: string, opts: LoginCliOptions, cmd: Command): Promise<void> {
   const password = opts.passwordStdin ? readFileSync(0, 'utf8').replace(/\r?\n$/, '') : opts.password;
   if (opts.username === undefined || password === undefined) {
     throw new UnionctlError('USAGE', 'login needs --username and --password (or --password-stdin)', {
@@ -141,7 +144,8 @@ async function loginCommand(registry: string, opts: LoginCliOptions): Promise<vo
   }
   const creds = parseCreds(`${opts.username}:${password}`);
   // Checked against the registry before it is filed: a wrong password is not saved.
-  await new RegistryClient({ registry, repository: 'library/unionctl-login', insecure: opts.insecure, creds, actions: 'pull' }).ping();
+  const insecure = plainHttpFor(registry, registryOptions(opts, cmd));
+  await new RegistryClient({ registry, repository: 'library/unionctl-login', insecure, creds, actions: 'pull' }).ping();
   const file = opts.authfile ?? authFilePath();
   storeCredentials(registry, creds, file);
   println(`Login Succeeded (credentials for ${registry} in ${shownName(file)})`);
@@ -155,7 +159,8 @@ function logoutCommand(registry: string, opts: { authfile?: string }): void {
 }
 
 const credsOption = () => new Option('--creds <user:password>', 'credentials (default: the auth file, else anonymous)');
-const insecureOption = () => new Option('--insecure', 'plain HTTP, no TLS (a registry on 127.0.0.1 for tests)');
+const insecureOption = () =>
+  new Option('--insecure', 'plain HTTP, no TLS (a registry on 127.0.0.1 for tests); storage.conf may list registries that always are');
 const authfileOption = () => new Option('--authfile <file>', 'auth file (default $REGISTRY_AUTH_FILE, else ~/.docker/config.json)');
 
 /** Adds pull, push, login and logout to the program. */
@@ -194,7 +199,7 @@ export function addRegistryCommands(program: Command, withStore: WithStore): voi
     .option('--password-stdin', 'read the password from stdin')
     .addOption(insecureOption())
     .addOption(authfileOption())
-    .action((registry: string, opts: LoginCliOptions) => loginCommand(registry, opts));
+    .action((registry: string, opts: LoginCliOptions, cmd: Command) => loginCommand(registry, opts, cmd));
 
   program
     .command('logout')
