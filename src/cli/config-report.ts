@@ -4,6 +4,7 @@
  * and which config files were read and which were not there. `info --json` has it as `config`.
  */
 import type { Command } from 'commander';
+import type { ConfigFileStatus } from './config.js';
 import { configOf, settingSource, type SettingKey } from './settings.js';
 import type { GlobalOptions } from './store-access.js';
 import { out, println, shownName } from './output.js';
@@ -15,7 +16,7 @@ export interface SettingReport<T> {
 }
 
 export interface ConfigReport {
-  files: Array<{ path: string; loaded: boolean }>;
+  files: ConfigFileStatus[];
   settings: {
     root: SettingReport<string>;
     /** null: none set (the store's driver, else the best this kernel supports). */
@@ -54,5 +55,10 @@ export function printConfigReport(report: ConfigReport): void {
   );
   for (const r of report.registries)
     println(`  registry: ${shownName(r.location)}${r.insecure ? ' insecure (plain HTTP)' : ''} ${from(r.source)}`);
-  for (const f of report.files) println(`  config file: ${shownName(f.path)} ${f.loaded ? 'read' : out.dim('(not there)')}`);
+  for (const f of report.files) println(`  config file: ${shownName(f.path)} ${fileState(f)}`);
+}
+
+function fileState(file: ConfigFileStatus): string {
+  if (file.loaded) return 'read';
+  return out.dim(file.unreachable === undefined ? '(not there)' : `(cannot be looked at: ${file.unreachable}; counted as not there)`);
 }

@@ -20,7 +20,7 @@
  * any command does anything. Unknown keys are errors, not warnings as podman's: a misspelt
  * `insecure` would otherwise quietly mean TLS, a misspelt `root` another store.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
@@ -58,6 +58,8 @@ export interface ConfigFileStatus {
   path: string;
   /** False when the file is not there. */
   loaded: boolean;
+  /** Why the path could not be looked at (EACCES): then it counts as not there. */
+  unreachable?: string;
 }
 
 /** The files together. */
@@ -88,26 +90,49 @@ export function configPaths(env: Env = process.env): { paths: string[]; required
 /** Reads the configuration the environment points at (configPaths): the files merged, later over earlier. */
 export function loadConfig(env: Env = process.env): StorageConfig {
   const { paths, required } = configPaths(env);
-  return mergeConfigs(paths.map((path) => ({ path, config: readConfigFile(path, required) })));
+  return mergeConfigs(paths.map((path) => ({ path, ...readConfigFile(path, required) })));
 }
 
-/** One file's settings; undefined when it is not there (unless `required`). */
-export function readConfigFile(path: string, required = false): FileConfig | undefined {
-  let text: string;
+/** What reading one file gave: its settings, or none and, when the path could not even be looked at, why. */
+export interface ConfigFileRead {
+  config?: FileConfig;
+  unreachable?: string;
+}
+
+/**
+ * Reads one file. Not there: no settings (an error when `required`). A path that cannot be looked
+ * at (a HOME the user may not enter: EACCES on the way there) counts as not there, as
+ * containers-storage counts it, unless `required`; a file that is there but cannot be read is an
+ * error.
+ */
+export function readConfigFile(path: string, required = false): ConfigFileRead {
   try {
-    text = readFileSync(path, 'utf8');
+    statSync(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? String(e);
-    if (code === 'ENOENT' && !required) return undefined;
-    throw new UnionctlError('USAGE', `cannot read config file ${path}: ${code}`, {
-      hint:
-        code === 'ENOENT'
-          ? `${CONFIG_ENV} names a file that does not exist: create it or unset ${CONFIG_ENV}`
-          : `make it a readable file, or point ${CONFIG_ENV} at another one`,
-      cause: e,
-    });
+    const code = errorCode(e);
+    if (!required) return code === 'ENOENT' ? {} : { unreachable: code };
+    throw unreadable(path, code, e);
   }
-  return parseConfig(text, path);
+  try {
+    return { config: parseConfig(readFileSync(path, 'utf8'), path) };
+  } catch (e) {
+    if (e instanceof UnionctlError) throw e;
+    throw unreadable(path, errorCode(e), e);
+  }
+}
+
+function errorCode(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? String(e);
+}
+
+function unreadable(path: string, code: string, cause: unknown): UnionctlError {
+  return new UnionctlError('USAGE', `cannot read config file ${path}: ${code}`, {
+    hint:
+      code === 'ENOENT'
+        ? `${CONFIG_ENV} names a file that does not exist: create it or unset ${CONFIG_ENV}`
+        : `make it a readable file, or point ${CONFIG_ENV} at another one`,
+    cause,
+  });
 }
 
 /** A configuration error: "bad config file FILE: …". */
@@ -202,8 +227,13 @@ function isRegistryHost(location: string): boolean {
 }
 
 /** The files' settings, a later file's over an earlier one's; registries by location. */
-export function mergeConfigs(files: Array<{ path: string; config: FileConfig | undefined }>): StorageConfig {
-  const merged: StorageConfig = { files: files.map((f) => ({ path: f.path, loaded: f.config !== undefined })), registries: [] };
+export function mergeConfigs(files: Array<{ path: string } & ConfigFileRead>): StorageConfig {
+  const status = ({ path, config, unreachable }: (typeof files)[number]): ConfigFileStatus => ({
+    path,
+    loaded: config !== undefined,
+    ...(unreachable === undefined ? {} : { unreachable }),
+  });
+  const merged: StorageConfig = { files: files.map(status), registries: [] };
   for (const { path, config } of files) {
     if (config === undefined) continue;
     if (config.root !== undefined) merged.root = { value: config.root, source: path };

@@ -114,10 +114,16 @@ describe('the configuration files', () => {
     assert.deepEqual(configPaths({ HOME: '/h', UNIONCTL_CONFIG: '/one.conf' }), { paths: ['/one.conf'], required: true });
   });
 
-  it('a missing file is no configuration, unless it was named; an unreadable one is an error', () => {
-    assert.equal(readConfigFile(join(dir, 'absent.conf')), undefined);
+  it('a missing file is no configuration, unless it was named; a path that cannot be looked at counts as missing; an unreadable file is an error', () => {
+    assert.deepEqual(readConfigFile(join(dir, 'absent.conf')), {});
+    assert.deepEqual(readConfigFile(join(dir, 'x', 'absent.conf')), {});
     assert.throws(() => readConfigFile(join(dir, 'absent.conf'), true), /cannot read config file .*absent\.conf: ENOENT/);
     assert.throws(() => readConfigFile(dir), /cannot read config file .*: EISDIR/);
+    // A path that cannot be looked at (EACCES on another user's home; ENOTDIR here, as root may enter any dir).
+    const plain = join(dir, 'plain-file');
+    writeFileSync(plain, '');
+    assert.deepEqual(readConfigFile(join(plain, 'storage.conf')), { unreachable: 'ENOTDIR' });
+    assert.throws(() => readConfigFile(join(plain, 'storage.conf'), true), /cannot read config file .*: ENOTDIR/);
   });
 
   it('merge: a later file overrides an earlier one key by key; registries by location', () => {
@@ -129,12 +135,14 @@ describe('the configuration files', () => {
     const merged = mergeConfigs([
       { path: '/etc/s.conf', config: system },
       { path: '/home/u.conf', config: user },
-      { path: '/absent.conf', config: undefined },
+      { path: '/absent.conf' },
+      { path: '/home/other/.config/unionctl/storage.conf', unreachable: 'EACCES' },
     ]);
     assert.deepEqual(merged.files, [
       { path: '/etc/s.conf', loaded: true },
       { path: '/home/u.conf', loaded: true },
       { path: '/absent.conf', loaded: false },
+      { path: '/home/other/.config/unionctl/storage.conf', loaded: false, unreachable: 'EACCES' },
     ]);
     assert.deepEqual(merged.root, { value: '/user-root', source: '/home/u.conf' });
     assert.deepEqual(merged.driver, { value: 'vfs', source: '/etc/s.conf' });
