@@ -105,7 +105,15 @@ export type {
 export { GraphDriver } from './graph/graph-driver.js';
 export { MountLifecycle } from './graph/mounts.js';
 export type { Mounter } from './graph/mounts.js';
-export { registerDriver, driverNames, lookupDriver, selectDriver, parseStorageOpts, splitStorageOpts } from './graph/registry.js';
+export {
+  registerDriver,
+  driverNames,
+  lookupDriver,
+  selectDriver,
+  parseStorageOpts,
+  splitStorageOpts,
+  storageOptsFor,
+} from './graph/registry.js';
 export type { DriverEntry } from './graph/registry.js';
 export { builtinDrivers, registerBuiltinDrivers } from './drivers/index.js';
 export { VfsDriver, vfsEntry } from './drivers/vfs/index.js';

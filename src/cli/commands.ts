@@ -15,6 +15,8 @@ import { writeOutputFile } from '../sys/user-file.js';
 import { collect, nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
 import { addImageCommands } from './image-commands.js';
 import { withStore } from './store-access.js';
+import { applyConfig } from './settings.js';
+import { configReport, printConfigReport } from './config-report.js';
 import { LOG_LEVELS, setLogLevel, type LogLevel } from './log-level.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { inputFileSize, isPlainTar, stdinIsEmpty } from './files.js';
@@ -51,7 +53,8 @@ export const DEFAULT_ROOT = '/var/lib/unionctl';
 async function infoCommand(_opts: unknown, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     const info = await store.info();
-    if (g.json) return printJson(infoJson(info));
+    const config = configReport(cmd);
+    if (g.json) return printJson({ ...infoJson(info), config });
     const label = (s: string) => out.bold(s.padEnd(16));
     println(`${label('Driver:')}${info.driver}`);
     println(`${label('Root:')}${shownName(info.root)}`);
@@ -61,6 +64,7 @@ async function infoCommand(_opts: unknown, cmd: Command): Promise<void> {
     println(`  Max depth: ${info.capabilities.maxDepth}`);
     println(`  Whiteout format: ${info.capabilities.whiteoutFormat}`);
     println(`  Native diff: ${info.capabilities.nativeDiff}`);
+    printConfigReport(config);
   });
 }
 
@@ -473,11 +477,16 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
   const program = new Command('unionctl')
     .description('Layer store and union-filesystem mounts (vfs, overlay2, ...), Docker graphdriver compatible')
     .version(version, '-V, --version', 'print the version')
-    .addOption(new Option('--root <dir>', 'store root').env('UNIONCTL_ROOT').default(DEFAULT_ROOT).argParser(nonEmpty('the store root')))
     .addOption(
-      new Option('--driver <name>', 'storage driver (default: the one the store uses, else the best this kernel supports)').argParser(
-        nonEmpty('the driver name'),
-      ),
+      new Option('--root <dir>', 'store root (storage.conf may set it)')
+        .env('UNIONCTL_ROOT')
+        .default(DEFAULT_ROOT)
+        .argParser(nonEmpty('the store root')),
+    )
+    .addOption(
+      new Option('--driver <name>', 'storage driver (default: the one the store uses, else the best this kernel supports)')
+        .env('UNIONCTL_DRIVER')
+        .argParser(nonEmpty('the driver name')),
     )
     .addOption(new Option('--storage-opt <key=value>', 'driver option, Docker names (repeatable)').argParser(collect))
     .option('--json', 'machine-readable output: one JSON document (docs/json.md describes each field)')
@@ -489,9 +498,10 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
         .choices(LOG_LEVELS)
         .env('UNIONCTL_LOG_LEVEL'),
     )
-    .hook('preAction', (program, action) => {
+    .hook('preAction', (_program, action) => {
       const logLevel = action.optsWithGlobals<{ logLevel?: LogLevel }>().logLevel;
       if (logLevel !== undefined) setLogLevel(logLevel);
+      applyConfig(program);
       const format = TEMPLATED.has(action) ? action.opts<{ format?: string }>().format : undefined;
       // A template renders the --json objects: the command takes its --json path.
       if (format !== undefined) {
@@ -503,7 +513,10 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
     .configureOutput({ outputError: () => {} })
     .showSuggestionAfterError(true);
 
-  program.command('info').description('show the driver, its status and its limits').action(infoCommand);
+  program
+    .command('info')
+    .description('show the driver, its status and its limits, and where each setting came from (flag, env, config file, default)')
+    .action(infoCommand);
 
   program
     .command('import')

@@ -10,6 +10,7 @@ import {
   authFilePath,
   parseCreds,
   parseReference,
+  plainHttpFor,
   pullImage,
   pushImage,
   RegistryClient,
@@ -21,6 +22,7 @@ import { nonEmpty } from './args.js';
 import { layersDone, out, printJson, println, printWarning, shortImageId, shownName } from './output.js';
 import { reusedLayers, storedImageJson } from './json-shapes.js';
 import { startLayerProgress } from './progress.js';
+import { insecureRegistries } from './settings.js';
 
 interface RegistryCliOptions {
   creds?: string;
@@ -40,8 +42,9 @@ interface PushCliOptions extends RegistryCliOptions {
   mountFrom?: string;
 }
 
-function registryOptions(opts: RegistryCliOptions) {
-  return { creds: opts.creds, insecure: opts.insecure, authFile: opts.authfile };
+/** The library's registry options: the flags, and the registries storage.conf lists as insecure (plain HTTP). */
+function registryOptions(opts: RegistryCliOptions, cmd: Command) {
+  return { creds: opts.creds, insecure: opts.insecure, insecureRegistries: insecureRegistries(cmd), authFile: opts.authfile };
 }
 
 async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptions, cmd: Command): Promise<void> {
@@ -58,7 +61,7 @@ async function pullCommand(withStore: WithStore, ref: string, opts: PullCliOptio
       let pulled;
       try {
         pulled = await pullImage(store, ref, {
-          ...registryOptions(opts),
+          ...registryOptions(opts, cmd),
           platform: opts.platform,
           maxConcurrentDownloads: downloads === undefined ? undefined : Number(downloads),
           onProgress: progress.onProgress,
@@ -99,7 +102,7 @@ async function pushCommand(
     let pushed;
     try {
       pushed = await pushImage(store, image, dest, {
-        ...registryOptions(opts),
+        ...registryOptions(opts, cmd),
         compress: opts.compress,
         format: opts.format,
         chunkSize,
@@ -142,7 +145,8 @@ async function loginCommand(registry: string, opts: LoginCliOptions, cmd: Comman
   }
   const creds = parseCreds(`${opts.username}:${password}`);
   // Checked against the registry before it is filed: a wrong password is not saved.
-  await new RegistryClient({ registry, repository: 'library/unionctl-login', insecure: opts.insecure, creds, actions: 'pull' }).ping();
+  const insecure = plainHttpFor(registry, registryOptions(opts, cmd));
+  await new RegistryClient({ registry, repository: 'library/unionctl-login', insecure, creds, actions: 'pull' }).ping();
   const file = opts.authfile ?? authFilePath();
   storeCredentials(registry, creds, file);
   if (cmd.optsWithGlobals<{ json?: boolean }>().json === true) return printJson({ registry, authFile: file });
@@ -158,7 +162,8 @@ function logoutCommand(registry: string, opts: { authfile?: string }, cmd: Comma
 }
 
 const credsOption = () => new Option('--creds <user:password>', 'credentials (default: the auth file, else anonymous)');
-const insecureOption = () => new Option('--insecure', 'plain HTTP, no TLS (a registry on 127.0.0.1 for tests)');
+const insecureOption = () =>
+  new Option('--insecure', 'plain HTTP, no TLS (a registry on 127.0.0.1 for tests); storage.conf may list registries that always are');
 const authfileOption = () => new Option('--authfile <file>', 'auth file (default $REGISTRY_AUTH_FILE, else ~/.docker/config.json)');
 
 /** Adds pull, push, login and logout to the program. */

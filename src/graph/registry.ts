@@ -128,6 +128,22 @@ export function splitStorageOpts(opts: string[] | Record<string, string> | undef
   return out;
 }
 
+/**
+ * The "key=value" items among `items` whose key is one of `allowed` (case-insensitive, as Docker's
+ * keys): of a list meant for any driver (a configuration file's), what one driver takes.
+ */
+export function storageOptsFor(allowed: string[], items: readonly string[]): string[] {
+  const known = new Set(allowed.map((k) => k.toLowerCase()));
+  return items.filter((item) =>
+    known.has(
+      item
+        .slice(0, Math.max(0, item.indexOf('=')))
+        .trim()
+        .toLowerCase(),
+    ),
+  );
+}
+
 /** splitStorageOpts, then BAD_OPTION for any key not in `allowed`, naming it and the allowed ones. */
 export function parseStorageOpts(
   opts: string[] | Record<string, string> | undefined,

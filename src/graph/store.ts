@@ -64,7 +64,15 @@ import {
   type ProcessIdentity,
 } from '../sys/index.js';
 import type { ApplyResult, Branch, Change, Driver, DriverCapabilities, References } from './driver.js';
-import { driverNames, lookupDriver, parseStorageOpts, selectDriver, splitStorageOpts, type DriverEntry } from './registry.js';
+import {
+  driverNames,
+  lookupDriver,
+  parseStorageOpts,
+  selectDriver,
+  splitStorageOpts,
+  storageOptsFor,
+  type DriverEntry,
+} from './registry.js';
 import { runTransaction, type FileTransaction } from './transaction.js';
 
 export const DEFAULT_STORE_ROOT = '/var/lib/unionctl';
@@ -76,6 +84,13 @@ export interface StoreOptions {
   driver?: string;
   /** Driver-wide storage options, "key=value" items or a map, Docker's keys. */
   storageOpt?: string[] | Record<string, string>;
+  /**
+   * Storage options that may be meant for any driver (a configuration file's, Docker's names:
+   * `overlay2.size=10G`, `dm.basesize=20G`): the opened driver takes those among its option keys,
+   * beside `storageOpt`, and the others are left alone, as containers-storage leaves the
+   * `[storage.options.<driver>]` tables of other drivers.
+   */
+  anyDriverStorageOpt?: string[];
   /**
    * Where the store says what it did on its own: 'info' — what crash recovery rolled back or
    * finished (one line each); 'warn' — what it could not do. Default: info is dropped (the library
@@ -475,6 +490,12 @@ function ensureRootDir(root: string): void {
   if (onlyStore) chmodSync(root, ROOT_MODE);
 }
 
+/** storageOpt as "key=value" items, whichever form it came in. */
+function storageOptItems(opts: StoreOptions['storageOpt']): string[] {
+  if (opts === undefined || Array.isArray(opts)) return opts ?? [];
+  return Object.entries(opts).map(([key, value]) => `${key}=${value}`);
+}
+
 /**
  * Opens (creating if needed) the store at opts.root with its driver, and repairs what a crashed
  * process left behind. Unknown drivers and options are refused before anything is written.
@@ -483,7 +504,11 @@ export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
   const root = resolve(opts.root ?? DEFAULT_STORE_ROOT);
   const entry = chooseDriver(root, opts.driver, opts.mustExist ?? false);
   if (opts.mustExist && opts.driver !== undefined) assertStoreExists(root, entry.name);
-  const options = parseStorageOpts(opts.storageOpt, entry.optionKeys, `${entry.name} driver`);
+  const options = parseStorageOpts(
+    [...storageOptItems(opts.storageOpt), ...storageOptsFor(entry.optionKeys, opts.anyDriverStorageOpt ?? [])],
+    entry.optionKeys,
+    `${entry.name} driver`,
+  );
   const stateDir = prepareRoot(root, entry.name);
   const driver = await entry.create({ home: join(root, entry.name), root, stateDir, options });
   removeLegacyMountCounts(root);

@@ -19,7 +19,7 @@ export type { LayerCompression } from './manifest.js';
 export { imageStoreExtension } from './records.js';
 export { exportStorage, removeExport, listExports, syncContainersStorage, containersStorageExtension } from './containers-storage/index.js';
 export type { ExportSummary, ExportOptions } from './containers-storage/index.js';
-export { pullImage, pushImage, parseReference, formatReference, parsePlatform, RegistryClient } from './registry/index.js';
+export { pullImage, pushImage, parseReference, formatReference, parsePlatform, plainHttpFor, RegistryClient } from './registry/index.js';
 export { authFilePath, parseCreds, removeCredentials, storeCredentials, storedCredentials } from './registry/index.js';
 export type {
   PullOptions,

@@ -401,7 +401,7 @@ export class RegistryClient {
     return new UnionctlError('REGISTRY', `${this.description}: ${what}: cannot reach ${this.base} (${why})${tried}`, {
       hint: this.opts.insecure
         ? 'check the address and that the registry runs'
-        : 'check the address; a registry without TLS needs --insecure',
+        : 'check the address; a registry without TLS needs --insecure (or insecure = true for it in storage.conf)',
       cause: e,
     });
   }

@@ -1,5 +1,5 @@
 /** Registries: pull and push images over the OCI distribution API; the auth file login and logout keep. */
-export { pullImage, parsePlatform } from './pull.js';
+export { pullImage, parsePlatform, plainHttpFor } from './pull.js';
 export type { PullOptions, PullProgress, PulledImage, Platform, RegistryOptions } from './pull.js';
 export { pushImage } from './push.js';
 export type { PushOptions, PushProgress, PushedImage, PushedBlob } from './push.js';

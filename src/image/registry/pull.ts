@@ -37,6 +37,8 @@ export interface RegistryOptions {
   creds?: string;
   /** Plain HTTP. */
   insecure?: boolean;
+  /** Registries (host[:port], as a reference names them) spoken to over plain HTTP without `insecure`: a configuration's list. */
+  insecureRegistries?: readonly string[];
   /** The auth file to read (default $REGISTRY_AUTH_FILE, else ~/.docker/config.json). */
   authFile?: string;
   signal?: AbortSignal;
@@ -76,6 +78,11 @@ export function credentialsFor(registry: string, opts: RegistryOptions): Credent
   return storedCredentials(registry, opts.authFile);
 }
 
+/** Whether `registry` is spoken to over plain HTTP: `insecure`, or a registry listed in `insecureRegistries`. */
+export function plainHttpFor(registry: string, opts: RegistryOptions): boolean {
+  return opts.insecure === true || (opts.insecureRegistries ?? []).includes(registry);
+}
+
 /** "os/arch[/variant]" → Platform; undefined → this host's. */
 export function parsePlatform(text: string | undefined): Platform {
   if (text === undefined) return hostPlatform();
@@ -105,7 +112,7 @@ export async function pullImage(store: LayerStore, refText: string, opts: PullOp
   const client = new RegistryClient({
     registry: ref.registry,
     repository: ref.repository,
-    insecure: opts.insecure,
+    insecure: plainHttpFor(ref.registry, opts),
     creds: credentialsFor(ref.registry, opts),
     actions: 'pull',
     signal: opts.signal,

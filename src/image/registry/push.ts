@@ -20,7 +20,7 @@ import { configFor, stageLayerBlobs, type LayerBlob } from '../layer-blobs.js';
 import { layerMediaType, MEDIA, sha256Digest, type LayerCompression } from '../manifest.js';
 import { diskDocuments, removeDirIfEmpty, requireImage } from '../records.js';
 import { RegistryClient } from './client.js';
-import { credentialsFor, type RegistryOptions } from './pull.js';
+import { credentialsFor, plainHttpFor, type RegistryOptions } from './pull.js';
 import { formatReference, manifestReference, parseReference } from './reference.js';
 
 export interface PushOptions extends RegistryOptions {
@@ -96,7 +96,7 @@ export async function pushImage(
   const client = new RegistryClient({
     registry: ref.registry,
     repository: ref.repository,
-    insecure: opts.insecure,
+    insecure: plainHttpFor(ref.registry, opts),
     creds: credentialsFor(ref.registry, opts),
     actions: 'pull,push',
     ...(opts.mountFrom === undefined ? {} : { alsoPull: [opts.mountFrom] }),
