@@ -62,7 +62,11 @@ describe('storage.conf', { skip: scratchMissing }, () => {
     assert.deepEqual(fromFile.config.settings.root, { value: store('from-file'), source: UNIONCTL_CONFIG });
     assert.deepEqual(fromFile.config.settings.driver, { value: 'vfs', source: UNIONCTL_CONFIG });
     assert.deepEqual(fromFile.config.settings.storageOpt, { value: [], source: 'default' });
-    assert.deepEqual(fromFile.config.files, [{ path: UNIONCTL_CONFIG, loaded: true }], 'UNIONCTL_CONFIG is read instead of the two files');
+    assert.deepEqual(
+      fromFile.config.files,
+      [{ path: UNIONCTL_CONFIG, loaded: true, unreachable: null }],
+      'UNIONCTL_CONFIG is read instead of the two files',
+    );
     assert.equal(fromFile.driver, 'vfs', "the store info's own fields stay");
 
     const fromEnv = info([], { UNIONCTL_CONFIG, UNIONCTL_ROOT: store('from-env'), UNIONCTL_DRIVER: 'vfs' });
@@ -87,8 +91,8 @@ describe('storage.conf', { skip: scratchMissing }, () => {
     const viaXdg = info([], { XDG_CONFIG_HOME: xdg });
     assert.deepEqual(viaXdg.config.settings.root, { value: store('from-user'), source: join(xdg, 'unionctl', 'storage.conf') });
     assert.deepEqual(viaXdg.config.files, [
-      { path: SYSTEM_CONFIG, loaded: existsSync(SYSTEM_CONFIG) },
-      { path: join(xdg, 'unionctl', 'storage.conf'), loaded: true },
+      { path: SYSTEM_CONFIG, loaded: existsSync(SYSTEM_CONFIG), unreachable: null },
+      { path: join(xdg, 'unionctl', 'storage.conf'), loaded: true, unreachable: null },
     ]);
 
     const home = join(scratch.dir, 'home');
@@ -167,8 +171,8 @@ describe('storage.conf', { skip: scratchMissing }, () => {
       assert.match(tls.stderr, /needs --insecure \(or insecure = true for it in storage\.conf\)/);
 
       const UNIONCTL_CONFIG = configFile(`[[registry]]\nlocation = "${registry.address}"\ninsecure = true\n`);
-      const pulled = JSON.parse(ok(run([...g, '--json', 'pull', ref], { UNIONCTL_CONFIG }))) as { names: string[] };
-      assert.deepEqual(pulled.names, [ref]);
+      const pulled = JSON.parse(ok(run([...g, '--json', 'pull', ref], { UNIONCTL_CONFIG }))) as { image: { names: string[] } };
+      assert.deepEqual(pulled.image.names, [ref]);
       assert.deepEqual(info(g, { UNIONCTL_CONFIG }).config.registries, [
         { location: registry.address, insecure: true, source: UNIONCTL_CONFIG },
       ]);
