@@ -28,7 +28,7 @@ import type { BenchContext } from './context.js';
 import { writeImageArchive, type ImageArchive } from './image-archive.js';
 import { runCopyUp } from './ops/copy-up.js';
 import { runDiff } from './ops/diff.js';
-import { runImport } from './ops/import.js';
+import { runCompressedImport, runImport } from './ops/import.js';
 import { runLoad } from './ops/load.js';
 import { runMount } from './ops/mount.js';
 import { installedPeers, installPeers, PEER_TOOLS, type PeerName } from './peers/detect.js';
@@ -230,6 +230,15 @@ async function runWorkloads(ctx: BenchContext, workloads: WorkloadName[]): Promi
           await runCopyUp(ctx, big, ctx.sizes.bigFileBytes);
         } finally {
           rmSync(big.path, { force: true });
+        }
+        break;
+      }
+      case 'compression': {
+        const plain = buildSyntheticLayer(tmp, 'compressible', ctx.sizes.compression, 17);
+        try {
+          await runCompressedImport(ctx, plain);
+        } finally {
+          rmSync(plain.path, { force: true });
         }
         break;
       }

@@ -27,6 +27,11 @@ export interface SyntheticShape {
   smallMedian?: number;
   /** Spread of the small file sizes (sigma of the log-normal; 0 = every file exactly smallMedian). */
   smallSpread?: number;
+  /**
+   * Text-like contents (seeded words, about 3:1 under gzip or zstd) instead of incompressible
+   * bytes: what a compressed layer's decoder is measured on (stored blocks would only be copied).
+   */
+  compressible?: boolean;
 }
 
 /** ≥ 200 MB, ≥ 7,000 files: the issue's `distro` workload. */
@@ -63,6 +68,25 @@ export function seededBytes(size: number, seed: number): Buffer {
   return buf.subarray(0, size);
 }
 
+/**
+ * `size` bytes of seeded text: lines of words drawn from a vocabulary of 4,096 seeded words of
+ * 2-11 letters, a few of them far more often than the rest (as in source, man pages or logs).
+ */
+export function seededText(size: number, seed: number): Buffer {
+  const rand = prng(seed);
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  const vocabulary = Array.from({ length: 4096 }, () =>
+    Array.from({ length: 2 + Math.floor(rand() * 10) }, () => letters[Math.floor(rand() * letters.length)]).join(''),
+  );
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  while (at < size) {
+    const word = vocabulary[Math.floor(vocabulary.length * rand() ** 3)]!; // skewed towards the first words
+    at += out.write(rand() < 0.08 ? `${word}\n` : `${word} `, at, 'latin1');
+  }
+  return out;
+}
+
 /** Log-normal around `median` with spread `sigma`, capped at 256 KiB: typical of /usr/share and /usr/lib. */
 function smallFileSize(rand: () => number, median: number, sigma: number): number {
   const normal = Math.sqrt(-2 * Math.log(rand() || 1e-9)) * Math.cos(2 * Math.PI * rand());
@@ -82,7 +106,9 @@ export interface SyntheticTree {
 /** Writes the tree under `dir` (which must exist). */
 export function writeSyntheticTree(dir: string, shape: SyntheticShape, seed = 42): SyntheticTree {
   const rand = prng(seed);
-  const pool = seededBytes(16 * 1024 * 1024, seed ^ 0x5eed); // content: slices of one pool
+  const poolBytes = 16 * 1024 * 1024;
+  // content: slices of one pool
+  const pool = shape.compressible ? seededText(poolBytes, seed ^ 0x5eed) : seededBytes(poolBytes, seed ^ 0x5eed);
   const slice = (size: number) => {
     if (size > pool.length) return Buffer.concat(Array(Math.ceil(size / pool.length)).fill(pool)).subarray(0, size);
     const start = Math.floor(rand() * (pool.length - size));

@@ -7,9 +7,14 @@
  * same tar onto the same filesystem (the floor), then `rm -rf` of what it extracted (remove's floor).
  * For whiteouts the base layer is laid down untimed and the upper layer (1,000 deletions, 50
  * replaced dirs) is what is timed.
+ *
+ * runCompressedImport: one compressible layer as a whole `unionctl import` process, from a plain
+ * tar (the floor: decompression can only add to it), a .tar.gz (node:zlib) and a .tar.zst decoded
+ * by the zstd program and by fzstd (UNIONCTL_ZSTD=native / js), interleaved run by run.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { openStore } from '../../src/index.js';
 import { freshDir, unionctlSubject, type BenchContext } from '../context.js';
 import { sha256File } from '../image-archive.js';
@@ -129,18 +134,75 @@ async function importOnce(
   }
 }
 
+/** A form of the compression workload's layer and how `unionctl import` is run on it. */
+interface CompressedForm {
+  subject: string;
+  kind: Cell['kind'];
+  path: string;
+  /** UNIONCTL_ZSTD for the process (which zstd decoder), if any. */
+  zstd?: 'native' | 'js';
+}
+
+export async function runCompressedImport(ctx: BenchContext, plain: LayerTar): Promise<void> {
+  const driver = ctx.drivers.includes('overlay2') ? 'overlay2' : ctx.drivers[0];
+  if (driver === undefined) return;
+  const forms = compressedForms(plain);
+  const sizes = [...new Set(forms.map((f) => f.path))].map((p) => `${basename(p)} ${(statSync(p).size / 1e6).toFixed(0)} MB`);
+  ctx.say(`import: compression (${plain.entries} entries; ${sizes.join(', ')})`);
+  const seconds = forms.map(() => [] as number[]);
+  const peakRss = forms.map(() => [] as number[]);
+  for (let run = 0; run < ctx.runs; run++) {
+    for (const [i, form] of forms.entries()) {
+      const root = freshDir(ctx, 'cli');
+      const env = form.zstd === undefined ? process.env : { ...process.env, UNIONCTL_ZSTD: form.zstd };
+      settle();
+      const argv = [ctx.cliMain, '--root', root, '--driver', driver, 'import', form.path];
+      seconds[i]!.push(await time(() => peakRss[i]!.push(...runMeasuringRss(argv, env))));
+      await discardStore(root, driver);
+    }
+    ctx.fs.trim();
+  }
+  for (const [i, form] of forms.entries()) {
+    ctx.log.add({
+      workload: 'compression',
+      operation: 'import',
+      subject: form.subject,
+      kind: form.kind,
+      seconds: seconds[i]!,
+      bytes: plain.bytes,
+      files: plain.entries,
+      note: `a whole \`unionctl --driver ${driver} import\` process of ${basename(form.path)}${rssNote(peakRss[i]!)}`,
+    });
+  }
+  for (const form of forms) if (form.path !== plain.path) rmSync(form.path, { force: true });
+}
+
+/** The plain tar, and it compressed with gzip -6 and zstd -3 (the defaults of docker and containerd) next to it (zstd is needed: scripts/setup-system.sh installs it). */
+function compressedForms(plain: LayerTar): CompressedForm[] {
+  const gz = `${plain.path}.gz`;
+  const zst = `${plain.path}.zst`;
+  sh('sh', ['-c', `gzip -6 -c "$0" > "$1"`, plain.path, gz]);
+  sh('zstd', ['-3', '-q', '-f', '-T0', plain.path, '-o', zst]);
+  return [
+    { subject: 'plain tar (CLI process)', kind: 'floor', path: plain.path },
+    { subject: 'gzip, node:zlib (CLI process)', kind: 'unionctl', path: gz },
+    { subject: 'zstd, the zstd program (CLI process)', kind: 'unionctl', path: zst, zstd: 'native' },
+    { subject: 'zstd, fzstd (CLI process)', kind: 'unionctl', path: zst, zstd: 'js' },
+  ];
+}
+
 const TIME = '/usr/bin/time';
 
 /**
- * Runs `node argv…` to completion; returns its peak RSS in KiB (GNU time's %M) as a one-element
+ * Runs `node argv…` (with `env`) to completion; returns its peak RSS in KiB (GNU time's %M) as a one-element
  * list, or an empty list when GNU time is not installed.
  */
-function runMeasuringRss(argv: string[]): number[] {
+function runMeasuringRss(argv: string[], env: NodeJS.ProcessEnv = process.env): number[] {
   if (!existsSync(TIME)) {
-    sh(process.execPath, argv);
+    sh(process.execPath, argv, { env });
     return [];
   }
-  const r = spawnSync(TIME, ['-f', 'unionctl-bench-maxrss=%M', process.execPath, ...argv], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync(TIME, ['-f', 'unionctl-bench-maxrss=%M', process.execPath, ...argv], { encoding: 'utf8', maxBuffer: 1 << 26, env });
   if (r.status !== 0)
     throw new Error(
       `unionctl ${argv.slice(1, 6).join(' ')} … exited ${r.status ?? r.signal}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`,
