@@ -84,8 +84,7 @@ async function imagesCommand(withStore: WithStore, opts: ListingOptions, cmd: Co
     const damaged = new DamagedFiles();
     const images = await listImages(store, { onDamaged: damaged.onDamaged });
     if (g.json) {
-      const sizes = new Map((await store.list({ onDamaged: () => {} })).map((l) => [l.id, l.size]));
-      printJson(images.map((i) => imageJson(i, (id) => sizes.get(id) ?? 0)));
+      printJson(images.map(imageJson));
       return damaged.throwIfAny();
     }
     if (opts.quiet === true) {

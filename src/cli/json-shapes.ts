@@ -8,7 +8,7 @@
  */
 import type { Change } from '../graph/driver.js';
 import type { LayerRecord, LayerStore, MountEntry, StoreInfo } from '../graph/store.js';
-import { getImage, type ImageLayerRef } from '../image/index.js';
+import { imageSummary, type ImageSummary } from '../image/index.js';
 
 export interface LayerJson {
   id: string;
@@ -57,17 +57,10 @@ export interface ImageJson {
   loaded: string;
 }
 
-/** What imageJson needs: an image record or summary, and the sizes of its layers. */
-export interface ImageFacts {
-  id: string;
-  names: string[];
-  layers: ReadonlyArray<ImageLayerRef>;
-  loaded: string;
-}
-
-export function imageJson(image: ImageFacts, layerSize: (id: string) => number): ImageJson {
-  const layers = image.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId, size: layerSize(l.id) }));
-  return { id: image.id, names: image.names, layers, size: layers.reduce((n, l) => n + l.size, 0), loaded: image.loaded };
+/** An image summary (listImages, imageSummary) as ImageJson: the fields pinned, in their order. */
+export function imageJson(image: ImageSummary): ImageJson {
+  const layers = image.layers.map(({ id, diffId, chainId, size }) => ({ id, diffId, chainId, size }));
+  return { id: image.id, names: image.names, layers, size: image.size, loaded: image.loaded };
 }
 
 export interface MountJson {
@@ -109,10 +102,7 @@ export function infoJson(info: StoreInfo): InfoJson {
 
 /** The ImageJson of image `id` as the store has it now (its record, its layers' sizes). */
 export async function storedImageJson(store: LayerStore, id: string): Promise<ImageJson> {
-  const record = await getImage(store, id);
-  const sizes = new Map<string, number>();
-  for (const l of record.layers) sizes.set(l.id, (await store.layer(l.id)).size);
-  return imageJson(record, (layer) => sizes.get(layer) ?? 0);
+  return imageJson(await imageSummary(store, id));
 }
 
 /** Ids of the layers an operation found in the store instead of making them (LoadedImage's `reused`). */

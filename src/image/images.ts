@@ -22,10 +22,17 @@ import {
 export interface ImageSummary {
   id: string;
   names: string[];
-  layers: Array<{ id: string; diffId: string; chainId: string }>;
+  /** Bottom first, each with its bytes of file content. */
+  layers: Array<{ id: string; diffId: string; chainId: string; size: number }>;
   /** Bytes of file content of all layers. */
   size: number;
   loaded: string;
+}
+
+/** The summary of image record `r`, its layers' sizes from `layerSize`. */
+function summaryOf(r: ImageRecord, layerSize: (id: string) => number): ImageSummary {
+  const layers = r.layers.map((l) => ({ id: l.id, diffId: l.diffId, chainId: l.chainId, size: layerSize(l.id) }));
+  return { id: r.id, names: r.names, layers, size: layers.reduce((n, l) => n + l.size, 0), loaded: r.loaded };
 }
 
 export interface ListImagesOptions {
@@ -39,13 +46,15 @@ export interface ListImagesOptions {
 export async function listImages(store: LayerStore, opts: ListImagesOptions = {}): Promise<ImageSummary[]> {
   const onDamaged = opts.onDamaged;
   const layers = new Map((await store.list(onDamaged === undefined ? {} : { onDamaged })).map((l) => [l.id, l]));
-  return readImageRecords(diskDocuments(store), onDamaged).map((r) => ({
-    id: r.id,
-    names: r.names,
-    layers: r.layers,
-    size: r.layers.reduce((n, l) => n + (layers.get(l.id)?.size ?? 0), 0),
-    loaded: r.loaded,
-  }));
+  return readImageRecords(diskDocuments(store), onDamaged).map((r) => summaryOf(r, (id) => layers.get(id)?.size ?? 0));
+}
+
+/** The summary of image NAME or ID (NOT_FOUND if none), as listImages gives it. */
+export async function imageSummary(store: LayerStore, ref: string): Promise<ImageSummary> {
+  const record = requireImage(diskDocuments(store), ref);
+  const sizes = new Map<string, number>();
+  for (const l of record.layers) sizes.set(l.id, (await store.layer(l.id)).size);
+  return summaryOf(record, (id) => sizes.get(id)!);
 }
 
 /** The image record for NAME or ID (NOT_FOUND if none). */

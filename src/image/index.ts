@@ -5,7 +5,7 @@ export { saveImages } from './save.js';
 export { commitLayer } from './commit.js';
 export type { CommitOptions, CommittedImage } from './commit.js';
 export type { SaveOptions, SaveFormat, SavedImage } from './save.js';
-export { listImages, getImage, removeImage, resolveLayerRef, tagImage, untagImage } from './images.js';
+export { listImages, imageSummary, getImage, removeImage, resolveLayerRef, tagImage, untagImage } from './images.js';
 export type { ImageSummary, RemoveImageResult, TagResult } from './images.js';
 export { inspect, imageHistory } from './inspect.js';
 export { prune } from './prune.js';

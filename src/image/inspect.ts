@@ -5,6 +5,7 @@
 import { UnionctlError } from '../errors.js';
 import type { References } from '../graph/driver.js';
 import type { LayerRecord, LayerStore } from '../graph/store.js';
+import { imageSummary } from './images.js';
 import { diskDocuments, findImage, imagesUsingLayer, type ImageLayerRef } from './records.js';
 
 export interface LayerInspection {
@@ -43,16 +44,7 @@ export async function inspect(store: LayerStore, ref: string): Promise<LayerInsp
   const exactLayer = store.layerIdsStartingWith(ref).includes(ref);
   const image = exactLayer ? undefined : findImage(diskDocuments(store), ref);
   if (image !== undefined) {
-    const layers = await Promise.all(image.layers.map(async (l) => ({ ...l, size: (await store.layer(l.id)).size })));
-    return {
-      type: 'image',
-      id: image.id,
-      names: image.names,
-      layers,
-      size: layers.reduce((n, l) => n + l.size, 0),
-      loaded: image.loaded,
-      config: JSON.parse(image.config) as unknown,
-    };
+    return { type: 'image', ...(await imageSummary(store, image.id)), config: JSON.parse(image.config) as unknown };
   }
   let id: string;
   try {
