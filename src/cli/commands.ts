@@ -255,12 +255,11 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
     // An image name (or id) mounts the image's top layer.
     const layer = await resolveLayerRef(store, id);
     const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel, name: opts.name });
-    const readOnly = !(await store.layer(mounted.id)).writable;
     if (g.json) {
+      // The Mount object mounts lists: the mount just made holds a reference, so it is listed.
       const entry = (await store.mounts()).find((e) => e.layer === mounted.id && e.path === mounted.path);
-      return printJson(
-        entry === undefined ? { id: mounted.id, path: mounted.path, readOnly, mounts: 1, processes: [], mounted: true } : mountJson(entry),
-      );
+      if (entry === undefined) throw new Error(`layer ${mounted.id}, just mounted at ${mounted.path}, is not among the mounts`);
+      return printJson(mountJson(entry));
     }
     // --rw on an image layer mounts a new writable layer on top, and an image name mounts its top
     // layer: say which, since umount needs it.
