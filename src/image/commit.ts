@@ -107,8 +107,8 @@ export async function commitLayer(store: LayerStore, ref: string, opts: CommitOp
     };
     const blobs: LayerBlobs = {
       description: `commit of layer ${top}`,
-      filePath: (layer) => spooled(spool, layer),
-      chunks: (layer) => diffChunks(store, chain[layer.index - 1]!.id, spooled(spool, layer)),
+      filePath: (layer) => spooledFile(spool, sealed, layer),
+      chunks: (layer) => diffChunks(store, chain[layer.index - 1]!.id, spooledFile(spool, sealed, layer)),
     };
     const [loaded] = await loadImagesFrom(store, blobs, [image]);
     return { ...loaded!, ...(base === undefined ? {} : { base: base.id }) };
@@ -186,9 +186,9 @@ async function layersToLoad(store: LayerStore, chain: readonly LayerRecord[], se
 
 const spoolPath = (spool: string, index: number) => join(spool, `layer-${index}.tar`);
 
-/** The spool file of a layer whose diff was spooled; undefined for a sealed layer. */
-function spooled(spool: string, layer: LayerToLoad): string | undefined {
-  return layer.member.startsWith('diff of') ? spoolPath(spool, layer.index) : undefined;
+/** The spool file of a layer above the `sealed` ones (layersToLoad spooled its diff); undefined for a sealed layer. */
+function spooledFile(spool: string, sealed: number, layer: LayerToLoad): string | undefined {
+  return layer.index > sealed ? spoolPath(spool, layer.index) : undefined;
 }
 
 /**
