@@ -8,11 +8,21 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { makeScratch, type Scratch } from '../helpers/scratch.js';
-import { DIFF_IDS, DOCKER_IMAGE_ID, EXPECTED_TREE, SAMPLE_DOCKER, flattenedTree, listing, ok, show, unionctl } from './images-helpers.js';
+import { before, describe, it } from 'node:test';
+import {
+  DIFF_IDS,
+  DOCKER_IMAGE_ID,
+  EXPECTED_TREE,
+  SAMPLE_DOCKER,
+  flattenedTree,
+  listing,
+  ok,
+  show,
+  unionctl,
+  scratchStores,
+} from './images-helpers.js';
 
 /** An image as images --json prints it. */
 interface ImageJson {
@@ -39,25 +49,9 @@ interface ImageInspection {
   };
 }
 
-let scratchFs: Scratch;
-let scratch = '';
+const stores = scratchStores();
 
-before(() => {
-  scratchFs = makeScratch();
-  scratch = scratchFs.dir;
-});
-
-after(() => {
-  for (const name of existsSync(scratch) ? readdirSync(scratch) : []) {
-    if (name.startsWith('root-')) unionctl(['--root', join(scratch, name), 'umount', '--all']);
-  }
-  scratchFs.dispose();
-});
-
-let rootCount = 0;
-function freshRoot(driver: string): string[] {
-  return ['--root', join(scratch, `root-${driver}-${++rootCount}`), '--driver', driver];
-}
+const freshRoot = stores.freshRoot;
 
 /** A file the sample image has, deleted through the writable layer (a whiteout in its diff). */
 const DELETED = 'srv/app/etc/app.conf';
@@ -171,7 +165,7 @@ for (const driver of ['vfs', 'overlay2']) {
     });
 
     it('save exports the committed image; a load into another store gives the same id, layers and tree', () => {
-      const archive = join(scratch, `${driver}-committed.tar`);
+      const archive = join(stores.dir, `${driver}-committed.tar`);
       ok(unionctl([...g, 'save', 'app:v2', '-o', archive]));
       const g2 = freshRoot(driver);
       const loaded = JSON.parse(ok(unionctl([...g2, '--json', 'load', archive]))) as { images: ImageJson[] };
@@ -213,11 +207,11 @@ for (const driver of ['vfs', 'overlay2']) {
 
     it('a layer without an image below it (imported by the user) commits with a config of its own', () => {
       const g3 = freshRoot(driver);
-      const src = join(scratch, `${driver}-plain`);
+      const src = join(stores.dir, `${driver}-plain`);
       rmSync(src, { recursive: true, force: true });
       spawnSync('mkdir', ['-p', src]);
       writeFileSync(join(src, 'hello'), 'hi\n');
-      const tar = join(scratch, `${driver}-plain.tar`);
+      const tar = join(stores.dir, `${driver}-plain.tar`);
       assert.equal(spawnSync('tar', ['-C', src, '-cf', tar, 'hello']).status, 0);
       const layer = ok(unionctl([...g3, 'import', tar])).trim();
       const image = JSON.parse(ok(unionctl([...g3, '--json', 'commit', layer, 'plain']))) as CommitJson;

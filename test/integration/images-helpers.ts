@@ -5,10 +5,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { after, before } from 'node:test';
+import { makeScratch, type Scratch } from '../helpers/scratch.js';
 
 export const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 export const REPO = process.env.UNIONCTL_REPO ?? process.cwd();
@@ -215,4 +217,40 @@ export function makeLayerTar(scratch: string, name: string, files: Record<string
     writeFileSync(join(src, path), content);
   }
   return execFileSync('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '-cf', '-', '-C', src, '.'], { maxBuffer: 1 << 30 });
+}
+
+/** A test file's scratch tmpfs and the store roots made in it (scratchStores). */
+export interface ScratchStores {
+  /** The scratch dir (set once the file's first `before` has run). */
+  readonly dir: string;
+  /** Global options for a new store root in the scratch dir: `--root <dir>/root-<driver>-<n> --driver <driver>`. */
+  freshRoot(driver: string): string[];
+}
+
+/**
+ * Registers a scratch tmpfs for the calling test file: made before its tests, and after them every
+ * store root freshRoot made is released (`umount --all`, then `cleanup`) before the tmpfs goes.
+ */
+export function scratchStores(): ScratchStores {
+  let scratch: Scratch | undefined;
+  let roots = 0;
+  const stores: ScratchStores = {
+    get dir() {
+      return scratch?.dir ?? '';
+    },
+    freshRoot: (driver) => ['--root', join(stores.dir, `root-${driver}-${++roots}`), '--driver', driver],
+  };
+  before(() => {
+    scratch = makeScratch();
+  });
+  after(() => {
+    const dir = stores.dir;
+    for (const name of existsSync(dir) ? readdirSync(dir) : []) {
+      if (!name.startsWith('root-')) continue;
+      unionctl(['--root', join(dir, name), 'umount', '--all']);
+      unionctl(['--root', join(dir, name), 'cleanup']);
+    }
+    scratch?.dispose();
+  });
+  return stores;
 }

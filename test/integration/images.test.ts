@@ -8,9 +8,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { mountsBelow } from '../helpers/mounts.js';
-import { makeScratch, type Scratch } from '../helpers/scratch.js';
 import {
   DIFF_IDS,
   DOCKER_IMAGE_ID,
@@ -26,31 +25,16 @@ import {
   flattenedTree,
   tarDir,
   treeList,
+  scratchStores,
 } from './images-helpers.js';
 
-let scratchFs: Scratch;
-let scratch = '';
-
-before(() => {
-  scratchFs = makeScratch();
-  scratch = scratchFs.dir;
-});
-
-after(() => {
-  for (const name of existsSync(scratch) ? readdirSync(scratch) : []) {
-    if (name.startsWith('root-')) unionctl(['--root', join(scratch, name), 'cleanup']);
-  }
-  scratchFs.dispose();
-});
+const stores = scratchStores();
 
 interface LoadJson {
   images: Array<{ id: string; names: string[]; layers: Array<{ id: string; diffId: string; chainId: string }> }>;
 }
 
-let rootCount = 0;
-function freshRoot(driver: string): string[] {
-  return ['--root', join(scratch, `root-${driver}-${++rootCount}`), '--driver', driver];
-}
+const freshRoot = stores.freshRoot;
 
 /** Mounts REF, lists the tree, unmounts. */
 for (const driver of ['vfs', 'overlay2']) {
@@ -75,11 +59,11 @@ for (const driver of ['vfs', 'overlay2']) {
       );
       assert.equal(flattenedTree(g, 'sample-app:1'), EXPECTED_TREE);
       assert.equal(flattenedTree(g, DOCKER_IMAGE_ID.slice(7, 19)), EXPECTED_TREE, 'mount by short image id');
-      assert.deepEqual(mountsBelow(scratch), [], 'nothing left mounted');
+      assert.deepEqual(mountsBelow(stores.dir), [], 'nothing left mounted');
     });
 
     it('docker, OCI gzip, OCI zstd and an OCI layout dir of the same image give the same tree', () => {
-      const layoutDir = untar(SAMPLE_OCI_ZSTD, join(scratch, `layout-${driver}`));
+      const layoutDir = untar(SAMPLE_OCI_ZSTD, join(stores.dir, `layout-${driver}`));
       for (const archive of [SAMPLE_OCI_GZIP, SAMPLE_OCI_ZSTD, layoutDir]) {
         const g = freshRoot(driver);
         const loaded = JSON.parse(ok(unionctl([...g, '--json', 'load', archive]))) as LoadJson;
@@ -112,7 +96,7 @@ for (const driver of ['vfs', 'overlay2']) {
       ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
       for (const format of ['docker', 'oci']) {
         for (const compress of ['none', 'gzip', 'zstd']) {
-          const out = join(scratch, `${driver}-${format}-${compress}.tar`);
+          const out = join(stores.dir, `${driver}-${format}-${compress}.tar`);
           ok(unionctl([...g, 'save', 'sample-app:1', '-o', out, '--format', format, '--compress', compress]));
           // Round trip: a fresh store loads it with the same image id and diff IDs, and the same tree.
           const g2 = freshRoot(driver);
@@ -127,7 +111,7 @@ for (const driver of ['vfs', 'overlay2']) {
           assert.equal(flattenedTree(g2, 'sample-app:1'), EXPECTED_TREE);
           if (compress !== 'none') continue;
           // Uncompressed: the layer files in the archive are the original tars, byte for byte.
-          const dir = untar(out, join(scratch, `x-${driver}-${format}`));
+          const dir = untar(out, join(stores.dir, `x-${driver}-${format}`));
           const layerFiles =
             format === 'docker'
               ? (JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Array<{ Layers: string[] }>)[0].Layers
@@ -152,7 +136,7 @@ for (const driver of ['vfs', 'overlay2']) {
         const file = change === 'rewrite' ? 'srv/app/plugins/search.plug' : 'srv/app/plugins/added.plug';
         mkdirSync(dirname(join(own, file)), { recursive: true }); // overlay2: the dir may be only in a lower layer
         writeFileSync(join(own, file), 'changed\n');
-        const out = join(scratch, `${driver}-changed.tar`);
+        const out = join(stores.dir, `${driver}-changed.tar`);
         const r = unionctl([...g, 'save', 'sample-app:1', '-o', out]);
         assert.equal(r.status, 0, r.stderr);
         assert.match(r.stderr, new RegExp(`warning: layer ${top} changed since it was loaded`));
@@ -172,7 +156,7 @@ for (const driver of ['vfs', 'overlay2']) {
     it('save without -o (or with -o -) writes the archive to stdout, byte for byte what -o FILE writes', () => {
       const g = freshRoot(driver);
       ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
-      const file = join(scratch, `${driver}-stdout-ref.tar`);
+      const file = join(stores.dir, `${driver}-stdout-ref.tar`);
       ok(unionctl([...g, 'save', 'sample-app:1', '-o', file]));
       for (const args of [[], ['-o', '-']]) {
         const r = spawnSync(process.execPath, [CLI_MAIN, ...g, 'save', 'sample-app:1', ...args], { maxBuffer: 64 << 20 });
@@ -214,7 +198,7 @@ for (const driver of ['vfs', 'overlay2']) {
       assert.equal(unionctl([...g, 'tag', 'no-such-image', 'x']).status, 1);
       assert.deepEqual(names(), before, 'refused tags change nothing');
       // save by the new name writes that name.
-      const out = join(scratch, `${driver}-tagged.tar`);
+      const out = join(stores.dir, `${driver}-tagged.tar`);
       ok(unionctl([...g, 'save', 'mine/app:2', '-o', out]));
       const manifest = JSON.parse(execFileSync('tar', ['-xOf', out, 'manifest.json'], { encoding: 'utf8' })) as Array<{
         RepoTags: string[];
@@ -283,12 +267,12 @@ for (const driver of ['vfs', 'overlay2']) {
     it("export writes the image's whole filesystem as one tar: unpacked, it is the expected tree", () => {
       const g = freshRoot(driver);
       ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
-      const file = join(scratch, `${driver}-rootfs.tar`);
+      const file = join(stores.dir, `${driver}-rootfs.tar`);
       ok(unionctl([...g, 'export', 'sample-app:1', '-o', file]));
       const streamed = spawnSync(process.execPath, [CLI_MAIN, ...g, 'export', 'sample-app:1'], { maxBuffer: 64 << 20 });
       assert.equal(streamed.status, 0, streamed.stderr.toString());
       assert.ok(streamed.stdout.equals(readFileSync(file)), 'stdout and -o FILE get the same tar');
-      const dir = join(scratch, `${driver}-rootfs`);
+      const dir = join(stores.dir, `${driver}-rootfs`);
       mkdirSync(dir);
       execFileSync('tar', ['-xpf', file, '-C', dir, '--numeric-owner']);
       assert.equal(treeList(dir), EXPECTED_TREE);
@@ -343,10 +327,10 @@ for (const driver of ['vfs', 'overlay2']) {
       const g = freshRoot(driver);
       ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
       ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP])); // the same four layers under another config
-      const src = join(scratch, `${driver}-df-src`);
+      const src = join(stores.dir, `${driver}-df-src`);
       mkdirSync(src);
       writeFileSync(join(src, 'loose.bin'), Buffer.alloc(3000));
-      ok(unionctl([...g, 'import', '--id', 'loose', tarDir(src, join(scratch, `${driver}-df.tar`))]));
+      ok(unionctl([...g, 'import', '--id', 'loose', tarDir(src, join(stores.dir, `${driver}-df.tar`))]));
       const listed = JSON.parse(ok(unionctl([...g, '--json', 'ls']))) as Array<{ id: string; size: number }>;
       const imageBytes = listed.filter((l) => l.id !== 'loose').reduce((n, l) => n + l.size, 0);
       const usage = JSON.parse(ok(unionctl([...g, '--json', 'df']))) as {
@@ -371,7 +355,7 @@ for (const driver of ['vfs', 'overlay2']) {
       const g = freshRoot(driver);
       ok(unionctl([...g, 'load', SAMPLE_DOCKER]));
       ok(unionctl([...g, 'load', SAMPLE_OCI_GZIP])); // takes the name sample-app:1
-      const both = join(scratch, `${driver}-two.tar`);
+      const both = join(stores.dir, `${driver}-two.tar`);
       ok(unionctl([...g, 'save', 'sample-app:1', DOCKER_IMAGE_ID, '-o', both]));
       const g2 = freshRoot(driver);
       const all = JSON.parse(ok(unionctl([...g2, '--json', 'load', both]))) as LoadJson;
@@ -390,7 +374,7 @@ for (const driver of ['vfs', 'overlay2']) {
       const manifest = JSON.parse(execFileSync('tar', ['-xOf', SAMPLE_DOCKER, 'manifest.json'], { encoding: 'utf8' })) as Array<{
         Layers: string[];
       }>;
-      const baseTar = join(scratch, `${driver}-user-base.tar`);
+      const baseTar = join(stores.dir, `${driver}-user-base.tar`);
       writeFileSync(baseTar, execFileSync('tar', ['-xOf', SAMPLE_DOCKER, manifest[0]!.Layers[0]!], { maxBuffer: 64 << 20 }));
       const base = ok(unionctl([...g, 'import', baseTar])).trim();
       const loaded = JSON.parse(ok(unionctl([...g, '--json', 'load', SAMPLE_DOCKER]))) as LoadJson;
