@@ -138,12 +138,17 @@ function describeCommand(cmd: Command): CommandModel {
   };
 }
 
-/** The model of `program`: its commands as its help lists them (hidden ones and commander's `help` left out). */
-export function programModel(program: Command): ProgramModel {
-  const visible = program
+/** The commands of `program` as its help lists them: hidden ones and commander's own `help` left out. */
+export function visibleCommands(program: Command): Command[] {
+  return program
     .createHelp()
     .visibleCommands(program)
     .filter((c) => program.commands.includes(c));
+}
+
+/** The model of `program`: its commands as its help lists them (hidden ones and commander's `help` left out). */
+export function programModel(program: Command): ProgramModel {
+  const visible = visibleCommands(program);
   return {
     name: program.name(),
     description: program.description(),

@@ -45,6 +45,7 @@ import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { addCompletionCommands } from './completion.js';
+import { visibleCommands } from './command-model.js';
 
 export const DEFAULT_ROOT = '/var/lib/unionctl';
 
@@ -451,8 +452,8 @@ const TEMPLATED = new WeakSet<Command>();
  * after the commands are defined, so none is forgotten.
  */
 function addTemplateOptions(program: Command): void {
-  for (const command of program.commands) {
-    if (NO_TEMPLATE.has(command.name()) || (command as unknown as { _hidden: boolean })._hidden) continue;
+  for (const command of visibleCommands(program)) {
+    if (NO_TEMPLATE.has(command.name())) continue;
     command.addOption(
       new Option(
         '--format <template>',

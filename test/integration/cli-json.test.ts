@@ -11,9 +11,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { Command } from 'commander';
 import { registryAvailable, startRegistry, type Registry } from '../../bench/peers/registry.js';
 import { buildProgram } from '../../src/cli/commands.js';
+import { visibleCommands } from '../../src/cli/command-model.js';
 import { mismatch, readJsonDocs, type JsonDocs } from '../helpers/json-docs.js';
 import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
 import { REPO, SAMPLE_DOCKER, listing, ok, show, unionctl } from './images-helpers.js';
@@ -21,10 +21,8 @@ import { REPO, SAMPLE_DOCKER, listing, ok, show, unionctl } from './images-helpe
 const skip = scratchMissing ?? (registryAvailable() ? false : 'docker-registry is not installed');
 
 /** The program's commands that users see (hidden helpers left out). */
-function visibleCommands(): string[] {
-  return buildProgram('0.0.0')
-    .commands.filter((c: Command) => !(c as unknown as { _hidden: boolean })._hidden)
-    .map((c: Command) => c.name());
+function visibleCommandNames(): string[] {
+  return visibleCommands(buildProgram('0.0.0')).map((c) => c.name());
 }
 
 describe('--json output matches docs/json.md, command by command', { skip }, () => {
@@ -109,9 +107,9 @@ describe('--json output matches docs/json.md, command by command', { skip }, () 
     json('rm', 'empty-layer', imported.id);
     json('cleanup');
 
-    const undocumented = visibleCommands().filter((c) => !docs.commands.has(c));
+    const undocumented = visibleCommandNames().filter((c) => !docs.commands.has(c));
     assert.deepEqual(undocumented, [], 'every command has a section in docs/json.md');
-    const stale = [...docs.commands.keys()].filter((c) => !visibleCommands().includes(c));
+    const stale = [...docs.commands.keys()].filter((c) => !visibleCommandNames().includes(c));
     assert.deepEqual(stale, [], 'docs/json.md describes no command the CLI does not have');
     const printing = [...docs.commands].filter(([, type]) => type !== undefined).map(([c]) => c);
     assert.deepEqual(
