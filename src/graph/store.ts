@@ -750,8 +750,12 @@ export class StoreTx {
     return this.files.list(dir);
   }
 
-  writeDocument(path: string, content: string): void {
-    this.files.write(path, content);
+  /**
+   * `durable: false`: a crash may undo the write (the file is then as before); for a document
+   * whose loss the next open repairs, which spares the transaction its fsyncs.
+   */
+  writeDocument(path: string, content: string, opts: { durable?: boolean } = {}): void {
+    this.files.write(path, content, opts);
   }
 
   /** `durable: false`: a crash may undo the deletion (transaction.ts: then it needs no journal beside one other change). */
