@@ -11,12 +11,13 @@
  *   and file content below it is the same before and after the adoption.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { dockerdAvailable, startDockerd } from '../../bench/peers/dockerd.js';
 import { podmanAvailable, startPodman } from '../../bench/peers/podman.js';
+import { writeTinyStorageStore } from '../helpers/foreign-store.js';
 import { makeScratch, type Scratch } from '../helpers/scratch.js';
 import {
   assertCleanFailure,
@@ -178,4 +179,56 @@ describe('adopt podman', { skip: podmanAvailable() ? false : 'podman is not inst
       }
     });
   }
+});
+
+describe('adopt refuses a store its owner is using (a hand-written c/storage store)', () => {
+  it('while a lock is held on storage.lock, and while something is mounted below the graphroot; then adopts it', async () => {
+    const tiny = writeTinyStorageStore(join(scratch.dir, 'tiny-root'), scratch.dir);
+    const g = freshRoot('vfs');
+    const busy = join(tiny.root, 'vfs', 'busy'); // a mount point for a while (its owner's, say)
+    mkdirSync(busy);
+    const before = fingerprint(tiny.root);
+
+    // flock(1) holds the lock (its shell and sleep inherit it) until its process group is killed; "locked" says it has it.
+    const holder = spawn('flock', [join(tiny.root, 'storage.lock'), '-c', 'echo locked; exec sleep 600'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      detached: true,
+    });
+    const closed = new Promise((resolve) => holder.once('close', resolve));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once('data', () => resolve());
+        holder.once('exit', () => reject(new Error('flock exited before taking the lock')));
+      });
+      assertCleanFailure(
+        unionctl([...g, 'adopt', 'podman', tiny.root]),
+        /is in use: process \d+ holds a lock on .*storage\.lock \(podman is running\)/,
+      );
+    } finally {
+      process.kill(-holder.pid!, 'SIGKILL');
+      await closed;
+    }
+
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', busy]);
+    try {
+      assertCleanFailure(unionctl([...g, 'adopt', 'podman', tiny.root]), /is in use: a mount is at or below it/);
+    } finally {
+      execFileSync('umount', [busy]);
+    }
+    assert.equal(existsSync(g[1]!), false, 'the refusals made no store');
+
+    const out = JSON.parse(ok(unionctl([...g, '--json', 'adopt', 'podman', tiny.root]))) as {
+      driver: string;
+      images: Array<{ id: string; names: string[] }>;
+    };
+    assert.equal(out.driver, 'vfs');
+    assert.deepEqual(
+      out.images.map((i) => [i.id, i.names]),
+      [[tiny.imageId, [tiny.name]]],
+    );
+    const saved = join(scratch.dir, 'tiny-saved.tar');
+    ok(unionctl([...g, 'save', tiny.name, '-o', saved]));
+    assert.deepEqual(archiveLayerDigests(saved), [tiny.diffId]);
+    assert.equal(fingerprint(tiny.root), before, 'the store is as it was');
+  });
 });
