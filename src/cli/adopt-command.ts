@@ -10,7 +10,7 @@ import { nonEmpty } from './args.js';
 import { storedImageJson, reusedLayers } from './json-shapes.js';
 import { layersDone, printJson, println, shortImageId, shownName } from './output.js';
 import { startLayerProgress } from './progress.js';
-import type { WithStore } from './store-access.js';
+import type { GlobalOptions, WithStore } from './store-access.js';
 
 async function adoptCommand(
   withStore: WithStore,
@@ -19,7 +19,8 @@ async function adoptCommand(
   opts: { takeOver?: boolean },
   cmd: Command,
 ): Promise<void> {
-  readForeignStore(kind, path, { takeOver: opts.takeOver }); // refusals first, before a store is made
+  // The refusals first, before a store is made.
+  readForeignStore(kind, path, { takeOver: opts.takeOver, storeRoot: cmd.optsWithGlobals<GlobalOptions>().root });
   await withStore(
     cmd,
     async (store, g) => {

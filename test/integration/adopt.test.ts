@@ -158,6 +158,12 @@ describe('adopt docker', { skip: dockerdAvailable() ? false : 'docker.io is not 
     assertCleanFailure(unionctl([...g, 'adopt', 'docker', dir]), /storage driver devicemapper: adopt reads overlay2, overlay and vfs/);
     assertCleanFailure(unionctl([...g, 'adopt', 'podman', dir]), /no containers\/storage store at/);
     assertCleanFailure(unionctl([...g, 'adopt', 'docker', dir, '--take-over']), /taking over .* is not implemented/);
+    assertCleanFailure(
+      unionctl(['--root', join(dir, 'uc'), 'adopt', 'docker', dir]),
+      /overlap: adopting would write into the docker store/,
+    );
+    assertCleanFailure(unionctl(['--root', scratch.dir, 'adopt', 'docker', dir]), /overlap/);
+    assert.equal(existsSync(join(dir, 'uc')), false, 'nothing was written into it');
     assert.equal(existsSync(g[1]!), false, 'no store was made');
   });
 });

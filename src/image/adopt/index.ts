@@ -20,7 +20,8 @@
  * a driver other than overlay2, overlay, vfs (c/storage: overlay, vfs), and `takeOver` (moving the
  * foreign layers instead of copying them is not implemented).
  */
-import { resolve } from 'node:path';
+import { existsSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { readTarSplitJson, rebuildTarStream } from '../../archive/tar-split.js';
 import { UnionctlError } from '../../errors.js';
 import type { LayerStore } from '../../graph/store.js';
@@ -50,13 +51,21 @@ export interface AdoptedStore {
 
 /** Reads the foreign store at `path` (a dockerd --data-root, or a c/storage graphroot) and loads its images into `store`. */
 export async function adoptStore(store: LayerStore, kind: ForeignKind, path: string, opts: AdoptOptions = {}): Promise<AdoptedStore> {
-  const foreign = readForeignStore(kind, path, opts);
+  const foreign = readForeignStore(kind, path, { ...opts, storeRoot: store.root });
   const images = foreign.images.length === 0 ? [] : await loadImagesFrom(store, foreignBlobs(foreign), foreign.images, opts);
   return { kind, path: foreign.path, driver: foreign.driver, images };
 }
 
-/** The foreign store read and checked (nothing of unionctl's is touched): what adoptStore would load. */
-export function readForeignStore(kind: ForeignKind, path: string, opts: Pick<AdoptOptions, 'takeOver'> = {}): ForeignStore {
+/**
+ * The foreign store read and checked (nothing of unionctl's is touched): what adoptStore would load.
+ * `storeRoot`, the unionctl store's root, must be neither in the foreign store (adopting would write
+ * there) nor hold it.
+ */
+export function readForeignStore(
+  kind: ForeignKind,
+  path: string,
+  opts: Pick<AdoptOptions, 'takeOver'> & { storeRoot?: string } = {},
+): ForeignStore {
   if (!FOREIGN_KINDS.includes(kind))
     throw new UnionctlError('USAGE', `unknown store kind ${JSON.stringify(kind)}`, { hint: `give one of ${FOREIGN_KINDS.join(', ')}` });
   if (opts.takeOver === true) {
@@ -69,7 +78,32 @@ export function readForeignStore(kind: ForeignKind, path: string, opts: Pick<Ado
     );
   }
   const root = resolve(path);
+  if (opts.storeRoot !== undefined) assertApart(realPath(opts.storeRoot), realPath(root), kind);
   return kind === 'docker' ? readDockerStore(root) : readPodmanStore(root);
+}
+
+/** `path` with its symlinks resolved as far as it exists (a store root may not exist yet). */
+function realPath(path: string): string {
+  let head = resolve(path);
+  let tail = '';
+  while (!existsSync(head) && dirname(head) !== head) {
+    tail = tail === '' ? basename(head) : join(basename(head), tail);
+    head = dirname(head);
+  }
+  return join(realpathSync(head), tail);
+}
+
+function assertApart(storeRoot: string, foreign: string, kind: ForeignKind): void {
+  const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith('/') ? b : `${b}/`);
+  if (inside(storeRoot, foreign) || inside(foreign, storeRoot)) {
+    throw new UnionctlError(
+      'USAGE',
+      `the store root ${storeRoot} and the ${kind} store ${foreign} overlap: adopting would write into the ${kind} store`,
+      {
+        hint: 'give a --root outside the other store (and not around it)',
+      },
+    );
+  }
 }
 
 /** Each layer's tar, rebuilt from the foreign tar-split and the layer's files (load checks it against the diff ID). */
