@@ -13,6 +13,7 @@ import { resolveLayerRef } from '../image/index.js';
 import { ImageArchiveSniffer, imageArchiveKindOf, type ImageArchiveKind } from '../image/archive.js';
 import { writeOutputFile } from '../sys/user-file.js';
 import { collect, nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
+import { addAdoptCommand } from './adopt-command.js';
 import { addImageCommands } from './image-commands.js';
 import { withStore } from './store-access.js';
 import { applyConfig } from './settings.js';
@@ -579,6 +580,7 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
     .action(lsCommand);
 
   addImageCommands(program, withStore);
+  addAdoptCommand(program, withStore);
   addRegistryCommands(program, withStore);
 
   program.command('cleanup').description('unmount everything the driver mounted').action(cleanupCommand);

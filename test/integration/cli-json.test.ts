@@ -15,6 +15,7 @@ import { registryAvailable, startRegistry, type Registry } from '../../bench/pee
 import { buildProgram } from '../../src/cli/commands.js';
 import { visibleCommands } from '../../src/cli/command-model.js';
 import { mismatch, readJsonDocs, type JsonDocs } from '../helpers/json-docs.js';
+import { writeTinyStorageStore } from '../helpers/foreign-store.js';
 import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
 import { REPO, SAMPLE_DOCKER, listing, ok, show, unionctl } from './images-helpers.js';
 
@@ -97,6 +98,7 @@ describe('--json output matches docs/json.md, command by command', { skip }, () 
     json('export-storage');
     json('export-storage', files('cs-export'));
     json('export-storage', '--remove', files('cs-export'));
+    json('adopt', 'podman', writeTinyStorageStore(files('podman-root'), scratch.dir).root);
     json('push', '--insecure', 'app:2', `${registry.address}/json/app:2`);
     json('pull', '--insecure', `${registry.address}/json/app:2`);
     const authFile = files('auth.json');
