@@ -39,7 +39,7 @@ import {
   timeAgo,
 } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
-import { infoJson, layerJson, mountJson, type ChangeJson } from './json-shapes.js';
+import { explanationJson, infoJson, layerJson, mountJson, type ChangeJson } from './json-shapes.js';
 import { parseTemplate } from './template.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
@@ -261,7 +261,7 @@ async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promi
       if (opts.name !== undefined)
         throw new UnionctlError('USAGE', '--name names a layer --rw makes; --explain makes none', { hint: 'drop --name' });
       const explained = store.explainMount(layer, { rw: opts.rw, mountLabel: opts.mountLabel });
-      return g.json ? printJson(explained) : printExplanation(explained);
+      return g.json ? printJson(explanationJson(explained)) : printExplanation(explained);
     }
     const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel, name: opts.name });
     if (g.json) {

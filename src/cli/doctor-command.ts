@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { resolve } from 'node:path';
 import { doctor } from '../drivers/doctor.js';
 import type { MountExplanation } from '../graph/store.js';
+import { doctorJson } from './json-shapes.js';
 import { out, printJson, println, printTable } from './output.js';
 
 /** Prints the report: the facts as a table (one line per driver consequence), then which drivers can run here. */
@@ -14,7 +15,7 @@ function doctorCommand(_opts: unknown, cmd: Command): void {
   const g = cmd.optsWithGlobals<{ root: string; json?: boolean }>();
   // Not withStore: doctor must work where no store can be opened (that is when it is needed).
   const report = doctor(resolve(g.root));
-  if (g.json === true) return printJson(report);
+  if (g.json === true) return printJson(doctorJson(report));
   const rows: string[][] = [];
   for (const fact of report.facts) {
     for (const [i, c] of fact.consequences.entries()) {

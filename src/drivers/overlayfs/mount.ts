@@ -201,7 +201,6 @@ export function chooseMountMethod(home: string, paths: UnionPaths, settings: Mou
  * `mount --explain` shows it: the two cannot disagree.
  */
 export function planOverlayMount(home: string, target: string, paths: UnionPaths, settings: MountSettings): MountPlan {
-  const room = settings.pageSize - 1;
   const absolute = overlayMountData(paths, settings, home);
   const relativeData = overlayMountData(paths, settings, '');
   const bytes = (data: string) => Buffer.byteLength(data) + 1;
