@@ -16,6 +16,8 @@ function doctorCommand(_opts: unknown, cmd: Command): void {
   // Not withStore: doctor must work where no store can be opened (that is when it is needed).
   const report = doctor(resolve(g.root));
   if (g.json === true) return printJson(doctorJson(report));
+  println(`facts for ${report.root} (probes ran in ${report.scratch}, removed again)`);
+  println('');
   const rows: string[][] = [];
   for (const fact of report.facts) {
     for (const [i, c] of fact.consequences.entries()) {

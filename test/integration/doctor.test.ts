@@ -213,6 +213,10 @@ describe(
       const relative = explainThenMount(root, await chain(store, 100, 'r'));
       assert.equal(relative.plan.method, 'relative');
       assert.equal(relative.plan.cwd, join(root, 'overlay2'));
+      const human = runCli(['--root', root, 'mount', '--explain', 'r99']);
+      assert.equal(human.status, 0, showResult(human));
+      assert.match(human.stdout, /^method\s+relative \(overlay\)$/m);
+      assert.match(human.stdout, /^index\s+(off|not set)\s/m, 'the decisions, each with its reason');
       const deep = explainThenMount(root, await chain(store, 160, 'd'));
       assert.equal(deep.plan.method, 'new-api');
       assert.equal(deep.plan.data.filter((d) => d.startsWith('lowerdir+=')).length, 159);
