@@ -23,6 +23,7 @@ import {
   overlayModuleParams,
   overlayMaxLowerLayers,
   pageSize,
+  removeEntriesOfDeadProcesses,
   supportsDType,
   xattrSupported,
   type ProbeResult,
@@ -87,13 +88,15 @@ function readTrimmed(path: string): string | undefined {
 /**
  * Runs `probe` with a scratch dir for the writing probes: <root>/tmp/doctor-<pid>-XXXXXX when the
  * root exists (tmp/ is removed again if doctor made it and it is empty), else one in the system
- * temp dir. The scratch dir is removed whatever happens.
+ * temp dir. The scratch dir is removed whatever happens (and by the next doctor, if this process is killed).
  */
 function withScratch<T>(root: string, probe: (scratch: string) => T): T {
   const inStore = existsSync(root);
   const parent = inStore ? join(root, 'tmp') : tmpdir();
   const madeParent = inStore && !existsSync(parent);
   if (madeParent) mkdirSync(parent, { mode: 0o700 });
+  // What a doctor killed mid-probe left (its pid is in the name) goes first.
+  if (inStore) removeEntriesOfDeadProcesses(parent, /^doctor-(\d+)-/);
   const scratch = mkdtempSync(join(parent, `${inStore ? '' : 'unionctl-'}doctor-${process.pid}-`));
   try {
     return probe(scratch);

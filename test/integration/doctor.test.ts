@@ -7,8 +7,8 @@
  * command leaves anything mounted, or anything in the store root.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { openStore, type LayerStore, type MountExplanation } from '../../src/index.js';
@@ -138,6 +138,12 @@ describe('unionctl doctor', { skip: scratchMissing }, () => {
     assert.deepEqual(mountTable(dir), before, 'doctor leaves nothing mounted');
     assert.deepEqual(readdirSync(root).sort(), entries, 'doctor leaves nothing in the store root');
     assert.ok(report.scratch.startsWith(join(root, 'tmp') + '/'), `probes ran under the root's tmp/ (${report.scratch})`);
+    // What a doctor killed mid-probe left (named with its pid, now dead) is removed by the next one.
+    const deadPid = spawnSync('true').pid!;
+    const left = join(root, 'tmp', `doctor-${deadPid}-left`);
+    mkdirSync(join(left, '.overlay-probe-1-x'), { recursive: true });
+    cliJson<DoctorReport>(root, ['doctor']);
+    assert.equal(existsSync(left), false, "the dead doctor's scratch dir is gone");
     const missing = join(dir, 'no-store');
     cliJson<DoctorReport>(missing, ['doctor']);
     assert.equal(existsSync(missing), false, 'doctor made no store root');
