@@ -19,11 +19,11 @@ import {
   mount,
   MOVE_MOUNT_F_EMPTY_PATH,
   moveMount,
+  type OverlayParams,
 } from '../../sys/index.js';
 import { UnionctlError } from '../../errors.js';
 import { join, relative } from 'node:path';
 import type { MountDecision, MountPlan, MountSpec } from '../../graph/driver.js';
-import type { OverlayParams } from '../../sys/index.js';
 
 /** The branches of one union, as paths relative to the overlay2 home ("l/<LID>", "<id>/diff"). */
 export interface UnionPaths {
