@@ -73,8 +73,10 @@ describe('--json output matches docs/json.md, command by command', { skip }, () 
     json('ls');
     json('info');
     json('version');
+    json('mount', '--explain', 'sample-app:1');
     json('mount', 'sample-app:1');
     json('umount', 'sample-app:1');
+    json('doctor');
     const work = json('mount', '--rw', '--name', 'work', 'sample-app:1') as { path: string };
     writeFileSync(join(work.path, 'srv/app/etc/app.conf'), 'listen=127.0.0.1:9090\n');
     writeFileSync(join(work.path, 'added.txt'), 'added\n');
