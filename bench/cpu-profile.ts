@@ -88,7 +88,11 @@ function phaseOfStack(stack: ProfileNode[], worker: boolean): Phase | undefined 
   }
   for (const node of stack) {
     const { url, functionName } = node.callFrame;
-    if (url.startsWith('node:internal/modules') || functionName === 'compileSourceTextModule' || functionName === 'compileForInternalLoader')
+    if (
+      url.startsWith('node:internal/modules') ||
+      functionName === 'compileSourceTextModule' ||
+      functionName === 'compileForInternalLoader'
+    )
       return 'start-up (module loading, compile)';
   }
   return 'other';

@@ -59,21 +59,31 @@ function buildRootfsTar(dest: string, say: (line: string) => void): void {
   }
 }
 
-/** The first non-security Debian repository in apt's sources (deb822 .sources or one-line lists). */
+/** The Debian mirror apt uses here (see debianMirrorIn), from its source files. */
 export function aptDebianMirror(): string | undefined {
   const files = ['/etc/apt/sources.list'];
   try {
-    for (const f of readdirSync('/etc/apt/sources.list.d')) files.push(join('/etc/apt/sources.list.d', f));
+    for (const f of readdirSync('/etc/apt/sources.list.d').sort()) files.push(join('/etc/apt/sources.list.d', f));
   } catch {
     // no sources.list.d
   }
+  const texts: string[] = [];
   for (const file of files) {
-    let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      texts.push(readFileSync(file, 'utf8'));
     } catch {
-      continue;
+      // unreadable or gone: not a source
     }
+  }
+  return debianMirrorIn(texts);
+}
+
+/**
+ * The first Debian archive (a URI ending in /debian, so not debian-security) in apt source
+ * texts, deb822 (`URIs:`) or one-line (`deb [opts] URI suite`), without a trailing slash.
+ */
+export function debianMirrorIn(texts: string[]): string | undefined {
+  for (const text of texts) {
     const uris = [...text.matchAll(/^URIs:\s*(\S+)/gm), ...text.matchAll(/^deb\s+(?:\[[^\]]*\]\s+)?(\S+)/gm)].map((m) => m[1]!);
     const debian = uris.find((u) => /\/debian\/?$/.test(u));
     if (debian !== undefined) return debian.replace(/\/$/, '');

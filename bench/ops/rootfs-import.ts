@@ -88,7 +88,13 @@ export async function runRootfsImport(ctx: BenchContext, tar: LayerTar): Promise
   const wall = (s: Sample) => s.wallS;
   const cpu = (s: Sample) => s.cpuS;
   add('import', 'GNU tar', 'floor', wall);
-  add('import', CLI, 'unionctl', wall, 'a whole `unionctl --json --driver overlay2 import` process: node start-up, module loading and store open included');
+  add(
+    'import',
+    CLI,
+    'unionctl',
+    wall,
+    'a whole `unionctl --json --driver overlay2 import` process: node start-up, module loading and store open included',
+  );
   add('import CPU (user+sys)', 'GNU tar', 'floor', cpu);
   add('import CPU (user+sys)', CLI, 'unionctl', cpu);
   add('start-up', 'node -e 0', 'floor', wall);
