@@ -24,7 +24,7 @@ import { discardStore } from './import.js';
 
 const WORKLOAD = 'rootfs';
 const CLI = 'unionctl overlay2 (CLI process)';
-/** Profiled imports (their median per phase is reported). */
+/** Profiled imports (their median per phase is reported); one with --quick. */
 const PROFILED_RUNS = 3;
 
 interface Sample {
@@ -109,7 +109,8 @@ export async function runRootfsImport(ctx: BenchContext, tar: LayerTar): Promise
 /** PROFILED_RUNS imports under --cpu-prof; a note with the median time per phase. */
 async function profilePhases(ctx: BenchContext, cliArgs: (root: string) => string[]): Promise<void> {
   const runs: Array<Map<Phase, number>> = [];
-  for (let i = 0; i < PROFILED_RUNS; i++) {
+  const count = ctx.quick ? 1 : PROFILED_RUNS;
+  for (let i = 0; i < count; i++) {
     const root = freshDir(ctx, 'cli');
     const dir = join(ctx.fs.tmp, `cpu-prof-${i}`);
     settle();
@@ -119,7 +120,7 @@ async function profilePhases(ctx: BenchContext, cliArgs: (root: string) => strin
     await discardStore(root, 'overlay2');
   }
   ctx.log.note(
-    `rootfs import per phase (\`node --cpu-prof\`, 250 µs sampling, median of ${PROFILED_RUNS} profiled imports; sampled wall time of the main thread and the digest worker's sha256, so the profiler's own overhead is in it and it does not add up to the CPU figure above):\n\n${phaseTable(runs)}\n`,
+    `rootfs import per phase (\`node --cpu-prof\`, 250 µs sampling, median of ${count} profiled import${count === 1 ? '' : 's'}; sampled wall time of the main thread and the digest worker's sha256, so the profiler's own overhead is in it and it does not add up to the CPU figure above):\n\n${phaseTable(runs)}\n`,
   );
 }
 
