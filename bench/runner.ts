@@ -29,16 +29,19 @@ import { writeImageArchive, type ImageArchive } from './image-archive.js';
 import { runCopyUp } from './ops/copy-up.js';
 import { runDiff } from './ops/diff.js';
 import { runCompressedImport, runImport } from './ops/import.js';
+import { runRootfsImport } from './ops/rootfs-import.js';
 import { runLoad } from './ops/load.js';
 import { runMount } from './ops/mount.js';
 import { installedPeers, installPeers, PEER_TOOLS, type PeerName } from './peers/detect.js';
 import { checkTargets, writeReportFiles, type TargetCheck } from './report.js';
+import { debianRootfsTar } from './rootfs.js';
 import { ResultLog, type BenchReport, type MachineInfo } from './results.js';
 import { BENCH_FS_TYPES, makeBenchFs, type BenchFs, type BenchFsType } from './scratch-fs.js';
 import {
   buildBigFileLayer,
   buildSyntheticLayer,
   buildWhiteoutLayers,
+  DEFAULT_WORKLOADS,
   FULL_SIZES,
   QUICK_SIZES,
   WORKLOADS,
@@ -76,7 +79,7 @@ export function parseRequest(opts: BenchOptions): { drivers: string[]; workloads
         hint: `known drivers: ${known.join(', ')}`,
       });
   }
-  const workloads = (opts.workloads?.length ? opts.workloads : [...WORKLOADS]) as WorkloadName[];
+  const workloads = (opts.workloads?.length ? opts.workloads : DEFAULT_WORKLOADS) as WorkloadName[];
   for (const w of workloads) {
     if (!(WORKLOADS as readonly string[]).includes(w))
       throw new UnionctlError('BAD_OPTION', `unknown workload ${JSON.stringify(w)} in --workloads`, {
@@ -239,6 +242,15 @@ async function runWorkloads(ctx: BenchContext, workloads: WorkloadName[]): Promi
           await runCompressedImport(ctx, plain);
         } finally {
           rmSync(plain.path, { force: true });
+        }
+        break;
+      }
+      case 'rootfs': {
+        const rootfs = debianRootfsTar(tmp, ctx.say);
+        try {
+          await runRootfsImport(ctx, rootfs);
+        } finally {
+          rmSync(rootfs.path, { force: true });
         }
         break;
       }

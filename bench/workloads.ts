@@ -10,6 +10,8 @@
  *   image       a docker-save archive of several of the above layers (see image-archive.ts)
  *   compression a distro-like layer of text-like (compressible) files, imported as a plain tar,
  *               .tar.gz and .tar.zst (the zstd one by the zstd program and by fzstd)
+ *   rootfs      a real Debian rootfs (debootstrap minbase), built once and cached (rootfs.ts);
+ *               only when asked (--workloads rootfs)
  *
  * --quick shrinks every workload (same shapes, fewer and smaller files).
  */
@@ -18,8 +20,10 @@ import { closeSync, mkdirSync, openSync, rmSync, statSync, writeFileSync, writeS
 import { dirname, join } from 'node:path';
 import { DISTRO_LIKE, packTree, prng, seededBytes, writeSyntheticTree, type SyntheticShape } from './synthetic-layer.js';
 
-export const WORKLOADS = ['distro', 'smallfiles', 'deep', 'whiteouts', 'bigfile', 'image', 'compression'] as const;
+export const WORKLOADS = ['distro', 'smallfiles', 'deep', 'whiteouts', 'bigfile', 'image', 'compression', 'rootfs'] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
+/** What runs when no --workloads is given: rootfs needs debootstrap and the network the first time (see rootfs.ts), so it runs when asked. */
+export const DEFAULT_WORKLOADS: WorkloadName[] = WORKLOADS.filter((w) => w !== 'rootfs');
 
 export interface WorkloadSizes {
   distro: SyntheticShape;
@@ -87,7 +91,8 @@ export function countEntries(tarPath: string): number {
     .filter(Boolean).length;
 }
 
-function describe(path: string): LayerTar {
+/** The tar at `path`, sized and counted. */
+export function describeTar(path: string): LayerTar {
   return { path, bytes: statSync(path).size, entries: countEntries(path) };
 }
 
@@ -101,7 +106,7 @@ function packed(tarPath: string, write: (dir: string) => void): LayerTar {
   } finally {
     rmSync(tree, { recursive: true, force: true });
   }
-  return describe(tarPath);
+  return describeTar(tarPath);
 }
 
 export function buildSyntheticLayer(dir: string, name: string, shape: SyntheticShape, seed: number): LayerTar {

@@ -217,7 +217,7 @@ function rssNote(kib: number[]): string {
 }
 
 /** Removes a store directory a CLI process left (nothing is mounted by import). */
-async function discardStore(root: string, driver: string): Promise<void> {
+export async function discardStore(root: string, driver: string): Promise<void> {
   const store = await openStore({ root, driver });
   await store.cleanup();
   await store.close();

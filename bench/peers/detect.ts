@@ -47,9 +47,13 @@ export function installedPeers(): Map<PeerName, string> {
 
 /** apt-get installs the packages of the missing peers; returns what it could not install and why. */
 export function installPeers(missing: PeerName[], say: (line: string) => void): string | undefined {
-  const pkgs = [...new Set(missing.map((n) => PEER_TOOLS[n].pkg))];
+  return aptInstall([...new Set(missing.map((n) => PEER_TOOLS[n].pkg))], say);
+}
+
+/** apt-get update, then install `pkgs` (no recommends); returns what failed and why, or undefined. */
+export function aptInstall(pkgs: string[], say: (line: string) => void): string | undefined {
   if (pkgs.length === 0) return undefined;
-  say(`installing peers: apt-get install ${pkgs.join(' ')}`);
+  say(`installing: apt-get install ${pkgs.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const update = spawnSync('apt-get', ['update', '-q'], { encoding: 'utf8', env });
   if (update.error) return `apt-get: ${update.error.message}`;

@@ -6,9 +6,12 @@
 import { mkdirSync } from 'node:fs';
 import { sh } from '../measure.js';
 
+/** `tar …ARGS TARFILE -C DEST` extracts keeping what unionctl keeps. */
+export const TAR_EXTRACT_ARGS = ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf'];
+
 export function tarExtract(tarPath: string, dest: string): void {
   mkdirSync(dest, { recursive: true });
-  sh('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf', tarPath, '-C', dest]);
+  sh('tar', [...TAR_EXTRACT_ARGS, tarPath, '-C', dest]);
 }
 
 export function tarCreate(dir: string, tarPath: string): void {

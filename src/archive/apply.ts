@@ -94,7 +94,10 @@ export async function applyLayer(
   const layer = await openLayerStream(input);
   const tar = readTar(layer.chunks, { onBytes: opts.onProgress, tap: opts.tap, digest: layer.digest });
   try {
-    for await (const entry of tar) await applier.apply(entry);
+    for await (const entry of tar) {
+      const applying = applier.apply(entry);
+      if (applying !== undefined) await applying;
+    }
     await opts.lowersReady; // finishApply reads the lower layers
     // Docker applies an empty input as an empty layer (moby pkg/archive DecompressStream: "the
     // layer.tar file will be empty (zero bytes) … just create an empty layer", moby issue 18170),
@@ -245,20 +248,35 @@ class LayerApplier {
     return rel === '' ? this.dest : `${this.dest}/${rel}`;
   }
 
-  async apply(entry: TarEntry<LeasedChunk>): Promise<void> {
+  /**
+   * Writes one entry. Synchronous (undefined) for the common entry — no lower layer to wait for,
+   * no whiteout name, content at hand — so that a rootfs of thousands of small files pays no
+   * promise per entry; otherwise a promise. Errors name the entry either way.
+   */
+  apply(entry: TarEntry<LeasedChunk>): Promise<void> | undefined {
     this.entries++;
     const name = entry.header.path;
+    const named = (e: unknown) => {
+      throw withEntry(e, name);
+    };
     try {
       const rel = normaliseEntryName(name);
-      if (this.lowersPending !== undefined && this.mayLookBelow(rel, entry.header)) {
-        await this.lowersPending;
-        this.lowersPending = undefined;
-      }
-      if (rel.includes(WHITEOUT_PREFIX) && (await this.applyWhiteoutName(rel, entry))) return;
-      await this.writeEntry(rel, entry);
+      const waitForLowers = this.lowersPending !== undefined && this.mayLookBelow(rel, entry.header);
+      if (waitForLowers || rel.includes(WHITEOUT_PREFIX)) return this.applyAfterChecks(rel, entry, waitForLowers).catch(named);
+      return this.writeEntry(rel, entry)?.catch(named);
     } catch (e) {
-      throw withEntry(e, name);
+      return named(e);
     }
+  }
+
+  /** apply() for an entry that must wait for the lower layers first, or whose name holds a whiteout prefix. */
+  private async applyAfterChecks(rel: string, entry: TarEntry<LeasedChunk>, waitForLowers: boolean): Promise<void> {
+    if (waitForLowers) {
+      await this.lowersPending;
+      this.lowersPending = undefined;
+    }
+    if (rel.includes(WHITEOUT_PREFIX) && (await this.applyWhiteoutName(rel, entry))) return;
+    await this.writeEntry(rel, entry);
   }
 
   /**
@@ -365,18 +383,21 @@ class LayerApplier {
 
   // ---- entries --------------------------------------------------------------------------------
 
-  private async writeEntry(rel: string, entry: TarEntry<LeasedChunk>): Promise<void> {
+  /** Writes the entry at `rel`; a promise only when a file's content must be streamed (see writeFile). */
+  private writeEntry(rel: string, entry: TarEntry<LeasedChunk>): Promise<void> | undefined {
     const h = entry.header;
     if (rel === '') {
       if (h.type !== 'dir') throw new UnsafeEntryError(h.path, `a ${h.type} cannot replace the layer root`);
       this.writeDir('', h);
-      return;
+      return undefined;
     }
     const parent = this.ensureDir(parentOf(rel), h.path);
     switch (h.type) {
-      case 'file':
-        await this.writeFile(rel, entry, parent);
+      case 'file': {
+        const writing = this.writeFile(rel, entry, parent);
+        if (writing !== undefined) return writing.then(() => this.markWritten(rel));
         break;
+      }
       case 'dir':
         this.writeDir(rel, h);
         break;
@@ -393,6 +414,7 @@ class LayerApplier {
         break;
     }
     this.markWritten(rel);
+    return undefined;
   }
 
   /** Owner already right: a new inode gets our euid, and the parent's gid when that is ours too (setgid dirs and grpid mounts give the parent's). */
@@ -400,22 +422,52 @@ class LayerApplier {
     return h.uid === this.euid && h.gid === this.egid && parent.gid === this.egid;
   }
 
-  private async writeFile(rel: string, entry: TarEntry<LeasedChunk>, parent: DirInfo): Promise<void> {
+  /**
+   * A regular file: a new inode, its content, then owner, mode, xattrs and times. Synchronous
+   * (undefined) when the reader has the whole content at hand, which is most files of a rootfs;
+   * a promise when the content must be streamed.
+   */
+  private writeFile(rel: string, entry: TarEntry<LeasedChunk>, parent: DirInfo): Promise<void> | undefined {
     const h = entry.header;
     const path = this.abs(rel);
-    const atime = accessTime(h);
     const fd = this.createFile(rel, path, h.mode);
+    let streamed = false;
+    try {
+      if (h.size > 0) {
+        const whole = entry.readWhole?.();
+        if (whole === undefined) {
+          streamed = true;
+          return this.streamFile(fd, path, entry, parent);
+        }
+        writeFully(fd, whole);
+      }
+      this.finishFile(fd, path, h, parent);
+    } finally {
+      if (!streamed) closeSync(fd);
+    }
+    return undefined;
+  }
+
+  /** writeFile's content from the body, piece by piece; closes `fd`. */
+  private async streamFile(fd: number, path: string, entry: TarEntry<LeasedChunk>, parent: DirInfo): Promise<void> {
     try {
       for await (const chunk of entry.body) writeFully(fd, chunk);
-      if (!this.ownerIsRight(h, parent)) fchownSync(fd, h.uid, h.gid);
-      // open() gave mode & ~umask (or the default ACL's); special bits and the rest need chmod (after chown, which clears setuid).
-      if ((h.mode & 0o7000) !== 0 || (h.mode & this.umask) !== 0 || !parent.plainCreate) fchmodSync(fd, h.mode);
-      if (h.xattrs.size > 0) this.setXattrs(path, h);
-      if (wholeSeconds(h.mtime, atime)) futimesSync(fd, atime.sec, h.mtime.sec);
+      this.finishFile(fd, path, entry.header, parent);
     } finally {
       closeSync(fd);
     }
-    if (!wholeSeconds(h.mtime, atime)) applyTimes(path, h.mtime, atime);
+  }
+
+  /** Owner, mode, xattrs and times of a file whose content is written (the caller closes `fd`). */
+  private finishFile(fd: number, path: string, h: TarHeader, parent: DirInfo): void {
+    const atime = accessTime(h);
+    if (!this.ownerIsRight(h, parent)) fchownSync(fd, h.uid, h.gid);
+    // open() gave mode & ~umask (or the default ACL's); special bits and the rest need chmod (after chown, which clears setuid).
+    if ((h.mode & 0o7000) !== 0 || (h.mode & this.umask) !== 0 || !parent.plainCreate) fchmodSync(fd, h.mode);
+    if (h.xattrs.size > 0) this.setXattrs(path, h);
+    // Whole seconds go through futimes on the open fd; anything else (nanoseconds, negative) by path, after close is fine too.
+    if (wholeSeconds(h.mtime, atime)) futimesSync(fd, atime.sec, h.mtime.sec);
+    else applyTimes(path, h.mtime, atime);
     this.contentBytes += h.size;
   }
 

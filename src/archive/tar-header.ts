@@ -343,6 +343,15 @@ export function computeChecksum(block: Buffer): { unsigned: number; signed: numb
   return { unsigned, signed: unsigned - 256 * highBytes };
 }
 
+/** computeChecksum's unsigned sum alone: two plain loops around the checksum field. */
+function unsignedChecksum(block: Buffer): number {
+  const { offset, length } = FIELDS.chksum;
+  let sum = length * 0x20;
+  for (let i = 0; i < offset; i++) sum += block[i]!;
+  for (let i = offset + length; i < BLOCK_SIZE; i++) sum += block[i]!;
+  return sum;
+}
+
 /** Fills in the checksum field of an otherwise complete block. */
 export function writeChecksum(block: Buffer): void {
   const { offset, length } = FIELDS.chksum;
@@ -355,13 +364,15 @@ export function writeChecksum(block: Buffer): void {
 /** The stored checksum must equal the unsigned or the signed byte sum (TarFormatError otherwise). */
 export function verifyChecksum(block: Buffer, offset: number): void {
   const { offset: start, length } = FIELDS.chksum;
-  const { unsigned, signed } = computeChecksum(block);
   let stored: number;
   try {
     stored = parseOctal(block, start, length);
   } catch {
     stored = -1;
   }
+  // The unsigned sum alone first: it is what every writer stores (once per header: a rootfs has thousands).
+  if (stored >= 0 && stored === unsignedChecksum(block)) return;
+  const { unsigned, signed } = computeChecksum(block);
   if (stored === unsigned || stored === signed) return;
   const name = rawText(block, 'name');
   throw headerError(
@@ -534,13 +545,14 @@ export function encodePaxRecords(records: Map<string, Buffer>): Buffer {
  */
 export function parsePaxRecords(data: Buffer, offset = 0): Map<string, Buffer> {
   const records = new Map<string, Buffer>();
+  // One copy of the whole record block (the caller's bytes may be lent); the values are views of it.
+  const own = Buffer.from(data);
   let pos = 0;
   while (pos < data.length) {
     if (data[pos] === 0) break; // some writers pad the record block with NULs
     const space = data.indexOf(0x20, pos);
-    const digits = space === -1 ? '' : data.toString('latin1', pos, space);
-    if (!/^[1-9][0-9]*$/.test(digits)) throw headerError(`bad pax record length at byte ${pos} of the pax header`, offset);
-    const length = Number(digits);
+    const length = space === -1 ? NaN : paxLength(data, pos, space);
+    if (Number.isNaN(length)) throw headerError(`bad pax record length at byte ${pos} of the pax header`, offset);
     const end = pos + length;
     if (end > data.length || data[end - 1] !== 0x0a || end <= space + 1)
       throw headerError(`pax record at byte ${pos} overruns its header or lacks its newline`, offset);
@@ -554,10 +566,22 @@ export function parsePaxRecords(data: Buffer, offset = 0): Map<string, Buffer> {
         `pax record at byte ${pos} has a key that is not UTF-8 (${JSON.stringify(data.toString('latin1', space + 1, equals))})`,
         offset,
       );
-    records.set(key, Buffer.from(data.subarray(equals + 1, end - 1)));
+    records.set(key, own.subarray(equals + 1, end - 1));
     pos = end;
   }
   return records;
+}
+
+/** The decimal length of a pax record, data[from, to): digits only, no leading zero (else NaN); as Number() reads them. */
+function paxLength(data: Buffer, from: number, to: number): number {
+  if (to === from || data[from] === 0x30) return NaN;
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const d = data[i]! - 0x30;
+    if (d < 0 || d > 9) return NaN;
+    n = n * 10 + d;
+  }
+  return n;
 }
 
 /**

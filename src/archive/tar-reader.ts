@@ -55,6 +55,12 @@ export interface TarEntry<Chunk extends Buffer = Buffer> {
    * Read it before asking for the next entry, or it is skipped.
    */
   body: AsyncIterable<Chunk>;
+  /**
+   * The whole content at once, when it is at hand (inside the input chunk being parsed), else
+   * undefined (and nothing is consumed: read `body`). The fast path for small files, which are
+   * most of a rootfs: no await per piece. Undefined for an empty body too.
+   */
+  readWhole?(): Chunk | undefined;
 }
 
 export interface TarStreamDigest {
@@ -203,11 +209,17 @@ class ByteSource {
   }
 
   /**
-   * Up to `n` bytes: a subarray of the current chunk when it holds them, else a copy assembled
-   * across chunks. Shorter than `n` only at EOF.
+   * Up to `n` bytes: a subarray of the current chunk when it holds them (returned at once, not as
+   * a promise: most headers and records lie inside one 1 MiB chunk, and an await per read was a
+   * good part of the per-entry cost), else a copy assembled across chunks. Shorter than `n` only
+   * at EOF.
    */
-  async read(n: number): Promise<Buffer> {
+  read(n: number): Buffer | Promise<Buffer> {
     if (this.chunk.length - this.pos >= n) return this.take(n);
+    return this.readAcross(n);
+  }
+
+  private async readAcross(n: number): Promise<Buffer> {
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
@@ -225,8 +237,16 @@ class ByteSource {
     return this.take(n);
   }
 
-  /** Skips `n` bytes; returns how many were skipped (fewer only at EOF). */
-  async skip(n: number): Promise<number> {
+  /** Skips `n` bytes; returns how many were skipped (fewer only at EOF). At once when the current chunk holds them. */
+  skip(n: number): number | Promise<number> {
+    if (this.chunk.length - this.pos >= n) {
+      this.pos += n;
+      return n;
+    }
+    return this.skipAcross(n);
+  }
+
+  private async skipAcross(n: number): Promise<number> {
     let skipped = 0;
     while (skipped < n) {
       if (this.pos === this.chunk.length && !(await this.pull())) break;
@@ -256,10 +276,14 @@ class ByteSource {
     if (this.hashing) await this.hash.finish();
   }
 
-  /** Reads up to `n` bytes that are not entry content: shown to the tap, if any, else skipped. */
-  async rawBytes(n: number): Promise<number> {
+  /** Reads up to `n` bytes that are not entry content: shown to the tap, if any, else skipped. At once when the current chunk holds them. */
+  rawBytes(n: number): number | Promise<number> {
     if (this.tap === undefined) return this.skip(n);
-    const bytes = await this.read(n);
+    const bytes = this.read(n);
+    return bytes instanceof Promise ? bytes.then((b) => this.lent(b)) : this.lent(bytes);
+  }
+
+  private lent(bytes: Buffer): number {
     if (bytes.length > 0) this.lendRaw(bytes);
     return bytes.length;
   }
@@ -281,6 +305,21 @@ class ByteSource {
     if (this.ended) return;
     this.ended = true;
     await this.input.return?.();
+  }
+
+  /** The current chunk has `n` more bytes. */
+  holds(n: number): boolean {
+    return this.chunk.length - this.pos >= n;
+  }
+
+  /** The current chunk has an unread byte. */
+  hasBytes(): boolean {
+    return this.pos < this.chunk.length;
+  }
+
+  /** Up to `n` bytes of the current chunk (see hasBytes). */
+  takeUpTo(n: number): Buffer {
+    return this.take(n);
   }
 
   private take(n: number): Buffer {
@@ -315,7 +354,7 @@ class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
   async next(): Promise<IteratorResult<Chunk, undefined>> {
     if (this.stale) throw new Error(`the body of tar entry ${JSON.stringify(this.entry)} was read after the next entry was requested`);
     if (this.remaining === 0) return { done: true, value: undefined };
-    const piece = await this.source.next(this.remaining);
+    const piece = this.source.hasBytes() ? this.source.takeUpTo(this.remaining) : await this.source.next(this.remaining);
     if (piece.length === 0) throw truncated(this.source, this.entry, `${this.remaining} of its ${this.size} content bytes are missing`);
     this.remaining -= piece.length;
     return { done: false, value: piece as Chunk };
@@ -330,12 +369,36 @@ class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
     this.stale = true;
   }
 
-  /** Skips what was not read plus the padding to the next block. Afterwards the body cannot be read. */
-  async finish(): Promise<void> {
+  /**
+   * The whole (unread) content at once when the current chunk holds all of it, else undefined
+   * (then iterate): a small file is then written without an await per piece.
+   */
+  readWhole(): Chunk | undefined {
+    if (this.stale || this.remaining === 0 || !this.source.holds(this.remaining)) return undefined;
+    const piece = this.source.takeUpTo(this.remaining) as Chunk;
+    this.remaining = 0;
+    return piece;
+  }
+
+  /**
+   * Skips what was not read plus the padding to the next block. Afterwards the body cannot be read.
+   * Done at once (undefined) when the current chunk holds it all, else a promise.
+   */
+  finish(): Promise<void> | undefined {
     this.stale = true;
     const rest = this.remaining;
     const pad = blockPadding(this.size);
     this.remaining = 0;
+    if (this.source.holds(rest + pad)) {
+      this.source.takeUpTo(rest); // the unread content: skipped
+      const padding = this.source.takeUpTo(pad);
+      if (pad > 0) this.source.lendRaw(padding);
+      return undefined;
+    }
+    return this.finishAcross(rest, pad);
+  }
+
+  private async finishAcross(rest: number, pad: number): Promise<void> {
     if (this.source.tap === undefined) {
       if ((await this.source.skip(rest + pad)) < rest + pad) throw truncated(this.source, this.entry, 'the stream ends inside the entry');
       return;
@@ -360,10 +423,14 @@ async function* parseEntries<Chunk extends Buffer>(source: ByteSource): AsyncGen
   let body: EntryBody<Chunk> | undefined;
   try {
     for (;;) {
-      if (body !== undefined) await body.finish();
+      if (body !== undefined) {
+        const finishing = body.finish();
+        if (finishing !== undefined) await finishing;
+      }
       body = undefined;
       const offset = source.offset;
-      const block = await source.read(BLOCK_SIZE);
+      let block = source.read(BLOCK_SIZE);
+      if (block instanceof Promise) block = await block;
       if (block.length === 0) {
         // EOF at a block boundary without end-of-archive blocks: GNU tar accepts it, so do we.
         pending.assertEmpty(offset, 'the stream ends');
@@ -378,7 +445,7 @@ async function* parseEntries<Chunk extends Buffer>(source: ByteSource): AsyncGen
         break;
       }
       const raw = decodeHeader(block, offset);
-      if (await readMetadataRecord(source, raw, pending)) continue;
+      if (isMetadataRecord(raw) && (await readMetadataRecord(source, raw, pending))) continue;
       const header = pending.resolve(raw);
       // Like Go's archive/tar (and so Docker): links, dirs, devices and FIFOs carry no data blocks,
       // whatever their size field says.
@@ -387,8 +454,9 @@ async function* parseEntries<Chunk extends Buffer>(source: ByteSource): AsyncGen
         source.tap.entry?.(header);
         if (header.size > 0) source.tap.content(header, source.offset);
       }
-      body = new EntryBody<Chunk>(source, header.size, header.path);
-      yield { header, body };
+      const current = new EntryBody<Chunk>(source, header.size, header.path);
+      body = current;
+      yield { header, body: current, readWhole: () => current.readWhole() };
     }
     await source.drain();
   } finally {
@@ -426,6 +494,11 @@ const HEADER_ONLY_TYPES: ReadonlySet<TarEntryType> = new Set(['hardlink', 'symli
 // Metadata records: pax x/g, GNU L/K, GNU V
 // ---------------------------------------------------------------------------------------------
 
+const isMetadataRecord = (raw: HeaderBlock) => {
+  const kind = raw.typeflag;
+  return kind === 'x' || kind === 'g' || kind === 'L' || kind === 'K' || kind === 'V';
+};
+
 /** Returns true when the header was a metadata record (consumed here), false for a real entry. */
 async function readMetadataRecord(source: ByteSource, raw: HeaderBlock, pending: PendingMetadata): Promise<boolean> {
   const kind = raw.typeflag;
@@ -443,11 +516,14 @@ async function readMetadataRecord(source: ByteSource, raw: HeaderBlock, pending:
       raw.name,
     );
   }
-  const data = await source.read(raw.size);
+  let data = source.read(raw.size);
+  if (data instanceof Promise) data = await data;
   if (data.length < raw.size) throw truncated(source, raw.name, `the '${kind}' record has ${data.length} of ${raw.size} bytes`);
   source.lendRaw(data);
   const pad = blockPadding(raw.size);
-  if ((await source.rawBytes(pad)) < pad) throw truncated(source, raw.name, `the '${kind}' record is not padded to a block`);
+  let padded = source.rawBytes(pad);
+  if (padded instanceof Promise) padded = await padded;
+  if (padded < pad) throw truncated(source, raw.name, `the '${kind}' record is not padded to a block`);
   if (kind === 'L') pending.longName = decodeLongName(data, raw.offset);
   else if (kind === 'K') pending.longLink = decodeLongName(data, raw.offset);
   else if (kind === 'x') pending.mergeLocal(parsePaxRecords(data, raw.offset));

@@ -74,7 +74,8 @@ export class TarSplitRecorder implements TarTap {
       this.segmentLength = this.used + 1;
       this.used += 5;
     }
-    bytes.copy(this.buffer, this.used);
+    // TypedArray#set, not Buffer#copy: most pieces are one 512-byte header, and copy's call into C++ cost more than the bytes.
+    this.buffer.set(bytes, this.used);
     this.used += bytes.length;
   }
 
@@ -98,7 +99,10 @@ export class TarSplitRecorder implements TarTap {
     this.buffer[this.used] = FILE;
     this.buffer.writeUInt32BE(nameLength, this.used + 1);
     this.buffer.write(header.path, this.used + 5, 'utf8');
-    this.buffer.writeBigUInt64BE(BigInt(header.size), this.used + 5 + nameLength);
+    // The 64-bit size as two 32-bit halves: no BigInt per entry (a size is a safe integer).
+    const at = this.used + 5 + nameLength;
+    this.buffer.writeUInt32BE(Math.floor(header.size / 2 ** 32), at);
+    this.buffer.writeUInt32BE(header.size >>> 0, at + 4);
     this.used += 13 + nameLength;
   }
 

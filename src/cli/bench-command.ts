@@ -125,7 +125,10 @@ export function registerBenchCommand(program: Command, opts: { hidden?: boolean 
       'storage benchmarks: every driver against GNU tar, Docker, podman, umoci, fuse-overlayfs on a fresh loop filesystem (root)',
     )
     .option('--drivers <list>', 'comma-separated unionctl drivers (default: all registered)')
-    .option('--workloads <list>', 'comma-separated: distro, smallfiles, deep, whiteouts, bigfile, image, compression (default: all)')
+    .option(
+      '--workloads <list>',
+      'comma-separated: distro, smallfiles, deep, whiteouts, bigfile, image, compression, rootfs (default: all but rootfs, a debootstrapped Debian, built once and cached)',
+    )
     .option('--peers', 'apt-get install the peer tools that are missing (otherwise they are skipped, with a note)')
     .option('--quick', 'small workloads and 2 runs per cell (a smoke test, under 3 minutes)')
     .addOption(new Option('--fs <type>', 'filesystem to measure on').choices(['ext4', 'xfs', 'tmpfs']).default('ext4'))

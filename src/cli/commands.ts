@@ -150,7 +150,8 @@ async function importCommand(file: string, opts: ImportOptions, cmd: Command): P
   // 0 bytes is no tar at all: whether the tar engine refuses it or makes an empty layer of it, say so.
   const input = file === '-' ? 'the input on stdin' : `input file ${JSON.stringify(file)}`;
   // An image archive is refused: up front when its headers can be read without unpacking (a plain
-  // tar file), else once the whole tar went by (the import is then rolled back).
+  // tar file) and show it before any member that no image archive has, else once the whole tar
+  // went by (the import is then rolled back).
   const sniffer = opts.force ? undefined : new ImageArchiveSniffer();
   if (sniffer !== undefined && total !== undefined && total > 0) {
     const kind = imageArchiveKindOf(file);
