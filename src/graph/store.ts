@@ -63,7 +63,7 @@ import {
   storeDirExists,
   type ProcessIdentity,
 } from '../sys/index.js';
-import type { ApplyResult, Branch, Change, Driver, DriverCapabilities, References } from './driver.js';
+import type { ApplyResult, Branch, Change, CheckFinding, Driver, DriverCapabilities, References } from './driver.js';
 import {
   driverNames,
   lookupDriver,
@@ -227,9 +227,16 @@ export interface StoreExtension {
   recover?(store: LayerStore): Promise<void>;
   /** Names of files the extension keeps directly in the store root (a root holding them is still only a store). */
   rootFiles?: readonly string[];
+  /** Its part of `unionctl check` (graph/check.ts), in the check's transaction: problems of its records. */
+  check?(tx: StoreTx): CheckFinding[];
 }
 
 const extensions: StoreExtension[] = [];
+
+/** The extensions registered, in order (what `unionctl check` asks too). */
+export function storeExtensions(): readonly StoreExtension[] {
+  return extensions;
+}
 
 /** Adds an extension to every store opened from now on (the composition root, src/index.ts, does this). */
 export function registerStoreExtension(ext: StoreExtension): void {
@@ -750,8 +757,9 @@ export class StoreTx {
     return this.files.list(dir);
   }
 
-  writeDocument(path: string, content: string): void {
-    this.files.write(path, content);
+  /** `mode`: the file's mode (default 0600), for a file of a driver's home (unionctl check --repair rewrites some). */
+  writeDocument(path: string, content: string, opts: { mode?: number } = {}): void {
+    this.files.write(path, content, opts);
   }
 
   /** `durable: false`: a crash may undo the deletion (transaction.ts: then it needs no journal beside one other change). */
