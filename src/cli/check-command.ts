@@ -41,7 +41,8 @@ function printReport(report: CheckReport, repairing: boolean): void {
   println(left === 0 ? out.green(summary) : summary);
   const orphans = report.remaining.filter((f) => f.when === 'remove-orphans').length;
   if (!repairing && report.remaining.some((f) => f.when === 'default')) println(out.dim('unionctl check --repair makes the repairs'));
-  else if (orphans > 0) println(out.dim(`unionctl check --repair --remove-orphans also deletes the ${orphans} orphan${orphans === 1 ? '' : 's'}`));
+  else if (orphans > 0)
+    println(out.dim(`unionctl check --repair --remove-orphans also deletes the ${orphans} orphan${orphans === 1 ? '' : 's'}`));
 }
 
 async function checkCommand(opts: CheckCommandOptions, cmd: Command, withStore: WithStore): Promise<void> {
@@ -77,7 +78,10 @@ export function registerCheckCommand(program: Command, withStore: WithStore): vo
       "check the store (records, the driver's layout, mounts, image records, each imported layer's tar) and, with --repair, repair it",
     )
     .option('--repair', 'make the repairs that lose nothing (links, lower and layers files, marks, leaked mounts), printing each')
-    .option('--remove-orphans', "with --repair: also delete what no record accounts for (layers in the driver's home, records without storage)")
+    .option(
+      '--remove-orphans',
+      "with --repair: also delete what no record accounts for (layers in the driver's home, records without storage)",
+    )
     .option('--quick', "skip rebuilding each imported layer's tar from its tar-split (that reads every file)")
     .action((opts: CheckCommandOptions, cmd: Command) => checkCommand(opts, cmd, withStore));
 }

@@ -211,7 +211,7 @@ async function recordFindings(store: LayerStore, tx: StoreTx, records: StoredRec
         code: 'LAYER_PARENT_MISSING',
         subject: r.id,
         message: `layer ${r.id} is built on layer ${r.parent}, which has no record`,
-        repair: 'the parent\'s files are needed to show this layer; remove the layer (unionctl rm), or restore the parent',
+        repair: "the parent's files are needed to show this layer; remove the layer (unionctl rm), or restore the parent",
         when: 'never',
       });
     }
@@ -224,7 +224,11 @@ function storageMissing(tx: StoreTx, r: StoredRecord): CheckFinding {
   const children = tx.records().filter((c) => c.parent === r.id);
   const guard = tx.removeGuardOf(r.id);
   const keep =
-    children.length > 0 ? `layers are built on it (${children.map((c) => c.id).join(', ')})` : guard !== undefined ? guard.reason : undefined;
+    children.length > 0
+      ? `layers are built on it (${children.map((c) => c.id).join(', ')})`
+      : guard !== undefined
+        ? guard.reason
+        : undefined;
   const base = {
     code: 'LAYER_STORAGE_MISSING',
     subject: r.id,
@@ -432,10 +436,18 @@ async function tarSplitProblem(store: LayerStore, id: string, diffId: string): P
   if (record === undefined) return undefined; // a layer made before tar-splits were kept: nothing to compare
   let rebuilt: string;
   try {
-    rebuilt = await store.withLayerFiles(id, (dir) => digestOf(Readable.from(rebuildTarStream(record, dir))));
+    // A CORRUPT from the rebuild is the content's (a file shorter or longer than the tar had it);
+    // anything from showing the layer's files (a refused mount, a damaged layout) is not.
+    rebuilt = await store.withLayerFiles(id, async (dir) => {
+      try {
+        return await digestOf(Readable.from(rebuildTarStream(record, dir)));
+      } catch (e) {
+        if ((e as UnionctlError).code !== 'CORRUPT') throw e;
+        return `nothing (${(e as Error).message})`;
+      }
+    });
   } catch (e) {
-    if ((e as UnionctlError).code !== 'CORRUPT') return unreadable(id, e as Error);
-    rebuilt = `nothing (${(e as Error).message})`;
+    return unreadable(id, e as Error);
   }
   if (rebuilt === diffId) return undefined;
   return {
@@ -465,4 +477,3 @@ async function digestOf(stream: Readable): Promise<string> {
   });
   return `sha256:${hash.digest('hex')}`;
 }
-

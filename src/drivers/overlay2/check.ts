@@ -156,7 +156,7 @@ function layerFindings(
         code: 'LAYER_INCOMPLETE',
         subject: id,
         message: `overlay2 layer ${id} has no diff/ directory: its files are gone`,
-        repair: 'the layer\'s content cannot be rebuilt; remove it (unionctl rm) and import it again',
+        repair: "the layer's content cannot be rebuilt; remove it (unionctl rm) and import it again",
         when: 'never',
       },
     ];
@@ -184,7 +184,10 @@ function linkFileFindings(layout: Overlay2Layout, scan: HomeScan, id: string, ho
           text === undefined
             ? `overlay2 layer ${id} has no link file`
             : `overlay2 link file of layer ${id} holds ${JSON.stringify(text.slice(0, 40))}, not a 26-character link id`,
-        repair: existing === undefined ? 'write a new link id into it and make its l/ link' : `write l/${existing}'s id into it (that link points to the layer)`,
+        repair:
+          existing === undefined
+            ? 'write a new link id into it and make its l/ link'
+            : `write l/${existing}'s id into it (that link points to the layer)`,
         when: 'default',
         fix: (rtx) => {
           const newLid = existing ?? newLinkId();
@@ -304,7 +307,8 @@ function workFindings(layout: Overlay2Layout, layer: CheckedLayer, homeRel: stri
       when: 'default',
       fix: (rtx) => {
         rtx.afterCommit(async () => {
-          if (lstatSync(layout.workDir(layer.id), { throwIfNoEntry: false }) === undefined) mkdirWithMode(layout.workDir(layer.id), MODE.work);
+          if (lstatSync(layout.workDir(layer.id), { throwIfNoEntry: false }) === undefined)
+            mkdirWithMode(layout.workDir(layer.id), MODE.work);
         });
         return `made ${homeRel}/${layer.id}/work`;
       },
