@@ -63,12 +63,12 @@ interface Rig {
 /** base ← mid (imported) ← top (writable, a file written through its mount); closed and unmounted at the end. */
 async function makeRig(t: TestContext, driver: DriverName): Promise<Rig> {
   const scratch = makeScratch();
-  let store: LayerStore | undefined;
+  const opened: { store?: LayerStore } = {};
   // The store's mounts go before the scratch filesystem under them (after hooks run in order).
   t.after(async () => {
     try {
-      await store?.cleanup();
-      await store?.close();
+      await opened.store?.cleanup();
+      await opened.store?.close();
     } finally {
       scratch.dispose();
     }
@@ -76,7 +76,8 @@ async function makeRig(t: TestContext, driver: DriverName): Promise<Rig> {
   const root = join(scratch.dir, 'store');
   writeFileSync(join(scratch.dir, 'base.tar'), BASE);
   writeFileSync(join(scratch.dir, 'mid.tar'), MID);
-  store = await openStore({ root, driver, log: () => {} });
+  const store = await openStore({ root, driver, log: () => {} });
+  opened.store = store;
   await store.importLayer(join(scratch.dir, 'base.tar'), { id: 'base' });
   await store.importLayer(join(scratch.dir, 'mid.tar'), { id: 'mid', parent: 'base' });
   await store.create({ id: 'top', parent: 'mid', writable: true });
