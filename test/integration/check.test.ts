@@ -7,7 +7,7 @@
  * merged view is what it was before the damage.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -17,6 +17,7 @@ import { isMountedAt } from '../helpers/mounts.js';
 import { toolsMissing } from '../helpers/requires.js';
 import { makeScratch, scratchMissing } from '../helpers/scratch.js';
 import { buildTar } from '../helpers/tarbuild.js';
+import { eventually } from '../helpers/wait.js';
 
 const BASE = buildTar([
   { name: 'etc/', type: 'dir', mode: 0o755 },
@@ -288,6 +289,35 @@ for (const driver of ['vfs', 'overlay2', 'overlay', 'aufs'] as const) {
         assert.deepEqual(codes(before.findings), ['MOUNT_LEAKED top']);
         assert.deepEqual(codes(after.findings), []);
         assert.equal(isMountedAt(path), false);
+        assert.equal(await viewOf(rig.store, 'top'), rig.view);
+      });
+    }
+
+    if (driver === 'aufs') {
+      it('stops a fuse-overlayfs process that serves a mount point where nothing is mounted', async (t) => {
+        const rig = await makeRig(t, driver);
+        // A process the way the check finds them (argv[0] fuse-overlayfs, the mount point last), without a mount.
+        const target = join(rig.home, 'mnt', 'top');
+        const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)', '--', '-o', 'lowerdir=x', target], {
+          argv0: 'fuse-overlayfs',
+          stdio: 'ignore',
+        });
+        t.after(() => {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        });
+        const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal)));
+        const cmdline = () => {
+          try {
+            return readFileSync(`/proc/${child.pid}/cmdline`, 'utf8');
+          } catch {
+            return '';
+          }
+        };
+        await eventually('the process runs as fuse-overlayfs', () => cmdline().startsWith('fuse-overlayfs\0'));
+        const { before, after } = await checkRepairCheck(rig.store);
+        assert.deepEqual(codes(before.findings), ['FUSE_ORPHAN aufs/mnt/top']);
+        assert.equal(await exited, 'SIGTERM');
+        assert.deepEqual(codes(after.findings), []);
         assert.equal(await viewOf(rig.store, 'top'), rig.view);
       });
     }

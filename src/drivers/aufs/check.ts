@@ -8,7 +8,8 @@ import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { layerIdsIn } from '../../graph/check.js';
 import type { CheckedLayer, CheckFinding, DriverCheckContext } from '../../graph/driver.js';
-import { readStoreFile, removeStoreTree } from '../../sys/index.js';
+import { findMount, readStoreFile, removeStoreTree } from '../../sys/index.js';
+import { FUSE_FSTYPE, fuseProcesses, type FuseProcess } from './fuse.js';
 import { DIFF, LAYERS, MNT, MODE, REMOVING_SUFFIX, type AufsLayout } from './layout.js';
 
 /** Ids with a layers/ file or a diff/ dir (not the -removing dirs of removals). */
@@ -26,7 +27,7 @@ function layerFiles(layout: AufsLayout): string[] {
 }
 
 export function checkAufs(layout: AufsLayout, ctx: DriverCheckContext, homeRel: string): CheckFinding[] {
-  const findings: CheckFinding[] = removingLeftovers(layout, homeRel);
+  const findings: CheckFinding[] = [...removingLeftovers(layout, homeRel), ...orphanFuseProcesses(layout, homeRel)];
   for (const layer of ctx.layers.values()) {
     if (!layout.hasAnyPart(layer.id)) continue; // LAYER_STORAGE_MISSING: the store's
     if (lstatSync(layout.diffDir(layer.id), { throwIfNoEntry: false })?.isDirectory() !== true) {
@@ -110,4 +111,34 @@ function removingLeftovers(layout: AufsLayout, homeRel: string): CheckFinding[] 
     }
   }
   return findings;
+}
+
+/**
+ * fuse-overlayfs processes serving a mount point of this home that has no FUSE mount: left by an
+ * unmount that could not wait for them (a detached busy mount whose users are gone). A mount
+ * being made has its process for a moment before the mount is there, so the fix looks again
+ * just before it stops the process.
+ */
+function orphanFuseProcesses(layout: AufsLayout, homeRel: string): CheckFinding[] {
+  const mnt = `${join(layout.home, MNT)}/`;
+  const orphaned = (p: FuseProcess): boolean => {
+    const target = p.argv[p.argv.length - 1]!;
+    return target.startsWith(mnt) && findMount(target)?.fsType !== FUSE_FSTYPE;
+  };
+  return fuseProcesses()
+    .filter(orphaned)
+    .map((p) => ({
+      code: 'FUSE_ORPHAN',
+      subject: `${homeRel}/${p.argv[p.argv.length - 1]!.slice(layout.home.length + 1)}`,
+      message: `fuse-overlayfs (pid ${p.pid}) serves ${p.argv[p.argv.length - 1]!}, where nothing is mounted`,
+      repair: 'stop the process (SIGTERM)',
+      when: 'default' as const,
+      fix: (rtx) => {
+        rtx.afterCommit(async () => {
+          const now = fuseProcesses().find((q) => q.pid === p.pid && q.argv.join('\0') === p.argv.join('\0'));
+          if (now !== undefined && orphaned(now)) process.kill(p.pid, 'SIGTERM');
+        });
+        return `stopped fuse-overlayfs pid ${p.pid}`;
+      },
+    }));
 }

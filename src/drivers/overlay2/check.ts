@@ -32,12 +32,20 @@ export function overlay2LayerIds(home: string): string[] {
   return layerIdsIn(home, [LINK_DIR]);
 }
 
+/** What every rule of one check reads: the home, what was scanned of it, the records, and the home's path relative to the store root. */
+interface Checking {
+  layout: Overlay2Layout;
+  scan: HomeScan;
+  ctx: DriverCheckContext;
+  homeRel: string;
+}
+
 export function checkOverlay2(layout: Overlay2Layout, ctx: DriverCheckContext, homeRel: string): CheckFinding[] {
-  const scan = scanHome(layout);
-  const findings = linkDirFindings(layout, scan, homeRel);
+  const c: Checking = { layout, scan: scanHome(layout), ctx, homeRel };
+  const findings = linkDirFindings(c);
   for (const layer of ctx.layers.values()) {
-    if (!scan.stored.has(layer.id)) continue; // LAYER_STORAGE_MISSING: the store's
-    findings.push(...layerFindings(layout, scan, ctx, layer, homeRel));
+    if (!c.scan.stored.has(layer.id)) continue; // LAYER_STORAGE_MISSING: the store's
+    findings.push(...layerFindings(c, layer));
   }
   return findings;
 }
@@ -88,7 +96,7 @@ function readQuietly(path: string): string | undefined {
 // ---- l/ -----------------------------------------------------------------------------------------
 
 /** Every l/ entry: not a symlink to a layer's diff, pointing to no layer, or not the link its layer's link file names. */
-function linkDirFindings(layout: Overlay2Layout, scan: HomeScan, homeRel: string): CheckFinding[] {
+function linkDirFindings({ layout, scan, homeRel }: Checking): CheckFinding[] {
   const findings: CheckFinding[] = [];
   for (const name of linkNames(layout)) {
     const subject = `${homeRel}/${LINK_DIR}/${name}`;
@@ -142,13 +150,8 @@ function linkDirFindings(layout: Overlay2Layout, scan: HomeScan, homeRel: string
 
 // ---- one layer ------------------------------------------------------------------------------------
 
-function layerFindings(
-  layout: Overlay2Layout,
-  scan: HomeScan,
-  ctx: DriverCheckContext,
-  layer: CheckedLayer,
-  homeRel: string,
-): CheckFinding[] {
+function layerFindings(c: Checking, layer: CheckedLayer): CheckFinding[] {
+  const { layout } = c;
   const id = layer.id;
   if (lstatSync(layout.diffDir(id), { throwIfNoEntry: false })?.isDirectory() !== true) {
     return [
@@ -161,16 +164,11 @@ function layerFindings(
       },
     ];
   }
-  return [
-    ...linkFileFindings(layout, scan, id, homeRel),
-    ...lowerFindings(layout, scan, ctx, layer, homeRel),
-    ...workFindings(layout, layer, homeRel),
-    ...committedFindings(layout, scan, ctx, id, homeRel),
-  ];
+  return [...linkFileFindings(c, id), ...lowerFindings(c, layer), ...workFindings(c, layer), ...committedFindings(c, id)];
 }
 
 /** The link file and the l/ link it names. */
-function linkFileFindings(layout: Overlay2Layout, scan: HomeScan, id: string, homeRel: string): CheckFinding[] {
+function linkFileFindings({ layout, scan, homeRel }: Checking, id: string): CheckFinding[] {
   const lid = scan.lidOf.get(id);
   if (lid === undefined) {
     const text = readQuietly(layout.linkFile(id));
@@ -235,13 +233,7 @@ function placeLink(layout: Overlay2Layout, lid: string, id: string): void {
 }
 
 /** The lower file against the records' chain: "l/<LID parent>:l/<LID grandparent>:…". */
-function lowerFindings(
-  layout: Overlay2Layout,
-  scan: HomeScan,
-  ctx: DriverCheckContext,
-  layer: CheckedLayer,
-  homeRel: string,
-): CheckFinding[] {
+function lowerFindings({ layout, scan, ctx, homeRel }: Checking, layer: CheckedLayer): CheckFinding[] {
   const subject = `${homeRel}/${layer.id}/lower`;
   const actual = readQuietly(layout.lowerFile(layer.id));
   if (layer.parent === undefined) {
@@ -296,7 +288,7 @@ function expectedLower(scan: HomeScan, ctx: DriverCheckContext, layer: CheckedLa
   return entries.join(':');
 }
 
-function workFindings(layout: Overlay2Layout, layer: CheckedLayer, homeRel: string): CheckFinding[] {
+function workFindings({ layout, homeRel }: Checking, layer: CheckedLayer): CheckFinding[] {
   if (layer.parent === undefined || lstatSync(layout.workDir(layer.id), { throwIfNoEntry: false }) !== undefined) return [];
   return [
     {
@@ -321,7 +313,7 @@ function workFindings(layout: Overlay2Layout, layer: CheckedLayer, homeRel: stri
  * the first child and deletes it with the last). A child counts when a record says so, or when a
  * layer dir's lower file names this layer's link (a create running now, outside the lock).
  */
-function committedFindings(layout: Overlay2Layout, scan: HomeScan, ctx: DriverCheckContext, id: string, homeRel: string): CheckFinding[] {
+function committedFindings({ layout, scan, ctx, homeRel }: Checking, id: string): CheckFinding[] {
   const subject = `${homeRel}/${id}/committed`;
   const hasChild = [...ctx.layers.values()].some((l) => l.parent === id);
   const lid = scan.lidOf.get(id);
