@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { checkStore, openStore, type CheckReport, type LayerStore } from '../../src/index.js';
 import { runCli, showResult } from '../helpers/cli.js';
+import { killPoints, runKilledAt, testEnv, traceSyscalls, type FaultSyscall } from '../helpers/faults.js';
 import { isMountedAt } from '../helpers/mounts.js';
 import { toolsMissing } from '../helpers/requires.js';
 import { makeScratch, scratchMissing } from '../helpers/scratch.js';
@@ -379,5 +380,51 @@ describe('unionctl check, the command', { skip: scratchMissing }, () => {
     const clean = runCli([...g, 'check']);
     assert.equal(clean.status, 0, showResult(clean));
     assert.equal(clean.stdout, 'no problems found\n');
+  });
+});
+
+describe('check --repair killed at each change it makes', { skip: scratchMissing ?? toolsMissing(['strace']) }, () => {
+  /** The calls where a repair changes the store: killed at one, the next repair must finish the job. */
+  const CHANGING = new Set<FaultSyscall>([
+    'rename',
+    'renameat',
+    'renameat2',
+    'symlink',
+    'symlinkat',
+    'unlink',
+    'unlinkat',
+    'mkdir',
+    'mkdirat',
+  ]);
+  /** At most this many kill points per syscall, spread evenly over the calls the repair makes. */
+  const PER_SYSCALL = 4;
+
+  it('is finished by the next check --repair, with the view unchanged (overlay2)', async (t) => {
+    const traced = await makeRig(t, 'overlay2');
+    LAYOUT_DAMAGE.overlay2!(traced);
+    const args = ['--root', traced.root, 'check', '--repair', '--quick'];
+    const trace = await traceSyscalls(args, { storeRoot: traced.root, traceFile: join(traced.root, '..', 'trace.txt'), env: testEnv() });
+    assert.equal(trace.result.status, 0, trace.result.stderr);
+    const points = killPoints(trace).filter((p) => !p.beforeStore && CHANGING.has(p.syscall));
+    assert.ok(points.length > 0, 'the repair changes the store');
+    const chosen = [...CHANGING].flatMap((syscall) => {
+      const of = points.filter((p) => p.syscall === syscall);
+      return of.filter((_, i) => i % Math.ceil(of.length / PER_SYSCALL) === 0);
+    });
+    let killed = 0;
+    for (const point of chosen) {
+      await t.test(`${point.syscall} #${point.k}`, async (tt) => {
+        const rig = await makeRig(tt, 'overlay2');
+        LAYOUT_DAMAGE.overlay2!(rig);
+        const run = await runKilledAt(['--root', rig.root, 'check', '--repair', '--quick'], point, { env: testEnv() });
+        if (run.killed) killed++;
+        const again = runCli(['--root', rig.root, 'check', '--repair', '--quick']);
+        assert.equal(again.status, 0, showResult(again));
+        const clean = runCli(['--root', rig.root, 'check']);
+        assert.equal(clean.stdout, 'no problems found\n', showResult(clean));
+        assert.equal(await viewOf(rig.store, 'top'), rig.view);
+      });
+    }
+    assert.ok(killed > 0, 'some runs were killed');
   });
 });
