@@ -20,7 +20,7 @@
  * children's lower files be rebuilt), so passes repeat until one repairs nothing more.
  */
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -82,8 +82,10 @@ export async function checkStore(store: LayerStore, opts: CheckOptions = {}): Pr
   const repaired = new Set<string>();
   let last = first;
   for (let pass = 0; pass < MAX_PASSES && last.some((f) => allowed(f, opts)); pass++) {
+    const before = repaired.size;
     await structuralPass(store, { opts, repaired });
     last = await structuralPass(store, undefined);
+    if (repaired.size === before) break; // every repair tried failed (a busy mount): trying again changes nothing
   }
   // The layers' content is read once, after the repairs (a rebuilt lower file makes a layer mountable again).
   const content = opts.skipContent ? [] : await contentFindings(store);
@@ -284,16 +286,10 @@ function orphanTarSplits(tx: StoreTx, recorded: ReadonlySet<string>): CheckFindi
 
 // ---- leftovers ---------------------------------------------------------------------------------
 
-/** A tmp/ entry named for a process (load-<pid>-…) that is still running is in use, not left over. */
+/** A tmp/ entry named for its process (a load's or commit's spool, load-<pid>-…) whose process runs is in use, not left over. */
 function ownerRunning(name: string): boolean {
-  const pid = /^(?:load|push|commit)-(\d+)-/.exec(name)?.[1];
-  if (pid === undefined) return false;
-  try {
-    readdirSync(`/proc/${pid}/fd`);
-    return true;
-  } catch {
-    return false;
-  }
+  const pid = /^load-(\d+)-/.exec(name)?.[1];
+  return pid !== undefined && existsSync(`/proc/${pid}`);
 }
 
 /** What loads, saves, pushes and commits staged in <root>/tmp and did not remove (their process was killed). */
@@ -336,7 +332,7 @@ function referenceFindings(store: LayerStore, recorded: ReadonlySet<string>): Ch
         when: 'default',
         fix: (rtx) => {
           rtx.delete(`${refsRel}/${id}`);
-          rtx.afterCommit(() => releaseUncounted(store, id));
+          if (isValidId(id)) rtx.afterCommit(() => releaseUncounted(store, id));
           return `deleted ${refsRel}/${id}`;
         },
       });
