@@ -47,6 +47,13 @@ const FILES_OF: Record<DriverName, (id: string) => string> = {
   aufs: (id) => `diff/${id}`,
 };
 
+/** The dir holding a layer's own files, for the drivers where a layer has more than that dir (vfs: the dir is the layer). */
+const OWN_FILES: Partial<Record<DriverName, (id: string) => string>> = {
+  overlay2: (id) => `${id}/diff`,
+  overlay: (id) => `${id}/upper`, // a layer made on an image layer: an overlay child
+  aufs: (id) => `diff/${id}`,
+};
+
 const SKIP: Record<DriverName, string | undefined> = {
   vfs: scratchMissing,
   overlay2: scratchMissing,
@@ -280,6 +287,25 @@ for (const driver of ['vfs', 'overlay2', 'overlay', 'aufs'] as const) {
       assert.deepEqual(codes(after.findings), expected);
       assert.deepEqual(codes((await checkStore(store, { skipContent: true })).findings), [`IMAGE_LAYER_MISSING ${imageId}`]);
     });
+
+    const ownFiles = OWN_FILES[driver];
+    if (ownFiles !== undefined) {
+      it('reports a layer whose files are gone and a damaged record, with no repair', async (t) => {
+        const { store, root, home } = await makeRig(t, driver);
+        await store.create({ id: 'leaf', parent: 'base' });
+        rmSync(join(home, ownFiles('leaf')), { recursive: true });
+        writeFileSync(join(root, 'layerdb', 'torn.json'), '{"id": "torn", "par');
+        const { before, after } = await checkRepairCheck(store, { removeOrphans: true });
+        const never = ['LAYER_INCOMPLETE leaf', 'RECORD_DAMAGED layerdb/torn.json'];
+        // overlay2's l/ link of the layer points nowhere now: that one is repaired.
+        assert.deepEqual(
+          codes(before.findings).filter((c) => !c.startsWith('LINK_DANGLING')),
+          never,
+        );
+        assert.ok(before.findings.every((f) => f.when === (f.code === 'LINK_DANGLING' ? 'default' : 'never')));
+        assert.deepEqual(codes(after.findings), never);
+      });
+    }
 
     if (driver !== 'vfs') {
       it('unmounts a union mounted that no reference counts (a process killed mounting it)', async (t) => {
