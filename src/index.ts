@@ -32,6 +32,7 @@ export type {
   ApplyDiffOptions,
   CreateLayerOptions,
   MountEntry,
+  MountExplanation,
 } from './graph/store.js';
 
 // Images: docker save / OCI archives in and out, image records beside the layers
@@ -98,6 +99,8 @@ export type {
   CreateOpts,
   GetOpts,
   MountSpec,
+  MountPlan,
+  MountDecision,
   PutOpts,
   RemoveOpts,
   References,

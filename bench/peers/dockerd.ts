@@ -23,6 +23,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { unmountAllBelow } from './mount-table.js';
 import { logTail, sleep, stopDaemon } from './processes.js';
 
 export const DOCKERD = '/usr/sbin/dockerd';
@@ -54,6 +55,8 @@ export interface Dockerd {
   pid: number;
   /** Stops the daemon, unmounts whatever it left under its dirs and removes them. Idempotent. */
   stop(): Promise<void>;
+  /** Stops the daemon and unmounts what it left, but keeps its dirs (the store it wrote, to read); stop() removes them. */
+  halt(): Promise<void>;
 }
 
 /** dockerd and the Docker 20.10 CLI are installed. */
@@ -118,10 +121,18 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   const docker = (dockerArgs: string[], input?: string | Buffer): string => dockerBytes(dockerArgs, input).toString('utf8');
 
   let stopped = false;
+  let halted = false;
+  const halt = async (): Promise<void> => {
+    if (halted || stopped) return;
+    halted = true;
+    await stopDaemon('dockerd', pid, base, { keepFiles: true }); // its containerd is its child: it stops with it
+  };
   const stop = async (): Promise<void> => {
     if (stopped) return;
+    if (!halted) await halt();
     stopped = true;
-    await stopDaemon('dockerd', pid, base); // its containerd is its child: it stops with it
+    unmountAllBelow(base, { andDir: true });
+    rmSync(base, { recursive: true, force: true });
   };
 
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
@@ -140,5 +151,5 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
       await sleep(200);
     }
   }
-  return { docker, dockerBytes, root, execRoot, socket, logFile, pid, stop };
+  return { docker, dockerBytes, root, execRoot, socket, logFile, pid, stop, halt };
 }

@@ -63,9 +63,10 @@ export function killAll(pids: number[], signal: NodeJS.Signals): void {
  * Stops daemon `pid` that was started with its whole state under `base`: SIGTERM, up to 20 s for
  * it and its children (dockerd's containerd) to exit, then SIGKILL for whatever is left and for
  * every process whose command line names `base` (shims of containers still running); then
- * unmounts everything below `base` and removes it. Throws, naming them, when processes survive.
+ * unmounts everything below `base` and removes it (with `keepFiles`, leaves the files there: a test
+ * reads the store the daemon left). Throws, naming them, when processes survive.
  */
-export async function stopDaemon(name: string, pid: number, base: string): Promise<void> {
+export async function stopDaemon(name: string, pid: number, base: string, opts: { keepFiles?: boolean } = {}): Promise<void> {
   const family = [pid, ...childrenOf(pid)];
   killAll([pid], 'SIGTERM');
   let left = await waitForExit(family, 20_000);
@@ -75,7 +76,7 @@ export async function stopDaemon(name: string, pid: number, base: string): Promi
     left = await waitForExit(left, 5_000);
   }
   unmountAllBelow(base, { andDir: true });
-  rmSync(base, { recursive: true, force: true });
+  if (opts.keepFiles !== true) rmSync(base, { recursive: true, force: true });
   if (left.length > 0) throw new Error(`${name} processes ${left.join(', ')} did not exit`);
 }
 

@@ -47,6 +47,8 @@ const MAGIC = Buffer.from('unionctl-tar-split 1\n');
 const RAW = 0x52; // 'R'
 const FILE = 0x46; // 'F'
 const NAME = 0x4e; // 'N'
+/** Reading a layer's files or a record must not change them, not even their atime (when the kernel lets us: root). */
+const NO_ATIME = process.getuid?.() === 0 ? (fsConstants.O_NOATIME ?? 0) : 0;
 
 /**
  * The tap the layer store hangs on the tar reader during an import. It writes the record's file
@@ -205,26 +207,88 @@ export async function writeTarSplit(path: string, record: TarSplitRecord | Buffe
 
 /** The record at `path`, or undefined when the layer has none. */
 export function readTarSplit(path: string): TarSplitRecord | undefined {
-  let data: Buffer;
+  const raw = readGunzipped(path);
+  return raw === undefined ? undefined : parseTarSplit(raw, path);
+}
+
+/** The gunzipped content of `path` (read without touching its atime), undefined when there is no such file. */
+function readGunzipped(path: string): Buffer | undefined {
+  let fd: number;
   try {
-    data = readFileSync(path);
+    fd = openSync(path, fsConstants.O_RDONLY | NO_ATIME);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-  let raw: Buffer;
+  let data: Buffer;
   try {
-    raw = gunzipSync(data);
+    data = readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    return gunzipSync(data);
   } catch {
     throw corruptRecord(path, 'not a gzip file');
   }
-  return parseTarSplit(raw, path);
+}
+
+// ---- Docker's and containers/storage's tar-split ---------------------------------------------
+
+/**
+ * vbatts/tar-split's format, which dockerd (`image/<driver>/layerdb/sha256/<chain>/tar-split.json.gz`)
+ * and containers/storage (`<driver>-layers/<id>.tar-split.gz`) keep for every layer: gzip'd JSON
+ * lines, in stream order, each `{"type": 2, "payload": <base64 raw bytes>}` (a segment: headers,
+ * padding, the end blocks) or `{"type": 1, "name": …, "size": …, "payload": <crc64>}` (an entry:
+ * `size` content bytes of the file `name`, or no content; `name_raw`, base64, instead of `name` when
+ * the name is not UTF-8). The same information as ours, so it converts item for item; the CRC is
+ * not kept (the rebuilt stream's sha256 is checked against the diff ID instead).
+ */
+export function parseTarSplitJson(data: Buffer, what: string): TarSplitRecord {
+  const items: TarSplitItem[] = [];
+  let total = 0;
+  const lines = data.toString('utf8').split('\n');
+  for (const [i, line] of lines.entries()) {
+    if (line.trim() === '') continue;
+    let entry: { type?: unknown; name?: unknown; name_raw?: unknown; size?: unknown; payload?: unknown };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      throw corruptRecord(what, `line ${i + 1} is not JSON`);
+    }
+    if (entry.type === 2) {
+      if (typeof entry.payload !== 'string') throw corruptRecord(what, `line ${i + 1}: a segment without a payload`);
+      const bytes = Buffer.from(entry.payload, 'base64');
+      items.push({ kind: 'raw', bytes });
+      total += bytes.length;
+    } else if (entry.type === 1) {
+      const name =
+        typeof entry.name === 'string'
+          ? entry.name
+          : typeof entry.name_raw === 'string'
+            ? Buffer.from(entry.name_raw, 'base64').toString('utf8')
+            : undefined;
+      const size = entry.size ?? 0;
+      if (name === undefined || typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)
+        throw corruptRecord(what, `line ${i + 1}: an entry without a name or size`);
+      items.push(size > 0 ? { kind: 'file', name, size } : { kind: 'name', name });
+      total += size;
+    } else {
+      throw corruptRecord(what, `line ${i + 1}: unknown entry type ${JSON.stringify(entry.type)}`);
+    }
+  }
+  return { items, totalBytes: total };
+}
+
+/** A vbatts/tar-split file (gzip'd JSON lines, see parseTarSplitJson), read without changing it; undefined when there is none. */
+export function readTarSplitJson(path: string): TarSplitRecord | undefined {
+  const raw = readGunzipped(path);
+  return raw === undefined ? undefined : parseTarSplitJson(raw, path);
 }
 
 // ---- rebuilding ------------------------------------------------------------------------------
 
 const READ_CHUNK = 1024 * 1024;
-const NO_ATIME = process.getuid?.() === 0 ? (fsConstants.O_NOATIME ?? 0) : 0;
 
 /** "./a//b/" → "a/b": where the apply put an entry's file, relative to the layer's root. */
 export function layerRelativePath(name: string): string {

@@ -13,6 +13,7 @@ import { resolveLayerRef } from '../image/index.js';
 import { ImageArchiveSniffer, imageArchiveKindOf, type ImageArchiveKind } from '../image/archive.js';
 import { writeOutputFile } from '../sys/user-file.js';
 import { collect, nonEmpty, nonEmptyEach, type ListingOptions } from './args.js';
+import { addAdoptCommand } from './adopt-command.js';
 import { addImageCommands } from './image-commands.js';
 import { withStore } from './store-access.js';
 import { applyConfig } from './settings.js';
@@ -39,12 +40,13 @@ import {
   timeAgo,
 } from './output.js';
 import { colourPatch, patchesFor } from './patch.js';
-import { infoJson, layerJson, mountJson, type ChangeJson } from './json-shapes.js';
+import { explanationJson, infoJson, layerJson, mountJson, type ChangeJson } from './json-shapes.js';
 import { parseTemplate } from './template.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerCheckCommand } from './check-command.js';
+import { printExplanation, registerDoctorCommand } from './doctor-command.js';
 import { addCompletionCommands } from './completion.js';
 import { visibleCommands } from './command-model.js';
 
@@ -250,12 +252,19 @@ interface MountOptions {
   rw?: boolean;
   mountLabel?: string;
   name?: string;
+  explain?: boolean;
 }
 
 async function mountCommand(id: string, opts: MountOptions, cmd: Command): Promise<void> {
   await withStore(cmd, async (store, g) => {
     // An image name (or id) mounts the image's top layer.
     const layer = await resolveLayerRef(store, id);
+    if (opts.explain === true) {
+      if (opts.name !== undefined)
+        throw new UnionctlError('USAGE', '--name names a layer --rw makes; --explain makes none', { hint: 'drop --name' });
+      const explained = store.explainMount(layer, { rw: opts.rw, mountLabel: opts.mountLabel });
+      return g.json ? printJson(explanationJson(explained)) : printExplanation(explained);
+    }
     const mounted = await store.mount(layer, { rw: opts.rw ?? false, mountLabel: opts.mountLabel, name: opts.name });
     if (g.json) {
       // The Mount object mounts lists: the mount just made holds a reference, so it is listed.
@@ -548,6 +557,7 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
     .option('--rw', 'writable view: an image layer gets a new writable layer on top, which is mounted')
     .option('--name <name>', 'id for the writable layer --rw makes (default: a random one)', nonEmpty('the layer name'))
     .option('--mount-label <label>', 'SELinux context for the mount', nonEmpty('the mount label'))
+    .option('--explain', 'mount nothing: show the mount that would be made (method, mount data, option decisions and why)')
     .action(mountCommand);
 
   program
@@ -580,6 +590,7 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
     .action(lsCommand);
 
   addImageCommands(program, withStore);
+  addAdoptCommand(program, withStore);
   addRegistryCommands(program, withStore);
 
   program.command('cleanup').description('unmount everything the driver mounted').action(cleanupCommand);
@@ -643,6 +654,7 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
 
   registerCheckCommand(program, withStore);
   registerServeCommand(program, withStore);
+  registerDoctorCommand(program);
   registerBenchCommand(program, { hidden: opts.asInstalled });
   addCompletionCommands(program, withStore);
   addTemplateOptions(program);

@@ -7,7 +7,8 @@
  * test/integration/cli-json.test.ts checks that every field printed is documented there.
  */
 import type { Change } from '../graph/driver.js';
-import type { LayerRecord, LayerStore, MountEntry, StoreInfo } from '../graph/store.js';
+import type { DoctorReport } from '../drivers/doctor.js';
+import type { LayerRecord, LayerStore, MountEntry, MountExplanation, StoreInfo } from '../graph/store.js';
 import { imageSummary, type ImageSummary } from '../image/index.js';
 
 export interface LayerJson {
@@ -108,4 +109,36 @@ export async function storedImageJson(store: LayerStore, id: string): Promise<Im
 /** Ids of the layers an operation found in the store instead of making them (LoadedImage's `reused`). */
 export function reusedLayers(layers: ReadonlyArray<{ id: string; reused: boolean }>): string[] {
   return layers.filter((l) => l.reused).map((l) => l.id);
+}
+
+/** `mount --explain`'s document: the explanation with every field there (null where it does not apply). */
+export function explanationJson(e: MountExplanation): object {
+  const p = e.plan;
+  return {
+    id: e.id,
+    path: e.path,
+    readOnly: e.readOnly,
+    mounted: e.mounted,
+    plan: {
+      method: p.method,
+      path: p.path,
+      fsType: p.fsType ?? null,
+      data: p.data,
+      dataBytes: p.dataBytes ?? null,
+      pageSize: p.pageSize ?? null,
+      cwd: p.cwd ?? null,
+      decisions: p.decisions,
+    },
+    bind: e.bind ?? null,
+  };
+}
+
+/** `doctor`'s document, nulls for what does not apply. */
+export function doctorJson(r: DoctorReport): object {
+  return {
+    root: r.root,
+    scratch: r.scratch,
+    facts: r.facts.map((f) => ({ name: f.name, value: f.value, source: f.source, consequences: f.consequences, action: f.action ?? null })),
+    drivers: r.drivers.map((d) => ({ name: d.name, usable: d.usable, reason: d.reason ?? null })),
+  };
 }

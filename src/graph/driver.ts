@@ -129,6 +129,43 @@ export interface DriverCheckContext {
   recorded: ReadonlySet<string>;
 }
 
+/** One decision of a mount plan: what was chosen, and the fact that chose it. */
+export interface MountDecision {
+  /** What was decided: "method", "index", "userxattr", "redirect_dir", "metacopy", "mechanism", … */
+  name: string;
+  value: string;
+  why: string;
+}
+
+/**
+ * The mount get would make for a layer's view, decided by the same code get's mount runs (the
+ * driver's mount carries out exactly this plan), found without mounting anything.
+ */
+export interface MountPlan {
+  /**
+   * single-dir: nothing is mounted, the view is a directory of the layer's; absolute, relative,
+   * new-api: overlayfs by mount(2) with absolute paths, by mount(2) from inside the home with
+   * paths relative to it (overlay2's l/ links), or by fsopen/fsconfig with one `lowerdir+` per
+   * layer; aufs: kernel aufs, mount(2) and append remounts; fuse-overlayfs: that program.
+   */
+  method: 'single-dir' | 'absolute' | 'relative' | 'new-api' | 'aufs' | 'fuse-overlayfs';
+  /** The view's path: the mount point, or the directory itself (single-dir). */
+  path: string;
+  /** The type the mount table will show; absent for single-dir. */
+  fsType?: string;
+  /**
+   * What is handed over, in order: the mount(2) data (aufs: then each append remount's), the
+   * fsconfig calls as key=value (new-api), fuse-overlayfs's arguments. Empty for single-dir.
+   */
+  data: string[];
+  /** Bytes of the mount(2) data, its NUL included, and the page it must fit in (mount(2) methods). */
+  dataBytes?: number;
+  pageSize?: number;
+  /** The directory the mount is made from: relative paths are resolved against it. */
+  cwd?: string;
+  decisions: MountDecision[];
+}
+
 /** What a driver can and cannot do, for the store and `unionctl info`. */
 export interface DriverCapabilities {
   whiteoutFormat: WhiteoutFormat;
@@ -265,6 +302,12 @@ export interface Driver {
    * containerd. NOT_FOUND for no storage.
    */
   mountSpec?(id: string, opts: { readonly: boolean }): Promise<MountSpec[]>;
+  /**
+   * The mount get would make for the layer's view now, without mounting anything (the decision
+   * code get's mount runs itself). NOT_FOUND for no storage; UNSUPPORTED for a driver that cannot
+   * tell (devicemapper) or a union no method can mount. Optional.
+   */
+  explainMount?(id: string, opts?: { mountLabel?: string }): MountPlan;
   /**
    * Gives back what mountSpec holds for the layer (devicemapper: unmounts and deactivates its
    * device); the runtime's mounts of the view must be gone. Idempotent. Only a driver whose

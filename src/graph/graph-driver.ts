@@ -18,6 +18,7 @@ import type {
   DriverCapabilities,
   DriverInit,
   GetOpts,
+  MountPlan,
   PutOpts,
 } from './driver.js';
 import {
@@ -77,6 +78,20 @@ export abstract class GraphDriver implements Driver {
   protected abstract mountUnion(id: string, opts: MountOptions): void | Promise<void>;
   /** Unmounts the union mounted on mountPointOf(id); see UnmountOptions for `detach`. */
   protected abstract unmountUnion(id: string, opts?: UnmountOptions): void | Promise<void>;
+  /**
+   * The plan mountUnion carries out for the layer (pure: nothing is touched), which mountUnion
+   * itself runs, so `mount --explain` shows what the mount does. Default: UNSUPPORTED (a driver
+   * whose mount no plan describes yet).
+   */
+  protected planUnion(_id: string, _opts: MountOptions): MountPlan {
+    throw new UnionctlError('UNSUPPORTED', `the ${this.name} driver cannot explain its mounts`, {
+      hint: 'mount the layer and look at /proc/self/mountinfo',
+    });
+  }
+  /** Why the layer's view needs no mount (its view is a directory of its own); drivers say it in their terms. */
+  protected singleDirWhy(id: string): string {
+    return `layer ${id}'s view is a directory of its own: nothing is mounted`;
+  }
   /** What unmountUnion deletes besides the mount, for an unmount that was killed (see Mounter.tidyUnmounted). Default: nothing. */
   protected tidyUnmounted(_id: string): void {}
 
@@ -100,6 +115,20 @@ export abstract class GraphDriver implements Driver {
 
   referencedIds(): string[] {
     return this.mounts.referencedIds();
+  }
+
+  /** See Driver.explainMount: a single dir when the view needs no mount, else the driver's union plan. */
+  explainMount(id: string, opts: { mountLabel?: string } = {}): MountPlan {
+    const view = this.viewOf(id);
+    if (!view.needsMount) {
+      return {
+        method: 'single-dir',
+        path: view.path,
+        data: [],
+        decisions: [{ name: 'method', value: 'single-dir', why: this.singleDirWhy(id) }],
+      };
+    }
+    return this.planUnion(id, { mountLabel: opts.mountLabel });
   }
 
   viewPath(id: string): string {

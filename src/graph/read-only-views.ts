@@ -20,13 +20,18 @@
  * later mount takes it again without counting twice; prune() (run when the store is opened) gives
  * back the named reference of every view that is not mounted, under that view's lock.
  */
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ensureStoreDir, isMountPoint, MNT_DETACH, MS, mount, UMOUNT_NOFOLLOW, umount2 } from '../sys/index.js';
 import type { Driver } from './driver.js';
 import { MountLifecycle, type References } from './mounts.js';
 
 /** The name of the reference a view holds on its layer's own view (GetOpts.heldBy). */
 const HOLDER = 'read-only view';
+
+/** Where the read-only view of layer `id` is (or would be) mounted; `stateDir` as for ReadOnlyViews. */
+export function readOnlyViewPath(stateDir: string, id: string): string {
+  return join(stateDir, 'read-only', 'mnt', id);
+}
 
 export class ReadOnlyViews {
   private readonly lifecycle: MountLifecycle;
@@ -38,7 +43,7 @@ export class ReadOnlyViews {
     stateDir: string,
   ) {
     const dir = join(stateDir, 'read-only');
-    this.mountRoot = join(dir, 'mnt');
+    this.mountRoot = dirname(readOnlyViewPath(stateDir, 'x'));
     this.lifecycle = new MountLifecycle(
       `${driver.name} read-only view of`,
       dir,

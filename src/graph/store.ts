@@ -47,7 +47,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { ReadOnlyViews } from './read-only-views.js';
+import { ReadOnlyViews, readOnlyViewPath } from './read-only-views.js';
 import { readTarSplit, TarSplitRecorder, writeTarSplit, type TarSplitRecord } from '../archive/tar-split.js';
 import type { TarTap } from '../archive/tar-reader.js';
 import { exportLayerDir } from '../archive/export.js';
@@ -60,10 +60,11 @@ import {
   processAlive,
   readStoreFile,
   removeDeadTempFiles,
+  isMountPoint,
   storeDirExists,
   type ProcessIdentity,
 } from '../sys/index.js';
-import type { ApplyResult, Branch, Change, CheckFinding, Driver, DriverCapabilities, References } from './driver.js';
+import type { ApplyResult, Branch, Change, CheckFinding, Driver, DriverCapabilities, MountPlan, References } from './driver.js';
 import {
   driverNames,
   lookupDriver,
@@ -757,8 +758,12 @@ export class StoreTx {
     return this.files.list(dir);
   }
 
-  /** `mode`: the file's mode (default 0600), for a file of a driver's home (unionctl check --repair rewrites some). */
-  writeDocument(path: string, content: string, opts: { mode?: number } = {}): void {
+  /**
+   * `durable: false`: a crash may undo the write (the file is then as before); for a document
+   * whose loss the next open repairs, which spares the transaction its fsyncs. `mode`: the file's
+   * mode (default 0600), for a file of a driver's home (unionctl check --repair rewrites some).
+   */
+  writeDocument(path: string, content: string, opts: { durable?: boolean; mode?: number } = {}): void {
     this.files.write(path, content, opts);
   }
 
@@ -1376,6 +1381,39 @@ export class LayerStore {
   }
 
   /**
+   * What mount(id) would mount, found without mounting or writing anything: the driver's plan for
+   * the layer's own view (Driver.explainMount: the code its mount runs) and, for an image layer,
+   * the read-only bind mount puts over it. `mounted`: the view is mounted already, so mount would
+   * adopt it and make no mount. USAGE for --rw on an image layer (the writable layer it would make
+   * does not exist yet, so there is nothing to plan); UNSUPPORTED for a driver without plans.
+   */
+  explainMount(id: string, opts: { rw?: boolean; mountLabel?: string } = {}): MountExplanation {
+    this.assertOpen();
+    const rec = this.completeRecord(id);
+    if (!rec.writable && opts.rw === true) {
+      throw new UnionctlError(
+        'USAGE',
+        `mount --rw on image layer ${id} makes a new writable layer, whose mount cannot be explained before it exists`,
+        {
+          hint: `unionctl create --rw --parent ${id}, then unionctl mount --explain <that layer>`,
+        },
+      );
+    }
+    if (this.driver.explainMount === undefined) {
+      throw new UnionctlError('UNSUPPORTED', `the ${this.driver.name} driver cannot explain its mounts`, {
+        hint: 'mount the layer and look at /proc/self/mountinfo',
+      });
+    }
+    const plan = this.driver.explainMount(id, { mountLabel: opts.mountLabel });
+    const unionMounted = plan.method !== 'single-dir' && isMountPoint(plan.path);
+    if (rec.writable) return { id, path: plan.path, readOnly: false, mounted: unionMounted, plan };
+    const view = readOnlyViewPath(join(this.root, 'driver-state', this.driver.name), id);
+    // The view's own mount point exists only while it is mounted (the lifecycle removes it).
+    const mounted = storeDirExists(view, 'read-only view mount point') && isMountPoint(view);
+    return { id, path: view, readOnly: true, mounted, plan, bind: { source: plan.path, target: view, options: ['bind', 'ro'] } };
+  }
+
+  /**
    * A random 64-hex layer id whose first 12 characters start no layer id in the store: a short
    * id, as tables show it, then names one layer (a clash is ~2^-48 likely; it is drawn again).
    */
@@ -1598,6 +1636,21 @@ export class LayerStore {
   async close(): Promise<void> {
     this.closed = true;
   }
+}
+
+/** What `mount --explain` says: the mount mount() would make (LayerStore.explainMount). */
+export interface MountExplanation {
+  id: string;
+  /** The path mount would print. */
+  path: string;
+  /** An image layer's read-only view: a read-only bind of the layer's own view. */
+  readOnly: boolean;
+  /** The view is mounted already: mount would count one more mount and make none. */
+  mounted: boolean;
+  /** How the layer's own view is given (its union's mount, or a single dir). */
+  plan: MountPlan;
+  /** The read-only bind over the view (image layers). */
+  bind?: { source: string; target: string; options: string[] };
 }
 
 /** One layer's mounts, as `unionctl mounts` lists them. */

@@ -32,3 +32,5 @@ export type {
   ImageReference,
   Credentials,
 } from './registry/index.js';
+export { adoptStore, readForeignStore, FOREIGN_KINDS } from './adopt/index.js';
+export type { AdoptOptions, AdoptedStore, ForeignKind } from './adopt/index.js';

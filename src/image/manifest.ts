@@ -79,7 +79,7 @@ export function configDiffIds(text: string): string[] | undefined {
 }
 
 /** The rootfs.diff_ids of a parsed image config, if it is an object with a list of sha256 digests. */
-function diffIdsIn(parsed: unknown): string[] | undefined {
+export function diffIdsIn(parsed: unknown): string[] | undefined {
   const diffIds = (parsed as ImageConfigShape | null)?.rootfs?.diff_ids;
   if (typeof parsed !== 'object' || parsed === null || !Array.isArray(diffIds)) return undefined;
   return diffIds.every((d) => typeof d === 'string' && SHA256_DIGEST.test(d)) ? (diffIds as string[]) : undefined;
@@ -164,7 +164,8 @@ function parseJson(archive: ArchiveFiles, member: string, what: string): unknown
   }
 }
 
-function labelOf(names: string[], id: string): string {
+/** "image sample-app:1", or "image sha256:1cac91af1a92" for an image without names: what messages call an image. */
+export function labelOf(names: string[], id: string): string {
   return names.length > 0 ? `image ${names[0]}` : `image ${id.slice(0, 'sha256:'.length + 12)}`;
 }
 

@@ -7,7 +7,21 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { removeEntriesOfDeadProcesses } from './process.js';
-import { DT, FSCONFIG, SC_PAGESIZE, closeFd, ficlone, fsconfig, fsmount, fsopen, readdirTypes, statfs, sysconf } from './syscalls.js';
+import {
+  DT,
+  FSCONFIG,
+  SC_PAGESIZE,
+  closeFd,
+  ficlone,
+  fsconfig,
+  fsmount,
+  fsopen,
+  lgetxattr,
+  lsetxattr,
+  readdirTypes,
+  statfs,
+  sysconf,
+} from './syscalls.js';
 import { readMountInfo } from './mountinfo.js';
 import type { MountInfo } from './mountinfo.js';
 
@@ -75,7 +89,7 @@ export function overlayModuleParams(): OverlayParams {
  * happens. One left by a process killed mid-probe is removed by the next probe of the same kind
  * in that dir (every command of a driver probes its home when it opens the store), before it makes its own.
  */
-function withProbeDir<T>(dir: string, prefix: string, probe: (tmp: string) => T): T {
+export function withProbeDir<T>(dir: string, prefix: string, probe: (tmp: string) => T): T {
   removeEntriesOfDeadProcesses(dir, new RegExp(`^${prefix.replace(/[.]/g, '\\.')}(\\d+)-`));
   const tmp = mkdtempSync(join(dir, `${prefix}${process.pid}-`));
   try {
@@ -233,4 +247,57 @@ export function existingDirFor(path: string): string {
   let dir = path;
   while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
   return dir;
+}
+
+/** A probe's answer that can fail for a reason worth showing (the kernel's errno message). */
+export interface ProbeResult {
+  ok: boolean;
+  error?: string;
+}
+
+/**
+ * Setting and reading back a `<namespace>.unionctl-probe` xattr on a file in `dir` works (trusted.*
+ * needs CAP_SYS_ADMIN in the initial user namespace; user.* needs the filesystem's support). Not
+ * memoised: `unionctl doctor` asks once.
+ */
+export function xattrSupported(dir: string, namespace: 'trusted' | 'user'): ProbeResult {
+  return withProbeDir(dir, '.xattr-probe-', (tmp) => {
+    const file = join(tmp, 'f');
+    writeFileSync(file, '');
+    const name = `${namespace}.unionctl-probe`;
+    try {
+      lsetxattr(file, name, Buffer.from('1'));
+      const back = lgetxattr(file, name)?.toString();
+      return back === '1' ? { ok: true } : { ok: false, error: `read back ${JSON.stringify(back)}` };
+    } catch (e) {
+      return { ok: false, error: (e as Error).message };
+    }
+  });
+}
+
+/**
+ * Does overlay accept `options` (fsconfig [key, value] pairs, value null for a flag) for a writable
+ * union of empty dirs made in `dir` (lower, upper, work)? The test mount is made with the new mount
+ * API and never attached anywhere: it goes away with its fd, so nothing is left mounted even if the
+ * process dies mid-probe. Undefined (nothing probed) without the new mount API.
+ */
+export function overlayAccepts(dir: string, options: Array<[string, string | null]>): ProbeResult | undefined {
+  if (!newMountApiSupported()) return undefined;
+  return withProbeDir(dir, '.overlay-probe-', (tmp) => {
+    for (const d of ['lower', 'upper', 'work']) mkdirSync(join(tmp, d));
+    const fd = fsopen('overlay');
+    try {
+      fsconfig(fd, FSCONFIG.SET_STRING, 'lowerdir', join(tmp, 'lower'));
+      fsconfig(fd, FSCONFIG.SET_STRING, 'upperdir', join(tmp, 'upper'));
+      fsconfig(fd, FSCONFIG.SET_STRING, 'workdir', join(tmp, 'work'));
+      for (const [key, value] of options) fsconfig(fd, value === null ? FSCONFIG.SET_FLAG : FSCONFIG.SET_STRING, key, value);
+      fsconfig(fd, FSCONFIG.CMD_CREATE, null, null);
+      closeFd(fsmount(fd));
+      return { ok: true };
+    } catch (e) {
+      return { ok: false, error: (e as Error).message };
+    } finally {
+      closeFd(fd);
+    }
+  });
 }

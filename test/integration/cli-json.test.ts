@@ -15,6 +15,7 @@ import { registryAvailable, startRegistry, type Registry } from '../../bench/pee
 import { buildProgram } from '../../src/cli/commands.js';
 import { visibleCommands } from '../../src/cli/command-model.js';
 import { mismatch, readJsonDocs, type JsonDocs } from '../helpers/json-docs.js';
+import { writeTinyStorageStore } from '../helpers/foreign-store.js';
 import { makeScratch, scratchMissing, type Scratch } from '../helpers/scratch.js';
 import { REPO, SAMPLE_DOCKER, listing, ok, show, unionctl } from './images-helpers.js';
 
@@ -72,8 +73,10 @@ describe('--json output matches docs/json.md, command by command', { skip }, () 
     json('ls');
     json('info');
     json('version');
+    json('mount', '--explain', 'sample-app:1');
     json('mount', 'sample-app:1');
     json('umount', 'sample-app:1');
+    json('doctor');
     const work = json('mount', '--rw', '--name', 'work', 'sample-app:1') as { path: string };
     writeFileSync(join(work.path, 'srv/app/etc/app.conf'), 'listen=127.0.0.1:9090\n');
     writeFileSync(join(work.path, 'added.txt'), 'added\n');
@@ -99,6 +102,7 @@ describe('--json output matches docs/json.md, command by command', { skip }, () 
     json('export-storage');
     json('export-storage', files('cs-export'));
     json('export-storage', '--remove', files('cs-export'));
+    json('adopt', 'podman', writeTinyStorageStore(files('podman-root'), scratch.dir).root);
     json('push', '--insecure', 'app:2', `${registry.address}/json/app:2`);
     json('pull', '--insecure', `${registry.address}/json/app:2`);
     const authFile = files('auth.json');

@@ -33,6 +33,7 @@ import type {
   DriverCapabilities,
   DriverCheckContext,
   DriverInit,
+  MountPlan,
   MountSpec,
   RemoveOpts,
 } from '../../graph/driver.js';
@@ -60,11 +61,13 @@ import {
 import {
   findFuseProcess,
   FUSE_FSTYPE,
+  fuseArgs,
   fuseHelperMountSpec,
   fuseHelperUnsupportedReason,
   fuseMaxBranches,
   fuseUnsupportedReason,
   mountFuse,
+  type FuseUnion,
   openFileLimit,
   unionFromArgv,
   unmountFuse,
@@ -75,6 +78,7 @@ import {
   KERNEL_AUFS_MAX_BRANCHES,
   mountKernelAufs,
   planAufsMount,
+  type AufsMountPlan,
   probeDirperm1,
   readSysfsBranches,
 } from './kernel.js';
@@ -299,34 +303,60 @@ export class AufsDriver extends GraphDriver {
     return lstatSync(join(this.writableMarks, id), { throwIfNoEntry: false }) !== undefined;
   }
 
+  /**
+   * What mountUnion mounts, decided without touching anything: with kernel aufs the mount(2) data
+   * and append remounts (the page arithmetic of planAufsMount), with fuse-overlayfs the union
+   * (a writable layer's diff as the upper, over its parents; an image layer read-only over them).
+   */
+  private aufsUnion(id: string, mountLabel: string | undefined): { kernel: AufsMountPlan } | { fuse: FuseUnion } {
+    const parents = this.parentsOf(id);
+    if (this.mechanism === 'kernel') {
+      const ro = parents.map((p) => this.layout.diffDir(p));
+      return { kernel: planAufsMount(this.layout.diffDir(id), ro, { pageSize: pageSize(), mountLabel, dirperm1: this.dirperm1 }) };
+    }
+    if (this.isWritable(id)) return { fuse: { lowers: parents, upper: this.layout.diffDir(id), work: this.workDirOf(id), mountLabel } };
+    return { fuse: { lowers: [id, ...parents], mountLabel } };
+  }
+
+  protected override planUnion(id: string, opts: MountOptions): MountPlan {
+    const union = this.aufsUnion(id, opts.mountLabel);
+    const path = this.layout.mntDir(id);
+    const mechanism = { name: 'mechanism', value: this.mechanism === 'kernel' ? 'kernel aufs' : 'fuse-overlayfs', why: this.mechanismWhy };
+    if ('kernel' in union) {
+      const data = [union.kernel.data, ...union.kernel.appends];
+      const remounts = union.kernel.appends.length;
+      const split = {
+        name: 'remounts',
+        value: String(remounts),
+        why:
+          remounts === 0 ? 'every branch fits the first mount call' : 'branches past the first page are added by MS_REMOUNT append calls',
+      };
+      const dataBytes = Math.max(...data.map((d) => Buffer.byteLength(d) + 1));
+      return { method: 'aufs', path, fsType: 'aufs', data, dataBytes, pageSize: pageSize(), decisions: [mechanism, split] };
+    }
+    const shape = union.fuse.upper
+      ? { name: 'union', value: 'writable', why: `diff/${id} is the upper dir over its parents` }
+      : { name: 'union', value: 'read-only', why: `${id} is an image layer: its diff and its parents' are all lowers` };
+    const args = fuseArgs(union.fuse, path);
+    return { method: 'fuse-overlayfs', path, fsType: FUSE_FSTYPE, cwd: this.layout.diffRoot(), data: args, decisions: [mechanism, shape] };
+  }
+
   protected async mountUnion(id: string, opts: MountOptions): Promise<void> {
     const target = this.layout.mntDir(id);
-    const parents = this.parentsOf(id);
-    const mountLabel = opts.mountLabel;
     // Every branch and the mount point: the kernel (or fuse-overlayfs) follows symlinks in all of them.
-    this.assertBranchesInside([id, ...parents]);
+    this.assertBranchesInside([id, ...this.parentsOf(id)]);
     assertDirsInside(this.home, [join(MNT, id)], 'no-symlinks', 'mount point');
-    if (this.mechanism === 'kernel') {
-      const plan = planAufsMount(
-        this.layout.diffDir(id),
-        parents.map((p) => this.layout.diffDir(p)),
-        { pageSize: pageSize(), mountLabel, dirperm1: this.dirperm1 },
-      );
-      mountKernelAufs(target, plan, mount, (t) => umount2(t));
-      return;
-    }
-    if (this.isWritable(id)) {
-      const work = this.workDirOf(id);
-      removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir'); // a crashed mount may have left files in it
-      mkdirSync(work, { mode: 0o700 });
-      try {
-        await mountFuse(this.layout.diffRoot(), target, { lowers: parents, upper: this.layout.diffDir(id), work, mountLabel });
-      } catch (e) {
-        rmSync(work, { recursive: true, force: true });
-        throw e;
-      }
-    } else {
-      await mountFuse(this.layout.diffRoot(), target, { lowers: [id, ...parents], mountLabel });
+    const union = this.aufsUnion(id, opts.mountLabel);
+    if ('kernel' in union) return mountKernelAufs(target, union.kernel, mount, (t) => umount2(t));
+    const work = union.fuse.work;
+    if (work === undefined) return mountFuse(this.layout.diffRoot(), target, union.fuse);
+    removeStoreTree(this.workRoot, id, 'fuse-overlayfs work dir'); // a crashed mount may have left files in it
+    mkdirSync(work, { mode: 0o700 });
+    try {
+      await mountFuse(this.layout.diffRoot(), target, union.fuse);
+    } catch (e) {
+      rmSync(work, { recursive: true, force: true });
+      throw e;
     }
   }
 

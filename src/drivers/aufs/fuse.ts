@@ -56,7 +56,7 @@ export const FUSE_MOUNT_HELPER = 'mount.fuse3';
 export const FUSE_HELPER_MOUNT_TYPE = `fuse3.${FUSE_BINARY}`;
 
 /** Where a program is in PATH (and the sbin dirs, where mount helpers live), or undefined. */
-function findProgram(name: string): string | undefined {
+export function findProgram(name: string): string | undefined {
   const dirs = (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':');
   for (const dir of [...dirs, '/usr/sbin', '/sbin']) {
     const path = `${dir}/${name}`;

@@ -32,6 +32,7 @@ import type {
   DriverCapabilities,
   DriverCheckContext,
   DriverInit,
+  MountPlan,
   MountSpec,
   RemoveOpts,
 } from '../../graph/driver.js';
@@ -45,12 +46,9 @@ import {
   backingFs,
   ensureStoreDir,
   findMount,
-  inUserNamespace,
   existingDirFor,
   mkdirWithMode,
   MNT_DETACH,
-  overlayModuleParams,
-  pageSize,
   parseOverlayOptions,
   removeStoreTree,
   storeDirExists,
@@ -59,8 +57,15 @@ import {
   UMOUNT_NOFOLLOW,
   writeEmptyMark,
 } from '../../sys/index.js';
-import { mountUnion, overlayMountSpecs, type MountSettings } from '../overlayfs/mount.js';
-import { overlayUnsupportedReason } from '../overlayfs/support.js';
+import {
+  decideOverlaySettings,
+  mountUnion,
+  overlayMountSpecs,
+  planOverlayMount,
+  type MountSettings,
+  type UnionPaths,
+} from '../overlayfs/mount.js';
+import { overlayUnsupportedReason, probeOverlayKernel } from '../overlayfs/support.js';
 import { countFarmInodes } from './farm.js';
 import { isDir, MERGED, OverlayLayout, ROOT, TMP_ROOT_PREFIX, UPPER, WORK } from './layout.js';
 
@@ -89,12 +94,8 @@ export class OverlayDriver extends GraphDriver {
     this.dType = supportsDType(dir);
     // Docker's overlay mounts with the plain lowerdir/upperdir/workdir string; index=off as overlay2
     // does where the module has the parameter (index=on would tie the shared lower root/ to one upper).
-    this.mountSettings = {
-      indexOff: overlayModuleParams().hasIndexParam,
-      userxattr: inUserNamespace(),
-      pageSize: pageSize(),
-      newMountApi: false,
-    };
+    // One lower per mount: never the new mount API.
+    this.mountSettings = decideOverlaySettings(probeOverlayKernel(dir, false), false);
   }
 
   static open(init: DriverInit): OverlayDriver {
@@ -222,11 +223,27 @@ export class OverlayDriver extends GraphDriver {
     assertDirsInside(this.home, [join(id, ROOT)], 'no-symlinks', 'overlay root dir');
   }
 
-  protected mountUnion(id: string, opts: MountOptions): void {
+  /** The one lower of a writable layer: its image layer's root/ (a full tree), under its own upper/. */
+  private unionPaths(id: string): UnionPaths {
     const lowerId = this.layout.readLowerId(id);
     if (!this.layout.hasRoot(lowerId)) throw this.lowerWithoutRoot(id, lowerId);
-    const paths = { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) };
-    mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.mountSettings, mountLabel: opts.mountLabel });
+    return { lowers: [join(lowerId, ROOT)], upper: join(id, UPPER), work: join(id, WORK) };
+  }
+
+  protected override planUnion(id: string, opts: MountOptions): MountPlan {
+    return planOverlayMount(this.home, this.layout.mergedDir(id), this.unionPaths(id), {
+      ...this.mountSettings,
+      mountLabel: opts.mountLabel,
+    });
+  }
+
+  /** planUnion's mount: the same paths and settings, through the one overlay mount code. */
+  protected mountUnion(id: string, opts: MountOptions): void {
+    mountUnion(this.home, this.layout.mergedDir(id), this.unionPaths(id), { ...this.mountSettings, mountLabel: opts.mountLabel });
+  }
+
+  protected override singleDirWhy(id: string): string {
+    return `${id} is an image layer: its root/ is a full tree (Docker's overlay farm), never mounted`;
   }
 
   /** Lazy unmount, as Docker's Put (the lifecycle then removes merged/); never through a symlink. */

@@ -20,6 +20,8 @@ import type {
   DriverCapabilities,
   DriverCheckContext,
   DriverInit,
+  MountDecision,
+  MountPlan,
   MountSpec,
   RemoveOpts,
 } from '../../graph/driver.js';
@@ -44,7 +46,7 @@ import { branchesFromLayout, branchesFromMount } from './branches.js';
 import { checkOverlay2, overlay2LayerIds } from './check.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
-import { mountUnion, overlayMountSpecs, type UnionPaths } from '../overlayfs/mount.js';
+import { mountUnion, overlayMountSpecs, planOverlayMount, type UnionPaths } from '../overlayfs/mount.js';
 import { parseDriverOptions, parseLayerOptions, type DriverOptions } from './options.js';
 import { assertQuotaSupported, limitLayerDir } from './quota.js';
 
@@ -327,13 +329,34 @@ export class Overlay2Driver extends GraphDriver {
     return ancestors.map((a) => this.layout.diffDir(a));
   }
 
-  protected mountUnion(id: string, opts: MountOptions): void {
+  /** A committed layer has children built on it: it mounts read-only, its own diff as the top lower. */
+  private unionPaths(id: string): UnionPaths {
     const lowers = this.layout.readLowerEntries(id) ?? [];
-    // A committed layer has children built on it: it mounts read-only, its own diff as the top lower.
-    const paths: UnionPaths = this.layout.isCommitted(id)
+    return this.layout.isCommitted(id)
       ? { lowers: [join(id, 'diff'), ...lowers] }
       : { lowers, upper: join(id, 'diff'), work: join(id, 'work') };
-    mountUnion(this.home, this.layout.mergedDir(id), paths, { ...this.features, mountLabel: opts.mountLabel });
+  }
+
+  protected override planUnion(id: string, opts: MountOptions): MountPlan {
+    const paths = this.unionPaths(id);
+    const plan = planOverlayMount(this.home, this.layout.mergedDir(id), paths, { ...this.features, mountLabel: opts.mountLabel });
+    const shape: MountDecision = paths.upper
+      ? {
+          name: 'union',
+          value: 'writable',
+          why: `${id}/diff is the upper dir (the layer has no children yet), its ancestors' diffs the lowers`,
+        }
+      : { name: 'union', value: 'read-only', why: `${id} is committed (has children): its diff is the top lower, no upper dir` };
+    return { ...plan, decisions: [shape, ...plan.decisions] };
+  }
+
+  /** planUnion's mount: the same paths and settings, through the one overlay mount code. */
+  protected mountUnion(id: string, opts: MountOptions): void {
+    mountUnion(this.home, this.layout.mergedDir(id), this.unionPaths(id), { ...this.features, mountLabel: opts.mountLabel });
+  }
+
+  protected override singleDirWhy(id: string): string {
+    return `${id} has no parent: its diff/ is the whole tree, never mounted (Docker's rule)`;
   }
 
   /** Lazy unmount, as Docker's put (the lifecycle then removes merged/); never through a symlink. */

@@ -143,6 +143,10 @@ export class VfsDriver extends GraphDriver {
     return { path: this.layerDir(id), needsMount: false };
   }
 
+  protected override singleDirWhy(id: string): string {
+    return `vfs keeps every layer as a full copy of its tree: ${id}'s dir is its view, nothing is mounted`;
+  }
+
   protected mountUnion(id: string): never {
     throw new Error(`vfs layer ${id}: nothing to mount (a bug: viewOf says no mount is needed)`);
   }

@@ -75,9 +75,9 @@ function parseSnapshot(text: string, path: string): SnapshotRecord {
   return v;
 }
 
-function readSnapshot(tx: StoreTx, name: string): SnapshotRecord | undefined {
+function readSnapshot(docs: DocumentReader, name: string): SnapshotRecord | undefined {
   const path = docPath(name);
-  const text = tx.readDocument(path);
+  const text = docs.readDocument(path);
   return text === undefined ? undefined : parseSnapshot(text, path);
 }
 
@@ -93,8 +93,9 @@ function allSnapshots(docs: DocumentReader): SnapshotRecord[] {
   });
 }
 
-function writeSnapshot(tx: StoreTx, rec: SnapshotRecord): void {
-  tx.writeDocument(docPath(rec.name), `${JSON.stringify(rec, null, 2)}\n`);
+/** Durable unless `durable: false` (see createSnapshot for the one record written without). */
+function writeSnapshot(tx: StoreTx, rec: SnapshotRecord, opts: { durable?: boolean } = {}): void {
+  tx.writeDocument(docPath(rec.name), `${JSON.stringify(rec, null, 2)}\n`, opts);
 }
 
 function publicInfo(r: SnapshotRecord): SnapshotInfo {
@@ -106,8 +107,8 @@ function notFound(name: string): UnionctlError {
 }
 
 /** The complete (not being prepared) snapshot `name`, or NOT_FOUND. */
-function requireSnapshot(tx: StoreTx, name: string): SnapshotRecord {
-  const rec = readSnapshot(tx, name);
+function requireSnapshot(docs: DocumentReader, name: string): SnapshotRecord {
+  const rec = readSnapshot(docs, name);
   if (rec === undefined || rec.preparing !== undefined) throw notFound(name);
   return rec;
 }
@@ -231,6 +232,14 @@ export class SnapshotService {
   /** Hashes what Commit made, after the Commit has answered (diff-ids.ts says why). */
   private readonly diffIds: DiffIdRecorder;
 
+  /**
+   * The records as they are on disk, read without the store lock: what Stat, Mounts, Usage and
+   * List read (each record is replaced atomically, so a read sees it before or after a change).
+   * They run once or more per container start; the lock would make each wait for any
+   * transaction in the store, and cost a lock file open and flock besides.
+   */
+  private readonly disk: DocumentReader;
+
   constructor(readonly store: LayerStore) {
     const d = store.driver;
     if (d.mountSpec === undefined || d.sealWritable === undefined) {
@@ -243,6 +252,7 @@ export class SnapshotService {
       );
     }
     this.diffIds = new DiffIdRecorder(store);
+    this.disk = diskDocuments(store);
     this.resumed = this.diffIds
       .resume()
       .catch((e: Error) => store.report('warn', `could not look for layers without a diff ID: ${e.message}`));
@@ -293,7 +303,12 @@ export class SnapshotService {
         ownsLayer: needsLayer,
         ...(needsLayer ? { layer: randomBytes(32).toString('hex'), preparing: currentProcess() } : { layer: parentLayer }),
       };
-      writeSnapshot(tx, made);
+      // A record that is being prepared need not be durable: a crash that undoes it leaves at
+      // most a "creating" layer of a dead process, which the store's recovery rolls back; one
+      // that keeps it is rolled back by rollBackDeadPrepares. The record written once the layer
+      // is made is durable, so a snapshot is on disk when containerd is answered. (Two fsyncs
+      // less per container start: a third of Prepare's time.)
+      writeSnapshot(tx, made, { durable: made.preparing === undefined });
       return { made, parentLayer };
     });
     if ('adopted' in rec) {
@@ -361,8 +376,7 @@ export class SnapshotService {
   // ---- Mounts, Stat, Usage, List ------------------------------------------------------------
 
   async mounts(key: string): Promise<MountSpec[]> {
-    const rec = await this.store.transaction(async (tx) => requireSnapshot(tx, key));
-    return this.mountsOf(rec);
+    return this.mountsOf(requireSnapshot(this.disk, key));
   }
 
   /** Active: the writable union; view: the parent's content read-only; committed: read-only (what containerd's View shows). */
@@ -372,7 +386,7 @@ export class SnapshotService {
   }
 
   async stat(key: string): Promise<SnapshotInfo> {
-    return publicInfo(await this.store.transaction(async (tx) => requireSnapshot(tx, key)));
+    return publicInfo(requireSnapshot(this.disk, key));
   }
 
   /**
@@ -380,7 +394,7 @@ export class SnapshotService {
    * inode once. A view, which holds nothing of its own, uses nothing.
    */
   async usage(key: string): Promise<{ size: number; inodes: number }> {
-    const rec = await this.store.transaction(async (tx) => requireSnapshot(tx, key));
+    const rec = requireSnapshot(this.disk, key);
     if (rec.layer === undefined || !rec.ownsLayer || rec.kind === 'view') return { size: 0, inodes: 0 };
     const meta = await this.store.driver.metadata(rec.layer);
     const dir = meta.UpperDir ?? meta.Dir ?? meta.RootDir; // overlay (v1): a committed layer is its root/ farm
@@ -392,8 +406,7 @@ export class SnapshotService {
   /** Every snapshot matching any of `filters` (containerd's filter syntax; none: all), sorted by name. */
   async list(filters: string[] = []): Promise<SnapshotInfo[]> {
     const match = compileFilters(filters);
-    const all = await this.store.transaction(async (tx) => allSnapshots(tx));
-    return all
+    return allSnapshots(this.disk)
       .filter((s) => s.preparing === undefined)
       .map(publicInfo)
       .filter((s) => match(snapshotFields(s)))
