@@ -104,8 +104,15 @@ export type {
   PutOpts,
   RemoveOpts,
   References,
+  CheckFinding,
+  CheckedLayer,
+  DriverCheckContext,
+  RepairTx,
+  RepairWhen,
 } from './graph/driver.js';
 export { GraphDriver } from './graph/graph-driver.js';
+export { checkStore } from './graph/check.js';
+export type { CheckOptions, CheckReport, ReportedFinding } from './graph/check.js';
 export { MountLifecycle } from './graph/mounts.js';
 export type { Mounter } from './graph/mounts.js';
 export {

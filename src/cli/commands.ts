@@ -45,6 +45,7 @@ import { parseTemplate } from './template.js';
 import { startProgress } from './progress.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerServeCommand } from './serve-command.js';
+import { registerCheckCommand } from './check-command.js';
 import { printExplanation, registerDoctorCommand } from './doctor-command.js';
 import { addCompletionCommands } from './completion.js';
 import { visibleCommands } from './command-model.js';
@@ -652,6 +653,7 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
       printJson({ version, node: process.version, os: process.platform, arch: process.arch, kernel: osRelease() });
     });
 
+  registerCheckCommand(program, withStore);
   registerServeCommand(program, withStore);
   registerDoctorCommand(program);
   registerBenchCommand(program, { hidden: opts.asInstalled });

@@ -77,6 +77,58 @@ export interface MountSpec {
   options: string[];
 }
 
+/**
+ * When `unionctl check --repair` makes a finding's repair: 'default' (it loses nothing: a link, a
+ * lower file, a marker rebuilt from what the store knows), 'remove-orphans' (it deletes something
+ * nobody accounts for, which might still be someone's data: only with --remove-orphans), 'never'
+ * (nothing the store knows can put it right; the repair text says what a person can do).
+ */
+export type RepairWhen = 'default' | 'remove-orphans' | 'never';
+
+/**
+ * Where a repair writes: the store transaction it runs in (graph/check.ts runs every repair of one
+ * pass in one). Paths are relative to the store root; the files are replaced at the commit, all
+ * or none (journaled). What is no file write (a symlink, a directory, an unmount) goes to
+ * afterCommit, and must be atomic and idempotent on its own: a repair killed half-way is
+ * finished by the next `check --repair`.
+ */
+export interface RepairTx {
+  write(path: string, content: string, opts?: { mode?: number }): void;
+  delete(path: string): void;
+  afterCommit(fn: () => Promise<void>): void;
+}
+
+/** One problem `unionctl check` found (docs/json.md, CheckFinding). */
+export interface CheckFinding {
+  /** Stable, SCREAMING_SNAKE (LINK_DANGLING): scripts and tests match on it. */
+  code: string;
+  /** What it is about: a layer id, or a path relative to the store root. */
+  subject: string;
+  message: string;
+  /** The repair --repair would make, or (when 'never') why there is none and what a person can do. */
+  repair: string;
+  when: RepairWhen;
+  /** Makes the repair (absent when 'never'); returns what it did, for the log. */
+  fix?: (tx: RepairTx) => string | Promise<string>;
+}
+
+/** One layer as the store's records know it (complete records only), for a driver's check. */
+export interface CheckedLayer {
+  id: string;
+  parent?: string;
+  writable: boolean;
+}
+
+/** What Driver.check is told. */
+export interface DriverCheckContext {
+  /** The store root: RepairTx paths are relative to it. */
+  root: string;
+  /** Every complete layer, by id. */
+  layers: ReadonlyMap<string, CheckedLayer>;
+  /** Ids with a record in any state (a layer being created or removed is not the driver's to judge). */
+  recorded: ReadonlySet<string>;
+}
+
 /** One decision of a mount plan: what was chosen, and the fact that chose it. */
 export interface MountDecision {
   /** What was decided: "method", "index", "userxattr", "redirect_dir", "metacopy", "mechanism", … */
@@ -198,6 +250,19 @@ export interface Driver {
    * (reference files that count nothing, empty mount points); mounted unions stay. Optional.
    */
   recover?(): Promise<void>;
+  /**
+   * Ids of every layer with storage in the home, complete or half-made, sorted: what the store
+   * compares with its records (a layer no record knows is LAYER_UNACCOUNTED). Optional: without it
+   * the check cannot look for such layers.
+   */
+  storedLayerIds?(): string[];
+  /**
+   * The driver's own part of `unionctl check` (graph/check.ts): its layout files checked against
+   * the records (overlay2's l/ links, link and lower files, committed marks; overlay's lower-id;
+   * aufs's layers/ files) and leftovers of its own staging. Reads only; the findings' fixes
+   * repair. Findings about layers not in ctx.layers are left to the store. Optional.
+   */
+  check?(ctx: DriverCheckContext): Promise<CheckFinding[]>;
   /** True when the driver has storage for `id`, complete or half-made. */
   exists(id: string): Promise<boolean>;
   /** Ordered [key, value] pairs as Docker names them, then the driver's own. */

@@ -64,7 +64,7 @@ import {
   storeDirExists,
   type ProcessIdentity,
 } from '../sys/index.js';
-import type { ApplyResult, Branch, Change, Driver, DriverCapabilities, MountPlan, References } from './driver.js';
+import type { ApplyResult, Branch, Change, CheckFinding, Driver, DriverCapabilities, MountPlan, References } from './driver.js';
 import {
   driverNames,
   lookupDriver,
@@ -228,9 +228,16 @@ export interface StoreExtension {
   recover?(store: LayerStore): Promise<void>;
   /** Names of files the extension keeps directly in the store root (a root holding them is still only a store). */
   rootFiles?: readonly string[];
+  /** Its part of `unionctl check` (graph/check.ts), in the check's transaction: problems of its records. */
+  check?(tx: StoreTx): CheckFinding[];
 }
 
 const extensions: StoreExtension[] = [];
+
+/** The extensions registered, in order (what `unionctl check` asks too). */
+export function storeExtensions(): readonly StoreExtension[] {
+  return extensions;
+}
 
 /** Adds an extension to every store opened from now on (the composition root, src/index.ts, does this). */
 export function registerStoreExtension(ext: StoreExtension): void {
@@ -753,9 +760,10 @@ export class StoreTx {
 
   /**
    * `durable: false`: a crash may undo the write (the file is then as before); for a document
-   * whose loss the next open repairs, which spares the transaction its fsyncs.
+   * whose loss the next open repairs, which spares the transaction its fsyncs. `mode`: the file's
+   * mode (default 0600), for a file of a driver's home (unionctl check --repair rewrites some).
    */
-  writeDocument(path: string, content: string, opts: { durable?: boolean } = {}): void {
+  writeDocument(path: string, content: string, opts: { durable?: boolean; mode?: number } = {}): void {
     this.files.write(path, content, opts);
   }
 

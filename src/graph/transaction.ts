@@ -34,6 +34,8 @@ interface Change {
   content: string | null;
   /** fsync before the transaction counts as done (the default; layer records turned complete, and records deleted after their layer, opt out: see store.ts). */
   durable: boolean;
+  /** The written file's mode (default 0600); a driver's layout file keeps Docker's (`unionctl check --repair`). */
+  mode?: number;
 }
 
 interface JournalFile {
@@ -43,6 +45,8 @@ interface JournalFile {
 export interface WriteOptions {
   /** Default true. */
   durable?: boolean;
+  /** Mode of a written file; default 0600. */
+  mode?: number;
 }
 
 /** The handle a transaction body gets. Every method throws once the transaction has ended. */
@@ -79,7 +83,7 @@ export class FileTransaction {
   write(path: string, content: string, opts: WriteOptions = {}): void {
     this.assertOpen();
     const p = checkedPath(path);
-    this.changes.set(p, { path: p, content, durable: opts.durable ?? true });
+    this.changes.set(p, { path: p, content, durable: opts.durable ?? true, ...(opts.mode === undefined ? {} : { mode: opts.mode }) });
   }
 
   /**
@@ -226,7 +230,7 @@ function removeEmptyDir(dir: string): boolean {
 function applyChange(root: string, change: Change): void {
   const path = join(root, change.path);
   if (change.content !== null) {
-    writeFileAtomic(path, change.content, { durable: change.durable, makeDir: true });
+    writeFileAtomic(path, change.content, { durable: change.durable, makeDir: true, mode: change.mode });
     return;
   }
   rmSync(path, { force: true });
@@ -260,7 +264,12 @@ function parseJournal(text: string, path: string): JournalFile {
   const changes = (value as Partial<JournalFile> | null)?.changes;
   if (!Array.isArray(changes)) throw corrupt('no list of changes');
   for (const c of changes as Partial<Change>[]) {
-    if (typeof c?.path !== 'string' || (c.content !== null && typeof c.content !== 'string') || typeof c.durable !== 'boolean')
+    if (
+      typeof c?.path !== 'string' ||
+      (c.content !== null && typeof c.content !== 'string') ||
+      typeof c.durable !== 'boolean' ||
+      (c.mode !== undefined && (!Number.isInteger(c.mode) || c.mode < 0 || c.mode > 0o7777))
+    )
       throw corrupt('a change that is not {path, content, durable}');
     try {
       checkedPath(c.path);

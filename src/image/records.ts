@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { lstatSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ambiguousPrefixError, corruptError, UnionctlError } from '../errors.js';
+import type { CheckFinding } from '../graph/driver.js';
 import type { LayerStore, StoreExtension, StoreTx } from '../graph/store.js';
 import {
   currentProcess,
@@ -345,6 +346,53 @@ async function recoverInterruptedLoads(store: LayerStore): Promise<void> {
 }
 
 /**
+ * The image records' part of `unionctl check` (graph/check.ts): records that do not parse, and
+ * images naming a layer the store does not have complete, or has with another diff ID. None has a
+ * repair: an image is only ever removed by the user (`unionctl rmi`), or loaded again.
+ */
+export function checkImageRecords(tx: StoreTx): CheckFinding[] {
+  const findings: CheckFinding[] = [];
+  const images = readImageRecords(tx, (e) =>
+    findings.push({
+      code: 'IMAGE_RECORD_DAMAGED',
+      subject: /image record (\S+)/.exec(e.message)?.[1] ?? IMAGES,
+      message: e.message,
+      repair: 'remove the file (the image is then forgotten) or restore it from a backup',
+      when: 'never',
+    }),
+  );
+  for (const image of images) {
+    for (const ref of image.layers) {
+      let rec;
+      try {
+        rec = tx.record(ref.id);
+      } catch {
+        continue; // RECORD_DAMAGED (or an id that is none): the layer check reports it
+      }
+      const name = image.names[0] ?? image.id;
+      if (rec === undefined || rec.state !== 'complete') {
+        findings.push({
+          code: 'IMAGE_LAYER_MISSING',
+          subject: image.id,
+          message: `image ${name} names layer ${ref.id}, which the store does not have`,
+          repair: `remove the image (unionctl rmi ${name}) and load or pull it again`,
+          when: 'never',
+        });
+      } else if (rec.diffId !== ref.diffId) {
+        findings.push({
+          code: 'IMAGE_LAYER_MISMATCH',
+          subject: image.id,
+          message: `image ${name} names layer ${ref.id} with diff ID ${ref.diffId}, but the layer's is ${rec.diffId ?? 'none'}`,
+          repair: `remove the image (unionctl rmi ${name}) and load or pull it again`,
+          when: 'never',
+        });
+      }
+    }
+  }
+  return findings;
+}
+
+/**
  * The images extension of the layer store: a layer that an image uses (or a running load holds)
  * cannot be removed, and interrupted loads are rolled back when a store is opened.
  */
@@ -357,5 +405,6 @@ export const imageStoreExtension: StoreExtension = {
     return undefined;
   },
   recover: recoverInterruptedLoads,
+  check: checkImageRecords,
   rootFiles: [CONTAINERS_STORAGE_SETTINGS],
 };

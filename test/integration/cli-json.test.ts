@@ -95,6 +95,8 @@ describe('--json output matches docs/json.md, command by command', { skip }, () 
     json('untag', 'app:2', 'extra:1');
     json('images');
     json('df');
+    json('check');
+    json('check', '--repair', '--quick');
     json('prune', '--dry-run');
     json('save', 'app:2', '-o', files('app2.tar'));
     json('export-storage');

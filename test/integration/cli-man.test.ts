@@ -62,7 +62,7 @@ describe('man pages', () => {
     for (const s of EXIT_STATUSES) assert.ok(exitStatus.includes(`\\fB${s.code}\\fR`), String(s.code));
     assert.deepEqual(
       EXIT_STATUSES.map((s) => s.code),
-      [0, 1, 2, 70, 77, 141],
+      [0, 1, 2, 4, 70, 77, 141],
     );
   });
 

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -123,5 +123,41 @@ describe('store transactions: the journal only when a commit needs one', { skip:
       ]),
       { journalTouched: false, fsyncs: 2 },
     );
+  });
+});
+
+describe("store transactions: file modes (a driver layout file a repair rewrites keeps Docker's)", () => {
+  let root = '';
+  before(() => {
+    root = mkdtempSync(join(tmpdir(), 'unionctl-tx-mode-'));
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  const modeOf = (path: string) => statSync(join(root, path)).mode & 0o7777;
+
+  it('writes each file with the mode given (journaled or not), 0600 without one', async () => {
+    const { runTransaction } = (await import(TRANSACTION_MODULE)) as typeof import('../../src/graph/transaction.js');
+    await runTransaction(root, join(root, 'store.lock'), async (tx) => tx.write('one/link', 'A', { mode: 0o644 }));
+    await runTransaction(root, join(root, 'store.lock'), async (tx) => {
+      tx.write('two/lower', 'l/A', { mode: 0o644 });
+      tx.write('two/record', '{}');
+    });
+    assert.deepEqual([modeOf('one/link'), modeOf('two/lower'), modeOf('two/record')], [0o644, 0o644, 0o600]);
+  });
+
+  it('a journal left by a crash is replayed with its modes; one with a mode that is none is CORRUPT', async () => {
+    const { replayJournals } = (await import(TRANSACTION_MODULE)) as typeof import('../../src/graph/transaction.js');
+    mkdirSync(join(root, 'journal'), { recursive: true });
+    const change = { path: 'three/lower', content: 'l/B', durable: true, mode: 0o644 };
+    writeFileSync(join(root, 'journal', 'crashed.json'), JSON.stringify({ changes: [change] }));
+    assert.equal(replayJournals(root).length, 1);
+    assert.equal(modeOf('three/lower'), 0o644);
+    mkdirSync(join(root, 'journal'), { recursive: true });
+    writeFileSync(join(root, 'journal', 'bad.json'), JSON.stringify({ changes: [{ ...change, mode: 0o17777 }] }));
+    assert.throws(
+      () => replayJournals(root),
+      (e: Error & { code?: string }) => e.code === 'CORRUPT',
+    );
+    rmSync(join(root, 'journal'), { recursive: true });
   });
 });

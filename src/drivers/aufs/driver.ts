@@ -16,7 +16,7 @@
  *   files and `.wh..wh..opq` markers; what aufs does not know are its bookkeeping xattrs.
  */
 import { chmodSync, lstatSync, mkdirSync, rmdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { changesFromLayerDir, exportLayerDir } from '../../archive/export.js';
@@ -28,14 +28,17 @@ import type {
   Branch,
   BranchMode,
   Change,
+  CheckFinding,
   CreateOpts,
   DriverCapabilities,
+  DriverCheckContext,
   DriverInit,
   MountPlan,
   MountSpec,
   RemoveOpts,
 } from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
+import { aufsLayerIds, checkAufs } from './check.js';
 import type { LayerView, MountOptions, UnmountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import {
@@ -415,6 +418,15 @@ export class AufsDriver extends GraphDriver {
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
     return this.layout.hasAnyPart(id);
+  }
+
+  storedLayerIds(): string[] {
+    return aufsLayerIds(this.layout);
+  }
+
+  /** layers/ files, diff/ dirs and -removing leftovers against the records (check.ts). */
+  async check(ctx: DriverCheckContext): Promise<CheckFinding[]> {
+    return checkAufs(this.layout, ctx, relative(ctx.root, this.home));
   }
 
   /** Docker's four pairs, then the mount mechanism and its limit. */

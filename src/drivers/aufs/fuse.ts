@@ -201,14 +201,20 @@ export interface FuseProcess {
 
 /** The fuse-overlayfs process serving `target` (its last argument is the mount point). */
 export function findFuseProcess(target: string): FuseProcess | undefined {
+  return fuseProcesses().find((p) => p.argv[p.argv.length - 1] === target);
+}
+
+/** Every running fuse-overlayfs process (zombies left out), with its command line. */
+export function fuseProcesses(): FuseProcess[] {
+  const found: FuseProcess[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
     const argv = cmdlineOf(pid);
     if (argv === undefined || argv.length < 2 || basename(argv[0]!) !== FUSE_BINARY) continue;
-    if (argv[argv.length - 1] === target && !isZombie(pid)) return { pid, argv };
+    if (!isZombie(pid)) found.push({ pid, argv });
   }
-  return undefined;
+  return found;
 }
 
 /** What a fuse-overlayfs command line says it mounted: lowers (as given) and upper. */

@@ -17,7 +17,7 @@
  *   hardlink farm of the lower's root/, which becomes the layer's root/.
  */
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { copyTree } from '../../archive/copytree.js';
@@ -27,14 +27,18 @@ import type {
   ApplyDiffOpts,
   ApplyResult,
   Branch,
+  CheckFinding,
   CreateOpts,
   DriverCapabilities,
+  DriverCheckContext,
   DriverInit,
   MountPlan,
   MountSpec,
   RemoveOpts,
 } from '../../graph/driver.js';
+import { layerIdsIn } from '../../graph/check.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
+import { checkOverlay } from './check.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
 import {
@@ -258,6 +262,15 @@ export class OverlayDriver extends GraphDriver {
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
     return this.existsSync(id);
+  }
+
+  storedLayerIds(): string[] {
+    return layerIdsIn(this.home);
+  }
+
+  /** lower-id files and temporary farms against the records (check.ts). */
+  async check(ctx: DriverCheckContext): Promise<CheckFinding[]> {
+    return checkOverlay(this.layout, ctx, relative(ctx.root, this.home));
   }
 
   /** The layer dir is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */

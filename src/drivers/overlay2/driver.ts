@@ -4,7 +4,7 @@
  * of its diff/ (upperdir) over its ancestors' diff/ dirs (lowerdirs, nearest first).
  */
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { applyLayer } from '../../archive/apply.js';
 import { exportLayerDir } from '../../archive/export.js';
@@ -15,8 +15,10 @@ import type {
   ApplyResult,
   Branch,
   Change,
+  CheckFinding,
   CreateOpts,
   DriverCapabilities,
+  DriverCheckContext,
   DriverInit,
   MountDecision,
   MountPlan,
@@ -41,6 +43,7 @@ import {
   writeFileAtomic,
 } from '../../sys/index.js';
 import { branchesFromLayout, branchesFromMount } from './branches.js';
+import { checkOverlay2, overlay2LayerIds } from './check.js';
 import { probeOverlay2, type Overlay2Features } from './features.js';
 import { isLinkId, LINK_DIR, newLinkId, Overlay2Layout } from './layout.js';
 import { mountUnion, overlayMountSpecs, planOverlayMount, type UnionPaths } from '../overlayfs/mount.js';
@@ -374,6 +377,15 @@ export class Overlay2Driver extends GraphDriver {
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
     return this.existsSync(id);
+  }
+
+  storedLayerIds(): string[] {
+    return overlay2LayerIds(this.home);
+  }
+
+  /** l/ links, link and lower files, work/ and committed marks against the records (check.ts). */
+  async check(ctx: DriverCheckContext): Promise<CheckFinding[]> {
+    return checkOverlay2(this.layout, ctx, relative(ctx.root, this.home));
   }
 
   /** The layer dir is there; CORRUPT when what is there is not a real directory (a symlink is never followed). */

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { copyTree } from '../../archive/copytree.js';
 import { assertValidId, UnionctlError } from '../../errors.js';
 import type { Branch, CreateOpts, DriverCapabilities, DriverInit, MountSpec, RemoveOpts } from '../../graph/driver.js';
+import { layerIdsIn } from '../../graph/check.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView } from '../../graph/mounts.js';
 import { parseStorageOpts } from '../../graph/registry.js';
@@ -163,6 +164,10 @@ export class VfsDriver extends GraphDriver {
 
   async exists(id: string): Promise<boolean> {
     return this.existsSync(id);
+  }
+
+  storedLayerIds(): string[] {
+    return layerIdsIn(this.layersDir);
   }
 
   private isWritable(id: string): boolean {
