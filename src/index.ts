@@ -34,6 +34,9 @@ export type {
   MountEntry,
   MountExplanation,
 } from './graph/store.js';
+// …moved to another driver in place
+export { migrateStore, abortMigration } from './graph/migrate.js';
+export type { MigrateOptions, MigrateProgress, MigrateResult } from './graph/migrate.js';
 
 // Images: docker save / OCI archives in and out, image records beside the layers
 export {

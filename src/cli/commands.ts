@@ -47,6 +47,7 @@ import { registerBenchCommand } from './bench-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerCheckCommand } from './check-command.js';
 import { printExplanation, registerDoctorCommand } from './doctor-command.js';
+import { registerMigrateCommand } from './migrate-command.js';
 import { addCompletionCommands } from './completion.js';
 import { visibleCommands } from './command-model.js';
 
@@ -656,6 +657,7 @@ export function buildProgram(version: string, opts: ProgramOptions = {}): Comman
   registerCheckCommand(program, withStore);
   registerServeCommand(program, withStore);
   registerDoctorCommand(program);
+  registerMigrateCommand(program);
   registerBenchCommand(program, { hidden: opts.asInstalled });
   addCompletionCommands(program, withStore);
   addTemplateOptions(program);

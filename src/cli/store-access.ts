@@ -32,7 +32,7 @@ export type WithStore = (cmd: Command, fn: (store: LayerStore, g: GlobalOptions)
  * What the store says on its own (what crash recovery rolled back or finished, what it could not
  * do): one line each on stderr, so it never mixes with a command's output.
  */
-function storeLog(level: 'info' | 'warn', message: string): void {
+export function storeLog(level: 'info' | 'warn', message: string): void {
   if (!logs(level)) return;
   eprintln(level === 'info' ? `unionctl: ${message}` : `unionctl: warning: ${message}`);
 }

@@ -12,6 +12,7 @@
  *   store.lock          the transaction lock (flock), between processes
  *   store.json          {"driver": …}: the driver the store was made with (kept while it has no layers)
  *   plugins/            state of servers on the store (src/serve/: a Docker plugin's persisted Init)
+ *   migrate.json        a move to another driver under way (migrate.ts, migration-journal.ts)
  *   driver-state/<driver>/  the driver's own bookkeeping: mount references, per-layer locks (and
  *                       `cleanup` while a cleanup runs)
  *   <driver>/           the driver's home, exactly as Docker's driver of that name lays it out
@@ -75,6 +76,7 @@ import {
   type DriverEntry,
 } from './registry.js';
 import { runTransaction, type FileTransaction } from './transaction.js';
+import { assertNotMigrating, MIGRATION_JOURNAL } from './migration-journal.js';
 
 export const DEFAULT_STORE_ROOT = '/var/lib/unionctl';
 
@@ -104,6 +106,11 @@ export interface StoreOptions {
    * of that driver. Nothing is created, probed or written then. Default: a missing store is made.
    */
   mustExist?: boolean;
+  /**
+   * Open a store that a driver migration is moving (src/graph/migrate.ts): only the migration
+   * itself does. Without it, a store with a migration journal is IN_USE, saying what to run.
+   */
+  migrating?: boolean;
 }
 
 export type StoreLogLevel = 'info' | 'warn';
@@ -463,7 +470,18 @@ function chooseDriver(root: string, requested: string | undefined, mustExist: bo
 /** Docker's post-CVE-2021-41091 modes: nobody but root may traverse the store root. */
 const ROOT_MODE = 0o700;
 /** What a store root holds besides the driver homes (plugins/: the state of servers on the store, src/serve/). */
-const STORE_ENTRIES = new Set([LAYERDB, 'store.lock', STORE_SETTINGS, 'driver-state', 'journal', 'images', 'tmp', 'mounts', 'plugins']);
+const STORE_ENTRIES = new Set([
+  LAYERDB,
+  'store.lock',
+  STORE_SETTINGS,
+  'driver-state',
+  'journal',
+  'images',
+  'tmp',
+  'mounts',
+  'plugins',
+  MIGRATION_JOURNAL,
+]);
 
 /**
  * Makes the store root (0700, also when it existed with a wider mode: Docker's daemon root is
@@ -510,6 +528,7 @@ function storageOptItems(opts: StoreOptions['storageOpt']): string[] {
  */
 export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
   const root = resolve(opts.root ?? DEFAULT_STORE_ROOT);
+  if (opts.migrating !== true) assertNotMigrating(root);
   const entry = chooseDriver(root, opts.driver, opts.mustExist ?? false);
   if (opts.mustExist && opts.driver !== undefined) assertStoreExists(root, entry.name);
   const options = parseStorageOpts(
@@ -741,6 +760,18 @@ export class StoreTx {
     };
     this.putRecord(done);
     return publicRecord(done);
+  }
+
+  /**
+   * Makes `driver` the store's driver in this transaction (a migration's switch, migrate.ts):
+   * every record names it, and so does store.json. The layers must be in its home already.
+   * CORRUPT, changing nothing, when a record file is damaged (it would keep the old driver).
+   */
+  switchDriver(driver: string): void {
+    const { records, damaged } = this.scanRecords();
+    if (damaged.length > 0) throw damagedFilesError(damaged.map((d) => d.error));
+    for (const rec of records) this.putRecord({ ...rec, driver });
+    this.files.write(STORE_SETTINGS, `${JSON.stringify({ driver } satisfies StoreSettings)}\n`);
   }
 
   /** The complete image layer with this chain ID as this transaction sees it (the oldest of several), if any: what a load or an adoption reuses. */
