@@ -79,9 +79,9 @@ export async function migrateStore(opts: MigrateOptions): Promise<MigrateResult>
   const entry = lookupDriver(opts.to);
   const pending = readMigrationJournal(root);
   if (pending !== undefined) assertResumable(root, pending, opts.to);
-  const store = await openStore({ root, mustExist: true, migrating: true, log: opts.log, anyDriverStorageOpt: opts.storageOpt ?? [] });
+  const { store, journal: found } = await openMigrating(root, opts);
   try {
-    let journal = pending === undefined ? await beginMigration(store, entry.name) : await takeOver(store, pending);
+    let journal = found === undefined ? await beginMigration(store, entry.name) : await takeOver(store, found);
     const layers = parentsFirst(await store.list());
     let copied = 0;
     if (journal.phase === 'copying') {
@@ -93,10 +93,26 @@ export async function migrateStore(opts: MigrateOptions): Promise<MigrateResult>
     opts.onProgress?.({ step: 'remove-old', driver: journal.from, home: join(root, journal.from) });
     await removeDriverHome(root, journal.from, opts.storageOpt ?? []);
     await store.transaction(async (tx) => tx.deleteDocument(MIGRATION_JOURNAL));
-    return { root, from: journal.from, to: journal.to, layers: layers.length, copied, resumed: pending !== undefined };
+    return { root, from: journal.from, to: journal.to, layers: layers.length, copied, resumed: found !== undefined };
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Opens the store for the migration, and reads its journal once the store's own interrupted
+ * transaction (if any) is finished: a switch killed half-way through its commit is completed by
+ * that, and the store then has to be opened again with the driver the switch named.
+ */
+async function openMigrating(root: string, opts: Pick<MigrateOptions, 'log' | 'storageOpt'>): Promise<{ store: LayerStore; journal?: MigrationJournal }> {
+  const open = () => openStore({ root, mustExist: true, migrating: true, log: opts.log, anyDriverStorageOpt: opts.storageOpt ?? [] });
+  let store = await open();
+  const journal = readMigrationJournal(root);
+  if (journal?.phase === 'switched' && store.driver.name !== journal.to) {
+    await store.close();
+    store = await open();
+  }
+  return { store, journal };
 }
 
 /**
@@ -112,7 +128,7 @@ export async function abortMigration(opts: Pick<MigrateOptions, 'root' | 'storag
   if (j.phase !== 'copying') {
     throw new UnionctlError('USAGE', `the migration of ${root} to ${j.to} is past its switch and cannot be undone`, { hint: migrationHint(j) });
   }
-  const store = await openStore({ root, mustExist: true, migrating: true, log: opts.log, anyDriverStorageOpt: opts.storageOpt ?? [] });
+  const { store } = await openMigrating(root, opts);
   try {
     await removeDriverHome(root, j.to, opts.storageOpt ?? []);
     await store.transaction(async (tx) => tx.deleteDocument(MIGRATION_JOURNAL));
@@ -369,8 +385,15 @@ async function switchStore(store: LayerStore, target: Driver, journal: Migration
  * (never across a mount: removeStoreTree refuses that).
  */
 async function removeDriverHome(root: string, name: string, storageOpt: string[]): Promise<void> {
-  const driver = await openDriver(root, name, storageOpt);
-  await driver.cleanup();
+  if (storeDirExists(join(root, name), `${name} driver home`)) {
+    try {
+      await (await openDriver(root, name, storageOpt)).cleanup();
+    } catch (e) {
+      // A removal killed half-way leaves a home the driver may not open; it unmounted everything
+      // before it began deleting, and removeStoreTree refuses to cross a mount anyway.
+      if (!(e instanceof UnionctlError)) throw e;
+    }
+  }
   removeStoreTree(root, name, `${name} driver home`);
   removeStoreTree(root, join('driver-state', name), `${name} driver state`);
 }

@@ -546,6 +546,8 @@ export async function openStore(opts: StoreOptions = {}): Promise<LayerStore> {
     );
   }
   await store.recover();
+  // A migration's first transaction, killed in its commit, shows its journal only once recovery replayed it.
+  if (opts.migrating !== true) assertNotMigrating(root);
   return store;
 }
 

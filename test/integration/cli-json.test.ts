@@ -112,6 +112,8 @@ describe('--json output matches docs/json.md, command by command', { skip }, () 
     json('rmi', `${registry.address}/json/app:2`);
     json('rm', 'empty-layer', imported.id);
     json('cleanup');
+    json('migrate', '--to', 'vfs');
+    json('migrate', '--to', 'overlay2'); // the store as the tests below expect it
 
     const undocumented = visibleCommandNames().filter((c) => !docs.commands.has(c));
     assert.deepEqual(undocumented, [], 'every command has a section in docs/json.md');
