@@ -42,8 +42,11 @@ async function migrateCommand(opts: MigrateCommandOptions, cmd: Command): Promis
     if (logs('info')) eprintln(`unionctl: ${progressLine(e)}`);
   };
   const r = await migrateStore({ ...common, to: opts.to, onProgress });
-  if (g.json) return printJson({ root: r.root, from: r.from, to: r.to, aborted: false, layers: r.layers, copied: r.copied, resumed: r.resumed });
-  println(`migrated ${r.layers} layer${r.layers === 1 ? '' : 's'} from ${r.from} to ${r.to}${r.resumed ? ` (finished an interrupted migration: ${r.copied} copied now)` : ''}`);
+  if (g.json)
+    return printJson({ root: r.root, from: r.from, to: r.to, aborted: false, layers: r.layers, copied: r.copied, resumed: r.resumed });
+  println(
+    `migrated ${r.layers} layer${r.layers === 1 ? '' : 's'} from ${r.from} to ${r.to}${r.resumed ? ` (finished an interrupted migration: ${r.copied} copied now)` : ''}`,
+  );
 }
 
 export function registerMigrateCommand(program: Command): void {

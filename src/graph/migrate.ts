@@ -33,7 +33,7 @@ import type { Driver } from './driver.js';
 import { migrationHint, migrationInProgress, MIGRATION_JOURNAL, readMigrationJournal, type MigrationJournal } from './migration-journal.js';
 import { NaiveDiff, type ViewSource } from './naive-diff.js';
 import { lookupDriver, parseStorageOpts, selectDriver, storageOptsFor } from './registry.js';
-import { DEFAULT_STORE_ROOT, openStore, type LayerRecord, type LayerStore, type StoreLogger } from './store.js';
+import { DEFAULT_STORE_ROOT, openStore, type LayerRecord, type LayerStore, type StoreLogger, type StoreTx } from './store.js';
 
 export interface MigrateOptions {
   /** Store root, default /var/lib/unionctl. */
@@ -104,7 +104,10 @@ export async function migrateStore(opts: MigrateOptions): Promise<MigrateResult>
  * transaction (if any) is finished: a switch killed half-way through its commit is completed by
  * that, and the store then has to be opened again with the driver the switch named.
  */
-async function openMigrating(root: string, opts: Pick<MigrateOptions, 'log' | 'storageOpt'>): Promise<{ store: LayerStore; journal?: MigrationJournal }> {
+async function openMigrating(
+  root: string,
+  opts: Pick<MigrateOptions, 'log' | 'storageOpt'>,
+): Promise<{ store: LayerStore; journal?: MigrationJournal }> {
   const open = () => openStore({ root, mustExist: true, migrating: true, log: opts.log, anyDriverStorageOpt: opts.storageOpt ?? [] });
   let store = await open();
   const journal = readMigrationJournal(root);
@@ -120,13 +123,18 @@ async function openMigrating(root: string, opts: Pick<MigrateOptions, 'log' | 's
  * the old driver's as it was. USAGE when there is no migration, or it is past the switch (then only
  * finishing it is left); IN_USE while its process is still running.
  */
-export async function abortMigration(opts: Pick<MigrateOptions, 'root' | 'storageOpt' | 'log'>): Promise<{ root: string; from: string; to: string }> {
+export async function abortMigration(
+  opts: Pick<MigrateOptions, 'root' | 'storageOpt' | 'log'>,
+): Promise<{ root: string; from: string; to: string }> {
   const root = resolve(opts.root ?? DEFAULT_STORE_ROOT);
   const j = readMigrationJournal(root);
-  if (j === undefined) throw new UnionctlError('USAGE', `the store at ${root} is not being migrated`, { hint: 'there is nothing to abort' });
+  if (j === undefined)
+    throw new UnionctlError('USAGE', `the store at ${root} is not being migrated`, { hint: 'there is nothing to abort' });
   if (processAlive(j.owner)) throw migrationInProgress(root, j);
   if (j.phase !== 'copying') {
-    throw new UnionctlError('USAGE', `the migration of ${root} to ${j.to} is past its switch and cannot be undone`, { hint: migrationHint(j) });
+    throw new UnionctlError('USAGE', `the migration of ${root} to ${j.to} is past its switch and cannot be undone`, {
+      hint: migrationHint(j),
+    });
   }
   const { store } = await openMigrating(root, opts);
   try {
@@ -174,6 +182,9 @@ async function beginMigration(store: LayerStore, to: string): Promise<MigrationJ
   assertHomeEmpty(store.root, to);
   const journal: MigrationJournal = { from, to, phase: 'copying', done: [], started: new Date().toISOString(), owner: currentProcess() };
   await store.transaction(async (tx) => {
+    // Another migrate that passed the same checks just before: only one journal.
+    const other = readJournalIn(tx);
+    if (other !== undefined) throw migrationInProgress(store.root, other);
     const busy = tx.scanRecords();
     if (busy.damaged.length > 0) throw busy.damaged[0]!.error;
     const unfinished = busy.records.find((r) => r.state !== 'complete');
@@ -193,13 +204,21 @@ async function beginMigration(store: LayerStore, to: string): Promise<MigrationJ
   return journal;
 }
 
+function readJournalIn(tx: StoreTx): MigrationJournal | undefined {
+  return tx.readDocument(MIGRATION_JOURNAL) === undefined ? undefined : readMigrationJournal(tx.store.root);
+}
+
 /** IN_USE, naming the layer, when anything of the store is mounted or held by a process. */
 async function assertNothingInUse(store: LayerStore): Promise<void> {
   const mounted = await store.mounts();
   if (mounted.length > 0) {
-    throw new UnionctlError('IN_USE', `cannot migrate the store at ${store.root}: layer ${mounted[0]!.layer} is mounted (${mounted[0]!.path})`, {
-      hint: 'unmount everything first (unionctl umount --all, or unionctl cleanup), then migrate',
-    });
+    throw new UnionctlError(
+      'IN_USE',
+      `cannot migrate the store at ${store.root}: layer ${mounted[0]!.layer} is mounted (${mounted[0]!.path})`,
+      {
+        hint: 'unmount everything first (unionctl umount --all, or unionctl cleanup), then migrate',
+      },
+    );
   }
   for (const layer of await store.list()) store.assertUnused(layer.id);
 }

@@ -70,7 +70,9 @@ export function migrationInProgress(root: string, j: MigrationJournal): Unionctl
   return new UnionctlError(
     'IN_USE',
     `the store at ${root} is being migrated from the ${j.from} driver to ${j.to}` +
-      (running ? ` by process ${j.owner.pid}` : ` (the migration stopped ${j.phase === 'copying' ? 'while copying layers' : 'after the switch'})`),
+      (running
+        ? ` by process ${j.owner.pid}`
+        : ` (the migration stopped ${j.phase === 'copying' ? 'while copying layers' : 'after the switch'})`),
     { hint: running ? 'wait for it to finish' : migrationHint(j) },
   );
 }

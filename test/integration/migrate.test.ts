@@ -22,18 +22,7 @@ import { mountsBelow } from '../helpers/mounts.js';
 import { toolsMissing } from '../helpers/requires.js';
 import { scratchMissing } from '../helpers/scratch.js';
 import { fuseProcessesUnder } from '../helpers/store-state.js';
-import {
-  assertCleanFailure,
-  flattenedTree,
-  listing,
-  ok,
-  SAMPLE_DOCKER,
-  scratchStores,
-  sha256,
-  show,
-  unionctl,
-  type Result,
-} from './images-helpers.js';
+import { assertCleanFailure, flattenedTree, listing, ok, SAMPLE_DOCKER, scratchStores, sha256, show, unionctl } from './images-helpers.js';
 
 const DRIVERS = ['vfs', 'overlay2', 'overlay', 'aufs'];
 const IMAGE = 'sample-app:1';
