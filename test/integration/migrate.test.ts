@@ -164,7 +164,7 @@ describe('migrate killed', { skip: scratchMissing ?? toolsMissing(['strace']) },
     ['vfs', 'overlay2'],
     ['overlay2', 'aufs'],
   ] as const) {
-    it(`${from} → ${to}: SIGKILLed at ${CRASH_POINTS} sampled syscalls, run again it finishes with the same store`, async () => {
+    it(`${from} → ${to}: SIGKILLed at ${CRASH_POINTS} sampled syscalls, run again it finishes with the same store`, async (t) => {
       const traced = sampleStore(from);
       const trace = await traceSyscalls([...rootOnly(traced), 'migrate', '--to', to], {
         env: testEnv(),
@@ -172,8 +172,13 @@ describe('migrate killed', { skip: scratchMissing ?? toolsMissing(['strace']) },
         traceFile: join(stores.dir, `trace-${from}-${to}`),
       });
       assert.equal(trace.result.status, 0, trace.result.stderr);
-      const points = samplePoints(killPoints(trace), CRASH_POINTS, prng(hashSeed(`migrate ${from} ${to}`)));
+      const all = killPoints(trace);
+      // A seeded sample, and the middle one of the renames (the journal's and records' atomic
+      // writes): a kill in the middle of the copying, whatever the sample.
+      const renames = all.filter((p) => p.syscall === 'rename');
+      const points = [...samplePoints(all, CRASH_POINTS - 1, prng(hashSeed(`migrate ${from} ${to}`))), renames[renames.length >> 1]!];
       let abortedOne = false;
+      let leftHalfway = 0;
       for (const point of points) {
         const at = `killed at ${point.syscall} #${point.k}`;
         const g = sampleStore(from);
@@ -183,6 +188,7 @@ describe('migrate killed', { skip: scratchMissing ?? toolsMissing(['strace']) },
         const r = await runKilledAt(migrate, point, { env: testEnv() });
         if (!r.killed) assert.equal(r.status, 0, `${at}: ran to its end\n${r.stderr}`);
         if (existsSync(join(root, 'migrate.json'))) {
+          leftHalfway++;
           // Every other command refuses the store and says what to run.
           const ls = unionctl([...rootOnly(g), 'ls']);
           assertCleanFailure(ls, new RegExp(`being migrated from the ${from} driver to ${to}`));
@@ -205,6 +211,8 @@ describe('migrate killed', { skip: scratchMissing ?? toolsMissing(['strace']) },
         assert.deepEqual(recordsOf(moved), records, `${at}, then run again: the records as they were`);
         assert.deepEqual(contentOf(moved), reference, `${at}, then run again`);
       }
+      t.diagnostic(`${points.length} kill points, ${leftHalfway} left a migration half-way, ${abortedOne ? 'one' : 'none'} aborted`);
+      assert.ok(leftHalfway > 0 && abortedOne, 'the sample reached kills in the middle of a migration, and one was aborted');
     });
   }
 });
