@@ -81,6 +81,7 @@ export async function migrateStore(opts: MigrateOptions): Promise<MigrateResult>
   if (pending !== undefined) assertResumable(root, pending, opts.to);
   const { store, journal: found } = await openMigrating(root, opts);
   try {
+    if (found !== undefined) assertResumable(root, found, opts.to); // as it is once the store's recovery has run
     let journal = found === undefined ? await beginMigration(store, entry.name) : await takeOver(store, found);
     const layers = parentsFirst(await store.list());
     let copied = 0;
@@ -127,7 +128,24 @@ export async function abortMigration(
   opts: Pick<MigrateOptions, 'root' | 'storageOpt' | 'log'>,
 ): Promise<{ root: string; from: string; to: string }> {
   const root = resolve(opts.root ?? DEFAULT_STORE_ROOT);
-  const j = readMigrationJournal(root);
+  assertAbortable(root, readMigrationJournal(root));
+  const { store, journal } = await openMigrating(root, opts);
+  let j: MigrationJournal;
+  try {
+    j = assertAbortable(root, journal); // as it is once the store's recovery has run
+    // Nothing was mounted when the migration began and nothing could mount since: what is, the
+    // killed migration mounted to compare views.
+    await store.cleanup();
+    await removeDriverHome(root, j.to, opts.storageOpt ?? []);
+    await store.transaction(async (tx) => tx.deleteDocument(MIGRATION_JOURNAL));
+  } finally {
+    await store.close();
+  }
+  return { root, from: j.from, to: j.to };
+}
+
+/** The journal, when it is one of a migration that stopped before its switch (see abortMigration). */
+function assertAbortable(root: string, j: MigrationJournal | undefined): MigrationJournal {
   if (j === undefined)
     throw new UnionctlError('USAGE', `the store at ${root} is not being migrated`, { hint: 'there is nothing to abort' });
   if (processAlive(j.owner)) throw migrationInProgress(root, j);
@@ -136,14 +154,7 @@ export async function abortMigration(
       hint: migrationHint(j),
     });
   }
-  const { store } = await openMigrating(root, opts);
-  try {
-    await removeDriverHome(root, j.to, opts.storageOpt ?? []);
-    await store.transaction(async (tx) => tx.deleteDocument(MIGRATION_JOURNAL));
-  } finally {
-    await store.close();
-  }
-  return { root, from: j.from, to: j.to };
+  return j;
 }
 
 /** A journal left by a migration this call may finish: to the same driver, by a process that is gone. */
