@@ -267,3 +267,19 @@ export class StreamDigest {
     this.worker = worker;
   }
 }
+
+/**
+ * `sha256:<hex>` of everything `stream` yields, through StreamDigest (on the worker when a core is
+ * free): the diff ID of a layer tar. On failure the digest is aborted and the stream destroyed.
+ */
+export async function sha256Of(stream: AsyncIterable<Buffer>): Promise<string> {
+  const digest = new StreamDigest();
+  try {
+    for await (const chunk of stream) await digest.update(chunk);
+    return `sha256:${await digest.finish()}`;
+  } catch (e) {
+    (stream as { destroy?: () => void }).destroy?.();
+    void digest.abort();
+    throw e;
+  }
+}

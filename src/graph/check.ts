@@ -19,11 +19,9 @@
  * `check --repair` finishes. Some repairs make others possible (a rebuilt link file lets the
  * children's lower files be rebuilt), so passes repeat until one repairs nothing more.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { sha256Of } from '../archive/stream-digest.js';
 import { readTarSplit, rebuildTarStream } from '../archive/tar-split.js';
 import { isValidId, type UnionctlError } from '../errors.js';
 import { processAlive, readMountInfo, removeStoreTree, storeDirExists, umount2 } from '../sys/index.js';
@@ -436,7 +434,7 @@ async function tarSplitProblem(store: LayerStore, id: string, diffId: string): P
     // anything from showing the layer's files (a refused mount, a damaged layout) is not.
     rebuilt = await store.withLayerFiles(id, async (dir) => {
       try {
-        return await digestOf(Readable.from(rebuildTarStream(record, dir)));
+        return await sha256Of(rebuildTarStream(record, dir));
       } catch (e) {
         if ((e as UnionctlError).code !== 'CORRUPT') throw e;
         return `nothing (${(e as Error).message})`;
@@ -464,12 +462,4 @@ function unreadable(id: string, e: Error): CheckFinding {
     repair: 'repair the findings about its layout first (check --repair), then check again',
     when: 'never',
   };
-}
-
-async function digestOf(stream: Readable): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(stream, async (source: AsyncIterable<Buffer>) => {
-    for await (const chunk of source) hash.update(chunk);
-  });
-  return `sha256:${hash.digest('hex')}`;
 }

@@ -21,11 +21,11 @@
  * migration (or, before the switch, `--abort`, which drops the new home and leaves the store as it
  * was).
  */
-import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { exportLayerDir } from '../archive/export.js';
+import { sha256Of } from '../archive/stream-digest.js';
 import { rebuildTarStream, readTarSplit } from '../archive/tar-split.js';
 import { UnionctlError } from '../errors.js';
 import { currentProcess, ensureStoreDir, processAlive, removeStoreTree, storeDirExists } from '../sys/index.js';
@@ -358,8 +358,8 @@ async function copyLoadedTar(store: LayerStore, target: Driver, layer: LayerReco
  * does from the old: a layer written through a mount since its load rebuilds neither).
  */
 async function verifyLayer(store: LayerStore, target: Driver, layer: LayerRecord): Promise<void> {
-  const before = await withView(store.driver, layer.id, (dir) => digestOf(exportLayerDir(dir, 'plain')));
-  const after = await withView(target, layer.id, (dir) => digestOf(exportLayerDir(dir, 'plain')));
+  const before = await withView(store.driver, layer.id, (dir) => sha256Of(exportLayerDir(dir, 'plain')));
+  const after = await withView(target, layer.id, (dir) => sha256Of(exportLayerDir(dir, 'plain')));
   const notSame = (what: string) =>
     new UnionctlError('CORRUPT', `layer ${layer.id} copied into the ${target.name} driver does not check out: ${what}`, {
       hint: `nothing of the ${store.driver.name} store was changed; unionctl migrate --abort goes back to it`,
@@ -367,9 +367,9 @@ async function verifyLayer(store: LayerStore, target: Driver, layer: LayerRecord
   if (before !== after) throw notSame(`its merged view exports as ${after}, not ${before} as in ${store.driver.name}`);
   const split = readTarSplit(store.tarSplitPath(layer.id));
   if (split === undefined || layer.diffId === undefined) return;
-  const rebuilt = await withView(target, layer.id, (dir) => digestOf(rebuildTarStream(split, dir)));
+  const rebuilt = await withView(target, layer.id, (dir) => sha256Of(rebuildTarStream(split, dir)));
   if (rebuilt === layer.diffId) return;
-  const old = await withView(store.driver, layer.id, (dir) => digestOf(rebuildTarStream(split, dir)));
+  const old = await withView(store.driver, layer.id, (dir) => sha256Of(rebuildTarStream(split, dir)));
   if (old === layer.diffId) throw notSame(`its tar-split rebuilds ${rebuilt}, not its diff ID ${layer.diffId}`);
 }
 
@@ -380,12 +380,6 @@ async function withView<T>(driver: ViewSource, id: string, fn: (dir: string) => 
   } finally {
     await driver.put(id);
   }
-}
-
-async function digestOf(stream: Readable | AsyncIterable<Buffer>): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of stream) hash.update(chunk as Buffer);
-  return `sha256:${hash.digest('hex')}`;
 }
 
 /**

@@ -10,8 +10,7 @@
  * is skipped. A server stopped or killed before the queue ran dry leaves layers without a diff
  * ID: the next start queues them again.
  */
-import type { Readable } from 'node:stream';
-import { StreamDigest } from '../../archive/stream-digest.js';
+import { sha256Of } from '../../archive/stream-digest.js';
 import { isUnionctlError } from '../../errors.js';
 import type { LayerStore } from '../../graph/store.js';
 
@@ -77,17 +76,4 @@ export class DiffIdRecorder {
  */
 export async function exportDiffId(store: LayerStore, id: string, parent: string | undefined): Promise<string> {
   return sha256Of(await store.driver.diff(id, parent));
-}
-
-/** sha256 of the stream through the project's diff-ID digest (on a worker thread when a core is free). */
-async function sha256Of(stream: Readable): Promise<string> {
-  const digest = new StreamDigest();
-  try {
-    for await (const chunk of stream) await digest.update(chunk as Buffer);
-    return `sha256:${await digest.finish()}`;
-  } catch (e) {
-    stream.destroy();
-    void digest.abort();
-    throw e;
-  }
 }
