@@ -7,7 +7,7 @@
 import { Argument, type Command } from 'commander';
 import { adoptStore, FOREIGN_KINDS, readForeignStore, type ForeignKind } from '../image/index.js';
 import { nonEmpty } from './args.js';
-import { storedImageJson, reusedLayers } from './json-shapes.js';
+import { loadedImagesJson } from './json-shapes.js';
 import { layersDone, printJson, println, shortImageId, shownName } from './output.js';
 import { startLayerProgress } from './progress.js';
 import type { GlobalOptions, WithStore } from './store-access.js';
@@ -32,10 +32,8 @@ async function adoptCommand(
         progress.done();
       }
       if (g.json) {
-        const images = [];
-        for (const i of adopted.images) images.push(await storedImageJson(store, i.id));
-        const reused = [...new Set(adopted.images.flatMap((i) => reusedLayers(i.layers)))];
-        return printJson({ kind: adopted.kind, path: adopted.path, driver: adopted.driver, images, reusedLayers: reused });
+        const loaded = await loadedImagesJson(store, adopted.images);
+        return printJson({ kind: adopted.kind, path: adopted.path, driver: adopted.driver, ...loaded });
       }
       for (const i of adopted.images) {
         println(

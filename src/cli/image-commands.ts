@@ -42,7 +42,7 @@ import {
   timeAgo,
 } from './output.js';
 import { startLayerProgress } from './progress.js';
-import { imageJson, layerJson, reusedLayers, storedImageJson } from './json-shapes.js';
+import { imageJson, layerJson, loadedImagesJson, reusedLayers, storedImageJson } from './json-shapes.js';
 
 async function loadCommand(withStore: WithStore, file: string, opts: { image?: string }, cmd: Command): Promise<void> {
   if (file === '-' && process.stdin.isTTY) {
@@ -64,11 +64,7 @@ async function loadCommand(withStore: WithStore, file: string, opts: { image?: s
       } finally {
         progress.done();
       }
-      if (g.json) {
-        const shown = [];
-        for (const i of images) shown.push(await storedImageJson(store, i.id));
-        return printJson({ images: shown, reusedLayers: [...new Set(images.flatMap((i) => reusedLayers(i.layers)))] });
-      }
+      if (g.json) return printJson(await loadedImagesJson(store, images));
       for (const i of images) {
         println(
           `Loaded image: ${i.names.length > 0 ? i.names.map(shownName).join(', ') : i.id} (${shortImageId(i.id)}, ${layersDone(i.layers)})`,

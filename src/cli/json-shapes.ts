@@ -111,6 +111,16 @@ export function reusedLayers(layers: ReadonlyArray<{ id: string; reused: boolean
   return layers.filter((l) => l.reused).map((l) => l.id);
 }
 
+/** What load and adopt print of the images they loaded: each as the store has it now, and every layer any of them reused, once. */
+export async function loadedImagesJson(
+  store: LayerStore,
+  images: ReadonlyArray<{ id: string; layers: ReadonlyArray<{ id: string; reused: boolean }> }>,
+): Promise<{ images: ImageJson[]; reusedLayers: string[] }> {
+  const shown: ImageJson[] = [];
+  for (const i of images) shown.push(await storedImageJson(store, i.id));
+  return { images: shown, reusedLayers: [...new Set(images.flatMap((i) => reusedLayers(i.layers)))] };
+}
+
 /** `mount --explain`'s document: the explanation with every field there (null where it does not apply). */
 export function explanationJson(e: MountExplanation): object {
   const p = e.plan;
