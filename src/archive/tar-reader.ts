@@ -317,12 +317,8 @@ class ByteSource {
     return this.pos < this.chunk.length;
   }
 
-  /** Up to `n` bytes of the current chunk (see hasBytes). */
-  takeUpTo(n: number): Buffer {
-    return this.take(n);
-  }
-
-  private take(n: number): Buffer {
+  /** Up to `n` bytes of the current chunk, a subarray of it (see hasBytes). */
+  take(n: number): Buffer {
     const end = Math.min(this.pos + n, this.chunk.length);
     const piece = this.chunk.subarray(this.pos, end);
     this.pos = end;
@@ -354,7 +350,7 @@ class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
   async next(): Promise<IteratorResult<Chunk, undefined>> {
     if (this.stale) throw new Error(`the body of tar entry ${JSON.stringify(this.entry)} was read after the next entry was requested`);
     if (this.remaining === 0) return { done: true, value: undefined };
-    const piece = this.source.hasBytes() ? this.source.takeUpTo(this.remaining) : await this.source.next(this.remaining);
+    const piece = this.source.hasBytes() ? this.source.take(this.remaining) : await this.source.next(this.remaining);
     if (piece.length === 0) throw truncated(this.source, this.entry, `${this.remaining} of its ${this.size} content bytes are missing`);
     this.remaining -= piece.length;
     return { done: false, value: piece as Chunk };
@@ -375,7 +371,7 @@ class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
    */
   readWhole(): Chunk | undefined {
     if (this.stale || this.remaining === 0 || !this.source.holds(this.remaining)) return undefined;
-    const piece = this.source.takeUpTo(this.remaining) as Chunk;
+    const piece = this.source.take(this.remaining) as Chunk;
     this.remaining = 0;
     return piece;
   }
@@ -390,8 +386,8 @@ class EntryBody<Chunk extends Buffer> implements AsyncIterableIterator<Chunk> {
     const pad = blockPadding(this.size);
     this.remaining = 0;
     if (this.source.holds(rest + pad)) {
-      this.source.takeUpTo(rest); // the unread content: skipped
-      const padding = this.source.takeUpTo(pad);
+      this.source.take(rest); // the unread content: skipped
+      const padding = this.source.take(pad);
       if (pad > 0) this.source.lendRaw(padding);
       return undefined;
     }
