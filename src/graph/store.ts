@@ -75,7 +75,7 @@ import {
   storageOptsFor,
   type DriverEntry,
 } from './registry.js';
-import { runTransaction, type FileTransaction } from './transaction.js';
+import { runTransaction, type FileTransaction, type WriteOptions } from './transaction.js';
 import { assertNotMigrating, MIGRATION_JOURNAL } from './migration-journal.js';
 
 export const DEFAULT_STORE_ROOT = '/var/lib/unionctl';
@@ -796,7 +796,7 @@ export class StoreTx {
    * whose loss the next open repairs, which spares the transaction its fsyncs. `mode`: the file's
    * mode (default 0600), for a file of a driver's home (unionctl check --repair rewrites some).
    */
-  writeDocument(path: string, content: string, opts: { durable?: boolean; mode?: number } = {}): void {
+  writeDocument(path: string, content: string, opts: WriteOptions = {}): void {
     this.files.write(path, content, opts);
   }
 
