@@ -22,6 +22,9 @@ export type ErrorCode =
   | 'REGISTRY' // a registry that cannot be reached, fails (5xx), limits the rate (429) or answers what the protocol does not allow
   | 'USAGE'; // a CLI / API call with wrong arguments
 
+/** The mark every UnionctlError carries: a registered symbol, the same in every copy of this module. */
+const UNIONCTL_ERROR = Symbol.for('unionctl.UnionctlError');
+
 export class UnionctlError extends Error {
   readonly code: ErrorCode;
   /** What to do about it, one sentence. */
@@ -31,6 +34,18 @@ export class UnionctlError extends Error {
     this.name = 'UnionctlError';
     this.code = code;
     this.hint = opts.hint;
+    Object.defineProperty(this, UNIONCTL_ERROR, { value: true });
+  }
+
+  /**
+   * `e instanceof UnionctlError` holds for an error made by any copy of this module in the
+   * process: the bundled CLI (scripts/bundle-cli.mjs) and the modules it loads apart (the bench
+   * runner), or two installed versions of unionctl, each have their own class. Subclasses
+   * (SysCallError, …) are told apart by their prototype chain as usual.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== UnionctlError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && UNIONCTL_ERROR in value;
   }
 }
 

@@ -29,8 +29,12 @@ export const START_THRESHOLD = 4 * 1024 * 1024;
 /** The worker is woken once this much is waiting for it (and whenever the producer must wait). */
 export const WAKE_EVERY_BYTES = 2 * 1024 * 1024;
 
-/** The hashing thread's code: its own module, compiled next to this one. */
-const WORKER_URL = new URL('./digest-worker.js', import.meta.url);
+/**
+ * The hashing thread's code: its own module, compiled next to this one. Spelt from the parent
+ * directory so the path holds both here (dist/src/archive/) and in the bundled CLI
+ * (dist/src/cli/main.js, scripts/bundle-cli.mjs), which leaves the worker out.
+ */
+const WORKER_URL = new URL('../archive/digest-worker.js', import.meta.url);
 
 /** Atomics.waitAsync (Node 16+; not in TypeScript's ES2022 lib). */
 const waitAsync = (Atomics as unknown as { waitAsync(a: BigInt64Array, index: number, value: bigint): { value: string | Promise<string> } })
