@@ -2,7 +2,8 @@
 # `unionctl --driver devicemapper` from the CLI, inside the VM: import the sample image's first
 # two layers, mount a writable layer on top, write through it, show branches and status, move the
 # store to vfs and back (`migrate`: the layers' whole filesystems export the same tars after each
-# move, the other driver's home is gone), clean up.
+# move, the other driver's home is gone), check the store (a device left active with nothing
+# mounting it and a second loop device on the pool's data file are found and repaired), clean up.
 # Prints "dm-cli: ok" at the end; any failing step ends the script non-zero.
 set -eu
 DIST=${1:-dist}
@@ -11,7 +12,9 @@ u() {
   node "$DIST/src/cli/main.js" --root "$root" --driver devicemapper \
     --storage-opt dm.loopdatasize=512M --storage-opt dm.loopmetadatasize=32M --storage-opt dm.basesize=128M "$@"
 }
-trap 'u cleanup >/dev/null 2>&1 || true; rm -rf "$root"' EXIT
+data_file="$root/devicemapper/devicemapper/data"
+detach_all() { losetup -j "$data_file" 2>/dev/null | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null || true; }
+trap 'u cleanup >/dev/null 2>&1 || true; detach_all; rm -rf "$root" "$root.check"' EXIT
 base=$(u import fixtures/layers/1-base.tar | tail -n 1)
 app=$(u import fixtures/layers/2-app.tar.gz --parent "$base" | tail -n 1)
 out=$(u mount --rw "$app")
@@ -24,6 +27,35 @@ u info
 u umount "$rw"
 test "$(u ls | grep -c .)" -ge 3
 u cleanup
+
+# check: clean, then damaged the two ways a killed process leaves a dm store, then repaired.
+# --quick: a full check reads every layer's files, and its mount and unmount of the base layer
+# would deactivate the leaked device before the repair gets to it.
+u check >/dev/null
+pool=$(dmsetup ls | awk '{print $1}' | grep -- '-pool$')
+test "$(echo "$pool" | grep -c .)" -eq 1
+prefix=${pool%-pool}
+meta="$root/devicemapper/metadata/$base"
+dev_id=$(sed 's/.*"device_id":\([0-9]*\).*/\1/' "$meta")
+sectors=$(($(sed 's/.*"size":\([0-9]*\).*/\1/' "$meta") / 512))
+DM_DISABLE_UDEV=1 dmsetup create "$prefix-$base" --table "0 $sectors thin /dev/mapper/$pool $dev_id"
+extra_loop=$(losetup -f --show "$data_file")
+set +e
+u --json check --quick >"$root.check"
+rc=$?
+set -e
+test "$rc" -eq 4
+grep -q '"code": "DM_DEVICE_LEAKED"' "$root.check"
+grep -q '"code": "DM_LOOP_LEAKED"' "$root.check"
+grep -q "\"subject\": \"$extra_loop\"" "$root.check"
+u check --repair --quick >"$root.check"
+grep -q 'DM_DEVICE_LEAKED' "$root.check"
+if dmsetup info "$prefix-$base" >/dev/null 2>&1; then echo "dm-cli: $prefix-$base still active after the repair"; exit 1; fi
+test "$(losetup -j "$data_file" | grep -c .)" -eq 1
+u check >/dev/null
+echo "dm-cli: check ok"
+u cleanup
+
 # The whole filesystem of each layer, as the store's driver ($1) shows it.
 views() {
   for l in "$base" "$app" "$rw"; do
@@ -35,5 +67,20 @@ u migrate --to vfs
 test ! -e "$root/devicemapper" && test "$(views vfs)" = "$before"
 u migrate --to devicemapper
 test ! -e "$root/vfs" && test "$(views devicemapper)" = "$before"
+# A layer whose thin device the pool lost (deleted behind the store's back) is DM_DEVICE_MISSING;
+# nothing can repair it, and unionctl rm removes the layer.
+gone=$(u import fixtures/layers/1-base.tar | tail -n 1)
+pool=$(dmsetup ls | awk '{print $1}' | grep -- '-pool$')
+DM_DISABLE_UDEV=1 dmsetup message "$pool" 0 "delete $(sed 's/.*"device_id":\([0-9]*\).*/\1/' "$root/devicemapper/metadata/$gone")"
+set +e
+u --json check --quick >"$root.check"
+rc=$?
+set -e
+test "$rc" -eq 4
+grep -q '"code": "DM_DEVICE_MISSING"' "$root.check"
+grep -q "\"subject\": \"$gone\"" "$root.check"
+u rm "$gone"
+u check
+echo "dm-cli: device missing ok"
 u cleanup
 echo "dm-cli: ok"

@@ -855,6 +855,13 @@ export class LayerStore {
   private readonly lockPath: string;
   private readonly log: StoreLogger;
   private closed = false;
+  /**
+   * Releases that run after a stream the store handed out has closed (flatten's put, diff's
+   * release): close() waits for them, so a process that ends after close() leaves no layer
+   * mounted or device active behind (devicemapper's put runs dmsetup, which a process.exit
+   * right after the stream would cut off).
+   */
+  private readonly pendingReleases = new Set<Promise<void>>();
   private views: ReadOnlyViews | undefined;
 
   constructor(root: string, driver: Driver, log: StoreLogger = defaultLogger) {
@@ -1557,11 +1564,18 @@ export class LayerStore {
       await this.driver.put(id);
       throw e;
     }
-    stream.once(
-      'close',
-      () => void this.driver.put(id).catch((e: unknown) => this.report('warn', `could not release layer ${id}: ${(e as Error).message}`)),
-    );
+    this.releaseWhenClosed(stream, () => this.driver.put(id), id);
     return stream;
+  }
+
+  /** Runs `release` once `stream` has closed; close() waits for it (pendingReleases). */
+  private releaseWhenClosed(stream: Readable, release: () => Promise<void>, id: string): void {
+    stream.once('close', () => {
+      const running = release()
+        .catch((e: unknown) => this.report('warn', `could not release layer ${id}: ${(e as Error).message}`))
+        .finally(() => this.pendingReleases.delete(running));
+      this.pendingReleases.add(running);
+    });
   }
 
   /**
@@ -1580,10 +1594,7 @@ export class LayerStore {
       await release();
       throw e;
     }
-    stream.once(
-      'close',
-      () => void release().catch((e: unknown) => this.report('warn', `could not release layer ${layer}: ${(e as Error).message}`)),
-    );
+    this.releaseWhenClosed(stream, release, layer);
     return stream;
   }
 
@@ -1664,10 +1675,12 @@ export class LayerStore {
 
   /**
    * Ends this handle. Mounts stay (a CLI `mount` must outlive its process): unmount or cleanup()
-   * first to release them.
+   * first to release them. Waits for the releases of streams already closed (flatten, diff); a
+   * stream still open releases its layer when it closes, as before.
    */
   async close(): Promise<void> {
     this.closed = true;
+    while (this.pendingReleases.size > 0) await Promise.all([...this.pendingReleases]);
   }
 }
 

@@ -1,11 +1,15 @@
 /**
  * devicemapper pieces that need no kernel: option parsing (Docker's keys, units and defaults),
- * the thin-pool status line, Docker's human sizes. The driver itself is tested on a real pool in
+ * the thin-pool status line, Docker's human sizes, the rules of its check. The driver itself is tested on a real pool in
  * the VM (test/vm/devicemapper.test.ts).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { dmFindings, type DmFacts, type DmRepairs } from '../../src/drivers/devicemapper/check.js';
+import type { DevInfo } from '../../src/drivers/devicemapper/deviceset.js';
 import { parsePoolStatus } from '../../src/drivers/devicemapper/dmsetup.js';
+import { UnionctlError } from '../../src/errors.js';
+import type { DriverCheckContext } from '../../src/graph/driver.js';
 import { humanSize } from '../../src/drivers/devicemapper/driver.js';
 import { parseDmOptions, parseLayerSize, parseSize } from '../../src/drivers/devicemapper/options.js';
 
@@ -89,5 +93,113 @@ describe('devicemapper status parsing', () => {
     assert.equal(humanSize(10 * GiB), '10.74 GB');
     assert.equal(humanSize(100 * GiB), '107.4 GB');
     assert.equal(humanSize(999), '999 B');
+  });
+});
+
+describe('devicemapper check rules (dmFindings over read facts)', () => {
+  const prefix = 'docker-8:1-42';
+  const record = (device_id: number): DevInfo => ({
+    device_id,
+    size: 128 << 20,
+    transaction_id: device_id,
+    initialized: true,
+    deleted: false,
+  });
+  const layers = (...ids: string[]): DriverCheckContext => ({
+    root: '/s',
+    layers: new Map(ids.map((id) => [id, { id, writable: false }])),
+    recorded: new Set(ids),
+  });
+  const facts = (over: Partial<DmFacts>): DmFacts => ({
+    prefix,
+    poolName: `${prefix}-pool`,
+    metadataRel: 'devicemapper/metadata',
+    records: new Map([
+      ['base', record(1)],
+      ['a', record(2)],
+      ['b', record(3)],
+    ]),
+    active: new Map(),
+    mounted: new Set(),
+    missingInPool: new Map(),
+    poolDevices: new Set(['7:1', '7:0']),
+    loops: [
+      { file: '/s/devicemapper/devicemapper/data', attached: [{ device: '/dev/loop0', majorMinor: '7:0' }] },
+      { file: '/s/devicemapper/devicemapper/metadata', attached: [{ device: '/dev/loop1', majorMinor: '7:1' }] },
+    ],
+    ...over,
+  });
+  const calls: string[] = [];
+  const repairs: DmRepairs = {
+    deactivate: async (name) => void calls.push(`deactivate ${name}`),
+    detachLoop: async (device) => void calls.push(`detach ${device}`),
+  };
+  const codes = (f: DmFacts, ctx = layers('a', 'b')) => dmFindings(f, ctx, repairs).map((x) => `${x.code} ${x.subject} ${x.when}`);
+
+  it('finds nothing in a store whose devices are all in the pool, mounted ones active, loops in use', () => {
+    assert.deepEqual(codes(facts({ active: new Map([[`${prefix}-a`, '253:3']]), mounted: new Set(['253:3']) })), []);
+  });
+
+  it('an active device nothing mounts is leaked, and its repair deactivates it after the commit', async () => {
+    const f = facts({
+      active: new Map([
+        [`${prefix}-a`, '253:3'],
+        [`${prefix}-b`, '253:4'],
+      ]),
+      mounted: new Set(['253:3']),
+    });
+    const found = dmFindings(f, layers('a', 'b'), repairs);
+    assert.deepEqual(
+      found.map((x) => `${x.code} ${x.subject} ${x.when}`),
+      [`DM_DEVICE_LEAKED ${prefix}-b default`],
+    );
+    const after: Array<() => Promise<void>> = [];
+    const said = await found[0]!.fix!({
+      write: () => assert.fail('writes no file'),
+      delete: () => assert.fail(),
+      afterCommit: (fn) => void after.push(fn),
+    });
+    assert.match(said, /deactivated/);
+    assert.deepEqual(calls, [], 'nothing before the commit');
+    for (const fn of after) await fn();
+    assert.deepEqual(calls.splice(0), [`deactivate ${prefix}-b`]);
+  });
+
+  it('a second loop device on a store file that the pool does not use is leaked; the used one is not', async () => {
+    const f = facts({});
+    f.loops[0]!.attached.push({ device: '/dev/loop5', majorMinor: '7:5' });
+    const found = dmFindings(f, layers('a', 'b'), repairs);
+    assert.deepEqual(
+      found.map((x) => `${x.code} ${x.subject}`),
+      ['DM_LOOP_LEAKED /dev/loop5'],
+    );
+    const after: Array<() => Promise<void>> = [];
+    await found[0]!.fix!({ write: () => assert.fail(), delete: () => assert.fail(), afterCommit: (fn) => void after.push(fn) });
+    for (const fn of after) await fn();
+    assert.deepEqual(calls.splice(0), ['detach /dev/loop5']);
+    assert.deepEqual(codes(facts({ poolDevices: new Set(), loops: f.loops })), [], 'without a pool table nothing is called leaked');
+  });
+
+  it('damaged records, shared device ids and devices the pool lacks are reported, never repaired', () => {
+    const f = facts({
+      records: new Map<string, DevInfo | UnionctlError>([
+        ['base', record(1)],
+        ['a', record(2)],
+        ['b', record(2)],
+        ['c', new UnionctlError('CORRUPT', 'not valid JSON')],
+        ['d', { ...record(2), deleted: true }],
+      ]),
+      missingInPool: new Map([
+        ['a', 'Unable to activate'],
+        ['gone', 'no record: the store judges it'],
+      ]),
+    });
+    assert.deepEqual(codes(f, layers('a', 'b', 'c')), [
+      'DM_DEVICE_MISSING a never',
+      'DM_METADATA_DAMAGED c never',
+      'DM_DEVICE_ID_SHARED a,b never',
+    ]);
+    const missingBase = codes(facts({ missingInPool: new Map([['base', 'gone']]) }));
+    assert.deepEqual(missingBase, ['DM_DEVICE_MISSING devicemapper/metadata/base never']);
   });
 });

@@ -51,6 +51,7 @@ describe('devicemapper in the VM', () => {
       assert.match(out, /devicemapper driver conformance/);
       assert.match(out, /withstands shape 20/);
       assert.match(out, /rolls back a create killed at create:after-message/);
+      assert.match(out, /dm-cli: check ok/);
       assert.match(out, /dm-cli: ok/);
       assert.match(out, /ok \d+ - Prepare, Commit, View, Mounts: binds of the mounted thin devices/);
       t.diagnostic(

@@ -14,10 +14,20 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertValidId, UnionctlError } from '../../errors.js';
-import type { Branch, CreateOpts, DriverCapabilities, DriverInit, MountSpec, RemoveOpts } from '../../graph/driver.js';
+import type {
+  Branch,
+  CheckFinding,
+  CreateOpts,
+  DriverCapabilities,
+  DriverCheckContext,
+  DriverInit,
+  MountSpec,
+  RemoveOpts,
+} from '../../graph/driver.js';
 import { GraphDriver } from '../../graph/graph-driver.js';
 import type { LayerView, MountOptions } from '../../graph/mounts.js';
 import { mount, statfs, umount2 } from '../../sys/index.js';
+import { dmFindings, dmRepairs, gatherDmFacts } from './check.js';
 import { BASE, DeviceSet, RESERVED_IDS } from './deviceset.js';
 import { tableOf } from './dmsetup.js';
 import { DM_OPTION_KEYS, parseDmOptions, parseLayerSize } from './options.js';
@@ -213,6 +223,16 @@ export class DevmapperDriver extends GraphDriver {
   /** Ids of every layer device, for the store's orphan sweep. */
   async layerIds(): Promise<string[]> {
     return this.devices.layerHashes();
+  }
+
+  /** Ids with a metadata file: the store's check compares them with its records. */
+  storedLayerIds(): string[] {
+    return this.devices.layerHashes();
+  }
+
+  /** The metadata files against the pool, leaked devices and loop devices (check.ts). */
+  async check(ctx: DriverCheckContext): Promise<CheckFinding[]> {
+    return dmFindings(await gatherDmFacts(this.devices, ctx), ctx, dmRepairs(this.devices));
   }
 
   /** Docker's status pairs, in Docker's order and names. */
