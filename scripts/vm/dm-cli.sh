@@ -42,14 +42,20 @@ finds() {
 # check: clean, then damaged the two ways a killed process leaves a dm store, then repaired.
 # --quick: a full check reads every layer's files, and its mount and unmount of the base layer
 # would deactivate the leaked device before the repair gets to it.
+# The store's pool (one in the VM; its name changes with the home's inode), and a number field of
+# a layer's metadata file.
+pool_name() {
+  p=$(dmsetup ls | awk '{print $1}' | grep -- '-pool$')
+  test "$(echo "$p" | grep -c .)" -eq 1
+  echo "$p"
+}
+meta_number() { sed "s/.*\"$2\":\([0-9]*\).*/\1/" "$root/devicemapper/metadata/$1"; }
+
 u check >/dev/null
-pool=$(dmsetup ls | awk '{print $1}' | grep -- '-pool$')
-test "$(echo "$pool" | grep -c .)" -eq 1
+pool=$(pool_name)
 prefix=${pool%-pool}
-meta="$root/devicemapper/metadata/$base"
-dev_id=$(sed 's/.*"device_id":\([0-9]*\).*/\1/' "$meta")
-sectors=$(($(sed 's/.*"size":\([0-9]*\).*/\1/' "$meta") / 512))
-DM_DISABLE_UDEV=1 dmsetup create "$prefix-$base" --table "0 $sectors thin /dev/mapper/$pool $dev_id"
+sectors=$(($(meta_number "$base" size) / 512))
+DM_DISABLE_UDEV=1 dmsetup create "$prefix-$base" --table "0 $sectors thin /dev/mapper/$pool $(meta_number "$base" device_id)"
 extra_loop=$(losetup -f --show "$data_file")
 finds DM_DEVICE_LEAKED "$prefix-$base"
 finds DM_LOOP_LEAKED "$extra_loop"
@@ -75,8 +81,7 @@ test ! -e "$root/vfs" && test "$(views devicemapper)" = "$before"
 # A layer whose thin device the pool lost (deleted behind the store's back) is DM_DEVICE_MISSING;
 # nothing can repair it, and unionctl rm removes the layer.
 gone=$(u import fixtures/layers/1-base.tar | tail -n 1)
-pool=$(dmsetup ls | awk '{print $1}' | grep -- '-pool$')
-DM_DISABLE_UDEV=1 dmsetup message "$pool" 0 "delete $(sed 's/.*"device_id":\([0-9]*\).*/\1/' "$root/devicemapper/metadata/$gone")"
+DM_DISABLE_UDEV=1 dmsetup message "$(pool_name)" 0 "delete $(meta_number "$gone" device_id)"
 finds DM_DEVICE_MISSING "$gone"
 u rm "$gone"
 u check

@@ -21,7 +21,7 @@ import { isUnionctlError, UnionctlError } from '../../errors.js';
 import type { CheckFinding, DriverCheckContext } from '../../graph/driver.js';
 import { readMountInfo } from '../../sys/index.js';
 import { BASE, type DeviceSet, type DevInfo } from './deviceset.js';
-import { createDevice, detachLoop, DmCommandError, dmsetup, losetup, removeDevice, tableOf } from './dmsetup.js';
+import { createDevice, detachLoop, DmCommandError, dmsetup, loopDevicesOf, removeDevice, tableOf } from './dmsetup.js';
 
 /** A loop file of the store (data or metadata) and the loop devices attached to it. */
 export interface LoopFileFacts {
@@ -152,7 +152,7 @@ export async function gatherDmFacts(devices: DeviceSet, ctx: DriverCheckContext)
   return devices.locked(async () => {
     const records = readRecords(devices);
     const active = await activeDevices(devices);
-    const facts: DmFacts = {
+    return {
       prefix: devices.prefix,
       poolName: devices.poolName,
       metadataRel: relative(ctx.root, devices.metadataDir),
@@ -163,7 +163,6 @@ export async function gatherDmFacts(devices: DeviceSet, ctx: DriverCheckContext)
       poolDevices: await poolTableDevices(devices.poolName),
       loops: await loopFiles(devices),
     };
-    return facts;
   });
 }
 
@@ -209,7 +208,7 @@ async function probePool(
     const name = devices.deviceName(hash);
     if (active.has(name)) continue;
     try {
-      await createDevice(name, `0 ${Math.floor(info.size / 512)} thin /dev/mapper/${devices.poolName} ${info.device_id}`);
+      await createDevice(name, devices.thinTable(info));
     } catch (e) {
       if (!(e instanceof DmCommandError)) throw e;
       missing.set(hash, e.stderr.trim().split('\n').pop() ?? e.message);
@@ -234,15 +233,7 @@ async function poolTableDevices(poolName: string): Promise<Set<string>> {
 async function loopFiles(devices: DeviceSet): Promise<LoopFileFacts[]> {
   const files = [devices.devices.dataLoopFile, devices.devices.metadataLoopFile].filter((f): f is string => f !== undefined);
   const loops: LoopFileFacts[] = [];
-  for (const file of files) {
-    const out = await losetup(['--list', '--noheadings', '--output', 'NAME,MAJ:MIN', '--associated', file]);
-    const attached = out
-      .split('\n')
-      .map((l) => l.trim().split(/\s+/))
-      .filter((f): f is [string, string] => f.length === 2 && /^\d+:\d+$/.test(f[1]!))
-      .map(([device, majorMinor]) => ({ device, majorMinor }));
-    loops.push({ file, attached });
-  }
+  for (const file of files) loops.push({ file, attached: await loopDevicesOf(file) });
   return loops;
 }
 

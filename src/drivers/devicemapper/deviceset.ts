@@ -537,9 +537,13 @@ export class DeviceSet {
     if (info === undefined)
       throw new UnionctlError('NOT_FOUND', `devicemapper layer ${hash} does not exist`, { hint: 'check the id with unionctl ls' });
     const name = this.deviceName(hash);
-    if (!(await deviceExists(name)))
-      await createDevice(name, `0 ${Math.floor(info.size / 512)} thin /dev/mapper/${this.poolName} ${info.device_id}`);
+    if (!(await deviceExists(name))) await createDevice(name, this.thinTable(info));
     return `/dev/mapper/${name}`;
+  }
+
+  /** The dm table of a recorded thin device: "0 <sectors> thin <pool> <device id>". */
+  thinTable(info: DevInfo): string {
+    return `0 ${Math.floor(info.size / 512)} thin /dev/mapper/${this.poolName} ${info.device_id}`;
   }
 
   async deactivate(hash: string): Promise<void> {

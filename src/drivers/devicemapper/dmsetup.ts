@@ -147,10 +147,19 @@ export function losetup(args: string[]): Promise<string> {
   return runTool('losetup', args);
 }
 
+/** Every loop device backed by `file`: its name (/dev/loopN) and major:minor. */
+export async function loopDevicesOf(file: string): Promise<Array<{ device: string; majorMinor: string }>> {
+  const out = await losetup(['--list', '--noheadings', '--output', 'NAME,MAJ:MIN', '--associated', file]);
+  return out
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f): f is [string, string] => f.length === 2 && /^\d+:\d+$/.test(f[1]!))
+    .map(([device, majorMinor]) => ({ device, majorMinor }));
+}
+
 /** The loop device already backed by `file`, if any. */
 export async function loopDeviceOf(file: string): Promise<string | undefined> {
-  const out = await losetup(['--list', '--noheadings', '--output', 'NAME', '--associated', file]);
-  return out.trim().split('\n').filter(Boolean)[0];
+  return (await loopDevicesOf(file))[0]?.device;
 }
 
 export async function attachLoop(file: string): Promise<string> {
