@@ -20,15 +20,13 @@ export const FAILED = 2n;
 export interface InflateWorkerData {
   ring: SharedArrayBuffer;
   ctl: SharedArrayBuffer;
-  /** zlib output chunk inside the worker. */
-  chunkSize: number;
 }
 
-/** Main → worker: a piece of the compressed stream (transferred), or its end. */
-export type ToInflateWorker = { piece: Uint8Array } | { end: true };
+/** Main → worker: a piece of the compressed stream (its first `length` bytes; transferred), or its end. */
+export type ToInflateWorker = { piece: Uint8Array; length: number } | { end: true };
 
 /**
- * Worker → main: a piece was inflated (its bytes may be sent again), the end with the sha256 of
+ * Worker → main: a piece was inflated (and comes back, transferred, to be filled again), the end with the sha256 of
  * everything it was sent, or zlib's failure (message and Z_* code).
  */
-export type FromInflateWorker = { taken: number } | { digest: string } | { error: string; code?: string };
+export type FromInflateWorker = { taken: number; piece: Uint8Array } | { digest: string } | { error: string; code?: string };

@@ -7,16 +7,20 @@
  * files), and that pipeline ran on the main thread, with zlib's thread-pool round trips waiting on
  * its event loop. Here the blob's hashing, inflating and their buffers (and garbage) move to a
  * thread whose only job they are; the main thread reads the output from a shared ring without an
- * allocation per chunk. Measured on the pull benchmark's image (2 cores, 8 alternating pulls):
- * 3.16 s against 3.55 s, CPU 4.50 s against 4.79 s; peak RSS +46 MB (the worker's isolate, the
- * ring and the pieces in flight) — which is why there is one such thread per spare core at most
- * (inflateThreadFree): the other layers are inflated on the main thread, as before.
+ * allocation per chunk. Measured on the pull benchmark's image (2 cores, 8 alternating pulls,
+ * bench/reports/pull-and-import-levers-2026-12-08.md): 2.62 s against 2.88 s, CPU 3.71 s against
+ * 3.91 s; peak RSS 173 MB against 151 (the worker's isolate, the ring and the pieces in flight),
+ * which is why there is one such thread per spare core at most (inflateThreadFree): the other
+ * layers are inflated on the main thread, as before.
  *
  * How:
  * - The compressed chunks are gathered into 1 MiB pieces (copies: their producer may reuse its
  *   buffers) and transferred to the worker by postMessage; at most IN_FLIGHT bytes are sent and
- *   not yet inflated.
- * - The worker writes the output into a RING_BYTES ring. Each chunk handed out is a view of the
+ *   not yet inflated. The worker transfers each piece back once inflated, to be filled again: a
+ *   stream allocates only the few pieces in flight. (Pieces left as garbage in the worker, and a
+ *   zlib stream's output buffers, made its peak RSS ~200 MB: they wait for V8's external-memory
+ *   GC.)
+ * - The worker inflates straight into a RING_BYTES ring (inflate-worker.ts). Each chunk handed out is a view of the
  *   ring (lent, see LeasedChunk), valid until the next one is asked for: only then is its space
  *   given back to the worker.
  * - Errors: zlib's is BAD_TAR ("corrupt gzip stream", as on the main thread); the input's own
@@ -44,13 +48,11 @@ import type { LeasedChunk } from './types.js';
 
 /** The worker's module, spelt from the parent directory so the path holds in the bundled CLI too (see stream-digest.ts). */
 const WORKER_URL = new URL('../archive/inflate-worker.js', import.meta.url);
-const RING_BYTES = Number(process.env.UC_IR ?? 8 * 1024 * 1024);
+const RING_BYTES = 8 * 1024 * 1024;
 /** Compressed bytes per message, and the most handed out at once. */
 const PIECE_BYTES = 1024 * 1024;
 /** Compressed bytes sent to the worker and not yet inflated, at most (about; one piece more). */
-const IN_FLIGHT = Number(process.env.UC_IF ?? 4 * 1024 * 1024);
-/** zlib's output chunk in the worker: its event loop waits on nobody else, so small ones cost little. */
-const WORKER_CHUNK = Number(process.env.UC_WC ?? 256 * 1024);
+const IN_FLIGHT = 4 * 1024 * 1024;
 
 /** Atomics.waitAsync (Node 16+; not in TypeScript's ES2022 lib). */
 const waitAsync = (Atomics as unknown as { waitAsync(a: BigInt64Array, index: number, value: bigint): { value: string | Promise<string> } })
@@ -97,6 +99,8 @@ class InflateRun {
   /** Why the stream failed: zlib's complaint (BAD_TAR), the input's error, or the worker's. */
   private failure: unknown;
   private inFlight = 0;
+  /** Pieces the worker has given back: filled again, so that a stream allocates only the few in flight. */
+  private readonly spare: Buffer[] = [];
   private wakePump: (() => void) | undefined;
   private stopped = false;
   private released: Promise<void> | undefined;
@@ -112,7 +116,7 @@ class InflateRun {
 
   /** Starts the worker and the pump. */
   private start(): void {
-    const workerData: InflateWorkerData = { ring: this.ring, ctl: this.ctl.buffer, chunkSize: WORKER_CHUNK };
+    const workerData: InflateWorkerData = { ring: this.ring, ctl: this.ctl.buffer };
     const worker = new Worker(WORKER_URL, { workerData });
     worker.on('message', (m: FromInflateWorker) => this.onMessage(m));
     worker.on('error', (e) => this.fail(e));
@@ -139,6 +143,7 @@ class InflateRun {
   private onMessage(m: FromInflateWorker): void {
     if ('taken' in m) {
       this.inFlight -= m.taken;
+      this.spare.push(Buffer.from(m.piece.buffer, m.piece.byteOffset, m.piece.byteLength));
       this.wake();
     } else if ('digest' in m) this.resolveDigest(m.digest);
     else this.fail(corruptStream('gzip', Object.assign(new Error(m.error), { code: m.code })));
@@ -162,7 +167,7 @@ class InflateRun {
 
   /** Sends the input to the worker in PIECE_BYTES pieces, IN_FLIGHT at most; closes the input when stopped early. */
   private async pump(compressed: AsyncIterable<Buffer>): Promise<void> {
-    let piece = Buffer.allocUnsafe(PIECE_BYTES);
+    let piece: Buffer = Buffer.allocUnsafeSlow(PIECE_BYTES);
     let filled = 0;
     try {
       for await (const chunk of compressed) {
@@ -171,25 +176,25 @@ class InflateRun {
           filled += n;
           off += n;
           if (filled < PIECE_BYTES) continue;
-          if (!(await this.send(piece))) return; // leaving the loop closes the input
-          piece = Buffer.allocUnsafe(PIECE_BYTES);
+          if (!(await this.send(piece, filled))) return; // leaving the loop closes the input
+          piece = this.spare.pop() ?? Buffer.allocUnsafeSlow(PIECE_BYTES);
           filled = 0;
         }
         if (this.stopped) return;
       }
-      if (filled > 0 && !(await this.send(Buffer.from(piece.subarray(0, filled))))) return;
+      if (filled > 0 && !(await this.send(piece, filled))) return;
       this.post({ end: true });
     } catch (e) {
       this.fail(e); // the input's own error, as it is
     }
   }
 
-  /** Transfers `piece` (its own ArrayBuffer) once there is room in flight; false when stopped. */
-  private async send(piece: Buffer): Promise<boolean> {
+  /** Transfers `piece` (its own ArrayBuffer) with `length` bytes filled, once there is room in flight; false when stopped. */
+  private async send(piece: Buffer, length: number): Promise<boolean> {
     while (this.inFlight >= IN_FLIGHT && !this.stopped) await new Promise<void>((resolve) => (this.wakePump = resolve));
     if (this.stopped) return false;
-    this.inFlight += piece.length;
-    this.post({ piece }, [piece.buffer as ArrayBuffer]);
+    this.inFlight += length;
+    this.post({ piece, length }, [piece.buffer as ArrayBuffer]);
     return true;
   }
 
