@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { inflateOnThread, inflateThreadFree } from '../../src/archive/inflate-thread.js';
 import { UnionctlError } from '../../src/errors.js';
-import { chunked } from '../helpers/tarbuild.js';
+import { chunked, trackedChunks } from '../helpers/tarbuild.js';
 
 /** Some MiB that compress a little, so the output runs through the 8 MiB ring several times. */
 function mixedBytes(mib: number): Buffer {
@@ -24,18 +24,6 @@ async function readAll(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const chunk of chunks) parts.push(Buffer.from(chunk)); // lent: copied before the next
   return Buffer.concat(parts);
-}
-
-/** The chunks of `data`, noting when the consumer closes the input (return()) or reads it to its end. */
-async function* tracked(data: Buffer, state: { closed: boolean }, failAt?: { offset: number; error: Error }): AsyncGenerator<Buffer> {
-  try {
-    for (let at = 0; at < data.length; at += 65536) {
-      if (failAt !== undefined && at >= failAt.offset) throw failAt.error;
-      yield data.subarray(at, at + 65536);
-    }
-  } finally {
-    state.closed = true;
-  }
 }
 
 describe('inflateOnThread', () => {
@@ -71,20 +59,20 @@ describe('inflateOnThread', () => {
   it('passes an error of its input through as itself, and closes the input', async () => {
     const dropped = new Error('the connection was reset');
     const input = { closed: false };
-    const inflated = inflateOnThread(tracked(compressed, input, { offset: compressed.length >> 1, error: dropped }));
+    const inflated = inflateOnThread(trackedChunks(compressed, input, { offset: compressed.length >> 1, error: dropped }));
     await assert.rejects(readAll(inflated.chunks), (e: unknown) => e === dropped);
     assert.ok(input.closed);
   });
 
   it('left early or given up: the input is closed and the thread is free again', async () => {
     const input = { closed: false };
-    const inflated = inflateOnThread(tracked(compressed, input));
+    const inflated = inflateOnThread(trackedChunks(compressed, input));
     for await (const _ of inflated.chunks) break;
     assert.ok(input.closed, 'the input is closed');
     assert.equal(inflateThreadFree(), true);
     // Given up before a byte was read: nothing was started, the thread is free.
     const unread = { closed: false };
-    const never = inflateOnThread(tracked(compressed, unread));
+    const never = inflateOnThread(trackedChunks(compressed, unread));
     await never.abort();
     assert.equal(inflateThreadFree(), true);
     assert.equal(unread.closed, false, 'the input was never opened');
