@@ -31,6 +31,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { workerExecArgv } from '../sys/index.js';
 import { corruptStream } from './decompress.js';
 import {
   CONSUMED,
@@ -117,7 +118,7 @@ class InflateRun {
   /** Starts the worker and the pump. */
   private start(): void {
     const workerData: InflateWorkerData = { ring: this.ring, ctl: this.ctl.buffer };
-    const worker = new Worker(WORKER_URL, { workerData });
+    const worker = new Worker(WORKER_URL, { workerData, execArgv: workerExecArgv() });
     worker.on('message', (m: FromInflateWorker) => this.onMessage(m));
     worker.on('error', (e) => this.fail(e));
     worker.on('exit', (code) => {
