@@ -232,8 +232,8 @@ async function* replay(head: Buffer[], rest: AsyncIterator<Buffer | Uint8Array> 
   }
 }
 
-/** A decompressor's failure; `label` (the layer file, when there is one) is named in the message. */
-function corrupt(format: string, err: unknown, label?: string): UnionctlError {
+/** A decompressor's failure; `label` (the layer file, when there is one) is named in the message. Shared with inflate-thread.ts. */
+export function corruptStream(format: string, err: unknown, label?: string): UnionctlError {
   const where = label === undefined ? '' : ` in ${label}`;
   return new UnionctlError('BAD_TAR', `corrupt ${format} stream${where}: ${(err as Error).message}`, {
     hint: `the layer file is damaged or truncated; check it with ${format === 'gzip' ? 'gzip -t' : 'zstd -t'}`,
@@ -257,7 +257,7 @@ async function* gunzip(raw: AsyncIterable<Buffer>, label: string | undefined): A
   try {
     for await (const chunk of inflater) yield chunk as Buffer;
   } catch (e) {
-    throw isZlibError(e) ? corrupt('gzip', e, label) : e;
+    throw isZlibError(e) ? corruptStream('gzip', e, label) : e;
   } finally {
     inflater.destroy();
     input.destroy();
@@ -303,7 +303,7 @@ async function* unzstd(
   try {
     yield* gathered(zstdOutput(child, raw), ZSTD_OUTPUT_CHUNK);
   } catch (e) {
-    throw e instanceof ZstdProgramError ? corrupt('zstd', e, label) : e;
+    throw e instanceof ZstdProgramError ? corruptStream('zstd', e, label) : e;
   }
 }
 
@@ -335,7 +335,7 @@ async function* fzstdStream(raw: AsyncIterable<Buffer>, label: string | undefine
       frame = undefined;
     }
   }
-  if (!splitter.atFrameBoundary) throw corrupt('zstd', new Error(`the stream ends inside frame ${frames + (frame ? 0 : 1)}`), label);
+  if (!splitter.atFrameBoundary) throw corruptStream('zstd', new Error(`the stream ends inside frame ${frames + (frame ? 0 : 1)}`), label);
 }
 
 const EMPTY_BYTES = new Uint8Array(0);
@@ -361,7 +361,7 @@ class ZstdFrame {
     try {
       this.decoder.push(piece, final);
     } catch (e) {
-      throw corrupt('zstd', e, this.label);
+      throw corruptStream('zstd', e, this.label);
     }
     const out = this.ready;
     this.ready = [];
@@ -374,7 +374,7 @@ class ZstdFrame {
     const computed = this.hash.digestLow32();
     if (computed === checksum) return;
     const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
-    throw corrupt(
+    throw corruptStream(
       'zstd',
       new Error(`frame ${this.index}: content checksum mismatch (the frame says ${hex(checksum)}, its content hashes to ${hex(computed)})`),
       this.label,
@@ -487,7 +487,7 @@ class ZstdBlockSplitter {
           this.skippable = true;
           return this.enter('skip-size', 4);
         }
-        if (magic !== ZSTD_MAGIC) throw corrupt('zstd', new Error(`bad frame magic 0x${magic.toString(16)}`), this.label);
+        if (magic !== ZSTD_MAGIC) throw corruptStream('zstd', new Error(`bad frame magic 0x${magic.toString(16)}`), this.label);
         return this.enter('frame-header', 1, true);
       }
       case 'skip-size': {
@@ -519,8 +519,8 @@ class ZstdBlockSplitter {
         this.lastBlock = (header & 1) === 1;
         const type = (header >> 1) & 3;
         const size = header >>> 3;
-        if (type === 3) throw corrupt('zstd', new Error('reserved block type'), this.label);
-        if (size > ZSTD_BLOCK_MAX) throw corrupt('zstd', new Error(`block of ${size} bytes exceeds the 128 KiB maximum`), this.label);
+        if (type === 3) throw corruptStream('zstd', new Error('reserved block type'), this.label);
+        if (size > ZSTD_BLOCK_MAX) throw corruptStream('zstd', new Error(`block of ${size} bytes exceeds the 128 KiB maximum`), this.label);
         const contentBytes = type === 1 ? 1 : size; // RLE: one byte repeated `size` times
         if (contentBytes === 0) return this.endBlock();
         return this.enter('block', contentBytes);

@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StreamDigest } from '../archive/stream-digest.js';
+import { inflateOnThread, inflateThreadFree } from '../archive/inflate-thread.js';
 import { UnionctlError } from '../errors.js';
 import type { ApplyResult } from '../graph/driver.js';
 import { chainIdOf, type LayerStore, type StoreTx } from '../graph/store.js';
@@ -362,6 +363,18 @@ function blobInput(blobs: LayerBlobs, layer: LayerToLoad): BlobInput {
         if (expected !== undefined && r.diffId !== expected) throw mismatch(r.diffId, what);
       },
       abort: () => {},
+    };
+  }
+  // gzip from a stream: hashed and inflated on a thread of its own while one is free (see inflate-thread.ts).
+  if (layer.compression === 'gzip' && inflateThreadFree()) {
+    const inflated = inflateOnThread(blobs.chunks(layer));
+    return {
+      input: inflated.chunks as unknown as Readable,
+      verify: async (_r, what) => {
+        const hex = await inflated.digest;
+        if (`sha256:${hex}` !== expected) throw mismatch(`sha256:${hex}`, what);
+      },
+      abort: () => void inflated.abort(),
     };
   }
   // Hashed on this thread: a compressed blob is being inflated on another core meanwhile, and a

@@ -98,3 +98,18 @@ export function describeProcess(pid: number): string {
     return String(pid);
   }
 }
+
+/**
+ * The execArgv for a worker thread: this process's node options without --input-type, which a
+ * worker inherits by default but refuses for a file (ERR_INPUT_TYPE_NOT_ALLOWED: the library used
+ * from `node --input-type=module -e …`). Other options (--cpu-prof) still reach the worker.
+ */
+export function workerExecArgv(): string[] {
+  const args: string[] = [];
+  for (let i = 0; i < process.execArgv.length; i++) {
+    const arg = process.execArgv[i]!;
+    if (arg === '--input-type') i++;
+    else if (!arg.startsWith('--input-type=')) args.push(arg);
+  }
+  return args;
+}

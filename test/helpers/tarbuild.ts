@@ -159,3 +159,23 @@ export async function* chunked(data: Buffer, size: number | number[] = 64 * 1024
     at += n;
   }
 }
+
+/**
+ * The chunks of `data` (64 KiB each) as an async generator, noting in `state` when the consumer
+ * closes it (return()) or reads it to its end; with `failAt`, it throws that error once it gets
+ * to that offset (a connection cut, a disk failing).
+ */
+export async function* trackedChunks(
+  data: Buffer,
+  state: { closed: boolean },
+  failAt?: { offset: number; error: Error },
+): AsyncGenerator<Buffer> {
+  try {
+    for (let at = 0; at < data.length; at += 65536) {
+      if (failAt !== undefined && at >= failAt.offset) throw failAt.error;
+      yield data.subarray(at, at + 65536);
+    }
+  } finally {
+    state.closed = true;
+  }
+}

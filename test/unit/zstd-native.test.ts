@@ -14,7 +14,7 @@ import { decompressedStream, openLayerInput } from '../../src/archive/decompress
 import { UnionctlError } from '../../src/errors.js';
 import { toolsMissing } from '../helpers/requires.js';
 import { eventually } from '../helpers/wait.js';
-import { chunked } from '../helpers/tarbuild.js';
+import { chunked, trackedChunks } from '../helpers/tarbuild.js';
 import { describeEachZstdDecoder, processExists, ZSTD_DECODERS, zstdChildren } from '../helpers/zstd-decoders.js';
 
 const zstd = (data: Buffer, ...args: string[]): Buffer => execFileSync('zstd', ['-q', '-c', ...args], { input: data, maxBuffer: 1 << 28 });
@@ -43,18 +43,6 @@ async function decodeWith(decoder: string, data: Buffer, chunk: number | number[
   } finally {
     if (saved === undefined) delete process.env.UNIONCTL_ZSTD;
     else process.env.UNIONCTL_ZSTD = saved;
-  }
-}
-
-/** The input chunks of `data`, noting in `state` when the consumer closes the input (return()) or reads it to the end. */
-async function* tracked(data: Buffer, state: { closed: boolean }, failAt?: { offset: number; error: Error }): AsyncGenerator<Buffer> {
-  try {
-    for (let at = 0; at < data.length; at += 65536) {
-      if (failAt !== undefined && at >= failAt.offset) throw failAt.error;
-      yield data.subarray(at, at + 65536);
-    }
-  } finally {
-    state.closed = true;
   }
 }
 
@@ -109,7 +97,7 @@ describeEachZstdDecoder('a zstd stream that fails', (decoder) => {
     const compressed = sample();
     const dropped = new Error('the connection was reset');
     const input = { closed: false };
-    const { stream } = await decompressedStream(tracked(compressed, input, { offset: compressed.length >> 1, error: dropped }));
+    const { stream } = await decompressedStream(trackedChunks(compressed, input, { offset: compressed.length >> 1, error: dropped }));
     await assert.rejects(
       (async () => {
         for await (const _ of stream);
@@ -122,7 +110,7 @@ describeEachZstdDecoder('a zstd stream that fails', (decoder) => {
 
   it('stopped early (return()): the input is closed, the decoder process killed and reaped', async () => {
     const input = { closed: false };
-    const { stream } = await decompressedStream(tracked(sample(), input));
+    const { stream } = await decompressedStream(trackedChunks(sample(), input));
     const chunks = stream[Symbol.asyncIterator]();
     const first = await chunks.next();
     assert.equal(first.done, false);

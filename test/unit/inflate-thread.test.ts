@@ -1,0 +1,80 @@
+/**
+ * gzip inflated on a thread of its own (src/archive/inflate-thread.ts): the same bytes as zlib on
+ * this thread, the blob digest of the compressed bytes, BAD_TAR for a damaged stream, the input's
+ * own error as it is, and nothing left behind when the stream is left early or given up.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { inflateOnThread, inflateThreadFree } from '../../src/archive/inflate-thread.js';
+import { UnionctlError } from '../../src/errors.js';
+import { chunked, trackedChunks } from '../helpers/tarbuild.js';
+
+/** Some MiB that compress a little, so the output runs through the 8 MiB ring several times. */
+function mixedBytes(mib: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < mib * 16; i++) parts.push(randomBytes(32 * 1024), Buffer.from(`line ${i}\n`.repeat(3277)).subarray(0, 32 * 1024));
+  return Buffer.concat(parts);
+}
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+async function readAll(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of chunks) parts.push(Buffer.from(chunk)); // lent: copied before the next
+  return Buffer.concat(parts);
+}
+
+describe('inflateOnThread', () => {
+  const content = mixedBytes(24);
+  const compressed = Buffer.concat([gzipSync(content.subarray(0, 5_000_000), { level: 1 }), gzipSync(content.subarray(5_000_000))]);
+
+  it('gives the bytes zlib gives, in any chunking, and the sha256 of the compressed stream', async () => {
+    for (const pieces of [65536, [1, 7, 4096, 3_000_001]]) {
+      const inflated = inflateOnThread(chunked(compressed, pieces));
+      assert.ok((await readAll(inflated.chunks)).equals(content), `chunks of ${String(pieces)}`);
+      assert.equal(await inflated.digest, sha256(compressed));
+    }
+    assert.equal(inflateThreadFree(), true, 'the thread is free again');
+  });
+
+  it('reports a damaged or truncated stream as BAD_TAR', async () => {
+    const damaged = Buffer.from(compressed);
+    damaged[damaged.length - 6] = damaged[damaged.length - 6]! ^ 0x10; // in the last member's CRC-32
+    for (const [what, stream] of [
+      ['crc', damaged],
+      ['truncated', compressed.subarray(0, compressed.length >> 1)],
+      ['not gzip', Buffer.concat([compressed, Buffer.from('trailing garbage')])],
+    ] as const) {
+      await assert.rejects(readAll(inflateOnThread(chunked(stream)).chunks), (e: unknown) => {
+        assert.ok(e instanceof UnionctlError, `${what}: ${String(e)}`);
+        assert.equal(e.code, 'BAD_TAR');
+        assert.match(e.message, /^corrupt gzip stream: \S/);
+        return true;
+      });
+    }
+  });
+
+  it('passes an error of its input through as itself, and closes the input', async () => {
+    const dropped = new Error('the connection was reset');
+    const input = { closed: false };
+    const inflated = inflateOnThread(trackedChunks(compressed, input, { offset: compressed.length >> 1, error: dropped }));
+    await assert.rejects(readAll(inflated.chunks), (e: unknown) => e === dropped);
+    assert.ok(input.closed);
+  });
+
+  it('left early or given up: the input is closed and the thread is free again', async () => {
+    const input = { closed: false };
+    const inflated = inflateOnThread(trackedChunks(compressed, input));
+    for await (const _ of inflated.chunks) break;
+    assert.ok(input.closed, 'the input is closed');
+    assert.equal(inflateThreadFree(), true);
+    // Given up before a byte was read: nothing was started, the thread is free.
+    const unread = { closed: false };
+    const never = inflateOnThread(trackedChunks(compressed, unread));
+    await never.abort();
+    assert.equal(inflateThreadFree(), true);
+    assert.equal(unread.closed, false, 'the input was never opened');
+  });
+});
