@@ -30,8 +30,8 @@
  * UNIONCTL_INFLATE_THREAD=1 / =0 forces the choice (tests, benchmarks).
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
-import { workerExecArgv } from '../sys/index.js';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../sys/index.js';
 import { corruptStream } from './decompress.js';
 import {
   CONSUMED,
@@ -118,7 +118,7 @@ class InflateRun {
   /** Starts the worker and the pump. */
   private start(): void {
     const workerData: InflateWorkerData = { ring: this.ring, ctl: this.ctl.buffer };
-    const worker = new Worker(WORKER_URL, { workerData, execArgv: workerExecArgv() });
+    const worker = startWorker(WORKER_URL, workerData);
     worker.on('message', (m: FromInflateWorker) => this.onMessage(m));
     worker.on('error', (e) => this.fail(e));
     worker.on('exit', (code) => {

@@ -19,9 +19,9 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { CONSUMED, CTL_SLOTS, DONE, SEQ, SLEEPS, WRITTEN, type DigestWorkerData } from './digest-ring.js';
-import { workerExecArgv } from '../sys/index.js';
+import { startWorker } from '../sys/index.js';
 
 /** The ring: bytes handed out by reserve() stay valid until about this much more has been committed. */
 export const RING_BYTES = 8 * 1024 * 1024;
@@ -263,7 +263,7 @@ export class StreamDigest {
       ctl: this.ctl!.buffer,
       algorithm: this.algorithm,
     };
-    const worker = new Worker(WORKER_URL, { workerData, execArgv: workerExecArgv() });
+    const worker = startWorker(WORKER_URL, workerData);
     worker.on('error', (e) => {
       this.failure = e;
       Atomics.notify(this.ctl!, CONSUMED); // unblock a producer waiting for space: its next update throws

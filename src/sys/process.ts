@@ -6,6 +6,7 @@
  */
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 /** The process that owns a record or a reference. */
 export interface ProcessIdentity {
@@ -100,16 +101,28 @@ export function describeProcess(pid: number): string {
 }
 
 /**
- * The execArgv for a worker thread: this process's node options without --input-type, which a
- * worker inherits by default but refuses for a file (ERR_INPUT_TYPE_NOT_ALLOWED: the library used
- * from `node --input-type=module -e …`). Other options (--cpu-prof) still reach the worker.
+ * A worker thread for `url` (one of our modules), started with node options it accepts.
+ *
+ * By default a worker inherits this process's options, which is what we want (--cpu-prof reaches
+ * it), except --input-type: a worker refuses it for a file (ERR_INPUT_TYPE_NOT_ALLOWED, when the
+ * library runs under `node --input-type=module -e …`). Only then are options given explicitly,
+ * without it; and as Node refuses V8 and per-process options given that way
+ * (ERR_WORKER_INVALID_EXEC_ARGV: `--max-old-space-size`, `--trace-gc`), the worker starts with
+ * none at all when those are among them.
  */
-export function workerExecArgv(): string[] {
+export function startWorker(url: URL, workerData: unknown): Worker {
+  const inputType = (arg: string) => arg === '--input-type' || arg.startsWith('--input-type=');
+  if (!process.execArgv.some(inputType)) return new Worker(url, { workerData });
   const args: string[] = [];
   for (let i = 0; i < process.execArgv.length; i++) {
     const arg = process.execArgv[i]!;
     if (arg === '--input-type') i++;
-    else if (!arg.startsWith('--input-type=')) args.push(arg);
+    else if (!inputType(arg)) args.push(arg);
   }
-  return args;
+  try {
+    return new Worker(url, { workerData, execArgv: args });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw e;
+    return new Worker(url, { workerData, execArgv: [] });
+  }
 }
