@@ -4,6 +4,7 @@
  * SharedArrayBuffer of bytes; WRITTEN and CONSUMED are running totals, so a position in the ring
  * is `total % ring length`.
  */
+import { UnionctlError, type ErrorCode } from '../errors.js';
 
 /** Slots of the control array (BigInt64, so the byte counters never wrap). */
 export const WRITTEN = 0; // inflated bytes the worker has put into the ring, in total
@@ -20,6 +21,31 @@ export const FAILED = 2n;
 export interface InflateWorkerData {
   ring: SharedArrayBuffer;
   ctl: SharedArrayBuffer;
+  /** Where the worker reads the compressed stream by itself; without one, the parent sends it in pieces. */
+  source?: WorkerSource;
+}
+
+/**
+ * A compressed stream the worker reads by itself, so that its bytes never pass through the
+ * parent: `export` of `module`, an async generator function, called with `arg`.
+ */
+export interface WorkerSource {
+  /**
+   * The module: a path under the package's src/ directory (`image/registry/blob-source.js`), which
+   * the worker resolves from its own place there (it holds in the bundled CLI as well), or a file: URL.
+   */
+  module: string;
+  export: string;
+  /** Structured-cloneable (it is posted to the worker). */
+  arg: unknown;
+}
+
+/** An error passed between the threads: a UnionctlError keeps its code and hint, a system error its code. */
+export interface PostedError {
+  message: string;
+  code?: string;
+  hint?: string;
+  unionctl: boolean;
 }
 
 /** Main → worker: a piece of the compressed stream (its first `length` bytes; transferred), or its end. */
@@ -27,6 +53,25 @@ export type ToInflateWorker = { piece: Uint8Array; length: number } | { end: tru
 
 /**
  * Worker → main: a piece was inflated (and comes back, transferred, to be filled again), the end with the sha256 of
- * everything it was sent, or zlib's failure (message and Z_* code).
+ * everything it was sent, zlib's failure (message and Z_* code), or the failure of the source it read.
  */
-export type FromInflateWorker = { taken: number; piece: Uint8Array } | { digest: string } | { error: string; code?: string };
+export type FromInflateWorker =
+  { taken: number; piece: Uint8Array } | { digest: string } | { error: string; code?: string } | { sourceError: PostedError };
+
+/** `e` as it can be posted to the other thread (see PostedError). */
+export function postedError(e: unknown): PostedError {
+  const error = e instanceof Error ? e : new Error(String(e));
+  const code = (error as { code?: unknown }).code;
+  return {
+    message: error.message,
+    ...(typeof code === 'string' ? { code } : {}),
+    ...(error instanceof UnionctlError && error.hint !== undefined ? { hint: error.hint } : {}),
+    unionctl: error instanceof UnionctlError,
+  };
+}
+
+/** The error a PostedError was made from, as near as it can be remade. */
+export function errorFromPost(p: PostedError): Error {
+  if (p.unionctl) return new UnionctlError(p.code as ErrorCode, p.message, { hint: p.hint });
+  return Object.assign(new Error(p.message), p.code === undefined ? {} : { code: p.code });
+}

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StreamDigest } from '../archive/stream-digest.js';
-import { inflateOnThread, inflateThreadFree } from '../archive/inflate-thread.js';
+import { inflateOnThread, inflateThreadFree, type SourceOnThread } from '../archive/inflate-thread.js';
 import { UnionctlError } from '../errors.js';
 import type { ApplyResult } from '../graph/driver.js';
 import { chainIdOf, type LayerStore, type StoreTx } from '../graph/store.js';
@@ -70,6 +70,11 @@ export interface LayerBlobs {
   chunks(layer: LayerToLoad): AsyncIterable<Buffer>;
   /** A local file holding exactly the blob, when there is one: the import reads it directly. */
   filePath?(layer: LayerToLoad): string | undefined;
+  /**
+   * The blob as a source a worker thread can read by itself (a registry's GET, made there), for
+   * a gzip blob inflated on a thread of its own (inflate-thread.ts); `chunks` otherwise.
+   */
+  threadSource?(layer: LayerToLoad): SourceOnThread;
 }
 
 /** Loads every image of FILE / directory / '-' (stdin) into the store. */
@@ -367,7 +372,7 @@ function blobInput(blobs: LayerBlobs, layer: LayerToLoad): BlobInput {
   }
   // gzip from a stream: hashed and inflated on a thread of its own while one is free (see inflate-thread.ts).
   if (layer.compression === 'gzip' && inflateThreadFree()) {
-    const inflated = inflateOnThread(blobs.chunks(layer));
+    const inflated = inflateOnThread(blobs.threadSource?.(layer) ?? blobs.chunks(layer));
     return {
       input: inflated.chunks as unknown as Readable,
       verify: async (_r, what) => {

@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { inflateOnThread, inflateThreadFree } from '../../src/archive/inflate-thread.js';
 import { UnionctlError } from '../../src/errors.js';
+import { seededGzip, type SeededGzip } from '../helpers/inflate-source.js';
 import { chunked, trackedChunks } from '../helpers/tarbuild.js';
 
 /** Some MiB that compress a little, so the output runs through the 8 MiB ring several times. */
@@ -76,5 +77,61 @@ describe('inflateOnThread', () => {
     await never.abort();
     assert.equal(inflateThreadFree(), true);
     assert.equal(unread.closed, false, 'the input was never opened');
+  });
+});
+
+describe('inflateOnThread from a source the worker reads by itself', () => {
+  const module = new URL('../helpers/inflate-source.js', import.meta.url).href;
+  const arg: SeededGzip = { mib: 12, seed: 'inflate-source', chunk: 65536 };
+  const { content, compressed } = seededGzip(arg);
+  const source = (a: SeededGzip, signal?: AbortSignal) => ({ module, export: 'seededGzipChunks', arg: a, signal });
+
+  it('gives the bytes and the sha256 of the compressed stream, however slowly it is read', async () => {
+    const inflated = inflateOnThread(source(arg));
+    const parts: Buffer[] = [];
+    for await (const chunk of inflated.chunks) {
+      parts.push(Buffer.from(chunk));
+      // The source ends long before the ring is read: the thread must wait to be let go.
+      if (parts.length === 2) await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    assert.ok(Buffer.concat(parts).equals(content));
+    assert.equal(await inflated.digest, sha256(compressed));
+    assert.equal(inflateThreadFree(), true);
+  });
+
+  it("remakes the source's UnionctlError here, with its code and hint", async () => {
+    const failAfter = {
+      bytes: compressed.length >> 1,
+      code: 'NOT_FOUND' as const,
+      message: 'registry r: blob b not found (404)',
+      hint: 'check it',
+    };
+    await assert.rejects(readAll(inflateOnThread(source({ ...arg, failAfter })).chunks), (e: unknown) => {
+      assert.ok(e instanceof UnionctlError, String(e));
+      assert.equal(e.code, 'NOT_FOUND');
+      assert.equal(e.message, failAfter.message);
+      assert.equal(e.hint, 'check it');
+      return true;
+    });
+    assert.equal(inflateThreadFree(), true);
+  });
+
+  it('a source module that cannot be loaded fails the stream', async () => {
+    const badModule = new URL('../helpers/inflate-source.js', import.meta.url).href.replace('inflate-source.js', 'no-such-module.js');
+    await assert.rejects(readAll(inflateOnThread({ module: badModule, export: 'x', arg: {} }).chunks), /no-such-module|Cannot find module/);
+    assert.equal(inflateThreadFree(), true);
+  });
+
+  it('stops when its signal aborts, with the reason', async () => {
+    const controller = new AbortController();
+    const reason = new Error('the pull was cancelled');
+    const inflated = inflateOnThread(source(arg, controller.signal));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of inflated.chunks) controller.abort(reason);
+      })(),
+      (e: unknown) => e === reason,
+    );
+    assert.equal(inflateThreadFree(), true);
   });
 });

@@ -62,6 +62,15 @@ export interface FetchedManifest {
   digest: string;
 }
 
+/**
+ * What a client on another thread needs to go on where one is (a worker thread that fetches a
+ * blob itself, blob-source.ts): the options but the signal, and the authorization it holds.
+ */
+export interface RegistryClientState {
+  opts: Omit<RegistryClientOptions, 'signal'>;
+  authorization?: string;
+}
+
 export class RegistryClient {
   readonly description: string;
   private readonly base: string;
@@ -72,6 +81,19 @@ export class RegistryClient {
     this.description = `registry ${opts.registry}, repository ${opts.repository}`;
     this.base = `${opts.insecure ? 'http' : 'https'}://${apiHost(opts.registry)}`;
     this.scope = [`repository:${opts.repository}:${opts.actions}`, ...(opts.alsoPull ?? []).map((r) => `repository:${r}:pull`)].join(' ');
+  }
+
+  /** This client's state, for a client on another thread (RegistryClient.fromState); cloneable. */
+  state(): RegistryClientState {
+    const { signal: _signal, ...opts } = this.opts;
+    return { opts, ...(this.authorization === undefined ? {} : { authorization: this.authorization }) };
+  }
+
+  /** A client that goes on from `state`: it answers a 401 again itself when its authorization runs out. */
+  static fromState(state: RegistryClientState): RegistryClient {
+    const client = new RegistryClient(state.opts);
+    client.authorization = state.authorization;
+    return client;
   }
 
   // ---- manifests ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import {
   type Platform,
 } from '../manifest.js';
 import { parseCreds, storedCredentials, type Credentials } from './auth.js';
+import { blobSource } from './blob-source.js';
 import { RegistryClient, type FetchedManifest } from './client.js';
 import { formatReference, imageName, manifestReference, parseReference, type ImageReference } from './reference.js';
 
@@ -123,6 +124,7 @@ export async function pullImage(store: LayerStore, refText: string, opts: PullOp
   const blobs: LayerBlobs = {
     description: client.description,
     chunks: (layer) => client.blobChunks(layer.blobDigest!, layer.size),
+    threadSource: (layer) => blobSource(client, layer.blobDigest!, layer.size, opts.signal),
   };
   const [loaded] = await loadImagesFrom(store, blobs, [image], {
     onProgress: opts.onProgress,
