@@ -9,8 +9,15 @@ import { UnionctlError, type ErrorCode } from '../errors.js';
 /** Slots of the control array (BigInt64, so the byte counters never wrap). */
 export const WRITTEN = 0; // inflated bytes the worker has put into the ring, in total
 export const CONSUMED = 1; // bytes the reader is done with, in total
-export const STATE = 2; // RUNNING, then ENDED or FAILED; what the reader sleeps on along with WRITTEN
-export const CTL_SLOTS = 3;
+export const STATE = 2; // RUNNING, then ENDED or FAILED (a FAILED state is never changed again)
+/**
+ * Bumped (and notified) after every change of WRITTEN or STATE: what the reader sleeps on. One
+ * counter for both, read before them, is what makes a wake-up impossible to miss: the reader
+ * that saw nothing new waits for SEQ to move from the value it read first, and any change since
+ * has moved it already.
+ */
+export const SEQ = 3;
+export const CTL_SLOTS = 4;
 
 export const RUNNING = 0n;
 /** The worker has written the last byte (and posted the blob digest). */

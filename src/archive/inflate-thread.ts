@@ -46,7 +46,7 @@ import {
   CTL_SLOTS,
   ENDED,
   FAILED,
-  RUNNING,
+  SEQ,
   STATE,
   WRITTEN,
   errorFromPost,
@@ -190,7 +190,8 @@ class InflateRun {
     this.resolveFailed();
     this.stopped = true;
     Atomics.store(this.ctl, STATE, FAILED);
-    Atomics.notify(this.ctl, WRITTEN);
+    Atomics.add(this.ctl, SEQ, 1n);
+    Atomics.notify(this.ctl, SEQ);
     this.wake();
   }
 
@@ -245,18 +246,20 @@ class InflateRun {
     this.start();
     try {
       for (;;) {
-        const written = Atomics.load(this.ctl, WRITTEN);
+        // SEQ first, then what it guards (see SEQ): a change after these loads moves SEQ.
+        const seq = Atomics.load(this.ctl, SEQ);
+        const state = Atomics.load(this.ctl, STATE);
+        if (state === FAILED) {
+          await this.failed;
+          throw this.failure;
+        }
+        const written = Atomics.load(this.ctl, WRITTEN); // final once ENDED is seen: it is marked after the last write
         if (written === consumed) {
-          const state = Atomics.load(this.ctl, STATE);
-          if (state === FAILED) {
-            await this.failed;
-            throw this.failure;
-          }
-          if (state === ENDED && Atomics.load(this.ctl, WRITTEN) === consumed) {
+          if (state === ENDED) {
             await this.digest; // posted before the end was marked: it settles before the thread is let go
             return;
           }
-          if (state === RUNNING) await this.waitForOutput(written);
+          await this.waitForChange(seq);
           continue;
         }
         const pos = Number(consumed % BigInt(RING_BYTES));
@@ -271,8 +274,8 @@ class InflateRun {
     }
   }
 
-  /** Waits, without blocking the event loop, until the worker writes past `written` or the stream ends (or fails). */
-  private async waitForOutput(written: bigint): Promise<void> {
-    await waitAsync(this.ctl, WRITTEN, written).value;
+  /** Waits, without blocking the event loop, until SEQ moves from `seq`: more output, the end, or a failure. */
+  private async waitForChange(seq: bigint): Promise<void> {
+    await waitAsync(this.ctl, SEQ, seq).value;
   }
 }

@@ -19,6 +19,8 @@ import {
   CONSUMED,
   ENDED,
   FAILED,
+  RUNNING,
+  SEQ,
   STATE,
   WRITTEN,
   postedError,
@@ -75,7 +77,7 @@ function inflate(input: Uint8Array, flush: number): boolean {
     if (have > 0) {
       written += BigInt(have);
       Atomics.store(ctl, WRITTEN, written);
-      Atomics.notify(ctl, WRITTEN);
+      wakeReader();
     }
     inOff += inLen - availIn;
     inLen = availIn;
@@ -83,9 +85,20 @@ function inflate(input: Uint8Array, flush: number): boolean {
   }
 }
 
+/** Tells the reader that WRITTEN or STATE changed (see SEQ). */
+function wakeReader(): void {
+  Atomics.add(ctl, SEQ, 1n);
+  Atomics.notify(ctl, SEQ);
+}
+
+/** RUNNING → ENDED or FAILED; a stream the parent has failed meanwhile stays FAILED. */
+function endState(state: bigint): void {
+  Atomics.compareExchange(ctl, STATE, RUNNING, state);
+  wakeReader();
+}
+
 function fail(): void {
-  Atomics.store(ctl, STATE, FAILED);
-  Atomics.notify(ctl, WRITTEN);
+  endState(FAILED);
   post(failure!);
 }
 
@@ -102,8 +115,7 @@ function finish(): void {
   ended = true;
   if (!inflate(new Uint8Array(0), constants.Z_FINISH)) return fail();
   post({ digest: hash.digest('hex') });
-  Atomics.store(ctl, STATE, ENDED);
-  Atomics.notify(ctl, WRITTEN);
+  endState(ENDED);
 }
 
 /** Source bytes read between two minor GCs (see scavenger). */
@@ -143,8 +155,7 @@ async function readSource(source: WorkerSource): Promise<void> {
       }
     }
   } catch (e) {
-    Atomics.store(ctl, STATE, FAILED);
-    Atomics.notify(ctl, WRITTEN);
+    endState(FAILED);
     post({ sourceError: postedError(e) });
     return;
   }
