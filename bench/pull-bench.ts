@@ -20,7 +20,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { childrenCpuMs, processCpuMs } from './cpu.js';
+import { processCpuMs } from './cpu.js';
 import { generateImage } from './load-bench.js';
 import { startContainerd } from './peers/containerd.js';
 import { startDockerd } from './peers/dockerd.js';
@@ -47,32 +47,40 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-/** A finished client process: wall time, its peak RSS (VmHWM polled while it ran). */
+/**
+ * A finished client process: wall time, its peak RSS (VmHWM) and its CPU time (all threads, and
+ * children it reaped), both polled from /proc while it ran: the last poll misses at most 10 ms of
+ * its run. (Not this process's cutime: that also takes in a daemon of the subject before, stopped
+ * and reaped while the next subject runs — a dockerd's whole life.)
+ */
 interface Timed {
   ms: number;
   peakRssKb: number;
+  cpuMs: number;
 }
 
-/** Runs a command to completion, timing it and polling its VmHWM; throws with its stderr on failure. */
+/** Runs a command to completion, timing it and polling its VmHWM and CPU time; throws with its stderr on failure. */
 async function runTimed(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<Timed> {
   const started = performance.now();
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: env ?? process.env });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let peakRssKb = 0;
+  let cpuMs = 0;
   const poll = setInterval(() => {
     try {
       const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1];
       if (hwm !== undefined) peakRssKb = Math.max(peakRssKb, Number(hwm));
+      cpuMs = Math.max(cpuMs, processCpuMs(child.pid!));
     } catch {
-      /* exited */
+      /* exited (or a zombie, whose status has no VmHWM) */
     }
   }, 10);
   const code = await new Promise<number | null>((resolve, reject) => child.on('error', reject).on('close', resolve));
   clearInterval(poll);
   const ms = performance.now() - started;
   if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${code}: ${stderr.trim().split('\n').slice(-5).join('\n')}`);
-  return { ms, peakRssKb };
+  return { ms, peakRssKb, cpuMs };
 }
 
 interface Subject {
@@ -150,9 +158,9 @@ async function runSubject(subject: Subject, fs: BenchFs, ref: string, round: num
   const s = await subject.setUp(fs, round, ref);
   try {
     settle();
-    const cpuBefore = childrenCpuMs() + s.daemonCpuMs();
+    const daemonBefore = s.daemonCpuMs();
     const t = await s.pull();
-    const cpuMs = childrenCpuMs() + s.daemonCpuMs() - cpuBefore;
+    const cpuMs = t.cpuMs + s.daemonCpuMs() - daemonBefore;
     console.log(
       `  round ${round + 1}: ${subject.name.padEnd(44)} ${(t.ms / 1000).toFixed(2)} s, CPU ${(cpuMs / 1000).toFixed(2)} s, client peak RSS ${(t.peakRssKb / 1024).toFixed(0)} MB`,
     );
