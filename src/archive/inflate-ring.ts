@@ -19,6 +19,12 @@ export const STATE = 2; // RUNNING, then ENDED or FAILED (a FAILED state is neve
 export const SEQ = 3;
 export const CTL_SLOTS = 4;
 
+/** Moves SEQ and wakes the reader: call after every change of WRITTEN or STATE, from either thread. */
+export function signalChange(ctl: BigInt64Array): void {
+  Atomics.add(ctl, SEQ, 1n);
+  Atomics.notify(ctl, SEQ);
+}
+
 export const RUNNING = 0n;
 /** The worker has written the last byte (and posted the blob digest). */
 export const ENDED = 1n;

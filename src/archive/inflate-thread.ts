@@ -50,6 +50,7 @@ import {
   STATE,
   WRITTEN,
   errorFromPost,
+  signalChange,
   type FromInflateWorker,
   type InflateWorkerData,
   type ToInflateWorker,
@@ -190,8 +191,7 @@ class InflateRun {
     this.resolveFailed();
     this.stopped = true;
     Atomics.store(this.ctl, STATE, FAILED);
-    Atomics.add(this.ctl, SEQ, 1n);
-    Atomics.notify(this.ctl, SEQ);
+    signalChange(this.ctl);
     this.wake();
   }
 

@@ -20,10 +20,10 @@ import {
   ENDED,
   FAILED,
   RUNNING,
-  SEQ,
   STATE,
   WRITTEN,
   postedError,
+  signalChange,
   type FromInflateWorker,
   type InflateWorkerData,
   type ToInflateWorker,
@@ -77,7 +77,7 @@ function inflate(input: Uint8Array, flush: number): boolean {
     if (have > 0) {
       written += BigInt(have);
       Atomics.store(ctl, WRITTEN, written);
-      wakeReader();
+      signalChange(ctl);
     }
     inOff += inLen - availIn;
     inLen = availIn;
@@ -85,16 +85,10 @@ function inflate(input: Uint8Array, flush: number): boolean {
   }
 }
 
-/** Tells the reader that WRITTEN or STATE changed (see SEQ). */
-function wakeReader(): void {
-  Atomics.add(ctl, SEQ, 1n);
-  Atomics.notify(ctl, SEQ);
-}
-
 /** RUNNING → ENDED or FAILED; a stream the parent has failed meanwhile stays FAILED. */
 function endState(state: bigint): void {
   Atomics.compareExchange(ctl, STATE, RUNNING, state);
-  wakeReader();
+  signalChange(ctl);
 }
 
 function fail(): void {
